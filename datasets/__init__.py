@@ -1,0 +1,1 @@
+"""nuScenes logs through nuscenes-devkit, map rasters, and the synthetic nuScenes-format world."""

@@ -1,0 +1,1 @@
+"""Generator of nuScenes-format driving logs: lidar, six cameras, GNSS, maps and annotated agents."""

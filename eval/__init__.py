@@ -1,0 +1,1 @@
+"""nuScenes detection metrics (mAP, TP errors, NDS) identical to nuscenes-devkit, submission IO, reports."""

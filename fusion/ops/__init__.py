@@ -1,0 +1,1 @@
+"""Fast kernels beside their reference twins: voxelization and BEV pooling."""

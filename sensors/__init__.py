@@ -1,0 +1,1 @@
+"""Typed sensor data, readers, multi-sweep accumulation, timestamp synchronization, pose interpolation."""

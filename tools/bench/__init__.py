@@ -1,0 +1,1 @@
+"""Benchmark runners behind `avfusion bench`; `common` holds the timing and reporting rules."""

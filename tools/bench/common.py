@@ -1,0 +1,109 @@
+"""Timing and reporting shared by every `avfusion bench` (DESIGN.md section 8).
+
+A benchmark times each method with `time_call`, collects them in a `BenchReport` and calls
+`report.emit(json_path)`: a table on stdout and, when asked, JSON with for each method its median,
+min and max in milliseconds, and for each peer `ratio_vs_<peer>` (how many times faster ours is).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from avfusion.calibration.fileio import write_json_atomic
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall-clock times of repeated calls of one method, in milliseconds."""
+
+    name: str
+    times_ms: tuple[float, ...]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.times_ms)
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.times_ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "median_ms": self.median_ms,
+            "min_ms": self.min_ms,
+            "max_ms": self.max_ms,
+            "repeats": len(self.times_ms),
+        }
+
+
+def time_call(name: str, fn: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
+    """Call `fn` `warmup` times untimed, then `repeats` times timed with `perf_counter`."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    for _ in range(warmup):
+        fn()
+    times_ms = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times_ms.append((time.perf_counter() - start) * 1e3)
+    return Timing(name, tuple(times_ms))
+
+
+@dataclass(slots=True)
+class BenchReport:
+    """Timings of our methods and the peers', plus free-form facts about the run."""
+
+    title: str
+    ours: list[Timing] = field(default_factory=list)
+    peers: list[Timing] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def ratios(self, ours_name: str | None = None) -> dict[str, float]:
+        """`ratio_vs_<peer>`: peer median / our median (how many times faster ours is)."""
+        if not self.ours:
+            return {}
+        reference = self.ours[0] if ours_name is None else next(t for t in self.ours if t.name == ours_name)
+        return {f"ratio_vs_{peer.name}": peer.median_ms / reference.median_ms for peer in self.peers}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "methods": {t.name: t.as_dict() for t in self.ours},
+            "peers": {t.name: t.as_dict() for t in self.peers},
+            **self.ratios(),
+            "skipped": dict(self.skipped),
+            "facts": dict(self.facts),
+        }
+
+    def table(self) -> str:
+        lines = [self.title, f"{'method':<34}{'median ms':>12}{'min ms':>12}{'max ms':>12}{'vs ours':>10}"]
+        reference = self.ours[0].median_ms if self.ours else None
+        for timing in [*self.ours, *self.peers]:
+            ratio = f"{timing.median_ms / reference:9.2f}x" if reference else ""
+            lines.append(
+                f"{timing.name:<34}{timing.median_ms:12.3f}{timing.min_ms:12.3f}{timing.max_ms:12.3f}{ratio:>10}"
+            )
+        for key, value in self.ratios().items():
+            lines.append(f"{key}: {value:.2f} (ours is {value:.2f}x as fast)")
+        for name, reason in self.skipped.items():
+            lines.append(f"skipped {name}: {reason}")
+        for key, value in self.facts.items():
+            lines.append(f"{key}: {value}")
+        return "\n".join(lines)
+
+    def emit(self, json_path: str | os.PathLike[str] | None) -> None:
+        print(self.table())
+        if json_path is not None:
+            write_json_atomic(json_path, self.as_dict())
+            print(f"wrote {json_path}")
