@@ -16,6 +16,7 @@ from avfusion.calibration.errors import InputError
 # Modules are imported lazily by name only to keep `avfusion --help` fast (torch, open3d and
 # numba take seconds to import); the list itself is the one place subcommands are declared.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "avfusion.tools.dataset_cmd",
     "avfusion.tools.bench_cmd",
 )
 
