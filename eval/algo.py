@@ -1,0 +1,436 @@
+"""The nuScenes detection metric's core, as pure functions over arrays: accumulate, calc_ap, calc_tp.
+
+Same structure and the same numbers as nuscenes-devkit 1.2.0's `eval/detection/algo.py`:
+
+- Predictions of a class are ranked by descending score over all samples; equal scores are ranked
+  by *later* row first (the devkit reverses an ascending sort of (score, row)).
+- In rank order each prediction takes the nearest not-yet-taken ground-truth box of its class in
+  its sample (xy centre distance; the first such box in file order on a tie) and is a true positive
+  when that distance is strictly below the threshold.
+- Precision and recall are linearly interpolated at 101 recall points (no monotone envelope;
+  recall beyond the highest reached counts as precision 0). TP errors are NaN-aware running means
+  re-sampled on the same confidence axis.
+
+The devkit matches one prediction at a time in Python. Here the greedy matching of every class,
+sample and threshold runs at once (`greedy_match`), in rounds over the sparse set of candidate
+pairs; `greedy_match_reference` is its slow, obviously-correct twin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.eval.boxset import EvalBoxSet
+
+NELEM = 101  # recall bins 0.00, 0.01, ..., 1.00
+TP_METRICS: tuple[str, ...] = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
+
+# pyquaternion only re-normalizes a quaternion whose squared norm is off by at least this much;
+# matching that keeps the yaw of near-unit quaternions bit-for-bit the devkit's.
+_PYQUATERNION_UNIT_TOLERANCE = 1e-14
+
+# Pairs of (prediction, ground truth) in the same sample and class are built in chunks of about this
+# many, so that memory stays bounded when a sample holds hundreds of boxes of one class.
+_PAIR_CHUNK = 4_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class MetricData:
+    """Accumulated metric data of one class at one distance threshold (devkit `DetectionMetricData`).
+
+    Every field is a (101,) float64 array over the recall axis `recall = linspace(0, 1, 101)`:
+    interpolated precision, the matching score threshold (`confidence`, descending, 0 beyond the
+    highest recall reached) and the TP errors: trans_err (m, xy), vel_err (m/s), scale_err (1 - IoU),
+    orient_err (rad), attr_err (1 - accuracy).
+    """
+
+    recall: np.ndarray
+    precision: np.ndarray
+    confidence: np.ndarray
+    trans_err: np.ndarray
+    vel_err: np.ndarray
+    scale_err: np.ndarray
+    orient_err: np.ndarray
+    attr_err: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("recall", "precision", "confidence", *TP_METRICS):
+            array = getattr(self, name)
+            if not isinstance(array, np.ndarray) or array.shape != (NELEM,):
+                found = array.shape if isinstance(array, np.ndarray) else type(array).__name__
+                raise ValueError(f"MetricData.{name} must have shape ({NELEM},), got {found}")
+
+    @classmethod
+    def no_predictions(cls) -> MetricData:
+        """What a class with no ground truth or no true positive scores: precision 0, errors 1."""
+        return cls(
+            recall=np.linspace(0, 1, NELEM),
+            precision=np.zeros(NELEM),
+            confidence=np.zeros(NELEM),
+            trans_err=np.ones(NELEM),
+            vel_err=np.ones(NELEM),
+            scale_err=np.ones(NELEM),
+            orient_err=np.ones(NELEM),
+            attr_err=np.ones(NELEM),
+        )
+
+    @property
+    def max_recall_ind(self) -> int:
+        """Index of the highest recall reached: the last bin with a non-zero confidence (0 if none)."""
+        nonzero = np.flatnonzero(self.confidence)
+        return int(nonzero[-1]) if nonzero.size else 0
+
+    @property
+    def max_recall(self) -> float:
+        return float(self.recall[self.max_recall_ind])
+
+    def error(self, metric_name: str) -> np.ndarray:
+        """The (101,) curve of one of `TP_METRICS`."""
+        match metric_name:
+            case "trans_err":
+                return self.trans_err
+            case "vel_err":
+                return self.vel_err
+            case "scale_err":
+                return self.scale_err
+            case "orient_err":
+                return self.orient_err
+            case "attr_err":
+                return self.attr_err
+        raise ValueError(f"unknown TP metric {metric_name!r}, expected one of {TP_METRICS}")
+
+    def to_json(self) -> dict[str, list[float]]:
+        """The devkit's `DetectionMetricData.serialize()` layout."""
+        return {
+            "recall": self.recall.tolist(),
+            "precision": self.precision.tolist(),
+            "confidence": self.confidence.tolist(),
+            "trans_err": self.trans_err.tolist(),
+            "vel_err": self.vel_err.tolist(),
+            "scale_err": self.scale_err.tolist(),
+            "orient_err": self.orient_err.tolist(),
+            "attr_err": self.attr_err.tolist(),
+        }
+
+
+# ----------------------------------------------------------------------------------------------
+# Box geometry, as the devkit computes it.
+
+
+def yaw_from_quaternions(rotation_wxyz: np.ndarray) -> np.ndarray:
+    """(N, 4) w, x, y, z quaternions -> (N,) yaw in radians, as devkit `quaternion_yaw`.
+
+    The yaw is the heading of the rotated x axis in the xy plane: atan2(R[1, 0], R[0, 0]) of the
+    rotation matrix of the quaternion, normalized first when it is not a unit one (pyquaternion).
+    """
+    q = np.asarray(rotation_wxyz, dtype=np.float64)
+    squared_norm = np.einsum("ij,ij->i", q, q)
+    renormalize = (np.abs(1.0 - squared_norm) >= _PYQUATERNION_UNIT_TOLERANCE) & (squared_norm > 0)
+    if np.any(renormalize):
+        q = q.copy()
+        q[renormalize] /= np.sqrt(squared_norm[renormalize])[:, None]
+    w, x, y, z = q[:, 0], q[:, 1], q[:, 2], q[:, 3]
+    r00 = x * x + w * w - z * z - y * y
+    r10 = 2.0 * (x * y + w * z)
+    return np.arctan2(r10, r00)
+
+
+def abs_angle_diff(yaw_a_rad: np.ndarray, yaw_b_rad: np.ndarray, period: float) -> np.ndarray:
+    """|smallest angle from b to a| for angles known up to `period` (2 pi, or pi for barriers)."""
+    diff = (yaw_a_rad - yaw_b_rad + period / 2) % period - period / 2
+    diff = np.where(diff > np.pi, diff - 2 * np.pi, diff)
+    return np.abs(diff)
+
+
+def scale_iou(size_a_wlh: np.ndarray, size_b_wlh: np.ndarray) -> np.ndarray:
+    """(N, 3), (N, 3) -> (N,) IoU of boxes with equal centre and orientation (sizes must be > 0)."""
+    intersection = np.prod(np.minimum(size_a_wlh, size_b_wlh), axis=1)
+    union = np.prod(size_a_wlh, axis=1) + np.prod(size_b_wlh, axis=1) - intersection
+    return intersection / union
+
+
+def cummean(values: np.ndarray) -> np.ndarray:
+    """Running mean that skips NaNs (0 before the first number); all-NaN input gives all ones."""
+    values = np.asarray(values, dtype=np.float64)
+    is_number = ~np.isnan(values)
+    if not np.any(is_number):
+        return np.ones(len(values))
+    sums = np.nancumsum(values)
+    counts = np.cumsum(is_number)
+    return np.divide(sums, counts, out=np.zeros_like(sums), where=counts != 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Greedy matching.
+
+
+def rank_by_score(score: np.ndarray) -> np.ndarray:
+    """(P,) scores -> (P,) rank (0 = matched first): descending score, later row first on a tie."""
+    order = np.lexsort((np.arange(len(score)), score))[::-1]
+    rank = np.empty(len(score), np.int64)
+    rank[order] = np.arange(len(score))
+    return rank
+
+
+def greedy_match(
+    gt_cell: np.ndarray,
+    gt_xy: np.ndarray,
+    pred_cell: np.ndarray,
+    pred_xy: np.ndarray,
+    pred_rank: np.ndarray,
+    dist_ths: Sequence[float],
+) -> np.ndarray:
+    """Match predictions to ground truth greedily by rank, at several thresholds at once.
+
+    gt_cell (G,), pred_cell (P,): int64 id of the (sample, class) cell a box belongs to; boxes only
+    match within a cell (-1 = a prediction no ground truth can match). gt_xy (G, 2), pred_xy (P, 2):
+    global xy centres, metres. pred_rank (P,): a permutation of 0..P-1, the order in which predictions
+    choose (`rank_by_score`). Returns (T, P) int64: the ground-truth row each prediction took at each
+    threshold, or -1 (a false positive).
+
+    Rule (the devkit's): in rank order, each prediction finds the nearest ground truth of its cell
+    not yet taken (lowest row on a distance tie) and takes it when the distance is < threshold.
+
+    How it runs without a loop over predictions: only pairs closer than the threshold matter (when
+    the nearest free box is farther, nothing is taken). Each round, every unresolved prediction
+    proposes its nearest free candidate; the proposal is final when no better-ranked unresolved
+    prediction has that box among its candidates (nothing before it can take the box any more).
+    The best-ranked unresolved prediction always succeeds, so the rounds end; in practice a handful
+    of rounds resolve every prediction, because conflicts are local.
+    """
+    thresholds = np.asarray(dist_ths, dtype=np.float64)
+    n_gt, n_pred, n_ths = len(gt_cell), len(pred_cell), len(thresholds)
+    matched = np.full((n_ths, n_pred), -1, np.int64)
+    if n_gt == 0 or n_pred == 0 or n_ths == 0:
+        return matched
+    pair_pred, pair_gt, pair_dist = _candidate_pairs(gt_cell, gt_xy, pred_cell, pred_xy, thresholds.max())
+
+    # Each threshold is an independent "universe": ids are offset so one pass resolves them all.
+    universe_pred, universe_gt, universe_dist = [], [], []
+    for t, threshold in enumerate(thresholds):
+        keep = pair_dist < threshold
+        universe_pred.append(pair_pred[keep] + t * n_pred)
+        universe_gt.append(pair_gt[keep] + t * n_gt)
+        universe_dist.append(pair_dist[keep])
+    u_pred = np.concatenate(universe_pred)
+    u_gt = np.concatenate(universe_gt)
+    u_dist = np.concatenate(universe_dist)
+    u_rank = (u_pred // n_pred) * n_pred + pred_rank[u_pred % n_pred]  # unique per (universe, pred)
+
+    # Order A: by prediction rank, then distance, then ground-truth row: the first live pair of a
+    # prediction's run is its proposal. Order B: by ground truth, then rank: the first live pair of a
+    # box's run is the best-ranked prediction still able to take it.
+    order_a = np.lexsort((u_gt, u_dist, u_rank))
+    a_pred, a_gt = u_pred[order_a], u_gt[order_a]
+    order_b = np.lexsort((u_rank, u_gt))
+    b_pred, b_gt = u_pred[order_b], u_gt[order_b]
+
+    matched_flat = matched.reshape(-1)
+    resolved = np.zeros(n_ths * n_pred, bool)
+    taken = np.zeros(n_ths * n_gt, bool)
+    best_pred_of_gt = np.empty(n_ths * n_gt, np.int64)
+    while a_pred.size:
+        first_a = np.ones(a_pred.size, bool)
+        first_a[1:] = a_pred[1:] != a_pred[:-1]
+        proposal_pred, proposal_gt = a_pred[first_a], a_gt[first_a]
+        first_b = np.ones(b_gt.size, bool)
+        first_b[1:] = b_gt[1:] != b_gt[:-1]
+        best_pred_of_gt[b_gt[first_b]] = b_pred[first_b]
+        accepted = best_pred_of_gt[proposal_gt] == proposal_pred
+        won_pred, won_gt = proposal_pred[accepted], proposal_gt[accepted]
+        matched_flat[won_pred] = won_gt % n_gt
+        resolved[won_pred] = True
+        taken[won_gt] = True
+        live_a = ~resolved[a_pred] & ~taken[a_gt]
+        a_pred, a_gt = a_pred[live_a], a_gt[live_a]
+        live_b = ~resolved[b_pred] & ~taken[b_gt]
+        b_pred, b_gt = b_pred[live_b], b_gt[live_b]
+    return matched
+
+
+def _candidate_pairs(
+    gt_cell: np.ndarray, gt_xy: np.ndarray, pred_cell: np.ndarray, pred_xy: np.ndarray, max_dist: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (pred row, gt row, xy distance) of the same cell closer than `max_dist`."""
+    gt_order = np.argsort(gt_cell, kind="stable")
+    sorted_cells = gt_cell[gt_order]
+    start = np.searchsorted(sorted_cells, pred_cell, "left")
+    counts = np.searchsorted(sorted_cells, pred_cell, "right") - start
+    counts[pred_cell < 0] = 0
+    pieces_pred, pieces_gt, pieces_dist = [], [], []
+    cumulative = np.cumsum(counts)
+    chunk_begin = 0
+    while chunk_begin < len(pred_cell):
+        base = cumulative[chunk_begin - 1] if chunk_begin else 0
+        chunk_end = max(int(np.searchsorted(cumulative, base + _PAIR_CHUNK, "right")), chunk_begin + 1)
+        chunk_counts = counts[chunk_begin:chunk_end]
+        total = int(chunk_counts.sum())
+        pred_rows = np.repeat(np.arange(chunk_begin, chunk_end), chunk_counts)
+        offsets = np.arange(total) - np.repeat(np.cumsum(chunk_counts) - chunk_counts, chunk_counts)
+        gt_rows = gt_order[np.repeat(start[chunk_begin:chunk_end], chunk_counts) + offsets]
+        delta = pred_xy[pred_rows] - gt_xy[gt_rows]
+        dist = np.sqrt(delta[:, 0] * delta[:, 0] + delta[:, 1] * delta[:, 1])
+        close = dist < max_dist
+        pieces_pred.append(pred_rows[close])
+        pieces_gt.append(gt_rows[close])
+        pieces_dist.append(dist[close])
+        chunk_begin = chunk_end
+    return np.concatenate(pieces_pred), np.concatenate(pieces_gt), np.concatenate(pieces_dist)
+
+
+def greedy_match_reference(
+    gt_cell: np.ndarray,
+    gt_xy: np.ndarray,
+    pred_cell: np.ndarray,
+    pred_xy: np.ndarray,
+    pred_rank: np.ndarray,
+    dist_ths: Sequence[float],
+) -> np.ndarray:
+    """The slow twin of `greedy_match`: one prediction at a time, as the rule reads."""
+    matched = np.full((len(dist_ths), len(pred_cell)), -1, np.int64)
+    for t, threshold in enumerate(dist_ths):
+        taken: set[int] = set()
+        for pred_row in np.argsort(pred_rank):
+            best_row, best_dist = -1, np.inf
+            for gt_row in range(len(gt_cell)):
+                if gt_cell[gt_row] != pred_cell[pred_row] or pred_cell[pred_row] < 0 or gt_row in taken:
+                    continue
+                delta = pred_xy[pred_row] - gt_xy[gt_row]
+                dist = float(np.sqrt(delta[0] * delta[0] + delta[1] * delta[1]))
+                if dist < best_dist:
+                    best_row, best_dist = gt_row, dist
+            if best_dist < threshold:
+                matched[t, pred_row] = best_row
+                taken.add(best_row)
+    return matched
+
+
+# ----------------------------------------------------------------------------------------------
+# accumulate / calc_ap / calc_tp
+
+
+def accumulate_all(
+    gt: EvalBoxSet, pred: EvalBoxSet, class_names: Sequence[str], dist_ths: Sequence[float]
+) -> dict[tuple[str, float], MetricData]:
+    """`accumulate` for every class and threshold, sharing one batched greedy matching.
+
+    `gt` and `pred` are the boxes left after filtering. Predictions of a sample that has no ground
+    truth entry (not in `gt.sample_tokens`) are false positives. Keys are (class name, threshold).
+    """
+    position_in_gt = {token: position for position, token in enumerate(gt.sample_tokens)}
+    pred_sample = np.array([position_in_gt.get(token, -1) for token in pred.sample_tokens], np.int64)
+    pred_sample = pred_sample[pred.sample_index] if len(pred) else np.zeros(0, np.int64)
+    n_classes = len(DETECTION_CLASSES)
+    gt_cell = gt.sample_index * n_classes + gt.label
+    pred_cell = np.where(pred_sample >= 0, pred_sample * n_classes + pred.label, -1)
+    rank = rank_by_score(pred.score)
+    matched = greedy_match(gt_cell, gt.translation[:, :2], pred_cell, pred.translation[:, :2], rank, dist_ths)
+
+    gt_yaw = yaw_from_quaternions(gt.rotation_wxyz)
+    pred_yaw = yaw_from_quaternions(pred.rotation_wxyz)
+    order = np.argsort(rank)  # all predictions in rank order
+    npos_per_class = np.bincount(gt.label, minlength=n_classes)
+    metric_data: dict[tuple[str, float], MetricData] = {}
+    for class_name in class_names:
+        label = CLASS_INDEX[class_name]
+        npos = int(npos_per_class[label])
+        class_order = order[pred.label[order] == label]
+        period = np.pi if class_name == "barrier" else 2 * np.pi  # a barrier looks the same turned by 180 deg
+        for t, threshold in enumerate(dist_ths):
+            if npos == 0:
+                metric_data[(class_name, threshold)] = MetricData.no_predictions()
+                continue
+            metric_data[(class_name, threshold)] = _interpolate(
+                gt, pred, gt_yaw, pred_yaw, class_order, matched[t, class_order], npos, period
+            )
+    return metric_data
+
+
+def _interpolate(
+    gt: EvalBoxSet,
+    pred: EvalBoxSet,
+    gt_yaw: np.ndarray,
+    pred_yaw: np.ndarray,
+    class_order: np.ndarray,
+    class_matched: np.ndarray,
+    npos: int,
+    period: float,
+) -> MetricData:
+    """Precision/recall and TP-error curves of one class at one threshold from its matches."""
+    is_tp = class_matched >= 0
+    if not np.any(is_tp):
+        return MetricData.no_predictions()
+    tp_rows = class_order[is_tp]
+    gt_rows = class_matched[is_tp]
+
+    delta_xy = pred.translation[tp_rows, :2] - gt.translation[gt_rows, :2]
+    delta_v = pred.velocity_xy[tp_rows] - gt.velocity_xy[gt_rows]
+    gt_attribute = gt.attribute[gt_rows]
+    attr_err = np.where(
+        gt_attribute == -1, np.nan, 1.0 - (gt_attribute == pred.attribute[tp_rows]).astype(np.float64)
+    )
+    errors = {
+        "trans_err": np.sqrt(delta_xy[:, 0] * delta_xy[:, 0] + delta_xy[:, 1] * delta_xy[:, 1]),
+        "vel_err": np.sqrt(delta_v[:, 0] * delta_v[:, 0] + delta_v[:, 1] * delta_v[:, 1]),
+        "scale_err": 1.0 - scale_iou(gt.size_wlh[gt_rows], pred.size_wlh[tp_rows]),
+        "orient_err": abs_angle_diff(gt_yaw[gt_rows], pred_yaw[tp_rows], period),
+        "attr_err": attr_err,
+    }
+
+    tp = np.cumsum(is_tp).astype(float)
+    fp = np.cumsum(~is_tp).astype(float)
+    confidence = pred.score[class_order]
+    precision = tp / (fp + tp)
+    recall = tp / float(npos)
+    recall_axis = np.linspace(0, 1, NELEM)
+    precision_i = np.interp(recall_axis, recall, precision, right=0)
+    confidence_i = np.interp(recall_axis, recall, confidence, right=0)
+    tp_confidence = pred.score[tp_rows]
+    # np.interp needs an increasing axis: resample the running means on the reversed confidences.
+    resampled = {
+        name: np.interp(confidence_i[::-1], tp_confidence[::-1], cummean(values)[::-1])[::-1]
+        for name, values in errors.items()
+    }
+    return MetricData(
+        recall=recall_axis,
+        precision=precision_i,
+        confidence=confidence_i,
+        trans_err=resampled["trans_err"],
+        vel_err=resampled["vel_err"],
+        scale_err=resampled["scale_err"],
+        orient_err=resampled["orient_err"],
+        attr_err=resampled["attr_err"],
+    )
+
+
+def accumulate(gt: EvalBoxSet, pred: EvalBoxSet, class_name: str, dist_th: float) -> MetricData:
+    """Metric data of one class at one centre-distance threshold (devkit `accumulate`)."""
+    if class_name not in CLASS_INDEX:
+        raise ValueError(f"unknown detection class {class_name!r}, expected one of {DETECTION_CLASSES}")
+    return accumulate_all(gt, pred, (class_name,), (dist_th,))[(class_name, dist_th)]
+
+
+def calc_ap(md: MetricData, min_recall: float, min_precision: float) -> float:
+    """Average precision over the recall bins above `min_recall`, of the precision above `min_precision`,
+    normalized to [0, 1] (devkit `calc_ap`)."""
+    if not 0 <= min_precision < 1:
+        raise ValueError(f"min_precision must be in [0, 1), got {min_precision}")
+    if not 0 <= min_recall <= 1:
+        raise ValueError(f"min_recall must be in [0, 1], got {min_recall}")
+    precision = md.precision[round(100 * min_recall) + 1 :] - min_precision  # the bin at min_recall is excluded
+    precision[precision < 0] = 0
+    return float(np.mean(precision)) / (1.0 - min_precision)
+
+
+def calc_tp(md: MetricData, min_recall: float, metric_name: str) -> float:
+    """Mean of a TP error over the recall bins from just above `min_recall` to the highest recall
+    reached; 1.0 when that recall is below `min_recall` (devkit `calc_tp`)."""
+    first = round(100 * min_recall) + 1
+    last = md.max_recall_ind
+    if last < first:
+        return 1.0
+    return float(np.mean(md.error(metric_name)[first : last + 1]))
