@@ -1,0 +1,728 @@
+"""Pictures of the fused bird's-eye view: Open3D scene building, offscreen rendering, PNG/GIF/MP4.
+
+One `SceneFrame` holds everything a picture of one keyframe shows, in the ego frame at the lidar
+timestamp (x forward, y left, z up, metres): the lidar points, ground-truth and predicted boxes,
+the drivable-area map and the network's BEV heatmap as rasters on the ground, and the camera images
+with what is needed to project into them. `scene_geometries` turns a frame into Open3D geometries
+(shared by the offscreen renderer here and the interactive window in `viewer.py`);
+`OffscreenBevRenderer` draws them top-down with an orthographic camera whose pixel mapping is
+`bev_pixel_from_ego`, so a test can check that a box is drawn where it is.
+
+Boxes are drawn as thin prisms rather than Open3D line sets: Filament's line shader does not run on
+Mesa's software Vulkan (the only renderer on a machine without a GPU), and its 1-pixel lines would
+be invisible in a 2-core CI picture anyway.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.calibration.fileio import write_bytes_atomic
+from avfusion.calibration.labels import DETECTION_CLASSES
+from avfusion.calibration.se3 import SE3
+
+if TYPE_CHECKING:
+    import open3d as o3d
+
+    from avfusion.sensors.types import SyncedFrame
+
+# One colour per detection class, indexed like `DETECTION_CLASSES` (RGB, uint8). Chosen to stay
+# apart from each other and from the height colour map's blues/greens at typical BEV sizes.
+CLASS_COLORS_RGB = np.array(
+    [
+        [255, 158, 0],  # car: orange
+        [255, 99, 71],  # truck: tomato
+        [255, 69, 0],  # bus: red-orange
+        [255, 140, 160],  # trailer: pink
+        [233, 150, 70],  # construction_vehicle: dark sand
+        [0, 0, 230],  # pedestrian: blue
+        [255, 61, 99],  # motorcycle: red
+        [220, 20, 60],  # bicycle: crimson
+        [47, 79, 79],  # traffic_cone: slate
+        [112, 128, 144],  # barrier: grey-blue
+    ],
+    dtype=np.uint8,
+)
+assert CLASS_COLORS_RGB.shape == (len(DETECTION_CLASSES), 3)
+
+# Predictions are drawn in their class colour faded towards white, so that a prediction lying on
+# its ground truth stays distinguishable in the picture.
+PREDICTION_FADE = 0.45
+BACKGROUND_RGB = (18, 18, 24)
+UNSEEN_POINT_RGB = (110, 110, 110)
+
+CAMERA_PANEL_ORDER: tuple[str, ...] = (
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_LEFT",
+    "CAM_BACK",
+    "CAM_BACK_RIGHT",
+)
+
+
+class Layer(enum.Enum):
+    """What a picture can show; the viewer toggles them one by one."""
+
+    POINTS = "points"
+    GT_BOXES = "gt_boxes"
+    PRED_BOXES = "pred_boxes"
+    MAP = "map"
+    HEATMAP = "heatmap"
+
+
+ALL_LAYERS = frozenset(Layer)
+
+
+class PointColoring(enum.Enum):
+    """How lidar points are coloured: by height above ground, by return intensity, or by the
+    colour of the camera pixel they project into (grey where no camera sees them)."""
+
+    HEIGHT = "height"
+    INTENSITY = "intensity"
+    CAMERA = "camera"
+
+
+@dataclass(frozen=True, slots=True)
+class BevRaster:
+    """A raster on an ego-frame BEV grid: `values[i, j]` in [0, 1] covers the cell whose centre is
+    at y = y_min + (i + 0.5) * cell_y and x = x_min + (j + 0.5) * cell_x (row index = ego y
+    ascending, column = ego x ascending, as the network's BEV tensors and `MapRaster.crop_bev`)."""
+
+    values: np.ndarray  # (H, W) float32 in [0, 1]
+    x_range_m: tuple[float, float]
+    y_range_m: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2 or self.values.shape[0] < 1 or self.values.shape[1] < 1:
+            raise ValueError(f"BevRaster.values must be (H, W), got shape {self.values.shape}")
+        if self.values.dtype != np.float32:
+            raise ValueError(f"BevRaster.values must be float32, got {self.values.dtype}")
+        for name, (low, high) in (("x_range_m", self.x_range_m), ("y_range_m", self.y_range_m)):
+            if not high > low:
+                raise ValueError(f"BevRaster.{name} must be (low, high) with high > low, got {(low, high)}")
+
+
+@dataclass(frozen=True, slots=True)
+class CameraView:
+    """One camera image and how to project ego-frame points (at the lidar timestamp) into it.
+
+    `camera_from_ego` folds in the ego motion between the lidar and the camera timestamps:
+    camera_from_ego_at_camera_time @ ego_at_camera_time_from_global @ global_from_ego_at_lidar_time.
+    """
+
+    name: str
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    intrinsics: CameraIntrinsics
+    camera_from_ego: SE3
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(
+                f"CameraView.image must be (H, W, 3) uint8, got shape {self.image.shape} {self.image.dtype}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class SceneFrame:
+    """Everything one picture of a keyframe shows, in the ego frame at the lidar timestamp."""
+
+    title: str
+    points_ego: np.ndarray  # (N, 3) float32
+    intensity: np.ndarray  # (N,) float32, nuScenes scale 0..255
+    gt_boxes_ego: Boxes3D | None = None
+    pred_boxes_ego: Boxes3D | None = None
+    map_bev: BevRaster | None = None
+    heatmap_bev: BevRaster | None = None
+    cameras: tuple[CameraView, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.points_ego.ndim != 2 or self.points_ego.shape[1] != 3:
+            raise ValueError(f"SceneFrame.points_ego must be (N, 3), got shape {self.points_ego.shape}")
+        if self.intensity.shape != (self.points_ego.shape[0],):
+            raise ValueError(
+                f"SceneFrame.intensity must be ({self.points_ego.shape[0]},), got shape {self.intensity.shape}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BevView:
+    """The top-down picture's extent: ego x points up the image, ego y to the left; the picture is
+    `height_px` = x span * pixels_per_m tall and `width_px` = y span * pixels_per_m wide."""
+
+    x_range_m: tuple[float, float] = (-54.0, 54.0)
+    y_range_m: tuple[float, float] = (-54.0, 54.0)
+    pixels_per_m: float = 7.5
+
+    @property
+    def width_px(self) -> int:
+        return int(round((self.y_range_m[1] - self.y_range_m[0]) * self.pixels_per_m))
+
+    @property
+    def height_px(self) -> int:
+        return int(round((self.x_range_m[1] - self.x_range_m[0]) * self.pixels_per_m))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderOptions:
+    """What to draw and how."""
+
+    layers: frozenset[Layer] = ALL_LAYERS
+    point_coloring: PointColoring = PointColoring.HEIGHT
+    view: BevView = field(default_factory=BevView)
+    point_size_px: float = 2.0
+    gt_line_px: float = 3.0
+    pred_line_px: float = 2.0
+
+
+def bev_pixel_from_ego(xy_ego: np.ndarray, view: BevView) -> np.ndarray:
+    """Pixel (column, row) of ego-frame points in a top-down picture of `view`.
+
+    xy_ego: (N, 2) metres. Returns (N, 2) float64; row 0 is the top (ego x = x_max), column 0 the
+    left edge (ego y = y_max), pixel centres at half-integers.
+    """
+    xy = np.asarray(xy_ego, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ValueError(f"xy_ego must be (N, 2), got shape {xy.shape}")
+    column = (view.y_range_m[1] - xy[:, 1]) * view.pixels_per_m
+    row = (view.x_range_m[1] - xy[:, 0]) * view.pixels_per_m
+    return np.stack([column, row], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colours
+
+
+def _apply_colormap(values_01: np.ndarray, colormap: int) -> np.ndarray:
+    """(N,) values in [0, 1] -> (N, 3) uint8 RGB through an OpenCV colour map."""
+    indices = np.clip(np.round(values_01 * 255.0), 0, 255).astype(np.uint8).reshape(-1, 1)
+    return cv2.applyColorMap(indices, colormap).reshape(-1, 3)[:, ::-1].copy()
+
+
+def colors_by_height(points_ego: np.ndarray, z_min_m: float = -0.5, z_max_m: float = 3.5) -> np.ndarray:
+    """(N, 3) ego points -> (N, 3) uint8 RGB: blue at the road (ego z ~ 0: nuScenes' ego origin is
+    on the ground under the rear axle) to red at z_max_m and above."""
+    z = np.asarray(points_ego, dtype=np.float64)[:, 2]
+    return _apply_colormap(np.clip((z - z_min_m) / (z_max_m - z_min_m), 0.0, 1.0), cv2.COLORMAP_TURBO)
+
+
+def colors_by_intensity(intensity: np.ndarray) -> np.ndarray:
+    """(N,) nuScenes intensity 0..255 -> (N, 3) uint8 RGB. Most returns are below 30, so the scale
+    is a square root to spread the dark end."""
+    scaled = np.sqrt(np.clip(np.asarray(intensity, dtype=np.float64), 0.0, 255.0) / 255.0)
+    return _apply_colormap(scaled, cv2.COLORMAP_INFERNO)
+
+
+def colors_from_cameras(points_ego: np.ndarray, cameras: Sequence[CameraView]) -> tuple[np.ndarray, np.ndarray]:
+    """Colour each ego-frame point by the pixel it projects into.
+
+    points_ego: (N, 3). Returns (colors (N, 3) uint8 RGB, seen (N,) bool); a point seen by several
+    cameras takes the colour of the first in `cameras`; unseen points are `UNSEEN_POINT_RGB`.
+    """
+    points = np.asarray(points_ego, dtype=np.float64)
+    colors = np.tile(np.array(UNSEEN_POINT_RGB, dtype=np.uint8), (len(points), 1))
+    seen = np.zeros(len(points), dtype=bool)
+    for camera in cameras:
+        projection = camera.intrinsics.project(camera.camera_from_ego.apply(points))
+        height, width = camera.image.shape[:2]
+        target = np.flatnonzero(projection.in_image & ~seen)
+        # Pixel centres sit at integer (u, v), so the nearest pixel is the rounded coordinate.
+        uv = np.round(projection.uv[target]).astype(np.int64)
+        column, row = np.clip(uv[:, 0], 0, width - 1), np.clip(uv[:, 1], 0, height - 1)
+        colors[target] = camera.image[row, column]
+        seen[target] = True
+    return colors, seen
+
+
+def point_colors(frame: SceneFrame, coloring: PointColoring) -> np.ndarray:
+    """(N, 3) uint8 RGB colours of `frame`'s points for one colouring mode."""
+    match coloring:
+        case PointColoring.HEIGHT:
+            return colors_by_height(frame.points_ego)
+        case PointColoring.INTENSITY:
+            return colors_by_intensity(frame.intensity)
+        case PointColoring.CAMERA:
+            return colors_from_cameras(frame.points_ego, frame.cameras)[0]
+    raise ValueError(f"unknown point colouring {coloring!r}")
+
+
+def box_colors(boxes: Boxes3D, predicted: bool) -> np.ndarray:
+    """(N, 3) uint8 RGB: the class colour, faded towards white for predictions."""
+    colors = CLASS_COLORS_RGB[boxes.label].astype(np.float64)
+    if predicted:
+        colors = colors * (1.0 - PREDICTION_FADE) + 255.0 * PREDICTION_FADE
+    return np.round(colors).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Box wireframes
+
+# Edges over `Boxes3D.corners()`' order (nuscenes-devkit's: corners 0-3 are the front face, 4-7 the
+# back face, each going left-top, right-top, right-bottom, left-bottom): both faces, then the four
+# edges joining them, then an X across the front face so the heading reads from any side.
+_BOX_EDGES = np.array(
+    [
+        [0, 1], [1, 2], [2, 3], [3, 0],
+        [4, 5], [5, 6], [6, 7], [7, 4],
+        [0, 4], [1, 5], [2, 6], [3, 7],
+        [0, 2], [1, 3],
+    ]
+)
+
+
+def box_wireframe_segments(boxes: Boxes3D) -> np.ndarray:
+    """Line segments outlining each box and its heading.
+
+    Returns (N, 15, 2, 3) float64 segment end points in the boxes' frame: the 12 edges, an X on the
+    front (+length) face, and a heading line from the top face's centre to the front top edge's
+    midpoint, so the direction of travel is readable from above too.
+    """
+    corners = boxes.corners()  # (N, 8, 3)
+    edges = corners[:, _BOX_EDGES]  # (N, 14, 2, 3)
+    top_center = 0.25 * corners[:, [0, 1, 4, 5]].sum(axis=1)  # (N, 3)
+    front_top_mid = 0.5 * (corners[:, 0] + corners[:, 1])
+    heading = np.stack([top_center, front_top_mid], axis=1)[:, None]  # (N, 1, 2, 3)
+    return np.concatenate([edges, heading], axis=1)
+
+
+def segment_prisms(segments: np.ndarray, colors_rgb: np.ndarray, width_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin square prisms along line segments, as a triangle mesh.
+
+    segments: (S, 2, 3); colors_rgb: (S, 3) uint8. Returns (vertices (8S, 3) float64,
+    triangles (12S, 3) int32, vertex colours (8S, 3) float64 in [0, 1]).
+    """
+    start, end = segments[:, 0], segments[:, 1]
+    direction = end - start
+    length = np.linalg.norm(direction, axis=1, keepdims=True)
+    direction = np.where(length > 1e-9, direction / np.maximum(length, 1e-9), [0.0, 0.0, 1.0])
+    # Any vector not parallel to the segment gives the cross-section's first axis.
+    helper = np.where(np.abs(direction[:, 2:3]) < 0.9, [0.0, 0.0, 1.0], [1.0, 0.0, 0.0])
+    side_u = np.cross(direction, helper)
+    side_u /= np.linalg.norm(side_u, axis=1, keepdims=True)
+    side_v = np.cross(direction, side_u)
+    half = 0.5 * width_m
+    offsets = np.stack(
+        [(-side_u - side_v), (side_u - side_v), (side_u + side_v), (-side_u + side_v)], axis=1
+    ) * half  # (S, 4, 3)
+    vertices = np.concatenate([start[:, None] + offsets, end[:, None] + offsets], axis=1)  # (S, 8, 3)
+    # Ring 0-3 at the start, 4-7 at the end: two caps and four sides, two triangles each.
+    faces = np.array(
+        [
+            [0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7],
+            [0, 1, 5], [0, 5, 4], [1, 2, 6], [1, 6, 5],
+            [2, 3, 7], [2, 7, 6], [3, 0, 4], [3, 4, 7],
+        ],
+        dtype=np.int32,
+    )
+    base = (np.arange(len(segments), dtype=np.int32) * 8)[:, None, None]
+    triangles = (faces[None] + base).reshape(-1, 3)
+    vertex_colors = np.repeat(colors_rgb.astype(np.float64) / 255.0, 8, axis=0)
+    return vertices.reshape(-1, 3), triangles, vertex_colors
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground texture (map raster and heatmap)
+
+
+def ground_texture(
+    map_bev: BevRaster | None, heatmap_bev: BevRaster | None, view: BevView, layers: frozenset[Layer]
+) -> np.ndarray | None:
+    """The picture laid on the ground plane under the points, on `view`'s pixel grid.
+
+    Returns (view.height_px, view.width_px, 3) uint8 RGB with row 0 at ego x_max and column 0 at
+    ego y_max (as `bev_pixel_from_ego`), or None when neither raster is shown. Drivable area is a
+    dark slate, the heatmap an additive warm overlay so both stay readable at once.
+    """
+    show_map = map_bev is not None and Layer.MAP in layers
+    show_heatmap = heatmap_bev is not None and Layer.HEATMAP in layers
+    if not (show_map or show_heatmap):
+        return None
+    picture = np.empty((view.height_px, view.width_px, 3), dtype=np.float64)
+    picture[:] = BACKGROUND_RGB
+    if show_map:
+        drivable = _resample_to_view(map_bev, view)
+        picture += drivable[..., None] * (np.array([62.0, 70.0, 88.0]) - np.array(BACKGROUND_RGB))
+    if show_heatmap:
+        heat = _resample_to_view(heatmap_bev, view)
+        # 0.85: the peak stays yellow instead of saturating to white.
+        overlay = _apply_colormap(0.85 * heat.ravel(), cv2.COLORMAP_HOT).reshape(*heat.shape, 3).astype(np.float64)
+        picture += heat[..., None] * overlay
+    return np.clip(np.round(picture), 0, 255).astype(np.uint8)
+
+
+def _resample_to_view(raster: BevRaster, view: BevView) -> np.ndarray:
+    """Nearest-neighbour samples of `raster` at the centres of `view`'s pixels; 0 outside it."""
+    rows = np.arange(view.height_px) + 0.5
+    columns = np.arange(view.width_px) + 0.5
+    x_ego = view.x_range_m[1] - rows / view.pixels_per_m  # (H',)
+    y_ego = view.y_range_m[1] - columns / view.pixels_per_m  # (W',)
+    height, width = raster.values.shape
+    cell_x = (raster.x_range_m[1] - raster.x_range_m[0]) / width
+    cell_y = (raster.y_range_m[1] - raster.y_range_m[0]) / height
+    raster_col = np.floor((x_ego - raster.x_range_m[0]) / cell_x).astype(np.int64)
+    raster_row = np.floor((y_ego - raster.y_range_m[0]) / cell_y).astype(np.int64)
+    valid = (raster_col >= 0) & (raster_col < width)
+    valid_rows = (raster_row >= 0) & (raster_row < height)
+    sampled = raster.values[np.clip(raster_row, 0, height - 1)[None, :], np.clip(raster_col, 0, width - 1)[:, None]]
+    return np.clip(np.where(valid[:, None] & valid_rows[None, :], sampled, 0.0), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Open3D geometry
+
+
+@dataclass(frozen=True, slots=True)
+class NamedGeometry:
+    """One Open3D geometry of a scene, the layer it belongs to, and its texture if it has one."""
+
+    name: str
+    layer: Layer | None
+    geometry: object  # open3d.geometry.PointCloud | TriangleMesh
+    texture_rgb: np.ndarray | None = None  # (H, W, 3) uint8, image row 0 = the far (+x) edge
+
+
+# The textured ground sits a little under the road (ego z ~ 0) so that road returns draw over it.
+GROUND_Z_M = -0.6
+
+
+def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeometry]:
+    """Open3D geometries for `frame`: points, GT and predicted boxes, and the textured ground."""
+    import open3d as o3d
+
+    geometries: list[NamedGeometry] = []
+    view = options.view
+    texture = ground_texture(frame.map_bev, frame.heatmap_bev, view, options.layers)
+    if texture is not None:
+        geometries.append(NamedGeometry("ground", None, _ground_plane(view), texture))
+    if Layer.POINTS in options.layers and len(frame.points_ego):
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(frame.points_ego.astype(np.float64)))
+        cloud.colors = o3d.utility.Vector3dVector(point_colors(frame, options.point_coloring) / 255.0)
+        geometries.append(NamedGeometry("points", Layer.POINTS, cloud))
+    for boxes, layer, predicted, line_px in (
+        (frame.gt_boxes_ego, Layer.GT_BOXES, False, options.gt_line_px),
+        (frame.pred_boxes_ego, Layer.PRED_BOXES, True, options.pred_line_px),
+    ):
+        if boxes is None or len(boxes) == 0 or layer not in options.layers:
+            continue
+        segments = box_wireframe_segments(boxes)  # (N, 14, 2, 3)
+        colors = np.repeat(box_colors(boxes, predicted), segments.shape[1], axis=0)
+        vertices, triangles, vertex_colors = segment_prisms(
+            segments.reshape(-1, 2, 3), colors, width_m=line_px / view.pixels_per_m
+        )
+        mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
+        mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colors)
+        geometries.append(NamedGeometry(layer.value, layer, mesh))
+    return geometries
+
+
+def _ground_plane(view: BevView) -> o3d.geometry.TriangleMesh:
+    """A rectangle covering `view` at GROUND_Z_M with texture coordinates for `ground_texture`.
+
+    UV convention of Open3D's renderers: u follows image columns, v = 1 - row / H (v = 0 is the
+    image's last row). The texture's row 0 is ego x_max, column 0 is ego y_max.
+    """
+    import open3d as o3d
+
+    (x_min, x_max), (y_min, y_max) = view.x_range_m, view.y_range_m
+    vertices = np.array(
+        [[x_max, y_max, GROUND_Z_M], [x_max, y_min, GROUND_Z_M], [x_min, y_min, GROUND_Z_M], [x_min, y_max, GROUND_Z_M]]
+    )
+    uv_of_vertex = np.array([[0.0, 1.0], [1.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    triangles = np.array([[0, 2, 1], [0, 3, 2]], dtype=np.int32)
+    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
+    mesh.triangle_uvs = o3d.utility.Vector2dVector(uv_of_vertex[triangles.ravel()])
+    mesh.triangle_material_ids = o3d.utility.IntVector([0, 0])
+    # Filament's unlit shader multiplies the texture by the vertex colour (grey when absent).
+    mesh.vertex_colors = o3d.utility.Vector3dVector(np.ones((4, 3)))
+    return mesh
+
+
+# ---------------------------------------------------------------------------------------------
+# Offscreen rendering
+
+
+class OffscreenBevRenderer:
+    """Top-down pictures through Open3D's offscreen (Filament) renderer.
+
+    Needs a working Vulkan or EGL driver (Mesa's software Vulkan works without a GPU); where there
+    is none, creating the renderer can abort the process, so callers that must survive that render
+    in a subprocess. One renderer is reused for every frame: creating one costs about a second.
+    """
+
+    def __init__(self, view: BevView) -> None:
+        import open3d as o3d
+
+        self._o3d = o3d
+        self._view = view
+        self._renderer = o3d.visualization.rendering.OffscreenRenderer(view.width_px, view.height_px)
+        scene = self._renderer.scene
+        scene.set_background([channel / 255.0 for channel in BACKGROUND_RGB] + [1.0])
+        scene.view.set_post_processing(False)  # tone mapping would shift the class colours tests look for
+        (x_min, x_max), (y_min, y_max) = view.x_range_m, view.y_range_m
+        center = [(x_min + x_max) / 2.0, (y_min + y_max) / 2.0, 0.0]
+        half_x, half_y = (x_max - x_min) / 2.0, (y_max - y_min) / 2.0
+        camera = scene.camera
+        # Looking down -z with up = +x ego makes the camera's right = -y ego (left of the image = +y).
+        camera.set_projection(
+            o3d.visualization.rendering.Camera.Projection.Ortho, -half_y, half_y, -half_x, half_x, 1.0, 400.0
+        )
+        camera.look_at(center, [center[0], center[1], 200.0], [1.0, 0.0, 0.0])
+
+    @property
+    def view(self) -> BevView:
+        return self._view
+
+    def render(self, frame: SceneFrame, options: RenderOptions) -> np.ndarray:
+        """(view.height_px, view.width_px, 3) uint8 RGB top-down picture of `frame`."""
+        if options.view != self._view:
+            raise ValueError(f"renderer was made for {self._view}, options ask for {options.view}")
+        rendering = self._o3d.visualization.rendering
+        scene = self._renderer.scene
+        scene.clear_geometry()
+        for item in scene_geometries(frame, options):
+            material = rendering.MaterialRecord()
+            material.shader = "defaultUnlit"
+            if item.layer is Layer.POINTS:
+                material.point_size = options.point_size_px
+            if item.texture_rgb is not None:
+                material.albedo_img = self._o3d.geometry.Image(_srgb_encoded(item.texture_rgb))
+            scene.add_geometry(item.name, item.geometry, material)
+        return np.asarray(self._renderer.render_to_image()).copy()
+
+
+def _srgb_encoded(image_rgb: np.ndarray) -> np.ndarray:
+    """Filament decodes albedo textures from sRGB and, with post-processing off, writes linear
+    values out; sending the sRGB encoding of the wanted output makes the picture show the texture's
+    intended colours (vertex colours are not decoded and need no such step)."""
+    linear = image_rgb.astype(np.float64) / 255.0
+    encoded = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * np.power(linear, 1.0 / 2.4) - 0.055)
+    return np.ascontiguousarray(np.clip(np.round(encoded * 255.0), 0, 255).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------------
+# Camera panel and composed frame
+
+
+def draw_boxes_on_camera(camera: CameraView, boxes: Boxes3D, predicted: bool, thickness_px: int = 2) -> np.ndarray:
+    """A copy of `camera.image` with `boxes` (ego frame at the lidar time) drawn where they project.
+
+    Edges are clipped at 0.1 m in front of the camera so boxes beside or behind it draw nothing
+    wrong. Returns (H, W, 3) uint8 RGB.
+    """
+    image = camera.image.copy()
+    if len(boxes) == 0:
+        return image
+    segments_ego = box_wireframe_segments(boxes)  # (N, 14, 2, 3)
+    n_boxes, n_segments = segments_ego.shape[:2]
+    segments_cam = camera.camera_from_ego.apply(segments_ego.reshape(-1, 3)).reshape(n_boxes, n_segments, 2, 3)
+    colors = box_colors(boxes, predicted)
+    near_m = 0.1
+    height, width = image.shape[:2]
+    for box_index in range(n_boxes):
+        color = tuple(int(c) for c in colors[box_index])
+        for start, end in segments_cam[box_index]:
+            if start[2] < near_m and end[2] < near_m:
+                continue
+            if start[2] < near_m or end[2] < near_m:
+                # Move the point behind the near plane onto it along the segment.
+                alpha = (near_m - start[2]) / (end[2] - start[2])
+                clipped = start + alpha * (end - start)
+                start, end = (clipped, end) if start[2] < near_m else (start, clipped)
+            uv = camera.intrinsics.project(np.stack([start, end])).uv
+            if not np.all(np.isfinite(uv)) or np.abs(uv).max() > 1e5:
+                continue
+            ok, p0, p1 = cv2.clipLine((0, 0, width, height), _int_point(uv[0]), _int_point(uv[1]))
+            if ok:
+                cv2.line(image, p0, p1, color, thickness_px, cv2.LINE_AA)
+    return image
+
+
+def _int_point(uv: np.ndarray) -> tuple[int, int]:
+    return int(round(float(uv[0]))), int(round(float(uv[1])))
+
+
+def camera_panel(frame: SceneFrame, layers: frozenset[Layer], tile_width_px: int = 400) -> np.ndarray | None:
+    """The six camera images (nuScenes layout: front row, back row) with boxes drawn, as one image.
+
+    Returns (2 * tile_h, 3 * tile_width_px, 3) uint8 RGB, black tiles for missing cameras, or None
+    when the frame has no camera at all.
+    """
+    if not frame.cameras:
+        return None
+    by_name = {camera.name: camera for camera in frame.cameras}
+    first = frame.cameras[0].image
+    tile_height_px = int(round(tile_width_px * first.shape[0] / first.shape[1]))
+    panel = np.zeros((2 * tile_height_px, 3 * tile_width_px, 3), dtype=np.uint8)
+    for slot, name in enumerate(CAMERA_PANEL_ORDER):
+        row, column = divmod(slot, 3)
+        top, left = row * tile_height_px, column * tile_width_px
+        camera = by_name.get(name)
+        if camera is None:
+            tile = np.zeros((tile_height_px, tile_width_px, 3), dtype=np.uint8)
+            _put_label(tile, f"{name}: missing", (8, 22), (200, 80, 80))
+        else:
+            image = camera.image
+            if Layer.GT_BOXES in layers and frame.gt_boxes_ego is not None:
+                image = draw_boxes_on_camera(CameraView(name, image, camera.intrinsics, camera.camera_from_ego), frame.gt_boxes_ego, False, 3)
+            if Layer.PRED_BOXES in layers and frame.pred_boxes_ego is not None:
+                image = draw_boxes_on_camera(CameraView(name, image, camera.intrinsics, camera.camera_from_ego), frame.pred_boxes_ego, True, 2)
+            tile = cv2.resize(image, (tile_width_px, tile_height_px), interpolation=cv2.INTER_AREA)
+            _put_label(tile, name, (8, 22), (255, 255, 255))
+        panel[top : top + tile_height_px, left : left + tile_width_px] = tile
+    return panel
+
+
+def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, int, int], scale: float = 0.55) -> None:
+    """Draw `text` in place on a picture being composed (outlined, so it reads on any background)."""
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
+
+
+def legend(height_px: int, width_px: int) -> np.ndarray:
+    """A key of the class colours (solid = ground truth, faded = prediction): (H, W, 3) uint8 RGB."""
+    image = np.zeros((height_px, width_px, 3), dtype=np.uint8)
+    image[:] = BACKGROUND_RGB
+    columns = 5
+    cell_width = width_px // columns
+    for index, name in enumerate(DETECTION_CLASSES):
+        row, column = divmod(index, columns)
+        left, top = column * cell_width + 8, 10 + row * 26
+        gt = tuple(int(c) for c in CLASS_COLORS_RGB[index])
+        faded = tuple(int(round(c * (1 - PREDICTION_FADE) + 255 * PREDICTION_FADE)) for c in CLASS_COLORS_RGB[index])
+        cv2.rectangle(image, (left, top), (left + 14, top + 14), gt, -1)
+        cv2.rectangle(image, (left + 18, top), (left + 32, top + 14), faded, -1)
+        _put_label(image, name, (left + 38, top + 12), (230, 230, 230), 0.45)
+    _put_label(image, "left square: ground truth, right square: prediction", (8, height_px - 10), (180, 180, 180), 0.45)
+    return image
+
+
+def compose_picture(bev_rgb: np.ndarray, view: BevView, panel_rgb: np.ndarray | None, title: str) -> np.ndarray:
+    """The full picture: the top-down BEV (with the ego vehicle marked) on the left; the camera
+    panel and the colour key on the right.
+
+    bev_rgb: (view.height_px, view.width_px, 3) uint8. Returns (H', W', 3) uint8 RGB with the BEV at
+    offset (0, 0), so `bev_pixel_from_ego` holds in the composed picture too.
+    """
+    bev = bev_rgb.copy()
+    # The ego vehicle: a white arrowhead at the origin pointing forward (+x, up the picture).
+    outline_ego = np.array([[2.5, 0.0], [-1.5, 1.0], [-1.5, -1.0]])
+    outline_px = np.round(bev_pixel_from_ego(outline_ego, view)).astype(np.int32)
+    cv2.fillPoly(bev, [outline_px], (255, 255, 255), cv2.LINE_AA)
+    _put_label(bev, title, (8, 22), (255, 255, 255))
+    if panel_rgb is None:
+        return bev
+    key = legend(80, panel_rgb.shape[1])
+    right = np.concatenate([panel_rgb, key], axis=0)
+    height, width = bev.shape[:2]
+    picture = np.zeros((max(height, right.shape[0]), width + right.shape[1], 3), dtype=np.uint8)
+    picture[:] = BACKGROUND_RGB
+    picture[:height, :width] = bev
+    picture[: right.shape[0], width:] = right
+    return picture
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def write_png(path: str | Path, image_rgb: np.ndarray) -> None:
+    """Write an (H, W, 3) uint8 RGB picture as PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(image_rgb[..., ::-1]))
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a PNG of shape {image_rgb.shape}")
+    write_bytes_atomic(path, encoded.tobytes())
+
+
+def write_gif(path: str | Path, images_rgb: Sequence[np.ndarray], fps: float, max_width_px: int = 960) -> None:
+    """Write pictures as a looping GIF (Pillow), scaled down to at most `max_width_px`, atomically."""
+    from PIL import Image
+
+    if not images_rgb:
+        raise ValueError("write_gif needs at least one picture")
+    frames = [Image.fromarray(_fit_width(image, max_width_px)) for image in images_rgb]
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer, format="GIF", save_all=True, append_images=frames[1:], duration=int(round(1000 / fps)), loop=0
+    )
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_mp4(path: str | Path, images_rgb: Sequence[np.ndarray], fps: float) -> None:
+    """Write equally sized pictures as an MP4 (MPEG-4 Part 2 through OpenCV), atomically."""
+    if not images_rgb:
+        raise ValueError("write_mp4 needs at least one picture")
+    height, width = images_rgb[0].shape[:2]
+    for image in images_rgb:
+        if image.shape != (height, width, 3):
+            raise ValueError(f"all pictures must be ({height}, {width}, 3), got {image.shape}")
+    # VideoWriter needs a file name: encode into a temporary file, then copy it in atomically.
+    with tempfile.TemporaryDirectory(prefix="avfusion-mp4-") as tmp_dir:
+        tmp_video = Path(tmp_dir) / "video.mp4"
+        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        if not writer.isOpened():
+            raise RuntimeError("OpenCV's VideoWriter could not open an mp4v stream")
+        try:
+            for image in images_rgb:
+                writer.write(np.ascontiguousarray(image[..., ::-1]))
+        finally:
+            writer.release()
+        write_bytes_atomic(path, tmp_video.read_bytes())
+
+
+def _fit_width(image: np.ndarray, max_width_px: int) -> np.ndarray:
+    if image.shape[1] <= max_width_px:
+        return image
+    scale = max_width_px / image.shape[1]
+    size = (max_width_px, int(round(image.shape[0] * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def scene_frame_from_synced(
+    frame: SyncedFrame,
+    pred_boxes_ego: Boxes3D | None = None,
+    heatmap_bev: BevRaster | None = None,
+    view: BevView | None = None,
+    map_resolution_m: float = 0.2,
+) -> SceneFrame:
+    """A `SceneFrame` of a synchronized keyframe: its lidar points and intensity, its ground truth,
+    the drivable area cropped around its pose on `view`'s extent, and its cameras (each folding in
+    the ego motion between the lidar and the camera timestamps). Predictions and the heatmap come
+    from the caller (fusion output), already in this frame's ego frame."""
+    view = view if view is not None else BevView()
+    if frame.lidar is not None:
+        points_ego = frame.lidar.points_ego.astype(np.float32)
+        intensity = np.ascontiguousarray(frame.lidar.points[:, 3], dtype=np.float32)
+    else:
+        points_ego, intensity = np.zeros((0, 3), np.float32), np.zeros(0, np.float32)
+    map_bev = None
+    if frame.map is not None:
+        drivable = frame.map.crop_bev(frame.global_from_ego, view.x_range_m, view.y_range_m, map_resolution_m)
+        map_bev = BevRaster(drivable.astype(np.float32), view.x_range_m, view.y_range_m)
+    cameras = tuple(
+        CameraView(name, frame.cameras[name].image, frame.cameras[name].intrinsics,
+                   frame.ego_from_camera_at_lidar_time(name).inverse())
+        for name in CAMERA_PANEL_ORDER
+        if name in frame.cameras
+    )
+    missing = f"  missing: {', '.join(sorted(frame.missing))}" if frame.missing else ""
+    return SceneFrame(
+        title=f"{frame.scene_name}  {frame.sample_token[:8]}  t={frame.timestamp_us} us{missing}",
+        points_ego=points_ego,
+        intensity=intensity,
+        gt_boxes_ego=frame.gt_boxes,
+        pred_boxes_ego=pred_boxes_ego,
+        map_bev=map_bev,
+        heatmap_bev=heatmap_bev,
+        cameras=cameras,
+    )
