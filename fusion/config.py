@@ -1,0 +1,363 @@
+"""Configuration of the BEV fusion network: one frozen dataclass per component, composed into `FusionConfig`.
+
+Only independent numbers are stored; everything derived from them (grid shapes, depth bin centres,
+feature-map sizes) is a property, so a config can never disagree with itself. Presets are plain
+functions (`cpu_default`, `gpu_large`). `FusionConfig.to_dict` / `from_dict` round-trip through JSON:
+every training run writes its resolved config beside its weights.
+
+Frames: the BEV grid lives in the ego frame (x forward, y left, z up, metres). Grid rows index y,
+columns index x: cell (row i, column j) covers x in [x_min + j*cell, x_min + (j+1)*cell) and
+y in [y_min + i*cell, y_min + (i+1)*cell).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from avfusion.calibration.errors import FileFormatError
+from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+
+# The six nuScenes cameras in the order the network sees them (index k of every `(B, K, ...)` tensor).
+CAMERA_NAMES: tuple[str, ...] = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_FRONT_LEFT",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GridConfig:
+    """The ego-frame BEV grid every branch writes into (metres)."""
+
+    x_range_m: tuple[float, float] = (-51.2, 51.2)
+    y_range_m: tuple[float, float] = (-51.2, 51.2)
+    z_range_m: tuple[float, float] = (-5.0, 3.0)
+    cell_m: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("x_range_m", "y_range_m", "z_range_m"):
+            low, high = getattr(self, name)
+            if not high > low:
+                raise ValueError(f"GridConfig.{name} must be (low, high) with high > low, got {(low, high)}")
+            object.__setattr__(self, name, (float(low), float(high)))
+        for name in ("x_range_m", "y_range_m"):
+            low, high = getattr(self, name)
+            cells = (high - low) / self.cell_m
+            if abs(cells - round(cells)) > 1e-6:
+                raise ValueError(f"GridConfig.{name} {(low, high)} is not a whole number of {self.cell_m} m cells")
+
+    @property
+    def shape_hw(self) -> tuple[int, int]:
+        """(rows along y, columns along x) of the BEV grid."""
+        height = round((self.y_range_m[1] - self.y_range_m[0]) / self.cell_m)
+        width = round((self.x_range_m[1] - self.x_range_m[0]) / self.cell_m)
+        return height, width
+
+    @property
+    def point_range_m(self) -> tuple[float, float, float, float, float, float]:
+        """(x_min, y_min, z_min, x_max, y_max, z_max), the voxelizer's convention."""
+        return (
+            self.x_range_m[0], self.y_range_m[0], self.z_range_m[0],
+            self.x_range_m[1], self.y_range_m[1], self.z_range_m[1],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class LidarConfig:
+    """Pillars of one BEV cell each, encoded by a PointNet and scattered to the grid.
+
+    Point features in: x, y, z (ego frame, m), intensity (0-255 as in nuScenes), time lag (s).
+    The encoder appends offsets from the pillar's point mean (3) and from the pillar centre (2).
+    """
+
+    max_points_per_pillar: int = 16
+    max_pillars: int = 16384
+    channels: int = 32
+
+    @property
+    def point_channels(self) -> int:
+        return 5
+
+    @property
+    def decorated_channels(self) -> int:
+        return self.point_channels + 3 + 2
+
+
+@dataclass(frozen=True, slots=True)
+class CameraConfig:
+    """Image encoder and lift-splat depth lift.
+
+    Images are resized to `input_hw` (pixels) before the encoder; the encoder downsamples by
+    `feature_stride`; each feature pixel predicts a distribution over `num_depth_bins` depth bins of
+    width `depth_step_m` starting at `depth_min_m` (bin centres at depth_min + (i + 0.5) * step).
+    """
+
+    input_hw: tuple[int, int] = (112, 200)
+    feature_stride: int = 8
+    encoder_channels: tuple[int, ...] = (16, 32, 64)
+    channels: int = 32
+    depth_min_m: float = 1.0
+    depth_step_m: float = 2.0
+    num_depth_bins: int = 24
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_hw", tuple(int(v) for v in self.input_hw))
+        object.__setattr__(self, "encoder_channels", tuple(int(v) for v in self.encoder_channels))
+        if 2 ** len(self.encoder_channels) != self.feature_stride:
+            raise ValueError(
+                f"CameraConfig: {len(self.encoder_channels)} stride-2 encoder stages give stride "
+                f"{2 ** len(self.encoder_channels)}, but feature_stride is {self.feature_stride}"
+            )
+        for size in self.input_hw:
+            if size % self.feature_stride:
+                raise ValueError(f"CameraConfig.input_hw {self.input_hw} must be divisible by {self.feature_stride}")
+
+    @property
+    def feature_hw(self) -> tuple[int, int]:
+        return self.input_hw[0] // self.feature_stride, self.input_hw[1] // self.feature_stride
+
+    @property
+    def depth_max_m(self) -> float:
+        return self.depth_min_m + self.num_depth_bins * self.depth_step_m
+
+    @property
+    def depth_centers_m(self) -> tuple[float, ...]:
+        return tuple(self.depth_min_m + (i + 0.5) * self.depth_step_m for i in range(self.num_depth_bins))
+
+
+@dataclass(frozen=True, slots=True)
+class MapConfig:
+    """The drivable-area raster around the vehicle, cropped on the BEV grid.
+
+    `pose_source` "ego_pose" crops around the localisation pose; "gnss" builds the pose from the
+    frame's GNSS fix (position and heading), as a vehicle without a prior map localisation would.
+    """
+
+    channels: int = 16
+    pose_source: str = "ego_pose"
+
+    def __post_init__(self) -> None:
+        if self.pose_source not in ("ego_pose", "gnss"):
+            raise ValueError(f"MapConfig.pose_source must be 'ego_pose' or 'gnss', got {self.pose_source!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class FuserConfig:
+    """Concatenation of the branch BEV maps and modality masks, then a conv to `channels`."""
+
+    channels: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class BackboneConfig:
+    """Multi-scale BEV conv stages (stride 1, 2, 4, ... of the grid) and an upsampling neck."""
+
+    stage_channels: tuple[int, ...] = (32, 64, 128)
+    stage_blocks: tuple[int, ...] = (1, 2, 2)
+    neck_channels: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stage_channels", tuple(int(v) for v in self.stage_channels))
+        object.__setattr__(self, "stage_blocks", tuple(int(v) for v in self.stage_blocks))
+        if len(self.stage_channels) != len(self.stage_blocks):
+            raise ValueError(
+                f"BackboneConfig: {len(self.stage_channels)} stage_channels but {len(self.stage_blocks)} stage_blocks"
+            )
+
+    @property
+    def out_channels(self) -> int:
+        return self.neck_channels * len(self.stage_channels)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadConfig:
+    """Center-based head at the BEV grid resolution, one heatmap per detection class."""
+
+    channels: int = 32
+    num_classes: int = len(DETECTION_CLASSES)
+    num_attributes: int = len(ATTRIBUTES)
+    min_radius_cells: int = 1
+    gaussian_overlap: float = 0.1
+    max_objects: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeConfig:
+    """Peaks -> boxes: top-k candidates, score threshold, circle NMS per class, at most `max_boxes`.
+
+    `nms_radius_m` is per class in `DETECTION_CLASSES` order (0 = no NMS for that class): peaks of
+    the same class closer than this are duplicates.
+    """
+
+    top_k: int = 1000
+    score_threshold: float = 0.05
+    max_boxes: int = 500
+    nms_radius_m: tuple[float, ...] = (2.0, 3.0, 4.0, 4.0, 3.0, 0.4, 0.8, 0.8, 0.3, 0.5)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nms_radius_m", tuple(float(v) for v in self.nms_radius_m))
+        if len(self.nms_radius_m) != len(DETECTION_CLASSES):
+            raise ValueError(f"DecodeConfig.nms_radius_m needs {len(DETECTION_CLASSES)} values, got {self.nms_radius_m}")
+        if not 0 < self.max_boxes <= 500:
+            raise ValueError(f"DecodeConfig.max_boxes must be in 1..500 (nuScenes' limit), got {self.max_boxes}")
+
+
+@dataclass(frozen=True, slots=True)
+class AugmentConfig:
+    """Training-time augmentation; a global BEV transform applied alike to points, boxes, rig and map."""
+
+    rotation_max_rad: float = 0.3925
+    scale_range: tuple[float, float] = (0.95, 1.05)
+    flip_probability: float = 0.5
+    image_scale_jitter: float = 0.06
+    # Modality dropout: the probability that a training sample loses the whole sensor.
+    drop_lidar_probability: float = 0.15
+    drop_cameras_probability: float = 0.15
+    drop_one_camera_probability: float = 0.1
+    drop_map_probability: float = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class LossConfig:
+    heatmap_weight: float = 1.0
+    regression_weight: float = 0.25
+    # Per regression channel: offset x, y; z; log w, l, h; sin, cos; vx, vy.
+    regression_channel_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+    attribute_weight: float = 0.2
+    depth_weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "regression_channel_weights", tuple(float(v) for v in self.regression_channel_weights))
+        if len(self.regression_channel_weights) != 10:
+            raise ValueError(f"LossConfig.regression_channel_weights needs 10 values, got {self.regression_channel_weights}")
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    batch_size: int = 4
+    epochs: int = 10
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-2
+    grad_clip_norm: float = 10.0
+    seed: int = 0
+    # Which modalities the model is built with: a lidar-only or camera-only ablation drops branches.
+    use_lidar: bool = True
+    use_camera: bool = True
+    use_map: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    grid: GridConfig = field(default_factory=GridConfig)
+    lidar: LidarConfig = field(default_factory=LidarConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    fuser: FuserConfig = field(default_factory=FuserConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def replace(self, **components: Any) -> FusionConfig:
+        return dataclasses.replace(self, **components)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(payload: dict[str, Any], source: object = "<config>") -> FusionConfig:
+        """Build from `to_dict` output; unknown keys or components raise `FileFormatError` naming `source`."""
+        components = {}
+        for f in dataclasses.fields(FusionConfig):
+            values = payload.get(f.name, {})
+            component_type = _COMPONENT_TYPES[f.name]
+            known = {g.name for g in dataclasses.fields(component_type)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise FileFormatError(source, f"unknown keys {unknown} in config section {f.name!r}")
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            try:
+                components[f.name] = component_type(**kwargs)
+            except (TypeError, ValueError) as error:
+                raise FileFormatError(source, f"config section {f.name!r}: {error}") from error
+        unknown = sorted(set(payload) - set(components))
+        if unknown:
+            raise FileFormatError(source, f"unknown config sections {unknown}")
+        return FusionConfig(**components)
+
+    @staticmethod
+    def load_json(path: str | os.PathLike[str]) -> FusionConfig:
+        try:
+            with open(path) as handle:
+                payload = json.load(handle)
+        except json.JSONDecodeError as error:
+            raise FileFormatError(path, f"not valid JSON: {error}") from error
+        if not isinstance(payload, dict):
+            raise FileFormatError(path, f"expected a JSON object, found {type(payload).__name__}")
+        return FusionConfig.from_dict(payload, source=path)
+
+
+_COMPONENT_TYPES: dict[str, type] = {
+    "grid": GridConfig,
+    "lidar": LidarConfig,
+    "camera": CameraConfig,
+    "map": MapConfig,
+    "fuser": FuserConfig,
+    "backbone": BackboneConfig,
+    "head": HeadConfig,
+    "decode": DecodeConfig,
+    "augment": AugmentConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+}
+
+
+def cpu_default() -> FusionConfig:
+    """Sized for >= 5 frames/s end to end on a 2-core CPU: 128x128 grid at 0.8 m, 1/8-scale images."""
+    return FusionConfig()
+
+
+def gpu_large() -> FusionConfig:
+    """A larger model for a GPU: 256x256 grid at 0.4 m, 1/4-scale images, more depth bins and channels."""
+    return FusionConfig(
+        grid=GridConfig(cell_m=0.4),
+        lidar=LidarConfig(max_points_per_pillar=20, max_pillars=40000, channels=64),
+        camera=CameraConfig(
+            input_hw=(224, 400),
+            feature_stride=16,
+            encoder_channels=(32, 64, 128, 160),
+            channels=64,
+            depth_min_m=1.0,
+            depth_step_m=0.75,
+            num_depth_bins=64,
+        ),
+        map=MapConfig(channels=32),
+        fuser=FuserConfig(channels=128),
+        backbone=BackboneConfig(stage_channels=(128, 192, 256), stage_blocks=(2, 3, 3), neck_channels=96),
+        head=HeadConfig(channels=96),
+        train=TrainConfig(batch_size=8, epochs=20, learning_rate=2e-3),
+    )
+
+
+def tiny_for_tests() -> FusionConfig:
+    """A very small network on a coarse grid, for unit tests and the DDP smoke test."""
+    return FusionConfig(
+        grid=GridConfig(x_range_m=(-25.6, 25.6), y_range_m=(-25.6, 25.6), cell_m=1.6),
+        lidar=LidarConfig(max_points_per_pillar=8, max_pillars=2048, channels=8),
+        camera=CameraConfig(input_hw=(32, 64), encoder_channels=(8, 8, 16), channels=8, num_depth_bins=8,
+                            depth_step_m=3.0),  # fmt: skip
+        map=MapConfig(channels=4),
+        fuser=FuserConfig(channels=16),
+        backbone=BackboneConfig(stage_channels=(16, 16, 16), stage_blocks=(1, 1, 1), neck_channels=8),
+        head=HeadConfig(channels=16),
+        train=TrainConfig(batch_size=2, epochs=1),
+    )
