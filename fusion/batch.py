@@ -12,6 +12,7 @@ dropped) has `modality.camera[b, k] == False`, a zero image and an identity cali
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -372,6 +373,7 @@ def collate(
     drop: Collection[str] = frozenset(),
     augmentations: Sequence[SampleAugmentation] | None = None,
     with_targets: bool = False,
+    timings_ms: dict[str, float] | None = None,
 ) -> FusionBatch:
     """Turn synchronized frames into one `FusionBatch`.
 
@@ -381,6 +383,8 @@ def collate(
             six), a camera name, "map", "gnss" (the GNSS-based map pose then has no fix).
         augmentations: one per frame (training), or None for none.
         with_targets: build head targets from `frame.gt_boxes` and lidar depth targets.
+        timings_ms: when given, the milliseconds spent voxelizing are added under "voxelize" (an
+            output argument so the inference loop can report its stages without a second pass).
     """
     unknown = sorted(set(drop) - DROPPABLE)
     if unknown:
@@ -412,7 +416,10 @@ def collate(
         bev_from_ego[b] = aug.bev_from_ego
         points = None if "lidar" in dropped else lidar_points_bev(frame, aug)
         if points is not None and len(points):
+            start = time.perf_counter()
             features, counts, coords_ij = pillarize(points, config)
+            if timings_ms is not None:
+                timings_ms["voxelize"] = timings_ms.get("voxelize", 0.0) + (time.perf_counter() - start) * 1e3
             if len(counts):
                 has_lidar[b] = True
                 pillar_features.append(features)

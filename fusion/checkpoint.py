@@ -1,0 +1,44 @@
+"""Checkpoint files: the model weights together with the resolved `FusionConfig` that built them.
+
+A checkpoint is a `torch.save` dict readable with `weights_only=True`:
+`{"format": FORMAT, "config": FusionConfig.to_dict(), "model": state_dict, ...}`; training adds
+`"optimizer"`, `"scheduler"`, `"epoch"`, `"step"` for resuming.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.calibration.fileio import write_bytes_atomic
+from avfusion.fusion.config import FusionConfig
+
+FORMAT = "avfusion-bevfusion-1"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
+
+
+def save_checkpoint(path: str | os.PathLike[str], config: FusionConfig, state: dict[str, Any]) -> None:
+    """Write `state` (at least `"model"`) with the config, atomically."""
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "config": config.to_dict(), **state}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str] | None) -> tuple[FusionConfig, dict[str, Any]]:
+    """Read a checkpoint (None = the shipped default weights) -> (config, the whole dict)."""
+    path = DEFAULT_WEIGHTS if path is None else Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a file that is not a checkpoint
+        raise FileFormatError(path, f"not a readable torch checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise FileFormatError(path, f"expected an avfusion checkpoint of format {FORMAT!r}, found {found!r}")
+    return FusionConfig.from_dict(payload["config"], source=path), payload

@@ -1,0 +1,66 @@
+"""`Detector`: one synchronized frame in, 3D boxes in the ego and global frames out.
+
+    detector = Detector.load()                # the shipped default weights (fusion/weights/)
+    detections = detector.detect(frame)       # frame: sensors.types.SyncedFrame
+    detections = detector.detect(frame, drop={"lidar"})   # as if the lidar had failed
+
+`drop` names sensors to treat as missing: "lidar", "camera" (all six), a camera name such as
+"CAM_FRONT", "map", "gnss". Sensors the frame itself lacks are missing anyway.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection
+
+import torch
+
+from avfusion.calibration.errors import InputError
+from avfusion.fusion.batch import DROPPABLE, collate
+from avfusion.fusion.checkpoint import load_checkpoint
+from avfusion.fusion.config import FusionConfig
+from avfusion.fusion.decode import Detections, decode_sample
+from avfusion.fusion.model import BEVFusion
+from avfusion.sensors.types import SyncedFrame
+
+
+class Detector:
+    """A `BEVFusion` model in evaluation mode with its config, on one device."""
+
+    def __init__(self, model: BEVFusion, config: FusionConfig, device: str | torch.device = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+
+    @staticmethod
+    def load(checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu") -> Detector:
+        """Build the model from a checkpoint's own config and load its weights (None = default weights)."""
+        if str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
+        config, payload = load_checkpoint(checkpoint)
+        model = BEVFusion.from_config(config)
+        state = {name: value.float() if value.is_floating_point() else value for name, value in payload["model"].items()}
+        model.load_state_dict(state)
+        return Detector(model, config, device)
+
+    def detect(self, frame: SyncedFrame, drop: Collection[str] = frozenset()) -> Detections:
+        """Boxes in `frame`; `Detections.timings_ms` holds prepare (incl. voxelize), network and decode times."""
+        unknown = sorted(set(drop) - DROPPABLE)
+        if unknown:
+            raise InputError(f"cannot drop unknown sensors {unknown}; known: {sorted(DROPPABLE)}")
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        batch = collate([frame], self.config, drop=frozenset(drop), timings_ms=timings).to(self.device)
+        timings["prepare"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.model(batch)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings["network"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        boxes_ego = decode_sample(outputs, 0, self.config.grid, self.config.decode)
+        boxes_global = boxes_ego.transform(frame.global_from_ego)
+        timings["decode"] = (time.perf_counter() - start) * 1e3
+        return Detections(frame.sample_token, boxes_ego, boxes_global, timings)
