@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -404,7 +404,7 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
     view = options.view
     texture = ground_texture(frame.map_bev, frame.heatmap_bev, view, options.layers)
     if texture is not None:
-        geometries.append(NamedGeometry("ground", None, _ground_plane(view), texture))
+        geometries.append(NamedGeometry("ground", None, ground_plane(view), texture))
     if Layer.POINTS in options.layers and len(frame.points_ego):
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(frame.points_ego.astype(np.float64)))
         cloud.colors = o3d.utility.Vector3dVector(point_colors(frame, options.point_coloring) / 255.0)
@@ -426,11 +426,12 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
     return geometries
 
 
-def _ground_plane(view: BevView) -> o3d.geometry.TriangleMesh:
+def ground_plane(view: BevView) -> o3d.geometry.TriangleMesh:
     """A rectangle covering `view` at GROUND_Z_M with texture coordinates for `ground_texture`.
 
-    UV convention of Open3D's renderers: u follows image columns, v = 1 - row / H (v = 0 is the
-    image's last row). The texture's row 0 is ego x_max, column 0 is ego y_max.
+    UV convention of Open3D's Filament renderer: u follows image columns, v = 1 - row / H (v = 0 is
+    the image's last row); the texture's row 0 is ego x_max, column 0 is ego y_max. (The classic
+    OpenGL visualizer reads v the other way: `viewer.py` flips the texture for it.)
     """
     import open3d as o3d
 
@@ -686,6 +687,63 @@ def _fit_width(image: np.ndarray, max_width_px: int) -> np.ndarray:
     scale = max_width_px / image.shape[1]
     size = (max_width_px, int(round(image.shape[0] * scale)))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedScene:
+    """The files `render_scene` wrote."""
+
+    pictures: tuple[Path, ...]
+    gif: Path | None
+    mp4: Path | None
+
+
+def render_scene(
+    frames: Iterable[SceneFrame],
+    out_dir: str | Path,
+    options: RenderOptions | None = None,
+    fps: float = 2.0,
+    stem: str = "frame",
+    video: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> RenderedScene:
+    """Render every frame headless to `<out_dir>/<stem>_<i:04d>.png` (BEV + camera panel + key), and
+    with `video` the sequence as `<stem>s.gif` and `<stem>s.mp4` at `fps` (nuScenes keyframes: 2 Hz).
+    `progress(i)` is called after each frame."""
+    options = options if options is not None else RenderOptions()
+    out = Path(out_dir)
+    renderer = OffscreenBevRenderer(options.view)
+    pictures: list[Path] = []
+    composed: list[np.ndarray] = []
+    for index, frame in enumerate(frames):
+        bev = renderer.render(frame, options)
+        picture = compose_picture(bev, options.view, camera_panel(frame, options.layers), frame.title)
+        path = out / f"{stem}_{index:04d}.png"
+        write_png(path, picture)
+        pictures.append(path)
+        if video:
+            composed.append(picture)
+        if progress is not None:
+            progress(index)
+    gif = mp4 = None
+    if video and composed:
+        # A picture with a camera panel and one without differ in size; a video needs one size.
+        height = max(p.shape[0] for p in composed)
+        width = max(p.shape[1] for p in composed)
+        padded = [_pad_to(p, height, width) for p in composed]
+        gif, mp4 = out / f"{stem}s.gif", out / f"{stem}s.mp4"
+        write_gif(gif, padded, fps)
+        write_mp4(mp4, padded, fps)
+    return RenderedScene(tuple(pictures), gif, mp4)
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    padded = np.empty((height, width, 3), dtype=np.uint8)
+    padded[:] = BACKGROUND_RGB
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded
 
 
 def scene_frame_from_synced(

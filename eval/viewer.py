@@ -1,0 +1,270 @@
+"""The interactive Open3D window on the fused BEV, with playback through a scene.
+
+One window shows the 3D scene of `render.scene_geometries` (points, ground-truth and predicted boxes,
+the map raster and heatmap as a textured ground plane), starting from straight above; a second
+window shows the six camera images with the boxes projected into them. Keys:
+
+    N / Right   next frame            P / Left   previous frame
+    Space       play / pause          R          back to the top-down view
+    H / I / C   colour points by height / intensity / camera colour
+    1 2 3 4 5   toggle points / ground-truth boxes / predictions / map / heatmap
+    Q / Esc     quit
+
+It uses Open3D's classic OpenGL visualizer (GLFW), which runs on any X display, including Xvfb with
+Mesa's software OpenGL. The frames come from a sequence that may load lazily: a frame is asked for
+only when it is shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from avfusion.calibration.errors import InputError
+from avfusion.eval.render import (
+    BACKGROUND_RGB,
+    Layer,
+    PointColoring,
+    RenderOptions,
+    SceneFrame,
+    camera_panel,
+    ground_plane,
+    scene_geometries,
+)
+
+LAYER_KEYS: dict[str, Layer] = {
+    "1": Layer.POINTS,
+    "2": Layer.GT_BOXES,
+    "3": Layer.PRED_BOXES,
+    "4": Layer.MAP,
+    "5": Layer.HEATMAP,
+}
+COLORING_KEYS: dict[str, PointColoring] = {
+    "H": PointColoring.HEIGHT,
+    "I": PointColoring.INTENSITY,
+    "C": PointColoring.CAMERA,
+}
+_GLFW_KEY_RIGHT, _GLFW_KEY_LEFT, _GLFW_KEY_SPACE = 262, 263, 32
+
+
+class BevViewer:
+    """Windows on a sequence of `SceneFrame`s; drive it with `run()` or, step by step, `step()`."""
+
+    def __init__(
+        self,
+        frames: Sequence[SceneFrame],
+        options: RenderOptions | None = None,
+        show_cameras: bool = True,
+        play_interval_s: float = 0.5,
+        window_size_px: tuple[int, int] = (1000, 1000),
+    ) -> None:
+        if len(frames) == 0:
+            raise InputError("the viewer needs at least one frame; the scene has none")
+        self._frames = frames
+        self.options = options if options is not None else RenderOptions()
+        self.index = 0
+        self.playing = False
+        self._show_cameras = show_cameras
+        self._play_interval_s = play_interval_s
+        self._window_size_px = window_size_px
+        self._last_advance_s = 0.0
+        self._frame: SceneFrame | None = None
+        self._vis = None
+        self._camera_vis = None
+        self._needs_redraw = True
+        self._keep_view = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the windows and draw the first frame. Raises InputError without a display."""
+        import open3d as o3d
+
+        vis = o3d.visualization.VisualizerWithKeyCallback()
+        width, height = self._window_size_px
+        if not vis.create_window("avfusion: fused BEV", width, height, visible=True):
+            raise InputError(
+                "cannot open a window: no X display (set DISPLAY, run under xvfb-run, or use --headless --out DIR)"
+            )
+        render_option = vis.get_render_option()
+        render_option.light_on = False  # class colours as given, not shaded
+        render_option.background_color = np.array(BACKGROUND_RGB, dtype=np.float64) / 255.0
+        render_option.point_size = self.options.point_size_px
+        self._vis = vis
+        self._register_keys(vis)
+        if self._show_cameras:
+            camera_vis = o3d.visualization.Visualizer()
+            if camera_vis.create_window("avfusion: cameras", 1200, 520, left=width + 20, visible=True):
+                self._camera_vis = camera_vis
+        self._draw()
+
+    def close(self) -> None:
+        for vis in (self._camera_vis, self._vis):
+            if vis is not None:
+                vis.destroy_window()
+        self._vis = self._camera_vis = None
+
+    def __enter__(self) -> BevViewer:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def run(self) -> None:
+        """Show the windows until the user closes them (Q, Esc or the window's close button)."""
+        if self._vis is None:
+            self.open()
+        try:
+            while self.step():
+                time.sleep(0.01)
+        finally:
+            self.close()
+
+    def step(self) -> bool:
+        """Handle pending window events once, advance when playing; False once the window is closed."""
+        if self._vis is None:
+            raise RuntimeError("BevViewer.step() before open()")
+        if self.playing and time.monotonic() - self._last_advance_s >= self._play_interval_s:
+            if self.index + 1 < len(self._frames):
+                self.show(self.index + 1)
+            else:
+                self.playing = False
+        if self._needs_redraw:
+            self._draw()
+        alive = bool(self._vis.poll_events())
+        self._vis.update_renderer()
+        if self._camera_vis is not None:
+            self._camera_vis.poll_events()
+            self._camera_vis.update_renderer()
+        return alive
+
+    # --- actions (what the keys do; callable directly) -------------------------------------
+
+    def show(self, index: int) -> None:
+        """Make frame `index` (clamped to the sequence) the shown one."""
+        index = int(np.clip(index, 0, len(self._frames) - 1))
+        if index != self.index or self._frame is None:
+            self.index = index
+            self._frame = None
+            self._needs_redraw = True
+        self._last_advance_s = time.monotonic()
+
+    def next_frame(self) -> None:
+        self.show(self.index + 1)
+
+    def previous_frame(self) -> None:
+        self.show(self.index - 1)
+
+    def toggle_play(self) -> None:
+        self.playing = not self.playing
+        self._last_advance_s = time.monotonic()
+
+    def toggle_layer(self, layer: Layer) -> None:
+        self.options = replace(self.options, layers=self.options.layers ^ {layer})
+        self._needs_redraw = True
+
+    def set_coloring(self, coloring: PointColoring) -> None:
+        self.options = replace(self.options, point_coloring=coloring)
+        self._needs_redraw = True
+
+    def reset_view(self) -> None:
+        """Look straight down on the ego vehicle, forward (+x) up the window."""
+        view = self.options.view
+        center = [(view.x_range_m[0] + view.x_range_m[1]) / 2.0, (view.y_range_m[0] + view.y_range_m[1]) / 2.0, 0.0]
+        control = self._vis.get_view_control()
+        control.set_lookat(center)
+        control.set_front([0.0, 0.0, 1.0])
+        control.set_up([1.0, 0.0, 0.0])
+        control.set_zoom(0.5)
+
+    def capture(self) -> np.ndarray:
+        """The main window's current picture, (H, W, 3) uint8 RGB."""
+        buffer = np.asarray(self._vis.capture_screen_float_buffer(do_render=True))
+        return np.clip(np.round(buffer * 255.0), 0, 255).astype(np.uint8)
+
+    def capture_cameras(self) -> np.ndarray | None:
+        """The camera window's current picture, or None when there is none."""
+        if self._camera_vis is None:
+            return None
+        buffer = np.asarray(self._camera_vis.capture_screen_float_buffer(do_render=True))
+        return np.clip(np.round(buffer * 255.0), 0, 255).astype(np.uint8)
+
+    @property
+    def frame(self) -> SceneFrame:
+        """The frame being shown (loaded on first use)."""
+        if self._frame is None:
+            self._frame = self._frames[self.index]
+        return self._frame
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _register_keys(self, vis: object) -> None:
+        # Each callback returns True so Open3D redraws the window after it.
+        def key(action):
+            def callback(_vis: object) -> bool:
+                action()
+                return True
+
+            return callback
+
+        vis.register_key_callback(ord("N"), key(self.next_frame))
+        vis.register_key_callback(_GLFW_KEY_RIGHT, key(self.next_frame))
+        vis.register_key_callback(ord("P"), key(self.previous_frame))
+        vis.register_key_callback(_GLFW_KEY_LEFT, key(self.previous_frame))
+        vis.register_key_callback(_GLFW_KEY_SPACE, key(self.toggle_play))
+        vis.register_key_callback(ord("R"), key(self.reset_view))
+        for name, layer in LAYER_KEYS.items():
+            vis.register_key_callback(ord(name), key(lambda layer=layer: self.toggle_layer(layer)))
+        for name, coloring in COLORING_KEYS.items():
+            vis.register_key_callback(ord(name), key(lambda coloring=coloring: self.set_coloring(coloring)))
+
+    def _draw(self) -> None:
+        import open3d as o3d
+
+        vis = self._vis
+        control = vis.get_view_control()
+        saved_view = control.convert_to_pinhole_camera_parameters() if self._keep_view else None
+        vis.clear_geometries()
+        frame = self.frame
+        geometries = scene_geometries(frame, self.options)
+        # The ground plane goes first, always (blank when no raster is shown): its fixed extent is
+        # the scene's bounding box, so later geometries never move the view.
+        ground = next((item for item in geometries if item.name == "ground"), None)
+        if ground is None:
+            ground_geometry = _blank_ground(self.options)
+        else:
+            ground_geometry = ground.geometry
+            # The classic renderer reads texture rows bottom-up compared with Filament.
+            ground_geometry.textures = [o3d.geometry.Image(np.ascontiguousarray(ground.texture_rgb[::-1]))]
+        vis.add_geometry(ground_geometry, reset_bounding_box=True)
+        for item in geometries:
+            if item.name != "ground":
+                vis.add_geometry(item.geometry, reset_bounding_box=False)
+        if saved_view is not None:
+            control.convert_from_pinhole_camera_parameters(saved_view, allow_arbitrary=True)
+        else:
+            self.reset_view()
+            self._keep_view = True
+        vis.get_render_option().point_size = self.options.point_size_px
+        if self._camera_vis is not None:
+            panel = camera_panel(frame, self.options.layers)
+            self._camera_vis.clear_geometries()
+            if panel is not None:
+                self._camera_vis.add_geometry(o3d.geometry.Image(np.ascontiguousarray(panel)))
+        print(f"[{self.index + 1}/{len(self._frames)}] {frame.title}", flush=True)
+        self._needs_redraw = False
+
+
+def _blank_ground(options: RenderOptions) -> object:
+    """The ground plane in the background colour, for frames with no raster shown."""
+    import open3d as o3d
+
+    mesh = ground_plane(options.view)
+    mesh.triangle_uvs = o3d.utility.Vector2dVector()
+    mesh.triangle_material_ids = o3d.utility.IntVector()
+    mesh.vertex_colors = o3d.utility.Vector3dVector(np.tile(np.array(BACKGROUND_RGB) / 255.0, (4, 1)))
+    return mesh
