@@ -1,0 +1,701 @@
+"""Voxelization of lidar points: hard (capped) voxels, dynamic voxels and pillars.
+
+The public entry points are `voxelize` (hard mode), `dynamic_voxelize`, `scatter_mean` and
+`scatter_max`. Each has three interchangeable backends that give identical outputs:
+
+- `"numba"`: the CPU kernels in this module (`@njit(parallel=True, cache=True)`);
+- `"reference"`: the plain NumPy twin in `voxelize_reference` (slow, obviously correct);
+- `"cuda"`: the `numba.cuda` kernels in `voxelize_cuda` (hard and dynamic voxelization).
+
+Geometry contract (shared by all backends, and equal to spconv 2.3.8's `PointToVoxel` on the CPU):
+
+- points are `(N, C)` float32, `C >= 3`, columns `x, y, z, ...` in metres in whatever frame the
+  range is given in (the lidar or ego frame); all `C` columns are copied into the voxel features;
+- the voxel index along each axis is `floor((p - range_min) / voxel_size)`, computed in float32
+  arithmetic (as spconv does), and a point is kept when `0 <= index < grid_size` on all three axes:
+  a point exactly on the upper face of the range is outside, one on the lower face is inside;
+- `grid_size = round((range_max - range_min) / voxel_size)` in float32, rounding halves away from 0;
+- hard mode: voxels are numbered in the order their first point appears in the input; once
+  `max_voxels` voxels exist, points of new cells are dropped; each voxel keeps its first
+  `max_points_per_voxel` points in input order; unused feature slots are zero;
+- coordinates are `(z, y, x)` voxel indices (int32), the layout spconv and the sparse
+  convolutions expect.
+
+Differences from spconv, by choice: a point with NaN in x, y or z is dropped and counted in
+`num_nan` (spconv drops it silently as out of range); the counts of points dropped for each reason
+are reported. NaN in the other columns is copied through unchanged, as spconv does.
+
+Torch tensors are accepted wherever NumPy arrays are, and the outputs are then torch tensors
+sharing memory with the kernels' output arrays (CPU: `torch.from_numpy`; CUDA: the tensors are
+allocated by torch and written by the kernels through `__cuda_array_interface__`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+Backend = Literal["numba", "reference", "cuda"]
+
+# Key values of points that have no cell; real cell keys are >= 0.
+KEY_OUT_OF_RANGE = -1
+KEY_NAN = -2
+
+# The cell lookup table is int32 and dense over the grid: cap its size (4 bytes a cell).
+MAX_GRID_CELLS = 2**30
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoxelConfig:
+    """Where and how finely to voxelize.
+
+    point_cloud_range: `(xmin, ymin, zmin, xmax, ymax, zmax)` in metres, the frame of the points.
+    voxel_size: `(dx, dy, dz)` in metres.
+    max_points_per_voxel: hard mode keeps at most this many points a voxel (first come).
+    max_voxels: hard mode makes at most this many voxels (first seen); dynamic mode has no caps.
+    """
+
+    point_cloud_range: tuple[float, float, float, float, float, float]
+    voxel_size: tuple[float, float, float]
+    max_points_per_voxel: int
+    max_voxels: int
+
+    def __post_init__(self) -> None:
+        point_cloud_range = tuple(float(v) for v in self.point_cloud_range)
+        voxel_size = tuple(float(v) for v in self.voxel_size)
+        if len(point_cloud_range) != 6:
+            raise ValueError(f"point_cloud_range must have 6 values, got {len(point_cloud_range)}")
+        if len(voxel_size) != 3:
+            raise ValueError(f"voxel_size must have 3 values, got {len(voxel_size)}")
+        if not all(math.isfinite(v) for v in (*point_cloud_range, *voxel_size)):
+            raise ValueError(f"range and voxel size must be finite, got {point_cloud_range}, {voxel_size}")
+        if any(v <= 0 for v in voxel_size):
+            raise ValueError(f"voxel_size must be positive, got {voxel_size}")
+        if any(point_cloud_range[i + 3] <= point_cloud_range[i] for i in range(3)):
+            raise ValueError(f"point_cloud_range needs max > min on each axis, got {point_cloud_range}")
+        if int(self.max_points_per_voxel) < 1 or int(self.max_voxels) < 1:
+            raise ValueError(
+                f"max_points_per_voxel and max_voxels must be >= 1, got "
+                f"{self.max_points_per_voxel} and {self.max_voxels}"
+            )
+        object.__setattr__(self, "point_cloud_range", point_cloud_range)
+        object.__setattr__(self, "voxel_size", voxel_size)
+        object.__setattr__(self, "max_points_per_voxel", int(self.max_points_per_voxel))
+        object.__setattr__(self, "max_voxels", int(self.max_voxels))
+        grid = self.grid_size_xyz
+        if min(grid) < 1:
+            raise ValueError(f"the range holds less than one voxel on some axis: grid {grid}")
+        if self.num_cells > MAX_GRID_CELLS:
+            raise ValueError(
+                f"grid {grid} has {self.num_cells} cells, more than the {MAX_GRID_CELLS} the dense "
+                "cell table allows; use a larger voxel_size or a smaller range"
+            )
+
+    @classmethod
+    def pillars(
+        cls,
+        point_cloud_range: tuple[float, float, float, float, float, float],
+        pillar_size_xy: tuple[float, float],
+        max_points_per_pillar: int,
+        max_pillars: int,
+    ) -> VoxelConfig:
+        """Pillars: voxels whose z extent is the whole range (one voxel along z)."""
+        z_extent = float(point_cloud_range[5]) - float(point_cloud_range[2])
+        return cls(
+            point_cloud_range=point_cloud_range,
+            voxel_size=(float(pillar_size_xy[0]), float(pillar_size_xy[1]), z_extent),
+            max_points_per_voxel=max_points_per_pillar,
+            max_voxels=max_pillars,
+        )
+
+    @property
+    def range_min_f32(self) -> np.ndarray:
+        """`(xmin, ymin, zmin)` as float32, the precision the kernels compute in."""
+        return np.asarray(self.point_cloud_range[:3], dtype=np.float32)
+
+    @property
+    def voxel_size_f32(self) -> np.ndarray:
+        return np.asarray(self.voxel_size, dtype=np.float32)
+
+    @property
+    def grid_size_xyz(self) -> tuple[int, int, int]:
+        """Number of voxels along x, y, z: `round((max - min) / size)` in float32, as spconv."""
+        extent = np.asarray(self.point_cloud_range[3:], np.float32) - self.range_min_f32
+        cells = extent / self.voxel_size_f32  # float32 / float32 stays float32
+        return tuple(int(math.floor(float(c) + 0.5)) for c in cells)  # type: ignore[return-value]
+
+    @property
+    def grid_size_zyx(self) -> tuple[int, int, int]:
+        x, y, z = self.grid_size_xyz
+        return (z, y, x)
+
+    @property
+    def num_cells(self) -> int:
+        x, y, z = self.grid_size_xyz
+        return x * y * z
+
+
+def nuscenes_voxel_config() -> VoxelConfig:
+    """CenterPoint / BEVFusion nuScenes voxels: 0.075 x 0.075 x 0.2 m, 10 points, 120k voxels."""
+    return VoxelConfig((-54.0, -54.0, -5.0, 54.0, 54.0, 3.0), (0.075, 0.075, 0.2), 10, 120000)
+
+
+def nuscenes_pillar_config() -> VoxelConfig:
+    """CenterPoint-PointPillars nuScenes pillars: 0.2 x 0.2 m, 20 points, 30k pillars."""
+    return VoxelConfig.pillars((-54.0, -54.0, -5.0, 54.0, 54.0, 3.0), (0.2, 0.2), 20, 30000)
+
+
+def _dtype_name(array: Any) -> str:
+    return str(array.dtype).removeprefix("torch.")
+
+
+def _check(name: str, array: Any, ndim: int, dtype: str) -> None:
+    if len(array.shape) != ndim or _dtype_name(array) != dtype:
+        raise ValueError(f"{name} must be {ndim}-D {dtype}, got shape {tuple(array.shape)} {_dtype_name(array)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Voxels:
+    """Hard voxelization of N points into V voxels of up to P points with C features.
+
+    features: (V, P, C) float32, the first `num_points[v]` rows of voxel v are its points in input
+        order (all C input columns); the rest are zero.
+    coords_zyx: (V, 3) int32 voxel indices (z, y, x); voxels are in first-seen order.
+    num_points: (V,) int32 in [1, P].
+    point_voxel_index: (N,) int32, the voxel of each input point, -1 when the point was dropped
+        (NaN, out of range, or its cell got no voxel because `max_voxels` were used). A point beyond
+        its voxel's `max_points_per_voxel` keeps the voxel's index although it is not in `features`
+        (spconv's `pc_voxel_id` convention).
+    num_nan / num_out_of_range / num_voxel_overflow / num_point_overflow: how many points were
+        dropped for each reason (NaN in x, y or z; outside the range; no voxel left; voxel full).
+
+    The arrays are NumPy arrays or torch tensors, the same kind (and device) as the input points.
+    """
+
+    features: Any
+    coords_zyx: Any
+    num_points: Any
+    point_voxel_index: Any
+    num_nan: int
+    num_out_of_range: int
+    num_voxel_overflow: int
+    num_point_overflow: int
+
+    def __post_init__(self) -> None:
+        _check("features", self.features, 3, "float32")
+        _check("coords_zyx", self.coords_zyx, 2, "int32")
+        _check("num_points", self.num_points, 1, "int32")
+        _check("point_voxel_index", self.point_voxel_index, 1, "int32")
+        num_voxels = self.features.shape[0]
+        if tuple(self.coords_zyx.shape) != (num_voxels, 3) or tuple(self.num_points.shape) != (num_voxels,):
+            raise ValueError(
+                f"features {tuple(self.features.shape)}, coords_zyx {tuple(self.coords_zyx.shape)} and "
+                f"num_points {tuple(self.num_points.shape)} disagree on the number of voxels"
+            )
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.features.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_voxels
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicVoxels:
+    """Dynamic voxelization of N points into V voxels, without caps.
+
+    point_voxel_index: (N,) int32, the voxel of each point, -1 when dropped (NaN or out of range).
+    coords_zyx: (V, 3) int32 voxel indices (z, y, x) in first-seen order.
+    num_points: (V,) int32 >= 1, points in each voxel.
+    num_nan / num_out_of_range: points dropped for each reason.
+
+    Features per voxel come from `scatter_mean` / `scatter_max` over `point_voxel_index`.
+    """
+
+    point_voxel_index: Any
+    coords_zyx: Any
+    num_points: Any
+    num_nan: int
+    num_out_of_range: int
+
+    def __post_init__(self) -> None:
+        _check("point_voxel_index", self.point_voxel_index, 1, "int32")
+        _check("coords_zyx", self.coords_zyx, 2, "int32")
+        _check("num_points", self.num_points, 1, "int32")
+        num_voxels = self.coords_zyx.shape[0]
+        if tuple(self.coords_zyx.shape) != (num_voxels, 3) or tuple(self.num_points.shape) != (num_voxels,):
+            raise ValueError(
+                f"coords_zyx {tuple(self.coords_zyx.shape)} and num_points {tuple(self.num_points.shape)} "
+                "disagree on the number of voxels"
+            )
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords_zyx.shape[0])
+
+    def __len__(self) -> int:
+        return self.num_voxels
+
+
+# ---------------------------------------------------------------------------------------------
+# Input / output conversion (torch tensors in and out without copies)
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_torch(array: Any) -> bool:
+    return type(array).__module__.startswith("torch")
+
+
+def _is_cuda_tensor(array: Any) -> bool:
+    return _is_torch(array) and array.device.type == "cuda"
+
+
+def host_points(points: Any) -> np.ndarray:
+    """(N, C) float32 C-contiguous NumPy view of `points` (a copy only when not contiguous)."""
+    if _is_cuda_tensor(points):
+        raise ValueError("points are a CUDA tensor: use backend='cuda'")
+    array = points.detach().numpy() if _is_torch(points) else np.asarray(points)
+    check_points(array)
+    return np.ascontiguousarray(array)
+
+
+def check_points(points: Any) -> None:
+    if len(points.shape) != 2 or points.shape[1] < 3 or _dtype_name(points) != "float32":
+        raise ValueError(
+            f"points must be (N, C>=3) float32 (x, y, z, ...), got shape {tuple(points.shape)} "
+            f"{_dtype_name(points)}"
+        )
+
+
+def as_output_kind(like: Any, array: np.ndarray) -> Any:
+    """`array` as the same kind as `like`: a torch tensor sharing memory, or the array itself."""
+    if _is_torch(like):
+        import torch
+
+        return torch.from_numpy(array)
+    return array
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba CPU kernels. None allocates: every buffer is passed in, preallocated by the caller.
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=True)
+def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma: no cover - jitted
+    """keys[i] = linear cell key (z * gy + y) * gx + x, or KEY_OUT_OF_RANGE / KEY_NAN."""
+    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
+    for i in prange(points.shape[0]):
+        x = points[i, 0]
+        y = points[i, 1]
+        z = points[i, 2]
+        if x != x or y != y or z != z:
+            keys[i] = -2
+            continue
+        # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
+        fx = (x - range_min[0]) / voxel_size[0]
+        fy = (y - range_min[1]) / voxel_size[1]
+        fz = (z - range_min[2]) / voxel_size[2]
+        # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int.
+        if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
+            keys[i] = (np.int32(fz) * gy + np.int32(fy)) * gx + np.int32(fx)
+        else:
+            keys[i] = -1
+
+
+@njit(cache=True)
+def _assign_hard_kernel(
+    keys, table, max_voxels, max_points, point_voxel_index, voxel_points, num_points, voxel_keys, drops
+):  # pragma: no cover - jitted
+    """Number voxels in first-seen order and list each voxel's first points (serial by design).
+
+    table: dense int32 cell -> voxel lookup, all -1 on entry; the caller's finish pass resets the
+    touched cells. drops: [nan, out_of_range, voxel_overflow, point_overflow] counts, written here.
+    Returns the number of voxels.
+    """
+    num_voxels = 0
+    n_nan = 0
+    n_out = 0
+    n_voxel_overflow = 0
+    n_point_overflow = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if key < 0:
+            point_voxel_index[i] = -1
+            if key == -2:
+                n_nan += 1
+            else:
+                n_out += 1
+            continue
+        voxel = table[key]
+        if voxel < 0:
+            if num_voxels >= max_voxels:
+                point_voxel_index[i] = -1
+                n_voxel_overflow += 1
+                continue
+            voxel = num_voxels
+            num_voxels += 1
+            table[key] = voxel
+            voxel_keys[voxel] = key
+            num_points[voxel] = 0
+        point_voxel_index[i] = voxel
+        slot = num_points[voxel]
+        if slot < max_points:
+            voxel_points[voxel, slot] = i
+            num_points[voxel] = slot + 1
+        else:
+            n_point_overflow += 1
+    drops[0] = n_nan
+    drops[1] = n_out
+    drops[2] = n_voxel_overflow
+    drops[3] = n_point_overflow
+    return num_voxels
+
+
+@njit(parallel=True, cache=True)
+def _finish_hard_kernel(
+    points, voxel_points, num_points_ws, voxel_keys, grid_xyz, table, features, coords_zyx, num_points
+):  # pragma: no cover - jitted
+    """Per voxel: reset its table cell, decode (z, y, x), gather its points, zero the padding."""
+    num_features = points.shape[1]
+    max_points = features.shape[1]
+    gx, gy = grid_xyz[0], grid_xyz[1]
+    for v in prange(features.shape[0]):
+        key = voxel_keys[v]
+        table[key] = -1
+        coords_zyx[v, 0] = key // (gx * gy)
+        coords_zyx[v, 1] = (key // gx) % gy
+        coords_zyx[v, 2] = key % gx
+        count = num_points_ws[v]
+        num_points[v] = count
+        for s in range(count):
+            i = voxel_points[v, s]
+            for c in range(num_features):
+                features[v, s, c] = points[i, c]
+        for s in range(count, max_points):
+            for c in range(num_features):
+                features[v, s, c] = 0.0
+
+
+@njit(cache=True)
+def _assign_dynamic_kernel(keys, table, point_voxel_index, voxel_keys, num_points, drops):  # pragma: no cover
+    """Every in-range point -> its voxel, voxels in first-seen order, no caps. Returns V."""
+    num_voxels = 0
+    n_nan = 0
+    n_out = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if key < 0:
+            point_voxel_index[i] = -1
+            if key == -2:
+                n_nan += 1
+            else:
+                n_out += 1
+            continue
+        voxel = table[key]
+        if voxel < 0:
+            voxel = num_voxels
+            num_voxels += 1
+            table[key] = voxel
+            voxel_keys[voxel] = key
+            num_points[voxel] = 0
+        point_voxel_index[i] = voxel
+        num_points[voxel] += 1
+    drops[0] = n_nan
+    drops[1] = n_out
+    return num_voxels
+
+
+@njit(parallel=True, cache=True)
+def _finish_dynamic_kernel(voxel_keys, num_points_ws, grid_xyz, table, coords_zyx, num_points):  # pragma: no cover
+    gx, gy = grid_xyz[0], grid_xyz[1]
+    for v in prange(coords_zyx.shape[0]):
+        key = voxel_keys[v]
+        table[key] = -1
+        coords_zyx[v, 0] = key // (gx * gy)
+        coords_zyx[v, 1] = (key // gx) % gy
+        coords_zyx[v, 2] = key % gx
+        num_points[v] = num_points_ws[v]
+
+
+@njit(cache=True)
+def _scatter_mean_kernel(features, point_voxel_index, sums, counts, out):  # pragma: no cover - jitted
+    """Serial in point order so the float64 sums equal the reference bit for bit."""
+    num_features = features.shape[1]
+    for i in range(features.shape[0]):
+        v = point_voxel_index[i]
+        if v < 0:
+            continue
+        counts[v] += 1
+        for c in range(num_features):
+            sums[v, c] += features[i, c]
+    for v in range(out.shape[0]):
+        for c in range(num_features):
+            out[v, c] = sums[v, c] / counts[v] if counts[v] > 0 else 0.0
+
+
+@njit(cache=True)
+def _scatter_max_kernel(features, point_voxel_index, counts, out):  # pragma: no cover - jitted
+    """counts: zeros on entry. NaN wins, like np.maximum; voxels without points end as 0."""
+    num_features = features.shape[1]
+    for i in range(features.shape[0]):
+        v = point_voxel_index[i]
+        if v < 0:
+            continue
+        first = counts[v] == 0
+        counts[v] += 1
+        for c in range(num_features):
+            value = features[i, c]
+            if first or value > out[v, c] or value != value:
+                out[v, c] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# Workspace: the dense cell table and scratch buffers, reused across calls (one set per thread)
+# ---------------------------------------------------------------------------------------------
+
+
+class _Workspace:
+    """Scratch memory of one thread: allocating (and page-faulting) it per call costs more than
+    the kernels. The cell table is all -1 between calls: each call resets only the cells it set."""
+
+    def __init__(self) -> None:
+        self.tables: dict[int, np.ndarray] = {}
+        self.keys = np.empty(0, np.int32)
+        self.voxel_keys = np.empty(0, np.int32)
+        self.num_points = np.empty(0, np.int32)
+        self.voxel_points = np.empty((0, 0), np.int32)
+        self.drops = np.zeros(4, np.int64)
+
+    def table(self, num_cells: int) -> np.ndarray:
+        table = self.tables.pop(num_cells, None)
+        if table is None:
+            # Keep the two most recent grids (a voxel and a pillar config side by side).
+            while len(self.tables) >= 2:
+                del self.tables[next(iter(self.tables))]
+            table = np.full(num_cells, -1, np.int32)
+        self.tables[num_cells] = table  # re-inserted: most recent last
+        return table
+
+    def reserve(self, num_points: int, num_voxels: int, max_points: int | None) -> None:
+        """Grow the scratch buffers to N points and V voxels (of `max_points` slots, hard mode)."""
+        if self.keys.shape[0] < num_points:
+            self.keys = np.empty(num_points, np.int32)
+        if self.voxel_keys.shape[0] < num_voxels:
+            self.voxel_keys = np.empty(num_voxels, np.int32)
+            self.num_points = np.empty(num_voxels, np.int32)
+        if max_points is not None and (
+            self.voxel_points.shape[0] < num_voxels or self.voxel_points.shape[1] != max_points
+        ):
+            self.voxel_points = np.empty((num_voxels, max_points), np.int32)
+
+
+_local = threading.local()
+
+
+def _workspace() -> _Workspace:
+    workspace = getattr(_local, "workspace", None)
+    if workspace is None:
+        workspace = _local.workspace = _Workspace()
+    return workspace
+
+
+def _grid_array(config: VoxelConfig) -> np.ndarray:
+    return np.asarray(config.grid_size_xyz, dtype=np.int32)
+
+
+def _voxelize_numba(points: np.ndarray, config: VoxelConfig) -> Voxels:
+    n = points.shape[0]
+    # More voxels than valid points cannot exist: size the scratch by the smaller.
+    capacity = min(config.max_voxels, n)
+    ws = _workspace()
+    ws.reserve(n, capacity, config.max_points_per_voxel)
+    keys = ws.keys[:n]
+    grid = _grid_array(config)
+    table = ws.table(config.num_cells)
+    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, grid, keys)
+    point_voxel_index = np.empty(n, np.int32)
+    num_voxels = _assign_hard_kernel(
+        keys, table, config.max_voxels, config.max_points_per_voxel, point_voxel_index,
+        ws.voxel_points, ws.num_points, ws.voxel_keys, ws.drops,
+    )
+    features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
+    coords_zyx = np.empty((num_voxels, 3), np.int32)
+    num_points = np.empty(num_voxels, np.int32)
+    _finish_hard_kernel(
+        points, ws.voxel_points, ws.num_points, ws.voxel_keys, grid, table, features, coords_zyx, num_points
+    )
+    drops = ws.drops
+    return Voxels(
+        features, coords_zyx, num_points, point_voxel_index,
+        num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
+        num_voxel_overflow=int(drops[2]), num_point_overflow=int(drops[3]),
+    )
+
+
+def _dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVoxels:
+    n = points.shape[0]
+    ws = _workspace()
+    ws.reserve(n, n, None)
+    keys = ws.keys[:n]
+    grid = _grid_array(config)
+    table = ws.table(config.num_cells)
+    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, grid, keys)
+    point_voxel_index = np.empty(n, np.int32)
+    num_voxels = _assign_dynamic_kernel(keys, table, point_voxel_index, ws.voxel_keys, ws.num_points, ws.drops)
+    coords_zyx = np.empty((num_voxels, 3), np.int32)
+    num_points = np.empty(num_voxels, np.int32)
+    _finish_dynamic_kernel(ws.voxel_keys, ws.num_points, grid, table, coords_zyx, num_points)
+    return DynamicVoxels(
+        point_voxel_index, coords_zyx, num_points,
+        num_nan=int(ws.drops[0]), num_out_of_range=int(ws.drops[1]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+
+
+def _convert_voxels(like: Any, voxels: Voxels) -> Voxels:
+    if not _is_torch(like):
+        return voxels
+    return Voxels(
+        as_output_kind(like, voxels.features), as_output_kind(like, voxels.coords_zyx),
+        as_output_kind(like, voxels.num_points), as_output_kind(like, voxels.point_voxel_index),
+        voxels.num_nan, voxels.num_out_of_range, voxels.num_voxel_overflow, voxels.num_point_overflow,
+    )
+
+
+def _convert_dynamic(like: Any, voxels: DynamicVoxels) -> DynamicVoxels:
+    if not _is_torch(like):
+        return voxels
+    return DynamicVoxels(
+        as_output_kind(like, voxels.point_voxel_index), as_output_kind(like, voxels.coords_zyx),
+        as_output_kind(like, voxels.num_points), voxels.num_nan, voxels.num_out_of_range,
+    )
+
+
+def voxelize(points: Any, config: VoxelConfig, backend: Backend = "numba") -> Voxels:
+    """Hard voxelization (see the module docstring for the exact rules).
+
+    points: (N, C>=3) float32 NumPy array or torch tensor, columns x, y, z, ... in the frame of
+        `config.point_cloud_range`; never modified.
+    backend: "numba" (CPU kernels), "reference" (NumPy twin) or "cuda" (numba.cuda; takes CUDA
+        tensors, or host arrays that it copies to the GPU and back).
+    Returns `Voxels` whose arrays are of the same kind and device as `points`.
+    """
+    if backend == "cuda":
+        from avfusion.fusion.ops import voxelize_cuda
+
+        return voxelize_cuda.voxelize_cuda(points, config)
+    host = host_points(points)
+    if backend == "numba":
+        result = _voxelize_numba(host, config)
+    elif backend == "reference":
+        from avfusion.fusion.ops import voxelize_reference
+
+        result = voxelize_reference.voxelize_reference(host, config)
+    else:
+        raise ValueError(f"backend must be 'numba', 'reference' or 'cuda', got {backend!r}")
+    return _convert_voxels(points, result)
+
+
+def dynamic_voxelize(points: Any, config: VoxelConfig, backend: Backend = "numba") -> DynamicVoxels:
+    """Dynamic voxelization: every point's voxel (first-seen order), no caps on points or voxels.
+
+    `config.max_points_per_voxel` and `config.max_voxels` are ignored. Same point contract and
+    backends as `voxelize`.
+    """
+    if backend == "cuda":
+        from avfusion.fusion.ops import voxelize_cuda
+
+        return voxelize_cuda.dynamic_voxelize_cuda(points, config)
+    host = host_points(points)
+    if backend == "numba":
+        result = _dynamic_voxelize_numba(host, config)
+    elif backend == "reference":
+        from avfusion.fusion.ops import voxelize_reference
+
+        result = voxelize_reference.dynamic_voxelize_reference(host, config)
+    else:
+        raise ValueError(f"backend must be 'numba', 'reference' or 'cuda', got {backend!r}")
+    return _convert_dynamic(points, result)
+
+
+def _scatter_inputs(features: Any, point_voxel_index: Any, num_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    if _is_cuda_tensor(features) or _is_cuda_tensor(point_voxel_index):
+        raise ValueError("scatter_mean / scatter_max run on the CPU: move the tensors to the CPU first")
+    feats = features.detach().numpy() if _is_torch(features) else np.asarray(features)
+    index = point_voxel_index.detach().numpy() if _is_torch(point_voxel_index) else np.asarray(point_voxel_index)
+    if feats.ndim != 2 or feats.dtype != np.float32:
+        raise ValueError(f"features must be (N, C) float32, got shape {feats.shape} {feats.dtype}")
+    if index.shape != (feats.shape[0],) or index.dtype != np.int32:
+        raise ValueError(
+            f"point_voxel_index must be ({feats.shape[0]},) int32, got shape {index.shape} {index.dtype}"
+        )
+    if num_voxels < 0 or (index.size and int(index.max()) >= num_voxels):
+        raise ValueError(f"point_voxel_index holds voxels beyond num_voxels={num_voxels}")
+    return np.ascontiguousarray(feats), np.ascontiguousarray(index)
+
+
+def scatter_mean(
+    features: Any, point_voxel_index: Any, num_voxels: int, backend: Literal["numba", "reference"] = "numba"
+) -> Any:
+    """Mean of the features of each voxel's points.
+
+    features: (N, C) float32; point_voxel_index: (N,) int32, -1 = ignore the point.
+    Returns (num_voxels, C) float32 (sums in float64 in point order; empty voxels are 0), a
+    torch tensor when `features` is one.
+    """
+    feats, index = _scatter_inputs(features, point_voxel_index, num_voxels)
+    if backend == "reference":
+        from avfusion.fusion.ops import voxelize_reference
+
+        out = voxelize_reference.scatter_mean_reference(feats, index, num_voxels)
+    elif backend == "numba":
+        sums = np.zeros((num_voxels, feats.shape[1]), np.float64)
+        counts = np.zeros(num_voxels, np.int64)
+        out = np.empty((num_voxels, feats.shape[1]), np.float32)
+        _scatter_mean_kernel(feats, index, sums, counts, out)
+    else:
+        raise ValueError(f"backend must be 'numba' or 'reference', got {backend!r}")
+    return as_output_kind(features, out)
+
+
+def scatter_max(
+    features: Any, point_voxel_index: Any, num_voxels: int, backend: Literal["numba", "reference"] = "numba"
+) -> Any:
+    """Per-voxel maximum of each feature column (NaN propagates; empty voxels are 0).
+
+    features: (N, C) float32; point_voxel_index: (N,) int32, -1 = ignore the point.
+    Returns (num_voxels, C) float32, a torch tensor when `features` is one.
+    """
+    feats, index = _scatter_inputs(features, point_voxel_index, num_voxels)
+    if backend == "reference":
+        from avfusion.fusion.ops import voxelize_reference
+
+        out = voxelize_reference.scatter_max_reference(feats, index, num_voxels)
+    elif backend == "numba":
+        out = np.zeros((num_voxels, feats.shape[1]), np.float32)
+        _scatter_max_kernel(feats, index, np.zeros(num_voxels, np.int64), out)
+    else:
+        raise ValueError(f"backend must be 'numba' or 'reference', got {backend!r}")
+    return as_output_kind(features, out)
+
+
+def numba_threads() -> int:
+    """Threads the parallel CPU kernels use (Numba's setting)."""
+    return int(numba.get_num_threads())
