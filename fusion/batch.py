@@ -22,6 +22,7 @@ import torch
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3
+from avfusion.fusion.augment import SampleAugmentation
 from avfusion.fusion.config import CAMERA_NAMES, FusionConfig
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
@@ -158,66 +159,6 @@ class FusionBatch:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class SampleAugmentation:
-    """One sample's augmentation: BEV transform parameters and per-camera image scale, plus dropout.
-
-    `bev_from_ego` = flip @ scale @ rotation (rotation `rotation_rad` about z, isotropic `scale`,
-    then y -> -y when `flip_y`). `image_scale` resizes each network-input image beyond the fixed
-    input size and crops its centre back to it (>= 1 zooms in). `drop` names sensors to remove.
-    """
-
-    rotation_rad: float = 0.0
-    scale: float = 1.0
-    flip_y: bool = False
-    image_scale: float = 1.0
-    drop: frozenset[str] = frozenset()
-
-    @property
-    def bev_from_ego(self) -> np.ndarray:
-        """`(4, 4)` float64."""
-        c, s = np.cos(self.rotation_rad), np.sin(self.rotation_rad)
-        matrix = np.eye(4)
-        matrix[:2, :2] = self.scale * np.array([[c, -s], [s, c]])
-        matrix[2, 2] = self.scale
-        if self.flip_y:
-            matrix[1, :] *= -1.0
-        return matrix
-
-    def transform_boxes(self, boxes: Boxes3D) -> Boxes3D:
-        """Boxes of the ego frame -> the BEV frame: rotate, scale (centre and size), then flip."""
-        rotated = boxes.transform(SE3.from_yaw(self.rotation_rad, np.zeros(3)))
-        if self.scale == 1.0 and not self.flip_y:
-            return rotated
-        center = rotated.center * self.scale
-        size = rotated.size_wlh * self.scale
-        velocity = rotated.velocity_xy * self.scale
-        yaw = rotated.yaw_rad
-        if self.flip_y:
-            center = center * np.array([1.0, -1.0, 1.0])
-            velocity = velocity * np.array([1.0, -1.0])
-            yaw = -yaw
-        return boxes_with_geometry(rotated, center, size, yaw, velocity)
-
-
-def boxes_with_geometry(
-    boxes: Boxes3D, center: np.ndarray, size_wlh: np.ndarray, yaw_rad: np.ndarray, velocity_xy: np.ndarray
-) -> Boxes3D:
-    """`boxes` with new geometry, everything else (labels, scores, attributes, tokens) kept."""
-    return Boxes3D(
-        center=center,
-        size_wlh=size_wlh,
-        yaw_rad=yaw_rad,
-        velocity_xy=velocity_xy,
-        label=boxes.label,
-        score=boxes.score,
-        attribute=boxes.attribute,
-        num_lidar_pts=boxes.num_lidar_pts,
-        instance_token=boxes.instance_token,
-        token=boxes.token,
-    )
-
-
 def _pose_for_map(frame: SyncedFrame, config: FusionConfig) -> SE3 | None:
     """The map-frame pose the map patch is cropped around, or None when it cannot be had."""
     if config.map.pose_source == "ego_pose":
@@ -271,33 +212,28 @@ def lidar_points_bev(frame: SyncedFrame, aug: SampleAugmentation) -> np.ndarray 
     return out
 
 
-def pillarize(points_bev: np.ndarray, config: FusionConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group points into one-cell pillars with the `fusion.ops.voxelize` kernel.
+def pillarize(
+    points_bev: np.ndarray, config: FusionConfig, backend: str = "numba"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group points into one-cell pillars with the `fusion.ops.voxelize` kernel (`backend` as there).
 
     Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)` int64
     (grid row along y, column along x).
     """
-    from avfusion.fusion.ops.voxelize import voxelize
-
-    voxels = voxelize(points_bev, _voxel_config(config))
-    coords_zyx = np.asarray(voxels.coords_zyx)
-    return (
-        np.asarray(voxels.features, dtype=np.float32),
-        np.asarray(voxels.num_points, dtype=np.int64),
-        coords_zyx[:, 1:3].astype(np.int64),
-    )
-
-
-def _voxel_config(config: FusionConfig):
-    from avfusion.fusion.ops.voxelize import VoxelConfig
+    from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
 
     grid = config.grid
-    z_extent = grid.z_range_m[1] - grid.z_range_m[0]
-    return VoxelConfig(
-        voxel_size_m=(grid.cell_m, grid.cell_m, z_extent),
-        point_range_m=grid.point_range_m,
-        max_points_per_voxel=config.lidar.max_points_per_pillar,
-        max_voxels=config.lidar.max_pillars,
+    voxel_config = VoxelConfig.pillars(
+        grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
+    )
+    voxels = voxelize(points_bev, voxel_config, backend=backend)
+    features, num_points, coords_zyx = voxels.features, voxels.num_points, voxels.coords_zyx
+    if isinstance(features, torch.Tensor):  # the CUDA backend answers in the kind it was given
+        features, num_points, coords_zyx = (t.cpu().numpy() for t in (features, num_points, coords_zyx))
+    return (
+        np.asarray(features, dtype=np.float32),
+        np.asarray(num_points, dtype=np.int64),
+        np.asarray(coords_zyx)[:, 1:3].astype(np.int64),
     )
 
 
@@ -374,6 +310,7 @@ def collate(
     augmentations: Sequence[SampleAugmentation] | None = None,
     with_targets: bool = False,
     timings_ms: dict[str, float] | None = None,
+    voxel_backend: str = "numba",
 ) -> FusionBatch:
     """Turn synchronized frames into one `FusionBatch`.
 
@@ -385,6 +322,7 @@ def collate(
         with_targets: build head targets from `frame.gt_boxes` and lidar depth targets.
         timings_ms: when given, the milliseconds spent voxelizing are added under "voxelize" (an
             output argument so the inference loop can report its stages without a second pass).
+        voxel_backend: the `fusion.ops.voxelize` backend ("numba" on the CPU, "cuda" on a GPU).
     """
     unknown = sorted(set(drop) - DROPPABLE)
     if unknown:
@@ -417,7 +355,7 @@ def collate(
         points = None if "lidar" in dropped else lidar_points_bev(frame, aug)
         if points is not None and len(points):
             start = time.perf_counter()
-            features, counts, coords_ij = pillarize(points, config)
+            features, counts, coords_ij = pillarize(points, config, voxel_backend)
             if timings_ms is not None:
                 timings_ms["voxelize"] = timings_ms.get("voxelize", 0.0) + (time.perf_counter() - start) * 1e3
             if len(counts):

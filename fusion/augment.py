@@ -1,0 +1,101 @@
+"""Training-time augmentation and modality dropout.
+
+`SampleAugmentation` is one sample's draw: a global BEV transform (rotation about z, isotropic scale,
+optional y-flip) that `collate` applies alike to the lidar points, the ground-truth boxes, the map
+patch and (through `bev_from_ego`, after lifting) the camera frustums; a per-camera image zoom
+folded into each camera's `image_aug`; and the sensors to drop. `draw_augmentation` samples one
+from `AugmentConfig` with a numpy Generator, so a seeded run is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.se3 import SE3
+from avfusion.fusion.config import CAMERA_NAMES, AugmentConfig
+
+
+@dataclass(frozen=True, slots=True)
+class SampleAugmentation:
+    """One sample's augmentation: BEV transform parameters and per-camera image scale, plus dropout.
+
+    `bev_from_ego` = flip @ scale @ rotation (rotation `rotation_rad` about z, isotropic `scale`,
+    then y -> -y when `flip_y`). `image_scale` resizes each network-input image beyond the fixed
+    input size and crops its centre back to it (>= 1 zooms in). `drop` names sensors to remove.
+    """
+
+    rotation_rad: float = 0.0
+    scale: float = 1.0
+    flip_y: bool = False
+    image_scale: float = 1.0
+    drop: frozenset[str] = frozenset()
+
+    @property
+    def bev_from_ego(self) -> np.ndarray:
+        """`(4, 4)` float64."""
+        c, s = np.cos(self.rotation_rad), np.sin(self.rotation_rad)
+        matrix = np.eye(4)
+        matrix[:2, :2] = self.scale * np.array([[c, -s], [s, c]])
+        matrix[2, 2] = self.scale
+        if self.flip_y:
+            matrix[1, :] *= -1.0
+        return matrix
+
+    def transform_boxes(self, boxes: Boxes3D) -> Boxes3D:
+        """Boxes of the ego frame -> the BEV frame: rotate, scale (centre and size), then flip."""
+        rotated = boxes.transform(SE3.from_yaw(self.rotation_rad, np.zeros(3)))
+        if self.scale == 1.0 and not self.flip_y:
+            return rotated
+        center = rotated.center * self.scale
+        size = rotated.size_wlh * self.scale
+        velocity = rotated.velocity_xy * self.scale
+        yaw = rotated.yaw_rad
+        if self.flip_y:
+            center = center * np.array([1.0, -1.0, 1.0])
+            velocity = velocity * np.array([1.0, -1.0])
+            yaw = -yaw
+        return boxes_with_geometry(rotated, center, size, yaw, velocity)
+
+
+def boxes_with_geometry(
+    boxes: Boxes3D, center: np.ndarray, size_wlh: np.ndarray, yaw_rad: np.ndarray, velocity_xy: np.ndarray
+) -> Boxes3D:
+    """`boxes` with new geometry, everything else (labels, scores, attributes, tokens) kept."""
+    return Boxes3D(
+        center=center,
+        size_wlh=size_wlh,
+        yaw_rad=yaw_rad,
+        velocity_xy=velocity_xy,
+        label=boxes.label,
+        score=boxes.score,
+        attribute=boxes.attribute,
+        num_lidar_pts=boxes.num_lidar_pts,
+        instance_token=boxes.instance_token,
+        token=boxes.token,
+    )
+
+
+
+def draw_augmentation(rng: np.random.Generator, config: AugmentConfig, *, has_map: bool = True) -> SampleAugmentation:
+    """One random augmentation. At most one of lidar / all cameras is dropped, so a sample always
+    keeps a primary sensor; one camera alone may be dropped besides."""
+    drop: set[str] = set()
+    roll = rng.random()
+    if roll < config.drop_lidar_probability:
+        drop.add("lidar")
+    elif roll < config.drop_lidar_probability + config.drop_cameras_probability:
+        drop.add("camera")
+    if "camera" not in drop and rng.random() < config.drop_one_camera_probability:
+        drop.add(CAMERA_NAMES[int(rng.integers(len(CAMERA_NAMES)))])
+    if has_map and rng.random() < config.drop_map_probability:
+        drop.add("map")
+    return SampleAugmentation(
+        rotation_rad=float(rng.uniform(-config.rotation_max_rad, config.rotation_max_rad)),
+        scale=float(rng.uniform(*config.scale_range)),
+        flip_y=bool(rng.random() < config.flip_probability),
+        image_scale=float(1.0 + rng.uniform(0.0, config.image_scale_jitter)),
+        drop=frozenset(drop),
+    )

@@ -1,0 +1,209 @@
+"""Training loop: augmentation, modality dropout, checkpoints and resume, a loss log and its plot, DDP.
+
+    run = train(config, frames, out_dir)      # frames: a sequence of SyncedFrame (len + indexing)
+
+What lands in `out_dir`:
+    config.json            the resolved `FusionConfig` (written first, before any step)
+    checkpoint_last.pt     model + optimizer + scheduler + position, every `checkpoint_every` steps
+    weights.pt             the final model (with its config inside) for `Detector.load`
+    loss_log.jsonl         one JSON line per step: epoch, step, lr, total and each loss part
+    loss.png               the loss log plotted (rewritten at each checkpoint)
+
+Multi-GPU / multi-node: start under `torchrun`; when `WORLD_SIZE` > 1 the process group is formed
+(NCCL on GPUs, gloo on CPUs), each rank trains on its shard of every epoch's permutation, gradients
+are averaged by `DistributedDataParallel`, and rank 0 alone writes files. On a GPU, `amp=True`
+runs the forward pass under bfloat16 autocast (no loss scaling is needed with bfloat16).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from avfusion.calibration.fileio import atomic_open, write_json_atomic
+from avfusion.fusion.augment import draw_augmentation
+from avfusion.fusion.batch import collate
+from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
+from avfusion.fusion.config import FusionConfig
+from avfusion.fusion.losses import total_loss
+from avfusion.fusion.model import BEVFusion
+from avfusion.sensors.types import SyncedFrame
+
+
+@dataclass(frozen=True, slots=True)
+class TrainResult:
+    """What a finished (or stopped) run produced."""
+
+    out_dir: Path
+    weights_path: Path
+    steps: int
+    final_losses: dict[str, float]
+    seconds: float
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size), forming the process group when started by torchrun with WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def epoch_order(num_frames: int, epoch: int, seed: int, rank: int, world: int) -> np.ndarray:
+    """This rank's frame indices for an epoch: a seeded permutation, dealt round-robin to the ranks
+    and cut to equal length so every rank runs the same number of steps (DDP needs that)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_frames)
+    per_rank = num_frames // world
+    return order[rank::world][:per_rank]
+
+
+def plot_loss_log(log_path: Path, png_path: Path) -> None:
+    """Plot every loss part of a `loss_log.jsonl` against the step, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not records:
+        return
+    steps = [r["step"] for r in records]
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    for name in ["total", *sorted(records[-1]["losses"])]:
+        values = [r["total"] if name == "total" else r["losses"].get(name, float("nan")) for r in records]
+        window = max(1, len(values) // 50)
+        smoothed = np.convolve(values, np.ones(window) / window, mode="valid")
+        axis.plot(steps[window - 1 :], smoothed, label=name, linewidth=2 if name == "total" else 1)
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.set_yscale("log")
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    axis.set_title(f"training loss ({window}-step moving average)")
+    figure.tight_layout()
+    with atomic_open(png_path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)
+
+
+def train(
+    config: FusionConfig,
+    frames: Sequence[SyncedFrame],
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    amp: bool = False,
+    max_steps: int | None = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+) -> TrainResult:
+    """Train `BEVFusion.from_config(config)` on `frames` (with ground truth) into `out_dir`.
+
+    Args:
+        resume: continue from `out_dir/checkpoint_last.pt` (its config must equal `config`).
+        max_steps: stop after this many optimizer steps in total (the schedule still spans all
+            epochs, so a stopped run resumes where it was).
+    """
+    rank, world = _distributed()
+    out = Path(out_dir)
+    started = time.perf_counter()
+    train_cfg = config.train
+    torch.manual_seed(train_cfg.seed + rank)
+    device_t = torch.device(device)
+    if len(frames) < world * train_cfg.batch_size:
+        raise ValueError(f"train: {len(frames)} frames is fewer than one batch of {train_cfg.batch_size} per rank")
+
+    model = BEVFusion.from_config(config).to(device_t)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
+    steps_per_epoch = len(frames) // world // train_cfg.batch_size
+    total_steps = steps_per_epoch * train_cfg.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=train_cfg.learning_rate, total_steps=max(total_steps, 1), pct_start=0.3
+    )
+    step = 0
+    checkpoint_path = out / "checkpoint_last.pt"
+    if resume and checkpoint_path.is_file():
+        saved_config, payload = load_checkpoint(checkpoint_path)
+        if saved_config != config:
+            raise ValueError(f"train: {checkpoint_path} was made with a different config; resume with the same one")
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        step = int(payload["step"])
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "config.json", config.to_dict())
+        if not resume:
+            (out / "loss_log.jsonl").unlink(missing_ok=True)
+
+    network = model
+    if world > 1:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device_t.index] if device_t.type == "cuda" else None, find_unused_parameters=True
+        )
+    last_step = total_steps if max_steps is None else min(total_steps, max_steps)
+    bar = tqdm(total=last_step, initial=step, desc="train", disable=not progress or rank != 0, unit="step")
+    losses: dict[str, float] = {}
+    log_path = out / "loss_log.jsonl"
+    model.train()
+    while step < last_step:
+        epoch, position = divmod(step, steps_per_epoch)
+        order = epoch_order(len(frames), epoch, train_cfg.seed, rank, world)
+        chosen = order[position * train_cfg.batch_size : (position + 1) * train_cfg.batch_size]
+        rng = np.random.default_rng([train_cfg.seed, step, rank])
+        batch_frames = [frames[int(i)] for i in chosen]
+        augmentations = [draw_augmentation(rng, config.augment, has_map=f.map is not None) for f in batch_frames]
+        batch = collate(batch_frames, config, augmentations=augmentations, with_targets=True).to(device_t)
+        with torch.autocast(device_type=device_t.type, dtype=torch.bfloat16, enabled=amp and device_t.type == "cuda"):
+            outputs = network(batch)
+        loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
+        if not math.isfinite(float(loss)):
+            raise FloatingPointError(f"train: loss became {float(loss)} at step {step} (parts {losses})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip_norm)
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss):.3f}", epoch=epoch)
+        if rank == 0:
+            record = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0], "total": float(loss), "losses": losses}
+            with open(log_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if step % checkpoint_every == 0 or step == last_step:
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch}  # fmt: skip
+                save_checkpoint(checkpoint_path, config, state)
+                plot_loss_log(log_path, out / "loss.png")
+    bar.close()
+    weights_path = out / "weights.pt"
+    if rank == 0:
+        save_checkpoint(weights_path, config, {"model": model.state_dict(), "step": step})
+        if log_path.is_file():
+            plot_loss_log(log_path, out / "loss.png")
+    if world > 1:
+        dist.barrier()
+    return TrainResult(out, weights_path, step, losses, time.perf_counter() - started)
+
+
+def export_weights(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> None:
+    """A small inference-only copy of a checkpoint: the model in float16 plus its config; the
+    resolved config is also written beside it as JSON (`<name>.json`)."""
+    config, payload = load_checkpoint(checkpoint)
+    state = {name: value.half() if value.is_floating_point() else value for name, value in payload["model"].items()}
+    save_checkpoint(out_path, config, {"model": state})
+    write_json_atomic(Path(out_path).with_suffix(".json"), config.to_dict())

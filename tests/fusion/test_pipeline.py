@@ -1,0 +1,111 @@
+"""From SyncedFrames through collate, one training step, a checkpoint and the Detector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avfusion.calibration.errors import InputError
+from avfusion.fusion.augment import draw_augmentation
+from avfusion.fusion.batch import collate
+from avfusion.fusion.checkpoint import save_checkpoint
+from avfusion.fusion.config import CAMERA_NAMES, tiny_for_tests
+from avfusion.fusion.inference import Detector
+from avfusion.fusion.losses import total_loss
+from avfusion.fusion.model import BEVFusion
+
+
+def test_one_training_step_has_finite_loss_and_gradients_in_every_branch(frame_factory) -> None:
+    torch.manual_seed(0)
+    config = tiny_for_tests()
+    frames = [frame_factory(0), frame_factory(1)]
+    rng = np.random.default_rng(0)
+    augmentations = [draw_augmentation(rng, config.augment.__class__(drop_lidar_probability=0.0,
+                     drop_cameras_probability=0.0, drop_one_camera_probability=0.0, drop_map_probability=0.0),
+                     has_map=True) for _ in frames]  # fmt: skip
+    batch = collate(frames, config, augmentations=augmentations, with_targets=True)
+    assert bool(batch.modality.lidar.all()) and bool(batch.modality.camera.all()) and bool(batch.modality.map.all())
+    assert int(batch.targets.mask.sum()) == 12  # 6 boxes each, all within +-25.6 m
+    assert int((batch.depth_target_bin >= 0).sum()) > 0
+    model = BEVFusion.from_config(config).train()
+    outputs = model(batch)
+    loss, parts = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
+    assert torch.isfinite(loss)
+    assert set(parts) == {"heatmap", "regression", "attribute", "depth"}
+    assert all(np.isfinite(v) and v > 0 for v in parts.values())
+    loss.backward()
+    first_weights = {
+        "lidar": model.lidar.linear.weight,
+        "camera encoder": model.camera.encoder.layers[0].weight,
+        "camera depth": model.camera.lift.depth_context.weight,
+        "map": model.map.layers[0].weight,
+        "fuser": model.fuser.layers[0].weight,
+        "backbone": model.backbone.stages[0][0][0].weight,
+        "head": model.head.shared[0].weight,
+    }
+    for name, weight in first_weights.items():
+        assert weight.grad is not None and float(weight.grad.abs().sum()) > 0, f"no gradient reaches the {name}"
+    # Every parameter of the model receives a gradient from the full modality set.
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+def test_dropped_sensors_are_masked_and_zeroed(frame_factory) -> None:
+    config = tiny_for_tests()
+    frame = frame_factory(2)
+    batch = collate([frame], config, drop={"lidar", "CAM_BACK", "map"})
+    assert not bool(batch.modality.lidar[0]) and not bool(batch.modality.map[0])
+    assert batch.modality.camera[0].tolist() == [name != "CAM_BACK" for name in CAMERA_NAMES]
+    assert batch.pillar_features.shape[0] == 0
+    assert float(batch.images[0, CAMERA_NAMES.index("CAM_BACK")].abs().sum()) == 0.0
+    assert float(batch.map_bev.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="unknown sensors"):
+        collate([frame], config, drop={"radar"})
+
+
+def test_map_from_gnss_equals_map_from_pose_when_the_fix_is_exact(frame_factory) -> None:
+    config = tiny_for_tests()
+    frame = frame_factory(3)
+    from_pose = collate([frame], config).map_bev
+    gnss_config = config.replace(map=config.map.__class__(channels=config.map.channels, pose_source="gnss"))
+    from_gnss = collate([frame], gnss_config).map_bev
+    assert float(from_pose.sum()) > 0
+    torch.testing.assert_close(from_gnss, from_pose, atol=1e-3, rtol=0)
+    assert not bool(collate([frame], gnss_config, drop={"gnss"}).modality.map[0])
+
+
+def test_flip_augmentation_mirrors_boxes_points_and_map(frame_factory) -> None:
+    from avfusion.fusion.augment import SampleAugmentation
+
+    config = tiny_for_tests()
+    frame = frame_factory(4)
+    plain = collate([frame], config, with_targets=True)
+    flipped = collate([frame], config, augmentations=[SampleAugmentation(flip_y=True)], with_targets=True)
+    # The grid's y range is symmetric, so mirroring y mirrors the rows.
+    torch.testing.assert_close(flipped.map_bev, plain.map_bev.flip(2))
+    torch.testing.assert_close(flipped.targets.heatmap.flip(2).sum(), plain.targets.heatmap.sum())
+    boxes = SampleAugmentation(flip_y=True).transform_boxes(frame.gt_boxes)
+    np.testing.assert_allclose(boxes.center[:, 1], -frame.gt_boxes.center[:, 1])
+    np.testing.assert_allclose(boxes.yaw_rad, -frame.gt_boxes.yaw_rad)
+
+
+def test_detector_loads_a_checkpoint_and_detects_in_both_frames(frame_factory, tmp_path) -> None:
+    torch.manual_seed(0)
+    config = tiny_for_tests()
+    model = BEVFusion.from_config(config)
+    save_checkpoint(tmp_path / "w.pt", config, {"model": model.state_dict()})
+    detector = Detector.load(tmp_path / "w.pt")
+    frame = frame_factory(5)
+    detections = detector.detect(frame)
+    assert detections.sample_token == "sample-5"
+    assert len(detections.boxes_ego) <= 500
+    assert {"prepare", "voxelize", "network", "decode"} <= set(detections.timings_ms)
+    expected = frame.global_from_ego.apply(detections.boxes_ego.center)
+    np.testing.assert_allclose(detections.boxes_global.center, expected)
+    for drop in ({"lidar"}, {"camera"}, {"CAM_FRONT"}, {"map"}, {"gnss"}, {"lidar", "map"}):
+        assert len(detector.detect(frame, drop=drop).boxes_ego) <= 500
+    with pytest.raises(InputError, match="radar"):
+        detector.detect(frame, drop={"radar"})
+    with pytest.raises(InputError, match="does not exist"):
+        Detector.load(tmp_path / "missing.pt")
