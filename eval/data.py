@@ -1,0 +1,466 @@
+"""Ground truth and predictions for the detection metric, read straight into arrays.
+
+`load_ground_truth` reads the nuScenes JSON tables of a dataroot/version (no `NuScenes` object,
+no reverse index of every table) and gives what the devkit's `load_gt` + `add_center_dist` +
+bike-rack lookup would: the same boxes, in the same order, with the same velocities.
+`load_predictions` reads a results file, checks it (`submission.validate_results`) and turns it
+into an `EvalBoxSet`.
+
+Facts kept from the devkit (they change numbers):
+- The samples of a split are the `sample` table's rows whose scene is in the split, in table
+  order; a sample's boxes are its annotations in `sample_annotation` table order.
+- Velocity is the devkit's `box_velocity`: centred difference over the previous and next
+  annotation of the instance (one-sided at the ends), NaN when the instance has a single
+  annotation or the time span exceeds 1.5 s (3 s when centred); times are `1e-6 * timestamp`.
+- `num_pts` = num_lidar_pts + num_radar_pts. An annotation has at most one attribute.
+- The ego position of a sample is the ego pose of its key-frame LIDAR_TOP sample_data.
+- Built-in split names (train, val, mini_val, ...) use the devkit's own scene lists and version
+  check; any other name is read from `<dataroot>/<version>/splits.json`. For a built-in split the
+  devkit keeps the results file's sample order (it decides how equal scores rank); for a custom one
+  it uses the split's order. `PredictionSet.boxes` follows the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.calibration.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
+from avfusion.eval.boxset import EvalBoxSet
+from avfusion.eval.config import DetectionConfig
+from avfusion.eval.submission import ResultsColumns, validate_results
+
+BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
+LIDAR_CHANNEL = "LIDAR_TOP"
+MAX_VELOCITY_TIME_DIFF_S = 1.5  # the devkit's `box_velocity` default
+
+# The devkit's built-in split names and the version suffix each requires (nuscenes/utils/splits.py).
+PREDEFINED_SPLIT_VERSIONS = {
+    "train": "trainval",
+    "val": "trainval",
+    "train_detect": "trainval",
+    "train_track": "trainval",
+    "mini_train": "mini",
+    "mini_val": "mini",
+    "test": "test",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BikeRacks:
+    """The `static_object.bicycle_rack` annotations of the split, global frame.
+
+    sample_index (R,) int64 into the ground truth's `sample_tokens`; translation (R, 3) centre;
+    size_wlh (R, 3); rotation_wxyz (R, 4).
+    """
+
+    sample_index: np.ndarray
+    translation: np.ndarray
+    size_wlh: np.ndarray
+    rotation_wxyz: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.sample_index)
+        for name, shape in (("translation", (n, 3)), ("size_wlh", (n, 3)), ("rotation_wxyz", (n, 4))):
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"BikeRacks.{name} must have shape {shape}, got {getattr(self, name).shape}")
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruth:
+    """Everything the metric needs from a dataroot for one split.
+
+    boxes: every annotation of a detection class in the split's samples (not yet filtered), with
+    `score` -1 and `num_pts` = lidar + radar points; `boxes.sample_tokens` is the split's samples.
+    ego_translation: (S, 3) float64 global position of the ego vehicle at each sample's key-frame
+    lidar sweep. bike_racks: the racks of those samples. predefined_split: whether `split` is one of
+    the devkit's built-in names.
+    """
+
+    dataroot: str
+    version: str
+    split: str
+    predefined_split: bool
+    boxes: EvalBoxSet
+    ego_translation: np.ndarray
+    bike_racks: BikeRacks
+
+    def __post_init__(self) -> None:
+        expected = (len(self.boxes.sample_tokens), 3)
+        if self.ego_translation.shape != expected:
+            raise ValueError(f"GroundTruth.ego_translation must have shape {expected}, got {self.ego_translation.shape}")
+
+    @property
+    def sample_tokens(self) -> tuple[str, ...]:
+        return self.boxes.sample_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionSet:
+    """A checked results file: the boxes (in the devkit's evaluation order) and its `meta` object."""
+
+    boxes: EvalBoxSet
+    meta: dict[str, Any]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables and splits
+
+
+def read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> list[dict[str, Any]]:
+    """`<dataroot>/<version>/<name>.json` as a list of records."""
+    path = Path(dataroot) / version / f"{name}.json"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: table {name!r} not found (is --dataroot/--version right?)") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read ({error.strerror})") from None
+    try:
+        records = json.loads(data)
+    except json.JSONDecodeError as error:
+        raise FileFormatError(path, f"not valid JSON ({error})") from None
+    if not isinstance(records, list):
+        raise FileFormatError(path, f"expected a JSON list of records, found {type(records).__name__}")
+    return records
+
+
+def split_scene_names(dataroot: str | os.PathLike[str], version: str, split: str) -> tuple[list[str], bool]:
+    """The scene names of `split` and whether it is one of the devkit's built-in splits."""
+    if split in PREDEFINED_SPLIT_VERSIONS:
+        suffix = PREDEFINED_SPLIT_VERSIONS[split]
+        if not version.endswith(suffix):
+            raise InputError(f"split {split!r} needs a version ending in {suffix!r}, got version {version!r}")
+        from nuscenes.utils.splits import create_splits_scenes
+
+        return list(create_splits_scenes()[split]), True
+    path = Path(dataroot) / version / "splits.json"
+    try:
+        splits = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(
+            f"split {split!r} is not a devkit split ({sorted(PREDEFINED_SPLIT_VERSIONS)}) and {path} does not exist"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise FileFormatError(path, f"not valid JSON ({error})") from None
+    if not isinstance(splits, dict):
+        raise FileFormatError(path, f"expected an object of split name -> scene names, found {type(splits).__name__}")
+    if split not in splits:
+        raise InputError(f"{path}: no split {split!r}; it has {sorted(splits)}")
+    scenes = splits[split]
+    if not isinstance(scenes, list) or not all(isinstance(name, str) for name in scenes):
+        raise FileFormatError(path, f"split {split!r} must be a list of scene names")
+    return scenes, False
+
+
+def _field(record: dict[str, Any], key: str, table: str) -> Any:
+    try:
+        return record[key]
+    except KeyError:
+        raise InputError(f"table {table}: record {record.get('token', '?')!r} has no field {key!r}") from None
+    except TypeError:
+        raise InputError(f"table {table}: expected records to be objects, found {type(record).__name__}") from None
+
+
+def _lookup(mapping: dict[str, Any], token: str, what: str, owner: str) -> Any:
+    try:
+        return mapping[token]
+    except KeyError:
+        raise InputError(f"{owner} refers to {what} {token!r}, which does not exist") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth
+
+
+def load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
+    """Read the ground truth of `split` from `<dataroot>/<version>/*.json` (see the module docstring)."""
+    version_dir = Path(dataroot) / version
+    if not version_dir.is_dir():
+        raise InputError(f"{version_dir}: no such directory (dataroot {str(dataroot)!r}, version {version!r})")
+    scene_names, predefined = split_scene_names(dataroot, version, split)
+    wanted_scenes = set(scene_names)
+
+    scenes = read_table(dataroot, version, "scene")
+    scene_name_of = {_field(s, "token", "scene"): _field(s, "name", "scene") for s in scenes}
+    samples = read_table(dataroot, version, "sample")
+    if not samples:
+        raise InputError(f"{version_dir / 'sample.json'}: the database has no samples")
+    timestamp_of_sample: dict[str, int] = {}
+    split_tokens: list[str] = []
+    for sample in samples:
+        token = _field(sample, "token", "sample")
+        timestamp_of_sample[token] = _field(sample, "timestamp", "sample")
+        scene_token = _field(sample, "scene_token", "sample")
+        if _lookup(scene_name_of, scene_token, "scene", f"sample {token!r}") in wanted_scenes:
+            split_tokens.append(token)
+    if not split_tokens:
+        raise InputError(f"split {split!r} has no samples in {version_dir} (its scenes: {sorted(wanted_scenes)[:5]}...)")
+    position_of_sample = {token: position for position, token in enumerate(split_tokens)}
+
+    ego_translation = _lidar_ego_translations(dataroot, version, split_tokens, position_of_sample)
+    boxes, bike_racks = _annotations(dataroot, version, split_tokens, position_of_sample, timestamp_of_sample)
+    return GroundTruth(
+        dataroot=str(dataroot),
+        version=version,
+        split=split,
+        predefined_split=predefined,
+        boxes=boxes,
+        ego_translation=ego_translation,
+        bike_racks=bike_racks,
+    )
+
+
+def _lidar_ego_translations(
+    dataroot: str | os.PathLike[str], version: str, split_tokens: list[str], position_of_sample: dict[str, int]
+) -> np.ndarray:
+    """(S, 3) ego pose translation of each sample's key-frame LIDAR_TOP sample_data."""
+    sensors = read_table(dataroot, version, "sensor")
+    channel_of_sensor = {_field(s, "token", "sensor"): _field(s, "channel", "sensor") for s in sensors}
+    calibrated = read_table(dataroot, version, "calibrated_sensor")
+    lidar_calibrations = {
+        _field(c, "token", "calibrated_sensor")
+        for c in calibrated
+        if channel_of_sensor.get(_field(c, "sensor_token", "calibrated_sensor")) == LIDAR_CHANNEL
+    }
+    # The devkit keeps the last key-frame record per sample and channel, so later rows overwrite.
+    pose_token_of_sample: dict[str, str] = {}
+    for record in read_table(dataroot, version, "sample_data"):
+        if (
+            record.get("is_key_frame")
+            and record.get("calibrated_sensor_token") in lidar_calibrations
+            and record.get("sample_token") in position_of_sample
+        ):
+            pose_token_of_sample[record["sample_token"]] = _field(record, "ego_pose_token", "sample_data")
+    missing = [token for token in split_tokens if token not in pose_token_of_sample]
+    if missing:
+        raise InputError(
+            f"{len(missing)} samples have no key-frame {LIDAR_CHANNEL} sample_data (the metric measures "
+            f"distances from its ego pose), e.g. sample {missing[0]!r}"
+        )
+    wanted_poses = set(pose_token_of_sample.values())
+    translation_of_pose = {
+        record["token"]: _field(record, "translation", "ego_pose")
+        for record in read_table(dataroot, version, "ego_pose")
+        if record.get("token") in wanted_poses
+    }
+    rows = [
+        _lookup(translation_of_pose, pose_token_of_sample[token], "ego_pose", f"LIDAR_TOP sample_data of sample {token!r}")
+        for token in split_tokens
+    ]
+    return np.array(rows, np.float64).reshape(len(split_tokens), 3)
+
+
+def _annotations(
+    dataroot: str | os.PathLike[str],
+    version: str,
+    split_tokens: list[str],
+    position_of_sample: dict[str, int],
+    timestamp_of_sample: dict[str, int],
+) -> tuple[EvalBoxSet, BikeRacks]:
+    categories = {_field(c, "token", "category"): _field(c, "name", "category") for c in read_table(dataroot, version, "category")}
+    category_of_instance = {
+        _field(i, "token", "instance"): _field(i, "category_token", "instance")
+        for i in read_table(dataroot, version, "instance")
+    }
+    attribute_name_of = {
+        _field(a, "token", "attribute"): _field(a, "name", "attribute") for a in read_table(dataroot, version, "attribute")
+    }
+    annotations = read_table(dataroot, version, "sample_annotation")
+    row_of_annotation = {_field(a, "token", "sample_annotation"): row for row, a in enumerate(annotations)}
+
+    kept_rows: list[int] = []  # detection-class annotations of the split, table order
+    kept_labels: list[int] = []
+    kept_attributes: list[int] = []
+    rack_rows: list[int] = []
+    for row, annotation in enumerate(annotations):
+        if _field(annotation, "sample_token", "sample_annotation") not in position_of_sample:
+            continue
+        owner = f"sample_annotation {annotation['token']!r}"
+        instance_token = _field(annotation, "instance_token", "sample_annotation")
+        category = _lookup(categories, _lookup(category_of_instance, instance_token, "instance", owner), "category", owner)
+        if category == BIKE_RACK_CATEGORY:
+            rack_rows.append(row)
+        class_name = CATEGORY_TO_CLASS.get(category)
+        if class_name is None:
+            continue
+        attribute_tokens = _field(annotation, "attribute_tokens", "sample_annotation")
+        if len(attribute_tokens) > 1:
+            raise InputError(f"{owner} has {len(attribute_tokens)} attributes; the metric allows at most one")
+        if attribute_tokens:
+            name = _lookup(attribute_name_of, attribute_tokens[0], "attribute", owner)
+            if name not in ATTRIBUTE_INDEX:
+                raise InputError(f"{owner} has attribute {name!r}, not a nuScenes attribute")
+            kept_attributes.append(ATTRIBUTE_INDEX[name])
+        else:
+            kept_attributes.append(-1)
+        kept_rows.append(row)
+        kept_labels.append(CLASS_INDEX[class_name])
+
+    rows = np.array(kept_rows, np.int64)
+    sample_index = np.array(
+        [position_of_sample[annotations[row]["sample_token"]] for row in kept_rows], np.int64
+    )
+    # Group by sample in split order; a stable sort keeps the table order within a sample.
+    order = np.argsort(sample_index, kind="stable")
+    rows, sample_index = rows[order], sample_index[order]
+    take = rows.tolist()
+    n = len(take)
+    translation = _float_rows(annotations, take, "translation", 3)
+    boxes = EvalBoxSet(
+        sample_tokens=tuple(split_tokens),
+        sample_index=sample_index,
+        translation=translation,
+        size_wlh=_float_rows(annotations, take, "size", 3),
+        rotation_wxyz=_float_rows(annotations, take, "rotation", 4),
+        velocity_xy=_velocities(annotations, take, translation, row_of_annotation, timestamp_of_sample),
+        label=np.array(kept_labels, np.int64)[order] if n else np.zeros(0, np.int64),
+        score=np.full(n, -1.0),
+        attribute=np.array(kept_attributes, np.int64)[order] if n else np.zeros(0, np.int64),
+        num_pts=np.array(
+            [
+                _field(annotations[row], "num_lidar_pts", "sample_annotation")
+                + _field(annotations[row], "num_radar_pts", "sample_annotation")
+                for row in take
+            ],
+            np.int64,
+        ).reshape(n),
+    )
+    rack_sample = np.array([position_of_sample[annotations[row]["sample_token"]] for row in rack_rows], np.int64)
+    bike_racks = BikeRacks(
+        sample_index=rack_sample,
+        translation=_float_rows(annotations, rack_rows, "translation", 3),
+        size_wlh=_float_rows(annotations, rack_rows, "size", 3),
+        rotation_wxyz=_float_rows(annotations, rack_rows, "rotation", 4),
+    )
+    return boxes, bike_racks
+
+
+def _float_rows(records: list[dict[str, Any]], rows: list[int], key: str, width: int) -> np.ndarray:
+    values = [_field(records[row], key, "sample_annotation") for row in rows]
+    try:
+        array = np.array(values, np.float64).reshape(len(rows), width)
+    except (ValueError, TypeError):
+        bad = next(row for row, value in zip(rows, values) if not _is_number_list(value, width))
+        raise InputError(
+            f"sample_annotation {records[bad].get('token')!r}: {key} must be {width} numbers, found {records[bad][key]!r}"
+        ) from None
+    return array
+
+
+def _is_number_list(value: Any, width: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == width
+        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+    )
+
+
+def _velocities(
+    annotations: list[dict[str, Any]],
+    rows: list[int],
+    translation: np.ndarray,
+    row_of_annotation: dict[str, int],
+    timestamp_of_sample: dict[str, int],
+) -> np.ndarray:
+    """(N, 2) the devkit's `box_velocity(...)[:2]` of the annotations at `rows` (see module docstring)."""
+    n = len(rows)
+    if n == 0:
+        return np.zeros((0, 2))
+    prev_rows = np.empty(n, np.int64)
+    next_rows = np.empty(n, np.int64)
+    for i, row in enumerate(rows):
+        annotation = annotations[row]
+        owner = f"sample_annotation {annotation['token']!r}"
+        prev_token = _field(annotation, "prev", "sample_annotation")
+        next_token = _field(annotation, "next", "sample_annotation")
+        prev_rows[i] = _lookup(row_of_annotation, prev_token, "prev annotation", owner) if prev_token else row
+        next_rows[i] = _lookup(row_of_annotation, next_token, "next annotation", owner) if next_token else row
+    own_rows = np.array(rows, np.int64)
+    has_prev = prev_rows != own_rows
+    has_next = next_rows != own_rows
+
+    def position(rows_: np.ndarray) -> np.ndarray:
+        # The ends of a track are often the annotation itself: reuse its already-read centre.
+        out = translation.copy()
+        other = np.flatnonzero(rows_ != own_rows)
+        if other.size:
+            out[other] = _float_rows(annotations, rows_[other].tolist(), "translation", 3)
+        return out
+
+    def seconds(rows_: np.ndarray) -> np.ndarray:
+        stamps = [
+            _lookup(timestamp_of_sample, annotations[row]["sample_token"], "sample", f"sample_annotation {annotations[row]['token']!r}")
+            for row in rows_.tolist()
+        ]
+        return 1e-6 * np.array(stamps, np.float64)
+
+    first_pos, last_pos = position(prev_rows), position(next_rows)
+    time_diff = seconds(next_rows) - seconds(prev_rows)
+    max_time_diff = np.where(has_prev & has_next, 2 * MAX_VELOCITY_TIME_DIFF_S, MAX_VELOCITY_TIME_DIFF_S)
+    unknown = (~has_prev & ~has_next) | (time_diff > max_time_diff)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        velocity = (last_pos - first_pos)[:, :2] / time_diff[:, None]
+    velocity[unknown] = np.nan
+    return velocity
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictions
+
+
+def load_predictions(
+    results_path: str | os.PathLike[str], ground_truth: GroundTruth, config: DetectionConfig
+) -> PredictionSet:
+    """Read, check and convert a results file for evaluation against `ground_truth`.
+
+    Raises `InputError` listing every problem found (see `submission.validate_results`).
+    """
+    path = Path(results_path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: results file not found") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
+    try:
+        payload = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise FileFormatError(path, f"not valid JSON ({error})") from None
+    columns = validate_results(
+        payload, ground_truth.sample_tokens, max_boxes_per_sample=config.max_boxes_per_sample, source=str(path)
+    )
+    return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=payload["meta"])
+
+
+def _boxset_from_columns(columns: ResultsColumns, ground_truth: GroundTruth) -> EvalBoxSet:
+    """Order the checked results as the devkit would: file order for built-in splits, else split order."""
+    if ground_truth.predefined_split:
+        sample_tokens = columns.sample_tokens
+        sample_index = columns.sample_index
+        order = np.arange(len(sample_index))
+    else:
+        sample_tokens = ground_truth.sample_tokens
+        position_in_split = {token: position for position, token in enumerate(sample_tokens)}
+        remap = np.array([position_in_split[token] for token in columns.sample_tokens], np.int64)
+        sample_index = remap[columns.sample_index] if len(columns.sample_index) else columns.sample_index
+        order = np.argsort(sample_index, kind="stable")
+        sample_index = sample_index[order]
+    return EvalBoxSet(
+        sample_tokens=tuple(sample_tokens),
+        sample_index=sample_index,
+        translation=columns.translation[order],
+        size_wlh=columns.size_wlh[order],
+        rotation_wxyz=columns.rotation_wxyz[order],
+        velocity_xy=columns.velocity_xy[order],
+        label=columns.label[order],
+        score=columns.score[order],
+        attribute=columns.attribute[order],
+        num_pts=columns.num_pts[order],
+    )
