@@ -1,0 +1,72 @@
+"""Camera image reading with optional downscaling that keeps the intrinsics consistent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.sensors.errors import MissingSensorFile
+
+# Scales the JPEG decoder produces directly (DCT-domain scaling, several times faster than a full
+# decode followed by a resize).
+_REDUCED_DECODE_FLAGS = {
+    1.0: cv2.IMREAD_COLOR,
+    0.5: cv2.IMREAD_REDUCED_COLOR_2,
+    0.25: cv2.IMREAD_REDUCED_COLOR_4,
+    0.125: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_camera_image(
+    path: str | os.PathLike[str],
+    intrinsics: CameraIntrinsics,
+    scale: float = 1.0,
+) -> tuple[np.ndarray, CameraIntrinsics]:
+    """Read an image and scale it, returning it with the intrinsics of the scaled image.
+
+    Args:
+        path: a JPEG/PNG file.
+        intrinsics: of the full-size image; its width/height must equal the file's.
+        scale: output pixels per input pixel, in (0, 1]. 1, 1/2, 1/4 and 1/8 decode directly at that
+            size (the decoder rounds partial 8x8 blocks up: 900 rows at 1/8 give 113); other
+            scales decode fully and resize with area averaging to `round(size * scale)`.
+    Returns:
+        `(H', W', 3)` uint8 RGB image and its `CameraIntrinsics`.
+    Raises:
+        MissingSensorFile: the file does not exist.
+        FileFormatError: the file cannot be decoded or its size does not match `intrinsics`.
+    """
+    if not 0.0 < scale <= 1.0:
+        raise InputError(f"image scale must be in (0, 1], got {scale}")
+    file_path = Path(path)
+    if not file_path.is_file():
+        raise MissingSensorFile(file_path, "camera image")
+    flag = _REDUCED_DECODE_FLAGS.get(float(scale))
+    bgr = cv2.imread(str(file_path), flag if flag is not None else cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileFormatError(file_path, "not a decodable image")
+    height, width = bgr.shape[:2]
+    if flag is not None:
+        factor = int(round(1.0 / scale))
+        expected = (-(-intrinsics.height // factor), -(-intrinsics.width // factor))
+        if (height, width) != expected:
+            raise FileFormatError(
+                file_path,
+                f"decoded at 1/{factor} to {width}x{height}, expected {expected[1]}x{expected[0]} "
+                f"for a {intrinsics.width}x{intrinsics.height} image",
+            )
+        new_intrinsics = intrinsics if factor == 1 else intrinsics.scaled(scale, scale, width, height)
+    else:
+        if (height, width) != (intrinsics.height, intrinsics.width):
+            raise FileFormatError(
+                file_path, f"image is {width}x{height}, calibration says {intrinsics.width}x{intrinsics.height}"
+            )
+        new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+        bgr = cv2.resize(bgr, (new_width, new_height), interpolation=cv2.INTER_AREA)
+        new_intrinsics = intrinsics.resized(new_width, new_height)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), new_intrinsics
