@@ -80,6 +80,8 @@ class LidarConfig:
     max_points_per_pillar: int = 16
     max_pillars: int = 16384
     channels: int = 32
+    # Sweeps accumulated into the cloud, keyframe included (what the log reader is asked for).
+    num_sweeps: int = 5
 
     @property
     def point_channels(self) -> int:
@@ -100,6 +102,8 @@ class CameraConfig:
     """
 
     input_hw: tuple[int, int] = (112, 200)
+    # Scale at which the reader decodes the 1600x900 JPEGs (1/8 decodes directly, far faster).
+    decode_scale: float = 0.125
     feature_stride: int = 8
     encoder_channels: tuple[int, ...] = (16, 32, 64)
     channels: int = 32
@@ -330,9 +334,10 @@ def gpu_large() -> FusionConfig:
     """A larger model for a GPU: 256x256 grid at 0.4 m, 1/4-scale images, more depth bins and channels."""
     return FusionConfig(
         grid=GridConfig(cell_m=0.4),
-        lidar=LidarConfig(max_points_per_pillar=20, max_pillars=40000, channels=64),
+        lidar=LidarConfig(max_points_per_pillar=20, max_pillars=40000, channels=64, num_sweeps=10),
         camera=CameraConfig(
             input_hw=(224, 400),
+            decode_scale=0.25,
             feature_stride=16,
             encoder_channels=(32, 64, 128, 160),
             channels=64,

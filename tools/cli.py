@@ -18,6 +18,7 @@ from avfusion.calibration.errors import InputError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avfusion.tools.dataset_cmd",
     "avfusion.tools.bench_cmd",
+    "avfusion.tools.train_cmd",
 )
 
 
