@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCH_MODULES: tuple[str, ...] = ()
+BENCH_MODULES: tuple[str, ...] = (
+    "avfusion.tools.bench.infer",
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
