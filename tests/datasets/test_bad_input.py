@@ -1,0 +1,140 @@
+"""Bad logs raise InputError naming the file/token and the problem; missing optional files are
+reported in the frame instead."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.datasets.nuscenes_log import LIDAR_SWEEPS_KEY, FrameOptions, NuScenesLog
+
+VERSION = "v1.0-tiny"
+NO_MAP = FrameOptions(load_map=False)
+
+
+def edit_table(root: Path, name: str, edit) -> None:
+    path = root / VERSION / f"{name}.json"
+    records = json.loads(path.read_text())
+    edit(records)
+    path.write_text(json.dumps(records))
+
+
+def first_file(root: Path, channel: str, folder: str = "samples") -> Path:
+    return sorted((root / folder / channel).iterdir())[0]
+
+
+def test_missing_table(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    (root / VERSION / "ego_pose.json").unlink()
+    with pytest.raises(InputError, match=r"missing table file\(s\) ego_pose.json"):
+        NuScenesLog.open(root, VERSION)
+    with pytest.raises(InputError, match="version folder not found"):
+        NuScenesLog.open(root, "v1.0-trainval")
+    with pytest.raises(InputError, match="dataroot not found"):
+        NuScenesLog.open(root / "nope", VERSION)
+
+
+def test_table_not_json(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    (root / VERSION / "instance.json").write_text("[{")
+    with pytest.raises(FileFormatError, match="instance.json: not valid JSON"):
+        NuScenesLog.open(root, VERSION)
+
+
+def test_non_unit_calibration_quaternion(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+
+    def scale_first(records: list[dict]) -> None:
+        records[0]["rotation"] = [2.0 * v for v in records[0]["rotation"]]
+
+    edit_table(root, "calibrated_sensor", scale_first)
+    with pytest.raises(InputError, match=r"calibrated_sensor.json token calib_LIDAR_TOP.*not a unit quaternion \(norm 2"):
+        NuScenesLog.open(root, VERSION)
+
+
+def test_timestamps_out_of_order(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+
+    def swap(records: list[dict]) -> None:
+        records[1]["timestamp"], records[2]["timestamp"] = records[2]["timestamp"], records[1]["timestamp"]
+
+    edit_table(root, "sample", swap)
+    with pytest.raises(InputError, match=r"sample.json: samples of scene scene-tiny-0001: timestamps out of order at entries 1 and 2 \(sample_1"):
+        NuScenesLog.open(root, VERSION)
+
+
+
+def test_sweep_timestamps_out_of_order(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+
+    def make_sweep_older(records: list[dict]) -> None:
+        lidar = [r for r in records if r["token"].startswith("sd_lidartop_3-")][0]
+        lidar["timestamp"] -= 200_000
+
+    edit_table(root, "sample_data", make_sweep_older)
+    with pytest.raises(InputError, match="timestamps out of order: LIDAR_TOP record sd_lidartop_3-.* is not after its prev"):
+        NuScenesLog.open(root, VERSION)
+
+
+def test_missing_files_are_reported_in_the_frame(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    log = NuScenesLog.open(root, VERSION)
+    tokens = log.sample_tokens()
+    first_file(root, "CAM_FRONT").unlink()
+    first_file(root, "LIDAR_TOP", "sweeps").unlink()  # the oldest sweep, used by the first keyframe
+    frame = log.frame(tokens[0], NO_MAP)
+    assert "CAM_FRONT" not in frame.cameras and frame.missing["CAM_FRONT"].startswith("file missing: ")
+    assert "CAM_FRONT" not in frame.skew_us
+    assert frame.missing[LIDAR_SWEEPS_KEY].startswith("1 past sweep file(s) missing")
+    assert frame.lidar is not None and frame.lidar.num_sweeps == 6
+    first_file(root, "LIDAR_TOP").unlink()  # keyframe of the first sample
+    frame = log.frame(tokens[0], NO_MAP)
+    assert frame.lidar is None and frame.missing["LIDAR_TOP"].startswith("file missing: ")
+    (root / "gnss" / "scene-tiny-0001.json").unlink()
+    fresh = NuScenesLog.open(root, VERSION)
+    frame = fresh.frame(tokens[2], NO_MAP)
+    assert frame.gnss is None and frame.missing["GNSS"].startswith("no GNSS file")
+    for png in (root / "maps").glob("*.png"):
+        png.unlink()
+    assert fresh.frame(tokens[2], FrameOptions(load_lidar=False, load_images=False)).missing["MAP"].startswith("file missing")
+
+
+def test_bad_lidar_file_raises_naming_it(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    log = NuScenesLog.open(root, VERSION)
+    path = first_file(root, "LIDAR_TOP")
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(FileFormatError, match=f"{path.name}: size .* not a multiple of 20"):
+        log.frame(log.sample_tokens()[0], NO_MAP)
+    points = np.zeros((10, 5), np.float32)
+    points[4, 1] = np.inf
+    points.tofile(path)
+    with pytest.raises(FileFormatError, match="1 of 10 points have NaN or infinite values"):
+        log.frame(log.sample_tokens()[0], NO_MAP)
+
+
+def test_bad_gnss_file(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    path = root / "gnss" / "scene-tiny-0001.json"
+    payload = json.loads(path.read_text())
+    payload["fixes"][2]["timestamp"] = payload["fixes"][0]["timestamp"]
+    path.write_text(json.dumps(payload))
+    log = NuScenesLog.open(root, VERSION)
+    with pytest.raises(InputError, match="GNSS fixes: timestamps out of order at entries 1 and 2"):
+        log.frame(log.sample_tokens()[0], NO_MAP)
+
+
+def test_unknown_sample_and_options() -> None:
+    with pytest.raises(InputError, match="num_sweeps must be >= 1"):
+        FrameOptions(num_sweeps=0)
+    with pytest.raises(InputError, match="unknown camera"):
+        FrameOptions(cameras=("CAM_TOP",))
+
+
+def test_unknown_sample_token(tiny_log: Path) -> None:
+    with pytest.raises(InputError, match="sample token 'abc' not found"):
+        NuScenesLog.open(tiny_log, VERSION).frame("abc")
