@@ -127,7 +127,8 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
             category = CATEGORIES[rng.integers(len(CATEGORIES) - 2)] if rng.random() > 0.05 else "animal"
             agents.append({
                 "category": category, "instance": _token(rng),
-                "xy": ego_xy + rng.uniform(-60, 60, 2),
+                # Cones and barriers near the path (their range is 30 m), the rest up to 60 m away.
+                "xy": ego_xy + rng.uniform(-60, 60, 2) * (0.4 if category.startswith("movable") else 1.0),
                 "v": rng.normal(0, 3, 2) if not category.startswith("movable") else np.zeros(2),
                 "yaw": rng.uniform(-math.pi, math.pi),
                 "first": int(rng.integers(0, samples_per_scene)),
