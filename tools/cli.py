@@ -19,6 +19,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avfusion.tools.dataset_cmd",
     "avfusion.tools.bench_cmd",
     "avfusion.tools.train_cmd",
+    "avfusion.tools.eval_cmd",
+    "avfusion.tools.replay_cmd",
 )
 
 
