@@ -1,0 +1,315 @@
+"""Voxelization: hand-worked cases, Numba kernels == NumPy twin == spconv 2.3.8's PointToVoxel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avfusion.fusion.ops.voxelize import (
+    DynamicVoxels,
+    VoxelConfig,
+    Voxels,
+    dynamic_voxelize,
+    host_points,
+    nuscenes_pillar_config,
+    nuscenes_voxel_config,
+    scatter_max,
+    scatter_mean,
+    voxelize,
+)
+
+NAN = np.nan
+SMALL = VoxelConfig((0.0, 0.0, 0.0, 4.0, 4.0, 2.0), (1.0, 1.0, 1.0), max_points_per_voxel=2, max_voxels=3)
+
+
+def assert_voxels_equal(a: Voxels, b: Voxels) -> None:
+    for name in Voxels.__slots__:
+        left, right = np.asarray(getattr(a, name)), np.asarray(getattr(b, name))
+        assert left.shape == right.shape, f"{name}: {left.shape} != {right.shape}"
+        # NaN features (NaN in a non-xyz column) are copied through: compare them as equal.
+        assert np.array_equal(left, right, equal_nan=left.dtype.kind == "f"), name
+
+
+def assert_dynamic_equal(a: DynamicVoxels, b: DynamicVoxels) -> None:
+    for name in DynamicVoxels.__slots__:
+        assert np.array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name))), name
+
+
+def random_cloud(seed: int, n: int, config: VoxelConfig, num_features: int = 5) -> np.ndarray:
+    """Points inside and around the range, some exactly on voxel faces, some NaN, many duplicates."""
+    rng = np.random.default_rng(seed)
+    lo = np.array(config.point_cloud_range[:3])
+    hi = np.array(config.point_cloud_range[3:])
+    margin = 0.1 * (hi - lo)
+    points = rng.uniform(lo - margin, hi + margin, size=(n, 3))
+    # A third snapped to voxel faces (the float32 boundary rule), including the upper face.
+    on_face = rng.random(n) < 0.33
+    size = np.array(config.voxel_size)
+    points[on_face] = lo + np.round((points[on_face] - lo) / size) * size
+    # Clusters: many points in few cells, so caps on points per voxel bite.
+    cluster = rng.random(n) < 0.3
+    points[cluster] = lo + (hi - lo) * 0.5 + rng.normal(0, 0.5, size=(cluster.sum(), 3)) * size
+    cloud = np.concatenate([points, rng.normal(size=(n, num_features - 3))], axis=1).astype(np.float32)
+    cloud[rng.random(n) < 0.02, rng.integers(0, 3)] = NAN
+    return cloud
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_grid_sizes_of_the_nuscenes_presets() -> None:
+    assert nuscenes_voxel_config().grid_size_xyz == (1440, 1440, 40)
+    assert nuscenes_voxel_config().grid_size_zyx == (40, 1440, 1440)
+    pillars = nuscenes_pillar_config()
+    assert pillars.grid_size_xyz == (540, 540, 1)
+    assert pillars.voxel_size == (0.2, 0.2, 8.0)
+    assert (pillars.max_points_per_voxel, pillars.max_voxels) == (20, 30000)
+
+
+def test_grid_size_rounds_like_spconv() -> None:
+    # 2.5 / 1 -> 3 (halves away from zero, not to even); 0.94 / 0.1 = 9.4 -> 9;
+    # float32(1.05) / float32(0.1) = 10.4999... -> 10 (float32 arithmetic, not decimal).
+    config = VoxelConfig((0, 0, 0, 2.5, 0.94, 1.05), (1, 0.1, 0.1), 1, 1)
+    assert config.grid_size_xyz == (3, 9, 10)
+    utils = pytest.importorskip("spconv.pytorch.utils", reason="spconv (optional peer) is not installed")
+    peer = utils.PointToVoxel(list(config.voxel_size), list(config.point_cloud_range), 3, 1, 1)
+    assert tuple(peer.grid_size) == config.grid_size_zyx
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(point_cloud_range=(0, 0, 0, 1, 1), voxel_size=(1, 1, 1)), "6 values"),
+        (dict(point_cloud_range=(0, 0, 0, 1, 1, 1), voxel_size=(1, 0, 1)), "positive"),
+        (dict(point_cloud_range=(0, 0, 0, 1, -1, 1), voxel_size=(1, 1, 1)), "max > min"),
+        (dict(point_cloud_range=(0, 0, 0, 1, 1, 1), voxel_size=(1, 1, 1), max_voxels=0), ">= 1"),
+        (dict(point_cloud_range=(0, 0, 0, 1e4, 1e4, 1e4), voxel_size=(0.1, 0.1, 0.1)), "cells"),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict, message: str) -> None:
+    kwargs = {"max_points_per_voxel": 1, "max_voxels": 1, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        VoxelConfig(**kwargs)
+
+
+def test_points_must_be_float32_n_by_c() -> None:
+    with pytest.raises(ValueError, match=r"\(5, 2\) float32"):
+        voxelize(np.zeros((5, 2), np.float32), SMALL)
+    with pytest.raises(ValueError, match="float64"):
+        voxelize(np.zeros((5, 4)), SMALL)
+
+
+# --- hand-worked hard voxelization --------------------------------------------------------------
+
+HAND_POINTS = np.array(
+    [
+        [0.5, 0.5, 0.5, 10],  # 0: cell (x0,y0,z0) -> voxel 0
+        [1.0, 0.0, 0.0, 11],  # 1: exactly on the x=1 face -> cell x1 -> voxel 1
+        [0.9, 0.1, 0.1, 12],  # 2: voxel 0, second point
+        [0.2, 0.2, 0.2, 13],  # 3: voxel 0 is full (2 points): overflow, keeps index 0
+        [4.0, 1.0, 1.0, 14],  # 4: on the upper x face -> out of range
+        [NAN, 1.0, 1.0, 15],  # 5: NaN
+        [3.5, 3.5, 1.5, 16],  # 6: cell (x3,y3,z1) -> voxel 2
+        [2.5, 0.5, 0.5, 17],  # 7: a fourth cell, but max_voxels=3: dropped
+        [1.5, 0.5, 0.5, 18],  # 8: voxel 1, second point
+        [0.0, 0.0, -1e-4, 19],  # 9: below the lower z face -> out of range
+    ],
+    dtype=np.float32,
+)
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_hard_voxelization_hand_worked(backend: str) -> None:
+    voxels = voxelize(HAND_POINTS, SMALL, backend=backend)
+    p = HAND_POINTS
+    expected_features = np.stack([np.stack([p[0], p[2]]), np.stack([p[1], p[8]]), np.stack([p[6], np.zeros(4)])])
+    np.testing.assert_array_equal(voxels.features, expected_features.astype(np.float32))
+    np.testing.assert_array_equal(voxels.coords_zyx, [[0, 0, 0], [0, 0, 1], [1, 3, 3]])
+    np.testing.assert_array_equal(voxels.num_points, [2, 2, 1])
+    np.testing.assert_array_equal(voxels.point_voxel_index, [0, 1, 0, 0, -1, -1, 2, -1, 1, -1])
+    assert (voxels.num_nan, voxels.num_out_of_range, voxels.num_voxel_overflow, voxels.num_point_overflow) == (
+        1, 2, 1, 1,
+    )
+    assert voxels.coords_zyx.dtype == np.int32 and voxels.num_points.dtype == np.int32
+    assert len(voxels) == 3
+
+
+def test_pillars_are_one_voxel_tall() -> None:
+    config = VoxelConfig.pillars((0, 0, -1, 2, 2, 3), (1.0, 1.0), max_points_per_pillar=4, max_pillars=10)
+    assert config.grid_size_xyz == (2, 2, 1)
+    points = np.array([[0.5, 0.5, -1.0, 0], [0.5, 0.5, 2.99, 1], [1.5, 0.5, 0.0, 2], [0.5, 0.5, 3.0, 3]], np.float32)
+    voxels = voxelize(points, config)
+    np.testing.assert_array_equal(voxels.coords_zyx, [[0, 0, 0], [0, 0, 1]])
+    np.testing.assert_array_equal(voxels.num_points, [2, 1])
+    assert voxels.num_out_of_range == 1  # z == zmax is outside
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_empty_cloud(backend: str) -> None:
+    voxels = voxelize(np.zeros((0, 5), np.float32), SMALL, backend=backend)
+    assert voxels.features.shape == (0, 2, 5) and voxels.coords_zyx.shape == (0, 3)
+    assert voxels.point_voxel_index.shape == (0,) and voxels.num_nan == 0
+    dynamic = dynamic_voxelize(np.zeros((0, 3), np.float32), SMALL, backend=backend)
+    assert dynamic.coords_zyx.shape == (0, 3) and dynamic.point_voxel_index.shape == (0,)
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_all_points_dropped(backend: str) -> None:
+    points = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0]], np.float32)
+    voxels = voxelize(points, SMALL, backend=backend)
+    assert voxels.num_voxels == 0
+    assert (voxels.num_nan, voxels.num_out_of_range) == (1, 2)
+    np.testing.assert_array_equal(voxels.point_voxel_index, [-1, -1, -1])
+
+
+def test_input_is_not_modified_and_calls_do_not_leak_state() -> None:
+    config = VoxelConfig((0, 0, 0, 8, 8, 4), (0.5, 0.5, 0.5), 3, 50)
+    clouds = [random_cloud(seed, 400, config) for seed in range(3)]
+    copies = [cloud.copy() for cloud in clouds]
+    # The numba backend reuses its cell table between calls: alternate clouds and grids.
+    for cloud in [*clouds, *clouds]:
+        assert_voxels_equal(voxelize(cloud, config), voxelize(cloud, config, backend="reference"))
+        assert_voxels_equal(voxelize(cloud, SMALL), voxelize(cloud, SMALL, backend="reference"))
+    for cloud, copy in zip(clouds, copies):
+        np.testing.assert_array_equal(cloud, copy)
+
+
+# --- numba == reference on random clouds --------------------------------------------------------
+
+RANDOM_CONFIGS = [
+    VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 4, 10_000),  # no voxel cap reached
+    VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 3, 60),  # overflows max voxels
+    VoxelConfig.pillars((-3.2, -3.2, -2, 3.2, 3.2, 2), (0.4, 0.4), 5, 40),
+    VoxelConfig((-54, -54, -5, 54, 54, 3), (0.075, 0.075, 0.2), 10, 500),  # float32 rounding at scale
+]
+
+
+@pytest.mark.parametrize("config", RANDOM_CONFIGS, ids=["big", "overflow", "pillars", "nuscenes"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numba_equals_reference_on_random_clouds(config: VoxelConfig, seed: int) -> None:
+    cloud = random_cloud(seed, 3000, config)
+    expected = voxelize(cloud, config, backend="reference")
+    assert_voxels_equal(voxelize(cloud, config, backend="numba"), expected)
+    assert expected.num_nan > 0 and expected.num_out_of_range > 0 and expected.num_point_overflow > 0
+    assert (expected.num_voxel_overflow > 0) == (config.max_voxels < 1000)
+    assert_dynamic_equal(dynamic_voxelize(cloud, config), dynamic_voxelize(cloud, config, backend="reference"))
+
+
+# --- spconv 2.3.8 PointToVoxel: the peer ------------------------------------------------------------
+
+
+def spconv_voxelize(points: np.ndarray, config: VoxelConfig) -> tuple[np.ndarray, ...]:
+    utils = pytest.importorskip("spconv.pytorch.utils", reason="spconv (optional peer) is not installed")
+    generator = utils.PointToVoxel(
+        vsize_xyz=list(config.voxel_size),
+        coors_range_xyz=list(config.point_cloud_range),
+        num_point_features=points.shape[1],
+        max_num_voxels=config.max_voxels,
+        max_num_points_per_voxel=config.max_points_per_voxel,
+    )
+    voxels, coords, num_points, point_voxel_id = generator.generate_voxel_with_id(torch.from_numpy(points))
+    return voxels.numpy(), coords.numpy(), num_points.numpy(), point_voxel_id.numpy()
+
+
+def assert_equals_spconv(ours: Voxels, peer: tuple[np.ndarray, ...]) -> None:
+    features, coords, num_points, point_voxel_id = peer
+    np.testing.assert_array_equal(ours.coords_zyx, coords)
+    np.testing.assert_array_equal(ours.num_points, num_points)
+    np.testing.assert_array_equal(ours.features, features)
+    np.testing.assert_array_equal(ours.point_voxel_index, point_voxel_id)
+
+
+@pytest.mark.parametrize("config", RANDOM_CONFIGS, ids=["big", "overflow", "pillars", "nuscenes"])
+@pytest.mark.parametrize("seed", [10, 11])
+def test_numba_equals_spconv_on_unseen_random_clouds(config: VoxelConfig, seed: int) -> None:
+    cloud = random_cloud(seed, 3000, config)
+    assert_equals_spconv(voxelize(cloud, config), spconv_voxelize(cloud, config))
+
+
+def test_numba_equals_spconv_on_exact_voxel_faces() -> None:
+    config = VoxelConfig((-1, -1, -1, 1, 1, 1), (0.1, 0.1, 0.5), 4, 1000)
+    faces = np.float32([-1, -0.9, -0.3, 0, 0.1, 0.7, 0.9, 1.0, np.nextafter(np.float32(1), np.float32(0)), -1.0000001])
+    grid = np.stack(np.meshgrid(faces, faces, np.float32([-1, 0, 0.5, 1])), axis=-1).reshape(-1, 3)
+    points = np.concatenate([grid, np.arange(len(grid), dtype=np.float32)[:, None]], axis=1)
+    ours = voxelize(points, config)
+    assert_equals_spconv(ours, spconv_voxelize(points, config))
+    assert ours.num_out_of_range > 0 and ours.num_voxels > 0
+
+
+def real_sweep(realdata_root: Path) -> np.ndarray:
+    path = next((realdata_root / "demo" / "data" / "nuscenes").glob("*LIDAR_TOP*.pcd.bin"))
+    return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("config", [nuscenes_voxel_config(), nuscenes_pillar_config()], ids=["voxels", "pillars"])
+def test_real_nuscenes_sweep_equals_spconv_and_reference(realdata_root: Path, config: VoxelConfig) -> None:
+    sweep = real_sweep(realdata_root)
+    assert sweep.shape == (34688, 5)
+    ours = voxelize(sweep, config)
+    assert_equals_spconv(ours, spconv_voxelize(sweep, config))
+    assert_voxels_equal(ours, voxelize(sweep, config, backend="reference"))
+    assert ours.num_point_overflow > 0 if config.voxel_size[2] > 1 else ours.num_voxels > 10_000
+
+
+# --- dynamic voxelization and scatter -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_dynamic_voxelization_hand_worked(backend: str) -> None:
+    dynamic = dynamic_voxelize(HAND_POINTS, SMALL, backend=backend)
+    # No caps: point 3 stays in voxel 0, and point 7's cell becomes voxel 3.
+    np.testing.assert_array_equal(dynamic.point_voxel_index, [0, 1, 0, 0, -1, -1, 2, 3, 1, -1])
+    np.testing.assert_array_equal(dynamic.coords_zyx, [[0, 0, 0], [0, 0, 1], [1, 3, 3], [0, 0, 2]])
+    np.testing.assert_array_equal(dynamic.num_points, [3, 2, 1, 1])
+    assert (dynamic.num_nan, dynamic.num_out_of_range) == (1, 2)
+
+
+@pytest.mark.parametrize("backend", ["numba", "reference"])
+def test_scatter_mean_and_max_hand_worked(backend: str) -> None:
+    features = np.array([[1, -2], [3, 5], [10, 0], [7, 7], [2, NAN]], np.float32)
+    index = np.array([0, 0, 2, -1, 3], np.int32)
+    mean = scatter_mean(features, index, 4, backend=backend)
+    np.testing.assert_array_equal(mean, np.array([[2, 1.5], [0, 0], [10, 0], [2, NAN]], np.float32))
+    maximum = scatter_max(features, index, 4, backend=backend)
+    np.testing.assert_array_equal(maximum, np.array([[3, 5], [0, 0], [10, 0], [2, NAN]], np.float32))
+
+
+def test_scatter_numba_equals_reference_on_random_clouds() -> None:
+    config = RANDOM_CONFIGS[0]
+    cloud = random_cloud(3, 5000, config)
+    dynamic = dynamic_voxelize(cloud, config)
+    args = (cloud, dynamic.point_voxel_index, dynamic.num_voxels)
+    np.testing.assert_array_equal(scatter_mean(*args), scatter_mean(*args, backend="reference"))
+    np.testing.assert_array_equal(scatter_max(*args), scatter_max(*args, backend="reference"))
+
+
+def test_scatter_rejects_indices_beyond_num_voxels() -> None:
+    with pytest.raises(ValueError, match="num_voxels=2"):
+        scatter_mean(np.zeros((2, 1), np.float32), np.array([0, 2], np.int32), 2)
+
+
+# --- torch in, torch out ------------------------------------------------------------------------
+
+
+def test_torch_tensors_in_and_out_without_copies() -> None:
+    points = torch.from_numpy(HAND_POINTS.copy())
+    assert np.shares_memory(host_points(points), points.numpy())  # the kernels read the tensor's memory
+    voxels = voxelize(points, SMALL)
+    assert isinstance(voxels.features, torch.Tensor) and voxels.features.dtype == torch.float32
+    assert voxels.coords_zyx.dtype == torch.int32 and voxels.point_voxel_index.dtype == torch.int32
+    assert_voxels_equal(voxels, voxelize(HAND_POINTS, SMALL))
+    dynamic = dynamic_voxelize(points, SMALL)
+    mean = scatter_mean(points, dynamic.point_voxel_index, dynamic.num_voxels)
+    assert isinstance(mean, torch.Tensor) and mean.shape == (4, 4)
+
+
+def test_voxels_validates_shapes() -> None:
+    with pytest.raises(ValueError, match=r"coords_zyx \(2, 3\)"):
+        Voxels(np.zeros((3, 2, 4), np.float32), np.zeros((2, 3), np.int32), np.zeros(3, np.int32),
+               np.zeros(5, np.int32), 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="int32"):
+        DynamicVoxels(np.zeros(5, np.int64), np.zeros((2, 3), np.int32), np.zeros(2, np.int32), 0, 0)
