@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-DATASET_MODULES: tuple[str, ...] = ()
+DATASET_MODULES: tuple[str, ...] = (
+    "avfusion.tools.dataset_info",
+    "avfusion.tools.dataset_frame",
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
