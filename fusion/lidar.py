@@ -44,6 +44,20 @@ class PillarEncoder(nn.Module):
         decorated = torch.cat([scaled, xyz - mean, to_center], dim=-1)  # (V, P, 10)
         return decorated * valid_f
 
+    def point_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The linear layer folded onto raw point features: `decorate` is affine in the points, so
+        `linear(decorate(p)) = p @ W_point^T - (mean @ W_mean^T + centre @ W_centre^T)`.
+
+        Returns `W_point` `(C, 5)`, `W_mean` `(C, 3)`, `W_centre` `(C, 2)`.
+        """
+        weight = self.linear.weight  # (C, 10)
+        scale = weight.new_tensor([1.0, 1.0, 1.0, 1.0 / 255.0, 1.0])
+        w_point = weight[:, :5] * scale
+        w_mean, w_centre = weight[:, 5:8], weight[:, 8:10]
+        w_point = w_point + torch.cat([w_mean, w_mean.new_zeros(w_mean.shape[0], 2)], dim=1)
+        w_point = w_point + torch.cat([w_centre, w_centre.new_zeros(w_centre.shape[0], 3)], dim=1)
+        return w_point, w_mean, w_centre
+
     def forward(
         self, features: torch.Tensor, num_points: torch.Tensor, coords_bij: torch.Tensor, batch_size: int
     ) -> torch.Tensor:
@@ -51,11 +65,28 @@ class PillarEncoder(nn.Module):
         pillars, points_per_pillar, _ = features.shape
         if pillars == 0:
             return features.new_zeros((batch_size, self.channels, height, width))
-        decorated = self.decorate(features, num_points, coords_bij)
-        hidden = self.linear(decorated.view(-1, 10))  # (V*P, C)
-        hidden = torch.relu(self.norm(hidden)).view(pillars, points_per_pillar, -1)
-        valid = torch.arange(points_per_pillar, device=features.device)[None, :] < num_points[:, None]
-        # ReLU output is >= 0, so zeroing padded points cannot change the max of a non-empty pillar.
-        pillar = (hidden * valid.unsqueeze(-1)).amax(dim=1)  # (V, C)
+        # Only real points are encoded (padding rows never reach the linear layer or the batch
+        # statistics); the folded weights avoid building the (V, P, 10) decorated tensor.
+        valid = torch.arange(points_per_pillar, device=features.device)[None, :] < num_points[:, None]  # (V, P)
+        point_pillar = torch.arange(pillars, device=features.device)[:, None].expand(-1, points_per_pillar)[valid]
+        points = features[valid]  # (N, 5)
+        counts = num_points.clamp(min=1).to(features.dtype).view(-1, 1)
+        mean = (features[..., :3] * valid.unsqueeze(-1)).sum(1) / counts  # (V, 3)
+        cell = self.grid.cell_m
+        centre = torch.stack(
+            [
+                self.grid.x_range_m[0] + (coords_bij[:, 2].to(features.dtype) + 0.5) * cell,
+                self.grid.y_range_m[0] + (coords_bij[:, 1].to(features.dtype) + 0.5) * cell,
+            ],
+            dim=-1,
+        )  # (V, 2)
+        w_point, w_mean, w_centre = self.point_weights()
+        pillar_bias = mean @ w_mean.T + centre @ w_centre.T  # (V, C)
+        hidden = points @ w_point.T - pillar_bias[point_pillar]  # (N, C)
+        hidden = torch.relu(self.norm(hidden))
+        # ReLU output is >= 0, so a zero start cannot change the max of a non-empty pillar.
+        pillar = hidden.new_zeros((pillars, self.channels)).scatter_reduce(
+            0, point_pillar[:, None].expand(-1, self.channels), hidden, reduce="amax", include_self=True
+        )  # (V, C)
         cell_index = (coords_bij[:, 0] * height + coords_bij[:, 1]) * width + coords_bij[:, 2]
         return bev_pool(pillar, cell_index, batch_size, (height, width))

@@ -62,3 +62,32 @@ def test_bad_shapes_are_rejected_with_the_shape() -> None:
         bev_pool(torch.zeros(5, 2), torch.zeros(4, dtype=torch.int64), 1, (2, 2))
     with pytest.raises(ValueError, match="got"):
         bev_cell_index(torch.zeros(4, 3), (0.0, 1.0), (0.0, 1.0), (0.0, 1.0), 1.0)
+
+
+def test_pillar_encoder_folded_forward_equals_the_decorated_pointnet() -> None:
+    """The fast forward (weights folded onto raw points, real points only) equals the textbook
+    PointPillars encoder: decorate, linear, batch norm over real points, ReLU, max per pillar."""
+    from avfusion.fusion.config import GridConfig
+    from avfusion.fusion.lidar import PillarEncoder
+
+    torch.manual_seed(0)
+    grid = GridConfig(x_range_m=(-4.0, 4.0), y_range_m=(-4.0, 4.0), cell_m=1.0)
+    encoder = PillarEncoder(6, grid).double().eval()
+    encoder.norm.running_mean.uniform_(-1, 1)
+    encoder.norm.running_var.uniform_(0.5, 2)
+    pillars, per_pillar = 5, 4
+    num_points = torch.tensor([1, 4, 2, 3, 4])
+    features = torch.randn(pillars, per_pillar, 5, dtype=torch.float64) * 2
+    features[..., 3] = features[..., 3].abs() * 100
+    features[torch.arange(per_pillar)[None, :] >= num_points[:, None]] = 0.0
+    coords = torch.tensor([[0, 0, 0], [0, 3, 4], [1, 7, 7], [1, 2, 5], [0, 5, 1]])
+    bev = encoder(features, num_points, coords, 2)
+    decorated = encoder.decorate(features, num_points, coords)
+    expected_pillars = []
+    for v in range(pillars):
+        rows = decorated[v, : num_points[v]]
+        expected_pillars.append(torch.relu(encoder.norm(encoder.linear(rows))).max(dim=0).values)
+    for v in range(pillars):
+        b, i, j = coords[v].tolist()
+        torch.testing.assert_close(bev[b, :, i, j], expected_pillars[v])
+    assert float(bev.detach().abs().sum()) == pytest.approx(float(torch.stack(expected_pillars).detach().abs().sum()))
