@@ -237,6 +237,7 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
     scene_token, scene_name, scene_location, scene_start, scene_count = [], [], [], [], []
     sample_token, sample_timestamp, sample_scene = [], [], []
     sample_position: dict[str, int] = {}
+    sample_exists = {s["token"] for s in nusc.sample}
     for scene_index, scene in enumerate(nusc.scene):
         scene_token.append(scene["token"])
         scene_name.append(scene["name"])
@@ -244,7 +245,12 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         scene_start.append(len(sample_token))
         tokens, stamps = [], []
         token = scene["first_sample_token"]
-        while token:
+        if token not in sample_exists:
+            # an excerpt of a log (e.g. a test fixture) may lack the first sample: start from the
+            # earliest sample of the scene that is present
+            present = sorted((s["timestamp"], s["token"]) for s in nusc.sample if s["scene_token"] == scene["token"])
+            token = present[0][1] if present else ""
+        while token in sample_exists:  # a dangling next token ends the chain, as the devkit tolerates
             sample = nusc.get("sample", token)
             if token in sample_position or len(tokens) > len(nusc.sample):
                 raise InputError(f"{table_dir / 'sample.json'}: the next-chain of scene {scene['name']} loops at sample {token}")
