@@ -10,6 +10,7 @@ import importlib
 
 BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.infer",
+    "avfusion.tools.bench.ablation",
     "avfusion.tools.bench.voxelize",
 )
 

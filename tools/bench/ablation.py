@@ -1,0 +1,176 @@
+"""`avfusion bench ablation`: fused vs single-modality models, and the fused model with sensors lost.
+
+On a validation split (scenes from seeds not used for training) it scores, with the nuScenes
+detection metric (`avfusion.eval`), each row of:
+
+    fused                     the fused model, every sensor
+    lidar_only / camera_only  models with only that branch (+ map), trained with the same recipe
+    fused -camera             the fused model, all six cameras dropped
+    fused -lidar              the fused model, lidar dropped
+    fused -CAM_FRONT          one camera dropped
+    fused -map                the map dropped
+    fused gnss_noise          the map placed from GNSS fixes with noise (sigma 1.5 m, 2 deg) instead
+                              of the localisation pose
+
+Models come from `--fused/--lidar-only/--camera-only` checkpoints, or are trained here into
+`--out` with the same recipe (`--epochs`, `--max-steps`). Every frame is read once and every row
+run on it; the per-frame network time of each model is timed in the same run (fused = ours,
+the single-modality models as peers). `--json` writes the table and the timings.
+
+    avfusion bench ablation --dataroot D --version v1.0-mini --out runs/ablation --json ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avfusion.tools.bench.common import BenchReport, Timing
+
+GNSS_NOISE_POSITION_M = 1.5
+GNSS_NOISE_HEADING_DEG = 2.0
+
+
+def noisy_gnss(frame, rng: np.random.Generator):
+    """`frame` with its GNSS fix moved by Gaussian noise (position in metres, heading in degrees)."""
+    from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
+    from avfusion.sensors.types import GnssFix
+
+    fix = frame.gnss
+    if fix is None:
+        return frame
+    xyz = map_from_geodetic(frame.location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))
+    xyz[0, :2] += rng.normal(0.0, GNSS_NOISE_POSITION_M, 2)
+    lat, lon, alt = geodetic_from_map(frame.location, xyz)[0]
+    heading = (fix.heading_deg + rng.normal(0.0, GNSS_NOISE_HEADING_DEG)) % 360.0
+    noisy = GnssFix(fix.timestamp_us, float(lat), float(lon), float(alt), float(heading), fix.speed_m_s)
+    return dataclasses.replace(frame, gnss=noisy)
+
+
+def _train_variant(args, name: str, modalities: str) -> Path:
+    from avfusion.fusion.train import train
+    from avfusion.tools.train_cmd import open_frames, resolve_config
+
+    namespace = argparse.Namespace(config=args.config, preset="cpu", epochs=args.epochs, batch_size=None, lr=None,
+                                   seed=args.seed, modalities=modalities)  # fmt: skip
+    config = resolve_config(namespace)
+    frames = open_frames(args.dataroot, args.version, args.train_split, None, config)
+    result = train(config, frames, Path(args.out) / name, resume=True, max_steps=args.max_steps)
+    return result.weights_path
+
+
+def _evaluate(results: dict, dataroot: str, version: str, split: str, meta: dict, tokens: list[str]) -> dict:
+    from avfusion.eval.detection import evaluate_results_file
+    from avfusion.eval.submission import write_results
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "results.json"
+        write_results(path, results, meta, split_sample_tokens=tokens)
+        metrics = evaluate_results_file(path, dataroot, version, split).evaluation.metrics
+    return {
+        "NDS": metrics.nd_score,
+        "mAP": metrics.mean_ap,
+        **{f"m{k.split('_')[0].upper()}E": v for k, v in metrics.tp_errors.items()},
+        "AP_per_class": metrics.mean_dist_aps,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from avfusion.eval.submission import detection_records, submission_meta
+    from avfusion.fusion.config import MapConfig
+    from avfusion.fusion.inference import Detector
+    from avfusion.tools.train_cmd import open_frames, resolve_split
+
+    checkpoints = {
+        "fused": args.fused or _train_variant(args, "fused", "lidar,camera,map"),
+        "lidar_only": args.lidar_only or _train_variant(args, "lidar_only", "lidar,map"),
+        "camera_only": args.camera_only or _train_variant(args, "camera_only", "camera,map"),
+    }
+    detectors = {name: Detector.load(path) for name, path in checkpoints.items()}
+    fused = detectors["fused"]
+    gnss_config = fused.config.replace(map=MapConfig(channels=fused.config.map.channels, pose_source="gnss"))
+    fused_gnss = Detector(fused.model, gnss_config)
+    rows = {
+        "fused": (fused, frozenset(), False),
+        "lidar_only": (detectors["lidar_only"], frozenset(), False),
+        "camera_only": (detectors["camera_only"], frozenset(), False),
+        "fused -camera": (fused, frozenset({"camera"}), False),
+        "fused -lidar": (fused, frozenset({"lidar"}), False),
+        "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
+        "fused -map": (fused, frozenset({"map"}), False),
+        "fused gnss_noise": (fused_gnss, frozenset(), True),
+    }
+    split = resolve_split(args.dataroot, args.version, args.val_split)
+    frames = open_frames(args.dataroot, args.version, split, None, fused.config, load_boxes=False)
+    count = len(frames) if args.frames is None else min(args.frames, len(frames))
+    results: dict[str, dict[str, list]] = {name: {} for name in rows}
+    network_ms: dict[str, list[float]] = {name: [] for name in checkpoints}
+    rng = np.random.default_rng(args.seed)
+    from tqdm import tqdm
+
+    for index in tqdm(range(count), desc="ablation", unit="frame"):
+        frame = frames[index]
+        for name, (detector, drop, gnss_noise) in rows.items():
+            start = time.perf_counter()
+            detections = detector.detect(noisy_gnss(frame, rng) if gnss_noise else frame, drop=drop)
+            if name in network_ms:
+                network_ms[name].append((time.perf_counter() - start) * 1e3)
+            results[name][frame.sample_token] = detection_records(frame.sample_token, detections.boxes_global)
+    tokens = list(frames.tokens[:count])
+    if count < len(frames):
+        print(f"note: scoring the first {count} of {len(frames)} samples against the whole split's ground truth")
+        tokens = list(frames.tokens)
+        for name in rows:
+            for token in tokens[count:]:
+                results[name][token] = []
+    table = {}
+    for name in rows:
+        meta = submission_meta(use_camera=True, use_lidar=True, use_map=True)
+        table[name] = _evaluate(results[name], args.dataroot, args.version, split, meta, tokens)
+
+    report = BenchReport(f"bench ablation: {count} samples of {args.dataroot} split {split}")
+    report.ours.append(Timing("fused_detect_per_frame", tuple(network_ms["fused"])))
+    report.peers.append(Timing("lidar_only", tuple(network_ms["lidar_only"])))
+    report.peers.append(Timing("camera_only", tuple(network_ms["camera_only"])))
+    report.facts["table"] = {name: {k: v for k, v in row.items() if k != "AP_per_class"} for name, row in table.items()}
+    report.facts["ap_per_class"] = {name: row["AP_per_class"] for name, row in table.items()}
+    report.facts["checkpoints"] = {name: str(path) for name, path in checkpoints.items()}
+    print(markdown_table(table))
+    report.emit(args.json)
+    return 0
+
+
+def markdown_table(table: dict[str, dict]) -> str:
+    columns = ["NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"]
+    lines = ["| model / sensors | " + " | ".join(columns) + " | classes with AP > 0 |",
+             "|---|" + "---|" * (len(columns) + 1)]  # fmt: skip
+    for name, row in table.items():
+        nonzero = sum(1 for ap in row["AP_per_class"].values() if ap > 0)
+        values = " | ".join(f"{row[c]:.3f}" for c in columns)
+        lines.append(f"| {name} | {values} | {nonzero}/10 |")
+    return "\n".join(lines)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ablation", help="fused vs single-modality models and sensor-loss rows, nuScenes metrics")
+    parser.add_argument("--dataroot", required=True)
+    parser.add_argument("--version", default="v1.0-mini")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--out", default="runs/ablation", help="where models trained here go")
+    parser.add_argument("--fused", default=None, help="checkpoint of the fused model (else trained here)")
+    parser.add_argument("--lidar-only", default=None, help="checkpoint of the lidar(+map) model")
+    parser.add_argument("--camera-only", default=None, help="checkpoint of the camera(+map) model")
+    parser.add_argument("--config", default=None, help="FusionConfig JSON for models trained here")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--frames", type=int, default=None, help="score only the first N val samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    parser.set_defaults(func=run)
+
