@@ -147,36 +147,41 @@ def in_bike_rack(boxes: EvalBoxSet, ground_truth: GroundTruth) -> np.ndarray:
     """(N,) bool: a bicycle or motorcycle whose centre is inside (or on) a bike rack of its sample."""
     inside = np.zeros(len(boxes), bool)
     racks = ground_truth.bike_racks
-    if len(racks.sample_index) == 0 or len(boxes) == 0:
+    cycle_rows = np.flatnonzero(np.isin(boxes.label, CYCLE_LABELS))
+    if len(racks.sample_index) == 0 or cycle_rows.size == 0:
         return inside
-    positions = _positions_in_ground_truth(boxes, ground_truth)
-    is_cycle = np.isin(boxes.label, CYCLE_LABELS)
-    cycle_rows = np.flatnonzero(is_cycle)
-    if cycle_rows.size == 0:
-        return inside
-    cycle_positions = positions[cycle_rows]
-    for rack in range(len(racks.sample_index)):
-        rows = cycle_rows[cycle_positions == racks.sample_index[rack]]
-        if rows.size:
-            inside[rows] |= points_in_rack(racks, rack, boxes.translation[rows])
+    # Every (cycle box, rack of the same sample) pair.
+    rack_order = np.argsort(racks.sample_index, kind="stable")
+    rack_samples = racks.sample_index[rack_order]
+    cycle_samples = _positions_in_ground_truth(boxes, ground_truth)[cycle_rows]
+    start = np.searchsorted(rack_samples, cycle_samples, "left")
+    counts = np.searchsorted(rack_samples, cycle_samples, "right") - start
+    counts[cycle_samples < 0] = 0
+    pair_box = np.repeat(cycle_rows, counts)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    pair_rack = rack_order[np.repeat(start, counts) + within]
+    origin, edges = rack_frames(racks)
+    # Project each centre, relative to the rack's corner 0, on the three edges leaving that corner.
+    projections = np.einsum("kij,kj->ki", edges[pair_rack], boxes.translation[pair_box] - origin[pair_rack])
+    limits = np.einsum("kij,kij->ki", edges[pair_rack], edges[pair_rack])
+    pair_inside = np.all((projections >= 0) & (projections <= limits), axis=1)
+    inside[pair_box[pair_inside]] = True
     return inside
 
 
-def points_in_rack(racks: BikeRacks, rack: int, points: np.ndarray) -> np.ndarray:
-    """(M, 3) global points -> (M,) bool inside rack `rack`, faces included (devkit `points_in_box`).
-
-    The test projects each point, relative to one corner, on the three box edges leaving that corner.
-    """
-    w, l, h = racks.size_wlh[rack]
-    rotation = _rotation_matrix(racks.rotation_wxyz[rack])
-    # Corner 0 (+l/2, +w/2, +h/2) and its neighbours along the box's -x, -y and -z edges.
-    local = np.array([[l / 2, w / 2, h / 2], [-l / 2, w / 2, h / 2], [l / 2, -w / 2, h / 2], [l / 2, w / 2, -h / 2]])
-    corners = local @ rotation.T + racks.translation[rack]
-    origin = corners[0]
-    edges = corners[1:] - origin  # (3, 3): the i, j, k edge vectors
-    projections = (points - origin) @ edges.T  # (M, 3)
-    limits = np.einsum("ij,ij->i", edges, edges)
-    return np.all((projections >= 0) & (projections <= limits), axis=1)
+def rack_frames(racks: BikeRacks) -> tuple[np.ndarray, np.ndarray]:
+    """Corner 0 (+l/2, +w/2, +h/2 in the box frame) of each rack, (R, 3), and the three edges leaving
+    it towards -x, -y and -z, (R, 3, 3), in the global frame: the devkit's `points_in_box` geometry."""
+    origins = np.zeros((len(racks.sample_index), 3))
+    edges = np.zeros((len(racks.sample_index), 3, 3))
+    for rack in range(len(racks.sample_index)):
+        w, l, h = racks.size_wlh[rack]
+        rotation = _rotation_matrix(racks.rotation_wxyz[rack])
+        local = np.array([[l / 2, w / 2, h / 2], [-l / 2, w / 2, h / 2], [l / 2, -w / 2, h / 2], [l / 2, w / 2, -h / 2]])
+        corners = local @ rotation.T + racks.translation[rack]
+        origins[rack] = corners[0]
+        edges[rack] = corners[1:] - corners[0]
+    return origins, edges
 
 
 def _rotation_matrix(wxyz: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -151,29 +150,29 @@ def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
     if set(map(type, all_boxes)) - {dict}:
         return None
     try:
-        rows = list(map(itemgetter(*REQUIRED_FIELDS), all_boxes))
+        fields = {key: [box[key] for box in all_boxes] for key in REQUIRED_FIELDS}
     except KeyError:
         return None
-    columns = list(zip(*rows)) if rows else [()] * len(REQUIRED_FIELDS)
-    box_tokens, translation, size, rotation, velocity, names, scores, attributes = columns
     sample_index = np.repeat(np.arange(len(tokens), dtype=np.int64), counts)
-    if list(box_tokens) != [tokens[i] for i in sample_index.tolist()]:
+    if fields["sample_token"] != [tokens[i] for i in sample_index.tolist()]:
         return None
     numeric = {}
-    for key, values, width in (("translation", translation, 3), ("size", size, 3), ("rotation", rotation, 4), ("velocity", velocity, 2)):
+    for key, width in (("translation", 3), ("size", 3), ("rotation", 4), ("velocity", 2)):
+        values = fields[key]
         if set(map(type, values)) - {list} or set(map(len, values)) - {width}:
             return None
         if set(map(type, chain.from_iterable(values))) - {int, float}:
             return None
-        numeric[key] = np.array(values, np.float64).reshape(n, width)
+        numeric[key] = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(n, width)
+    scores = fields["detection_score"]
     if set(map(type, scores)) - {int, float}:
         return None
-    score = np.array(scores, np.float64).reshape(n)
-    label = np.array([CLASS_INDEX.get(name, -1) if isinstance(name, str) else -1 for name in names], np.int64).reshape(n)
-    attribute = np.array(
-        [(-1 if name == "" else ATTRIBUTE_INDEX.get(name, -2)) if isinstance(name, str) else -2 for name in attributes],
-        np.int64,
-    ).reshape(n)
+    score = np.fromiter(scores, np.float64, count=n)
+    label = np.fromiter((CLASS_INDEX.get(name, -1) if isinstance(name, str) else -1 for name in fields["detection_name"]), np.int64, count=n)
+    attribute_index = {"": -1, **ATTRIBUTE_INDEX}
+    attribute = np.fromiter(
+        (attribute_index.get(name, -2) if isinstance(name, str) else -2 for name in fields["attribute_name"]), np.int64, count=n
+    )
     num_pts = np.full(n, -1, np.int64)
     if any("num_pts" in box for box in all_boxes):
         values = [box.get("num_pts", -1) for box in all_boxes]
@@ -185,7 +184,7 @@ def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
             if "ego_translation" in box and _vector_problem(box["ego_translation"], 3) is not None:
                 return None
     finite = all(np.isfinite(array).all() for array in numeric.values()) and np.isfinite(score).all()
-    norm = np.linalg.norm(numeric["rotation"], axis=1)
+    norm = np.sqrt(np.einsum("ij,ij->i", numeric["rotation"], numeric["rotation"]))
     if (
         not finite
         or np.any(label < 0)

@@ -144,6 +144,7 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
             agents.append({"category": "vehicle.bicycle", "instance": _token(rng), "xy": rack_xy + np.array(offset),
                            "v": np.zeros(2), "yaw": 0.3, "first": 0, "gap": False, "single": False, "attr": 0.5})
         sample_tokens = [_token(rng) for _ in range(samples_per_scene)]
+        annotations_before_scene = len(tables["sample_annotation"])
         last_ann: dict[str, dict[str, Any]] = {}
         for k, sample_token in enumerate(sample_tokens):
             t = timestamp + k * 500_000
@@ -187,8 +188,11 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                     ann["prev"] = previous["token"]
                 last_ann[agent["instance"]] = ann
                 tables["sample_annotation"].append(ann)
+        annotations_of: dict[str, list[dict[str, Any]]] = {}
+        for ann in tables["sample_annotation"][annotations_before_scene:]:
+            annotations_of.setdefault(ann["instance_token"], []).append(ann)
         for agent in agents:
-            anns = [a for a in tables["sample_annotation"] if a["instance_token"] == agent["instance"]]
+            anns = annotations_of.get(agent["instance"], [])
             if anns:
                 tables["instance"].append({"token": agent["instance"], "category_token": category_token[agent["category"]],
                                            "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
