@@ -42,7 +42,9 @@ from avfusion.fusion.ops.voxelize import (
     voxelize,
 )
 from avfusion.sensors.pcd import read_pcd_bin
-from avfusion.tools.bench.common import BenchReport, time_call
+import time
+
+from avfusion.tools.bench.common import BenchReport, Timing
 
 REALDATA_SWEEP_GLOB = "nuscenes_fixture/mmdetection3d/demo/data/nuscenes/*LIDAR_TOP*.pcd.bin"
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -176,29 +178,48 @@ def same_voxels(ours: Voxels, peer: tuple[Any, ...]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
+def time_interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, Timing]:
+    """Time the methods round-robin, one call each per round, so that the load other processes put
+    on the machine falls on all of them alike (timings on a shared machine drift over seconds)."""
+    for _ in range(warmup):
+        for function in methods.values():
+            function()
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, function in methods.items():
+            start = time.perf_counter()
+            function()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: Timing(name, tuple(values)) for name, values in times.items()}
+
+
 def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -> BenchReport:
     """Ours (Numba) first; NumPy twin, spconv CPU and torch.unique CPU as peers, same cloud."""
     report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, grid xyz {config.grid_size_xyz}, CPU")
+    tensor = torch.from_numpy(cloud)
     ours = voxelize(cloud, config)  # compiles (or loads from cache) outside the timing
-    report.ours.append(time_call("numba_cpu", lambda: voxelize(cloud, config), repeats))
+    methods: dict[str, Callable[[], object]] = {
+        "numba_cpu": lambda: voxelize(cloud, config),
+        "numpy_reference": lambda: voxelize(cloud, config, backend="reference"),
+    }
     reference = voxelize(cloud, config, backend="reference")
-    report.peers.append(time_call("numpy_reference", lambda: voxelize(cloud, config, backend="reference"),
-                                  max(1, repeats // 3)))  # fmt: skip
-    report.facts["identical_to_numpy_reference"] = same_voxels(ours, (reference.features, reference.coords_zyx,
-                                                                      reference.num_points))  # fmt: skip
+    report.facts["identical_to_numpy_reference"] = same_voxels(
+        ours, (reference.features, reference.coords_zyx, reference.num_points)
+    )
     generator, why = spconv_voxelizer(config, cloud.shape[1])
     if generator is None:
         report.skipped["spconv_cpu"] = why
     else:
-        tensor = torch.from_numpy(cloud)
-        report.peers.append(time_call("spconv_cpu", lambda: generator.generate_voxel_with_id(tensor), repeats))
+        methods["spconv_cpu"] = lambda: generator.generate_voxel_with_id(tensor)
         peer = generator.generate_voxel_with_id(tensor)
         report.facts["identical_to_spconv"] = same_voxels(ours, peer) and np.array_equal(
             np.asarray(ours.point_voxel_index), peer[3].numpy()
         )
-    tensor = torch.from_numpy(cloud)
-    report.peers.append(time_call("torch_unique_cpu", lambda: torch_unique_voxelize(tensor, config), repeats))
+    methods["torch_unique_cpu"] = lambda: torch_unique_voxelize(tensor, config)
     report.facts["identical_to_torch_unique"] = same_voxels(ours, torch_unique_voxelize(tensor, config))
+    timings = time_interleaved(methods, repeats)
+    report.ours.append(timings.pop("numba_cpu"))
+    report.peers.extend(timings.values())
     report.facts["voxels"] = ours.num_voxels
     report.facts["points_dropped"] = {
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
@@ -225,8 +246,9 @@ def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         return result
 
     ours = ours_call()
-    report.ours.append(time_call("numba_cuda", ours_call, repeats, warmup=2))
-    report.peers.append(time_call("torch_unique_cuda", peer_call, repeats, warmup=2))
+    timings = time_interleaved({"numba_cuda": ours_call, "torch_unique_cuda": peer_call}, repeats, warmup=2)
+    report.ours.append(timings["numba_cuda"])
+    report.peers.append(timings["torch_unique_cuda"])
     report.facts["identical_to_torch_unique"] = same_voxels(ours, peer_call())
     report.facts["identical_to_numba_cpu"] = same_voxels(ours, tuple(
         getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))  # fmt: skip
