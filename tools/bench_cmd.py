@@ -13,6 +13,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.ablation",
     "avfusion.tools.bench.realdata",
     "avfusion.tools.bench.voxelize",
+    "avfusion.tools.bench.eval",
 )
 
 
