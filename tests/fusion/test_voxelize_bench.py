@@ -56,7 +56,8 @@ def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, c
     assert payload["points"] == 40000
     for name in ("voxels", "pillars"):
         cpu = payload[name]["cpu"]
-        assert set(cpu["methods"]) == {"numba_cpu"}
+        assert set(cpu["methods"]) == {"numba_cpu", "numba_cpu_1_thread"}
+        assert cpu["facts"]["1_thread_ratio_vs_numpy_reference"] > 0
         assert {"numpy_reference", "torch_unique_cpu"} <= set(cpu["peers"])
         assert cpu["facts"]["identical_to_numpy_reference"] is True
         assert cpu["facts"]["identical_to_torch_unique"] is True

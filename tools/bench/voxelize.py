@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -198,8 +199,20 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, grid xyz {config.grid_size_xyz}, CPU")
     tensor = torch.from_numpy(cloud)
     ours = voxelize(cloud, config)  # compiles (or loads from cache) outside the timing
+    threads = numba_threads()
+
+    def numba_one_thread() -> Voxels:
+        # spconv's CPU voxelizer is single-threaded: this is the like-for-like comparison, and the
+        # robust one when other processes keep the machine's cores busy.
+        numba.set_num_threads(1)
+        try:
+            return voxelize(cloud, config)
+        finally:
+            numba.set_num_threads(threads)
+
     methods: dict[str, Callable[[], object]] = {
         "numba_cpu": lambda: voxelize(cloud, config),
+        "numba_cpu_1_thread": numba_one_thread,
         "numpy_reference": lambda: voxelize(cloud, config, backend="reference"),
     }
     reference = voxelize(cloud, config, backend="reference")
@@ -219,7 +232,11 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.facts["identical_to_torch_unique"] = same_voxels(ours, torch_unique_voxelize(tensor, config))
     timings = time_interleaved(methods, repeats)
     report.ours.append(timings.pop("numba_cpu"))
+    report.ours.append(timings.pop("numba_cpu_1_thread"))
     report.peers.extend(timings.values())
+    report.facts.update(
+        {f"1_thread_{key}": value for key, value in report.ratios("numba_cpu_1_thread").items()}
+    )
     report.facts["voxels"] = ours.num_voxels
     report.facts["points_dropped"] = {
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
