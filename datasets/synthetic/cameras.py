@@ -1,0 +1,225 @@
+"""Camera images and annotation visibility, ray-cast against the same mesh as the lidar.
+
+Rendering: one ray per pixel of an internal image (`render_scale` x the output size), first hit
+shaded by its material (per-agent paint and clothes, glass, tyres, cones, facades with windows,
+asphalt with lane paint, sidewalks), Lambert lighting from the scene's sun, distance haze and a sky
+gradient; then resized to the output size with `cv2.resize` (whose pixel-centre convention is the
+one `CameraIntrinsics.resized` assumes). Occlusion is exact at the internal resolution because the
+lidar and the cameras see one mesh.
+
+Visibility (nuScenes' `visibility` levels): the fraction of an annotation's box, over all six
+cameras, that is not hidden behind something nearer, measured on coarse rays: among the rays that
+enter the box, a ray counts as visible when it first hits the agent itself and as occluded when it
+first hits something else before reaching the box; rays passing through the empty parts of the
+box count as neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from avfusion.calibration.se3 import SE3
+from avfusion.datasets.synthetic.geometry import RayCaster, SceneMesh
+from avfusion.datasets.synthetic.layout import LocationLayout, Material
+from avfusion.datasets.synthetic.lidar import lane_marking
+from avfusion.datasets.synthetic.rig import CameraSpec
+from avfusion.datasets.synthetic.roads import ROAD_HALF_WIDTH_M, SIDEWALK_OUTER_M
+
+VISIBILITY_SCALE = 0.125  # coarse rays for visibility: 200 x 112 per camera
+HAZE_RGB = np.array([200.0, 208.0, 215.0])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RenderedImage:
+    """One rendered camera image.
+
+    Attributes:
+        image: `(H, W, 3)` uint8 RGB at the output size.
+        agent_internal: `(h, w)` int64 agent index seen at each internal pixel (-1: none).
+        internal_scale: internal pixels per output pixel.
+    """
+
+    image: np.ndarray
+    agent_internal: np.ndarray
+    internal_scale: float
+
+
+def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Origins `(h*w, 3)`, unit directions `(h*w, 3)` (map frame) through the pixel centres of the
+    camera's image resized by `scale`, row-major, and `(h, w)`."""
+    intrinsics = camera.intrinsics(scale)
+    u, v = np.meshgrid(np.arange(intrinsics.width, dtype=np.float64), np.arange(intrinsics.height, dtype=np.float64))
+    rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1)
+    rays_cam = rays_cam.reshape(-1, 3)
+    rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
+    global_from_camera = global_from_ego @ camera.ego_from_camera()
+    directions = global_from_camera.apply_vectors(rays_cam)
+    origins = np.broadcast_to(global_from_camera.translation, directions.shape)
+    return origins, directions, (intrinsics.height, intrinsics.width)
+
+
+def _ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
+    offset = layout.road_offset(xy)
+    magnitude = np.abs(offset)
+    colors = np.empty((len(xy), 3))
+    colors[:] = (96, 124, 74)  # planted verges and plazas
+    colors[magnitude <= SIDEWALK_OUTER_M] = (168, 164, 156)
+    road = magnitude <= ROAD_HALF_WIDTH_M
+    colors[road] = (74, 74, 78)
+    paint = road & lane_marking(layout, xy, offset)
+    colors[paint] = (232, 232, 226)
+    colors[paint & (magnitude < 0.3)] = (222, 188, 60)  # the centre line is yellow
+    # Kerb stones between road and sidewalk.
+    colors[np.abs(magnitude - ROAD_HALF_WIDTH_M) < 0.15] = (200, 200, 196)
+    return colors
+
+
+def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, directions: np.ndarray,
+               distance: np.ndarray, triangle: np.ndarray, normal: np.ndarray, sun_direction: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
+    """RGB float colours `(N, 3)` of ray hits (sky where `triangle == -1`)."""
+    n = len(triangle)
+    hit = triangle >= 0
+    colors = np.empty((n, 3))
+    # Sky: brighter and paler towards the horizon.
+    elevation = np.clip(directions[:, 2], 0.0, 1.0)[:, None]
+    sky = (1 - elevation) * np.array([205.0, 218.0, 232.0]) + elevation * np.array([95.0, 140.0, 205.0])
+    colors[~hit] = sky[~hit]
+    if not hit.any():
+        return colors
+    index = np.flatnonzero(hit)
+    tri = triangle[index]
+    points = origins[index] + directions[index] * distance[index, None]
+    base = mesh.color_rgb[tri].astype(np.float64)
+    material = mesh.material[tri]
+    ground = material == int(Material.GROUND)
+    if ground.any():
+        base[ground] = _ground_colors(layout, points[ground, :2])
+    building = material == int(Material.BUILDING)
+    n_hit = normal[index].astype(np.float64)
+    facade = building & (np.abs(n_hit[:, 2]) < 0.5) & (mesh.agent[tri] < 0)
+    if facade.any():
+        along = np.where(np.abs(n_hit[facade, 1]) > np.abs(n_hit[facade, 0]), points[facade, 0], points[facade, 1])
+        window = (np.mod(points[facade, 2], 3.2) > 1.0) & (np.mod(points[facade, 2], 3.2) < 2.3) & (
+            np.mod(along, 3.0) > 0.7) & (np.mod(along, 3.0) < 2.3) & (points[facade, 2] > 0.8)
+        shade = base[facade]
+        shade[window] = shade[window] * 0.35 + np.array([40.0, 60.0, 80.0])
+        base[facade] = shade
+    lambert = np.clip(n_hit @ sun_direction, 0.0, 1.0)
+    # Faces turned away from the camera (thin parts seen from behind) are lit like their front.
+    light = 0.5 + 0.55 * lambert
+    glossy = material == int(Material.GLASS)
+    light[glossy] = 0.8 + 0.3 * lambert[glossy]
+    shaded = base * light[:, None] * rng.normal(1.0, 0.03, (len(index), 1))
+    haze = 1.0 - np.exp(-distance[index] / 350.0)
+    colors[index] = (1 - haze[:, None]) * shaded + haze[:, None] * HAZE_RGB
+    return colors
+
+
+def render_camera(caster: RayCaster, layout: LocationLayout, camera: CameraSpec, global_from_ego: SE3,
+                  output_scale: float, render_scale: float, sun_direction: np.ndarray,
+                  rng: np.random.Generator) -> RenderedImage:
+    """Render one camera image at `output_scale` x 1600 x 900, ray-cast at `render_scale` of that."""
+    internal = output_scale * render_scale
+    origins, directions, (h, w) = camera_rays(camera, internal, global_from_ego)
+    hits = caster.cast(origins, directions)
+    colors = shade_hits(caster.mesh, layout, origins, directions, hits.distance_m, hits.triangle, hits.normal,
+                        sun_direction, rng)
+    image = np.clip(colors, 0, 255).astype(np.uint8).reshape(h, w, 3)
+    intrinsics = camera.intrinsics(output_scale)
+    if (h, w) != (intrinsics.height, intrinsics.width):
+        image = cv2.resize(image, (intrinsics.width, intrinsics.height), interpolation=cv2.INTER_LINEAR)
+    noise = rng.normal(0.0, 2.0, image.shape)
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    agent = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1).reshape(h, w)
+    return RenderedImage(image, agent, render_scale)
+
+
+def _box_ray_interval(origins: np.ndarray, directions: np.ndarray, center: np.ndarray, size_wlh: np.ndarray,
+                      yaw: float) -> tuple[np.ndarray, np.ndarray]:
+    """Entry and exit distances `(N,)` of rays through an upright box (slab method); entry > exit
+    where a ray misses."""
+    c, s = np.cos(yaw), np.sin(yaw)
+    rotation_t = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])  # box_from_map rotation
+    o = (origins - center) @ rotation_t.T
+    d = directions @ rotation_t.T
+    half = np.array([size_wlh[1], size_wlh[0], size_wlh[2]]) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1 = (-half - o) / d
+        t2 = (half - o) / d
+    t_near = np.nanmax(np.minimum(t1, t2), axis=1)
+    t_far = np.nanmin(np.maximum(t1, t2), axis=1)
+    return t_near, t_far
+
+
+def visible_fractions(caster: RayCaster, cameras: tuple[CameraSpec, ...], global_from_ego: SE3,
+                      agent_indices: np.ndarray, centers: np.ndarray, sizes_wlh: np.ndarray,
+                      yaws: np.ndarray) -> np.ndarray:
+    """Visible fraction in [0, 1] of each listed agent's box over all cameras (0 if in no image).
+
+    Args:
+        agent_indices: `(K,)` agent indices (as in `caster.mesh.agent`).
+        centers, sizes_wlh, yaws: `(K, 3)`, `(K, 3)`, `(K,)` their boxes (map frame).
+    """
+    visible = np.zeros(len(agent_indices))
+    occluded = np.zeros(len(agent_indices))
+    corners = box_corners(centers, sizes_wlh, yaws)  # (K, 8, 3)
+    for camera in cameras:
+        intrinsics = camera.intrinsics(VISIBILITY_SCALE)
+        h, w = intrinsics.height, intrinsics.width
+        camera_from_global = (global_from_ego @ camera.ego_from_camera()).inverse()
+        corners_cam = camera_from_global.apply(corners)  # (K, 8, 3)
+        depth = corners_cam[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = corners_cam[..., 0] / depth * intrinsics.fx + intrinsics.cx
+            v = corners_cam[..., 1] / depth * intrinsics.fy + intrinsics.cy
+        straddles = np.any(depth <= 0.1, axis=1) & np.any(depth > 0.1, axis=1)
+        in_front = np.all(depth > 0.1, axis=1)
+        u_lo = np.where(straddles, 0, np.floor(np.nan_to_num(u.min(axis=1), nan=0.0).clip(-1, w + 1)).astype(int))
+        u_hi = np.where(straddles, w, np.ceil(np.nan_to_num(u.max(axis=1), nan=0.0).clip(-1, w + 1)).astype(int) + 1)
+        v_lo = np.where(straddles, 0, np.floor(np.nan_to_num(v.min(axis=1), nan=0.0).clip(-1, h + 1)).astype(int))
+        v_hi = np.where(straddles, h, np.ceil(np.nan_to_num(v.max(axis=1), nan=0.0).clip(-1, h + 1)).astype(int) + 1)
+        u_lo, v_lo = np.maximum(u_lo, 0), np.maximum(v_lo, 0)
+        u_hi, v_hi = np.minimum(u_hi, w), np.minimum(v_hi, h)
+        candidates = np.flatnonzero((in_front | straddles) & (u_lo < u_hi) & (v_lo < v_hi))
+        if candidates.size == 0:
+            continue
+        origins, directions, _ = camera_rays(camera, VISIBILITY_SCALE, global_from_ego)
+        hits = caster.cast(origins, directions)
+        owner = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1)
+        for k in candidates:
+            rows = np.arange(v_lo[k], v_hi[k])
+            cols = np.arange(u_lo[k], u_hi[k])
+            ray_index = (rows[:, None] * w + cols[None, :]).reshape(-1)
+            t_near, t_far = _box_ray_interval(origins[ray_index], directions[ray_index], centers[k], sizes_wlh[k], yaws[k])
+            enters = (t_near <= t_far) & (t_far > 0)
+            ray_owner = owner[ray_index]
+            visible[k] += np.count_nonzero(enters & (ray_owner == agent_indices[k]))
+            occluded[k] += np.count_nonzero(enters & (ray_owner != agent_indices[k])
+                                            & (hits.distance_m[ray_index] < np.maximum(t_near, 0.0)))
+    total = visible + occluded
+    return np.where(total > 0, visible / np.maximum(total, 1), 0.0)
+
+
+def box_corners(centers: np.ndarray, sizes_wlh: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+    """`(K, 8, 3)` corners of upright boxes given centres `(K, 3)`, sizes `(K, 3)` (w, l, h), yaws `(K,)`."""
+    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
+    local = signs[None] * (sizes_wlh[:, [1, 0, 2]] / 2)[:, None, :]  # x along l, y along w
+    c, s = np.cos(yaws)[:, None], np.sin(yaws)[:, None]
+    x = c * local[..., 0] - s * local[..., 1]
+    y = s * local[..., 0] + c * local[..., 1]
+    return centers[:, None, :] + np.stack([x, y, local[..., 2]], axis=-1)
+
+
+def visibility_token(fraction: float) -> str:
+    """nuScenes visibility token: '1' 0-40 %, '2' 40-60 %, '3' 60-80 %, '4' 80-100 %."""
+    if fraction < 0.4:
+        return "1"
+    if fraction < 0.6:
+        return "2"
+    if fraction < 0.8:
+        return "3"
+    return "4"
