@@ -69,6 +69,31 @@ def epoch_order(num_frames: int, epoch: int, seed: int, rank: int, world: int) -
     return order[rank::world][:per_rank]
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item `step` = the augmented, collated training batch of that optimizer step on this rank.
+
+    Everything random is seeded by (seed, step, rank), so the batches do not depend on whether
+    they are built in the training process or in loader workers, nor on resuming.
+    """
+
+    def __init__(self, frames: Sequence[SyncedFrame], config: FusionConfig, steps_per_epoch: int, rank: int, world: int) -> None:
+        self.frames, self.config = frames, config
+        self.steps_per_epoch, self.rank, self.world = steps_per_epoch, rank, world
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch * self.config.train.epochs
+
+    def __getitem__(self, step: int):
+        train_cfg = self.config.train
+        epoch, position = divmod(step, self.steps_per_epoch)
+        order = epoch_order(len(self.frames), epoch, train_cfg.seed, self.rank, self.world)
+        chosen = order[position * train_cfg.batch_size : (position + 1) * train_cfg.batch_size]
+        rng = np.random.default_rng([train_cfg.seed, step, self.rank])
+        batch_frames = [self.frames[int(i)] for i in chosen]
+        augmentations = [draw_augmentation(rng, self.config.augment, has_map=f.map is not None) for f in batch_frames]
+        return collate(batch_frames, self.config, augmentations=augmentations, with_targets=True)
+
+
 def plot_loss_log(log_path: Path, png_path: Path) -> None:
     """Plot every loss part of a `loss_log.jsonl` against the step, written atomically."""
     import matplotlib
@@ -109,6 +134,7 @@ def train(
     max_steps: int | None = None,
     checkpoint_every: int = 50,
     progress: bool = True,
+    workers: int = 0,
 ) -> TrainResult:
     """Train `BEVFusion.from_config(config)` on `frames` (with ground truth) into `out_dir`.
 
@@ -116,6 +142,8 @@ def train(
         resume: continue from `out_dir/checkpoint_last.pt` (its config must equal `config`).
         max_steps: stop after this many optimizer steps in total (the schedule still spans all
             epochs, so a stopped run resumes where it was).
+        workers: loader processes reading and collating the next batches while the model trains
+            (0 = in this process).
     """
     rank, world = _distributed()
     out = Path(out_dir)
@@ -159,19 +187,23 @@ def train(
     losses: dict[str, float] = {}
     log_path = out / "loss_log.jsonl"
     model.train()
-    while step < last_step:
-        epoch, position = divmod(step, steps_per_epoch)
-        order = epoch_order(len(frames), epoch, train_cfg.seed, rank, world)
-        chosen = order[position * train_cfg.batch_size : (position + 1) * train_cfg.batch_size]
-        rng = np.random.default_rng([train_cfg.seed, step, rank])
-        batch_frames = [frames[int(i)] for i in chosen]
-        augmentations = [draw_augmentation(rng, config.augment, has_map=f.map is not None) for f in batch_frames]
-        batch = collate(batch_frames, config, augmentations=augmentations, with_targets=True).to(device_t)
+    batches = torch.utils.data.DataLoader(
+        _StepBatches(frames, config, steps_per_epoch, rank, world),
+        batch_size=None,
+        sampler=range(step, last_step),
+        num_workers=workers,
+        prefetch_factor=2 if workers else None,
+        # Spawned, not forked: Numba's OpenMP kernels refuse to run in a child forked after them.
+        multiprocessing_context="spawn" if workers else None,
+    )
+    for batch in batches:
+        epoch = step // steps_per_epoch
+        batch = batch.to(device_t)
         with torch.autocast(device_type=device_t.type, dtype=torch.bfloat16, enabled=amp and device_t.type == "cuda"):
             outputs = network(batch)
         loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
-        if not math.isfinite(float(loss)):
-            raise FloatingPointError(f"train: loss became {float(loss)} at step {step} (parts {losses})")
+        if not math.isfinite(float(loss.detach())):
+            raise FloatingPointError(f"train: loss became {float(loss.detach())} at step {step} (parts {losses})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip_norm)
@@ -179,9 +211,9 @@ def train(
         scheduler.step()
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}", epoch=epoch)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch)
         if rank == 0:
-            record = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0], "total": float(loss), "losses": losses}
+            record = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0], "total": float(loss.detach()), "losses": losses}
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             if step % checkpoint_every == 0 or step == last_step:

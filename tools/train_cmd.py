@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     frames = open_frames(args.dataroot, args.version, args.split, args.scenes.split(",") if args.scenes else None, config)
     result = train(
         config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
-        max_steps=args.max_steps, checkpoint_every=args.checkpoint_every,
+        max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
     )  # fmt: skip
     print(f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}")
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
@@ -123,6 +123,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
+    parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU only)")
     parser.add_argument("--export", default=None, help="also write small float16 weights here (+ .json config)")

@@ -10,7 +10,7 @@ from avfusion.calibration.errors import InputError
 from avfusion.fusion.augment import draw_augmentation
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import save_checkpoint
-from avfusion.fusion.config import CAMERA_NAMES, tiny_for_tests
+from avfusion.fusion.config import CAMERA_NAMES, FusionConfig, tiny_for_tests
 from avfusion.fusion.inference import Detector
 from avfusion.fusion.losses import total_loss
 from avfusion.fusion.model import BEVFusion
@@ -109,3 +109,28 @@ def test_detector_loads_a_checkpoint_and_detects_in_both_frames(frame_factory, t
         detector.detect(frame, drop={"radar"})
     with pytest.raises(InputError, match="does not exist"):
         Detector.load(tmp_path / "missing.pt")
+
+
+def test_resumed_training_equals_uninterrupted_training(frame_factory, tmp_path) -> None:
+    import dataclasses
+    import json
+
+    from avfusion.fusion.checkpoint import load_checkpoint
+    from avfusion.fusion.train import train
+
+    config = tiny_for_tests()
+    config = config.replace(train=dataclasses.replace(config.train, epochs=2))
+    frames = [frame_factory(seed) for seed in range(2)]
+    straight = train(config, frames, tmp_path / "straight", progress=False, checkpoint_every=1)
+    assert straight.steps == 2  # 2 frames, batch 2: one step per epoch
+    train(config, frames, tmp_path / "resumed", progress=False, max_steps=1, checkpoint_every=1)
+    resumed = train(config, frames, tmp_path / "resumed", resume=True, progress=False, checkpoint_every=1)
+    assert resumed.steps == 2
+    _, a = load_checkpoint(straight.weights_path)
+    _, b = load_checkpoint(resumed.weights_path)
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, msg=f"{name} differs after resuming")
+    log = [json.loads(line) for line in (tmp_path / "resumed" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2]
+    assert FusionConfig.load_json(tmp_path / "resumed" / "config.json") == config
+    assert (tmp_path / "resumed" / "loss.png").is_file()
