@@ -25,6 +25,10 @@ Differences from spconv, by choice: a point with NaN in x, y or z is dropped and
 `num_nan` (spconv drops it silently as out of range); the counts of points dropped for each reason
 are reported. NaN in the other columns is copied through unchanged, as spconv does.
 
+Memory: the CPU backend keeps a dense int32 cell -> voxel table per calling thread and grid (the two
+most recent grids), reset cell by cell after each call: 332 MB for the nuScenes 0.075 m voxel grid
+(1440 x 1440 x 40), 1.2 MB for the 0.2 m pillar grid. Grids above 2**30 cells are refused.
+
 Torch tensors are accepted wherever NumPy arrays are, and the outputs are then torch tensors
 sharing memory with the kernels' output arrays (CPU: `torch.from_numpy`; CUDA: the tensors are
 allocated by torch and written by the kernels through `__cuda_array_interface__`).
