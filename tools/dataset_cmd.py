@@ -11,6 +11,7 @@ import importlib
 DATASET_MODULES: tuple[str, ...] = (
     "avfusion.tools.dataset_info",
     "avfusion.tools.dataset_frame",
+    "avfusion.tools.dataset_synthetic",
 )
 
 

@@ -64,7 +64,7 @@ def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple
 def _ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
     offset = layout.road_offset(xy)
     magnitude = np.abs(offset)
-    colors = np.empty((len(xy), 3))
+    colors = np.empty((len(xy), 3), dtype=np.float32)
     colors[:] = (96, 124, 74)  # planted verges and plazas
     colors[magnitude <= SIDEWALK_OUTER_M] = (168, 164, 156)
     road = magnitude <= ROAD_HALF_WIDTH_M
@@ -83,39 +83,40 @@ def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, dir
     """RGB float colours `(N, 3)` of ray hits (sky where `triangle == -1`)."""
     n = len(triangle)
     hit = triangle >= 0
-    colors = np.empty((n, 3))
+    colors = np.empty((n, 3), dtype=np.float32)
     # Sky: brighter and paler towards the horizon.
-    elevation = np.clip(directions[:, 2], 0.0, 1.0)[:, None]
-    sky = (1 - elevation) * np.array([205.0, 218.0, 232.0]) + elevation * np.array([95.0, 140.0, 205.0])
-    colors[~hit] = sky[~hit]
+    sky_index = np.flatnonzero(~hit)
+    elevation = np.clip(directions[sky_index, 2], 0.0, 1.0).astype(np.float32)[:, None]
+    colors[sky_index] = (1 - elevation) * np.array([205.0, 218.0, 232.0], np.float32) + elevation * np.array(
+        [95.0, 140.0, 205.0], np.float32)
     if not hit.any():
         return colors
     index = np.flatnonzero(hit)
     tri = triangle[index]
     points = origins[index] + directions[index] * distance[index, None]
-    base = mesh.color_rgb[tri].astype(np.float64)
+    base = mesh.color_rgb[tri].astype(np.float32)
     material = mesh.material[tri]
     ground = material == int(Material.GROUND)
     if ground.any():
         base[ground] = _ground_colors(layout, points[ground, :2])
     building = material == int(Material.BUILDING)
-    n_hit = normal[index].astype(np.float64)
+    n_hit = normal[index]
     facade = building & (np.abs(n_hit[:, 2]) < 0.5) & (mesh.agent[tri] < 0)
     if facade.any():
         along = np.where(np.abs(n_hit[facade, 1]) > np.abs(n_hit[facade, 0]), points[facade, 0], points[facade, 1])
         window = (np.mod(points[facade, 2], 3.2) > 1.0) & (np.mod(points[facade, 2], 3.2) < 2.3) & (
             np.mod(along, 3.0) > 0.7) & (np.mod(along, 3.0) < 2.3) & (points[facade, 2] > 0.8)
         shade = base[facade]
-        shade[window] = shade[window] * 0.35 + np.array([40.0, 60.0, 80.0])
+        shade[window] = shade[window] * 0.35 + np.array([40.0, 60.0, 80.0], np.float32)
         base[facade] = shade
-    lambert = np.clip(n_hit @ sun_direction, 0.0, 1.0)
+    lambert = np.clip(n_hit @ sun_direction.astype(np.float32), 0.0, 1.0)
     # Faces turned away from the camera (thin parts seen from behind) are lit like their front.
     light = 0.5 + 0.55 * lambert
     glossy = material == int(Material.GLASS)
     light[glossy] = 0.8 + 0.3 * lambert[glossy]
-    shaded = base * light[:, None] * rng.normal(1.0, 0.03, (len(index), 1))
-    haze = 1.0 - np.exp(-distance[index] / 350.0)
-    colors[index] = (1 - haze[:, None]) * shaded + haze[:, None] * HAZE_RGB
+    shaded = base * light[:, None]
+    haze = (1.0 - np.exp(-distance[index] / 350.0)).astype(np.float32)[:, None]
+    colors[index] = (1 - haze) * shaded + haze * HAZE_RGB.astype(np.float32)
     return colors
 
 
@@ -128,12 +129,12 @@ def render_camera(caster: RayCaster, layout: LocationLayout, camera: CameraSpec,
     hits = caster.cast(origins, directions)
     colors = shade_hits(caster.mesh, layout, origins, directions, hits.distance_m, hits.triangle, hits.normal,
                         sun_direction, rng)
+    # Sensor noise at the internal resolution (the resize then smooths it like a real demosaic).
+    colors += rng.normal(0.0, 2.5, colors.shape).astype(np.float32)
     image = np.clip(colors, 0, 255).astype(np.uint8).reshape(h, w, 3)
     intrinsics = camera.intrinsics(output_scale)
     if (h, w) != (intrinsics.height, intrinsics.width):
         image = cv2.resize(image, (intrinsics.width, intrinsics.height), interpolation=cv2.INTER_LINEAR)
-    noise = rng.normal(0.0, 2.0, image.shape)
-    image = np.clip(image + noise, 0, 255).astype(np.uint8)
     agent = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1).reshape(h, w)
     return RenderedImage(image, agent, render_scale)
 

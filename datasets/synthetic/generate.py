@@ -44,7 +44,7 @@ from avfusion.calibration.errors import InputError
 from avfusion.calibration.fileio import write_json_atomic
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw
 from avfusion.datasets.synthetic.cameras import render_camera, visibility_token, visible_fractions
-from avfusion.datasets.synthetic.geometry import RayCaster, build_scene_mesh
+from avfusion.datasets.synthetic.geometry import AgentShapes, RayCaster, build_scene_mesh
 from avfusion.datasets.synthetic.gnss import GNSS_RATE_HZ, GnssNoise, simulate_fixes
 from avfusion.datasets.synthetic.layout import LOCATIONS, LocationLayout, build_location_layout, drivable_mask, stable_seed
 from avfusion.datasets.synthetic.lidar import simulate_sweep
@@ -308,6 +308,7 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
     category_tokens = {name: make_token(seed, "category", name) for name in set(world.agents.category)}
     attribute_tokens: dict[str, str] = {}
     sun = _sun_direction(seed, scene_index)
+    shapes = AgentShapes.of(world.agents)
 
     for k in range(n_sweeps):
         keyframe = k % SWEEPS_PER_SAMPLE == 0
@@ -329,7 +330,7 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
 
         started = time.perf_counter()
         states = world.agent_states(t_s)
-        caster = RayCaster(build_scene_mesh(layout.structures, world.agents, states, xy, SCENE_RADIUS_M))
+        caster = RayCaster(build_scene_mesh(layout.structures, shapes, states, xy, SCENE_RADIUS_M))
         sweep = simulate_sweep(caster, layout, world.ego_poses, t_s,
                                np.random.default_rng(stable_seed(seed, "lidar", scene_index, k)))
         stages["lidar"] += time.perf_counter() - started
@@ -384,7 +385,7 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
                 continue
             started = time.perf_counter()
             camera_states = world.agent_states(camera_t)
-            camera_caster = RayCaster(build_scene_mesh(layout.structures, world.agents, camera_states, camera_xy,
+            camera_caster = RayCaster(build_scene_mesh(layout.structures, shapes, camera_states, camera_xy,
                                                        SCENE_RADIUS_M))
             rendered = render_camera(camera_caster, layout, camera,
                                      SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0)),

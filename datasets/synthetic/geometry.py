@@ -191,37 +191,56 @@ MATERIAL_COLORS = {
 }
 
 
-def agent_mesh(agents: Agents, states: AgentStates, which: np.ndarray) -> tuple[np.ndarray, ...]:
+@dataclass(frozen=True, slots=True, eq=False)
+class AgentShapes:
+    """The parts of every agent's shape, in metres in its box frame (built once per scene).
+
+    Attributes:
+        owner: `(P,)` int64 agent index of each part.
+        table: `(P, 8)` float64 part centre x, y (m, box frame), bottom and top z (m above the box
+            floor), bottom size x, y and top size x, y (m).
+        material: `(P,)` int64 `Material`.
+        color_rgb: `(P, 3)` uint8.
+    """
+
+    owner: np.ndarray
+    table: np.ndarray
+    material: np.ndarray
+    color_rgb: np.ndarray
+
+    @staticmethod
+    def of(agents: Agents) -> AgentShapes:
+        owners, rows, materials, colors = [], [], [], []
+        for index in range(len(agents)):
+            parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]))
+            w, l, h = agents.size_wlh[index]
+            for part in parts:
+                owners.append(index)
+                rows.append(np.array(part[:8]) * (l, w, h, h, l, w, l, w))
+                materials.append(int(part[8]))
+                if part[8] in (M.BODY, M.CLOTHES):
+                    colors.append(agents.color_rgb[index])
+                else:
+                    colors.append(MATERIAL_COLORS.get(part[8], (128, 128, 128)))
+        return AgentShapes(np.array(owners, np.int64), np.array(rows, np.float64).reshape(-1, 8),
+                           np.array(materials, np.int64), np.array(colors, np.uint8).reshape(-1, 3))
+
+
+def agent_mesh(shapes: AgentShapes, states: AgentStates, which: np.ndarray) -> tuple[np.ndarray, ...]:
     """Frustum vertices `(K, 8, 3)`, materials `(K,)`, colours `(K, 3)` and owners `(K,)` of the
-    parts of the agents `which` (index array) in their states."""
-    vertices, materials, colors, owners = [], [], [], []
-    for index in which:
-        parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]))
-        w, l, h = agents.size_wlh[index]
-        table = np.array([p[:8] for p in parts], dtype=np.float64)
-        yaw = states.yaw_rad[index]
-        c, s = np.cos(yaw), np.sin(yaw)
-        local_xy = table[:, 0:2] * (l, w)
-        center_xy = states.center[index, :2] + local_xy @ np.array([[c, s], [-s, c]])
-        z_floor = states.center[index, 2] - h / 2
-        verts = frustum_vertices(center_xy, z_floor + table[:, 2] * h, z_floor + table[:, 3] * h,
-                                 table[:, 4:6] * (l, w), table[:, 6:8] * (l, w), np.full(len(parts), yaw))
-        vertices.append(verts)
-        for part in parts:
-            material = part[8]
-            materials.append(int(material))
-            if material in (M.BODY, M.CLOTHES):
-                colors.append(agents.color_rgb[index])
-            else:
-                colors.append(MATERIAL_COLORS.get(material, (128, 128, 128)))
-            owners.append(index)
-    if not vertices:
-        return np.zeros((0, 8, 3)), np.zeros(0, np.int64), np.zeros((0, 3), np.uint8), np.zeros(0, np.int64)
-    return (np.concatenate(vertices), np.array(materials, np.int64), np.array(colors, np.uint8).reshape(-1, 3),
-            np.array(owners, np.int64))
+    parts of the agents flagged in `which` (`(N,)` bool) in their states."""
+    keep = which[shapes.owner]
+    owner = shapes.owner[keep]
+    table = shapes.table[keep]
+    yaw = states.yaw_rad[owner]
+    c, s = np.cos(yaw), np.sin(yaw)
+    center_xy = states.center[owner, :2] + np.stack([c * table[:, 0] - s * table[:, 1], s * table[:, 0] + c * table[:, 1]], -1)
+    floor = np.zeros(len(owner))  # agents stand on the ground (z = 0): their box floor
+    vertices = frustum_vertices(center_xy, floor + table[:, 2], floor + table[:, 3], table[:, 4:6], table[:, 6:8], yaw)
+    return vertices, shapes.material[keep], shapes.color_rgb[keep], owner
 
 
-def build_scene_mesh(structures: StaticBoxes, agents: Agents, states: AgentStates, center_xy: np.ndarray,
+def build_scene_mesh(structures: StaticBoxes, shapes: AgentShapes, states: AgentStates, center_xy: np.ndarray,
                      radius_m: float) -> SceneMesh:
     """The mesh of everything within `radius_m` (m, xy) of `center_xy`, plus the ground quad."""
     reach = np.hypot(structures.size_xyz[:, 0], structures.size_xyz[:, 1]) / 2
@@ -230,8 +249,8 @@ def build_scene_mesh(structures: StaticBoxes, agents: Agents, states: AgentState
     static_vertices = frustum_vertices(static.center[:, :2], static.center[:, 2] - static.size_xyz[:, 2] / 2,
                                        static.center[:, 2] + static.size_xyz[:, 2] / 2, static.size_xyz[:, :2],
                                        static.size_xyz[:, :2], static.yaw_rad)
-    near_agents = np.flatnonzero(np.hypot(*(states.center[:, :2] - center_xy).T) < radius_m)
-    agent_vertices, agent_materials, agent_colors, agent_owners = agent_mesh(agents, states, near_agents)
+    near_agents = np.hypot(*(states.center[:, :2] - center_xy).T) < radius_m
+    agent_vertices, agent_materials, agent_colors, agent_owners = agent_mesh(shapes, states, near_agents)
 
     frustums = np.concatenate([static_vertices, agent_vertices])  # (F, 8, 3)
     count = frustums.shape[0]
