@@ -124,3 +124,19 @@ def test_results_of_a_devkit_builtin_split_keep_file_order(minimal_log, tmp_path
     predictions = load_predictions(path, gt, default_config())
     assert predictions.boxes.sample_tokens == gt.sample_tokens
     assert np.all(np.diff(predictions.boxes.sample_index) >= 0)
+
+
+def test_every_metric_equals_the_devkit_on_a_generated_synthetic_log(tmp_path_factory, predictions_for, tmp_path):
+    # The project's own synthetic world (annotations only), not this folder's hand-written tables.
+    synthetic = pytest.importorskip("avfusion.datasets.synthetic")
+    dataroot = synthetic.make_synthetic_log(
+        tmp_path_factory.mktemp("synthetic") / "log", num_scenes=2, seconds=4, seed=31, annotations_only=True, progress=False
+    )
+    payload = predictions_for(dataroot, seed=4)
+    results_path = tmp_path / "results.json"
+    results_path.write_text(json.dumps(payload))
+    config = default_config()
+    ours = evaluate_results_file(results_path, dataroot, VERSION, SPLIT, config)
+    theirs = run_devkit_eval(dataroot, VERSION, SPLIT, results_path, config, tmp_path / "devkit")
+    _compare_summaries(ours.evaluation.metrics.summary_json(), theirs.summary)
+    assert len(ours.ground_truth.boxes) > 20
