@@ -14,6 +14,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.realdata",
     "avfusion.tools.bench.voxelize",
     "avfusion.tools.bench.eval",
+    "avfusion.tools.bench.synthetic",
 )
 
 

@@ -16,6 +16,7 @@ box count as neither.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -47,18 +48,26 @@ class RenderedImage:
     internal_scale: float
 
 
-def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Origins `(h*w, 3)`, unit directions `(h*w, 3)` (map frame) through the pixel centres of the
-    camera's image resized by `scale`, row-major, and `(h, w)`."""
+@functools.lru_cache(maxsize=32)
+def _rays_in_camera(camera: CameraSpec, scale: float) -> tuple[np.ndarray, tuple[int, int]]:
+    """Unit ray directions `(h*w, 3)` in the camera frame through the pixel centres (read-only)."""
     intrinsics = camera.intrinsics(scale)
     u, v = np.meshgrid(np.arange(intrinsics.width, dtype=np.float64), np.arange(intrinsics.height, dtype=np.float64))
     rays_cam = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)], -1)
     rays_cam = rays_cam.reshape(-1, 3)
     rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
+    rays_cam.flags.writeable = False
+    return rays_cam, (intrinsics.height, intrinsics.width)
+
+
+def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Origins `(h*w, 3)`, unit directions `(h*w, 3)` (map frame) through the pixel centres of the
+    camera's image resized by `scale`, row-major, and `(h, w)`."""
+    rays_cam, shape = _rays_in_camera(camera, float(scale))
     global_from_camera = global_from_ego @ camera.ego_from_camera()
     directions = global_from_camera.apply_vectors(rays_cam)
     origins = np.broadcast_to(global_from_camera.translation, directions.shape)
-    return origins, directions, (intrinsics.height, intrinsics.width)
+    return origins, directions, shape
 
 
 def _ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
@@ -80,43 +89,35 @@ def _ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
 def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, directions: np.ndarray,
                distance: np.ndarray, triangle: np.ndarray, normal: np.ndarray, sun_direction: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
-    """RGB float colours `(N, 3)` of ray hits (sky where `triangle == -1`)."""
-    n = len(triangle)
+    """RGB float32 colours `(N, 3)` of ray hits (sky where `triangle == -1`)."""
+    del rng  # shading is deterministic; sensor noise is added by the caller
     hit = triangle >= 0
-    colors = np.empty((n, 3), dtype=np.float32)
+    safe = np.maximum(triangle, 0)
+    base = mesh.color_rgb[safe].astype(np.float32)  # (N, 3)
+    material = mesh.material[safe]
+    ground = np.flatnonzero(hit & (material == int(Material.GROUND)))
+    if ground.size:
+        points = origins[ground, :2] + directions[ground, :2] * distance[ground, None]
+        base[ground] = _ground_colors(layout, points)
+    facade = np.flatnonzero(hit & (material == int(Material.BUILDING)) & (mesh.agent[safe] < 0)
+                            & (np.abs(normal[:, 2]) < 0.5))
+    if facade.size:
+        points = origins[facade] + directions[facade] * distance[facade, None]
+        n_facade = normal[facade]
+        along = np.where(np.abs(n_facade[:, 1]) > np.abs(n_facade[:, 0]), points[:, 0], points[:, 1])
+        storey = np.mod(points[:, 2], 3.2)
+        bay = np.mod(along, 3.0)
+        window = (storey > 1.0) & (storey < 2.3) & (bay > 0.7) & (bay < 2.3) & (points[:, 2] > 0.8)
+        base[facade[window]] = base[facade[window]] * 0.35 + np.array([40.0, 60.0, 80.0], np.float32)
+    lambert = np.clip(normal @ sun_direction.astype(np.float32), 0.0, 1.0)
+    light = np.where(material == int(Material.GLASS), 0.8 + 0.3 * lambert, 0.5 + 0.55 * lambert)
+    haze = (1.0 - np.exp(-np.where(hit, distance, 0.0) / 350.0)).astype(np.float32)[:, None]
+    colors = (1 - haze) * base * light[:, None] + haze * HAZE_RGB.astype(np.float32)
     # Sky: brighter and paler towards the horizon.
-    sky_index = np.flatnonzero(~hit)
-    elevation = np.clip(directions[sky_index, 2], 0.0, 1.0).astype(np.float32)[:, None]
-    colors[sky_index] = (1 - elevation) * np.array([205.0, 218.0, 232.0], np.float32) + elevation * np.array(
+    sky = np.flatnonzero(~hit)
+    elevation = np.clip(directions[sky, 2], 0.0, 1.0).astype(np.float32)[:, None]
+    colors[sky] = (1 - elevation) * np.array([205.0, 218.0, 232.0], np.float32) + elevation * np.array(
         [95.0, 140.0, 205.0], np.float32)
-    if not hit.any():
-        return colors
-    index = np.flatnonzero(hit)
-    tri = triangle[index]
-    points = origins[index] + directions[index] * distance[index, None]
-    base = mesh.color_rgb[tri].astype(np.float32)
-    material = mesh.material[tri]
-    ground = material == int(Material.GROUND)
-    if ground.any():
-        base[ground] = _ground_colors(layout, points[ground, :2])
-    building = material == int(Material.BUILDING)
-    n_hit = normal[index]
-    facade = building & (np.abs(n_hit[:, 2]) < 0.5) & (mesh.agent[tri] < 0)
-    if facade.any():
-        along = np.where(np.abs(n_hit[facade, 1]) > np.abs(n_hit[facade, 0]), points[facade, 0], points[facade, 1])
-        window = (np.mod(points[facade, 2], 3.2) > 1.0) & (np.mod(points[facade, 2], 3.2) < 2.3) & (
-            np.mod(along, 3.0) > 0.7) & (np.mod(along, 3.0) < 2.3) & (points[facade, 2] > 0.8)
-        shade = base[facade]
-        shade[window] = shade[window] * 0.35 + np.array([40.0, 60.0, 80.0], np.float32)
-        base[facade] = shade
-    lambert = np.clip(n_hit @ sun_direction.astype(np.float32), 0.0, 1.0)
-    # Faces turned away from the camera (thin parts seen from behind) are lit like their front.
-    light = 0.5 + 0.55 * lambert
-    glossy = material == int(Material.GLASS)
-    light[glossy] = 0.8 + 0.3 * lambert[glossy]
-    shaded = base * light[:, None]
-    haze = (1.0 - np.exp(-distance[index] / 350.0)).astype(np.float32)[:, None]
-    colors[index] = (1 - haze) * shaded + haze * HAZE_RGB.astype(np.float32)
     return colors
 
 
