@@ -335,3 +335,14 @@ def test_interrupted_generation_leaves_nothing(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(KeyboardInterrupt):
         make_synthetic_log(tmp_path / "log", num_scenes=1, seconds=0.5, seed=0, annotations_only=True, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_annotations_only_writes_the_same_tables_without_sensor_files(tmp_path: Path) -> None:
+    options = dict(num_scenes=1, seconds=1.0, seed=9, image_scale=0.1, progress=False)
+    full = _tree(make_synthetic_log(tmp_path / "full", **options))
+    light = _tree(make_synthetic_log(tmp_path / "light", annotations_only=True, **options))
+    tables = [name for name in full if name.startswith(VERSION)]
+    assert len(tables) == 14  # 13 tables + splits.json
+    assert all(full[name] == light[name] for name in tables)
+    assert not any(name.endswith((".jpg", ".pcd.bin")) for name in light)
+    assert {name for name in full if name.endswith((".png", ".json"))} - {MARKER_NAME} == set(light) - {MARKER_NAME}

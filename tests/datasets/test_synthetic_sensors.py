@@ -145,3 +145,21 @@ def test_avfusion_log_reader_reads_the_full_log(full_log: Path) -> None:
     assert frame.lidar.points.shape[0] > 100_000  # keyframe + 9 sweeps, minus the roof
     assert len(frame.gt_boxes) > 20
     assert all(abs(skew) <= 50_500 for skew in frame.skew_us.values())
+
+
+@pytest.mark.heavy
+def test_demo_size_log_at_full_resolution(tmp_path: Path) -> None:
+    from avfusion.datasets.nuscenes_log import NuScenesLog
+
+    root = make_synthetic_log(tmp_path / "demo", num_scenes=2, seconds=10.0, seed=0, progress=False)
+    records = json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
+    assert sum(r["fileformat"] == "pcd" for r in records) == 2 * 191
+    assert sum(r["fileformat"] == "jpg" for r in records) == 2 * 20 * 6
+    for record in records:
+        assert (root / record["filename"]).is_file()
+    image = cv2.imread(str(root / next(r["filename"] for r in records if r["fileformat"] == "jpg")))
+    assert image.shape == (900, 1600, 3)
+    log = NuScenesLog.open(root, "v1.0-mini")
+    for token in log.sample_tokens():
+        frame = log.frame(token)
+        assert not frame.missing and len(frame.cameras) == 6
