@@ -215,10 +215,12 @@ def lidar_points_bev(frame: SyncedFrame, aug: SampleAugmentation) -> np.ndarray 
 def pillarize(
     points_bev: np.ndarray, config: FusionConfig, backend: str = "numba"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Group points into one-cell pillars with the `fusion.ops.voxelize` kernel (`backend` as there).
+    """Group points into one-cell pillars.
 
-    Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)` int64
-    (grid row along y, column along x).
+    `backend` is a `fusion.ops.voxelize` backend ("numba", "reference", "cuda"), or "spconv" for
+    spconv's `PointToVoxel` (the peer the benchmarks compare against; the same hard-voxelization
+    contract). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
+    int64 (grid row along y, column along x).
     """
     from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
 
@@ -226,15 +228,36 @@ def pillarize(
     voxel_config = VoxelConfig.pillars(
         grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
     )
-    voxels = voxelize(points_bev, voxel_config, backend=backend)
-    features, num_points, coords_zyx = voxels.features, voxels.num_points, voxels.coords_zyx
-    if isinstance(features, torch.Tensor):  # the CUDA backend answers in the kind it was given
+    if backend == "spconv":
+        features, coords_zyx, num_points = _spconv_generator(voxel_config)(torch.from_numpy(points_bev))
+    else:
+        voxels = voxelize(points_bev, voxel_config, backend=backend)
+        features, num_points, coords_zyx = voxels.features, voxels.num_points, voxels.coords_zyx
+    if isinstance(features, torch.Tensor):  # the CUDA and spconv paths answer with tensors
         features, num_points, coords_zyx = (t.cpu().numpy() for t in (features, num_points, coords_zyx))
     return (
         np.asarray(features, dtype=np.float32),
         np.asarray(num_points, dtype=np.int64),
         np.asarray(coords_zyx)[:, 1:3].astype(np.int64),
     )
+
+
+_SPCONV_GENERATORS: dict = {}
+
+
+def _spconv_generator(voxel_config):
+    """spconv's `PointToVoxel` for a voxel config, built once (it allocates its tables up front)."""
+    if voxel_config not in _SPCONV_GENERATORS:
+        from spconv.pytorch.utils import PointToVoxel
+
+        _SPCONV_GENERATORS[voxel_config] = PointToVoxel(
+            vsize_xyz=list(voxel_config.voxel_size),
+            coors_range_xyz=list(voxel_config.point_cloud_range),
+            num_point_features=5,
+            max_num_voxels=voxel_config.max_voxels,
+            max_num_points_per_voxel=voxel_config.max_points_per_voxel,
+        )
+    return _SPCONV_GENERATORS[voxel_config]
 
 
 def camera_input(
@@ -322,7 +345,7 @@ def collate(
         with_targets: build head targets from `frame.gt_boxes` and lidar depth targets.
         timings_ms: when given, the milliseconds spent voxelizing are added under "voxelize" (an
             output argument so the inference loop can report its stages without a second pass).
-        voxel_backend: the `fusion.ops.voxelize` backend ("numba" on the CPU, "cuda" on a GPU).
+        voxel_backend: the pillarization backend (see `pillarize`): "numba" on the CPU, "cuda" on a GPU.
     """
     unknown = sorted(set(drop) - DROPPABLE)
     if unknown:

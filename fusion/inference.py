@@ -28,10 +28,18 @@ from avfusion.sensors.types import SyncedFrame
 class Detector:
     """A `BEVFusion` model in evaluation mode with its config, on one device."""
 
-    def __init__(self, model: BEVFusion, config: FusionConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, model: BEVFusion, config: FusionConfig, device: str | torch.device = "cpu", voxel_backend: str | None = None
+    ) -> None:
+        """`voxel_backend`: see `fusion.batch.pillarize`; None = "cuda" on a CUDA device, else "numba"."""
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.voxel_backend = voxel_backend or ("cuda" if self.device.type == "cuda" else "numba")
+
+    def with_voxel_backend(self, voxel_backend: str) -> Detector:
+        """The same model (shared, not copied) pillarizing with another backend."""
+        return Detector(self.model, self.config, self.device, voxel_backend)
 
     @staticmethod
     def load(checkpoint: str | os.PathLike[str] | None = None, device: str = "cpu") -> Detector:
@@ -51,7 +59,9 @@ class Detector:
             raise InputError(f"cannot drop unknown sensors {unknown}; known: {sorted(DROPPABLE)}")
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        batch = collate([frame], self.config, drop=frozenset(drop), timings_ms=timings).to(self.device)
+        batch = collate(
+            [frame], self.config, drop=frozenset(drop), timings_ms=timings, voxel_backend=self.voxel_backend
+        ).to(self.device)
         timings["prepare"] = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         with torch.inference_mode():
