@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 2 -m avfusion.tools.cli train ...     (DDP; gloo on CPUs)
 
 `--split train` picks `synth_train` from `<version>/splits.json` when that file names no split
-`train` (synthetic logs name theirs `synth_*`, see DESIGN.md section 4).
+`train` (synthetic logs name theirs `synth_*`, see DESIGN.md section 4); `--split all` takes every
+scene of the log (a log generated for training only, from its own seed).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def open_frames(dataroot: str, version: str, split: str | None, scenes: Sequence
                 config: FusionConfig, load_boxes: bool = True) -> LogFrames:  # fmt: skip
     from avfusion.datasets.nuscenes_log import NuScenesLog
 
-    resolved = None if split is None else resolve_split(dataroot, version, split)
+    resolved = None if split in (None, "all") else resolve_split(dataroot, version, split)
     log = NuScenesLog.open(dataroot, version, split=resolved, scenes=scenes)
     frames = LogFrames(log, config, load_boxes=load_boxes)
     if len(frames) == 0:
@@ -110,7 +111,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train the BEV fusion network on a nuScenes-format log")
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")
-    parser.add_argument("--split", default="train", help="split name (train -> synth_train for synthetic logs)")
+    parser.add_argument("--split", default="train",
+                        help="split name (train -> synth_train for synthetic logs; all = every scene)")  # fmt: skip
     parser.add_argument("--scenes", default=None, help="comma-separated scene names (instead of / within --split)")
     parser.add_argument("--out", required=True, help="run folder: config.json, checkpoints, weights, loss log + plot")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
