@@ -318,10 +318,14 @@ def depth_target(
     depth_bin = np.floor((depth - cam.depth_min_m) / cam.depth_step_m).astype(np.int64)
     keep = (column >= 0) & (column < feature_w) & (row >= 0) & (row < feature_h)
     keep &= (depth_bin >= 0) & (depth_bin < cam.num_depth_bins)
-    target = np.full(feature_h * feature_w, cam.num_depth_bins, dtype=np.int64)
-    # The nearest return wins: a minimum per pixel, done as an unbuffered scatter-min.
-    np.minimum.at(target, row[keep] * feature_w + column[keep], depth_bin[keep])
-    target[target == cam.num_depth_bins] = -1
+    pixel, depth_bin = row[keep] * feature_w + column[keep], depth_bin[keep]
+    # The nearest return wins: sort by (pixel, bin) and keep the first entry of every pixel.
+    order = np.lexsort((depth_bin, pixel))
+    pixel, depth_bin = pixel[order], depth_bin[order]
+    first = np.ones(len(pixel), dtype=bool)
+    first[1:] = pixel[1:] != pixel[:-1]
+    target = np.full(feature_h * feature_w, -1, dtype=np.int64)
+    target[pixel[first]] = depth_bin[first]
     return target.reshape(feature_h, feature_w)
 
 

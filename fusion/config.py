@@ -164,8 +164,10 @@ class BackboneConfig:
     """Multi-scale BEV conv stages (stride 1, 2, 4, ... of the grid) and an upsampling neck."""
 
     stage_channels: tuple[int, ...] = (32, 64, 128)
-    stage_blocks: tuple[int, ...] = (1, 2, 2)
-    neck_channels: int = 32
+    # Stage 0 runs at the full grid (128 x 128 in the CPU preset) where every conv is costly: it
+    # gets its entry conv only; the coarser stages carry the depth.
+    stage_blocks: tuple[int, ...] = (0, 2, 2)
+    neck_channels: int = 16
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage_channels", tuple(int(v) for v in self.stage_channels))

@@ -134,3 +134,22 @@ def test_resumed_training_equals_uninterrupted_training(frame_factory, tmp_path)
     assert [r["step"] for r in log] == [1, 2]
     assert FusionConfig.load_json(tmp_path / "resumed" / "config.json") == config
     assert (tmp_path / "resumed" / "loss.png").is_file()
+
+
+def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
+    from avfusion.fusion.batch import depth_target
+
+    config = tiny_for_tests()  # input 32 x 64, stride 8 -> 4 x 8 feature pixels; bins of 3 m from 1 m
+    intrinsics = np.array([[32.0, 0.0, 31.5], [0.0, 32.0, 15.5], [0.0, 0.0, 1.0]])
+    ego_from_camera = np.eye(4)  # the camera frame is the ego frame here: z is depth
+    points = np.array([
+        [0.0, 0.0, 10.0],   # u = 31.5, v = 15.5 -> feature (row 16 // 8, col 32 // 8) = (2, 4), bin 3
+        [0.0, 0.0, 5.0],    # same pixel, nearer: bin 1 wins
+        [0.0, 0.0, 20.0],   # same pixel, farther
+        [-31.0, -15.0, 31.0],  # u = 0.5, v = 0.5 -> feature (0, 0), but bin 10 is past the 8 bins
+        [1.0, 0.0, -5.0],   # behind the camera
+    ])  # fmt: skip
+    target = depth_target(points, intrinsics, ego_from_camera, np.eye(3), config)
+    assert target.shape == (4, 8)
+    assert target[2, 4] == 1
+    assert (target >= 0).sum() == 1
