@@ -1,8 +1,12 @@
-"""A tiny hand-built nuScenes-schema log (1 scene, 3 keyframes, lidar sweeps, 6 small cameras,
-annotations, map, GNSS), written record by record so that every value is known to the tests.
+"""Two logs for the dataset tests.
 
-The ego drives east at 10 m/s while turning at 0.2 rad/s, with a little roll and pitch so that
-transforms that ignore them would show; cameras fire up to 40 ms before or after the lidar.
+`tiny_log`: a tiny hand-built nuScenes-schema log (1 scene, 3 keyframes, lidar sweeps, 6 small
+cameras, annotations, map, GNSS), written record by record so that every value is known to the
+tests. The ego drives east at 10 m/s while turning at 0.2 rad/s, with a little roll and pitch so
+that transforms that ignore them would show; cameras fire up to 40 ms before or after the lidar.
+
+`synthetic_log`: a small log from avfusion's own generator (`make_synthetic_log`), with every
+sensor, made once per test session; the devkit comparisons run on both.
 """
 
 from __future__ import annotations
@@ -237,6 +241,21 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny log; tests must not modify it (use `tiny_log_copy`)."""
     return write_log(tmp_path_factory.mktemp("tiny-log"))
+
+
+# 1 scene of 2 s: 4 keyframes, 31 lidar sweeps (the last keyframes have 9 earlier sweeps, so
+# 10-sweep clouds are complete), 24 images at 400 x 225; about 4 s of CPU.
+SYNTHETIC_VERSION = "v1.0-mini"
+SYNTHETIC_OPTIONS = {"num_scenes": 1, "seconds": 2.0, "seed": 11, "image_scale": 0.25}
+
+
+@pytest.fixture(scope="session")
+def synthetic_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated log with lidar, cameras, GNSS, map and annotations; tests must not modify it."""
+    from avfusion.datasets.synthetic import make_synthetic_log
+
+    return make_synthetic_log(tmp_path_factory.mktemp("synthetic-session") / "log", version=SYNTHETIC_VERSION,
+                              progress=False, **SYNTHETIC_OPTIONS)
 
 
 @pytest.fixture
