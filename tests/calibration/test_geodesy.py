@@ -1,8 +1,8 @@
 """GPS <-> map frame: round trips, and agreement with nuscenes-devkit's export_poses conversion.
 
-The reference below re-implements the devkit's formula (scripts/export_poses.py: great-circle
+The reference is the devkit's own `nuscenes.scripts.export_poses.derive_latlon` (great-circle
 destination from the map's south-west corner with bearing atan(x / y) and distance hypot(x, y) on a
-6,378,137 m sphere) from its description; the devkit's script is not imported.
+6,378,137 m sphere; its bearing formula only holds for x, y > 0, hence the grid below).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+from nuscenes.scripts.export_poses import REFERENCE_COORDINATES, derive_latlon
 
 from avfusion.calibration.errors import InputError
 from avfusion.calibration.geodesy import (
@@ -24,21 +25,15 @@ from avfusion.calibration.geodesy import (
 RADIUS_M = 6.378137e6
 
 
-def devkit_style_latlon(location: str, x: float, y: float) -> tuple[float, float]:
-    lat0, lon0 = (math.radians(v) for v in MAP_ORIGINS[location])
-    bearing = math.atan(x / y)  # the script's own formula: valid for x, y > 0
-    delta = math.hypot(x, y) / RADIUS_M
-    lat = math.asin(math.sin(lat0) * math.cos(delta) + math.cos(lat0) * math.sin(delta) * math.cos(bearing))
-    lon = lon0 + math.atan2(math.sin(bearing) * math.sin(delta) * math.cos(lat0),
-                            math.cos(delta) - math.sin(lat0) * math.sin(lat))
-    return math.degrees(lat), math.degrees(lon)
-
-
 def metres_between(lat_a: float, lon_a: float, lat_b: float, lon_b: float) -> float:
     lat_mid = math.radians(0.5 * (lat_a + lat_b))
     dy = math.radians(lat_a - lat_b) * RADIUS_M
     dx = math.radians(lon_a - lon_b) * RADIUS_M * math.cos(lat_mid)
     return math.hypot(dx, dy)
+
+
+def test_map_origins_are_the_devkit_reference_coordinates() -> None:
+    assert {name: tuple(latlon) for name, latlon in REFERENCE_COORDINATES.items()} == MAP_ORIGINS
 
 
 @pytest.mark.parametrize("location", sorted(MAP_ORIGINS))
@@ -55,7 +50,8 @@ def test_agrees_with_devkit_export_poses_over_3km(location: str) -> None:
     xs, ys = np.meshgrid(grid, grid)
     points = np.column_stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)])
     ours = geodetic_from_map(location, points)
-    worst = max(metres_between(*ours[i, :2], *devkit_style_latlon(location, *points[i, :2])) for i in range(len(points)))
+    devkit = derive_latlon(location, [{"timestamp": i, "translation": list(p)} for i, p in enumerate(points)])
+    worst = max(metres_between(*ours[i, :2], d["latitude"], d["longitude"]) for i, d in enumerate(devkit))
     assert worst < 1.0
     # the origin is the map's (0, 0)
     np.testing.assert_allclose(geodetic_from_map(location, [[0.0, 0.0, 0.0]])[0, :2], MAP_ORIGINS[location], atol=1e-12)
