@@ -496,9 +496,15 @@ class OffscreenBevRenderer:
             material.shader = "defaultUnlit"
             if item.layer is Layer.POINTS:
                 material.point_size = options.point_size_px
+            geometry = item.geometry
             if item.texture_rgb is not None:
                 material.albedo_img = self._o3d.geometry.Image(_srgb_encoded(item.texture_rgb))
-            scene.add_geometry(item.name, item.geometry, material)
+            elif isinstance(geometry, self._o3d.geometry.TriangleMesh):
+                # A classic mesh without texture coordinates reaches Filament with an uninitialised
+                # UV buffer; on Mesa's llvmpipe that can make one frame take minutes. The tensor
+                # mesh uploads only the attributes it has.
+                geometry = self._o3d.t.geometry.TriangleMesh.from_legacy(geometry)
+            scene.add_geometry(item.name, geometry, material)
         return np.asarray(self._renderer.render_to_image()).copy()
 
 

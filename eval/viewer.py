@@ -17,23 +17,37 @@ only when it is shown.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from avfusion.calibration.errors import InputError
+from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.calibration.se3 import yaw_from_quaternion
 from avfusion.eval.render import (
     BACKGROUND_RGB,
+    BevRaster,
+    BevView,
     Layer,
     PointColoring,
     RenderOptions,
     SceneFrame,
     camera_panel,
     ground_plane,
+    scene_frame_from_synced,
     scene_geometries,
 )
+
+if TYPE_CHECKING:
+    from avfusion.sensors.types import SyncedFrame
+
+# What a frame's predictions are: boxes in the frame's ego frame and the BEV heatmap, either may be None.
+Predictions = tuple[Boxes3D | None, BevRaster | None]
 
 LAYER_KEYS: dict[str, Layer] = {
     "1": Layer.POINTS,
@@ -268,3 +282,99 @@ def _blank_ground(options: RenderOptions) -> object:
     mesh.triangle_material_ids = o3d.utility.IntVector()
     mesh.vertex_colors = o3d.utility.Vector3dVector(np.tile(np.array(BACKGROUND_RGB) / 255.0, (4, 1)))
     return mesh
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame sources
+
+
+class SceneFrames(Sequence[SceneFrame]):
+    """The keyframes of a scene as `SceneFrame`s, loaded when asked for (the viewer and the
+    headless renderer take any sequence).
+
+    Args:
+        load_frame: sample token -> `SyncedFrame` (e.g. `NuScenesLog.frame` with reader options bound).
+        sample_tokens: the frames, in playback order.
+        predictions: frame -> (boxes in its ego frame, heatmap), or None to show sensors and ground truth only.
+        view: the BEV extent (the map raster is cropped to it).
+    """
+
+    def __init__(
+        self,
+        load_frame: Callable[[str], SyncedFrame],
+        sample_tokens: Sequence[str],
+        predictions: Callable[[SyncedFrame], Predictions] | None = None,
+        view: BevView | None = None,
+    ) -> None:
+        self._load_frame = load_frame
+        self._tokens = tuple(sample_tokens)
+        self._predictions = predictions
+        self._view = view if view is not None else BevView()
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):  # still lazy: the frames of the slice, loaded when asked for
+            return SceneFrames(self._load_frame, self._tokens[index], self._predictions, self._view)
+        frame = self._load_frame(self._tokens[index])
+        boxes, heatmap = self._predictions(frame) if self._predictions is not None else (None, None)
+        return scene_frame_from_synced(frame, boxes, heatmap, self._view)
+
+
+class RunPredictions:
+    """The predictions a replay run folder holds: `submission.json` (global frame) and, when the run
+    kept them, the BEV heatmaps `bev/<sample_token>.npz`. Call it with a frame for its predictions."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        from avfusion.eval.submission import validate_results
+
+        self.run_dir = Path(run_dir)
+        path = self.run_dir / "submission.json"
+        try:
+            payload = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise InputError(f"--run {self.run_dir}: no submission.json (is it a finished `avfusion replay` run?)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise FileFormatError(path, f"not valid JSON ({error})") from None
+        tokens = list(payload.get("results", {})) if isinstance(payload, dict) else []
+        columns = validate_results(payload, tokens, source=str(path))
+        self._boxes_global: dict[str, Boxes3D] = {}
+        for index, token in enumerate(columns.sample_tokens):
+            rows = columns.sample_index == index
+            self._boxes_global[token] = Boxes3D(
+                center=columns.translation[rows],
+                size_wlh=columns.size_wlh[rows],
+                yaw_rad=np.asarray(yaw_from_quaternion(columns.rotation_wxyz[rows]), dtype=np.float64).reshape(-1),
+                velocity_xy=columns.velocity_xy[rows],
+                label=columns.label[rows],
+                score=columns.score[rows],
+                attribute=columns.attribute[rows],
+            )
+
+    @property
+    def sample_tokens(self) -> tuple[str, ...]:
+        return tuple(self._boxes_global)
+
+    def __call__(self, frame: SyncedFrame) -> Predictions:
+        boxes_global = self._boxes_global.get(frame.sample_token)
+        boxes = boxes_global.transform(frame.global_from_ego.inverse()) if boxes_global is not None else None
+        heatmap_path = self.run_dir / "bev" / f"{frame.sample_token}.npz"
+        heatmap = read_bev_heatmap(heatmap_path) if heatmap_path.is_file() else None
+        return boxes, heatmap
+
+
+def read_bev_heatmap(path: str | Path) -> BevRaster:
+    """A heatmap kept by `avfusion replay --save-bev`: `heatmap` (H, W) (row = ego y ascending,
+    column = ego x ascending), `x_range_m`, `y_range_m`."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            values = np.asarray(data["heatmap"], dtype=np.float32)
+            x_range = tuple(float(v) for v in data["x_range_m"])
+            y_range = tuple(float(v) for v in data["y_range_m"])
+    except (OSError, KeyError, ValueError) as error:
+        raise FileFormatError(path, f"not a BEV heatmap file ({error})") from None
+    try:
+        return BevRaster(np.clip(values, 0.0, 1.0), x_range, y_range)
+    except ValueError as error:
+        raise FileFormatError(path, str(error)) from None

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avfusion.tools.train_cmd",
     "avfusion.tools.eval_cmd",
     "avfusion.tools.replay_cmd",
+    "avfusion.tools.viz_cmd",
 )
 
 

@@ -291,10 +291,16 @@ def load_detector(checkpoint: Path | None, device: str):  # -> Detector
         ) from error
 
 
+def heatmap_of(outputs: Any) -> np.ndarray:
+    """The fused BEV heatmap of the first sample of `HeadOutputs`: sigmoid, max over classes,
+    (H, W) float32 (row = ego y ascending, column = ego x ascending, as the network's grid)."""
+    return outputs.heatmap_logits[0].detach().float().sigmoid().amax(dim=0).cpu().numpy()
+
+
 def save_bev_heatmap(bev_dir: Path, sample_token: str, outputs: Any, grid: Any) -> None:
-    """Keep the fused BEV heatmap (sigmoid, max over classes) of one frame: `<token>.npz` with
-    `heatmap` (H, W) float16 (row = ego y ascending, column = ego x ascending), `x_range_m`, `y_range_m`."""
-    heat = outputs.heatmap_logits[0].detach().float().sigmoid().amax(dim=0).cpu().numpy()  # (H, W)
+    """Keep the fused BEV heatmap of one frame: `<token>.npz` with `heatmap` (H, W) float16,
+    `x_range_m`, `y_range_m` (read back by `eval.viewer.read_bev_heatmap`)."""
+    heat = heatmap_of(outputs)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
@@ -590,3 +596,77 @@ def summary_table(outcome: ReplayOutcome) -> str:
         else:
             lines.append(f"evaluation: mAP {evaluation['mAP']:.4f}  NDS {evaluation['NDS']:.4f}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames for the viewer
+
+
+class DetectorPredictions:
+    """Predictions made on the spot: the detector's boxes (ego frame) and fused BEV heatmap."""
+
+    def __init__(self, detector: Any, drop: frozenset[str] = frozenset()) -> None:
+        self.detector = detector
+        self.drop = drop
+        self._outputs: list[Any] = []
+        detector.model.head.register_forward_hook(lambda _m, _i, outputs: self._outputs.append(outputs))
+
+    def __call__(self, frame: Any) -> tuple[Any, Any]:
+        from avfusion.eval.render import BevRaster
+
+        self._outputs.clear()
+        detections = self.detector.detect(frame, drop=self.drop)
+        grid = self.detector.config.grid
+        heatmap = BevRaster(heatmap_of(self._outputs[-1]), grid.x_range_m, grid.y_range_m)
+        return detections.boxes_ego, heatmap
+
+
+# The viewer shows camera tiles 400 px wide: a quarter-size decode is enough and four times cheaper.
+VIEWER_IMAGE_SCALE = 0.25
+
+
+def scene_frames_for_viewing(
+    dataroot: Path,
+    version: str,
+    scene: str | None,
+    run_dir: Path | None,
+    checkpoint: Path | None = None,
+    device: str = "cpu",
+    with_predictions: bool = True,
+    num_sweeps: int = 1,
+):  # -> tuple[eval.viewer.SceneFrames, str]
+    """The frames of one scene for the viewer, and the scene's name.
+
+    With `run_dir`, predictions are the run's (its submission and kept heatmaps) and the scene
+    defaults to the run's first; otherwise, with `with_predictions`, the detector runs on each frame
+    (reading frames as the network was trained to: its sweeps and image scale), and the scene
+    defaults to the log's first.
+    """
+    from avfusion.datasets.nuscenes_log import FrameOptions
+    from avfusion.eval.viewer import RunPredictions, SceneFrames
+
+    probe = ReplayRequest(dataroot=Path(dataroot), version=version, out_dir=Path("."))
+    log = open_log(probe)
+    predictions = None
+    options = FrameOptions(num_sweeps=num_sweeps, image_scale=VIEWER_IMAGE_SCALE)
+    if run_dir is not None:
+        run_predictions = RunPredictions(run_dir)
+        predictions = run_predictions
+        predicted = set(run_predictions.sample_tokens)
+        if scene is None:
+            scene = next((name for name in log.scene_names if predicted & set(log.sample_tokens(name))), None)
+            if scene is None:
+                raise InputError(f"--run {run_dir}: none of its samples is in {Path(dataroot) / version}")
+        elif not set(log.sample_tokens(scene)) & predicted:
+            raise InputError(f"--run {run_dir} has no predictions for scene {scene!r}")
+    elif with_predictions:
+        detector = load_detector(checkpoint, device)
+        predictions = DetectorPredictions(detector)
+        config = detector.config
+        options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
+    if scene is None:
+        scene = log.scene_names[0]
+    tokens = log.sample_tokens(scene)
+    if not tokens:
+        raise InputError(f"scene {scene!r} has no keyframes")
+    return SceneFrames(lambda token: log.frame(token, options), tokens, predictions), scene
