@@ -86,7 +86,8 @@ def test_info_on_a_generated_log_matches_its_tables(synthetic_log: Path, tmp_pat
     assert f"scenes     {len(tables['scene'])}   samples {len(samples)}   " \
            f"annotations {len(tables['sample_annotation'])}" in lines
     stamps = [r["timestamp"] for r in samples]
-    assert f"time       {min(stamps)} .. {max(stamps)} us, {(max(stamps) - min(stamps)) * 1e-6:.1f} s of scenes" in lines
+    span_s = (max(stamps) - min(stamps)) * 1e-6
+    assert f"time       {min(stamps)} .. {max(stamps)} us, {span_s:.1f} s of scenes" in lines
     assert f"locations  {', '.join(sorted({r['location'] for r in tables['log']}))}" in lines
     counts = Counter(channel_of(tables).values())
     sensors_line = next(line for line in lines if line.startswith("sensors"))

@@ -165,23 +165,24 @@ def test_gt_box_velocities_by_hand(log: NuScenesLog) -> None:
 
 def test_gt_boxes_in_ego_frame_match_devkit_get_sample_data(subject: Subject) -> None:
     nusc, log = subject.nusc, subject.log
-    sample_token = log.sample_tokens()[-1]
-    frame = log.frame(sample_token, FrameOptions(load_images=False, load_map=False, num_sweeps=1))
-    # the devkit gives boxes in the lidar sensor frame with full 3D orientation; moved to the ego
-    # frame they must equal ours (whose yaw is the heading projected on the ego's xy plane)
-    lidar_sd = nusc.get("sample_data", nusc.get("sample", sample_token)["data"]["LIDAR_TOP"])
-    calibration = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
-    _, devkit_boxes, _ = nusc.get_sample_data(lidar_sd["token"])
-    devkit_boxes = [box for box in devkit_boxes if category_to_detection_name(box.name) is not None]
-    ours = frame.gt_boxes
-    assert len(ours) == len(devkit_boxes) > 0
-    for box in devkit_boxes:
-        box.rotate(Quaternion(calibration["rotation"]))
-        box.translate(np.array(calibration["translation"]))
-        n = ours.token.index(box.token)
-        np.testing.assert_allclose(ours.center[n], box.center, atol=1e-9)
-        assert abs(wrap_rad(ours.yaw_rad[n] - devkit_yaw(box.orientation))) < 1e-9
-        np.testing.assert_allclose(ours.size_wlh[n], box.wlh, atol=0)
+    for sample_token in log.sample_tokens():
+        frame = log.frame(sample_token, FrameOptions(load_lidar=False, load_images=False, load_map=False,
+                                                     load_gnss=False))
+        # the devkit gives boxes in the lidar sensor frame with full 3D orientation; moved to the ego
+        # frame they must equal ours (whose yaw is the heading projected on the ego's xy plane)
+        lidar_sd = nusc.get("sample_data", nusc.get("sample", sample_token)["data"]["LIDAR_TOP"])
+        calibration = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
+        _, devkit_boxes, _ = nusc.get_sample_data(lidar_sd["token"])
+        devkit_boxes = [box for box in devkit_boxes if category_to_detection_name(box.name) is not None]
+        ours = frame.gt_boxes
+        assert len(ours) == len(devkit_boxes) > 0
+        for box in devkit_boxes:
+            box.rotate(Quaternion(calibration["rotation"]))
+            box.translate(np.array(calibration["translation"]))
+            n = ours.token.index(box.token)
+            np.testing.assert_allclose(ours.center[n], box.center, atol=1e-9)
+            assert abs(wrap_rad(ours.yaw_rad[n] - devkit_yaw(box.orientation))) < 1e-9
+            np.testing.assert_allclose(ours.size_wlh[n], box.wlh, atol=0)
 
 
 def test_camera_chain_and_projection_equal_devkit(subject: Subject) -> None:
@@ -203,7 +204,8 @@ def test_camera_chain_and_projection_equal_devkit(subject: Subject) -> None:
         lidar_pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
         # the devkit's chain (as in map_pointcloud_to_image): lidar -> ego(t_lidar) -> global -> ego(t_cam) -> cam
         chain = [
-            transform_matrix(camera_calibration["translation"], Quaternion(camera_calibration["rotation"]), inverse=True),
+            transform_matrix(camera_calibration["translation"], Quaternion(camera_calibration["rotation"]),
+                             inverse=True),
             transform_matrix(camera_pose["translation"], Quaternion(camera_pose["rotation"]), inverse=True),
             transform_matrix(lidar_pose["translation"], Quaternion(lidar_pose["rotation"])),
             transform_matrix(lidar_calibration["translation"], Quaternion(lidar_calibration["rotation"])),

@@ -74,8 +74,10 @@ def test_rig_pixels_equal_devkit_chain_and_view_points(realdata_root: Path) -> N
             intrinsics.append(CameraIntrinsics(array(camera["cam_intrinsic"]), 1600, 900))
             ego_from_camera.append(global_from_ego.inverse() @ camera_pose @ calibration)
             cam_from_lidar = np.linalg.multi_dot([
-                transform_matrix(camera["sensor2ego_translation"], Quaternion(camera["sensor2ego_rotation"]), inverse=True),
-                transform_matrix(camera["ego2global_translation"], Quaternion(camera["ego2global_rotation"]), inverse=True),
+                transform_matrix(camera["sensor2ego_translation"], Quaternion(camera["sensor2ego_rotation"]),
+                                 inverse=True),
+                transform_matrix(camera["ego2global_translation"], Quaternion(camera["ego2global_rotation"]),
+                                 inverse=True),
                 transform_matrix(info["ego2global_translation"], Quaternion(info["ego2global_rotation"])),
                 transform_matrix(info["lidar2ego_translation"], Quaternion(info["lidar2ego_rotation"])),
             ])
