@@ -32,6 +32,7 @@ import numpy as np
 
 from avfusion.tools.bench.common import BenchReport, Timing
 
+TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 GNSS_NOISE_POSITION_M = 1.5
 GNSS_NOISE_HEADING_DEG = 2.0
 
@@ -75,7 +76,7 @@ def _evaluate(results: dict, dataroot: str, version: str, split: str, meta: dict
     return {
         "NDS": metrics.nd_score,
         "mAP": metrics.mean_ap,
-        **{f"m{k.split('_')[0].upper()}E": v for k, v in metrics.tp_errors.items()},
+        **{TP_NAMES[k]: v for k, v in metrics.tp_errors.items()},
         "AP_per_class": metrics.mean_dist_aps,
     }
 
