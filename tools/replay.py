@@ -29,7 +29,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,9 @@ class ReplayRequest:
         evaluate: score the run when the split has annotations.
         ray_address: None = in this process; "local" = a local Ray cluster; else a cluster address.
         ray_workers: workers for Ray (None = one per CPU of the cluster).
+        torch_threads: CPU threads of every network pass (None = torch's default here). Float
+            reductions in the network depend on it, so a run fixes it when it starts and a resumed
+            run or a Ray worker uses the same: that is what makes their submissions byte-identical.
     """
 
     dataroot: Path
@@ -84,6 +87,7 @@ class ReplayRequest:
     evaluate: bool = True
     ray_address: str | None = None
     ray_workers: int | None = None
+    torch_threads: int | None = None
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; a resumed run must match them."""
@@ -214,8 +218,12 @@ class FrameProcessor:
     """
 
     def __init__(self, request: ReplayRequest, bev_dir: Path | None = None) -> None:
+        import torch
+
         from avfusion.datasets.nuscenes_log import FrameOptions
 
+        if request.torch_threads is not None:
+            torch.set_num_threads(request.torch_threads)
         self.request = request
         self.log = open_log(request)
         self.detector = load_detector(request.checkpoint, request.device)
@@ -224,7 +232,7 @@ class FrameProcessor:
         self.frame_options = FrameOptions(
             # The reader options the network was trained with travel in its config.
             num_sweeps=config.lidar.num_sweeps,
-            image_scale=config.camera.decode_scale,
+            image_scale=reader_image_scale(self.log, config.camera.decode_scale * NUSCENES_IMAGE_WIDTH_PX),
             # Sensors dropped on request are not read at all (the detector treats them as missing).
             cameras=tuple(n for n in CAMERA_NAMES if n not in dropped_cameras),
             load_lidar="lidar" not in request.drop,
@@ -269,6 +277,22 @@ class FrameProcessor:
             "cameras": len(frame.cameras),
         }
         return FrameResult(planned.position, planned.scene_name, planned.sample_token, records, _complete(timings, start), health)
+
+
+# `CameraConfig.decode_scale` is relative to nuScenes' 1600-pixel-wide images.
+NUSCENES_IMAGE_WIDTH_PX = 1600
+
+
+def reader_image_scale(log: Any, width_px: float) -> float:
+    """The reader scale that reads the log's camera images about `width_px` wide (at most full
+    size), whatever size the log stores them at (synthetic logs may be written below 1600 px)."""
+    from avfusion.datasets.index import CHANNELS
+    from avfusion.sensors.types import LIDAR_NAME
+
+    index = log.index
+    camera_widths = index.sd_width[index.sd_channel != CHANNELS.index(LIDAR_NAME)]
+    widest = int(camera_widths.max()) if len(camera_widths) else NUSCENES_IMAGE_WIDTH_PX
+    return min(1.0, width_px / max(widest, 1))
 
 
 def _complete(timings: dict[str, float], start: float) -> dict[str, float]:
@@ -371,7 +395,8 @@ def run_replay(
     out_dir = Path(request.out_dir)
     log = open_log(request)
     plan = plan_replay(log)
-    progress_log = _prepare_run_dir(out_dir, request)
+    progress_log, torch_threads = _prepare_run_dir(out_dir, request)
+    request = replace(request, torch_threads=torch_threads)
     done = progress_log.read(plan)
     pending = [planned for planned in plan.frames if planned.position not in done]
     bev_dir = out_dir / BEV_DIR_NAME if request.save_bev else None
@@ -403,8 +428,11 @@ def run_replay(
     return finish_run(request, plan, done, len(pending), wall_s, log)
 
 
-def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> ProgressLog:
-    """Create the run folder, or check that a resumed one belongs to the same replay."""
+def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> tuple[ProgressLog, int]:
+    """Create the run folder, or check that a resumed one belongs to the same replay; returns its
+    progress log and the run's torch thread count (fixed when the run started)."""
+    import torch
+
     request_path = out_dir / REQUEST_NAME
     progress_path = out_dir / PROGRESS_NAME
     identity = request.identity()
@@ -413,14 +441,19 @@ def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> ProgressLog:
             raise InputError(f"--out {out_dir} already holds a replay; pass --resume to continue it, or choose another --out")
         try:
             previous = json.loads(request_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            threads = int(previous["torch_threads"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
             raise FileFormatError(request_path, f"cannot read the replay it describes ({error})") from None
-        if previous != identity:
-            changed = sorted(key for key in identity if previous.get(key) != identity[key])
-            raise InputError(f"--resume: {out_dir} was a replay with different {', '.join(changed)}: {[previous.get(k) for k in changed]}")
-    else:
-        write_json_atomic(request_path, identity)
-    return ProgressLog(progress_path)
+        changed = sorted(key for key in identity if previous.get(key) != identity[key])
+        if changed:
+            raise InputError(
+                f"--resume: {out_dir} was a replay with different {', '.join(changed)}: "
+                f"{[previous.get(key) for key in changed]}"
+            )
+        return ProgressLog(progress_path), threads
+    threads = request.torch_threads or torch.get_num_threads()
+    write_json_atomic(request_path, {**identity, "torch_threads": threads})
+    return ProgressLog(progress_path), threads
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -621,8 +654,8 @@ class DetectorPredictions:
         return detections.boxes_ego, heatmap
 
 
-# The viewer shows camera tiles 400 px wide: a quarter-size decode is enough and four times cheaper.
-VIEWER_IMAGE_SCALE = 0.25
+# The viewer shows camera tiles 400 px wide: images are read at about that width.
+VIEWER_IMAGE_WIDTH_PX = 400
 
 
 def scene_frames_for_viewing(
@@ -648,7 +681,7 @@ def scene_frames_for_viewing(
     probe = ReplayRequest(dataroot=Path(dataroot), version=version, out_dir=Path("."))
     log = open_log(probe)
     predictions = None
-    options = FrameOptions(num_sweeps=num_sweeps, image_scale=VIEWER_IMAGE_SCALE)
+    options = FrameOptions(num_sweeps=num_sweeps, image_scale=reader_image_scale(log, VIEWER_IMAGE_WIDTH_PX))
     if run_dir is not None:
         run_predictions = RunPredictions(run_dir)
         predictions = run_predictions
@@ -663,7 +696,10 @@ def scene_frames_for_viewing(
         detector = load_detector(checkpoint, device)
         predictions = DetectorPredictions(detector)
         config = detector.config
-        options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
+        options = FrameOptions(
+            num_sweeps=config.lidar.num_sweeps,
+            image_scale=reader_image_scale(log, config.camera.decode_scale * NUSCENES_IMAGE_WIDTH_PX),
+        )
     if scene is None:
         scene = log.scene_names[0]
     tokens = log.sample_tokens(scene)

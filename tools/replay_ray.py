@@ -93,10 +93,9 @@ class _ReplayWorker:
     """A Ray actor: the log and the model, loaded once, then frame after frame."""
 
     def __init__(self, request: ReplayRequest, bev_dir: Path | None) -> None:
-        import torch
-
-        # One Ray CPU per worker: keep torch to it, so workers do not oversubscribe the cores.
-        torch.set_num_threads(1)
+        # `FrameProcessor` sets torch to the run's thread count, not Ray's one CPU per worker: the
+        # network's float sums depend on the thread count, and the merged submission must equal a
+        # single-process run's byte for byte (nodes with another CPU instruction set can still differ).
         self._processor = FrameProcessor(request, bev_dir)
 
     def process(self, planned: PlannedFrame) -> FrameResult:

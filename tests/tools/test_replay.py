@@ -1,0 +1,254 @@
+"""`avfusion replay` on a tiny synthetic log: outputs, evaluation, resume, drop, bad input, missing files.
+
+The network is a small configuration with seeded random weights (a real forward pass, decode and
+submission; only the weights are untrained), so the tests stay fast and do not depend on the
+shipped weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avfusion.calibration.errors import InputError
+from avfusion.datasets.nuscenes_log import NuScenesLog
+from avfusion.eval.detection import evaluate_results_file
+from avfusion.eval.submission import detection_records, validate_results
+from avfusion.fusion.checkpoint import save_checkpoint
+from avfusion.fusion.config import BackboneConfig, CameraConfig, DecodeConfig, FusionConfig, GridConfig
+from avfusion.fusion.model import BEVFusion
+from avfusion.tools.cli import main
+from avfusion.tools.replay import (
+    STAGES,
+    FrameProcessor,
+    ReplayRequest,
+    parse_drop,
+    run_replay,
+)
+from avfusion.tools.replay_ray import shard_scenes
+
+VERSION = "v1.0-mini"
+SPLIT = "synth_val"
+
+
+def small_config() -> FusionConfig:
+    """A fast network: 64 x 64 BEV grid at 1.6 m, 64 x 112 camera input, narrow backbone."""
+    return FusionConfig(
+        grid=GridConfig(cell_m=1.6),
+        camera=CameraConfig(input_hw=(64, 112), encoder_channels=(8, 16, 16), channels=16, num_depth_bins=12),
+        backbone=BackboneConfig(stage_channels=(16, 32), stage_blocks=(0, 1), neck_channels=8),
+        decode=DecodeConfig(max_boxes=60),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The log index cache goes to a temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AVFUSION_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from avfusion.datasets.synthetic import make_synthetic_log
+
+    # Two scenes of two keyframes each: one in synth_train, one in synth_val.
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("log") / "log", num_scenes=2, seconds=1.0, seed=11, image_scale=0.125, progress=False
+    )
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = small_config()
+    path = tmp_path_factory.mktemp("weights") / "small.pt"
+    save_checkpoint(path, config, {"model": BEVFusion.from_config(config).state_dict()})
+    return path
+
+
+def request(log_root: Path, out: Path, checkpoint: Path, **changes) -> ReplayRequest:
+    return ReplayRequest(dataroot=log_root, version=VERSION, out_dir=out, checkpoint=checkpoint, **changes)
+
+
+@pytest.fixture(scope="module")
+def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An uninterrupted replay of every scene (4 frames), the reference for resume and Ray."""
+    return run_replay(request(log_root, tmp_path_factory.mktemp("runs") / "full", checkpoint), progress=False)
+
+
+def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True), progress=False)
+    log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
+    tokens = log.sample_tokens()
+    assert outcome.num_frames == len(tokens) == 2
+
+    payload = json.loads(outcome.submission_path.read_text())
+    validate_results(payload, tokens)  # every sample of the split, well-formed boxes
+    assert list(payload["results"]) == list(tokens)  # plan (time) order
+    assert payload["meta"]["use_lidar"] and payload["meta"]["use_camera"]
+
+    # The records are exactly what the detector gives on the frames the reader builds.
+    processor = FrameProcessor(request(log_root, tmp_path / "unused", checkpoint))
+    frame = log.frame(tokens[1], processor.frame_options)
+    expected = detection_records(tokens[1], processor.detector.detect(frame).boxes_global)
+    assert payload["results"][tokens[1]] == json.loads(json.dumps(expected))
+
+    with outcome.latency_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["sample_token"] for row in rows] == list(tokens)
+    for row in rows:
+        stages = [float(row[f"{name}_ms"]) for name in STAGES]
+        assert all(value >= 0 for value in stages) and float(row["read_ms"]) > 0 and float(row["network_ms"]) > 0
+        assert sum(stages) <= float(row["total_ms"]) + 1e-3  # the total is the whole loop, stages inside it
+
+    health = [json.loads(line) for line in outcome.health_path.read_text().splitlines()]
+    assert [h["sample_token"] for h in health] == list(tokens)
+    assert all(h["lidar_points"] > 1000 and h["cameras"] == 6 and h["skew_us"]["LIDAR_TOP"] == 0 for h in health)
+
+    summary = json.loads(outcome.summary_path.read_text())
+    metrics = evaluate_results_file(outcome.submission_path, log_root, VERSION, SPLIT).evaluation.metrics
+    assert summary["evaluation"]["mAP"] == pytest.approx(metrics.mean_ap)
+    assert summary["evaluation"]["NDS"] == pytest.approx(metrics.nd_score)
+    assert json.loads(outcome.metrics_path.read_text())["nd_score"] == pytest.approx(metrics.nd_score)
+    assert sorted(p.name for p in (tmp_path / "run" / "bev").iterdir()) == sorted(f"{t}.npz" for t in tokens)
+
+
+def test_resume_after_interrupt_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    seen = []
+
+    def interrupt_after_first(result) -> None:
+        seen.append(result.sample_token)
+        if len(seen) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_replay(request(log_root, out, checkpoint), progress=False, on_frame=interrupt_after_first)
+    assert not (out / "submission.json").exists()
+    # A crash in the middle of writing the next checkpoint line leaves a torn line behind.
+    with (out / "progress.jsonl").open("a") as handle:
+        handle.write('{"position": 1, "scene_name": "sce')
+    with pytest.raises(InputError, match="--resume"):
+        run_replay(request(log_root, out, checkpoint), progress=False)
+
+    resumed = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
+    assert resumed.frames_replayed_now == full_run.num_frames - 1
+    assert resumed.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert resumed.health_path.read_bytes() == full_run.health_path.read_bytes()
+    assert len((out / "progress.jsonl").read_text().splitlines()) == full_run.num_frames
+
+    # Resuming a finished run changes nothing; resuming with other settings is refused.
+    again = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
+    assert again.frames_replayed_now == 0
+    assert again.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    with pytest.raises(InputError, match="drop"):
+        run_replay(request(log_root, out, checkpoint, resume=True, drop=frozenset({"map"})), progress=False)
+
+
+def test_drop_cameras_reads_no_images_and_says_so(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    outcome = run_replay(
+        request(log_root, tmp_path / "run", checkpoint, split=SPLIT, drop=parse_drop("camera"), evaluate=False),
+        progress=False,
+    )
+    payload = json.loads(outcome.submission_path.read_text())
+    assert payload["meta"]["use_camera"] is False and payload["meta"]["use_lidar"] is True
+    health = [json.loads(line) for line in outcome.health_path.read_text().splitlines()]
+    assert all(h["cameras"] == 0 and not h["missing"] for h in health)  # dropped on request is not "missing"
+    assert parse_drop("CAM_FRONT, CAM_BACK") == frozenset({"CAM_FRONT", "CAM_BACK"})
+    with pytest.raises(InputError, match="unknown sensor"):
+        parse_drop("radar")
+
+
+def test_missing_sensor_files_are_marked_and_replay_goes_on(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(log_root, broken)
+    log = NuScenesLog.open(broken, VERSION, split=SPLIT)
+    first, second = log.sample_tokens()
+    tables = broken / VERSION
+    sample_data = json.loads((tables / "sample_data.json").read_text())
+    removed = {}
+    for record in sample_data:
+        if record["is_key_frame"] and record["sample_token"] == first and "CAM_FRONT/" in record["filename"]:
+            removed["camera"] = record["filename"]
+        if record["is_key_frame"] and record["sample_token"] == second and "LIDAR_TOP" in record["filename"]:
+            removed["lidar"] = record["filename"]
+    for filename in removed.values():
+        (broken / filename).unlink()
+
+    outcome = run_replay(request(broken, tmp_path / "run", checkpoint, split=SPLIT), progress=False)
+    health = {h["sample_token"]: h for h in map(json.loads, outcome.health_path.read_text().splitlines())}
+    assert "file missing" in health[first]["missing"]["CAM_FRONT"] and health[first]["cameras"] == 5
+    assert "file missing" in health[second]["missing"]["LIDAR_TOP"] and health[second]["lidar_points"] == 0
+    assert outcome.summary["sensor_health"]["frames_with_missing_sensors"] == 2
+    assert set(json.loads(outcome.submission_path.read_text())["results"]) == {first, second}
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_replay_and_bad_input(log_root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["replay", "--dataroot", str(log_root), "--version", VERSION, "--checkpoint", str(checkpoint), "--no-progress"]
+    code, out, _ = _cli([*base, "--split", SPLIT, "--out", str(tmp_path / "ok")], capsys)
+    assert code == 0
+    assert "evaluation: mAP" in out and "network" in out and "submission:" in out
+
+    not_nuscenes = tmp_path / "not_nuscenes"
+    not_nuscenes.mkdir()
+    (not_nuscenes / "readme.txt").write_text("hello")
+    cases = {
+        "not a nuScenes-format dataroot": ["replay", "--dataroot", str(not_nuscenes), "--version", VERSION],
+        "v9.9-none": ["replay", "--dataroot", str(log_root), "--version", "v9.9-none"],
+        "no_such_split": ["replay", "--dataroot", str(log_root), "--version", VERSION, "--split", "no_such_split"],
+        "scene-nope": ["replay", "--dataroot", str(log_root), "--version", VERSION, "--scenes", "scene-nope"],
+        "unknown sensor": [*base[:5], "--drop", "radar"],
+    }
+    for index, (expected, argv) in enumerate(cases.items()):
+        code, _, err = _cli([*argv, "--no-progress", "--out", str(tmp_path / f"bad{index}")], capsys)
+        assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, (expected, err)
+
+    # A checkpoint whose weights belong to another configuration.
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    save_checkpoint(other, small_config(), {"model": BEVFusion.from_config(FusionConfig()).state_dict()})
+    code, _, err = _cli([*base[:5], "--checkpoint", str(other), "--out", str(tmp_path / "bad_ckpt"), "--no-progress"], capsys)
+    assert code == 2 and "do not fit" in err and str(other) in err
+
+
+def test_shard_scenes_balances_whole_scenes() -> None:
+    from avfusion.tools.replay import PlannedFrame
+
+    sizes = {"a": 5, "b": 3, "c": 3, "d": 2}
+    frames, position = [], 0
+    for scene, count in sizes.items():
+        for _ in range(count):
+            frames.append(PlannedFrame(position, scene, f"t{position}"))
+            position += 1
+    shards = shard_scenes(frames, 2)
+    scenes_of = [sorted({f.scene_name for f in shard}) for shard in shards]
+    assert scenes_of == [["a", "d"], ["b", "c"]]  # longest first to the emptiest: a | b, c, then d -> 7 vs 6
+    assert all([f.position for f in shard] == sorted(f.position for f in shard) for shard in shards)
+    assert sorted(f.position for shard in shards for f in shard) == list(range(len(frames)))
+    assert len(shard_scenes(frames, 8)) == 4  # never more shards than scenes
+
+
+@pytest.mark.heavy
+def test_ray_local_cluster_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    outcome = run_replay(request(log_root, tmp_path / "ray", checkpoint, ray_address="local", ray_workers=2), progress=False)
+    assert outcome.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert outcome.health_path.read_bytes() == full_run.health_path.read_bytes()
+    with outcome.latency_path.open() as handle:
+        assert [row["sample_token"] for row in csv.DictReader(handle)] == list(
+            json.loads(full_run.submission_path.read_text())["results"]
+        )
+    assert np.isfinite(outcome.frames_per_s)
