@@ -28,8 +28,12 @@ from avfusion.datasets.synthetic.layout import LocationLayout, Material
 from avfusion.datasets.synthetic.lidar import lane_marking
 from avfusion.datasets.synthetic.rig import CameraSpec
 from avfusion.datasets.synthetic.roads import ROAD_HALF_WIDTH_M, SIDEWALK_OUTER_M
+from avfusion.datasets.synthetic.shading import count_box_rays, loop_table, pinhole_rays, shade_image, triangle_planes
 
 VISIBILITY_SCALE = 0.125  # coarse rays for visibility: 200 x 112 per camera
+# Images are shaded at half the output resolution at least, then resized: shading is cheap next
+# to ray casting, and the plane reconstruction keeps lane paint and windows sharp.
+SHADE_SCALE = 0.5
 HAZE_RGB = np.array([200.0, 208.0, 215.0])
 
 
@@ -70,7 +74,7 @@ def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple
     return origins, directions, shape
 
 
-def _ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
+def ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
     offset = layout.road_offset(xy)
     magnitude = np.abs(offset)
     colors = np.empty((len(xy), 3), dtype=np.float32)
@@ -98,7 +102,7 @@ def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, dir
     ground = np.flatnonzero(hit & (material == int(Material.GROUND)))
     if ground.size:
         points = origins[ground, :2] + directions[ground, :2] * distance[ground, None]
-        base[ground] = _ground_colors(layout, points)
+        base[ground] = ground_colors(layout, points)
     facade = np.flatnonzero(hit & (material == int(Material.BUILDING)) & (mesh.agent[safe] < 0)
                             & (np.abs(normal[:, 2]) < 0.5))
     if facade.size:
@@ -121,26 +125,76 @@ def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, dir
     return colors
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class CameraCast:
+    """The ray-cast half of rendering one camera image (see `cast_camera`).
+
+    Attributes:
+        triangle: `(h, w)` int32 triangle hit through each cast pixel centre (-1: sky).
+        distance_m: `(h, w)` float32 distance along the unit ray (inf: sky).
+        agent: `(h, w)` int64 agent index hit (-1: none).
+        global_from_camera: the camera pose (map frame).
+    """
+
+    triangle: np.ndarray
+    distance_m: np.ndarray
+    agent: np.ndarray
+    global_from_camera: SE3
+
+
+def camera_ray_bundle(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple[np.ndarray, tuple[int, int]]:
+    """`(h*w, 6)` float32 rays (origin, unit direction; map frame) through the pixel centres of the
+    camera's image resized by `scale`, row-major, and `(h, w)`: `camera_rays`, compiled."""
+    intrinsics = camera.intrinsics(scale)
+    global_from_camera = global_from_ego @ camera.ego_from_camera()
+    rays = pinhole_rays(np.linalg.inv(intrinsics.matrix), global_from_camera.rotation, global_from_camera.translation,
+                        intrinsics.height, intrinsics.width)
+    return rays, (intrinsics.height, intrinsics.width)
+
+
+def cast_camera(caster: RayCaster, camera: CameraSpec, global_from_ego: SE3, cast_scale: float) -> CameraCast:
+    """Ray-cast one camera at `cast_scale` x 1600 x 900 (one ray per pixel centre)."""
+    rays, (h, w) = camera_ray_bundle(camera, cast_scale, global_from_ego)
+    hits = caster.cast_packed(rays)
+    agent = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1).reshape(h, w)
+    return CameraCast(hits.triangle.astype(np.int32).reshape(h, w), hits.distance_m.astype(np.float32).reshape(h, w),
+                      agent, global_from_ego @ camera.ego_from_camera())
+
+
+def shade_camera(cast: CameraCast, mesh: SceneMesh, loops: np.ndarray, camera: CameraSpec, output_scale: float,
+                 shade_scale: float, sun_direction: np.ndarray, noise_seed: int) -> np.ndarray:
+    """Shade a cast at `shade_scale` x 1600 x 900 (`shading.shade_image`) and resize it (bilinear,
+    `cv2.resize`) to `output_scale` x 1600 x 900; returns `(H, W, 3)` uint8 RGB. Releases the GIL
+    while shading and resizing."""
+    shade = camera.intrinsics(shade_scale)
+    image = shade_image(cast.triangle, cast.distance_m, np.linalg.inv(shade.matrix), cast.global_from_camera.rotation,
+                        cast.global_from_camera.translation, triangle_planes(mesh.vertices, mesh.triangles), mesh.material, mesh.agent, mesh.color_rgb,
+                        loops, sun_direction, noise_seed, shade.height, shade.width)
+    output = camera.intrinsics(output_scale)
+    if (shade.height, shade.width) != (output.height, output.width):
+        image = cv2.resize(image, (output.width, output.height), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def shading_scale(render_scale: float) -> float:
+    """Resolution (fraction of the output's) at which an image ray-cast at `render_scale` is shaded."""
+    return max(float(render_scale), SHADE_SCALE)
+
+
 def render_camera(caster: RayCaster, layout: LocationLayout, camera: CameraSpec, global_from_ego: SE3,
                   output_scale: float, render_scale: float, sun_direction: np.ndarray,
                   rng: np.random.Generator) -> RenderedImage:
-    """Render one camera image at `output_scale` x 1600 x 900, ray-cast at `render_scale` of that."""
-    internal = output_scale * render_scale
-    origins, directions, (h, w) = camera_rays(camera, internal, global_from_ego)
-    hits = caster.cast(origins, directions)
-    colors = shade_hits(caster.mesh, layout, origins, directions, hits.distance_m, hits.triangle, hits.normal,
-                        sun_direction, rng)
-    # Sensor noise at the internal resolution (the resize then smooths it like a real demosaic).
-    colors += rng.normal(0.0, 2.5, colors.shape).astype(np.float32)
-    image = np.clip(colors, 0, 255).astype(np.uint8).reshape(h, w, 3)
-    intrinsics = camera.intrinsics(output_scale)
-    if (h, w) != (intrinsics.height, intrinsics.width):
-        image = cv2.resize(image, (intrinsics.width, intrinsics.height), interpolation=cv2.INTER_LINEAR)
-    agent = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1).reshape(h, w)
-    return RenderedImage(image, agent, render_scale)
+    """Render one camera image at `output_scale` x 1600 x 900: ray-cast at `render_scale` of that,
+    shaded at `shading_scale(render_scale)` of it (textures sharp, silhouettes at the cast
+    resolution), resized to the output. `rng` gives the sensor noise's seed (one draw)."""
+    noise_seed = int(rng.integers(0, 2**63))
+    cast = cast_camera(caster, camera, global_from_ego, output_scale * render_scale)
+    image = shade_camera(cast, caster.mesh, loop_table(layout), camera, output_scale,
+                         output_scale * shading_scale(render_scale), sun_direction, noise_seed)
+    return RenderedImage(image, cast.agent, render_scale)
 
 
-def _box_ray_interval(origins: np.ndarray, directions: np.ndarray, center: np.ndarray, size_wlh: np.ndarray,
+def box_ray_interval(origins: np.ndarray, directions: np.ndarray, center: np.ndarray, size_wlh: np.ndarray,
                       yaw: float) -> tuple[np.ndarray, np.ndarray]:
     """Entry and exit distances `(N,)` of rays through an upright box (slab method); entry > exit
     where a ray misses."""
@@ -162,18 +216,20 @@ def visible_fractions(caster: RayCaster, cameras: tuple[CameraSpec, ...], global
                       yaws: np.ndarray) -> np.ndarray:
     """Visible fraction in [0, 1] of each listed agent's box over all cameras (0 if in no image).
 
+    Only the coarse rays inside some box's image rectangle are cast (the others count for nothing).
+
     Args:
         agent_indices: `(K,)` agent indices (as in `caster.mesh.agent`).
         centers, sizes_wlh, yaws: `(K, 3)`, `(K, 3)`, `(K,)` their boxes (map frame).
     """
-    visible = np.zeros(len(agent_indices))
-    occluded = np.zeros(len(agent_indices))
+    visible = np.zeros(len(agent_indices), np.int64)
+    occluded = np.zeros(len(agent_indices), np.int64)
     corners = box_corners(centers, sizes_wlh, yaws)  # (K, 8, 3)
     for camera in cameras:
         intrinsics = camera.intrinsics(VISIBILITY_SCALE)
         h, w = intrinsics.height, intrinsics.width
         camera_from_global = (global_from_ego @ camera.ego_from_camera()).inverse()
-        corners_cam = camera_from_global.apply(corners)  # (K, 8, 3)
+        corners_cam = camera_from_global.apply(corners.reshape(-1, 3)).reshape(corners.shape)  # (K, 8, 3)
         depth = corners_cam[..., 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             u = corners_cam[..., 0] / depth * intrinsics.fx + intrinsics.cx
@@ -189,19 +245,24 @@ def visible_fractions(caster: RayCaster, cameras: tuple[CameraSpec, ...], global
         candidates = np.flatnonzero((in_front | straddles) & (u_lo < u_hi) & (v_lo < v_hi))
         if candidates.size == 0:
             continue
-        origins, directions, _ = camera_rays(camera, VISIBILITY_SCALE, global_from_ego)
-        hits = caster.cast(origins, directions)
-        owner = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1)
-        for k in candidates:
-            rows = np.arange(v_lo[k], v_hi[k])
-            cols = np.arange(u_lo[k], u_hi[k])
-            ray_index = (rows[:, None] * w + cols[None, :]).reshape(-1)
-            t_near, t_far = _box_ray_interval(origins[ray_index], directions[ray_index], centers[k], sizes_wlh[k], yaws[k])
-            enters = (t_near <= t_far) & (t_far > 0)
-            ray_owner = owner[ray_index]
-            visible[k] += np.count_nonzero(enters & (ray_owner == agent_indices[k]))
-            occluded[k] += np.count_nonzero(enters & (ray_owner != agent_indices[k])
-                                            & (hits.distance_m[ray_index] < np.maximum(t_near, 0.0)))
+        rects = np.stack([u_lo, u_hi, v_lo, v_hi], axis=1)[candidates]
+        # Cast only the rays some rectangle covers (row-wise difference array -> coverage mask).
+        cover = np.zeros((h + 1, w + 1), np.int32)
+        np.add.at(cover, (rects[:, 2], rects[:, 0]), 1)
+        np.add.at(cover, (rects[:, 2], rects[:, 1]), -1)
+        np.add.at(cover, (rects[:, 3], rects[:, 0]), -1)
+        np.add.at(cover, (rects[:, 3], rects[:, 1]), 1)
+        needed = np.flatnonzero(np.cumsum(np.cumsum(cover, axis=0), axis=1)[:h, :w].reshape(-1) > 0)
+        rays, _ = camera_ray_bundle(camera, VISIBILITY_SCALE, global_from_ego)
+        hits = caster.cast_packed(rays[needed])
+        owner = np.full(h * w, -1, np.int64)
+        distance = np.full(h * w, np.inf)
+        owner[needed] = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1)
+        distance[needed] = hits.distance_m
+        seen, hidden = count_box_rays(rays[:, :3], rays[:, 3:], owner, distance, w, rects, agent_indices[candidates],
+                                      centers[candidates], sizes_wlh[candidates], yaws[candidates])
+        visible[candidates] += seen
+        occluded[candidates] += hidden
     total = visible + occluded
     return np.where(total > 0, visible / np.maximum(total, 1), 0.0)
 

@@ -33,6 +33,7 @@ import json
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,18 +44,27 @@ from tqdm import tqdm
 from avfusion.calibration.errors import InputError
 from avfusion.calibration.fileio import write_json_atomic
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw
-from avfusion.datasets.synthetic.cameras import render_camera, visibility_token, visible_fractions
-from avfusion.datasets.synthetic.geometry import AgentShapes, RayCaster, build_scene_mesh
+from avfusion.datasets.synthetic.cameras import (
+    CameraCast,
+    cast_camera,
+    shade_camera,
+    shading_scale,
+    visibility_token,
+    visible_fractions,
+)
+from avfusion.datasets.synthetic.geometry import AgentShapes, RayCaster, SceneMesh, build_scene_mesh
 from avfusion.datasets.synthetic.gnss import GNSS_RATE_HZ, GnssNoise, simulate_fixes
 from avfusion.datasets.synthetic.layout import LOCATIONS, LocationLayout, build_location_layout, drivable_mask, stable_seed
 from avfusion.datasets.synthetic.lidar import simulate_sweep
 from avfusion.datasets.synthetic.rig import (
     CAMERAS,
+    CameraSpec,
     EGO_FROM_LIDAR,
     LIDAR_CHANNEL,
     SWEEP_DURATION_US,
     camera_offset_us,
 )
+from avfusion.datasets.synthetic.shading import loop_table
 from avfusion.datasets.synthetic.tables import make_token, vocabulary_tables
 from avfusion.datasets.synthetic.world import SceneWorld, build_scene_world
 
@@ -65,10 +75,16 @@ TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "cal
 SWEEPS_PER_SAMPLE = 10
 ANNOTATION_RANGE_M = 75.0  # agents annotated within this xy distance of the ego
 SCENE_RADIUS_M = 110.0  # world geometry ray-cast around the ego (lidar range is 100 m)
-# Cameras are ray-cast at 0.4 x the output resolution (640 x 360 for 1600 x 900), then resized:
-# rendering is the generator's main cost.
-DEFAULT_RENDER_SCALE = 0.4
+# Cameras are ray-cast at 0.25 x the output resolution (400 x 225 rays for 1600 x 900), shaded
+# at 0.5 x by a compiled kernel that intersects each pixel's own ray with the plane its nearest
+# cast ray hit (`shading.shade_image`), then resized: ray casting is the generator's main cost.
+DEFAULT_RENDER_SCALE = 0.25
 JPEG_QUALITY = 90
+# Background threads shade, encode and write while the main thread ray-casts (Open3D holds the
+# GIL while casting; the Numba kernels, OpenCV and file writes release it). Output bytes do not
+# depend on the thread count: every task's randomness comes from its own seed.
+WORKER_THREADS = 2
+MAX_PENDING = 16
 MAP_RESOLUTION_M = 0.1
 VAL_EVERY = 4
 
@@ -216,7 +232,8 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
     sweeps_per_scene = (n_samples - 1) * SWEEPS_PER_SAMPLE + 1
     steps = num_scenes * (n_samples if annotations_only else sweeps_per_scene)
     splits: dict[str, list[str]] = {"synth_train": [], "synth_val": []}
-    with tqdm(total=steps, desc="synthetic log", unit="sweep", disable=not progress) as bar:
+    with (tqdm(total=steps, desc="synthetic log", unit="sweep", disable=not progress) as bar,
+          ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="synthetic") as workers):
         for scene_index, location in enumerate(scene_locations):
             started = time.perf_counter()
             if location not in layouts:
@@ -226,7 +243,7 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
             stages["world"] += time.perf_counter() - started
             log_token = _write_scene(root, tables, report, world, seed=seed, scene_index=scene_index,
                                      n_samples=n_samples, image_scale=image_scale, annotations_only=annotations_only,
-                                     render_scale=render_scale, noise=noise, bar=bar)
+                                     render_scale=render_scale, noise=noise, bar=bar, workers=workers)
             map_logs.setdefault(location, []).append(log_token)
             splits[split_of(scene_index, num_scenes)].append(scene_name(seed, scene_index))
 
@@ -258,7 +275,7 @@ def _pose_record(token: str, xy: np.ndarray, yaw: float, timestamp_us: int) -> d
 
 def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: SceneWorld, *, seed: int,
                  scene_index: int, n_samples: int, image_scale: float, annotations_only: bool, render_scale: float,
-                 noise: GnssNoise, bar: tqdm) -> str:
+                 noise: GnssNoise, bar: tqdm, workers: ThreadPoolExecutor) -> str:
     """Simulate and record one scene (its own log); returns the log token."""
     stages = report.stage_seconds
     layout = world.layout
@@ -311,6 +328,8 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
     attribute_tokens: dict[str, str] = {}
     sun = _sun_direction(seed, scene_index)
     shapes = AgentShapes.of(world.agents)
+    loops = loop_table(layout)
+    pending: list[Future] = []
 
     for k in range(n_sweeps):
         keyframe = k % SWEEPS_PER_SAMPLE == 0
@@ -331,17 +350,14 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
             continue
 
         started = time.perf_counter()
-        states = world.agent_states(t_s)
+        states = world.agent_states(t_s, attributes=keyframe)
         caster = RayCaster(build_scene_mesh(layout.structures, shapes, states, xy, SCENE_RADIUS_M))
         sweep = simulate_sweep(caster, layout, world.ego_poses, t_s,
                                np.random.default_rng(stable_seed(seed, "lidar", scene_index, k)))
         stages["lidar"] += time.perf_counter() - started
         if not annotations_only:
-            started = time.perf_counter()
-            path = root / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(sweep.points.tobytes())
-            stages["writing"] += time.perf_counter() - started
+            pending.append(workers.submit(_write_file, root / filename, sweep.points.tobytes()))
+            _collect(pending, stages, keep=MAX_PENDING)
         bar.update(1)
         if not keyframe:
             continue
@@ -386,25 +402,22 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
             if annotations_only:
                 continue
             started = time.perf_counter()
-            camera_states = world.agent_states(camera_t)
+            camera_states = world.agent_states(camera_t, attributes=False)
             camera_caster = RayCaster(build_scene_mesh(layout.structures, shapes, camera_states, camera_xy,
                                                        SCENE_RADIUS_M))
-            rendered = render_camera(camera_caster, layout, camera,
-                                     SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0)),
-                                     image_scale, render_scale, sun,
-                                     np.random.default_rng(stable_seed(seed, "camera", scene_index, k, camera.channel)))
+            camera_from_ego = SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0))
+            cast = cast_camera(camera_caster, camera, camera_from_ego, image_scale * render_scale)
+            noise_seed = int(np.random.default_rng(stable_seed(seed, "camera", scene_index, k, camera.channel))
+                             .integers(0, 2**63))
             stages["cameras"] += time.perf_counter() - started
-            started = time.perf_counter()
-            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rendered.image, cv2.COLOR_RGB2BGR),
-                                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            if not ok:
-                raise RuntimeError(f"JPEG encoding failed for {filename}")
-            path = root / filename
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(jpeg.tobytes())
+            # Shading, JPEG encoding and writing release the GIL: they overlap the next ray casts.
+            pending.append(workers.submit(_shade_and_write, root / filename, cast, camera_caster.mesh, loops, camera,
+                                          image_scale, image_scale * shading_scale(render_scale), sun, noise_seed))
             report.num_images += 1
-            stages["writing"] += time.perf_counter() - started
+            _collect(pending, stages, keep=MAX_PENDING)
         report.num_samples += 1
+
+    _collect(pending, stages, keep=0)
 
     # Instances and their annotation chains.
     for agent, annotations in sorted(annotations_of.items()):
@@ -429,6 +442,35 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
                    "rate_hz": GNSS_RATE_HZ, "fixes": fixes}, handle, indent=0)
     stages["writing"] += time.perf_counter() - started
     return log_token
+
+
+def _collect(pending: list[Future], stages: dict[str, float], keep: int) -> None:
+    """Wait for the oldest background tasks until at most `keep` are pending (bounding the memory
+    their inputs hold), adding their seconds per stage; re-raises a task's exception."""
+    while len(pending) > keep:
+        for stage, seconds in pending.pop(0).result().items():
+            stages[stage] += seconds
+
+
+def _write_file(path: Path, payload: bytes) -> dict[str, float]:
+    started = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(payload)
+    return {"writing": time.perf_counter() - started}
+
+
+def _shade_and_write(path: Path, cast: CameraCast, mesh: SceneMesh, loops: np.ndarray, camera: CameraSpec,
+                     image_scale: float, shade_scale: float, sun: np.ndarray, noise_seed: int) -> dict[str, float]:
+    """Shade one cast camera image, encode it as JPEG and write it; returns seconds per stage."""
+    started = time.perf_counter()
+    image = shade_camera(cast, mesh, loops, camera, image_scale, shade_scale, sun, noise_seed)
+    shaded = time.perf_counter()
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg.tobytes())
+    return {"cameras": shaded - started, "writing": time.perf_counter() - shaded}
 
 
 def _sun_direction(seed: int, scene_index: int) -> np.ndarray:

@@ -176,6 +176,15 @@ class SceneMesh:
     color_rgb: np.ndarray
     agent: np.ndarray
 
+    def __post_init__(self) -> None:
+        t = len(self.triangles)
+        if self.vertices.ndim != 2 or self.vertices.shape[1] != 3 or self.triangles.shape != (t, 3):
+            raise ValueError(f"SceneMesh needs vertices (V, 3) and triangles (T, 3), got {self.vertices.shape}, "
+                             f"{self.triangles.shape}")
+        for name, shape in (("material", (t,)), ("color_rgb", (t, 3)), ("agent", (t,))):
+            if getattr(self, name).shape != shape:
+                raise ValueError(f"SceneMesh.{name} must have shape {shape}, got {getattr(self, name).shape}")
+
 
 MATERIAL_COLORS = {
     M.GLASS: (40, 55, 70),
@@ -300,8 +309,11 @@ class RayCaster:
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
         """Cast rays from `origins` `(N, 3)` along unit `directions` `(N, 3)` (map frame)."""
-        rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
-        result = self._scene.cast_rays(o3d.core.Tensor(rays))
+        return self.cast_packed(np.concatenate([origins, directions], axis=1).astype(np.float32))
+
+    def cast_packed(self, rays: np.ndarray) -> RayHits:
+        """Cast `(N, 6)` float32 rays `(origin, unit direction)` (map frame)."""
+        result = self._scene.cast_rays(o3d.core.Tensor.from_numpy(np.ascontiguousarray(rays, np.float32)))
         distance = result["t_hit"].numpy().astype(np.float64)
         hit = np.isfinite(distance)
         triangle = np.where(hit, result["primitive_ids"].numpy().astype(np.int64), -1)

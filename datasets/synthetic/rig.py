@@ -13,6 +13,7 @@ view, so CAM_FRONT fires about 35 ms before the lidar timestamp and CAM_BACK_LEF
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,13 +90,17 @@ def firing_offsets_us() -> np.ndarray:
     return -SWEEP_DURATION_US + step * (np.arange(LIDAR_FIRINGS_PER_SWEEP) + 1.0)
 
 
+@functools.lru_cache(maxsize=1)
 def firing_directions_ego() -> np.ndarray:
-    """`(F, B, 3)` unit beam directions in the ego frame (x forward, y left, z up), firing-major."""
+    """`(F, B, 3)` unit beam directions in the ego frame (x forward, y left, z up), firing-major
+    (read-only: computed once)."""
     step = 360.0 / LIDAR_FIRINGS_PER_SWEEP
     yaw = np.radians(SWEEP_START_YAW_DEG - step * (np.arange(LIDAR_FIRINGS_PER_SWEEP) + 1.0))  # clockwise
     elevation = np.radians(LIDAR_ELEVATIONS_DEG)
     cos_e = np.cos(elevation)[None, :]
-    return np.stack(
+    directions = np.stack(
         [np.cos(yaw)[:, None] * cos_e, np.sin(yaw)[:, None] * cos_e, np.broadcast_to(np.sin(elevation), (yaw.size, elevation.size))],
         axis=-1,
     )
+    directions.flags.writeable = False
+    return directions

@@ -170,7 +170,8 @@ class AgentStates:
         yaw_rad: `(N,)` box headings.
         velocity_xy: `(N, 2)` m/s.
         speed_m_s: `(N,)` |velocity|.
-        attribute: N attribute names ("" for cones and barriers).
+        attribute: N attribute names ("" for cones and barriers); empty when not asked for
+            (`SceneWorld.agent_states(t, attributes=False)`, for the meshes of the sensors).
     """
 
     center: np.ndarray
@@ -229,8 +230,8 @@ class SceneWorld:
         yaw = float(heading[0]) + (0.0 if self.ego_direction > 0 else np.pi)
         return xy[0], float(np.mod(yaw + np.pi, 2 * np.pi) - np.pi), float(speed[0])
 
-    def agent_states(self, t_s: float) -> AgentStates:
-        """All agents at time `t_s`."""
+    def agent_states(self, t_s: float, attributes: bool = True) -> AgentStates:
+        """All agents at time `t_s` (their attribute names only when `attributes`)."""
         agents = self.agents
         moving = agents.profile >= 0
         distance = np.zeros(len(agents))
@@ -243,25 +244,27 @@ class SceneWorld:
         yaw = np.mod(travel + agents.yaw_extra_rad + np.pi, 2 * np.pi) - np.pi
         velocity = speed[:, None] * np.stack([np.cos(travel), np.sin(travel)], axis=-1)
         center = np.concatenate([xy, agents.size_wlh[:, 2:3] / 2.0], axis=1)
-        attributes = []
+        if not attributes:
+            return AgentStates(center, yaw, velocity, speed, ())
+        names = []
         for i, category in enumerate(agents.category):
             name = DETECTION_CLASSES[agents.label[i]]
             if name in VEHICLE_CLASSES:
                 if not moving[i]:
-                    attributes.append(agents.static_attribute[i])
+                    names.append(agents.static_attribute[i])
                 else:
-                    attributes.append("vehicle.moving" if speed[i] >= STOPPED_SPEED_M_S else "vehicle.stopped")
+                    names.append("vehicle.moving" if speed[i] >= STOPPED_SPEED_M_S else "vehicle.stopped")
             elif name == "pedestrian":
                 if moving[i] and speed[i] >= STOPPED_SPEED_M_S:
-                    attributes.append("pedestrian.moving")
+                    names.append("pedestrian.moving")
                 else:
-                    attributes.append("pedestrian.sitting_lying_down" if agents.sitting[i] else "pedestrian.standing")
+                    names.append("pedestrian.sitting_lying_down" if agents.sitting[i] else "pedestrian.standing")
             elif name in ("bicycle", "motorcycle"):
-                attributes.append("cycle.with_rider" if agents.rider[i] else "cycle.without_rider")
+                names.append("cycle.with_rider" if agents.rider[i] else "cycle.without_rider")
             else:
-                attributes.append("")
+                names.append("")
             del category
-        return AgentStates(center, yaw, velocity, speed, tuple(attributes))
+        return AgentStates(center, yaw, velocity, speed, tuple(names))
 
 
 class _Track:

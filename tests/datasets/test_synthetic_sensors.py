@@ -162,4 +162,5 @@ def test_demo_size_log_at_full_resolution(tmp_path: Path) -> None:
     log = NuScenesLog.open(root, "v1.0-mini")
     for token in log.sample_tokens():
         frame = log.frame(token)
-        assert not frame.missing and len(frame.cameras) == 6
+        # GNSS dropouts are simulated on purpose (gnss.py); every other sensor must be there
+        assert set(frame.missing) <= {"GNSS"} and len(frame.cameras) == 6 and frame.lidar is not None
