@@ -200,12 +200,38 @@ def _lookup(mapping: dict[str, Any], token: str, what: str, owner: str) -> Any:
 
 
 def load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
-    """Read the ground truth of `split` from `<dataroot>/<version>/*.json` (see the module docstring)."""
+    """Read the ground truth of `split` from `<dataroot>/<version>/*.json` (see the module docstring).
+
+    The big tables go through `fastload` (one Numba pass over their bytes); a log it does not
+    plainly understand is read by `load_ground_truth_reference`, which names any problem.
+    """
+    from avfusion.eval.fastload import ground_truth_fast
+
     with gc_paused():
-        return _load_ground_truth(dataroot, version, split)
+        samples = _split_samples(dataroot, version, split)
+        fast = ground_truth_fast(dataroot, version, split, samples)
+        return fast if fast is not None else _load_ground_truth(dataroot, version, split, samples)
 
 
-def _load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
+def load_ground_truth_reference(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
+    """`load_ground_truth` through `json` and plain Python only: the slow, obviously-correct twin."""
+    with gc_paused():
+        return _load_ground_truth(dataroot, version, split, _split_samples(dataroot, version, split))
+
+
+@dataclass(frozen=True, slots=True)
+class SplitSamples:
+    """The `sample` table as the metric needs it: the split's tokens in table order, the position of
+    each, the timestamp (us, as stored) of every sample of the log, and whether the split is a
+    devkit built-in one."""
+
+    split_tokens: list[str]
+    position_of_sample: dict[str, int]
+    timestamp_of_sample: dict[str, int]
+    predefined: bool
+
+
+def _split_samples(dataroot: str | os.PathLike[str], version: str, split: str) -> SplitSamples:
     version_dir = Path(dataroot) / version
     if not version_dir.is_dir():
         raise InputError(f"{version_dir}: no such directory (dataroot {str(dataroot)!r}, version {version!r})")
@@ -228,7 +254,14 @@ def _load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: st
     if not split_tokens:
         raise InputError(f"split {split!r} has no samples in {version_dir} (its scenes: {sorted(wanted_scenes)[:5]}...)")
     position_of_sample = {token: position for position, token in enumerate(split_tokens)}
+    return SplitSamples(split_tokens, position_of_sample, timestamp_of_sample, predefined)
 
+
+def _load_ground_truth(
+    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
+) -> GroundTruth:
+    split_tokens, position_of_sample = samples.split_tokens, samples.position_of_sample
+    timestamp_of_sample, predefined = samples.timestamp_of_sample, samples.predefined
     ego_translation = _lidar_ego_translations(dataroot, version, split_tokens, position_of_sample)
     boxes, bike_racks = _annotations(dataroot, version, split_tokens, position_of_sample, timestamp_of_sample)
     return GroundTruth(
@@ -242,18 +275,23 @@ def _load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: st
     )
 
 
-def _lidar_ego_translations(
-    dataroot: str | os.PathLike[str], version: str, split_tokens: list[str], position_of_sample: dict[str, int]
-) -> np.ndarray:
-    """(S, 3) ego pose translation of each sample's key-frame LIDAR_TOP sample_data."""
+def lidar_calibration_tokens(dataroot: str | os.PathLike[str], version: str) -> set[str]:
+    """The calibrated_sensor tokens of the LIDAR_TOP channel."""
     sensors = read_table(dataroot, version, "sensor")
     channel_of_sensor = {_field(s, "token", "sensor"): _field(s, "channel", "sensor") for s in sensors}
     calibrated = read_table(dataroot, version, "calibrated_sensor")
-    lidar_calibrations = {
+    return {
         _field(c, "token", "calibrated_sensor")
         for c in calibrated
         if channel_of_sensor.get(_field(c, "sensor_token", "calibrated_sensor")) == LIDAR_CHANNEL
     }
+
+
+def _lidar_ego_translations(
+    dataroot: str | os.PathLike[str], version: str, split_tokens: list[str], position_of_sample: dict[str, int]
+) -> np.ndarray:
+    """(S, 3) ego pose translation of each sample's key-frame LIDAR_TOP sample_data."""
+    lidar_calibrations = lidar_calibration_tokens(dataroot, version)
     # The devkit keeps the last key-frame record per sample and channel, so later rows overwrite.
     pose_token_of_sample: dict[str, str] = {}
     for record in read_table(dataroot, version, "sample_data"):
@@ -427,7 +465,20 @@ def _velocities(
         return 1e-6 * np.array(stamps, np.float64)
 
     first_pos, last_pos = position(prev_rows), position(next_rows)
-    time_diff = seconds(next_rows) - seconds(prev_rows)
+    return velocity_from_track(first_pos, last_pos, seconds(prev_rows), seconds(next_rows), has_prev, has_next)
+
+
+def velocity_from_track(
+    first_pos: np.ndarray,
+    last_pos: np.ndarray,
+    first_s: np.ndarray,
+    last_s: np.ndarray,
+    has_prev: np.ndarray,
+    has_next: np.ndarray,
+) -> np.ndarray:
+    """(N, 2) the devkit's `box_velocity`: xy displacement (N, 3 positions) over the time between
+    the previous and next annotations (seconds); NaN without neighbours or over too long a span."""
+    time_diff = last_s - first_s
     max_time_diff = np.where(has_prev & has_next, 2 * MAX_VELOCITY_TIME_DIFF_S, MAX_VELOCITY_TIME_DIFF_S)
     unknown = (~has_prev & ~has_next) | (time_diff > max_time_diff)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -448,16 +499,30 @@ def load_predictions(
     Raises `InputError` listing every problem found (see `submission.validate_results`).
     """
     with gc_paused():
-        return _load_predictions(Path(results_path), ground_truth, config)
+        return _load_predictions(Path(results_path), ground_truth, config, fast=True)
 
 
-def _load_predictions(path: Path, ground_truth: GroundTruth, config: DetectionConfig) -> PredictionSet:
+def load_predictions_reference(
+    results_path: str | os.PathLike[str], ground_truth: GroundTruth, config: DetectionConfig
+) -> PredictionSet:
+    """`load_predictions` through `json` and `submission.validate_results` only (the slow twin)."""
+    with gc_paused():
+        return _load_predictions(Path(results_path), ground_truth, config, fast=False)
+
+
+def _load_predictions(path: Path, ground_truth: GroundTruth, config: DetectionConfig, fast: bool) -> PredictionSet:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: results file not found") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
+    from avfusion.eval.fastload import results_columns_fast
+
+    scanned = results_columns_fast(data, ground_truth.sample_tokens, config.max_boxes_per_sample) if fast else None
+    if scanned is not None:
+        columns, meta = scanned
+        return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=meta)
     try:
         payload = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -183,14 +183,8 @@ def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
         for box in all_boxes:
             if "ego_translation" in box and _vector_problem(box["ego_translation"], 3) is not None:
                 return None
-    finite = all(np.isfinite(array).all() for array in numeric.values()) and np.isfinite(score).all()
-    norm = np.sqrt(np.einsum("ij,ij->i", numeric["rotation"], numeric["rotation"]))
-    if (
-        not finite
-        or np.any(label < 0)
-        or np.any(attribute < -1)
-        or np.any(numeric["size"] <= 0)
-        or np.any(np.abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE)
+    if not columns_values_valid(
+        numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute
     ):
         return None
     return ResultsColumns(
@@ -204,6 +198,28 @@ def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
         score=score,
         attribute=attribute,
         num_pts=num_pts,
+    )
+
+
+def columns_values_valid(
+    translation: np.ndarray,
+    size_wlh: np.ndarray,
+    rotation_wxyz: np.ndarray,
+    velocity_xy: np.ndarray,
+    score: np.ndarray,
+    label: np.ndarray,
+    attribute: np.ndarray,
+) -> bool:
+    """Whole-column value checks of a results file: finite numbers, known class (label >= 0) and
+    attribute (>= -1), sizes > 0, unit quaternions."""
+    finite = all(np.isfinite(a).all() for a in (translation, size_wlh, rotation_wxyz, velocity_xy, score))
+    norm = np.sqrt(np.einsum("ij,ij->i", rotation_wxyz, rotation_wxyz))
+    return bool(
+        finite
+        and not np.any(label < 0)
+        and not np.any(attribute < -1)
+        and not np.any(size_wlh <= 0)
+        and not np.any(np.abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE)
     )
 
 

@@ -1,0 +1,383 @@
+"""The fast path of `data.load_ground_truth` and `data.load_predictions`: the big JSON files through
+`jsonscan` (one Numba pass, exact numbers) and every join on whole token columns.
+
+Each function gives exactly what the reference path in `data` gives, or None whenever the input is
+not plainly well-formed (a missing or mistyped field, a dangling or duplicate token, ...); the
+caller then runs the reference path, which raises the same clear error as before. So no check here
+needs its own error message, and the two paths can be compared on any input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avfusion.calibration.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
+from avfusion.eval import jsonscan
+from avfusion.eval.boxset import EvalBoxSet
+from avfusion.eval.data import (
+    BIKE_RACK_CATEGORY,
+    BikeRacks,
+    GroundTruth,
+    SplitSamples,
+    lidar_calibration_tokens,
+    read_table,
+    velocity_from_track,
+)
+from avfusion.eval.submission import REQUIRED_FIELDS, ResultsColumns, columns_values_valid
+from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, StringIndex, encode_strings
+
+ANNOTATION_FIELDS = (
+    "token", "sample_token", "instance_token", "attribute_tokens", "translation", "size", "rotation",
+    "prev", "next", "num_lidar_pts", "num_radar_pts",
+)  # fmt: skip
+RESULT_FIELDS = (*REQUIRED_FIELDS, "num_pts", "ego_translation")
+
+
+def _scan_table(dataroot: str | os.PathLike[str], version: str, name: str, keys: Sequence[str]) -> jsonscan.ScannedRecords | None:
+    path = Path(dataroot) / version / f"{name}.json"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return jsonscan.scan_records(data, jsonscan.TABLE, keys)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth
+
+
+def ground_truth_fast(
+    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
+) -> GroundTruth | None:
+    split_matrix = encode_strings(samples.split_tokens)
+    split_index = StringIndex(split_matrix)
+    all_tokens = list(samples.timestamp_of_sample)
+    sample_index = StringIndex(encode_strings(all_tokens))
+    if not (split_index.unique and sample_index.unique) or not all(type(t) is str for t in all_tokens):
+        return None
+    ego_translation = _lidar_ego_translations(dataroot, version, split_index, len(samples.split_tokens))
+    if ego_translation is None:
+        return None
+    try:
+        timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
+    except (TypeError, ValueError):
+        return None
+    if timestamps_s.shape != (len(all_tokens),):
+        return None
+    annotations = _annotations(dataroot, version, split_index, sample_index, timestamps_s, samples.split_tokens)
+    if annotations is None:
+        return None
+    boxes, bike_racks = annotations
+    return GroundTruth(
+        dataroot=str(dataroot),
+        version=version,
+        split=split,
+        predefined_split=samples.predefined,
+        boxes=boxes,
+        ego_translation=ego_translation,
+        bike_racks=bike_racks,
+    )
+
+
+def _lidar_ego_translations(
+    dataroot: str | os.PathLike[str], version: str, split_index: StringIndex, n_samples: int
+) -> np.ndarray | None:
+    """(S, 3) as `data._lidar_ego_translations`, or None."""
+    lidar_calibrations = lidar_calibration_tokens(dataroot, version)
+    if not all(type(t) is str for t in lidar_calibrations):
+        return None
+    records = _scan_table(dataroot, version, "sample_data", ("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"))
+    if records is None or len(records) == 0:
+        return None
+    key_frame_kind = records.kind[:, records.column("is_key_frame")]
+    if not np.all((key_frame_kind == jsonscan.TRUE) | (key_frame_kind == jsonscan.FALSE)):
+        return None
+    calibration = records.strings("calibrated_sensor_token")
+    sample = records.strings("sample_token")
+    if calibration is None or sample is None:
+        return None
+    is_lidar = StringIndex(encode_strings(sorted(lidar_calibrations))).lookup(calibration) >= 0
+    position = split_index.lookup(sample)
+    chosen = np.flatnonzero((key_frame_kind == jsonscan.TRUE) & is_lidar & (position >= 0))
+    pose_column = records.column("ego_pose_token")
+    if not np.all(records.kind[chosen, pose_column] == STRING) or np.any(records.string_flags[chosen, pose_column]):
+        return None
+    # Later rows overwrite earlier ones (the devkit keeps the last key frame per sample).
+    last_row_of_sample = np.full(n_samples, -1, np.int64)
+    last_row_of_sample[position[chosen]] = chosen  # fancy assignment: the last write wins
+    if np.any(last_row_of_sample < 0):
+        return None
+    pose_tokens = jsonscan.string_matrix(
+        records.data, records.string_start[last_row_of_sample, pose_column], records.string_end[last_row_of_sample, pose_column]
+    )
+    poses = _scan_table(dataroot, version, "ego_pose", ("token", "translation"))
+    if poses is None:
+        return None
+    pose_token = poses.strings("token")
+    pose_translation = poses.floats("translation", 3)
+    if pose_token is None or pose_translation is None:
+        return None
+    pose_index = StringIndex(pose_token)
+    if not pose_index.unique:
+        return None
+    rows = pose_index.lookup(pose_tokens)
+    if np.any(rows < 0):
+        return None
+    return pose_translation[rows]
+
+
+def _annotations(
+    dataroot: str | os.PathLike[str],
+    version: str,
+    split_index: StringIndex,
+    sample_index: StringIndex,
+    timestamps_s: np.ndarray,
+    split_tokens: list[str],
+) -> tuple[EvalBoxSet, BikeRacks] | None:
+    """As `data._annotations`, or None."""
+    categories = read_table(dataroot, version, "category")
+    attributes = read_table(dataroot, version, "attribute")
+    try:
+        category_tokens = [c["token"] for c in categories]
+        category_names = [c["name"] for c in categories]
+        attribute_tokens = [a["token"] for a in attributes]
+        attribute_names = [a["name"] for a in attributes]
+    except (KeyError, TypeError):
+        return None
+    if not all(type(t) is str for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
+        return None
+    category_index = StringIndex(encode_strings(category_tokens))
+    attribute_index = StringIndex(encode_strings(attribute_tokens))
+    if not (category_index.unique and attribute_index.unique):
+        return None
+    class_of_category = np.array([CLASS_INDEX.get(CATEGORY_TO_CLASS.get(name, ""), -1) for name in category_names], np.int64)
+    rack_category = np.array([name == BIKE_RACK_CATEGORY for name in category_names], bool)
+    attribute_of_token = np.array([ATTRIBUTE_INDEX.get(name, -2) for name in attribute_names], np.int64)
+
+    instances = _scan_table(dataroot, version, "instance", ("token", "category_token"))
+    if instances is None:
+        return None
+    instance_token, instance_category = instances.strings("token"), instances.strings("category_token")
+    if instance_token is None or instance_category is None:
+        return None
+    instance_index = StringIndex(instance_token)
+    if not instance_index.unique:
+        return None
+
+    records = _scan_table(dataroot, version, "sample_annotation", ANNOTATION_FIELDS)
+    if records is None:
+        return None
+    token = records.strings("token")
+    sample = records.strings("sample_token")
+    instance = records.strings("instance_token")
+    prev_token, next_token = records.strings("prev"), records.strings("next")
+    translation_all = records.floats("translation", 3)
+    size_all = records.floats("size", 3)
+    rotation_all = records.floats("rotation", 4)
+    if any(a is None for a in (token, sample, instance, prev_token, next_token, translation_all, size_all, rotation_all)):
+        return None
+    annotation_index = StringIndex(token)
+    if not annotation_index.unique:
+        return None
+    position = split_index.lookup(sample)
+    in_split = np.flatnonzero(position >= 0)
+    instance_row = instance_index.lookup(instance[in_split])
+    if np.any(instance_row < 0):
+        return None
+    category_row = category_index.lookup(instance_category[instance_row])
+    if np.any(category_row < 0):
+        return None
+    label_in_split = class_of_category[category_row]
+    kept = in_split[label_in_split >= 0]
+    label = label_in_split[label_in_split >= 0]
+    racks = in_split[rack_category[category_row]]
+
+    # At most one attribute, a known one.
+    attribute_column = records.column("attribute_tokens")
+    if not np.all(records.kind[kept, attribute_column] == ARRAY):
+        return None
+    count = records.element_count[kept, attribute_column]
+    if np.any(count > 1) or np.any((count == 1) & (records.element_kinds[kept, attribute_column] != 1 << STRING)):
+        return None
+    if np.any(records.string_flags[kept[count == 1], attribute_column]):
+        return None
+    attribute = np.full(len(kept), -1, np.int64)
+    with_attribute = np.flatnonzero(count == 1)
+    if with_attribute.size:
+        first = jsonscan.string_matrix(
+            records.data,
+            records.string_start[kept[with_attribute], attribute_column],
+            records.string_end[kept[with_attribute], attribute_column],
+        )
+        attribute_row = attribute_index.lookup(first)
+        if np.any(attribute_row < 0):
+            return None
+        attribute[with_attribute] = attribute_of_token[attribute_row]
+        if np.any(attribute < -1):
+            return None
+
+    lidar_pts = records.integers("num_lidar_pts", kept)
+    radar_pts = records.integers("num_radar_pts", kept)
+    if lidar_pts is None or radar_pts is None:
+        return None
+
+    # Group by sample in split order; a stable sort keeps the table order within a sample.
+    sample_position = position[kept]
+    order = np.argsort(sample_position, kind="stable")
+    rows = kept[order]
+    velocity = _velocities(rows, prev_token, next_token, annotation_index, sample, sample_index, timestamps_s, translation_all)
+    if velocity is None:
+        return None
+    boxes = EvalBoxSet(
+        sample_tokens=tuple(split_tokens),
+        sample_index=sample_position[order],
+        translation=translation_all[rows],
+        size_wlh=size_all[rows],
+        rotation_wxyz=rotation_all[rows],
+        velocity_xy=velocity,
+        label=label[order],
+        score=np.full(len(rows), -1.0),
+        attribute=attribute[order],
+        num_pts=(lidar_pts + radar_pts)[order],
+    )
+    bike_racks = BikeRacks(
+        sample_index=position[racks],
+        translation=translation_all[racks],
+        size_wlh=size_all[racks],
+        rotation_wxyz=rotation_all[racks],
+    )
+    return boxes, bike_racks
+
+
+def _velocities(
+    rows: np.ndarray,
+    prev_token: np.ndarray,
+    next_token: np.ndarray,
+    annotation_index: StringIndex,
+    sample: np.ndarray,
+    sample_index: StringIndex,
+    timestamps_s: np.ndarray,
+    translation_all: np.ndarray,
+) -> np.ndarray | None:
+    """(N, 2) as `data._velocities` for the annotation rows `rows`, or None."""
+
+    def neighbour(tokens: np.ndarray) -> np.ndarray | None:
+        own = tokens[rows]
+        empty = ~np.any(own != 0, axis=1)
+        found = annotation_index.lookup(own)
+        if np.any((found < 0) & ~empty):
+            return None
+        return np.where(empty, rows, found)
+
+    prev_rows, next_rows = neighbour(prev_token), neighbour(next_token)
+    if prev_rows is None or next_rows is None:
+        return None
+    prev_sample = sample_index.lookup(sample[prev_rows])
+    next_sample = sample_index.lookup(sample[next_rows])
+    if np.any(prev_sample < 0) or np.any(next_sample < 0):
+        return None
+    return velocity_from_track(
+        translation_all[prev_rows],
+        translation_all[next_rows],
+        timestamps_s[prev_sample],
+        timestamps_s[next_sample],
+        prev_rows != rows,
+        next_rows != rows,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictions
+
+
+def results_columns_fast(
+    data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
+) -> tuple[ResultsColumns, dict[str, Any]] | None:
+    """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
+    records = jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS)
+    if records is None:
+        return None
+    meta_start, meta_end = records.meta_range
+    if meta_start < 0:
+        return None
+    try:
+        meta = json.loads(data[meta_start:meta_end])
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+
+    # Exactly the split's samples, once each, none with too many boxes.
+    group_keys = records.group_keys()
+    group_index = StringIndex(group_keys)
+    if not group_index.unique or len(group_keys) != len(split_sample_tokens):
+        return None
+    if len(split_sample_tokens) and np.any(group_index.lookup(encode_strings(split_sample_tokens)) < 0):
+        return None
+    if np.any(records.group_size > max_boxes_per_sample):
+        return None
+
+    n = len(records)
+    sample_token = records.strings("sample_token") if n else np.zeros((0, 1), np.uint8)
+    if sample_token is None:
+        return None
+    width = max(sample_token.shape[1], group_keys.shape[1])
+    own_group = _padded(group_keys, width)[records.record_group]
+    if not np.array_equal(_padded(sample_token, width), own_group):
+        return None
+    numeric = {key: records.floats(key, w) for key, w in (("translation", 3), ("size", 3), ("rotation", 4), ("velocity", 2))}
+    score = records.scalars("detection_score")
+    names = records.strings("detection_name") if n else np.zeros((0, 1), np.uint8)
+    attribute_names = records.strings("attribute_name") if n else np.zeros((0, 1), np.uint8)
+    if any(v is None for v in numeric.values()) or score is None or names is None or attribute_names is None:
+        return None
+    label = StringIndex(encode_strings(DETECTION_CLASSES)).lookup(names)
+    attribute = StringIndex(encode_strings(("", *ATTRIBUTES))).lookup(attribute_names) - 1
+
+    num_pts = np.full(n, -1, np.int64)
+    k = records.column("num_pts")
+    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
+    if present.size:
+        values = records.integers("num_pts", present)
+        if values is None:
+            return None
+        num_pts[present] = values
+    k = records.column("ego_translation")
+    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
+    if present.size and not (
+        np.all(records.kind[present, k] == ARRAY)
+        and np.all(records.element_count[present, k] == 3)
+        and np.all(records.element_kinds[present, k] == 1 << NUMBER)
+        and np.isfinite(records.values[present, k, :3]).all()
+    ):
+        return None
+    # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
+    if not columns_values_valid(numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute):
+        return None
+    columns = ResultsColumns(
+        sample_tokens=tuple(jsonscan.decode_strings(group_keys)) if len(group_keys) else (),
+        sample_index=records.record_group.astype(np.int64),
+        translation=numeric["translation"],
+        size_wlh=numeric["size"],
+        rotation_wxyz=numeric["rotation"],
+        velocity_xy=numeric["velocity"],
+        label=label,
+        score=score,
+        attribute=attribute,
+        num_pts=num_pts,
+    )
+    return columns, meta
+
+
+def _padded(matrix: np.ndarray, width: int) -> np.ndarray:
+    if matrix.shape[1] == width:
+        return matrix
+    out = np.zeros((matrix.shape[0], width), np.uint8)
+    out[:, : matrix.shape[1]] = matrix
+    return out

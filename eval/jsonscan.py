@@ -1,0 +1,729 @@
+"""Exact, fast extraction of record fields from the two big JSON shapes the metric reads.
+
+Python's `json` builds a dict per record and a float object per number: for a nuScenes
+`sample_annotation.json` or a results file with hundreds of thousands of boxes that is most of the
+evaluation's time. `scan_records` instead runs one Numba pass over the raw bytes that checks the
+whole document is JSON and pulls only the wanted fields of each record into arrays:
+
+- `TABLE` layout: a top-level array of objects (every nuScenes table); each object is a record.
+- `RESULTS` layout: `{"results": {key: [object, ...], ...}, ...}` (a detection results file); each
+  object is a record, its group is the key it is listed under; the byte range of the top-level
+  `"meta"` value is kept so that the caller can decode that small part with `json`.
+
+Numbers are converted exactly as `float()` would (correctly rounded): an integer mantissa of at most
+18 digits times a power of ten is one multiply or divide when the mantissa is <= 2^53 and the power
+is <= 10^22 (Clinger's fast path; both operands are exact doubles), else an exact integer long
+division m / 10^k (|k| <= 18) rounded half-to-even; anything else (more digits, larger exponents) is
+marked and converted afterwards by Python's `float()` on the token's bytes.
+
+The scanner never decides anything the caller cannot check: any document it does not fully
+understand (invalid JSON, another layout, duplicate keys, escapes in a wanted string, non-ASCII
+text, NaN/Infinity literals, nesting deeper than `MAX_DEPTH`) gives `None`, and the caller then uses
+`json` and its own checks, which name the problem. So valid files are fast and invalid ones get the
+same errors as before.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+TABLE = 0
+RESULTS = 1
+
+# Field kinds (`ScannedRecords.kind`).
+ABSENT = -1
+STRING = 0
+NUMBER = 1
+TRUE = 2
+FALSE = 3
+NULL = 4
+ARRAY = 5
+OBJECT = 6
+
+# String flags.
+HAS_ESCAPE = 1
+NON_ASCII = 2
+# Number flags (per field: any number of the field, scalar or element).
+NOT_INTEGER_FORM = 1  # has a fraction or an exponent (json gives a float, not an int)
+BIG_INTEGER = 2  # integer-form with more than 18 digits
+
+MAX_DEPTH = 256
+MAX_ARRAY_WIDTH = 4  # numeric elements kept per array field; longer arrays are only counted
+
+_POW10_FLOAT = np.array([10.0**e for e in range(23)])  # all exact doubles
+_POW10_INT = np.array([10**e for e in range(19)], np.int64)
+_TWO_53 = 1 << 53
+_TWO_54 = 1 << 54
+_MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
+
+_OBJ = 0
+_ARR = 1
+_EXPECT_VALUE = 0
+_EXPECT_VALUE_OR_CLOSE = 1
+_EXPECT_KEY_OR_CLOSE = 2
+_EXPECT_KEY = 3
+_EXPECT_COMMA_OR_CLOSE = 4
+_DONE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedRecords:
+    """The wanted fields of every record; R records, K wanted keys (in `keys` order), W = MAX_ARRAY_WIDTH.
+
+    kind (R, K) int8: the value's kind (`ABSENT`, `STRING`, `NUMBER`, ... ; `ARRAY` for lists).
+    values (R, K, W) float64: a number field at [..., 0]; an array's first W numeric elements.
+    int_values (R, K) int64: an integer-form number field's exact value.
+    number_flags (R, K) uint8: `NOT_INTEGER_FORM` / `BIG_INTEGER` seen in the field.
+    element_count (R, K) int64: an array field's length. element_kinds (R, K) uint8: bit `1 << kind`
+    set for each kind among its elements.
+    string_start, string_end (R, K) int64: byte range (without quotes) of a string field, or of an
+    array field's first string element. string_flags (R, K) uint8: `HAS_ESCAPE` / `NON_ASCII`.
+    record_group (R,) int64: the group (RESULTS layout) of each record, 0 for TABLE.
+    group_key_start, group_key_end (G,) int64: byte range of each group's key (RESULTS layout).
+    group_size (G,) int64: records per group. meta_range: (start, end) of the "meta" value or (-1, -1).
+    """
+
+    data: bytes
+    keys: tuple[str, ...]
+    kind: np.ndarray
+    values: np.ndarray
+    int_values: np.ndarray
+    number_flags: np.ndarray
+    element_count: np.ndarray
+    element_kinds: np.ndarray
+    string_start: np.ndarray
+    string_end: np.ndarray
+    string_flags: np.ndarray
+    record_group: np.ndarray
+    group_key_start: np.ndarray
+    group_key_end: np.ndarray
+    group_size: np.ndarray
+    meta_range: tuple[int, int]
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])
+
+    def column(self, key: str) -> int:
+        return self.keys.index(key)
+
+    def strings(self, key: str) -> np.ndarray | None:
+        """(R, L) uint8 matrix of the key's string values, zero-padded (see `string_matrix`), or
+        None unless every record has a plain (no escape, ASCII) string there."""
+        k = self.column(key)
+        if not (np.all(self.kind[:, k] == STRING) and not np.any(self.string_flags[:, k])):
+            return None
+        return string_matrix(self.data, self.string_start[:, k], self.string_end[:, k])
+
+    def floats(self, key: str, width: int) -> np.ndarray | None:
+        """(R, width) float64 of an array-of-`width`-numbers field, or None unless every record has one."""
+        k = self.column(key)
+        if not (
+            np.all(self.kind[:, k] == ARRAY)
+            and np.all(self.element_count[:, k] == width)
+            and np.all(self.element_kinds[:, k] == 1 << NUMBER)
+            and width <= MAX_ARRAY_WIDTH
+        ):
+            return None
+        return self.values[:, k, :width].copy()
+
+    def scalars(self, key: str) -> np.ndarray | None:
+        """(R,) float64 of a number field, or None unless every record has a number there."""
+        k = self.column(key)
+        if not np.all(self.kind[:, k] == NUMBER):
+            return None
+        return self.values[:, k, 0].copy()
+
+    def integers(self, key: str, rows: np.ndarray | slice = slice(None)) -> np.ndarray | None:
+        """(R,) int64 of an integer field (json ints), or None unless every record in `rows` has one."""
+        k = self.column(key)
+        if not (np.all(self.kind[rows, k] == NUMBER) and not np.any(self.number_flags[rows, k])):
+            return None
+        return self.int_values[rows, k].copy()
+
+    def group_keys(self) -> np.ndarray:
+        """(G, L) uint8 matrix of the group keys (RESULTS layout)."""
+        return string_matrix(self.data, self.group_key_start, self.group_key_end)
+
+
+def scan_records(data: bytes, layout: int, keys: Sequence[str]) -> ScannedRecords | None:
+    """Scan `data` (the raw bytes of a JSON document in `layout`) for the fields `keys` of each
+    record; None when the document is not plainly in that layout (see the module docstring)."""
+    buffer = np.frombuffer(data, np.uint8)
+    key_bytes = [key.encode("ascii") for key in keys]
+    key_offsets = np.cumsum([0] + [len(k) for k in key_bytes]).astype(np.int64)
+    key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
+    cap_records = data.count(b"{") + 1
+    cap_groups = data.count(b"[") + 1 if layout == RESULTS else 1
+    out = _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups)
+    status, n_records, n_groups, meta_start, meta_end, non_ascii = out[0]
+    if status != 0:
+        return None
+    (kind, values, int_values, number_flags, element_count, element_kinds, string_start, string_end,
+     string_flags, record_group, group_key_start, group_key_end, group_size,
+     slow_start, slow_end, slow_dest) = out[1:]  # fmt: skip
+    if non_ascii:
+        try:
+            data.decode("utf-8")  # json.loads(bytes) would reject invalid UTF-8
+        except UnicodeDecodeError:
+            return None
+    # Tokens the scanner could not convert exactly: Python's float() on their bytes.
+    flat = values.reshape(-1)
+    for start, end, dest in zip(slow_start.tolist(), slow_end.tolist(), slow_dest.tolist()):
+        flat[dest] = float(data[start:end])
+    return ScannedRecords(
+        data=data,
+        keys=tuple(keys),
+        kind=kind[:n_records],
+        values=values[:n_records],
+        int_values=int_values[:n_records],
+        number_flags=number_flags[:n_records],
+        element_count=element_count[:n_records],
+        element_kinds=element_kinds[:n_records],
+        string_start=string_start[:n_records],
+        string_end=string_end[:n_records],
+        string_flags=string_flags[:n_records],
+        record_group=record_group[:n_records],
+        group_key_start=group_key_start[:n_groups],
+        group_key_end=group_key_end[:n_groups],
+        group_size=group_size[:n_groups],
+        meta_range=(int(meta_start), int(meta_end)),
+    )
+
+
+def string_matrix(data: bytes, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """(N, L) uint8: the bytes data[start[i]:end[i]] of each row, zero-padded to the longest
+    (L >= 1). Strings without NUL bytes compare equal exactly when their rows do."""
+    lengths = (end - start).astype(np.int64)
+    width = max(int(lengths.max()) if len(lengths) else 0, 1)
+    return _gather(np.frombuffer(data, np.uint8), start.astype(np.int64), lengths, width)
+
+
+def decode_strings(matrix: np.ndarray) -> list[str]:
+    """The rows of a `string_matrix` as Python strings."""
+    return [row.decode("ascii") for row in matrix.view(f"S{matrix.shape[1]}").ravel().tolist()]
+
+
+def encode_strings(strings: Sequence[str], width: int | None = None) -> np.ndarray:
+    """Python strings -> a `string_matrix`-style (N, L) uint8 matrix (UTF-8, zero-padded)."""
+    encoded = [s.encode("utf-8") for s in strings]
+    longest = max([len(b) for b in encoded], default=0)
+    width = max(longest, 1) if width is None else width
+    matrix = np.zeros((len(encoded), width), np.uint8)
+    if encoded and longest:
+        flat = np.frombuffer(np.array(encoded, f"S{width}").tobytes(), np.uint8)
+        matrix[:] = flat.reshape(len(encoded), width)
+    return matrix
+
+
+class StringIndex:
+    """Exact lookup of string rows (`string_matrix` rows) among unique keys, vectorized.
+
+    Rows are hashed to uint64 and sorted; a hit is confirmed by comparing every byte, so a hash
+    collision can only cost a fallback (`unique` is False), never a wrong answer. With duplicate
+    keys `unique` is False too: callers needing the devkit's last-wins dict semantics then fall back.
+    """
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.width = keys.shape[1]
+        self.words = _words(keys, self.width)
+        hashes = _hash(self.words)
+        self.order = np.argsort(hashes, kind="stable")
+        self.sorted_hashes = hashes[self.order]
+        self.unique = not np.any(self.sorted_hashes[1:] == self.sorted_hashes[:-1])
+
+    def lookup(self, queries: np.ndarray) -> np.ndarray:
+        """(Q,) int64 row of each query among the keys, -1 where absent."""
+        if queries.shape[1] > self.width:
+            longer = np.any(queries[:, self.width :] != 0, axis=1)
+            queries = queries[:, : self.width]
+        else:
+            longer = np.zeros(len(queries), bool)
+        words = _words(queries, self.width)
+        hashes = _hash(words)
+        if len(self.sorted_hashes) == 0:
+            return np.full(len(queries), -1, np.int64)
+        position = np.minimum(np.searchsorted(self.sorted_hashes, hashes), len(self.sorted_hashes) - 1)
+        rows = self.order[position]
+        hit = (self.sorted_hashes[position] == hashes) & np.all(self.words[rows] == words, axis=1) & ~longer
+        return np.where(hit, rows, -1).astype(np.int64)
+
+
+def _words(matrix: np.ndarray, width: int) -> np.ndarray:
+    """(N, L) uint8 padded to `width` bytes and a multiple of 8 -> (N, ceil(width / 8)) uint64."""
+    padded_width = -(-width // 8) * 8
+    padded = np.zeros((matrix.shape[0], padded_width), np.uint8)
+    columns = min(matrix.shape[1], width)
+    padded[:, :columns] = matrix[:, :columns]
+    return padded.view(np.uint64)
+
+
+def _hash(words: np.ndarray) -> np.ndarray:
+    h = np.full(words.shape[0], 0x9E3779B97F4A7C15, np.uint64)
+    for j in range(words.shape[1]):
+        h = (h ^ words[:, j]) * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    return h
+
+
+# ----------------------------------------------------------------------------------------------
+# Kernels
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(buffer, start, lengths, width):  # pragma: no cover - compiled
+    out = np.zeros((start.shape[0], width), np.uint8)
+    for i in range(start.shape[0]):
+        s = start[i]
+        for j in range(lengths[i]):
+            out[i, j] = buffer[s + j]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _skip_ws(buffer, i, n):  # pragma: no cover - compiled
+    while i < n:
+        c = buffer[i]
+        if c != 32 and c != 10 and c != 13 and c != 9:
+            break
+        i += 1
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_string(buffer, i, n):  # pragma: no cover - compiled
+    """`buffer[i]` is the opening quote. Returns (index after the closing quote or -1, flags)."""
+    flags = 0
+    i += 1
+    while i < n:
+        c = buffer[i]
+        if c == 34:  # '"'
+            return i + 1, flags
+        if c == 92:  # '\\'
+            flags |= HAS_ESCAPE
+            if i + 1 >= n:
+                return -1, flags
+            e = buffer[i + 1]
+            if e == 117:  # 'u' + 4 hex digits
+                if i + 5 >= n:
+                    return -1, flags
+                for j in range(i + 2, i + 6):
+                    h = buffer[j]
+                    if not ((48 <= h <= 57) or (65 <= h <= 70) or (97 <= h <= 102)):
+                        return -1, flags
+                i += 6
+                continue
+            if e == 34 or e == 92 or e == 47 or e == 98 or e == 102 or e == 110 or e == 114 or e == 116:
+                i += 2
+                continue
+            return -1, flags
+        if c < 32:  # control characters must be escaped (json's strict mode)
+            return -1, flags
+        if c >= 128:
+            flags |= NON_ASCII
+        i += 1
+    return -1, flags
+
+
+@numba.njit(cache=True, nogil=True)
+def _ratio_to_float(numerator, denominator):  # pragma: no cover - compiled
+    """numerator / denominator correctly rounded (half to even); 0 < numerator < 2^63,
+    0 < denominator < 2^60: a binary long division to 54 significant bits plus a sticky bit."""
+    q = numerator // denominator
+    r = numerator % denominator
+    exponent = 0
+    sticky = False
+    if q >= _TWO_54:
+        bits = 0
+        t = q
+        while t >= _TWO_54:
+            t >>= 1
+            bits += 1
+        sticky = (q & ((1 << bits) - 1)) != 0
+        q = t
+        exponent = bits
+    else:
+        while q < _TWO_53:
+            r <<= 1
+            q <<= 1
+            if r >= denominator:
+                r -= denominator
+                q |= 1
+            exponent -= 1
+    sticky = sticky or r != 0
+    mantissa = q >> 1
+    exponent += 1
+    if (q & 1) and (sticky or (mantissa & 1)):
+        mantissa += 1
+    return math.ldexp(np.float64(mantissa), exponent)
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_number(buffer, i, n):  # pragma: no cover - compiled
+    """JSON number at `i`. Returns (end or -1, value, exact, is_integer_form, int_value, big_integer)."""
+    negative = False
+    if buffer[i] == 45:  # '-'
+        negative = True
+        i += 1
+    if i >= n or not (48 <= buffer[i] <= 57):
+        return -1, 0.0, False, False, 0, False
+    mantissa = 0
+    digits = 0
+    scale = 0
+    dropped = False
+    if buffer[i] == 48:  # a leading 0 stands alone
+        i += 1
+    else:
+        while i < n and 48 <= buffer[i] <= 57:
+            d = buffer[i] - 48
+            if digits < _MAX_DIGITS:
+                mantissa = mantissa * 10 + d
+                digits += 1
+            else:
+                scale += 1
+                dropped = True
+            i += 1
+    integer_form = True
+    if i < n and buffer[i] == 46:  # '.'
+        integer_form = False
+        i += 1
+        if i >= n or not (48 <= buffer[i] <= 57):
+            return -1, 0.0, False, False, 0, False
+        while i < n and 48 <= buffer[i] <= 57:
+            d = buffer[i] - 48
+            if mantissa == 0 and d == 0:
+                scale -= 1
+            elif digits < _MAX_DIGITS:
+                mantissa = mantissa * 10 + d
+                digits += 1
+                scale -= 1
+            else:
+                dropped = True
+            i += 1
+    if i < n and (buffer[i] == 101 or buffer[i] == 69):  # 'e' / 'E'
+        integer_form = False
+        i += 1
+        exponent_negative = False
+        if i < n and (buffer[i] == 43 or buffer[i] == 45):
+            exponent_negative = buffer[i] == 45
+            i += 1
+        if i >= n or not (48 <= buffer[i] <= 57):
+            return -1, 0.0, False, False, 0, False
+        exponent = 0
+        while i < n and 48 <= buffer[i] <= 57:
+            if exponent < 100000:
+                exponent = exponent * 10 + (buffer[i] - 48)
+            i += 1
+        scale += -exponent if exponent_negative else exponent
+    int_value = -mantissa if negative else mantissa
+    if dropped:
+        return i, 0.0, False, integer_form, int_value, integer_form
+    if mantissa == 0:
+        return i, -0.0 if negative else 0.0, True, integer_form, 0, False
+    value = 0.0
+    exact = True
+    if mantissa <= _TWO_53 and -22 <= scale <= 22:
+        if scale >= 0:
+            value = np.float64(mantissa) * _POW10_FLOAT[scale]
+        else:
+            value = np.float64(mantissa) / _POW10_FLOAT[-scale]
+    elif 0 <= scale <= 18 and mantissa <= 9223372036854775807 // _POW10_INT[scale]:
+        value = _ratio_to_float(mantissa * _POW10_INT[scale], 1)
+    elif -18 <= scale < 0:
+        value = _ratio_to_float(mantissa, _POW10_INT[-scale])
+    else:
+        exact = False
+    if negative:
+        value = -value
+    return i, value, exact, integer_form, int_value, False
+
+
+@numba.njit(cache=True, nogil=True)
+def _literal(buffer, i, n):  # pragma: no cover - compiled
+    """(end or -1, kind) of true / false / null at `i`."""
+    c = buffer[i]
+    if c == 116 and i + 4 <= n and buffer[i + 1] == 114 and buffer[i + 2] == 117 and buffer[i + 3] == 101:
+        return i + 4, TRUE
+    if (
+        c == 102 and i + 5 <= n and buffer[i + 1] == 97 and buffer[i + 2] == 108
+        and buffer[i + 3] == 115 and buffer[i + 4] == 101
+    ):  # fmt: skip
+        return i + 5, FALSE
+    if c == 110 and i + 4 <= n and buffer[i + 1] == 117 and buffer[i + 2] == 108 and buffer[i + 3] == 108:
+        return i + 4, NULL
+    return -1, ABSENT
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_key(buffer, start, end, key_buffer, key_offsets):  # pragma: no cover - compiled
+    length = end - start
+    for k in range(key_offsets.shape[0] - 1):
+        if key_offsets[k + 1] - key_offsets[k] != length:
+            continue
+        same = True
+        for j in range(length):
+            if buffer[start + j] != key_buffer[key_offsets[k] + j]:
+                same = False
+                break
+        if same:
+            return k
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _equals(buffer, start, end, word):  # pragma: no cover - compiled
+    if end - start != len(word):
+        return False
+    for j in range(len(word)):
+        if buffer[start + j] != word[j]:
+            return False
+    return True
+
+
+_RESULTS_WORD = np.frombuffer(b"results", np.uint8).copy()
+_META_WORD = np.frombuffer(b"meta", np.uint8).copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups):  # pragma: no cover - compiled
+    """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood."""
+    n = buffer.shape[0]
+    n_keys = key_offsets.shape[0] - 1
+    kind = np.full((cap_records, n_keys), ABSENT, np.int8)
+    values = np.zeros((cap_records, n_keys, MAX_ARRAY_WIDTH), np.float64)
+    int_values = np.zeros((cap_records, n_keys), np.int64)
+    number_flags = np.zeros((cap_records, n_keys), np.uint8)
+    element_count = np.zeros((cap_records, n_keys), np.int64)
+    element_kinds = np.zeros((cap_records, n_keys), np.uint8)
+    string_start = np.zeros((cap_records, n_keys), np.int64)
+    string_end = np.zeros((cap_records, n_keys), np.int64)
+    string_flags = np.zeros((cap_records, n_keys), np.uint8)
+    record_group = np.zeros(cap_records, np.int64)
+    group_key_start = np.zeros(cap_groups, np.int64)
+    group_key_end = np.zeros(cap_groups, np.int64)
+    group_size = np.zeros(cap_groups, np.int64)
+    slow_cap = 1024
+    slow_start = np.empty(slow_cap, np.int64)
+    slow_end = np.empty(slow_cap, np.int64)
+    slow_dest = np.empty(slow_cap, np.int64)
+    n_slow = 0
+
+    record_level = 1 if layout == TABLE else 3
+    field_level = record_level + 1
+    element_level = record_level + 2
+    stack = np.zeros(MAX_DEPTH + 1, np.uint8)
+    key_start = np.zeros(MAX_DEPTH + 1, np.int64)
+    key_end = np.zeros(MAX_DEPTH + 1, np.int64)
+    key_flags = np.zeros(MAX_DEPTH + 1, np.uint8)
+    depth = 0
+    state = _EXPECT_VALUE
+    record = -1
+    group = -1
+    field = -1  # key id of the current field of the current record, -1 = not wanted
+    in_scope = layout == TABLE
+    results_seen = 0
+    meta_start = -1
+    meta_end = -1
+    meta_open = False
+    status = 0
+    non_ascii = 0
+    i = 0
+    while True:
+        i = _skip_ws(buffer, i, n)
+        if i >= n:
+            if state != _DONE:
+                status = 1
+            break
+        c = buffer[i]
+        if state == _DONE:
+            status = 1  # trailing data
+            break
+        if (state == _EXPECT_KEY_OR_CLOSE and c == 125) or (state == _EXPECT_VALUE_OR_CLOSE and c == 93):
+            state = _EXPECT_COMMA_OR_CLOSE  # an empty container: handled as a close below
+        if state == _EXPECT_KEY_OR_CLOSE or state == _EXPECT_KEY:
+            if c != 34:
+                status = 1
+                break
+            end, flags = _scan_string(buffer, i, n)
+            if end < 0:
+                status = 1
+                break
+            non_ascii |= flags & NON_ASCII
+            key_start[depth] = i + 1
+            key_end[depth] = end - 1
+            key_flags[depth] = flags
+            i = _skip_ws(buffer, end, n)
+            if i >= n or buffer[i] != 58:  # ':'
+                status = 1
+                break
+            i += 1
+            state = _EXPECT_VALUE
+            continue
+        if state == _EXPECT_COMMA_OR_CLOSE:
+            top = stack[depth - 1]
+            if c == 44:  # ','
+                i += 1
+                state = _EXPECT_KEY if top == _OBJ else _EXPECT_VALUE
+                continue
+            if (c == 125 and top == _OBJ) or (c == 93 and top == _ARR):
+                depth -= 1
+                i += 1
+                if depth == 1 and meta_open:
+                    meta_end = i
+                    meta_open = False
+                state = _DONE if depth == 0 else _EXPECT_COMMA_OR_CLOSE
+                continue
+            status = 1
+            break
+
+        # A value at level `depth`: first what it is to us, then parse it.
+        level = depth
+        is_container = c == 123 or c == 91
+        if level == 0:
+            if (layout == TABLE and c != 91) or (layout == RESULTS and c != 123):
+                status = 2
+                break
+        elif layout == RESULTS and level == 1:
+            if key_flags[1] != 0:
+                status = 2
+                break
+            in_scope = _equals(buffer, key_start[1], key_end[1], _RESULTS_WORD)
+            if in_scope:
+                results_seen += 1
+                if c != 123 or results_seen > 1:
+                    status = 2
+                    break
+            elif _equals(buffer, key_start[1], key_end[1], _META_WORD):
+                if meta_start >= 0:
+                    status = 2
+                    break
+                meta_start = i
+                meta_open = True
+        elif layout == RESULTS and level == 2 and in_scope:
+            if c != 91 or key_flags[2] != 0:
+                status = 2
+                break
+            group += 1
+            group_key_start[group] = key_start[2]
+            group_key_end[group] = key_end[2]
+        if in_scope and level == record_level:
+            if c != 123:
+                status = 2
+                break
+            record += 1
+            record_group[record] = max(group, 0)
+            if group >= 0:
+                group_size[group] += 1
+        elif in_scope and level == field_level:
+            field = _match_key(buffer, key_start[level], key_end[level], key_buffer, key_offsets)
+            if key_flags[level] != 0:
+                status = 2  # an escaped key might decode to a wanted one: let json read it
+                break
+            if field >= 0 and kind[record, field] != ABSENT:
+                status = 2  # duplicate key: json keeps the last; let it decide
+                break
+        element = in_scope and level == element_level and field >= 0 and kind[record, field] == ARRAY
+        storing_field = in_scope and level == field_level and field >= 0
+
+        if is_container:
+            if depth >= MAX_DEPTH:
+                status = 2
+                break
+            stack[depth] = _OBJ if c == 123 else _ARR
+            depth += 1
+            i += 1
+            state = _EXPECT_KEY_OR_CLOSE if c == 123 else _EXPECT_VALUE_OR_CLOSE
+            value_kind = OBJECT if c == 123 else ARRAY
+            if storing_field:
+                kind[record, field] = value_kind
+            elif element:
+                element_kinds[record, field] |= 1 << value_kind
+                element_count[record, field] += 1
+            continue
+
+        if c == 34:
+            end, flags = _scan_string(buffer, i, n)
+            if end < 0:
+                status = 1
+                break
+            non_ascii |= flags & NON_ASCII
+            if storing_field:
+                kind[record, field] = STRING
+                string_start[record, field] = i + 1
+                string_end[record, field] = end - 1
+                string_flags[record, field] = flags
+            elif element:
+                if element_count[record, field] == 0 or not (element_kinds[record, field] & (1 << STRING)):
+                    string_start[record, field] = i + 1
+                    string_end[record, field] = end - 1
+                    string_flags[record, field] = flags
+                element_kinds[record, field] |= 1 << STRING
+                element_count[record, field] += 1
+            i = end
+        elif c == 45 or (48 <= c <= 57):
+            end, value, exact, integer_form, int_value, big = _scan_number(buffer, i, n)
+            if end < 0:
+                status = 1
+                break
+            slot = -1
+            if storing_field:
+                kind[record, field] = NUMBER
+                slot = 0
+                int_values[record, field] = int_value
+            elif element:
+                slot = element_count[record, field]
+                element_kinds[record, field] |= 1 << NUMBER
+                element_count[record, field] += 1
+            if slot >= 0:
+                if not integer_form:
+                    number_flags[record, field] |= NOT_INTEGER_FORM
+                if big:
+                    number_flags[record, field] |= BIG_INTEGER
+                if slot < MAX_ARRAY_WIDTH:
+                    if exact:
+                        values[record, field, slot] = value
+                    else:
+                        if n_slow == slow_cap:
+                            slow_cap *= 2
+                            grown = np.empty(slow_cap, np.int64)
+                            grown[:n_slow] = slow_start[:n_slow]
+                            slow_start = grown
+                            grown = np.empty(slow_cap, np.int64)
+                            grown[:n_slow] = slow_end[:n_slow]
+                            slow_end = grown
+                            grown = np.empty(slow_cap, np.int64)
+                            grown[:n_slow] = slow_dest[:n_slow]
+                            slow_dest = grown
+                        slow_start[n_slow] = i
+                        slow_end[n_slow] = end
+                        slow_dest[n_slow] = (record * n_keys + field) * MAX_ARRAY_WIDTH + slot
+                        n_slow += 1
+            i = end
+        else:
+            end, literal_kind = _literal(buffer, i, n)
+            if end < 0:
+                status = 1  # includes NaN / Infinity, which json accepts: the caller falls back
+                break
+            if storing_field:
+                kind[record, field] = literal_kind
+            elif element:
+                element_kinds[record, field] |= 1 << literal_kind
+                element_count[record, field] += 1
+            i = end
+        if level == 1 and meta_open:
+            meta_end = i
+            meta_open = False
+        state = _DONE if depth == 0 else _EXPECT_COMMA_OR_CLOSE
+
+    if layout == RESULTS and results_seen != 1:
+        status = 2
+    header = (status, record + 1, group + 1, meta_start, meta_end, non_ascii)
+    return (
+        header, kind, values, int_values, number_flags, element_count, element_kinds, string_start,
+        string_end, string_flags, record_group, group_key_start, group_key_end, group_size,
+        slow_start[:n_slow], slow_end[:n_slow], slow_dest[:n_slow],
+    )  # fmt: skip
