@@ -8,6 +8,7 @@ scored attributes (-1 for classes without attributes).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,18 +72,29 @@ def circle_nms(xy: np.ndarray, scores: np.ndarray, radius_m: float) -> np.ndarra
 
 def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: DecodeConfig) -> Boxes3D:
     """Boxes of sample `sample` of the batch, in its BEV frame, sorted by descending score."""
-    heat = outputs.heatmap_logits[sample].detach().float().sigmoid()  # (C, H, W)
-    classes, height, width = heat.shape
-    peaks = heat * (F.max_pool2d(heat.unsqueeze(0), 3, stride=1, padding=1)[0] == heat)
-    scores, flat = peaks.reshape(-1).topk(min(config.top_k, peaks.numel()))
-    keep = scores >= config.score_threshold
-    scores, flat = scores[keep], flat[keep]
+    # Peaks and the threshold are found on the logits (sigmoid is monotonic), so the sigmoid and
+    # every regression map are evaluated at the few candidate cells only.
+    logits = outputs.heatmap_logits[sample].detach().float()  # (C, H, W)
+    classes, height, width = logits.shape
+    is_peak = F.max_pool2d(logits.unsqueeze(0), 3, stride=1, padding=1)[0] == logits
+    threshold = config.score_threshold
+    threshold_logit = -math.inf if threshold <= 0 else math.inf if threshold >= 1 else math.log(threshold / (1 - threshold))
+    flat = torch.nonzero((is_peak & (logits >= threshold_logit)).reshape(-1), as_tuple=False).view(-1)
+    candidate_logits = logits.reshape(-1)[flat]
+    if len(flat) > config.top_k:
+        candidate_logits, order = candidate_logits.topk(config.top_k)
+        flat = flat[order]
+    scores = candidate_logits.sigmoid()
     label = torch.div(flat, height * width, rounding_mode="floor")
     cell = flat % (height * width)
     row = torch.div(cell, width, rounding_mode="floor")
     column = cell % width
-    regression = outputs.regression()[sample].detach().float().reshape(10, -1)[:, cell].T  # (N, 10)
-    attribute_logits = outputs.attribute_logits[sample].detach().float().reshape(-1, height * width)[:, cell].T
+    at_cells = lambda dense: dense[sample].detach().float().reshape(dense.shape[1], -1)[:, cell].T  # noqa: E731
+    regression = torch.cat(
+        [at_cells(outputs.offset), at_cells(outputs.z), at_cells(outputs.log_size), at_cells(outputs.yaw_sincos),
+         at_cells(outputs.velocity)], dim=1,
+    )  # (N, 10)  # fmt: skip
+    attribute_logits = at_cells(outputs.attribute_logits)  # (N, A)
 
     regression, scores = regression.cpu().numpy().astype(np.float64), scores.cpu().numpy().astype(np.float64)
     label, row, column = label.cpu().numpy(), row.cpu().numpy(), column.cpu().numpy()
