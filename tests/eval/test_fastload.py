@@ -1,0 +1,263 @@
+"""The fast loading path (`jsonscan` + `fastload`) against `json` and the reference loaders.
+
+Numbers must be bit-identical to `float()` of their text; tables and results files must give the
+reference path's arrays exactly; and whatever the scanner does not fully understand must go to the
+reference path, so that bad input keeps its clear error messages.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+
+from avfusion.calibration.errors import InputError
+from avfusion.eval import jsonscan
+from avfusion.eval.config import default_config
+from avfusion.eval.data import (
+    load_ground_truth,
+    load_ground_truth_reference,
+    load_predictions,
+    load_predictions_reference,
+)
+from avfusion.eval.fastload import results_columns_fast
+
+VERSION = "v1.0-mini"
+SPLIT = "synth_val"
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, np.float64).view(np.uint64)
+
+
+def _number_texts(rng: np.random.Generator) -> list[str]:
+    """Numbers as JSON writers print them, and the hard cases of decimal -> binary conversion."""
+    magnitudes = 10.0 ** rng.uniform(-30, 30, 4000)
+    values = rng.choice([-1.0, 1.0], 4000) * magnitudes * rng.random(4000)
+    texts = [repr(float(v)) for v in values]  # shortest round trip: up to 17 digits
+    texts += [repr(float(v)) for v in rng.normal(0, 100, 4000)]
+    texts += [f"{v:.{p}e}" for v, p in zip(values[:1000], rng.integers(0, 20, 1000))]
+    texts += [f"{v:.{p}f}" for v, p in zip(rng.normal(0, 50, 1000), rng.integers(0, 22, 1000))]
+    texts += [str(int(i)) for i in rng.integers(-(2**62), 2**62, 500)]
+    texts += [
+        "0", "-0", "0.0", "-0.0", "0e0", "-0E-5", "1E+5", "1e22", "1e23", "9007199254740993",
+        "9007199254740992.5", "123456789012345678", "1234567890123456789", "12345678901234567890123",
+        "0.1", "0.3", "2.2250738585072014e-308", "4.9e-324", "1e-400", "1e400", "-1e400",
+        "1.7976931348623157e308", "0.000000000000000000000000000001", "100000000000000000000000000000.5",
+        "9.999999999999999e22", "8.98846567431158e307", "0.30000000000000004", "1.00000000000000011102230246251565",
+        "3.141592653589793238462643383279", "5e-324", "2.4703282292062327e-324",
+    ]  # fmt: skip
+    # Exact ties between adjacent doubles (round half to even): odd integers above 2^53 and
+    # halves above 2^52, both within the scanner's own exact division; and long near-ties.
+    texts += [str(int(i) | 1) for i in rng.integers(2**53, 2**54, 300)]
+    texts += [f"{int(i)}.5" for i in rng.integers(2**52, 2**53, 300)]
+    texts += [f"{float(v):.30e}" for v in rng.uniform(1, 1000, 200)]
+    return texts
+
+
+def test_numbers_are_bit_identical_to_float_of_their_text():
+    texts = _number_texts(np.random.default_rng(0))
+    document = "[" + ",".join('{"x": %s, "v": [%s, 1, -2.5, %s]}' % (t, t, t) for t in texts) + "]"
+    scanned = jsonscan.scan_records(document.encode(), jsonscan.TABLE, ["x", "v"])
+    assert scanned is not None
+    expected = np.array([float(t) for t in texts])
+    assert np.array_equal(_bits(scanned.scalars("x")), _bits(expected))
+    vectors = scanned.floats("v", 4)
+    assert np.array_equal(_bits(vectors[:, 0]), _bits(expected))
+    assert np.array_equal(_bits(vectors[:, 3]), _bits(expected))
+    assert np.all(vectors[:, 1] == 1.0) and np.all(vectors[:, 2] == -2.5)
+    assert math.copysign(1.0, scanned.scalars("x")[texts.index("-0.0")]) == -1.0
+
+
+def test_fields_kinds_strings_and_groups():
+    document = (
+        b'{"meta": {"a": [1, {"b": 2}]}, "other": [{"x": 1}],\n "results": {"s1": [{"t": "ab", "n": 3,'
+        b' "l": ["p", "q"], "o": {"t": 1}, "z": null}, {"t": "", "n": 2.0, "l": [], "o": true}], "s2": []}}'
+    )
+    scanned = jsonscan.scan_records(document, jsonscan.RESULTS, ["t", "n", "l", "o", "z"])
+    assert scanned is not None and len(scanned) == 2
+    assert json.loads(document[slice(*scanned.meta_range)]) == {"a": [1, {"b": 2}]}
+    assert jsonscan.decode_strings(scanned.group_keys()) == ["s1", "s2"]
+    assert scanned.group_size.tolist() == [2, 0] and scanned.record_group.tolist() == [0, 0]
+    assert jsonscan.decode_strings(scanned.strings("t")) == ["ab", ""]
+    assert scanned.kind[:, 3].tolist() == [jsonscan.OBJECT, jsonscan.TRUE]
+    assert scanned.kind[:, 4].tolist() == [jsonscan.NULL, jsonscan.ABSENT]
+    assert scanned.element_count[:, 2].tolist() == [2, 0]
+    assert scanned.integers("n") is None  # 2.0 is a float to json, not an int
+    assert scanned.integers("n", np.array([0])).tolist() == [3]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b"", b"[", b"[{]", b'[{"a": 1,}]', b'[{"a": 1}],', b'[{"a" 1}]', b'[{"a": 01}]', b'[{"a": 1.}]',
+        b'[{"a": -}]', b'[{"a": .5}]', b'[{"a": 1e}]', b'[{"a": "x\\q"}]', b'[{"a": "x\ny"}]', b'[{"a": tru}]',
+        b'[{"a": NaN}]', b'[{"a": Infinity}]', b'[{"a": 1, "a": 2}]', b'[{"\\u0061": 1}]', b'{"a": 1}', b"[1, 2]",
+        b'[{"a": "\xff"}]', b'\xef\xbb\xbf[{"a": 1}]', b'[{"a": 1}] x', b'[{"a": "\\u12"}]',
+        b"[" * 300 + b"]" * 300,
+    ],
+)  # fmt: skip
+def test_anything_unusual_is_left_to_json(document):
+    assert jsonscan.scan_records(document, jsonscan.TABLE, ["a"]) is None
+
+
+def test_random_corruptions_are_either_refused_or_read_as_json_reads_them():
+    rng = np.random.default_rng(3)
+    records = [
+        {"a": float(rng.normal()), "v": rng.normal(size=3).tolist(), "s": f"tok{i}", "n": int(rng.integers(100))}
+        for i in range(20)
+    ]
+    original = json.dumps(records).encode()
+    alphabet = np.frombuffer(b'{}[],:"\\ -.e0123456789truefalsnul\n', np.uint8)
+    accepted = 0
+    for _ in range(400):
+        mutated = bytearray(original)
+        for position in rng.integers(0, len(mutated), rng.integers(1, 4)):
+            mutated[position] = int(rng.choice(alphabet))
+        scanned = jsonscan.scan_records(bytes(mutated), jsonscan.TABLE, ["a", "v", "s", "n"])
+        if scanned is None:
+            continue
+        parsed = json.loads(bytes(mutated))  # must not raise: the scanner accepted it
+        accepted += 1
+        assert len(scanned) == len(parsed)
+        for row, record in enumerate(parsed):
+            if isinstance(record.get("a"), float):
+                assert _bits(scanned.values[row, 0, :1]) == _bits(np.array([record["a"]]))
+            if isinstance(record.get("s"), str) and scanned.kind[row, 2] == jsonscan.STRING:
+                start, end = scanned.string_start[row, 2], scanned.string_end[row, 2]
+                assert json.loads(bytes(mutated)[start - 1 : end + 1]) == record["s"]
+    assert accepted > 20  # digit changes and the like keep the file valid
+
+
+def test_string_index_finds_exact_rows_only():
+    keys = jsonscan.encode_strings(["abc", "ab", "", "abcd", "x" * 40])
+    index = jsonscan.StringIndex(keys)
+    assert index.unique
+    queries = jsonscan.encode_strings(["ab", "abcd", "abcde", "", "y", "x" * 40, "x" * 41])
+    assert index.lookup(queries).tolist() == [1, 3, -1, 2, -1, 4, -1]
+    assert not jsonscan.StringIndex(jsonscan.encode_strings(["a", "b", "a"])).unique
+
+
+def _assert_same_arrays(a, b) -> None:
+    for name in a.__slots__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and x.shape == y.shape, name
+            assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), name
+        else:
+            assert x == y, name
+
+
+def test_fast_ground_truth_equals_the_reference_loader(minimal_log):
+    from avfusion.eval.data import _split_samples
+    from avfusion.eval.fastload import ground_truth_fast
+
+    for split in (SPLIT, "synth_train"):
+        fast = ground_truth_fast(minimal_log, VERSION, split, _split_samples(minimal_log, VERSION, split))
+        assert fast is not None  # the fast path is taken on a well-formed log
+        reference = load_ground_truth_reference(minimal_log, VERSION, split)
+        _assert_same_arrays(fast.boxes, reference.boxes)
+        _assert_same_arrays(fast.bike_racks, reference.bike_racks)
+        assert np.array_equal(fast.ego_translation, reference.ego_translation)
+        assert fast.predefined_split == reference.predefined_split
+    assert len(reference.bike_racks.sample_index) or len(fast.bike_racks.sample_index)
+
+
+def test_fast_predictions_equal_the_reference_loader(minimal_log, predictions_for, tmp_path):
+    config = default_config()
+    ground_truth = load_ground_truth(minimal_log, VERSION, SPLIT)
+    payload = predictions_for(minimal_log, seed=11)
+    first = next(token for token, boxes in payload["results"].items() if boxes)
+    payload["results"][first][0]["num_pts"] = 0  # the devkit drops it; so must we
+    payload["results"][first][1]["ego_translation"] = [1.0, 2.0, 3.0]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(payload, indent=1))
+    assert results_columns_fast(path.read_bytes(), ground_truth.sample_tokens, config.max_boxes_per_sample) is not None
+    fast = load_predictions(path, ground_truth, config)
+    reference = load_predictions_reference(path, ground_truth, config)
+    _assert_same_arrays(fast.boxes, reference.boxes)
+    assert fast.meta == reference.meta
+    assert fast.boxes.num_pts.tolist().count(0) == 1
+
+
+def _mutations():
+    def set_box(field, value):
+        def apply(payload):
+            token = next(t for t, boxes in payload["results"].items() if boxes)
+            payload["results"][token][0][field] = value
+        return apply
+
+    def drop_box_field(field):
+        def apply(payload):
+            token = next(t for t, boxes in payload["results"].items() if boxes)
+            del payload["results"][token][0][field]
+        return apply
+
+    def top(fn):
+        return fn
+
+    return [
+        set_box("translation", [1.0, 2.0]),
+        set_box("size", [1.0, -2.0, 1.0]),
+        set_box("rotation", [1.0, 1.0, 0.0, 0.0]),
+        set_box("detection_name", "cat"),
+        set_box("attribute_name", "vehicle.flying"),
+        set_box("detection_score", True),
+        set_box("detection_score", "0.5"),
+        set_box("num_pts", 3.5),
+        set_box("ego_translation", [1.0, "x", 2.0]),
+        set_box("sample_token", "elsewhere"),
+        set_box("velocity", [math.nan, 0.0]),
+        drop_box_field("size"),
+        top(lambda p: p["results"].pop(next(iter(p["results"])))),
+        top(lambda p: p["results"].__setitem__("not-a-sample", [])),
+        top(lambda p: p.pop("meta")),
+        top(lambda p: p.__setitem__("meta", [1])),
+        top(lambda p: p["results"].__setitem__(next(iter(p["results"])), {"a": 1})),
+    ]
+
+
+@pytest.mark.parametrize("mutate", _mutations())
+def test_bad_results_files_get_the_reference_errors(minimal_log, predictions_for, tmp_path, mutate):
+    config = default_config()
+    ground_truth = load_ground_truth(minimal_log, VERSION, SPLIT)
+    payload = copy.deepcopy(predictions_for(minimal_log, seed=2))
+    mutate(payload)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(payload))
+    assert results_columns_fast(path.read_bytes(), ground_truth.sample_tokens, config.max_boxes_per_sample) is None
+    with pytest.raises(InputError) as fast_error:
+        load_predictions(path, ground_truth, config)
+    with pytest.raises(InputError) as reference_error:
+        load_predictions_reference(path, ground_truth, config)
+    assert str(fast_error.value) == str(reference_error.value)
+
+
+def _dangling_prev(annotation):
+    annotation["prev"] = "no-such-annotation"
+
+
+def _short_translation(annotation):
+    annotation["translation"] = [1.0, 2.0]
+
+
+def _two_attributes(annotation):
+    annotation["attribute_tokens"] = annotation["attribute_tokens"] * 2 or ["x", "y"]
+
+
+@pytest.mark.parametrize("breakage", [_dangling_prev, _short_translation, _two_attributes])
+def test_a_broken_table_gets_the_reference_error(write_log, tmp_path, breakage):
+    root = write_log(tmp_path / "log", seed=4, scenes=3, samples_per_scene=3)
+    annotations_path = root / VERSION / "sample_annotation.json"
+    annotations = json.loads(annotations_path.read_text())
+    for annotation in annotations:
+        breakage(annotation)
+    annotations_path.write_text(json.dumps(annotations))
+    with pytest.raises(InputError) as fast_error:
+        load_ground_truth(root, VERSION, SPLIT)
+    with pytest.raises(InputError) as reference_error:
+        load_ground_truth_reference(root, VERSION, SPLIT)
+    assert str(fast_error.value) == str(reference_error.value)
