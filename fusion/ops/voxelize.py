@@ -1,7 +1,7 @@
 """Voxelization of lidar points: hard (capped) voxels, dynamic voxels and pillars.
 
-The public entry points are `voxelize` (hard mode), `dynamic_voxelize`, `scatter_mean` and
-`scatter_max`. Each has three interchangeable backends that give identical outputs:
+The public entry points are `voxelize` (hard mode), `Voxelizer` (hard mode, reusing its buffers
+from call to call), `dynamic_voxelize`, `scatter_mean` and `scatter_max`. Each has three interchangeable backends that give identical outputs:
 
 - `"numba"`: the CPU kernels in this module (`@njit(parallel=True, cache=True)`);
 - `"reference"`: the plain NumPy twin in `voxelize_reference` (slow, obviously correct);
@@ -25,9 +25,12 @@ Differences from spconv, by choice: a point with NaN in x, y or z is dropped and
 `num_nan` (spconv drops it silently as out of range); the counts of points dropped for each reason
 are reported. NaN in the other columns is copied through unchanged, as spconv does.
 
-Memory: the CPU backend keeps a dense int32 cell -> voxel table per calling thread and grid (the two
-most recent grids), reset cell by cell after each call: 332 MB for the nuScenes 0.075 m voxel grid
-(1440 x 1440 x 40), 1.2 MB for the 0.2 m pillar grid. Grids above 2**30 cells are refused.
+Memory: the CPU backend finds a point's voxel in a linear-probing hash table of int64 entries
+sized to at most twice `min(max_voxels, N)` (2 MB for the nuScenes voxel preset, 512 kB for the
+pillar preset; dynamic mode: twice N), kept with the other scratch per thread and config, so its
+cost follows the points, not the grid. `Voxelizer` also owns its (max_voxels, P, C) outputs and
+returns views into them (spconv's `PointToVoxel` design): no allocation per call. The grid is
+capped at 2**30 cells (int32 cell keys; the CUDA backend's dense per-cell table).
 
 Torch tensors are accepted wherever NumPy arrays are, and the outputs are then torch tensors
 sharing memory with the kernels' output arrays (CPU: `torch.from_numpy`; CUDA: the tensors are
@@ -51,7 +54,7 @@ Backend = Literal["numba", "reference", "cuda"]
 KEY_OUT_OF_RANGE = -1
 KEY_NAN = -2
 
-# The cell lookup table is int32 and dense over the grid: cap its size (4 bytes a cell).
+# Cell keys are int32, and the CUDA backend's cell table is dense over the grid: cap its size.
 MAX_GRID_CELLS = 2**30
 
 
@@ -102,8 +105,8 @@ class VoxelConfig:
             raise ValueError(f"the range holds less than one voxel on some axis: grid {grid}")
         if self.num_cells > MAX_GRID_CELLS:
             raise ValueError(
-                f"grid {grid} has {self.num_cells} cells, more than the {MAX_GRID_CELLS} the dense "
-                "cell table allows; use a larger voxel_size or a smaller range"
+                f"grid {grid} has {self.num_cells} cells, more than the {MAX_GRID_CELLS} int32 "
+                "cell keys (and the CUDA backend's dense cell table) allow; use a larger voxel_size or a smaller range"
             )
 
     @classmethod
@@ -296,6 +299,17 @@ def as_output_kind(like: Any, array: np.ndarray) -> Any:
 # Numba CPU kernels. None allocates: every buffer is passed in, preallocated by the caller.
 # ---------------------------------------------------------------------------------------------
 
+# Fibonacci hashing: the top bits of key * 2**64 / golden ratio spread neighbouring cell keys
+# (neighbouring voxels) over the whole table, so linear probing stays short.
+_HASH_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+_EMPTY = -1  # a free hash table entry; used entries are (key << 32) | voxel, both >= 0
+
+
+def hash_table_bits(max_entries: int) -> int:
+    """log2 of the table size for `max_entries` keys: a power of two at least twice as large (the
+    load factor stays <= 0.5, so a miss probes ~2.5 entries on average)."""
+    return max(4, int(2 * max(max_entries, 1) - 1).bit_length())
+
 
 @njit(parallel=True, cache=True)
 def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma: no cover - jitted
@@ -319,21 +333,37 @@ def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma:
             keys[i] = -1
 
 
+@njit(inline="always")
+def _probe(table, bits, key):  # pragma: no cover - jitted
+    """Index of `key`'s entry in the linear-probing table, or of the free entry where it goes."""
+    mask = (np.int64(1) << bits) - 1
+    h = np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
+    while True:
+        entry = table[h]
+        if entry == _EMPTY or (entry >> 32) == key:
+            return h
+        h = (h + 1) & mask
+
+
 @njit(cache=True)
 def _assign_hard_kernel(
-    keys, table, max_voxels, max_points, point_voxel_index, voxel_points, num_points, voxel_keys, drops
+    keys, table, bits, max_voxels, max_points, point_voxel_index, voxel_points, counts, voxel_keys, drops
 ):  # pragma: no cover - jitted
     """Number voxels in first-seen order and list each voxel's first points (serial by design).
 
-    table: dense int32 cell -> voxel lookup, all -1 on entry; the caller's finish pass resets the
-    touched cells. drops: [nan, out_of_range, voxel_overflow, point_overflow] counts, written here.
-    Returns the number of voxels.
+    table: hash table of 2**bits int64 entries, all free (-1) on entry. voxel_points (>= V, P):
+    the input index of each voxel's points in slot order; counts: points stored per voxel (<= P).
+    drops: [nan, out_of_range, voxel_overflow, point_overflow] counts, written here.
+    Returns the number of voxels V.
     """
     num_voxels = 0
     n_nan = 0
     n_out = 0
     n_voxel_overflow = 0
     n_point_overflow = 0
+    # Consecutive lidar returns often share a cell: remembering the last one skips the probe.
+    previous_key = -3
+    previous_voxel = -1
     for i in range(keys.shape[0]):
         key = keys[i]
         if key < 0:
@@ -343,22 +373,32 @@ def _assign_hard_kernel(
             else:
                 n_out += 1
             continue
-        voxel = table[key]
+        if key == previous_key:
+            voxel = previous_voxel
+        else:
+            h = _probe(table, bits, key)
+            entry = table[h]
+            if entry != _EMPTY:
+                voxel = np.int32(entry & 0xFFFFFFFF)
+            elif num_voxels < max_voxels:
+                voxel = np.int32(num_voxels)
+                num_voxels += 1
+                table[h] = (np.int64(key) << 32) | voxel
+                voxel_keys[voxel] = key
+                counts[voxel] = 0
+            else:
+                voxel = np.int32(-1)  # no voxel left: this cell's points are all dropped
+            previous_key = key
+            previous_voxel = voxel
         if voxel < 0:
-            if num_voxels >= max_voxels:
-                point_voxel_index[i] = -1
-                n_voxel_overflow += 1
-                continue
-            voxel = num_voxels
-            num_voxels += 1
-            table[key] = voxel
-            voxel_keys[voxel] = key
-            num_points[voxel] = 0
+            point_voxel_index[i] = -1
+            n_voxel_overflow += 1
+            continue
         point_voxel_index[i] = voxel
-        slot = num_points[voxel]
+        slot = counts[voxel]
         if slot < max_points:
             voxel_points[voxel, slot] = i
-            num_points[voxel] = slot + 1
+            counts[voxel] = slot + 1
         else:
             n_point_overflow += 1
     drops[0] = n_nan
@@ -369,32 +409,39 @@ def _assign_hard_kernel(
 
 
 @njit(parallel=True, cache=True)
-def _finish_hard_kernel(
-    points, voxel_points, num_points_ws, voxel_keys, grid_xyz, table, features, coords_zyx, num_points
+def _gather_hard_kernel(
+    points, voxel_points, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh
 ):  # pragma: no cover - jitted
-    """Per voxel: reset its table cell, decode (z, y, x), gather its points, zero the padding."""
+    """Per voxel: decode (z, y, x), gather its points into `features`, zero the padding.
+
+    fresh: `features` holds garbage, zero every unused slot. Otherwise `features` is a reused
+    buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v]) are
+    zeroed, and filled[v] becomes count.
+    """
     num_features = points.shape[1]
     max_points = features.shape[1]
     gx, gy = grid_xyz[0], grid_xyz[1]
     for v in prange(features.shape[0]):
         key = voxel_keys[v]
-        table[key] = -1
         coords_zyx[v, 0] = key // (gx * gy)
         coords_zyx[v, 1] = (key // gx) % gy
         coords_zyx[v, 2] = key % gx
-        count = num_points_ws[v]
+        count = counts[v]
         num_points[v] = count
         for s in range(count):
             i = voxel_points[v, s]
             for c in range(num_features):
                 features[v, s, c] = points[i, c]
-        for s in range(count, max_points):
+        end = max_points if fresh else filled[v]
+        for s in range(count, end):
             for c in range(num_features):
                 features[v, s, c] = 0.0
+        if not fresh:
+            filled[v] = count
 
 
 @njit(cache=True)
-def _assign_dynamic_kernel(keys, table, point_voxel_index, voxel_keys, num_points, drops):  # pragma: no cover
+def _assign_dynamic_kernel(keys, table, bits, point_voxel_index, voxel_keys, num_points, drops):  # pragma: no cover
     """Every in-range point -> its voxel, voxels in first-seen order, no caps. Returns V."""
     num_voxels = 0
     n_nan = 0
@@ -408,11 +455,14 @@ def _assign_dynamic_kernel(keys, table, point_voxel_index, voxel_keys, num_point
             else:
                 n_out += 1
             continue
-        voxel = table[key]
-        if voxel < 0:
-            voxel = num_voxels
+        h = _probe(table, bits, key)
+        entry = table[h]
+        if entry != _EMPTY:
+            voxel = np.int32(entry & 0xFFFFFFFF)
+        else:
+            voxel = np.int32(num_voxels)
             num_voxels += 1
-            table[key] = voxel
+            table[h] = (np.int64(key) << 32) | voxel
             voxel_keys[voxel] = key
             num_points[voxel] = 0
         point_voxel_index[i] = voxel
@@ -423,15 +473,13 @@ def _assign_dynamic_kernel(keys, table, point_voxel_index, voxel_keys, num_point
 
 
 @njit(parallel=True, cache=True)
-def _finish_dynamic_kernel(voxel_keys, num_points_ws, grid_xyz, table, coords_zyx, num_points):  # pragma: no cover
+def _decode_keys_kernel(voxel_keys, grid_xyz, coords_zyx):  # pragma: no cover - jitted
     gx, gy = grid_xyz[0], grid_xyz[1]
     for v in prange(coords_zyx.shape[0]):
         key = voxel_keys[v]
-        table[key] = -1
         coords_zyx[v, 0] = key // (gx * gy)
         coords_zyx[v, 1] = (key // gx) % gy
         coords_zyx[v, 2] = key % gx
-        num_points[v] = num_points_ws[v]
 
 
 @njit(cache=True)
@@ -466,106 +514,179 @@ def _scatter_max_kernel(features, point_voxel_index, counts, out):  # pragma: no
                 out[v, c] = value
 
 
+
 # ---------------------------------------------------------------------------------------------
-# Workspace: the dense cell table and scratch buffers, reused across calls (one set per thread)
+# Voxelizer: the reusable hard voxelizer that owns its buffers
 # ---------------------------------------------------------------------------------------------
-
-
-class _Workspace:
-    """Scratch memory of one thread: allocating (and page-faulting) it per call costs more than
-    the kernels. The cell table is all -1 between calls: each call resets only the cells it set."""
-
-    def __init__(self) -> None:
-        self.tables: dict[int, np.ndarray] = {}
-        self.keys = np.empty(0, np.int32)
-        self.voxel_keys = np.empty(0, np.int32)
-        self.num_points = np.empty(0, np.int32)
-        self.voxel_points = np.empty((0, 0), np.int32)
-        self.drops = np.zeros(4, np.int64)
-
-    def table(self, num_cells: int) -> np.ndarray:
-        table = self.tables.pop(num_cells, None)
-        if table is None:
-            # Keep the two most recent grids (a voxel and a pillar config side by side).
-            while len(self.tables) >= 2:
-                del self.tables[next(iter(self.tables))]
-            table = np.full(num_cells, -1, np.int32)
-        self.tables[num_cells] = table  # re-inserted: most recent last
-        return table
-
-    def reserve(self, num_points: int, num_voxels: int, max_points: int | None) -> None:
-        """Grow the scratch buffers to N points and V voxels (of `max_points` slots, hard mode)."""
-        if self.keys.shape[0] < num_points:
-            self.keys = np.empty(num_points, np.int32)
-        if self.voxel_keys.shape[0] < num_voxels:
-            self.voxel_keys = np.empty(num_voxels, np.int32)
-            self.num_points = np.empty(num_voxels, np.int32)
-        if max_points is not None and (
-            self.voxel_points.shape[0] < num_voxels or self.voxel_points.shape[1] != max_points
-        ):
-            self.voxel_points = np.empty((num_voxels, max_points), np.int32)
-
-
-_local = threading.local()
-
-
-def _workspace() -> _Workspace:
-    workspace = getattr(_local, "workspace", None)
-    if workspace is None:
-        workspace = _local.workspace = _Workspace()
-    return workspace
 
 
 def _grid_array(config: VoxelConfig) -> np.ndarray:
     return np.asarray(config.grid_size_xyz, dtype=np.int32)
 
 
+class _Scratch:
+    """Per-call scratch memory (cell keys, hash table, voxel lists), grown as needed and reused:
+    allocating (and page-faulting) it per call costs as much as the kernels."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, np.int32)
+        self.table = np.empty(0, np.int64)
+        self.voxel_keys = np.empty(0, np.int32)
+        self.counts = np.empty(0, np.int32)
+        self.voxel_points = np.empty((0, 0), np.int32)
+        self.drops = np.zeros(4, np.int64)
+
+    def reserve(self, num_points: int, num_voxels: int, max_points: int | None) -> tuple[np.ndarray, int]:
+        """Grow to N points and V voxels (of `max_points` slots, hard mode); return the hash
+        table for V keys, all entries free, and its log2 size."""
+        if self.keys.shape[0] < num_points:
+            self.keys = np.empty(num_points, np.int32)
+        if self.voxel_keys.shape[0] < num_voxels:
+            self.voxel_keys = np.empty(num_voxels, np.int32)
+            self.counts = np.empty(num_voxels, np.int32)
+        if max_points is not None and (
+            self.voxel_points.shape[0] < num_voxels or self.voxel_points.shape[1] != max_points
+        ):
+            self.voxel_points = np.empty((num_voxels, max_points), np.int32)
+        bits = hash_table_bits(num_voxels)
+        if self.table.shape[0] < 1 << bits:
+            self.table = np.empty(1 << bits, np.int64)
+        table = self.table[: 1 << bits]
+        table.fill(_EMPTY)  # at most 16 bytes a voxel: cheaper than resetting entry by entry
+        return table, bits
+
+
+class Voxelizer:
+    """Hard voxelization with one `VoxelConfig`, reusing its memory from call to call.
+
+    Like spconv's `PointToVoxel`, it allocates its output buffers once, (max_voxels, P, C) features
+    and friends, and a call writes into them: no allocation, no page faults, and only the slots
+    that held points in the previous call and not now are re-zeroed. The `Voxels` a call returns are
+    views into these buffers, valid until the next call; `copy=True` returns fresh arrays instead
+    (then the buffers are not used). Same rules and outputs as `voxelize` (module docstring).
+
+    Memory: the feature buffer is max_voxels * P * C * 4 bytes (24 MB for the nuScenes voxel preset
+    with C = 5); the scratch is ~4 bytes a point plus ~(4 P + 24) bytes a voxel (a hash table of
+    int64 entries at most half full: 2 MB for 120k voxels). No dense per-cell table.
+
+    Not thread-safe: use one Voxelizer per thread.
+    """
+
+    def __init__(self, config: VoxelConfig) -> None:
+        self.config = config
+        self._grid = _grid_array(config)
+        self._range_min = config.range_min_f32
+        self._voxel_size = config.voxel_size_f32
+        self._scratch = _Scratch()
+        self._features = np.zeros((0, config.max_points_per_voxel, 0), np.float32)
+        self._filled = np.zeros(0, np.int32)  # per voxel slot of `_features`: slots >= filled are zero
+        self._coords_zyx = np.zeros((config.max_voxels, 3), np.int32)
+        self._num_points = np.zeros(config.max_voxels, np.int32)
+        self._point_voxel_index = np.zeros(0, np.int32)
+
+    def __call__(self, points: Any, copy: bool = False) -> Voxels:
+        """Voxelize (N, C>=3) float32 points (NumPy array or CPU torch tensor; never modified).
+
+        copy=False: the returned arrays are views into this Voxelizer's buffers (torch tensors
+        sharing them when `points` is a tensor), overwritten by the next call.
+        """
+        host = host_points(points)
+        result = self._voxelize(host, fresh=copy)
+        return _convert_voxels(points, result)
+
+    def _output_buffers(self, num_points: int, num_features: int) -> tuple[np.ndarray, np.ndarray]:
+        config = self.config
+        if self._features.shape[2] != num_features:
+            # np.empty, not np.zeros: NumPy asks Linux for transparent huge pages for large empty
+            # arrays but not for zeroed ones (calloc), and 4 kB pages cost TLB misses on every
+            # voxel written. The buffer starts as garbage: filled = P marks every slot dirty.
+            shape = (config.max_voxels, config.max_points_per_voxel, num_features)
+            self._features = np.empty(shape, np.float32)
+            self._filled = np.full(config.max_voxels, config.max_points_per_voxel, np.int32)
+        if self._point_voxel_index.shape[0] < num_points:
+            self._point_voxel_index = np.empty(num_points, np.int32)
+        return self._features, self._point_voxel_index[:num_points]
+
+    def _voxelize(self, points: np.ndarray, fresh: bool) -> Voxels:
+        config = self.config
+        n = points.shape[0]
+        # More voxels than valid points cannot exist: size the scratch by the smaller.
+        capacity = min(config.max_voxels, n)
+        scratch = self._scratch
+        table, bits = scratch.reserve(n, capacity, config.max_points_per_voxel)
+        keys = scratch.keys[:n]
+        _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
+        if fresh:
+            point_voxel_index = np.empty(n, np.int32)
+        else:
+            features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
+        num_voxels = _assign_hard_kernel(
+            keys, table, bits, config.max_voxels, config.max_points_per_voxel, point_voxel_index,
+            scratch.voxel_points, scratch.counts, scratch.voxel_keys, scratch.drops,
+        )  # fmt: skip
+        if fresh:
+            features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
+            coords_zyx = np.empty((num_voxels, 3), np.int32)
+            num_points = np.empty(num_voxels, np.int32)
+        else:
+            features = features_buffer[:num_voxels]
+            coords_zyx = self._coords_zyx[:num_voxels]
+            num_points = self._num_points[:num_voxels]
+        _gather_hard_kernel(
+            points, scratch.voxel_points, scratch.counts, scratch.voxel_keys, self._grid,
+            features, coords_zyx, num_points, self._filled, fresh,
+        )  # fmt: skip
+        drops = scratch.drops
+        return Voxels(
+            features, coords_zyx, num_points, point_voxel_index,
+            num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
+            num_voxel_overflow=int(drops[2]), num_point_overflow=int(drops[3]),
+        )  # fmt: skip
+
+
+class _ThreadCache(threading.local):
+    """The functional API's memory, one per thread: a Voxelizer per recent config, and the dynamic
+    mode's scratch."""
+
+    def __init__(self) -> None:
+        self.voxelizers: dict[VoxelConfig, Voxelizer] = {}
+        self.dynamic_scratch = _Scratch()
+
+    def voxelizer(self, config: VoxelConfig) -> Voxelizer:
+        voxelizer = self.voxelizers.pop(config, None)
+        if voxelizer is None:
+            # Keep the two most recent configs (a voxel and a pillar config side by side).
+            while len(self.voxelizers) >= 2:
+                del self.voxelizers[next(iter(self.voxelizers))]
+            voxelizer = Voxelizer(config)
+        self.voxelizers[config] = voxelizer  # re-inserted: most recent last
+        return voxelizer
+
+
+_cache = _ThreadCache()
+
+
 def _voxelize_numba(points: np.ndarray, config: VoxelConfig) -> Voxels:
-    n = points.shape[0]
-    # More voxels than valid points cannot exist: size the scratch by the smaller.
-    capacity = min(config.max_voxels, n)
-    ws = _workspace()
-    ws.reserve(n, capacity, config.max_points_per_voxel)
-    keys = ws.keys[:n]
-    grid = _grid_array(config)
-    table = ws.table(config.num_cells)
-    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, grid, keys)
-    point_voxel_index = np.empty(n, np.int32)
-    num_voxels = _assign_hard_kernel(
-        keys, table, config.max_voxels, config.max_points_per_voxel, point_voxel_index,
-        ws.voxel_points, ws.num_points, ws.voxel_keys, ws.drops,
-    )
-    features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
-    coords_zyx = np.empty((num_voxels, 3), np.int32)
-    num_points = np.empty(num_voxels, np.int32)
-    _finish_hard_kernel(
-        points, ws.voxel_points, ws.num_points, ws.voxel_keys, grid, table, features, coords_zyx, num_points
-    )
-    drops = ws.drops
-    return Voxels(
-        features, coords_zyx, num_points, point_voxel_index,
-        num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-        num_voxel_overflow=int(drops[2]), num_point_overflow=int(drops[3]),
-    )
+    # Fresh outputs: the caller owns them; only the scratch is reused.
+    return _cache.voxelizer(config)._voxelize(points, fresh=True)
 
 
 def _dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVoxels:
     n = points.shape[0]
-    ws = _workspace()
-    ws.reserve(n, n, None)
-    keys = ws.keys[:n]
-    grid = _grid_array(config)
-    table = ws.table(config.num_cells)
-    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, grid, keys)
+    scratch = _cache.dynamic_scratch
+    table, bits = scratch.reserve(n, n, None)
+    keys = scratch.keys[:n]
+    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, _grid_array(config), keys)
     point_voxel_index = np.empty(n, np.int32)
-    num_voxels = _assign_dynamic_kernel(keys, table, point_voxel_index, ws.voxel_keys, ws.num_points, ws.drops)
-    coords_zyx = np.empty((num_voxels, 3), np.int32)
-    num_points = np.empty(num_voxels, np.int32)
-    _finish_dynamic_kernel(ws.voxel_keys, ws.num_points, grid, table, coords_zyx, num_points)
-    return DynamicVoxels(
-        point_voxel_index, coords_zyx, num_points,
-        num_nan=int(ws.drops[0]), num_out_of_range=int(ws.drops[1]),
+    num_voxels = _assign_dynamic_kernel(
+        keys, table, bits, point_voxel_index, scratch.voxel_keys, scratch.counts, scratch.drops
     )
+    coords_zyx = np.empty((num_voxels, 3), np.int32)
+    _decode_keys_kernel(scratch.voxel_keys, _grid_array(config), coords_zyx)
+    return DynamicVoxels(
+        point_voxel_index, coords_zyx, scratch.counts[:num_voxels].copy(),
+        num_nan=int(scratch.drops[0]), num_out_of_range=int(scratch.drops[1]),
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,8 +11,10 @@ import torch
 from avfusion.fusion.ops.voxelize import (
     DynamicVoxels,
     VoxelConfig,
+    Voxelizer,
     Voxels,
     dynamic_voxelize,
+    hash_table_bits,
     host_points,
     nuscenes_pillar_config,
     nuscenes_voxel_config,
@@ -253,6 +255,65 @@ def test_real_nuscenes_sweep_equals_spconv_and_reference(realdata_root: Path, co
     assert_equals_spconv(ours, spconv_voxelize(sweep, config))
     assert_voxels_equal(ours, voxelize(sweep, config, backend="reference"))
     assert ours.num_point_overflow > 0 if config.voxel_size[2] > 1 else ours.num_voxels > 10_000
+
+
+# --- the reusable Voxelizer --------------------------------------------------------------------
+
+
+def test_voxelizer_views_equal_fresh_results_call_after_call() -> None:
+    # Fewer voxels, then more, then fewer points per voxel: stale slots of the reused buffer
+    # must read as zeros, and voxels beyond the current count must not leak into the views.
+    config = VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 4, 300)
+    voxelizer = Voxelizer(config)
+    clouds = [random_cloud(20, 3000, config), random_cloud(21, 200, config), random_cloud(22, 3000, config),
+              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]  # fmt: skip
+    clouds[3] = np.concatenate([clouds[3], np.zeros((10, 2), np.float32)], axis=1)
+    held = []
+    for cloud in [*clouds, clouds[0]]:
+        views = voxelizer(cloud)
+        expected = voxelize(cloud, config, backend="reference")
+        assert_voxels_equal(views, expected)
+        assert_voxels_equal(voxelizer(cloud, copy=True), expected)
+        held.append(voxelizer(cloud, copy=True))
+    # copy=True results are the caller's: later calls do not change them.
+    assert_voxels_equal(held[0], voxelize(clouds[0], config, backend="reference"))
+
+
+def test_voxelizer_views_are_overwritten_by_the_next_call() -> None:
+    voxelizer = Voxelizer(SMALL)
+    first = voxelizer(HAND_POINTS)
+    assert np.shares_memory(first.features, voxelizer(HAND_POINTS[::-1].copy()).features)
+    assert first.features[0, 0, 3] == 18  # now the reversed cloud's first point, not point 0 (10)
+
+
+def test_voxelizer_takes_torch_tensors_and_a_change_of_feature_count() -> None:
+    voxelizer = Voxelizer(SMALL)
+    voxels = voxelizer(torch.from_numpy(HAND_POINTS.copy()))
+    assert isinstance(voxels.features, torch.Tensor)
+    assert_voxels_equal(voxels, voxelize(HAND_POINTS, SMALL))
+    assert_voxels_equal(voxelizer(HAND_POINTS[:, :3].copy()), voxelize(HAND_POINTS[:, :3].copy(), SMALL))
+
+
+def test_hash_table_is_at_most_half_full() -> None:
+    assert hash_table_bits(120_000) == 18  # 2**18 = 262144 >= 2 * 120000 entries: 2 MB of int64
+    assert hash_table_bits(30_000) == 16
+    assert hash_table_bits(1 << 10) == 11 and hash_table_bits((1 << 10) + 1) == 12
+    assert hash_table_bits(0) == 4
+
+
+def test_many_keys_in_one_probe_run_equal_the_reference() -> None:
+    # A dense block of cells: every hash entry collides with neighbours, long probe runs, and the
+    # table is filled to its design limit (voxels == half the table).
+    config = VoxelConfig((0, 0, 0, 64, 32, 1), (1, 1, 1), 2, 2048)
+    xs, ys = np.meshgrid(np.arange(64, dtype=np.float32) + 0.5, np.arange(32, dtype=np.float32) + 0.5)
+    cells = np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, 0.5, np.float32)], axis=1)
+    rng = np.random.default_rng(5)
+    cloud = np.concatenate([cells, cells[rng.permutation(len(cells))], cells[::-1]])
+    cloud = np.concatenate([cloud, np.arange(len(cloud), dtype=np.float32)[:, None]], axis=1)
+    voxels = voxelize(cloud, config)
+    assert voxels.num_voxels == 2048 and voxels.num_point_overflow == 2048
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+    assert_dynamic_equal(dynamic_voxelize(cloud, config), dynamic_voxelize(cloud, config, backend="reference"))
 
 
 # --- dynamic voxelization and scatter -----------------------------------------------------------

@@ -56,8 +56,13 @@ def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, c
     assert payload["points"] == 40000
     for name in ("voxels", "pillars"):
         cpu = payload[name]["cpu"]
-        assert set(cpu["methods"]) == {"numba_cpu", "numba_cpu_1_thread"}
-        assert cpu["facts"]["1_thread_ratio_vs_numpy_reference"] > 0
+        assert list(cpu["methods"]) == [
+            "numba_voxelizer", "numba_voxelizer_1_thread", "numba_voxelize_fresh", "numba_voxelize_fresh_1_thread",
+        ]  # fmt: skip
+        assert cpu["facts"]["numba_voxelizer_1_thread_ratio_vs_numpy_reference"] > 0
+        assert cpu["facts"]["identical_voxelizer_views_to_voxelize"] is True
+        assert set(cpu["facts"]["cpu_ms_median"]) == set(cpu["methods"]) | set(cpu["peers"])
+        assert len(cpu["facts"]["load_average_1_5_15_min"]) == 3
         assert {"numpy_reference", "torch_unique_cpu"} <= set(cpu["peers"])
         assert cpu["facts"]["identical_to_numpy_reference"] is True
         assert cpu["facts"]["identical_to_torch_unique"] is True

@@ -7,11 +7,14 @@ small yaw and jittered by 2 cm, its time lag 0.05 s per copy, as ten accumulated
 compensation: it only has to look like a lidar cloud), tiled likewise up to `--points`.
 
 For the CenterPoint/BEVFusion nuScenes voxels and pillars it times, on the same cloud, our Numba
-CPU kernels (ours), our NumPy twin, spconv's CPU `PointToVoxel` (the peer; skipped with a message
-when spconv is not importable) and a torch.unique voxelizer, and checks in the same run that all
-give identical voxels. On a machine with a CUDA GPU it also times our numba.cuda path against the
-torch.unique voxelizer on the GPU. It reports the Numba JIT compile time cold (empty cache) and from
-the on-disk cache, each in a fresh interpreter.
+CPU kernels (ours: a reused `Voxelizer` returning views into its buffers, and the functional
+`voxelize` returning fresh arrays; each on all Numba threads and on one), our NumPy twin, spconv's
+CPU `PointToVoxel` (the peer; skipped with a message when spconv is not importable) and a
+torch.unique voxelizer, and checks in the same run that all give identical voxels. Methods are
+timed round-robin with the caches overwritten before each call (`CacheEvictor`), and the load
+average is recorded. On a machine with a CUDA GPU it also times our numba.cuda path against the
+torch.unique voxelizer on the GPU. It reports the Numba JIT compile time cold (empty cache) and
+from the on-disk cache, each in a fresh interpreter.
 
     avfusion bench voxelize [--points 300000] [--repeats 10] [--source real|synthetic] [--json out.json]
 """
@@ -21,9 +24,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,15 +41,15 @@ from avfusion.calibration.errors import InputError
 from avfusion.calibration.fileio import write_json_atomic
 from avfusion.fusion.ops.voxelize import (
     VoxelConfig,
+    Voxelizer,
     Voxels,
+    hash_table_bits,
     numba_threads,
     nuscenes_pillar_config,
     nuscenes_voxel_config,
     voxelize,
 )
 from avfusion.sensors.pcd import read_pcd_bin
-import time
-
 from avfusion.tools.bench.common import BenchReport, Timing
 
 REALDATA_SWEEP_GLOB = "nuscenes_fixture/mmdetection3d/demo/data/nuscenes/*LIDAR_TOP*.pcd.bin"
@@ -179,42 +184,96 @@ def same_voxels(ours: Voxels, peer: tuple[Any, ...]) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-def time_interleaved(methods: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, Timing]:
+class CacheEvictor:
+    """Overwrites a buffer twice the size of the last-level cache before each timed call, so that
+    every method starts with caches holding someone else's data, as in the pipeline, where the
+    network runs between two voxelizations. Without it the method timed right after a peer that
+    sweeps tens of MB would pay for the peer's cache misses (measured: ~6 ms of 11 ms)."""
+
+    def __init__(self, size_bytes: int = 64 * 2**20) -> None:
+        self._buffer = np.zeros(size_bytes // 8, np.int64)
+        self._value = 0
+
+    def __call__(self) -> None:
+        self._value += 1
+        self._buffer.fill(self._value)
+
+
+def time_interleaved(
+    methods: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    before_each: Callable[[], None] | None = None,
+    cpu_ms: dict[str, float] | None = None,
+) -> dict[str, Timing]:
     """Time the methods round-robin, one call each per round, so that the load other processes put
-    on the machine falls on all of them alike (timings on a shared machine drift over seconds)."""
+    on the machine falls on all of them alike (timings on a shared machine drift over seconds).
+    `before_each` runs untimed before every timed call (cache eviction). `cpu_ms`, when given,
+    receives each method's median CPU time of the process (all threads, spinning included): on a
+    loaded machine it shows the work done, which wall time mixes with waiting for a core."""
     for _ in range(warmup):
         for function in methods.values():
             function()
     times: dict[str, list[float]] = {name: [] for name in methods}
+    cpu_times: dict[str, list[float]] = {name: [] for name in methods}
     for _ in range(repeats):
         for name, function in methods.items():
+            if before_each is not None:
+                before_each()
+            start_cpu = time.process_time()
             start = time.perf_counter()
             function()
             times[name].append((time.perf_counter() - start) * 1e3)
+            cpu_times[name].append((time.process_time() - start_cpu) * 1e3)
+    if cpu_ms is not None:
+        cpu_ms.update({name: statistics.median(values) for name, values in cpu_times.items()})
     return {name: Timing(name, tuple(values)) for name, values in times.items()}
 
 
-def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -> BenchReport:
-    """Ours (Numba) first; NumPy twin, spconv CPU and torch.unique CPU as peers, same cloud."""
-    report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, grid xyz {config.grid_size_xyz}, CPU")
-    tensor = torch.from_numpy(cloud)
-    ours = voxelize(cloud, config)  # compiles (or loads from cache) outside the timing
-    threads = numba_threads()
+def on_one_thread(function: Callable[[], object]) -> Callable[[], object]:
+    """`function` run with Numba's parallel kernels on one thread: spconv's CPU voxelizer is
+    single-threaded, so this is the like-for-like comparison, and the robust one when other
+    processes keep the machine's cores busy."""
 
-    def numba_one_thread() -> Voxels:
-        # spconv's CPU voxelizer is single-threaded: this is the like-for-like comparison, and the
-        # robust one when other processes keep the machine's cores busy.
+    def call() -> object:
+        threads = numba_threads()
         numba.set_num_threads(1)
         try:
-            return voxelize(cloud, config)
+            return function()
         finally:
             numba.set_num_threads(threads)
 
+    return call
+
+
+TIMED_MODES = (
+    "numba_voxelizer: one Voxelizer(config) reused, outputs are views into its buffers, valid until "
+    "the next call (as one reused spconv PointToVoxel; spconv 2.3.8 returns clones of its buffers); "
+    "numba_voxelize_fresh: voxelize(points, config), fresh output arrays each call; "
+    "spconv_cpu: one PointToVoxel reused, generate_voxel_with_id (its defaults); "
+    "_1_thread: Numba on one thread (spconv's CPU voxelizer is single-threaded); "
+    "caches overwritten before every timed call"
+)
+
+
+def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -> BenchReport:
+    """Ours (Numba: the reusable Voxelizer, and the functional voxelize) on two threads and on one;
+    NumPy twin, spconv CPU and torch.unique CPU as peers; the same cloud for all."""
+    report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, grid xyz {config.grid_size_xyz}, CPU")
+    tensor = torch.from_numpy(cloud)
+    voxelizer = Voxelizer(config)
+    ours = voxelize(cloud, config)  # compiles (or loads from cache) outside the timing
+    report.facts["identical_voxelizer_views_to_voxelize"] = same_voxels(
+        voxelizer(cloud), (ours.features, ours.coords_zyx, ours.num_points)
+    )
     methods: dict[str, Callable[[], object]] = {
-        "numba_cpu": lambda: voxelize(cloud, config),
-        "numba_cpu_1_thread": numba_one_thread,
+        "numba_voxelizer": lambda: voxelizer(cloud),
+        "numba_voxelizer_1_thread": on_one_thread(lambda: voxelizer(cloud)),
+        "numba_voxelize_fresh": lambda: voxelize(cloud, config),
+        "numba_voxelize_fresh_1_thread": on_one_thread(lambda: voxelize(cloud, config)),
         "numpy_reference": lambda: voxelize(cloud, config, backend="reference"),
     }
+    ours_names = [name for name in methods if name.startswith("numba_")]
     reference = voxelize(cloud, config, backend="reference")
     report.facts["identical_to_numpy_reference"] = same_voxels(
         ours, (reference.features, reference.coords_zyx, reference.num_points)
@@ -230,20 +289,27 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         )
     methods["torch_unique_cpu"] = lambda: torch_unique_voxelize(tensor, config)
     report.facts["identical_to_torch_unique"] = same_voxels(ours, torch_unique_voxelize(tensor, config))
-    timings = time_interleaved(methods, repeats)
-    report.ours.append(timings.pop("numba_cpu"))
-    report.ours.append(timings.pop("numba_cpu_1_thread"))
+    cpu_ms: dict[str, float] = {}
+    timings = time_interleaved(methods, repeats, before_each=CacheEvictor(), cpu_ms=cpu_ms)
+    report.ours.extend(timings.pop(name) for name in ours_names)
     report.peers.extend(timings.values())
-    report.facts.update(
-        {f"1_thread_{key}": value for key, value in report.ratios("numba_cpu_1_thread").items()}
-    )
+    for name in ours_names[1:]:
+        report.facts.update({f"{name}_{key}": value for key, value in report.ratios(name).items()})
+    report.facts["cpu_ms_median"] = {name: round(value, 3) for name, value in cpu_ms.items()}
+    if "spconv_cpu" in cpu_ms:
+        report.facts["cpu_time_ratio_vs_spconv_cpu"] = {
+            name: round(cpu_ms["spconv_cpu"] / cpu_ms[name], 3) for name in ours_names
+        }
+    report.facts["timed_modes"] = TIMED_MODES
     report.facts["voxels"] = ours.num_voxels
     report.facts["points_dropped"] = {
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
         "voxel_overflow": ours.num_voxel_overflow, "point_overflow": ours.num_point_overflow,
     }  # fmt: skip
+    report.facts["hash_table_bytes"] = 8 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     report.facts["numba_threads"] = numba_threads()
+    report.facts["load_average_1_5_15_min"] = [round(v, 2) for v in os.getloadavg()]
     return report
 
 
