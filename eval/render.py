@@ -184,6 +184,8 @@ class RenderOptions:
     point_size_px: float = 2.0
     gt_line_px: float = 3.0
     pred_line_px: float = 2.0
+    # Predictions below this score are not drawn (the detector reports down to 0.05 for the metric).
+    min_pred_score: float = 0.3
 
 
 def bev_pixel_from_ego(xy_ego: np.ndarray, view: BevView) -> np.ndarray:
@@ -394,6 +396,7 @@ class NamedGeometry:
 
 # The textured ground sits a little under the road (ego z ~ 0) so that road returns draw over it.
 GROUND_Z_M = -0.6
+NEAR_PLANE_M = 0.1
 
 
 def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeometry]:
@@ -411,7 +414,7 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
         geometries.append(NamedGeometry("points", Layer.POINTS, cloud))
     for boxes, layer, predicted, line_px in (
         (frame.gt_boxes_ego, Layer.GT_BOXES, False, options.gt_line_px),
-        (frame.pred_boxes_ego, Layer.PRED_BOXES, True, options.pred_line_px),
+        (shown_predictions(frame, options), Layer.PRED_BOXES, True, options.pred_line_px),
     ):
         if boxes is None or len(boxes) == 0 or layer not in options.layers:
             continue
@@ -424,6 +427,12 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
         mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colors)
         geometries.append(NamedGeometry(layer.value, layer, mesh))
     return geometries
+
+
+def shown_predictions(frame: SceneFrame, options: RenderOptions) -> Boxes3D | None:
+    """The frame's predictions that pictures draw: score >= `options.min_pred_score`."""
+    boxes = frame.pred_boxes_ego
+    return None if boxes is None else boxes[boxes.score >= options.min_pred_score]
 
 
 def ground_plane(view: BevView) -> o3d.geometry.TriangleMesh:
@@ -524,32 +533,30 @@ def _srgb_encoded(image_rgb: np.ndarray) -> np.ndarray:
 def draw_boxes_on_camera(camera: CameraView, boxes: Boxes3D, predicted: bool, thickness_px: int = 2) -> np.ndarray:
     """A copy of `camera.image` with `boxes` (ego frame at the lidar time) drawn where they project.
 
-    Edges are clipped at 0.1 m in front of the camera so boxes beside or behind it draw nothing
-    wrong. Returns (H, W, 3) uint8 RGB.
+    As nuscenes-devkit's renderer, a box is drawn only when all its corners are in front of the
+    camera (depth > 0.1 m) and at least one lies in the image: a box reaching behind the camera
+    would project to lines across the whole picture. Returns (H, W, 3) uint8 RGB.
     """
     image = camera.image.copy()
     if len(boxes) == 0:
         return image
-    segments_ego = box_wireframe_segments(boxes)  # (N, 14, 2, 3)
-    n_boxes, n_segments = segments_ego.shape[:2]
-    segments_cam = camera.camera_from_ego.apply(segments_ego.reshape(-1, 3)).reshape(n_boxes, n_segments, 2, 3)
-    colors = box_colors(boxes, predicted)
-    near_m = 0.1
+    n_boxes = len(boxes)
+    corners_cam = camera.camera_from_ego.apply(boxes.corners().reshape(-1, 3))  # (8N, 3)
+    corners_seen = camera.intrinsics.project(corners_cam)
+    drawable = (corners_cam[:, 2] > NEAR_PLANE_M).reshape(n_boxes, 8).all(axis=1)
+    drawable &= corners_seen.in_image.reshape(n_boxes, 8).any(axis=1)
+    if not drawable.any():
+        return image
+    chosen = boxes[drawable]
+    segments_ego = box_wireframe_segments(chosen)  # (M, 15, 2, 3)
+    uv = camera.intrinsics.project(camera.camera_from_ego.apply(segments_ego.reshape(-1, 3))).uv
+    uv = uv.reshape(*segments_ego.shape[:3], 2)  # (M, 15, 2, 2)
+    colors = box_colors(chosen, predicted)
     height, width = image.shape[:2]
-    for box_index in range(n_boxes):
-        color = tuple(int(c) for c in colors[box_index])
-        for start, end in segments_cam[box_index]:
-            if start[2] < near_m and end[2] < near_m:
-                continue
-            if start[2] < near_m or end[2] < near_m:
-                # Move the point behind the near plane onto it along the segment.
-                alpha = (near_m - start[2]) / (end[2] - start[2])
-                clipped = start + alpha * (end - start)
-                start, end = (clipped, end) if start[2] < near_m else (start, clipped)
-            uv = camera.intrinsics.project(np.stack([start, end])).uv
-            if not np.all(np.isfinite(uv)) or np.abs(uv).max() > 1e5:
-                continue
-            ok, p0, p1 = cv2.clipLine((0, 0, width, height), _int_point(uv[0]), _int_point(uv[1]))
+    for box_uv, color in zip(uv, colors):
+        color = tuple(int(c) for c in color)
+        for start, end in box_uv:
+            ok, p0, p1 = cv2.clipLine((0, 0, width, height), _int_point(start), _int_point(end))
             if ok:
                 cv2.line(image, p0, p1, color, thickness_px, cv2.LINE_AA)
     return image
@@ -559,14 +566,21 @@ def _int_point(uv: np.ndarray) -> tuple[int, int]:
     return int(round(float(uv[0]))), int(round(float(uv[1])))
 
 
-def camera_panel(frame: SceneFrame, layers: frozenset[Layer], tile_width_px: int = 400) -> np.ndarray | None:
-    """The six camera images (nuScenes layout: front row, back row) with boxes drawn, as one image.
+def camera_panel(frame: SceneFrame, options: RenderOptions, tile_width_px: int = 400) -> np.ndarray | None:
+    """The six camera images (nuScenes layout: front row, back row) with the shown boxes drawn.
 
     Returns (2 * tile_h, 3 * tile_width_px, 3) uint8 RGB, black tiles for missing cameras, or None
-    when the frame has no camera at all.
+    when the frame has no camera at all. Boxes are drawn on the images at their own resolution,
+    then the tiles are resized.
     """
     if not frame.cameras:
         return None
+    layer_boxes = []
+    if Layer.GT_BOXES in options.layers and frame.gt_boxes_ego is not None:
+        layer_boxes.append((frame.gt_boxes_ego, False, 2))
+    predictions = shown_predictions(frame, options)
+    if Layer.PRED_BOXES in options.layers and predictions is not None:
+        layer_boxes.append((predictions, True, 1))
     by_name = {camera.name: camera for camera in frame.cameras}
     first = frame.cameras[0].image
     tile_height_px = int(round(tile_width_px * first.shape[0] / first.shape[1]))
@@ -579,12 +593,14 @@ def camera_panel(frame: SceneFrame, layers: frozenset[Layer], tile_width_px: int
             tile = np.zeros((tile_height_px, tile_width_px, 3), dtype=np.uint8)
             _put_label(tile, f"{name}: missing", (8, 22), (200, 80, 80))
         else:
-            image = camera.image
-            if Layer.GT_BOXES in layers and frame.gt_boxes_ego is not None:
-                image = draw_boxes_on_camera(CameraView(name, image, camera.intrinsics, camera.camera_from_ego), frame.gt_boxes_ego, False, 3)
-            if Layer.PRED_BOXES in layers and frame.pred_boxes_ego is not None:
-                image = draw_boxes_on_camera(CameraView(name, image, camera.intrinsics, camera.camera_from_ego), frame.pred_boxes_ego, True, 2)
-            tile = cv2.resize(image, (tile_width_px, tile_height_px), interpolation=cv2.INTER_AREA)
+            drawn = camera
+            # Line widths are for the tile; the image is drawn on before it is resized to it.
+            pixels_per_tile_pixel = max(1.0, camera.image.shape[1] / tile_width_px)
+            for boxes, predicted, thickness_px in layer_boxes:
+                thickness = int(round(thickness_px * pixels_per_tile_pixel))
+                image = draw_boxes_on_camera(drawn, boxes, predicted, thickness)
+                drawn = CameraView(name, image, camera.intrinsics, camera.camera_from_ego)
+            tile = cv2.resize(drawn.image, (tile_width_px, tile_height_px), interpolation=cv2.INTER_AREA)
             _put_label(tile, name, (8, 22), (255, 255, 255))
         panel[top : top + tile_height_px, left : left + tile_width_px] = tile
     return panel
@@ -723,7 +739,7 @@ def render_scene(
     composed: list[np.ndarray] = []
     for index, frame in enumerate(frames):
         bev = renderer.render(frame, options)
-        picture = compose_picture(bev, options.view, camera_panel(frame, options.layers), frame.title)
+        picture = compose_picture(bev, options.view, camera_panel(frame, options), frame.title)
         path = out / f"{stem}_{index:04d}.png"
         write_png(path, picture)
         pictures.append(path)

@@ -265,7 +265,7 @@ class BevViewer:
             self._keep_view = True
         vis.get_render_option().point_size = self.options.point_size_px
         if self._camera_vis is not None:
-            panel = camera_panel(frame, self.options.layers)
+            panel = camera_panel(frame, self.options)
             self._camera_vis.clear_geometries()
             if panel is not None:
                 self._camera_vis.add_geometry(o3d.geometry.Image(np.ascontiguousarray(panel)))

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "avfusion.tools.eval_cmd",
     "avfusion.tools.replay_cmd",
     "avfusion.tools.viz_cmd",
+    "avfusion.tools.demo_cmd",
 )
 
 

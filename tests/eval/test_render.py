@@ -148,7 +148,22 @@ def test_draw_boxes_on_camera_front_and_behind() -> None:
     assert 80 <= cols.min() and cols.max() <= 120 and 35 <= rows.min() and rows.max() <= 64
     behind = render.draw_boxes_on_camera(black, _boxes([[-10.0, 0.0, 0.0]], [[2.0, 4.0, 1.5]], [0.0], [car]), False)
     assert not behind.any()
+    # A box reaching from behind the camera to in front of it would smear across the picture: skipped.
+    straddling = render.draw_boxes_on_camera(black, _boxes([[0.5, 0.0, 0.0]], [[2.0, 4.0, 1.5]], [0.0], [car]), False)
+    assert not straddling.any()
     assert not black.image.any()  # input not drawn on
+
+
+def test_low_score_predictions_are_not_drawn() -> None:
+    car = CLASS_INDEX["car"]
+    predictions = Boxes3D(
+        center=np.array([[10.0, 0.0, 0.0], [20.0, 0.0, 0.0]]), size_wlh=np.ones((2, 3)), yaw_rad=np.zeros(2),
+        label=np.array([car, car]), score=np.array([0.9, 0.1]),
+    )
+    frame = render.SceneFrame("t", np.zeros((0, 3), np.float32), np.zeros(0, np.float32), None, predictions)
+    shown = render.shown_predictions(frame, render.RenderOptions(min_pred_score=0.3))
+    np.testing.assert_array_equal(shown.center[:, 0], [10.0])
+    assert len(render.shown_predictions(frame, render.RenderOptions(min_pred_score=0.0))) == 2
 
 
 def test_picture_files_round_trip(tmp_path: Path) -> None:
@@ -198,12 +213,19 @@ _RENDER_SCRIPT = textwrap.dedent(
     points[:, 2] = rng.uniform(0.0, 0.2, 5000)
     drivable = np.zeros((54, 54), np.float32)
     drivable[:27] = 1.0
-    frame = render.SceneFrame("test", points, np.full(5000, 10.0, np.float32), gt, None,
+    # 300 confident predictions far from the ground truth (x < -30 m): a realistic load, which
+    # once stalled Open3D's renderer for minutes on llvmpipe.
+    count = 300
+    predictions = Boxes3D(center=np.column_stack([rng.uniform(-50, -32, count), rng.uniform(-50, 50, count),
+                                                  np.ones(count)]),
+                          size_wlh=np.tile([0.6, 0.6, 1.0], (count, 1)), yaw_rad=rng.uniform(-3, 3, count),
+                          label=np.full(count, 8), score=np.full(count, 0.9))
+    frame = render.SceneFrame("test", points, np.full(5000, 10.0, np.float32), gt, predictions,
                               render.BevRaster(drivable, (-54.0, 54.0), (-54.0, 54.0)))
     options = render.RenderOptions()
     renderer = render.OffscreenBevRenderer(options.view)
     render.write_png(spec["out"], renderer.render(frame, options))
-    hidden = render.RenderOptions(layers=render.ALL_LAYERS - {render.Layer.GT_BOXES})
+    hidden = render.RenderOptions(layers=render.ALL_LAYERS - {render.Layer.GT_BOXES, render.Layer.PRED_BOXES})
     render.write_png(spec["out_hidden"], renderer.render(frame, hidden))
     """
 )
@@ -244,6 +266,10 @@ def test_offscreen_render_draws_boxes_where_the_ground_truth_is(tmp_path: Path) 
         assert cols.min() >= low[0] - 3 and cols.max() <= high[0] + 3
         assert rows.min() >= low[1] - 3 and rows.max() <= high[1] + 3
         assert not np.all(hidden == render.CLASS_COLORS_RGB[label], axis=2).any()
+    # The traffic-cone predictions, faded, all in the x < -30 m band.
+    faded_cone = np.round(render.CLASS_COLORS_RGB[8] * (1 - render.PREDICTION_FADE) + 255 * render.PREDICTION_FADE)
+    rows = np.nonzero(np.all(picture == faded_cone.astype(np.uint8), axis=2))[0]
+    assert len(rows) > 1000 and rows.min() >= render.bev_pixel_from_ego(np.array([[-30.0, 0.0]]), view)[0, 1]
     # The drivable half (ego y < 0) is on the right of the picture; the other half is background.
     (col_right, row), (col_left, _) = render.bev_pixel_from_ego(np.array([[-40.0, -30.0], [-40.0, 30.0]]), view)
     patch_right = picture[int(row) - 3 : int(row) + 3, int(col_right) - 3 : int(col_right) + 3].reshape(-1, 3)
