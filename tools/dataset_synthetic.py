@@ -16,7 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", default="v1.0-mini", help="table folder name (default v1.0-mini)")
     parser.add_argument("--image-scale", type=float, default=1.0, help="images at this x 1600x900 (default 1)")
     parser.add_argument("--render-scale", type=float, default=None,
-                        help="ray-cast cameras at this fraction of the image size, then resize (default 0.4)")
+                        help="ray-cast cameras at this fraction of the image size (default 0.25)")
     parser.add_argument("--annotations-only", action="store_true",
                         help="tables, maps, GNSS and splits only: no lidar or image files (fast)")
     parser.add_argument("--gnss-noise-m", type=float, default=None, help="GNSS white position noise per axis (m)")

@@ -1,11 +1,16 @@
 """Camera images and annotation visibility, ray-cast against the same mesh as the lidar.
 
-Rendering: one ray per pixel of an internal image (`render_scale` x the output size), first hit
-shaded by its material (per-agent paint and clothes, glass, tyres, cones, facades with windows,
-asphalt with lane paint, sidewalks), Lambert lighting from the scene's sun, distance haze and a sky
-gradient; then resized to the output size with `cv2.resize` (whose pixel-centre convention is the
-one `CameraIntrinsics.resized` assumes). Occlusion is exact at the internal resolution because the
-lidar and the cameras see one mesh.
+Rendering: one ray per pixel of a cast image (`render_scale` x the output size) gives the first
+triangle and distance (`cast_camera`, Open3D). A compiled kernel then shades a finer image
+(`shading_scale(render_scale)` x the output size, `shade_camera` / `shading.shade_image`): each
+pixel intersects its own ray with the plane of the triangle its nearest cast ray hit, so textures
+(lane paint, windows) are sharp at the shading resolution while silhouettes follow the cast
+resolution. Shading: material colour (per-agent paint and clothes, glass, tyres, cones, facades with
+windows, asphalt with lane paint, sidewalks), Lambert lighting from the scene's sun, distance haze,
+a sky gradient, sensor noise; then a resize to the output size with `cv2.resize` (whose pixel-centre
+convention is the one `CameraIntrinsics.resized` assumes). Occlusion is exact at the cast
+resolution because the lidar and the cameras see one mesh. `shade_hits` is the NumPy statement of
+the shading rule that the kernel is tested against.
 
 Visibility (nuScenes' `visibility` levels): the fraction of an annotation's box, over all six
 cameras, that is not hidden behind something nearer, measured on coarse rays: among the rays that
@@ -93,7 +98,8 @@ def ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
 def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, directions: np.ndarray,
                distance: np.ndarray, triangle: np.ndarray, normal: np.ndarray, sun_direction: np.ndarray,
                rng: np.random.Generator) -> np.ndarray:
-    """RGB float32 colours `(N, 3)` of ray hits (sky where `triangle == -1`)."""
+    """RGB float32 colours `(N, 3)` of ray hits (sky where `triangle == -1`), without noise: the
+    reference twin of `shading.shade_image` (which the generator uses)."""
     del rng  # shading is deterministic; sensor noise is added by the caller
     hit = triangle >= 0
     safe = np.maximum(triangle, 0)

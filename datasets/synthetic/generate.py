@@ -405,8 +405,8 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
             camera_states = world.agent_states(camera_t, attributes=False)
             camera_caster = RayCaster(build_scene_mesh(layout.structures, shapes, camera_states, camera_xy,
                                                        SCENE_RADIUS_M))
-            camera_from_ego = SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0))
-            cast = cast_camera(camera_caster, camera, camera_from_ego, image_scale * render_scale)
+            global_from_ego_at_camera = SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0))
+            cast = cast_camera(camera_caster, camera, global_from_ego_at_camera, image_scale * render_scale)
             noise_seed = int(np.random.default_rng(stable_seed(seed, "camera", scene_index, k, camera.channel))
                              .integers(0, 2**63))
             stages["cameras"] += time.perf_counter() - started
