@@ -59,10 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avfusion.datasets.index import cache_root
-    from avfusion.tools.replay import ReplayRequest, run_replay, summary_table
+    from avfusion.tools.replay import ReplayRequest, load_detector, run_replay, summary_table
 
     if args.pictures < 0:
         raise InputError(f"--pictures must be >= 0, got {args.pictures}")
+    load_detector(args.checkpoint, "cpu")  # a bad checkpoint fails now, not after making the log
     paths = DemoPaths(args.cache if args.cache is not None else cache_root() / "demo")
     started = time.perf_counter()
     log_root = ensure_demo_log(paths, seed=args.seed, remake=args.remake_log)
