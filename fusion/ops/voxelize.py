@@ -347,20 +347,21 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
 
 @njit(cache=True)
 def _assign_hard_kernel(
-    keys, table, bits, max_voxels, max_points, point_voxel_index, voxel_points, counts, voxel_keys, drops
+    keys, table, bits, max_voxels, point_voxel_index, slots, counts, voxel_keys, drops
 ):  # pragma: no cover - jitted
-    """Number voxels in first-seen order and list each voxel's first points (serial by design).
+    """Number voxels in first-seen order and give each point its slot in its voxel (serial by
+    design: first-seen order is sequential). Only what must be serial happens here: the points
+    are copied by the parallel `_scatter_points_kernel`.
 
-    table: hash table of 2**bits int64 entries, all free (-1) on entry. voxel_points (>= V, P):
-    the input index of each voxel's points in slot order; counts: points stored per voxel (<= P).
-    drops: [nan, out_of_range, voxel_overflow, point_overflow] counts, written here.
+    table: hash table of 2**bits int64 entries, all free (-1) on entry. slots[i]: point i's rank
+    among its voxel's points in input order (stored when < max_points_per_voxel); counts[v]: all
+    points of voxel v, uncapped. drops: [nan, out_of_range, voxel_overflow] counts, written here.
     Returns the number of voxels V.
     """
     num_voxels = 0
     n_nan = 0
     n_out = 0
     n_voxel_overflow = 0
-    n_point_overflow = 0
     # Consecutive lidar returns often share a cell: remembering the last one skips the probe.
     previous_key = -3
     previous_voxel = -1
@@ -396,48 +397,57 @@ def _assign_hard_kernel(
             continue
         point_voxel_index[i] = voxel
         slot = counts[voxel]
-        if slot < max_points:
-            voxel_points[voxel, slot] = i
-            counts[voxel] = slot + 1
-        else:
-            n_point_overflow += 1
+        slots[i] = slot
+        counts[voxel] = slot + 1
     drops[0] = n_nan
     drops[1] = n_out
     drops[2] = n_voxel_overflow
-    drops[3] = n_point_overflow
     return num_voxels
 
 
 @njit(parallel=True, cache=True)
-def _gather_hard_kernel(
-    points, voxel_points, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh
-):  # pragma: no cover - jitted
-    """Per voxel: decode (z, y, x), gather its points into `features`, zero the padding.
-
-    fresh: `features` holds garbage, zero every unused slot. Otherwise `features` is a reused
-    buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v]) are
-    zeroed, and filled[v] becomes count.
-    """
+def _scatter_points_kernel(points, point_voxel_index, slots, features):  # pragma: no cover - jitted
+    """features[v, slot] = point, for every point with a voxel v and a slot < P. Reads the points
+    in order (prefetch-friendly); every (v, slot) is written by one point only."""
     num_features = points.shape[1]
     max_points = features.shape[1]
+    for i in prange(points.shape[0]):
+        v = point_voxel_index[i]
+        if v >= 0:
+            slot = slots[i]
+            if slot < max_points:
+                for c in range(num_features):
+                    features[v, slot, c] = points[i, c]
+
+
+@njit(parallel=True, cache=True)
+def _finish_hard_kernel(counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh):  # pragma: no cover
+    """Per voxel: decode (z, y, x), cap its point count, zero the padding. Returns the number of
+    points beyond max_points_per_voxel.
+
+    fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
+    reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
+    are zeroed, and filled[v] becomes count.
+    """
+    num_features = features.shape[2]
+    max_points = features.shape[1]
     gx, gy = grid_xyz[0], grid_xyz[1]
+    point_overflow = 0
     for v in prange(features.shape[0]):
         key = voxel_keys[v]
         coords_zyx[v, 0] = key // (gx * gy)
         coords_zyx[v, 1] = (key // gx) % gy
         coords_zyx[v, 2] = key % gx
-        count = counts[v]
+        count = min(counts[v], max_points)
+        point_overflow += counts[v] - count
         num_points[v] = count
-        for s in range(count):
-            i = voxel_points[v, s]
-            for c in range(num_features):
-                features[v, s, c] = points[i, c]
         end = max_points if fresh else filled[v]
         for s in range(count, end):
             for c in range(num_features):
                 features[v, s, c] = 0.0
         if not fresh:
             filled[v] = count
+    return point_overflow
 
 
 @njit(cache=True)
@@ -525,29 +535,26 @@ def _grid_array(config: VoxelConfig) -> np.ndarray:
 
 
 class _Scratch:
-    """Per-call scratch memory (cell keys, hash table, voxel lists), grown as needed and reused:
+    """Per-call scratch memory (cell keys, slots, hash table, voxel counts), grown as needed and reused:
     allocating (and page-faulting) it per call costs as much as the kernels."""
 
     def __init__(self) -> None:
         self.keys = np.empty(0, np.int32)
         self.table = np.empty(0, np.int64)
         self.voxel_keys = np.empty(0, np.int32)
+        self.slots = np.empty(0, np.int32)
         self.counts = np.empty(0, np.int32)
-        self.voxel_points = np.empty((0, 0), np.int32)
-        self.drops = np.zeros(4, np.int64)
+        self.drops = np.zeros(3, np.int64)
 
-    def reserve(self, num_points: int, num_voxels: int, max_points: int | None) -> tuple[np.ndarray, int]:
-        """Grow to N points and V voxels (of `max_points` slots, hard mode); return the hash
-        table for V keys, all entries free, and its log2 size."""
+    def reserve(self, num_points: int, num_voxels: int) -> tuple[np.ndarray, int]:
+        """Grow to N points and V voxels; return the hash table for V keys, all entries free, and
+        its log2 size."""
         if self.keys.shape[0] < num_points:
             self.keys = np.empty(num_points, np.int32)
+            self.slots = np.empty(num_points, np.int32)
         if self.voxel_keys.shape[0] < num_voxels:
             self.voxel_keys = np.empty(num_voxels, np.int32)
             self.counts = np.empty(num_voxels, np.int32)
-        if max_points is not None and (
-            self.voxel_points.shape[0] < num_voxels or self.voxel_points.shape[1] != max_points
-        ):
-            self.voxel_points = np.empty((num_voxels, max_points), np.int32)
         bits = hash_table_bits(num_voxels)
         if self.table.shape[0] < 1 << bits:
             self.table = np.empty(1 << bits, np.int64)
@@ -566,7 +573,7 @@ class Voxelizer:
     (then the buffers are not used). Same rules and outputs as `voxelize` (module docstring).
 
     Memory: the feature buffer is max_voxels * P * C * 4 bytes (24 MB for the nuScenes voxel preset
-    with C = 5); the scratch is ~4 bytes a point plus ~(4 P + 24) bytes a voxel (a hash table of
+    with C = 5); the scratch is 8 bytes a point plus at most 24 bytes a voxel (a hash table of
     int64 entries at most half full: 2 MB for 120k voxels). No dense per-cell table.
 
     Not thread-safe: use one Voxelizer per thread.
@@ -613,7 +620,7 @@ class Voxelizer:
         # More voxels than valid points cannot exist: size the scratch by the smaller.
         capacity = min(config.max_voxels, n)
         scratch = self._scratch
-        table, bits = scratch.reserve(n, capacity, config.max_points_per_voxel)
+        table, bits = scratch.reserve(n, capacity)
         keys = scratch.keys[:n]
         _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
         if fresh:
@@ -621,8 +628,8 @@ class Voxelizer:
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
         num_voxels = _assign_hard_kernel(
-            keys, table, bits, config.max_voxels, config.max_points_per_voxel, point_voxel_index,
-            scratch.voxel_points, scratch.counts, scratch.voxel_keys, scratch.drops,
+            keys, table, bits, config.max_voxels, point_voxel_index, scratch.slots, scratch.counts,
+            scratch.voxel_keys, scratch.drops,
         )  # fmt: skip
         if fresh:
             features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
@@ -632,15 +639,15 @@ class Voxelizer:
             features = features_buffer[:num_voxels]
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
-        _gather_hard_kernel(
-            points, scratch.voxel_points, scratch.counts, scratch.voxel_keys, self._grid,
-            features, coords_zyx, num_points, self._filled, fresh,
-        )  # fmt: skip
+        _scatter_points_kernel(points, point_voxel_index, scratch.slots, features)
+        point_overflow = _finish_hard_kernel(
+            scratch.counts, scratch.voxel_keys, self._grid, features, coords_zyx, num_points, self._filled, fresh
+        )
         drops = scratch.drops
         return Voxels(
             features, coords_zyx, num_points, point_voxel_index,
             num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-            num_voxel_overflow=int(drops[2]), num_point_overflow=int(drops[3]),
+            num_voxel_overflow=int(drops[2]), num_point_overflow=int(point_overflow),
         )  # fmt: skip
 
 
@@ -674,7 +681,7 @@ def _voxelize_numba(points: np.ndarray, config: VoxelConfig) -> Voxels:
 def _dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVoxels:
     n = points.shape[0]
     scratch = _cache.dynamic_scratch
-    table, bits = scratch.reserve(n, n, None)
+    table, bits = scratch.reserve(n, n)
     keys = scratch.keys[:n]
     _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, _grid_array(config), keys)
     point_voxel_index = np.empty(n, np.int32)
