@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +32,27 @@ from avfusion.eval.data import (
 from avfusion.eval.submission import REQUIRED_FIELDS, ResultsColumns, columns_values_valid
 from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, StringIndex, encode_strings
 
-ANNOTATION_FIELDS = (
-    "token", "sample_token", "instance_token", "attribute_tokens", "translation", "size", "rotation",
-    "prev", "next", "num_lidar_pts", "num_radar_pts",
-)  # fmt: skip
-RESULT_FIELDS = (*REQUIRED_FIELDS, "num_pts", "ego_translation")
+# Wanted fields -> number slots (jsonscan.scan_records).
+ANNOTATION_FIELDS = {
+    "token": 0, "sample_token": 0, "instance_token": 0, "attribute_tokens": 0, "translation": 3, "size": 3,
+    "rotation": 4, "prev": 0, "next": 0, "num_lidar_pts": 0, "num_radar_pts": 0,
+}  # fmt: skip
+RESULT_FIELDS = {
+    "sample_token": 0, "translation": 3, "size": 3, "rotation": 4, "velocity": 2, "detection_name": 0,
+    "detection_score": 1, "attribute_name": 0, "num_pts": 0, "ego_translation": 3,
+}  # fmt: skip
+assert set(REQUIRED_FIELDS) <= set(RESULT_FIELDS)
 
 
-def _scan_table(dataroot: str | os.PathLike[str], version: str, name: str, keys: Sequence[str]) -> jsonscan.ScannedRecords | None:
+def _scan_table(
+    dataroot: str | os.PathLike[str], version: str, name: str, fields: Mapping[str, int]
+) -> jsonscan.ScannedRecords | None:
     path = Path(dataroot) / version / f"{name}.json"
     try:
         data = path.read_bytes()
     except OSError:
         return None
-    return jsonscan.scan_records(data, jsonscan.TABLE, keys)
+    return jsonscan.scan_records(data, jsonscan.TABLE, fields)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -92,7 +99,7 @@ def _lidar_ego_translations(
     lidar_calibrations = lidar_calibration_tokens(dataroot, version)
     if not all(type(t) is str for t in lidar_calibrations):
         return None
-    records = _scan_table(dataroot, version, "sample_data", ("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"))
+    records = _scan_table(dataroot, version, "sample_data", dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0))
     if records is None or len(records) == 0:
         return None
     key_frame_kind = records.kind[:, records.column("is_key_frame")]
@@ -116,7 +123,7 @@ def _lidar_ego_translations(
     pose_tokens = jsonscan.string_matrix(
         records.data, records.string_start[last_row_of_sample, pose_column], records.string_end[last_row_of_sample, pose_column]
     )
-    poses = _scan_table(dataroot, version, "ego_pose", ("token", "translation"))
+    poses = _scan_table(dataroot, version, "ego_pose", {"token": 0, "translation": 3})
     if poses is None:
         return None
     pose_token = poses.strings("token")
@@ -160,7 +167,7 @@ def _annotations(
     rack_category = np.array([name == BIKE_RACK_CATEGORY for name in category_names], bool)
     attribute_of_token = np.array([ATTRIBUTE_INDEX.get(name, -2) for name in attribute_names], np.int64)
 
-    instances = _scan_table(dataroot, version, "instance", ("token", "category_token"))
+    instances = _scan_table(dataroot, version, "instance", {"token": 0, "category_token": 0})
     if instances is None:
         return None
     instance_token, instance_category = instances.strings("token"), instances.strings("category_token")
@@ -354,7 +361,7 @@ def results_columns_fast(
         np.all(records.kind[present, k] == ARRAY)
         and np.all(records.element_count[present, k] == 3)
         and np.all(records.element_kinds[present, k] == 1 << NUMBER)
-        and np.isfinite(records.values[present, k, :3]).all()
+        and np.isfinite(records.number_slots("ego_translation")[present]).all()
     ):
         return None
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.

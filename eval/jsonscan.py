@@ -26,7 +26,7 @@ same errors as before.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numba
@@ -53,10 +53,10 @@ NOT_INTEGER_FORM = 1  # has a fraction or an exponent (json gives a float, not a
 BIG_INTEGER = 2  # integer-form with more than 18 digits
 
 MAX_DEPTH = 256
-MAX_ARRAY_WIDTH = 4  # numeric elements kept per array field; longer arrays are only counted
 
 _POW10_FLOAT = np.array([10.0**e for e in range(23)])  # all exact doubles
 _POW10_INT = np.array([10**e for e in range(19)], np.int64)
+_POW10_BITS = np.array([(10**e).bit_length() for e in range(19)], np.int64)
 _TWO_53 = 1 << 53
 _TWO_54 = 1 << 54
 _MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
@@ -73,10 +73,11 @@ _DONE = 5
 
 @dataclass(frozen=True, slots=True)
 class ScannedRecords:
-    """The wanted fields of every record; R records, K wanted keys (in `keys` order), W = MAX_ARRAY_WIDTH.
+    """The wanted fields of every record; R records, K wanted keys (in `keys` order).
 
     kind (R, K) int8: the value's kind (`ABSENT`, `STRING`, `NUMBER`, ... ; `ARRAY` for lists).
-    values (R, K, W) float64: a number field at [..., 0]; an array's first W numeric elements.
+    values (R, S) float64: each key owns `slots[key]` consecutive columns (`slot_offsets`): a number
+    field at its first column, an array's numeric elements in order (as many as fit).
     int_values (R, K) int64: an integer-form number field's exact value.
     number_flags (R, K) uint8: `NOT_INTEGER_FORM` / `BIG_INTEGER` seen in the field.
     element_count (R, K) int64: an array field's length. element_kinds (R, K) uint8: bit `1 << kind`
@@ -90,6 +91,7 @@ class ScannedRecords:
 
     data: bytes
     keys: tuple[str, ...]
+    slot_offsets: np.ndarray
     kind: np.ndarray
     values: np.ndarray
     int_values: np.ndarray
@@ -126,17 +128,17 @@ class ScannedRecords:
             np.all(self.kind[:, k] == ARRAY)
             and np.all(self.element_count[:, k] == width)
             and np.all(self.element_kinds[:, k] == 1 << NUMBER)
-            and width <= MAX_ARRAY_WIDTH
+            and width <= self.slot_offsets[k + 1] - self.slot_offsets[k]
         ):
             return None
-        return self.values[:, k, :width].copy()
+        return self.number_slots(key)[:, :width].copy()
 
     def scalars(self, key: str) -> np.ndarray | None:
         """(R,) float64 of a number field, or None unless every record has a number there."""
         k = self.column(key)
         if not np.all(self.kind[:, k] == NUMBER):
             return None
-        return self.values[:, k, 0].copy()
+        return self.number_slots(key)[:, 0].copy()
 
     def integers(self, key: str, rows: np.ndarray | slice = slice(None)) -> np.ndarray | None:
         """(R,) int64 of an integer field (json ints), or None unless every record in `rows` has one."""
@@ -145,21 +147,29 @@ class ScannedRecords:
             return None
         return self.int_values[rows, k].copy()
 
+    def number_slots(self, key: str) -> np.ndarray:
+        """(R, slots) view of the number columns of `key`."""
+        k = self.column(key)
+        return self.values[:, self.slot_offsets[k] : self.slot_offsets[k + 1]]
+
     def group_keys(self) -> np.ndarray:
         """(G, L) uint8 matrix of the group keys (RESULTS layout)."""
         return string_matrix(self.data, self.group_key_start, self.group_key_end)
 
 
-def scan_records(data: bytes, layout: int, keys: Sequence[str]) -> ScannedRecords | None:
-    """Scan `data` (the raw bytes of a JSON document in `layout`) for the fields `keys` of each
-    record; None when the document is not plainly in that layout (see the module docstring)."""
+def scan_records(data: bytes, layout: int, fields: Mapping[str, int]) -> ScannedRecords | None:
+    """Scan `data` (the raw bytes of a JSON document in `layout`) for the wanted fields of each
+    record, `fields` = {key: number slots} (1 for a number, w for an array of w numbers, 0 for
+    strings and the rest); None when the document is not plainly in that layout (module docstring)."""
+    keys = tuple(fields)
+    slot_offsets = np.cumsum([0] + [int(fields[k]) for k in keys]).astype(np.int64)
     buffer = np.frombuffer(data, np.uint8)
     key_bytes = [key.encode("ascii") for key in keys]
     key_offsets = np.cumsum([0] + [len(k) for k in key_bytes]).astype(np.int64)
     key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
-    cap_records = data.count(b"{") + 1
-    cap_groups = data.count(b"[") + 1 if layout == RESULTS else 1
-    out = _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups)
+    cap_records = _count_byte(buffer, ord("{")) + 1
+    cap_groups = _count_byte(buffer, ord("[")) + 1 if layout == RESULTS else 1
+    out = _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups)
     status, n_records, n_groups, meta_start, meta_end, non_ascii = out[0]
     if status != 0:
         return None
@@ -177,7 +187,8 @@ def scan_records(data: bytes, layout: int, keys: Sequence[str]) -> ScannedRecord
         flat[dest] = float(data[start:end])
     return ScannedRecords(
         data=data,
-        keys=tuple(keys),
+        keys=keys,
+        slot_offsets=slot_offsets,
         kind=kind[:n_records],
         values=values[:n_records],
         int_values=int_values[:n_records],
@@ -275,6 +286,14 @@ def _hash(words: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
+def _count_byte(buffer, value):  # pragma: no cover - compiled
+    count = 0
+    for i in range(buffer.shape[0]):
+        count += buffer[i] == value
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
 def _gather(buffer, start, lengths, width):  # pragma: no cover - compiled
     out = np.zeros((start.shape[0], width), np.uint8)
     for i in range(start.shape[0]):
@@ -330,31 +349,30 @@ def _scan_string(buffer, i, n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _ratio_to_float(numerator, denominator):  # pragma: no cover - compiled
+def _ratio_to_float(numerator, denominator, denominator_bits):  # pragma: no cover - compiled
     """numerator / denominator correctly rounded (half to even); 0 < numerator < 2^63,
-    0 < denominator < 2^60: a binary long division to 54 significant bits plus a sticky bit."""
+    0 < denominator < 2^60 with bit length `denominator_bits`: a binary long division to at least
+    54 significant bits (several bits per step), then round to 53 with a sticky bit."""
     q = numerator // denominator
     r = numerator % denominator
     exponent = 0
-    sticky = False
+    # Keep q << step < 2^63 (q < 2^53 here) and r << step < 2^63 (r < denominator).
+    step = min(9, 62 - denominator_bits)
+    while q < _TWO_53:
+        r <<= step
+        q = (q << step) | (r // denominator)
+        r = r % denominator
+        exponent -= step
+    sticky = r != 0
     if q >= _TWO_54:
         bits = 0
         t = q
         while t >= _TWO_54:
             t >>= 1
             bits += 1
-        sticky = (q & ((1 << bits) - 1)) != 0
+        sticky = sticky or (q & ((1 << bits) - 1)) != 0
         q = t
-        exponent = bits
-    else:
-        while q < _TWO_53:
-            r <<= 1
-            q <<= 1
-            if r >= denominator:
-                r -= denominator
-                q |= 1
-            exponent -= 1
-    sticky = sticky or r != 0
+        exponent += bits
     mantissa = q >> 1
     exponent += 1
     if (q & 1) and (sticky or (mantissa & 1)):
@@ -432,9 +450,9 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
         else:
             value = np.float64(mantissa) / _POW10_FLOAT[-scale]
     elif 0 <= scale <= 18 and mantissa <= 9223372036854775807 // _POW10_INT[scale]:
-        value = _ratio_to_float(mantissa * _POW10_INT[scale], 1)
+        value = _ratio_to_float(mantissa * _POW10_INT[scale], 1, 1)
     elif -18 <= scale < 0:
-        value = _ratio_to_float(mantissa, _POW10_INT[-scale])
+        value = _ratio_to_float(mantissa, _POW10_INT[-scale], _POW10_BITS[-scale])
     else:
         exact = False
     if negative:
@@ -489,12 +507,12 @@ _META_WORD = np.frombuffer(b"meta", np.uint8).copy()
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups):  # pragma: no cover - compiled
+def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups):  # pragma: no cover - compiled
     """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood."""
     n = buffer.shape[0]
     n_keys = key_offsets.shape[0] - 1
     kind = np.full((cap_records, n_keys), ABSENT, np.int8)
-    values = np.zeros((cap_records, n_keys, MAX_ARRAY_WIDTH), np.float64)
+    values = np.zeros((cap_records, slot_offsets[-1]), np.float64)
     int_values = np.zeros((cap_records, n_keys), np.int64)
     number_flags = np.zeros((cap_records, n_keys), np.uint8)
     element_count = np.zeros((cap_records, n_keys), np.int64)
@@ -683,9 +701,10 @@ def _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups):  # 
                     number_flags[record, field] |= NOT_INTEGER_FORM
                 if big:
                     number_flags[record, field] |= BIG_INTEGER
-                if slot < MAX_ARRAY_WIDTH:
+                if slot < slot_offsets[field + 1] - slot_offsets[field]:
+                    column = slot_offsets[field] + slot
                     if exact:
-                        values[record, field, slot] = value
+                        values[record, column] = value
                     else:
                         if n_slow == slow_cap:
                             slow_cap *= 2
@@ -700,7 +719,7 @@ def _scan(buffer, layout, key_buffer, key_offsets, cap_records, cap_groups):  # 
                             slow_dest = grown
                         slow_start[n_slow] = i
                         slow_end[n_slow] = end
-                        slow_dest[n_slow] = (record * n_keys + field) * MAX_ARRAY_WIDTH + slot
+                        slow_dest[n_slow] = record * slot_offsets[-1] + column
                         n_slow += 1
             i = end
         else:

@@ -61,7 +61,7 @@ def _number_texts(rng: np.random.Generator) -> list[str]:
 def test_numbers_are_bit_identical_to_float_of_their_text():
     texts = _number_texts(np.random.default_rng(0))
     document = "[" + ",".join('{"x": %s, "v": [%s, 1, -2.5, %s]}' % (t, t, t) for t in texts) + "]"
-    scanned = jsonscan.scan_records(document.encode(), jsonscan.TABLE, ["x", "v"])
+    scanned = jsonscan.scan_records(document.encode(), jsonscan.TABLE, {"x": 1, "v": 4})
     assert scanned is not None
     expected = np.array([float(t) for t in texts])
     assert np.array_equal(_bits(scanned.scalars("x")), _bits(expected))
@@ -77,7 +77,7 @@ def test_fields_kinds_strings_and_groups():
         b'{"meta": {"a": [1, {"b": 2}]}, "other": [{"x": 1}],\n "results": {"s1": [{"t": "ab", "n": 3,'
         b' "l": ["p", "q"], "o": {"t": 1}, "z": null}, {"t": "", "n": 2.0, "l": [], "o": true}], "s2": []}}'
     )
-    scanned = jsonscan.scan_records(document, jsonscan.RESULTS, ["t", "n", "l", "o", "z"])
+    scanned = jsonscan.scan_records(document, jsonscan.RESULTS, {"t": 0, "n": 1, "l": 0, "o": 0, "z": 0})
     assert scanned is not None and len(scanned) == 2
     assert json.loads(document[slice(*scanned.meta_range)]) == {"a": [1, {"b": 2}]}
     assert jsonscan.decode_strings(scanned.group_keys()) == ["s1", "s2"]
@@ -101,7 +101,7 @@ def test_fields_kinds_strings_and_groups():
     ],
 )  # fmt: skip
 def test_anything_unusual_is_left_to_json(document):
-    assert jsonscan.scan_records(document, jsonscan.TABLE, ["a"]) is None
+    assert jsonscan.scan_records(document, jsonscan.TABLE, {"a": 1}) is None
 
 
 def test_random_corruptions_are_either_refused_or_read_as_json_reads_them():
@@ -117,7 +117,7 @@ def test_random_corruptions_are_either_refused_or_read_as_json_reads_them():
         mutated = bytearray(original)
         for position in rng.integers(0, len(mutated), rng.integers(1, 4)):
             mutated[position] = int(rng.choice(alphabet))
-        scanned = jsonscan.scan_records(bytes(mutated), jsonscan.TABLE, ["a", "v", "s", "n"])
+        scanned = jsonscan.scan_records(bytes(mutated), jsonscan.TABLE, {"a": 1, "v": 3, "s": 0, "n": 1})
         if scanned is None:
             continue
         parsed = json.loads(bytes(mutated))  # must not raise: the scanner accepted it
@@ -125,7 +125,7 @@ def test_random_corruptions_are_either_refused_or_read_as_json_reads_them():
         assert len(scanned) == len(parsed)
         for row, record in enumerate(parsed):
             if isinstance(record.get("a"), float):
-                assert _bits(scanned.values[row, 0, :1]) == _bits(np.array([record["a"]]))
+                assert _bits(scanned.number_slots("a")[row]) == _bits(np.array([record["a"]]))
             if isinstance(record.get("s"), str) and scanned.kind[row, 2] == jsonscan.STRING:
                 start, end = scanned.string_start[row, 2], scanned.string_end[row, 2]
                 assert json.loads(bytes(mutated)[start - 1 : end + 1]) == record["s"]
