@@ -153,3 +153,23 @@ def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
     assert target.shape == (4, 8)
     assert target[2, 4] == 1
     assert (target >= 0).sum() == 1
+
+
+def test_conv_batchnorm_fusion_keeps_the_outputs(frame_factory) -> None:
+    import copy
+
+    from avfusion.fusion.inference import fuse_conv_batchnorm
+
+    torch.manual_seed(0)
+    config = tiny_for_tests()
+    model = BEVFusion.from_config(config)
+    for module in model.modules():  # non-trivial running statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    fused = fuse_conv_batchnorm(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    batch = collate([frame_factory(7)], config)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(batch).heatmap_logits, model(batch).heatmap_logits, atol=1e-4, rtol=1e-4)
