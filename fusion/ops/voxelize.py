@@ -351,7 +351,7 @@ def _assign_hard_kernel(
 ):  # pragma: no cover - jitted
     """Number voxels in first-seen order and give each point its slot in its voxel (serial by
     design: first-seen order is sequential). Only what must be serial happens here: the points
-    are copied by the parallel `_scatter_points_kernel`.
+    are copied by the parallel `_fill_hard_kernel`.
 
     table: hash table of 2**bits int64 entries, all free (-1) on entry. slots[i]: point i's rank
     among its voxel's points in input order (stored when < max_points_per_voxel); counts[v]: all
@@ -406,47 +406,50 @@ def _assign_hard_kernel(
 
 
 @njit(parallel=True, cache=True)
-def _scatter_points_kernel(points, point_voxel_index, slots, features):  # pragma: no cover - jitted
-    """features[v, slot] = point, for every point with a voxel v and a slot < P. Reads the points
-    in order (prefetch-friendly); every (v, slot) is written by one point only."""
-    num_features = points.shape[1]
-    max_points = features.shape[1]
-    for i in prange(points.shape[0]):
-        v = point_voxel_index[i]
-        if v >= 0:
-            slot = slots[i]
-            if slot < max_points:
-                for c in range(num_features):
-                    features[v, slot, c] = points[i, c]
+def _fill_hard_kernel(
+    points, point_voxel_index, slots, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    num_chunks,
+):  # pragma: no cover - jitted
+    """Write the outputs; returns the number of points beyond max_points_per_voxel.
 
-
-@njit(parallel=True, cache=True)
-def _finish_hard_kernel(counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh):  # pragma: no cover
-    """Per voxel: decode (z, y, x), cap its point count, zero the padding. Returns the number of
-    points beyond max_points_per_voxel.
+    Chunk k copies points [k N / K, (k + 1) N / K) to features[v, slot] (points read in order,
+    prefetch-friendly; every (v, slot < count) written by one point) and finishes voxels
+    [k V / K, (k + 1) V / K): decode (z, y, x), cap the count, zero the padding slots >= count.
+    The two jobs write disjoint slots, so one parallel region does both (one barrier per call:
+    on a loaded machine every barrier may wait for a descheduled thread).
 
     fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
     reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
     are zeroed, and filled[v] becomes count.
     """
-    num_features = features.shape[2]
+    num_features = points.shape[1]
     max_points = features.shape[1]
+    num_voxels = features.shape[0]
+    n = points.shape[0]
     gx, gy = grid_xyz[0], grid_xyz[1]
     point_overflow = 0
-    for v in prange(features.shape[0]):
-        key = voxel_keys[v]
-        coords_zyx[v, 0] = key // (gx * gy)
-        coords_zyx[v, 1] = (key // gx) % gy
-        coords_zyx[v, 2] = key % gx
-        count = min(counts[v], max_points)
-        point_overflow += counts[v] - count
-        num_points[v] = count
-        end = max_points if fresh else filled[v]
-        for s in range(count, end):
-            for c in range(num_features):
-                features[v, s, c] = 0.0
-        if not fresh:
-            filled[v] = count
+    for k in prange(num_chunks):
+        for i in range(k * n // num_chunks, (k + 1) * n // num_chunks):
+            v = point_voxel_index[i]
+            if v >= 0:
+                slot = slots[i]
+                if slot < max_points:
+                    for c in range(num_features):
+                        features[v, slot, c] = points[i, c]
+        for v in range(k * num_voxels // num_chunks, (k + 1) * num_voxels // num_chunks):
+            key = voxel_keys[v]
+            coords_zyx[v, 0] = key // (gx * gy)
+            coords_zyx[v, 1] = (key // gx) % gy
+            coords_zyx[v, 2] = key % gx
+            count = min(counts[v], max_points)
+            point_overflow += counts[v] - count
+            num_points[v] = count
+            end = max_points if fresh else filled[v]
+            for s in range(count, end):
+                for c in range(num_features):
+                    features[v, s, c] = 0.0
+            if not fresh:
+                filled[v] = count
     return point_overflow
 
 
@@ -639,10 +642,10 @@ class Voxelizer:
             features = features_buffer[:num_voxels]
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
-        _scatter_points_kernel(points, point_voxel_index, scratch.slots, features)
-        point_overflow = _finish_hard_kernel(
-            scratch.counts, scratch.voxel_keys, self._grid, features, coords_zyx, num_points, self._filled, fresh
-        )
+        point_overflow = _fill_hard_kernel(
+            points, point_voxel_index, scratch.slots, scratch.counts, scratch.voxel_keys, self._grid,
+            features, coords_zyx, num_points, self._filled, fresh, 4 * numba.get_num_threads(),
+        )  # fmt: skip
         drops = scratch.drops
         return Voxels(
             features, coords_zyx, num_points, point_voxel_index,
