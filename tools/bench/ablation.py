@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.calibration.errors import InputError
 from avfusion.tools.bench.common import BenchReport, Timing
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
@@ -87,25 +88,35 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.fusion.inference import Detector
     from avfusion.tools.train_cmd import open_frames, resolve_split
 
-    checkpoints = {
-        "fused": args.fused or _train_variant(args, "fused", "lidar,camera,map"),
-        "lidar_only": args.lidar_only or _train_variant(args, "lidar_only", "lidar,map"),
-        "camera_only": args.camera_only or _train_variant(args, "camera_only", "camera,map"),
-    }
+    checkpoints = {"fused": args.fused, "lidar_only": args.lidar_only, "camera_only": args.camera_only}
+    modalities = {"fused": "lidar,camera,map", "lidar_only": "lidar,map", "camera_only": "camera,map"}
+    for name, path in checkpoints.items():
+        if path is None and not args.no_train:
+            checkpoints[name] = _train_variant(args, name, modalities[name])
+    checkpoints = {name: path for name, path in checkpoints.items() if path is not None}
+    if "fused" not in checkpoints:
+        raise InputError("bench ablation needs the fused model: pass --fused CHECKPOINT or let it train")
+    if args.threads:
+        import numba
+        import torch
+
+        torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     detectors = {name: Detector.load(path) for name, path in checkpoints.items()}
     fused = detectors["fused"]
     gnss_config = fused.config.replace(map=MapConfig(channels=fused.config.map.channels, pose_source="gnss"))
     fused_gnss = Detector(fused.model, gnss_config)
-    rows = {
-        "fused": (fused, frozenset(), False),
-        "lidar_only": (detectors["lidar_only"], frozenset(), False),
-        "camera_only": (detectors["camera_only"], frozenset(), False),
+    rows = {"fused": (fused, frozenset(), False)}
+    for name in ("lidar_only", "camera_only"):
+        if name in detectors:
+            rows[name] = (detectors[name], frozenset(), False)
+    rows.update({
         "fused -camera": (fused, frozenset({"camera"}), False),
         "fused -lidar": (fused, frozenset({"lidar"}), False),
         "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
         "fused -map": (fused, frozenset({"map"}), False),
         "fused gnss_noise": (fused_gnss, frozenset(), True),
-    }
+    })  # fmt: skip
     split = resolve_split(args.dataroot, args.version, args.val_split)
     frames = open_frames(args.dataroot, args.version, split, None, fused.config, load_boxes=False)
     count = len(frames) if args.frames is None else min(args.frames, len(frames))
@@ -136,8 +147,11 @@ def run(args: argparse.Namespace) -> int:
 
     report = BenchReport(f"bench ablation: {count} samples of {args.dataroot} split {split}")
     report.ours.append(Timing("fused_detect_per_frame", tuple(network_ms["fused"])))
-    report.peers.append(Timing("lidar_only", tuple(network_ms["lidar_only"])))
-    report.peers.append(Timing("camera_only", tuple(network_ms["camera_only"])))
+    for name in ("lidar_only", "camera_only"):
+        if name in network_ms:
+            report.peers.append(Timing(name, tuple(network_ms[name])))
+        else:
+            report.skipped[name] = "no checkpoint given (--no-train)"
     report.facts["table"] = {name: {k: v for k, v in row.items() if k != "AP_per_class"} for name, row in table.items()}
     report.facts["ap_per_class"] = {name: row["AP_per_class"] for name, row in table.items()}
     report.facts["checkpoints"] = {name: str(path) for name, path in checkpoints.items()}
@@ -168,6 +182,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lidar-only", default=None, help="checkpoint of the lidar(+map) model")
     parser.add_argument("--camera-only", default=None, help="checkpoint of the camera(+map) model")
     parser.add_argument("--config", default=None, help="FusionConfig JSON for models trained here")
+    parser.add_argument("--no-train", action="store_true", help="skip the rows of models not given instead of training them")
+    parser.add_argument("--threads", type=int, default=0, help="torch and Numba threads (0 = default)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--frames", type=int, default=None, help="score only the first N val samples")
