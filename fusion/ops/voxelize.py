@@ -569,11 +569,12 @@ class _Scratch:
 class Voxelizer:
     """Hard voxelization with one `VoxelConfig`, reusing its memory from call to call.
 
-    Like spconv's `PointToVoxel`, it allocates its output buffers once, (max_voxels, P, C) features
-    and friends, and a call writes into them: no allocation, no page faults, and only the slots
-    that held points in the previous call and not now are re-zeroed. The `Voxels` a call returns are
-    views into these buffers, valid until the next call; `copy=True` returns fresh arrays instead
-    (then the buffers are not used). Same rules and outputs as `voxelize` (module docstring).
+    It allocates its output buffers once, (max_voxels, P, C) features and friends, as spconv's
+    `PointToVoxel` does (spconv 2.3.8 then returns clones of them), and a call writes into them: no
+    allocation, no page faults, and only the slots that held points in the previous call and not
+    now are re-zeroed. The `Voxels` a call returns are views into these buffers, valid until the
+    next call (keep one across calls only with `copy=True`, which returns fresh arrays and leaves
+    the buffers alone). Same rules and outputs as `voxelize` (module docstring).
 
     Memory: the feature buffer is max_voxels * P * C * 4 bytes (24 MB for the nuScenes voxel preset
     with C = 5); the scratch is 8 bytes a point plus at most 24 bytes a voxel (a hash table of
