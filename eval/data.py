@@ -6,6 +6,13 @@ bike-rack lookup would: the same boxes, in the same order, with the same velocit
 `load_predictions` reads a results file, checks it (`submission.validate_results`) and turns it
 into an `EvalBoxSet`.
 
+Speed: both read the big JSON files (sample_annotation, sample_data, ego_pose, instance, the
+results) through `fastload`/`jsonscan`, a Numba pass over the raw bytes with exact number
+conversion, and join tokens on whole columns. Whenever that path meets anything it does not plainly
+understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
+`load_predictions_reference`, the slow twins the tests compare against) reads the input and names
+the problem.
+
 Facts kept from the devkit (they change numbers):
 - The samples of a split are the `sample` table's rows whose scene is in the split, in table
   order; a sample's boxes are its annotations in `sample_annotation` table order.

@@ -62,11 +62,13 @@ def _scan_table(
 def ground_truth_fast(
     dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
 ) -> GroundTruth | None:
-    split_matrix = encode_strings(samples.split_tokens)
-    split_index = StringIndex(split_matrix)
     all_tokens = list(samples.timestamp_of_sample)
+    # Tokens are compared as zero-padded bytes: a NUL inside one could make two of them equal.
+    if not all(type(t) is str for t in all_tokens) or "\x00" in "".join(all_tokens):
+        return None
+    split_index = StringIndex(encode_strings(samples.split_tokens))
     sample_index = StringIndex(encode_strings(all_tokens))
-    if not (split_index.unique and sample_index.unique) or not all(type(t) is str for t in all_tokens):
+    if not (split_index.unique and sample_index.unique):
         return None
     ego_translation = _lidar_ego_translations(dataroot, version, split_index, len(samples.split_tokens))
     if ego_translation is None:
@@ -97,7 +99,7 @@ def _lidar_ego_translations(
 ) -> np.ndarray | None:
     """(S, 3) as `data._lidar_ego_translations`, or None."""
     lidar_calibrations = lidar_calibration_tokens(dataroot, version)
-    if not all(type(t) is str for t in lidar_calibrations):
+    if not all(type(t) is str and "\x00" not in t for t in lidar_calibrations):
         return None
     records = _scan_table(dataroot, version, "sample_data", dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0))
     if records is None or len(records) == 0:
@@ -157,7 +159,7 @@ def _annotations(
         attribute_names = [a["name"] for a in attributes]
     except (KeyError, TypeError):
         return None
-    if not all(type(t) is str for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
+    if not all(type(t) is str and "\x00" not in t for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
         return None
     category_index = StringIndex(encode_strings(category_tokens))
     attribute_index = StringIndex(encode_strings(attribute_tokens))
@@ -307,6 +309,8 @@ def results_columns_fast(
     data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
 ) -> tuple[ResultsColumns, dict[str, Any]] | None:
     """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
+    if "\x00" in "".join(split_sample_tokens):
+        return None  # tokens are compared as zero-padded bytes
     records = jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS)
     if records is None:
         return None

@@ -10,7 +10,7 @@ whole document is JSON and pulls only the wanted fields of each record into arra
   object is a record, its group is the key it is listed under; the byte range of the top-level
   `"meta"` value is kept so that the caller can decode that small part with `json`.
 
-Numbers are converted exactly as `float()` would (correctly rounded): an integer mantissa of at most
+Numbers are converted exactly as `float(json.loads(token))` would (correctly rounded): an integer mantissa of at most
 18 digits times a power of ten is one multiply or divide when the mantissa is <= 2^53 and the power
 is <= 10^22 (Clinger's fast path; both operands are exact doubles), else an exact integer long
 division m / 10^k (|k| <= 18) rounded half-to-even; anything else (more digits, larger exponents) is
@@ -440,8 +440,8 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
     int_value = -mantissa if negative else mantissa
     if dropped:
         return i, 0.0, False, integer_form, int_value, integer_form
-    if mantissa == 0:
-        return i, -0.0 if negative else 0.0, True, integer_form, 0, False
+    if mantissa == 0:  # json reads "-0" as the int 0, whose float is +0.0; "-0.0" is -0.0
+        return i, -0.0 if negative and not integer_form else 0.0, True, integer_form, 0, False
     value = 0.0
     exact = True
     if mantissa <= _TWO_53 and -22 <= scale <= 22:

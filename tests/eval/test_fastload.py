@@ -58,18 +58,19 @@ def _number_texts(rng: np.random.Generator) -> list[str]:
     return texts
 
 
-def test_numbers_are_bit_identical_to_float_of_their_text():
+def test_numbers_are_bit_identical_to_what_json_reads():
     texts = _number_texts(np.random.default_rng(0))
     document = "[" + ",".join('{"x": %s, "v": [%s, 1, -2.5, %s]}' % (t, t, t) for t in texts) + "]"
     scanned = jsonscan.scan_records(document.encode(), jsonscan.TABLE, {"x": 1, "v": 4})
     assert scanned is not None
-    expected = np.array([float(t) for t in texts])
+    expected = np.array([float(json.loads(t)) for t in texts])  # "-0" is the int 0 to json
     assert np.array_equal(_bits(scanned.scalars("x")), _bits(expected))
     vectors = scanned.floats("v", 4)
     assert np.array_equal(_bits(vectors[:, 0]), _bits(expected))
     assert np.array_equal(_bits(vectors[:, 3]), _bits(expected))
     assert np.all(vectors[:, 1] == 1.0) and np.all(vectors[:, 2] == -2.5)
     assert math.copysign(1.0, scanned.scalars("x")[texts.index("-0.0")]) == -1.0
+    assert math.copysign(1.0, scanned.scalars("x")[texts.index("-0")]) == 1.0
 
 
 def test_fields_kinds_strings_and_groups():
