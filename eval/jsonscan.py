@@ -61,6 +61,9 @@ _TWO_53 = 1 << 53
 _TWO_54 = 1 << 54
 _MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
 
+# Bytes that a string may hold as they are: printable ASCII except '"' and '\\'.
+_PLAIN_STRING_BYTE = np.array([32 <= c < 128 and c not in (34, 92) for c in range(256)], np.bool_)
+
 _OBJ = 0
 _ARR = 1
 _EXPECT_VALUE = 0
@@ -320,6 +323,9 @@ def _scan_string(buffer, i, n):  # pragma: no cover - compiled
     i += 1
     while i < n:
         c = buffer[i]
+        if _PLAIN_STRING_BYTE[c]:  # the common case: one table look-up per byte
+            i += 1
+            continue
         if c == 34:  # '"'
             return i + 1, flags
         if c == 92:  # '\\'
