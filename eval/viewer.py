@@ -18,6 +18,8 @@ only when it is shown.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -97,12 +99,14 @@ class BevViewer:
         """Create the windows and draw the first frame. Raises InputError without a display."""
         import open3d as o3d
 
+        no_display_hint = "set DISPLAY, run under xvfb-run, or use --headless --out DIR"
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            # Without a display Open3D falls back to an invisible headless window: refuse instead.
+            raise InputError(f"cannot open a window: no display ({no_display_hint})")
         vis = o3d.visualization.VisualizerWithKeyCallback()
         width, height = self._window_size_px
         if not vis.create_window("avfusion: fused BEV", width, height, visible=True):
-            raise InputError(
-                "cannot open a window: no X display (set DISPLAY, run under xvfb-run, or use --headless --out DIR)"
-            )
+            raise InputError(f"cannot open a window on display {os.environ.get('DISPLAY')!r} ({no_display_hint})")
         render_option = vis.get_render_option()
         render_option.light_on = False  # class colours as given, not shaded
         render_option.background_color = np.array(BACKGROUND_RGB, dtype=np.float64) / 255.0

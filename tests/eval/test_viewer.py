@@ -129,3 +129,20 @@ def test_viewer_window_under_xvfb_steps_with_keys() -> None:
     assert report["after_p"][0] == 0 and abs(report["after_p"][2] - first_row) < 3
     assert report["after_play"] == 2  # playback ran to the last frame and stopped
     assert sorted(set(report["loads"])) == [0, 1, 2]  # frames were loaded lazily, on demand
+
+
+def test_viewer_without_display_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from avfusion.calibration.errors import InputError
+    from avfusion.eval import render
+    from avfusion.eval.viewer import BevViewer
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    frame = render.SceneFrame("t", np.zeros((0, 3), np.float32), np.zeros(0, np.float32))
+    with pytest.raises(InputError, match="--headless"):
+        BevViewer([frame]).open()
+    with pytest.raises(InputError, match="at least one frame"):
+        BevViewer([])
