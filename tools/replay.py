@@ -579,7 +579,8 @@ def stage_statistics(results: Iterable[FrameResult]) -> dict[str, dict[str, floa
 
 
 def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
-    """Frames with a sensor missing, by sensor and reason; the largest |skew| per sensor; errors."""
+    """Frames with a sensor missing, by sensor and kind of reason; the largest |skew| per sensor;
+    frames that could not be read at all."""
     missing: Counter[str] = Counter()
     max_skew: dict[str, int] = {}
     frames_with_missing = errors = 0
@@ -590,7 +591,8 @@ def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
         if health.get("missing"):
             frames_with_missing += 1
         for sensor, reason in health.get("missing", {}).items():
-            missing[f"{sensor}: {reason}"] += 1
+            # Count by kind ("file missing", "dropout", ...); the full reason is in the health log.
+            missing[f"{sensor}: {reason.split(':')[0].strip()}"] += 1
         for sensor, skew in health.get("skew_us", {}).items():
             max_skew[sensor] = max(max_skew.get(sensor, 0), abs(int(skew)))
     return {

@@ -187,7 +187,9 @@ def test_missing_sensor_files_are_marked_and_replay_goes_on(log_root: Path, chec
     health = {h["sample_token"]: h for h in map(json.loads, outcome.health_path.read_text().splitlines())}
     assert "file missing" in health[first]["missing"]["CAM_FRONT"] and health[first]["cameras"] == 5
     assert "file missing" in health[second]["missing"]["LIDAR_TOP"] and health[second]["lidar_points"] == 0
-    assert outcome.summary["sensor_health"]["frames_with_missing_sensors"] == 2
+    counts = outcome.summary["sensor_health"]
+    assert counts["frames_with_missing_sensors"] == 2
+    assert counts["missing"]["CAM_FRONT: file missing"] == 1 and counts["missing"]["LIDAR_TOP: file missing"] == 1
     assert set(json.loads(outcome.submission_path.read_text())["results"]) == {first, second}
 
 
