@@ -10,10 +10,11 @@ whole document is JSON and pulls only the wanted fields of each record into arra
   object is a record, its group is the key it is listed under; the byte range of the top-level
   `"meta"` value is kept so that the caller can decode that small part with `json`.
 
-Numbers are converted exactly as `float(json.loads(token))` would (correctly rounded): an integer mantissa of at most
-18 digits times a power of ten is one multiply or divide when the mantissa is <= 2^53 and the power
-is <= 10^22 (Clinger's fast path; both operands are exact doubles), else an exact integer long
-division m / 10^k (|k| <= 18) rounded half-to-even; anything else (more digits, larger exponents) is
+Numbers are converted exactly as `float(json.loads(token))` would (correctly rounded): an integer
+mantissa m of at most 18 digits times 10^k is one multiply or divide when m <= 2^53 and |k| <= 22
+(Clinger's fast path; both operands are exact doubles); else, as 10^k = 5^k 2^k, an exact integer
+long division m / 5^|k| (or product m 5^k) for |k| <= 26, rounded half to even, with 2^k applied
+exactly to the exponent; anything else (more digits, larger exponents) is
 marked and converted afterwards by Python's `float()` on the token's bytes.
 
 The scanner never decides anything the caller cannot check: any document it does not fully
@@ -55,8 +56,9 @@ BIG_INTEGER = 2  # integer-form with more than 18 digits
 MAX_DEPTH = 256
 
 _POW10_FLOAT = np.array([10.0**e for e in range(23)])  # all exact doubles
-_POW10_INT = np.array([10**e for e in range(19)], np.int64)
-_POW10_BITS = np.array([(10**e).bit_length() for e in range(19)], np.int64)
+_MAX_POW5 = 26  # 5^26 < 2^61
+_POW5_INT = np.array([5**e for e in range(_MAX_POW5 + 1)], np.int64)
+_POW5_BITS = np.array([(5**e).bit_length() for e in range(_MAX_POW5 + 1)], np.int64)
 _TWO_53 = 1 << 53
 _TWO_54 = 1 << 54
 _MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
@@ -357,7 +359,7 @@ def _scan_string(buffer, i, n):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _ratio_to_float(numerator, denominator, denominator_bits):  # pragma: no cover - compiled
     """numerator / denominator correctly rounded (half to even); 0 < numerator < 2^63,
-    0 < denominator < 2^60 with bit length `denominator_bits`: a binary long division to at least
+    0 < denominator < 2^61 with bit length `denominator_bits`: a binary long division to at least
     54 significant bits (several bits per step), then round to 53 with a sticky bit."""
     q = numerator // denominator
     r = numerator % denominator
@@ -455,10 +457,12 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
             value = np.float64(mantissa) * _POW10_FLOAT[scale]
         else:
             value = np.float64(mantissa) / _POW10_FLOAT[-scale]
-    elif 0 <= scale <= 18 and mantissa <= 9223372036854775807 // _POW10_INT[scale]:
-        value = _ratio_to_float(mantissa * _POW10_INT[scale], 1, 1)
-    elif -18 <= scale < 0:
-        value = _ratio_to_float(mantissa, _POW10_INT[-scale], _POW10_BITS[-scale])
+    # 10^k = 5^k * 2^k: the power of two is exact in the exponent, so only 5^|k| (< 2^61 up to
+    # k = 26) takes part in the integer arithmetic.
+    elif 0 <= scale <= _MAX_POW5 and mantissa <= 9223372036854775807 // _POW5_INT[scale]:
+        value = math.ldexp(_ratio_to_float(mantissa * _POW5_INT[scale], 1, 1), scale)
+    elif -_MAX_POW5 <= scale < 0:
+        value = math.ldexp(_ratio_to_float(mantissa, _POW5_INT[-scale], _POW5_BITS[-scale]), scale)
     else:
         exact = False
     if negative:
