@@ -67,7 +67,8 @@ def ground_truth_fast(
     if not all(type(t) is str for t in all_tokens) or "\x00" in "".join(all_tokens):
         return None
     split_index = StringIndex(encode_strings(samples.split_tokens))
-    sample_index = StringIndex(encode_strings(all_tokens))
+    sample_matrix = encode_strings(all_tokens)
+    sample_index = StringIndex(sample_matrix)
     if not (split_index.unique and sample_index.unique):
         return None
     ego_translation = _lidar_ego_translations(dataroot, version, split_index, len(samples.split_tokens))
@@ -79,7 +80,7 @@ def ground_truth_fast(
         return None
     if timestamps_s.shape != (len(all_tokens),):
         return None
-    annotations = _annotations(dataroot, version, split_index, sample_index, timestamps_s, samples.split_tokens)
+    annotations = _annotations(dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens)
     if annotations is None:
         return None
     boxes, bike_racks = annotations
@@ -146,6 +147,7 @@ def _annotations(
     version: str,
     split_index: StringIndex,
     sample_index: StringIndex,
+    sample_index_matrix: np.ndarray,
     timestamps_s: np.ndarray,
     split_tokens: list[str],
 ) -> tuple[EvalBoxSet, BikeRacks] | None:
@@ -194,7 +196,10 @@ def _annotations(
     annotation_index = StringIndex(token)
     if not annotation_index.unique:
         return None
-    position = split_index.lookup(sample)
+    # One look-up of every annotation's sample; its split position follows from the sample row.
+    sample_row = sample_index.lookup(sample)
+    split_position_of_sample_row = split_index.lookup(sample_index_matrix)
+    position = np.where(sample_row >= 0, split_position_of_sample_row[sample_row], -1)
     in_split = np.flatnonzero(position >= 0)
     instance_row = instance_index.lookup(instance[in_split])
     if np.any(instance_row < 0):
@@ -240,7 +245,7 @@ def _annotations(
     sample_position = position[kept]
     order = np.argsort(sample_position, kind="stable")
     rows = kept[order]
-    velocity = _velocities(rows, prev_token, next_token, annotation_index, sample, sample_index, timestamps_s, translation_all)
+    velocity = _velocities(rows, prev_token, next_token, annotation_index, sample_row, timestamps_s, translation_all)
     if velocity is None:
         return None
     boxes = EvalBoxSet(
@@ -269,8 +274,7 @@ def _velocities(
     prev_token: np.ndarray,
     next_token: np.ndarray,
     annotation_index: StringIndex,
-    sample: np.ndarray,
-    sample_index: StringIndex,
+    sample_row: np.ndarray,
     timestamps_s: np.ndarray,
     translation_all: np.ndarray,
 ) -> np.ndarray | None:
@@ -287,8 +291,8 @@ def _velocities(
     prev_rows, next_rows = neighbour(prev_token), neighbour(next_token)
     if prev_rows is None or next_rows is None:
         return None
-    prev_sample = sample_index.lookup(sample[prev_rows])
-    next_sample = sample_index.lookup(sample[next_rows])
+    prev_sample = sample_row[prev_rows]
+    next_sample = sample_row[next_rows]
     if np.any(prev_sample < 0) or np.any(next_sample < 0):
         return None
     return velocity_from_track(

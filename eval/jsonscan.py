@@ -487,9 +487,13 @@ def _literal(buffer, i, n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _match_key(buffer, start, end, key_buffer, key_offsets):  # pragma: no cover - compiled
+def _match_key(buffer, start, end, key_buffer, key_offsets, first_guess):  # pragma: no cover - compiled
+    """The id of the wanted key equal to buffer[start:end], or -1. Records of one file list their
+    keys in the same order, so the key after the previous match (`first_guess`) is tried first."""
+    n_keys = key_offsets.shape[0] - 1
     length = end - start
-    for k in range(key_offsets.shape[0] - 1):
+    for attempt in range(n_keys):
+        k = (first_guess + attempt) % n_keys
         if key_offsets[k + 1] - key_offsets[k] != length:
             continue
         same = True
@@ -552,6 +556,7 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
     record = -1
     group = -1
     field = -1  # key id of the current field of the current record, -1 = not wanted
+    next_guess = 0
     in_scope = layout == TABLE
     results_seen = 0
     meta_start = -1
@@ -647,7 +652,9 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
             if group >= 0:
                 group_size[group] += 1
         elif in_scope and level == field_level:
-            field = _match_key(buffer, key_start[level], key_end[level], key_buffer, key_offsets)
+            field = _match_key(buffer, key_start[level], key_end[level], key_buffer, key_offsets, next_guess)
+            if field >= 0:
+                next_guess = field + 1 if field + 1 < n_keys else 0
             if key_flags[level] != 0:
                 status = 2  # an escaped key might decode to a wanted one: let json read it
                 break
