@@ -92,6 +92,7 @@ class BevViewer:
         self._camera_vis = None
         self._needs_redraw = True
         self._keep_view = False
+        self._close_requested = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -114,9 +115,10 @@ class BevViewer:
         self._vis = vis
         self._register_keys(vis)
         if self._show_cameras:
-            camera_vis = o3d.visualization.Visualizer()
+            camera_vis = o3d.visualization.VisualizerWithKeyCallback()
             if camera_vis.create_window("avfusion: cameras", 1200, 520, left=width + 20, visible=True):
                 self._camera_vis = camera_vis
+                self._register_keys(camera_vis)  # the keys work in whichever window has the focus
         self._draw()
 
     def close(self) -> None:
@@ -153,7 +155,7 @@ class BevViewer:
                 self.playing = False
         if self._needs_redraw:
             self._draw()
-        alive = bool(self._vis.poll_events())
+        alive = bool(self._vis.poll_events()) and not self._close_requested
         self._vis.update_renderer()
         if self._camera_vis is not None:
             self._camera_vis.poll_events()
@@ -188,6 +190,10 @@ class BevViewer:
     def set_coloring(self, coloring: PointColoring) -> None:
         self.options = replace(self.options, point_coloring=coloring)
         self._needs_redraw = True
+
+    def _request_close(self) -> None:
+        # Q in the camera window must close both windows, as Q / Esc in the main one does.
+        self._close_requested = True
 
     def reset_view(self) -> None:
         """Look straight down on the ego vehicle, forward (+x) up the window."""
@@ -235,6 +241,7 @@ class BevViewer:
         vis.register_key_callback(_GLFW_KEY_LEFT, key(self.previous_frame))
         vis.register_key_callback(_GLFW_KEY_SPACE, key(self.toggle_play))
         vis.register_key_callback(ord("R"), key(self.reset_view))
+        vis.register_key_callback(ord("Q"), key(self._request_close))
         for name, layer in LAYER_KEYS.items():
             vis.register_key_callback(ord(name), key(lambda layer=layer: self.toggle_layer(layer)))
         for name, coloring in COLORING_KEYS.items():

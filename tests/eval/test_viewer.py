@@ -19,7 +19,9 @@ _VIEWER_SCRIPT = textwrap.dedent(
     import ctypes, json, sys, time
     import numpy as np
     from avfusion.calibration.boxes import Boxes3D
+    from avfusion.calibration.camera import CameraIntrinsics
     from avfusion.calibration.labels import CLASS_INDEX
+    from avfusion.calibration.se3 import SE3
     from avfusion.eval import render
     from avfusion.eval.viewer import BevViewer
 
@@ -31,7 +33,10 @@ _VIEWER_SCRIPT = textwrap.dedent(
         rng = np.random.default_rng(0)
         points = rng.uniform(-40.0, 40.0, (2000, 3)).astype(np.float32)
         points[:, 2] = 0.0
-        return render.SceneFrame(f"x={x_m}", points, np.zeros(2000, np.float32), gt, None)
+        intrinsics = CameraIntrinsics(np.array([[100.0, 0.0, 99.5], [0.0, 100.0, 49.5], [0.0, 0.0, 1.0]]), 200, 100)
+        camera_from_ego = SE3.from_matrix(np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]))
+        camera = render.CameraView("CAM_FRONT", np.full((100, 200, 3), (30, 160, 60), np.uint8), intrinsics, camera_from_ego)
+        return render.SceneFrame(f"x={x_m}", points, np.zeros(2000, np.float32), gt, None, cameras=(camera,))
 
     loads = []
 
@@ -69,11 +74,15 @@ _VIEWER_SCRIPT = textwrap.dedent(
         return [int(mask.sum()), float(rows.mean()) if len(rows) else None]
 
     result = {}
-    viewer = BevViewer(LazyFrames(), show_cameras=False, window_size_px=(600, 600))
+    viewer = BevViewer(LazyFrames(), show_cameras=True, window_size_px=(600, 600))
     viewer.open()
     for _ in range(5):
         viewer.step()
     result["first"] = car_rows(viewer.capture())
+    cameras = viewer.capture_cameras()
+    # The camera window shows the panel: CAM_FRONT's green image, with the car 20 m ahead drawn on it.
+    result["camera_green"] = int(np.all(np.abs(cameras.astype(int) - (30, 160, 60)) <= 3, axis=2).sum())
+    result["camera_car"] = int(np.any(np.all(np.abs(cameras.astype(int) - render.CLASS_COLORS_RGB[car]) <= 40, axis=2)))
     press(viewer, "n")
     result["after_n"] = [viewer.index] + car_rows(viewer.capture())
     press(viewer, "2")  # hide the ground truth
@@ -127,6 +136,7 @@ def test_viewer_window_under_xvfb_steps_with_keys() -> None:
     assert row_n > first_row + 50  # frame 1's car is 20 m behind the ego, frame 0's 20 m ahead: lower in the window
     assert report["after_2"][0] == 0  # key 2 hid the ground-truth boxes
     assert report["after_p"][0] == 0 and abs(report["after_p"][2] - first_row) < 3
+    assert report["camera_green"] > 5000 and report["camera_car"] == 1
     assert report["after_play"] == 2  # playback ran to the last frame and stopped
     assert sorted(set(report["loads"])) == [0, 1, 2]  # frames were loaded lazily, on demand
 
