@@ -272,6 +272,8 @@ class StringIndex:
 def _words(matrix: np.ndarray, width: int) -> np.ndarray:
     """(N, L) uint8 padded to `width` bytes and a multiple of 8 -> (N, ceil(width / 8)) uint64."""
     padded_width = -(-width // 8) * 8
+    if matrix.shape[1] == padded_width and matrix.flags.c_contiguous:
+        return matrix.view(np.uint64)  # already whole words (e.g. 32-byte tokens): no copy
     padded = np.zeros((matrix.shape[0], padded_width), np.uint8)
     columns = min(matrix.shape[1], width)
     padded[:, :columns] = matrix[:, :columns]
