@@ -103,7 +103,7 @@ _VIEWER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_viewer_window_under_xvfb_steps_with_keys() -> None:
+def test_viewer_window_under_xvfb_steps_with_keys(tmp_path: Path) -> None:
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         pytest.skip("Xvfb not installed (Debian package xvfb; `make system-deps` installs it)")
@@ -121,7 +121,8 @@ def test_viewer_window_under_xvfb_steps_with_keys() -> None:
         assert display_number, "Xvfb did not report a display number"
         env = dict(os.environ, DISPLAY=f":{display_number}")
         result = subprocess.run(
-            [sys.executable, "-c", _VIEWER_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-c", _VIEWER_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path,
         )
     finally:
         server.terminate()
@@ -138,6 +139,9 @@ def test_viewer_window_under_xvfb_steps_with_keys() -> None:
     assert report["after_p"][0] == 0 and abs(report["after_p"][2] - first_row) < 3
     assert report["camera_green"] > 5000 and report["camera_car"] == 1
     assert report["after_play"] == 2  # playback ran to the last frame and stopped
+    # Keys must reach our callbacks in both windows: an unhandled "p" is Open3D's screen capture,
+    # which writes ScreenCapture_*.png into the working directory.
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
     assert sorted(set(report["loads"])) == [0, 1, 2]  # frames were loaded lazily, on demand
 
 
