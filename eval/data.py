@@ -518,20 +518,22 @@ def load_predictions_reference(
 
 
 def _load_predictions(path: Path, ground_truth: GroundTruth, config: DetectionConfig, fast: bool) -> PredictionSet:
+    from avfusion.eval.fastload import results_columns_fast
+    from avfusion.eval.jsonscan import read_file_mapped
+
     try:
-        data = path.read_bytes()
+        data = read_file_mapped(path) if fast else path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: results file not found") from None
     except OSError as error:
         raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
-    from avfusion.eval.fastload import results_columns_fast
 
     scanned = results_columns_fast(data, ground_truth.sample_tokens, config.max_boxes_per_sample) if fast else None
     if scanned is not None:
         columns, meta = scanned
         return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=meta)
     try:
-        payload = json.loads(data)
+        payload = json.loads(bytes(data))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FileFormatError(path, f"not valid JSON ({error})") from None
     columns = validate_results(

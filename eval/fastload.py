@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from avfusion.calibration.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
+from avfusion.calibration.errors import InputError
 from avfusion.eval import jsonscan
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.data import (
@@ -49,10 +51,10 @@ def _scan_table(
 ) -> jsonscan.ScannedRecords | None:
     path = Path(dataroot) / version / f"{name}.json"
     try:
-        data = path.read_bytes()
-    except OSError:
+        data = jsonscan.read_file_mapped(path)
+    except (OSError, ValueError):
         return None
-    return jsonscan.scan_records(data, jsonscan.TABLE, fields)
+    return jsonscan.scan_table_in_halves(data, fields)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -71,17 +73,19 @@ def ground_truth_fast(
     sample_index = StringIndex(sample_matrix)
     if not (split_index.unique and sample_index.unique):
         return None
-    ego_translation = _lidar_ego_translations(dataroot, version, split_index, len(samples.split_tokens))
-    if ego_translation is None:
-        return None
-    try:
-        timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
-    except (TypeError, ValueError):
-        return None
-    if timestamps_s.shape != (len(all_tokens),):
-        return None
-    annotations = _annotations(dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens)
-    if annotations is None:
+    # The lidar poses (sample_data + ego_pose) and the annotations are independent: the scanner
+    # releases the GIL, so the two scans share the cores.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, len(samples.split_tokens))
+        try:
+            annotations = _ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples)
+        except InputError:
+            # Errors surface in the sequential order: the poses' first, then the annotations'.
+            if poses.result() is None:
+                return None
+            raise
+        ego_translation = poses.result()
+    if ego_translation is None or annotations is None:
         return None
     boxes, bike_racks = annotations
     return GroundTruth(
@@ -93,6 +97,24 @@ def ground_truth_fast(
         ego_translation=ego_translation,
         bike_racks=bike_racks,
     )
+
+
+def _ground_truth_annotations(
+    dataroot: str | os.PathLike[str],
+    version: str,
+    split_index: StringIndex,
+    sample_index: StringIndex,
+    sample_matrix: np.ndarray,
+    samples: SplitSamples,
+) -> tuple[EvalBoxSet, BikeRacks] | None:
+    all_tokens = list(samples.timestamp_of_sample)
+    try:
+        timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
+    except (TypeError, ValueError):
+        return None
+    if timestamps_s.shape != (len(all_tokens),):
+        return None
+    return _annotations(dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens)
 
 
 def _lidar_ego_translations(

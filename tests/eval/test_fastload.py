@@ -262,3 +262,74 @@ def test_a_broken_table_gets_the_reference_error(write_log, tmp_path, breakage):
     with pytest.raises(InputError) as reference_error:
         load_ground_truth_reference(root, VERSION, SPLIT)
     assert str(fast_error.value) == str(reference_error.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Big tables: memory-mapped reads and the two-halves scan
+
+
+def _assert_same_scan(a: jsonscan.ScannedRecords, b: jsonscan.ScannedRecords) -> None:
+    assert a.keys == b.keys and a.meta_range == b.meta_range
+    for name in ("kind", "values", "int_values", "number_flags", "element_count", "element_kinds",
+                 "string_start", "string_end", "string_flags", "record_group", "group_size"):  # fmt: skip
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True), name
+
+
+HALF_FIELDS = {"token": 0, "translation": 3, "attribute_tokens": 0, "n": 0}
+
+
+def _table_bytes(records: list[dict]) -> bytes:
+    return json.dumps(records, indent=0).encode()
+
+
+def test_halves_scan_equals_one_pass() -> None:
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(200):
+        record = {"token": f"tok{i:04d}", "translation": rng.normal(size=3).tolist(), "n": int(rng.integers(0, 99))}
+        if i % 3:
+            record["attribute_tokens"] = [f"attr{i % 5}"]  # absent in every third record
+        if i % 7 == 0:
+            record["nested"] = [{"a": 1}, {"b": [2, 3]}]
+        records.append(record)
+    data = _table_bytes(records)
+    halves = jsonscan.scan_table_in_halves(data, HALF_FIELDS, min_bytes=1)
+    one = jsonscan.scan_records(data, jsonscan.TABLE, HALF_FIELDS)
+    assert halves is not None and len(halves) == 200
+    _assert_same_scan(halves, one)
+    assert jsonscan.decode_strings(halves.strings("token")) == [r["token"] for r in records]
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        {"token": "x" * 40 + "},{" + "y" * 40, "n": 1},  # a record boundary look-alike inside a string
+        {"token": "z", "n": 2, "nested": [{"a": 1}, {"b": 2}] * 20},  # ... inside a nested value
+    ],
+)
+def test_halves_cut_in_the_wrong_place_falls_back_to_one_pass(middle: dict) -> None:
+    records = [{"token": "a", "n": 0}, middle, {"token": "b", "n": 3}]
+    data = json.dumps(records, separators=(",", ":")).encode()
+    # The search for a cut starts at the middle byte, inside the look-alike.
+    start = len(data) // 2
+    assert data.find(b"},{", start) < data.find(b'{"token":"b"')
+    halves = jsonscan.scan_table_in_halves(data, HALF_FIELDS, min_bytes=1)
+    assert halves is not None
+    _assert_same_scan(halves, jsonscan.scan_records(data, jsonscan.TABLE, HALF_FIELDS))
+    assert jsonscan.decode_strings(halves.strings("token")) == [r["token"] for r in records]
+
+
+def test_read_file_mapped_gives_the_file_bytes(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "table.json"
+    path.write_bytes(b'[{"token": "a"}]')
+    assert jsonscan.read_file_mapped(path) == b'[{"token": "a"}]'  # small: plain bytes
+    monkeypatch.setattr(jsonscan, "_MAP_MIN_BYTES", 1)
+    mapped = jsonscan.read_file_mapped(path)
+    assert not isinstance(mapped, bytes)
+    assert mapped[:] == b'[{"token": "a"}]' and len(mapped) == 16
+    records = jsonscan.scan_records(mapped, jsonscan.TABLE, {"token": 0})
+    assert records is not None and jsonscan.decode_strings(records.strings("token")) == ["a"]
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    assert jsonscan.read_file_mapped(empty) == b""  # mmap cannot map an empty file
