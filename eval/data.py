@@ -44,7 +44,7 @@ from avfusion.calibration.errors import FileFormatError, InputError
 from avfusion.calibration.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
-from avfusion.eval.submission import ResultsColumns, validate_results
+from avfusion.eval.submission import validate_results
 
 BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
 LIDAR_CHANNEL = "LIDAR_TOP"
@@ -542,22 +542,18 @@ def _load_predictions(path: Path, ground_truth: GroundTruth, config: DetectionCo
     return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=payload["meta"])
 
 
-def _boxset_from_columns(columns: ResultsColumns, ground_truth: GroundTruth) -> EvalBoxSet:
+def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:
     """Order the checked results as the devkit would: file order for built-in splits, else split order."""
     if ground_truth.predefined_split:
-        sample_tokens = columns.sample_tokens
-        sample_index = columns.sample_index
-        order = np.arange(len(sample_index))
-    else:
-        sample_tokens = ground_truth.sample_tokens
-        position_in_split = {token: position for position, token in enumerate(sample_tokens)}
-        remap = np.array([position_in_split[token] for token in columns.sample_tokens], np.int64)
-        sample_index = remap[columns.sample_index] if len(columns.sample_index) else columns.sample_index
-        order = np.argsort(sample_index, kind="stable")
-        sample_index = sample_index[order]
+        return columns
+    sample_tokens = ground_truth.sample_tokens
+    position_in_split = {token: position for position, token in enumerate(sample_tokens)}
+    remap = np.array([position_in_split[token] for token in columns.sample_tokens], np.int64)
+    sample_index = remap[columns.sample_index] if len(columns.sample_index) else columns.sample_index
+    order = np.argsort(sample_index, kind="stable")
     return EvalBoxSet(
         sample_tokens=tuple(sample_tokens),
-        sample_index=sample_index,
+        sample_index=sample_index[order],
         translation=columns.translation[order],
         size_wlh=columns.size_wlh[order],
         rotation_wxyz=columns.rotation_wxyz[order],

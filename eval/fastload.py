@@ -31,7 +31,8 @@ from avfusion.eval.data import (
     read_table,
     velocity_from_track,
 )
-from avfusion.eval.submission import REQUIRED_FIELDS, ResultsColumns, columns_values_valid
+from avfusion.eval.boxset import EvalBoxSet
+from avfusion.eval.submission import REQUIRED_FIELDS, columns_values_valid
 from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, StringIndex, encode_strings
 
 # Wanted fields -> number slots (jsonscan.scan_records).
@@ -333,7 +334,7 @@ def _velocities(
 
 def results_columns_fast(
     data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
-) -> tuple[ResultsColumns, dict[str, Any]] | None:
+) -> tuple[EvalBoxSet, dict[str, Any]] | None:
     """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
     if "\x00" in "".join(split_sample_tokens):
         return None  # tokens are compared as zero-padded bytes
@@ -397,7 +398,7 @@ def results_columns_fast(
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
     if not columns_values_valid(numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute):
         return None
-    columns = ResultsColumns(
+    columns = EvalBoxSet(
         sample_tokens=tuple(jsonscan.decode_strings(group_keys)) if len(group_keys) else (),
         sample_index=records.record_group.astype(np.int64),
         translation=numeric["translation"],

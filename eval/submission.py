@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -29,6 +28,7 @@ from avfusion.calibration.errors import InputError
 from avfusion.calibration.fileio import write_json_atomic
 from avfusion.calibration.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CLASS_INDEX, DEFAULT_ATTRIBUTE, DETECTION_CLASSES
 from avfusion.calibration.se3 import quaternion_from_yaw
+from avfusion.eval.boxset import EvalBoxSet
 
 MAX_BOXES_PER_SAMPLE = 500
 MAX_LISTED_PROBLEMS = 50
@@ -46,36 +46,6 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "attribute_name",
 )
 META_FIELDS: tuple[str, ...] = ("use_camera", "use_lidar", "use_radar", "use_map", "use_external")
-
-
-@dataclass(frozen=True, slots=True)
-class ResultsColumns:
-    """A checked results file as columns, boxes in file order (samples in the file's key order).
-
-    sample_tokens: the file's sample keys in order; sample_index (N,) int64 into them, non-decreasing.
-    translation (N, 3), size_wlh (N, 3), rotation_wxyz (N, 4), velocity_xy (N, 2), score (N,):
-    float64; label (N,), attribute (N,) (-1 = ""), num_pts (N,) (-1 when absent): int64.
-    """
-
-    sample_tokens: tuple[str, ...]
-    sample_index: np.ndarray
-    translation: np.ndarray
-    size_wlh: np.ndarray
-    rotation_wxyz: np.ndarray
-    velocity_xy: np.ndarray
-    label: np.ndarray
-    score: np.ndarray
-    attribute: np.ndarray
-    num_pts: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.sample_index)
-        for name, width in (("translation", 3), ("size_wlh", 3), ("rotation_wxyz", 4), ("velocity_xy", 2)):
-            if getattr(self, name).shape != (n, width):
-                raise ValueError(f"ResultsColumns.{name} must have shape ({n}, {width}), got {getattr(self, name).shape}")
-        for name in ("label", "score", "attribute", "num_pts"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"ResultsColumns.{name} must have shape ({n},), got {getattr(self, name).shape}")
 
 
 class ResultsProblems(InputError):
@@ -98,7 +68,7 @@ def validate_results(
     split_sample_tokens: Sequence[str],
     max_boxes_per_sample: int = MAX_BOXES_PER_SAMPLE,
     source: str = "results",
-) -> ResultsColumns:
+) -> EvalBoxSet:
     """Check a parsed results file against the samples of a split and return it as columns.
 
     Every sample of the split must be present (with `[]` when nothing was detected), and no other;
@@ -141,7 +111,7 @@ def validate_results(
     return columns
 
 
-def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
+def _columns_fast(results: dict[str, list[Any]]) -> EvalBoxSet | None:
     """Whole-column conversion and checks; None when anything is off (then `_box_problems` names it)."""
     tokens = tuple(results)
     counts = [len(boxes) for boxes in results.values()]
@@ -187,7 +157,7 @@ def _columns_fast(results: dict[str, list[Any]]) -> ResultsColumns | None:
         numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute
     ):
         return None
-    return ResultsColumns(
+    return EvalBoxSet(
         sample_tokens=tokens,
         sample_index=sample_index,
         translation=numeric["translation"],
