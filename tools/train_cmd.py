@@ -36,9 +36,14 @@ def resolve_split(dataroot: str, version: str, split: str) -> str:
 
 
 class LogFrames(Sequence[SyncedFrame]):
-    """The keyframes of a log as a sequence, read on access with the reader options a config asks for."""
+    """The keyframes of a log as a sequence, read on access with the reader options a config asks for.
 
-    def __init__(self, log, config: FusionConfig, load_boxes: bool = True) -> None:
+    `keep_in_memory`: keep every frame once read (training reads each frame once an epoch; a
+    frame of the CPU preset is about 4 MB: 5 sweeps of points, six 1/8-scale images, the map
+    patch). Frames are immutable values, so sharing them between epochs is safe.
+    """
+
+    def __init__(self, log, config: FusionConfig, load_boxes: bool = True, keep_in_memory: bool = False) -> None:
         from avfusion.datasets.nuscenes_log import FrameOptions
 
         self.log = log
@@ -46,6 +51,7 @@ class LogFrames(Sequence[SyncedFrame]):
         self.options = FrameOptions(
             num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=load_boxes
         )
+        self._kept: dict[int, SyncedFrame] | None = {} if keep_in_memory else None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -53,16 +59,21 @@ class LogFrames(Sequence[SyncedFrame]):
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
-        return self.log.frame(self.tokens[index], self.options)
+        if self._kept is None:
+            return self.log.frame(self.tokens[index], self.options)
+        frame = self._kept.get(index)
+        if frame is None:
+            frame = self._kept[index] = self.log.frame(self.tokens[index], self.options)
+        return frame
 
 
 def open_frames(dataroot: str, version: str, split: str | None, scenes: Sequence[str] | None,
-                config: FusionConfig, load_boxes: bool = True) -> LogFrames:  # fmt: skip
+                config: FusionConfig, load_boxes: bool = True, keep_in_memory: bool = False) -> LogFrames:  # fmt: skip
     from avfusion.datasets.nuscenes_log import NuScenesLog
 
     resolved = None if split in (None, "all") else resolve_split(dataroot, version, split)
     log = NuScenesLog.open(dataroot, version, split=resolved, scenes=scenes)
-    frames = LogFrames(log, config, load_boxes=load_boxes)
+    frames = LogFrames(log, config, load_boxes=load_boxes, keep_in_memory=keep_in_memory)
     if len(frames) == 0:
         raise InputError(f"{dataroot} {version} split {resolved}: no samples")
     return frames
@@ -94,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.fusion.train import export_weights, train
 
     config = resolve_config(args)
-    frames = open_frames(args.dataroot, args.version, args.split, args.scenes.split(",") if args.scenes else None, config)
+    scenes = args.scenes.split(",") if args.scenes else None
+    frames = open_frames(args.dataroot, args.version, args.split, scenes, config, keep_in_memory=args.cache_frames)
     result = train(
         config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
@@ -126,6 +138,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
+    parser.add_argument("--cache-frames", action="store_true",
+                        help="keep every frame in memory once read (about 4 MB a frame with the CPU preset)")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU only)")
     parser.add_argument("--export", default=None, help="also write small float16 weights here (+ .json config)")

@@ -61,7 +61,7 @@ def _train_variant(args, name: str, modalities: str) -> Path:
     namespace = argparse.Namespace(config=args.config, preset="cpu", epochs=args.epochs, batch_size=None, lr=None,
                                    seed=args.seed, modalities=modalities)  # fmt: skip
     config = resolve_config(namespace)
-    frames = open_frames(args.dataroot, args.version, args.train_split, None, config)
+    frames = open_frames(args.dataroot, args.version, args.train_split, None, config, keep_in_memory=True)
     result = train(config, frames, Path(args.out) / name, resume=True, max_steps=args.max_steps)
     return result.weights_path
 
