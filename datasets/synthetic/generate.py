@@ -2,7 +2,7 @@
 
 Layout written (nuScenes' own, plus two avfusion files):
 ```
-<out>/<version>/{13 tables}.json, <out>/<version>/splits.json   {"synth_train": [...], "synth_val": [...]}
+<out>/<version>/{13 tables}.json, <out>/<version>/splits.json   {"synth_train": [...], "synth_val": [...], "synth_all": [...]}
 <out>/samples/LIDAR_TOP/*.pcd.bin, <out>/sweeps/LIDAR_TOP/*.pcd.bin   (5 x float32 per point)
 <out>/samples/CAM_*/*.jpg                                          (keyframes only, see below)
 <out>/maps/<token>.png                                             (drivable area, 0.1 m/px)
@@ -17,7 +17,8 @@ generator's main cost and the pipeline only consumes keyframe images.
 
 Splits: scene i goes to `synth_val` when `i % 4 == 1` and to `synth_train` otherwise, so any log of
 two or more scenes has both; a one-scene log puts its scene in `synth_val` and leaves `synth_train`
-empty (the scene is useful for evaluating, not for training).
+empty (the scene is useful for evaluating, not for training). `synth_all` lists every scene: a log
+generated from a seed no training run used is a held-out set as a whole, evaluated with it.
 
 `annotations_only=True` writes every table, split, map and GNSS file, with the same tokens,
 timestamps and annotations (`num_lidar_pts` from ray-casting each keyframe sweep, visibility from
@@ -231,7 +232,7 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
     n_samples = num_samples_for(seconds)
     sweeps_per_scene = (n_samples - 1) * SWEEPS_PER_SAMPLE + 1
     steps = num_scenes * (n_samples if annotations_only else sweeps_per_scene)
-    splits: dict[str, list[str]] = {"synth_train": [], "synth_val": []}
+    splits: dict[str, list[str]] = {"synth_train": [], "synth_val": [], "synth_all": []}
     with (tqdm(total=steps, desc="synthetic log", unit="sweep", disable=not progress) as bar,
           ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="synthetic") as workers):
         for scene_index, location in enumerate(scene_locations):
@@ -246,6 +247,7 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
                                      render_scale=render_scale, noise=noise, bar=bar, workers=workers)
             map_logs.setdefault(location, []).append(log_token)
             splits[split_of(scene_index, num_scenes)].append(scene_name(seed, scene_index))
+            splits["synth_all"].append(scene_name(seed, scene_index))
 
     started = time.perf_counter()
     for location in sorted(map_logs):

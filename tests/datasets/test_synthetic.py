@@ -174,8 +174,9 @@ def test_devkit_loads_and_scores_ground_truth_perfectly(annotations_log: Path) -
 
     nusc = NuScenes(version=VERSION, dataroot=str(annotations_log), verbose=False)
     splits = json.loads((annotations_log / VERSION / "splits.json").read_text())
-    assert sorted(splits) == ["synth_train", "synth_val"]
+    assert sorted(splits) == ["synth_all", "synth_train", "synth_val"]
     assert len(splits["synth_train"]) == 1 and len(splits["synth_val"]) == 1
+    assert splits["synth_all"] == splits["synth_train"] + splits["synth_val"]  # scene 0 trains, scene 1 validates
     val = set(splits["synth_val"])
     results = {}
     for sample in nusc.sample:
