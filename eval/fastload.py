@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from avfusion.eval.data import (
 )
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.submission import REQUIRED_FIELDS, columns_values_valid
-from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, StringIndex, encode_strings
+from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, RecordFilter, StringIndex, encode_strings
 
 # Wanted fields -> number slots (jsonscan.scan_records).
 ANNOTATION_FIELDS = {
@@ -48,14 +49,18 @@ assert set(REQUIRED_FIELDS) <= set(RESULT_FIELDS)
 
 
 def _scan_table(
-    dataroot: str | os.PathLike[str], version: str, name: str, fields: Mapping[str, int]
+    dataroot: str | os.PathLike[str],
+    version: str,
+    name: str,
+    fields: Mapping[str, int],
+    keep: RecordFilter | None = None,
 ) -> jsonscan.ScannedRecords | None:
     path = Path(dataroot) / version / f"{name}.json"
     try:
         data = jsonscan.read_file_mapped(path)
     except (OSError, ValueError):
         return None
-    return jsonscan.scan_table_in_halves(data, fields)
+    return jsonscan.scan_table_in_halves(data, fields, keep)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -77,7 +82,7 @@ def ground_truth_fast(
     # The lidar poses (sample_data + ego_pose) and the annotations are independent: the scanner
     # releases the GIL, so the two scans share the cores.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, len(samples.split_tokens))
+        poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, samples.split_tokens)
         try:
             annotations = _ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples)
         except InputError:
@@ -119,23 +124,51 @@ def _ground_truth_annotations(
 
 
 def _lidar_ego_translations(
-    dataroot: str | os.PathLike[str], version: str, split_index: StringIndex, n_samples: int
+    dataroot: str | os.PathLike[str], version: str, split_index: StringIndex, split_tokens: list[str]
 ) -> np.ndarray | None:
-    """(S, 3) as `data._lidar_ego_translations`, or None."""
+    """(S, 3) as `data._lidar_ego_translations`, or None.
+
+    Each table is first scanned for the split's records only (`RecordFilter`); should that meet
+    anything it does not plainly understand, the whole table is scanned again without the filter,
+    so a table gives what it gave before filtering existed."""
     lidar_calibrations = lidar_calibration_tokens(dataroot, version)
     if not all(type(t) is str and "\x00" not in t for t in lidar_calibrations):
         return None
-    records = _scan_table(dataroot, version, "sample_data", dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0))
-    if records is None or len(records) == 0:
+    lidar_index = StringIndex(encode_strings(sorted(lidar_calibrations)))
+    for keep in (RecordFilter("sample_token", split_tokens), None):
+        pose_tokens = _lidar_pose_tokens(dataroot, version, lidar_index, split_index, len(split_tokens), keep)
+        if pose_tokens is not None:
+            break
+    else:
+        return None
+    for keep in (RecordFilter("token", jsonscan.decode_strings(pose_tokens), id_key="token"), None):
+        translation = _pose_translations(dataroot, version, pose_tokens, keep)
+        if translation is not None:
+            return translation
+    return None
+
+
+def _lidar_pose_tokens(
+    dataroot: str | os.PathLike[str],
+    version: str,
+    lidar_index: StringIndex,
+    split_index: StringIndex,
+    n_samples: int,
+    keep: RecordFilter | None,
+) -> np.ndarray | None:
+    """(S, L) the ego_pose token of each split sample's last key-frame lidar sample_data, or None."""
+    fields = dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0)
+    records = _scan_table(dataroot, version, "sample_data", fields, keep)
+    if records is None or len(records) + len(records.skipped) == 0:
+        return None
+    if not records.all_kinds_in("is_key_frame", jsonscan.TRUE, jsonscan.FALSE):
         return None
     key_frame_kind = records.kind[:, records.column("is_key_frame")]
-    if not np.all((key_frame_kind == jsonscan.TRUE) | (key_frame_kind == jsonscan.FALSE)):
-        return None
     calibration = records.strings("calibrated_sensor_token")
     sample = records.strings("sample_token")
     if calibration is None or sample is None:
         return None
-    is_lidar = StringIndex(encode_strings(sorted(lidar_calibrations))).lookup(calibration) >= 0
+    is_lidar = lidar_index.lookup(calibration) >= 0
     position = split_index.lookup(sample)
     chosen = np.flatnonzero((key_frame_kind == jsonscan.TRUE) & is_lidar & (position >= 0))
     pose_column = records.column("ego_pose_token")
@@ -146,10 +179,16 @@ def _lidar_ego_translations(
     last_row_of_sample[position[chosen]] = chosen  # fancy assignment: the last write wins
     if np.any(last_row_of_sample < 0):
         return None
-    pose_tokens = jsonscan.string_matrix(
+    return jsonscan.string_matrix(
         records.data, records.string_start[last_row_of_sample, pose_column], records.string_end[last_row_of_sample, pose_column]
     )
-    poses = _scan_table(dataroot, version, "ego_pose", {"token": 0, "translation": 3})
+
+
+def _pose_translations(
+    dataroot: str | os.PathLike[str], version: str, pose_tokens: np.ndarray, keep: RecordFilter | None
+) -> np.ndarray | None:
+    """(S, 3) the translation of each ego pose of `pose_tokens` (S, L), or None."""
+    poses = _scan_table(dataroot, version, "ego_pose", {"token": 0, "translation": 3}, keep)
     if poses is None:
         return None
     pose_token = poses.strings("token")
@@ -157,7 +196,7 @@ def _lidar_ego_translations(
     if pose_token is None or pose_translation is None:
         return None
     pose_index = StringIndex(pose_token)
-    if not pose_index.unique:
+    if not (pose_index.unique and poses.ids_distinct("token")):
         return None
     rows = pose_index.lookup(pose_tokens)
     if np.any(rows < 0):
@@ -203,10 +242,50 @@ def _annotations(
     instance_index = StringIndex(instance_token)
     if not instance_index.unique:
         return None
+    labels = _Labels(
+        instance_index=instance_index,
+        instance_category=instance_category,
+        category_index=category_index,
+        class_of_category=class_of_category,
+        rack_category=rack_category,
+        attribute_index=attribute_index,
+        attribute_of_token=attribute_of_token,
+    )
+    # The split's records first (see `_lidar_ego_translations`), else the whole table.
+    for keep in (RecordFilter("sample_token", split_tokens, id_key="token"), None):
+        records = _scan_table(dataroot, version, "sample_annotation", ANNOTATION_FIELDS, keep)
+        if records is None:
+            continue
+        boxes = _annotation_boxes(records, labels, split_index, sample_index, sample_index_matrix, timestamps_s, split_tokens)
+        if boxes is not None:
+            return boxes
+    return None
 
-    records = _scan_table(dataroot, version, "sample_annotation", ANNOTATION_FIELDS)
-    if records is None:
-        return None
+
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    """The joins from an annotation's instance token to its detection class (-1: none) and bike-rack
+    flag, and from its attribute token to its attribute (-2: not a nuScenes one)."""
+
+    instance_index: StringIndex
+    instance_category: np.ndarray  # (I, L) category token of each instance row
+    category_index: StringIndex
+    class_of_category: np.ndarray  # (C,) int64
+    rack_category: np.ndarray  # (C,) bool
+    attribute_index: StringIndex
+    attribute_of_token: np.ndarray  # (A,) int64
+
+
+def _annotation_boxes(
+    records: jsonscan.ScannedRecords,
+    labels: _Labels,
+    split_index: StringIndex,
+    sample_index: StringIndex,
+    sample_index_matrix: np.ndarray,
+    timestamps_s: np.ndarray,
+    split_tokens: list[str],
+) -> tuple[EvalBoxSet, BikeRacks] | None:
+    """The boxes and bike racks of the split from the scanned sample_annotation table, or None."""
     token = records.strings("token")
     sample = records.strings("sample_token")
     instance = records.strings("instance_token")
@@ -217,23 +296,23 @@ def _annotations(
     if any(a is None for a in (token, sample, instance, prev_token, next_token, translation_all, size_all, rotation_all)):
         return None
     annotation_index = StringIndex(token)
-    if not annotation_index.unique:
+    if not (annotation_index.unique and records.ids_distinct("token")):
         return None
     # One look-up of every annotation's sample; its split position follows from the sample row.
     sample_row = sample_index.lookup(sample)
     split_position_of_sample_row = split_index.lookup(sample_index_matrix)
     position = np.where(sample_row >= 0, split_position_of_sample_row[sample_row], -1)
     in_split = np.flatnonzero(position >= 0)
-    instance_row = instance_index.lookup(instance[in_split])
+    instance_row = labels.instance_index.lookup(instance[in_split])
     if np.any(instance_row < 0):
         return None
-    category_row = category_index.lookup(instance_category[instance_row])
+    category_row = labels.category_index.lookup(labels.instance_category[instance_row])
     if np.any(category_row < 0):
         return None
-    label_in_split = class_of_category[category_row]
+    label_in_split = labels.class_of_category[category_row]
     kept = in_split[label_in_split >= 0]
     label = label_in_split[label_in_split >= 0]
-    racks = in_split[rack_category[category_row]]
+    racks = in_split[labels.rack_category[category_row]]
 
     # At most one attribute, a known one.
     attribute_column = records.column("attribute_tokens")
@@ -252,10 +331,10 @@ def _annotations(
             records.string_start[kept[with_attribute], attribute_column],
             records.string_end[kept[with_attribute], attribute_column],
         )
-        attribute_row = attribute_index.lookup(first)
+        attribute_row = labels.attribute_index.lookup(first)
         if np.any(attribute_row < 0):
             return None
-        attribute[with_attribute] = attribute_of_token[attribute_row]
+        attribute[with_attribute] = labels.attribute_of_token[attribute_row]
         if np.any(attribute < -1):
             return None
 

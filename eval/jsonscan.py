@@ -81,6 +81,59 @@ _DONE = 5
 
 
 @dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Keep only the records whose `key` field is one of `values`: `scan_records` skips the others.
+
+    A record is skipped once its `key` field is read and found to be a plain string (no escape,
+    ASCII) that is not in `values`; from there on its numbers are checked but not converted, and it
+    takes no row: `ScannedRecords.skipped` keeps the shape of all skipped records together (so that
+    the checks of `strings`, `floats`, ... still cover them) and the hash of each one's `id_key`
+    field. A record whose `key` field is anything else, or missing, is kept. Both keys must be
+    wanted string fields (0 slots)."""
+
+    key: str
+    values: Sequence[str]
+    id_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedRecords:
+    """What a filtered scan keeps of the M records it skipped; K wanted keys.
+
+    id_hash (M,) uint64: `_range_hash` of each one's id string (0 where that is not a string).
+    Over all of them, per key: kinds (K,) uint16, bit `1 << (kind + 1)` set for each kind seen
+    (`ABSENT` included); element_kinds (K,) uint8 (as `ScannedRecords.element_kinds`, or-ed);
+    element_count_min, element_count_max (K,) int64; string_flags (K,) uint8 (or-ed).
+    """
+
+    id_hash: np.ndarray
+    kinds: np.ndarray
+    element_kinds: np.ndarray
+    element_count_min: np.ndarray
+    element_count_max: np.ndarray
+    string_flags: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.id_hash.shape[0])
+
+    def only(self, k: int, *kinds: int) -> bool:
+        """Whether every skipped record has one of `kinds` at key `k`."""
+        allowed = sum(1 << (kind + 1) for kind in kinds)
+        return len(self) == 0 or not (int(self.kinds[k]) & ~allowed)
+
+    def plain_strings(self, k: int) -> bool:
+        return self.only(k, STRING) and not self.string_flags[k]
+
+    def number_arrays(self, k: int, width: int) -> bool:
+        return len(self) == 0 or (
+            self.only(k, ARRAY)
+            and self.element_kinds[k] == 1 << NUMBER
+            and self.element_count_min[k] == width
+            and self.element_count_max[k] == width
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ScannedRecords:
     """The wanted fields of every record; R records, K wanted keys (in `keys` order).
 
@@ -96,6 +149,8 @@ class ScannedRecords:
     record_group (R,) int64: the group (RESULTS layout) of each record, 0 for TABLE.
     group_key_start, group_key_end (G,) int64: byte range of each group's key (RESULTS layout).
     group_size (G,) int64: records per group. meta_range: (start, end) of the "meta" value or (-1, -1).
+    skipped: the records a `RecordFilter` skipped (none without one), in no row of the arrays above;
+    `strings`, `floats`, `scalars` and `all_kinds_in` check them too.
     """
 
     data: bytes
@@ -115,6 +170,7 @@ class ScannedRecords:
     group_key_end: np.ndarray
     group_size: np.ndarray
     meta_range: tuple[int, int]
+    skipped: SkippedRecords
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -126,7 +182,7 @@ class ScannedRecords:
         """(R, L) uint8 matrix of the key's string values, zero-padded (see `string_matrix`), or
         None unless every record has a plain (no escape, ASCII) string there."""
         k = self.column(key)
-        if not (np.all(self.kind[:, k] == STRING) and not np.any(self.string_flags[:, k])):
+        if not (np.all(self.kind[:, k] == STRING) and not np.any(self.string_flags[:, k]) and self.skipped.plain_strings(k)):
             return None
         return string_matrix(self.data, self.string_start[:, k], self.string_end[:, k])
 
@@ -138,6 +194,7 @@ class ScannedRecords:
             and np.all(self.element_count[:, k] == width)
             and np.all(self.element_kinds[:, k] == 1 << NUMBER)
             and width <= self.slot_offsets[k + 1] - self.slot_offsets[k]
+            and self.skipped.number_arrays(k, width)
         ):
             return None
         return self.number_slots(key)[:, :width].copy()
@@ -145,9 +202,29 @@ class ScannedRecords:
     def scalars(self, key: str) -> np.ndarray | None:
         """(R,) float64 of a number field, or None unless every record has a number there."""
         k = self.column(key)
-        if not np.all(self.kind[:, k] == NUMBER):
+        if not (np.all(self.kind[:, k] == NUMBER) and self.skipped.only(k, NUMBER)):
             return None
         return self.number_slots(key)[:, 0].copy()
+
+    def all_kinds_in(self, key: str, *kinds: int) -> bool:
+        """Whether every record, skipped ones included, has one of `kinds` at `key`."""
+        k = self.column(key)
+        return bool(np.all(np.isin(self.kind[:, k], kinds))) and self.skipped.only(k, *kinds)
+
+    def ids_distinct(self, key: str) -> bool:
+        """Whether each skipped record's id (`RecordFilter.id_key` = `key`) hashes to a value of
+        its own, among the other skipped ids and the kept records' `key` strings (see `strings`):
+        then no skipped id equals another id (a hash collision only gives False). Whether the kept
+        ones are distinct among themselves is `StringIndex.unique`'s to say."""
+        if len(self.skipped) == 0:
+            return True
+        k = self.column(key)
+        skipped = np.sort(self.skipped.id_hash)
+        if np.any(skipped[1:] == skipped[:-1]):
+            return False
+        kept = _range_hashes(np.frombuffer(self.data, np.uint8), self.string_start[:, k], self.string_end[:, k])
+        position = np.minimum(np.searchsorted(skipped, kept), len(skipped) - 1)
+        return not np.any(skipped[position] == kept)
 
     def integers(self, key: str, rows: np.ndarray | slice = slice(None)) -> np.ndarray | None:
         """(R,) int64 of an integer field (json ints), or None unless every record in `rows` has one."""
@@ -181,11 +258,22 @@ def read_file_mapped(path: str | os.PathLike[str]) -> bytes | mmap.mmap:
 _MAP_MIN_BYTES = 1 << 20
 
 
-def scan_records(data: bytes, layout: int, fields: Mapping[str, int]) -> ScannedRecords | None:
+def scan_records(
+    data: bytes, layout: int, fields: Mapping[str, int], keep: RecordFilter | None = None
+) -> ScannedRecords | None:
     """Scan `data` (the raw bytes of a JSON document in `layout`) for the wanted fields of each
     record, `fields` = {key: number slots} (1 for a number, w for an array of w numbers, 0 for
-    strings and the rest); None when the document is not plainly in that layout (module docstring)."""
+    strings and the rest); None when the document is not plainly in that layout (module docstring).
+    With `keep` (TABLE layout only), the records it rejects are skipped (`RecordFilter`); the whole
+    document is still checked as before."""
     keys = tuple(fields)
+    filter_key, id_key, wanted = -1, -1, _NO_WANTED
+    if keep is not None:
+        if layout != TABLE or fields.get(keep.key) != 0 or (keep.id_key is not None and fields.get(keep.id_key) != 0):
+            raise ValueError(f"a record filter needs the TABLE layout and wanted string fields, got {keep} for {dict(fields)}")
+        filter_key = keys.index(keep.key)
+        id_key = keys.index(keep.id_key) if keep.id_key is not None else -1
+        wanted = _wanted(keep.values)
     slot_offsets = np.cumsum([0] + [int(fields[k]) for k in keys]).astype(np.int64)
     buffer = np.frombuffer(data, np.uint8)
     key_bytes = [key.encode("ascii") for key in keys]
@@ -193,13 +281,14 @@ def scan_records(data: bytes, layout: int, fields: Mapping[str, int]) -> Scanned
     key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
     cap_records = _count_byte(buffer, ord("{")) + 1
     cap_groups = _count_byte(buffer, ord("[")) + 1 if layout == RESULTS else 1
-    out = _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups)
-    status, n_records, n_groups, meta_start, meta_end, non_ascii = out[0]
+    out = _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups, filter_key, id_key, *wanted)
+    status, n_records, n_groups, meta_start, meta_end, non_ascii, _ = out[0]
     if status != 0:
         return None
     (kind, values, int_values, number_flags, element_count, element_kinds, string_start, string_end,
      string_flags, record_group, group_key_start, group_key_end, group_size,
-     slow_start, slow_end, slow_dest) = out[1:]  # fmt: skip
+     slow_start, slow_end, slow_dest) = out[1:17]  # fmt: skip
+    skipped = SkippedRecords(*out[17:])
     if non_ascii:
         try:
             str(data, "utf-8")  # json.loads(bytes) would reject invalid UTF-8
@@ -227,11 +316,26 @@ def scan_records(data: bytes, layout: int, fields: Mapping[str, int]) -> Scanned
         group_key_end=group_key_end[:n_groups],
         group_size=group_size[:n_groups],
         meta_range=(int(meta_start), int(meta_end)),
+        skipped=skipped,
     )
 
 
-def scan_table_in_halves(data: bytes, fields: Mapping[str, int], min_bytes: int = 32 << 20) -> ScannedRecords | None:
-    """`scan_records(data, TABLE, fields)`, with a big table scanned as two halves at once (the
+def _wanted(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(slots, hashes, matrix, lengths): the `_wanted_table` of `values` for `_scan`."""
+    encoded = [value.encode("utf-8") for value in values]
+    lengths = np.array([len(b) for b in encoded], np.int64)
+    matrix = encode_strings(values)
+    slots, hashes = _wanted_table(matrix, lengths)
+    return slots, hashes, matrix, lengths
+
+
+_NO_WANTED = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros((0, 1), np.uint8), np.zeros(0, np.int64))
+
+
+def scan_table_in_halves(
+    data: bytes, fields: Mapping[str, int], keep: RecordFilter | None = None, min_bytes: int = 32 << 20
+) -> ScannedRecords | None:
+    """`scan_records(data, TABLE, fields, keep)`, with a big table scanned as two halves at once (the
     scanner releases the GIL), each half cut at a record boundary and merged in order.
 
     The cut is after a `}` followed by `,` and `{` near the middle. Were that inside a string, the
@@ -241,7 +345,7 @@ def scan_table_in_halves(data: bytes, fields: Mapping[str, int], min_bytes: int 
     size = len(data)
     match = _RECORD_BOUNDARY.search(data, size // 2) if size >= min_bytes else None
     if match is None:
-        return scan_records(data, TABLE, fields)
+        return scan_records(data, TABLE, fields, keep)
     view = memoryview(data)
     first_end = match.start() + 1  # just after the record's "}"
     second_start = match.end() - 1  # the next record's "{"
@@ -249,11 +353,11 @@ def scan_table_in_halves(data: bytes, fields: Mapping[str, int], min_bytes: int 
     second_bytes = b"".join((b"[", view[second_start:]))
     del view
     with ThreadPoolExecutor(max_workers=1) as pool:
-        second_future = pool.submit(scan_records, second_bytes, TABLE, fields)
-        first = scan_records(first_bytes, TABLE, fields)
+        second_future = pool.submit(scan_records, second_bytes, TABLE, fields, keep)
+        first = scan_records(first_bytes, TABLE, fields, keep)
         second = second_future.result()
     if first is None or second is None or len(first.group_size) or len(second.group_size):
-        return scan_records(data, TABLE, fields)
+        return scan_records(data, TABLE, fields, keep)
     shift = second_start - 1  # byte p of the second half is byte p + shift of `data`
     found = second.string_end > 0  # the scanner leaves (0, 0) where it saw no string: keep that
 
@@ -278,6 +382,14 @@ def scan_table_in_halves(data: bytes, fields: Mapping[str, int], min_bytes: int 
         group_key_end=first.group_key_end,
         group_size=first.group_size,
         meta_range=(-1, -1),
+        skipped=SkippedRecords(
+            id_hash=merged(first.skipped.id_hash, second.skipped.id_hash),
+            kinds=first.skipped.kinds | second.skipped.kinds,
+            element_kinds=first.skipped.element_kinds | second.skipped.element_kinds,
+            element_count_min=np.minimum(first.skipped.element_count_min, second.skipped.element_count_min),
+            element_count_max=np.maximum(first.skipped.element_count_max, second.skipped.element_count_max),
+            string_flags=first.skipped.string_flags | second.skipped.string_flags,
+        ),
     )
 
 
@@ -546,6 +658,99 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
+def _number_end(buffer, i, n):  # pragma: no cover - compiled
+    """The end of the JSON number at `i`, or -1: `_scan_number`'s grammar, without the conversion
+    (for numbers nobody reads)."""
+    if buffer[i] == 45:  # '-'
+        i += 1
+    if i >= n or not (48 <= buffer[i] <= 57):
+        return -1
+    if buffer[i] == 48:
+        i += 1
+    else:
+        while i < n and 48 <= buffer[i] <= 57:
+            i += 1
+    if i < n and buffer[i] == 46:
+        i += 1
+        if i >= n or not (48 <= buffer[i] <= 57):
+            return -1
+        while i < n and 48 <= buffer[i] <= 57:
+            i += 1
+    if i < n and (buffer[i] == 101 or buffer[i] == 69):
+        i += 1
+        if i < n and (buffer[i] == 43 or buffer[i] == 45):
+            i += 1
+        if i >= n or not (48 <= buffer[i] <= 57):
+            return -1
+        while i < n and 48 <= buffer[i] <= 57:
+            i += 1
+    return i
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_hash(buffer, start, end):  # pragma: no cover - compiled
+    """64-bit hash (FNV-1a, then a final mix) of buffer[start:end]."""
+    h = np.uint64(0xCBF29CE484222325)
+    for j in range(start, end):
+        h = (h ^ np.uint64(buffer[j])) * np.uint64(0x100000001B3)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xFF51AFD7ED558CCD)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True, nogil=True)
+def _range_hashes(buffer, start, end):  # pragma: no cover - compiled
+    out = np.empty(start.shape[0], np.uint64)
+    for r in range(start.shape[0]):
+        out[r] = _range_hash(buffer, start[r], end[r])
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _wanted_table(matrix, lengths):  # pragma: no cover - compiled
+    """Open-addressing hash table of the rows of `matrix` (row r: its first lengths[r] bytes):
+    (slots, hashes), slots[s] = row or -1, a power-of-two size of at least twice the rows."""
+    size = 16
+    while size < 2 * matrix.shape[0]:
+        size *= 2
+    slots = np.full(size, -1, np.int64)
+    hashes = np.zeros(size, np.uint64)
+    mask = size - 1
+    for r in range(matrix.shape[0]):
+        h = _range_hash(matrix[r], 0, lengths[r])
+        s = np.int64(h & np.uint64(mask))
+        while slots[s] >= 0:
+            s = (s + 1) & mask
+        slots[s] = r
+        hashes[s] = h
+    return slots, hashes
+
+
+@numba.njit(cache=True, nogil=True)
+def _is_wanted(buffer, start, end, slots, hashes, matrix, lengths):  # pragma: no cover - compiled
+    """Whether buffer[start:end] equals a row of the `_wanted_table` (every byte compared)."""
+    if slots.shape[0] == 0:
+        return False
+    h = _range_hash(buffer, start, end)
+    mask = slots.shape[0] - 1
+    s = np.int64(h & np.uint64(mask))
+    length = end - start
+    while slots[s] >= 0:
+        r = slots[s]
+        if hashes[s] == h and lengths[r] == length:
+            same = True
+            for j in range(length):
+                if buffer[start + j] != matrix[r, j]:
+                    same = False
+                    break
+            if same:
+                return True
+        s = (s + 1) & mask
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
 def _literal(buffer, i, n):  # pragma: no cover - compiled
     """(end or -1, kind) of true / false / null at `i`."""
     c = buffer[i]
@@ -596,10 +801,25 @@ _META_WORD = np.frombuffer(b"meta", np.uint8).copy()
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups):  # pragma: no cover - compiled
-    """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood."""
+def _scan(
+    buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups,
+    filter_key, id_key, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths,
+):  # pragma: no cover - compiled  # fmt: skip
+    """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood.
+
+    With `filter_key` >= 0 (TABLE layout), a record whose `filter_key` field is a plain string not
+    in the wanted table (`_wanted_table`) is skipped from there on: its numbers are checked but not
+    converted, and at its end it gives up its row, folded into the skipped-records summary."""
     n = buffer.shape[0]
     n_keys = key_offsets.shape[0] - 1
+    skipped_hash = np.zeros(cap_records if filter_key >= 0 else 0, np.uint64)
+    skipped_kinds = np.zeros(n_keys, np.uint16)
+    skipped_element_kinds = np.zeros(n_keys, np.uint8)
+    skipped_count_min = np.full(n_keys, np.iinfo(np.int64).max, np.int64)
+    skipped_count_max = np.zeros(n_keys, np.int64)
+    skipped_string_flags = np.zeros(n_keys, np.uint8)
+    n_skipped = 0
+    skipping = False
     kind = np.full((cap_records, n_keys), ABSENT, np.int8)
     values = np.zeros((cap_records, slot_offsets[-1]), np.float64)
     int_values = np.zeros((cap_records, n_keys), np.int64)
@@ -680,6 +900,29 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
             if (c == 125 and top == _OBJ) or (c == 93 and top == _ARR):
                 depth -= 1
                 i += 1
+                if skipping and depth == record_level:
+                    # The skipped record's row: fold its shape into the summary, then free it.
+                    if id_key >= 0 and kind[record, id_key] == STRING:
+                        skipped_hash[n_skipped] = _range_hash(buffer, string_start[record, id_key], string_end[record, id_key])
+                    for k in range(n_keys):
+                        skipped_kinds[k] |= np.uint16(1 << (kind[record, k] + 1))
+                        skipped_element_kinds[k] |= element_kinds[record, k]
+                        skipped_count_min[k] = min(skipped_count_min[k], element_count[record, k])
+                        skipped_count_max[k] = max(skipped_count_max[k], element_count[record, k])
+                        skipped_string_flags[k] |= string_flags[record, k]
+                        kind[record, k] = ABSENT
+                        int_values[record, k] = 0
+                        number_flags[record, k] = 0
+                        element_count[record, k] = 0
+                        element_kinds[record, k] = 0
+                        string_start[record, k] = 0
+                        string_end[record, k] = 0
+                        string_flags[record, k] = 0
+                    for column in range(slot_offsets[-1]):
+                        values[record, column] = 0.0
+                    n_skipped += 1
+                    record -= 1
+                    skipping = False
                 if depth == 1 and meta_open:
                     meta_end = i
                     meta_open = False
@@ -738,6 +981,7 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
                 break
         element = in_scope and level == element_level and field >= 0 and kind[record, field] == ARRAY
         storing_field = in_scope and level == field_level and field >= 0
+        converting = (storing_field or element) and not skipping
 
         if is_container:
             if depth >= MAX_DEPTH:
@@ -766,12 +1010,25 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
                 string_start[record, field] = i + 1
                 string_end[record, field] = end - 1
                 string_flags[record, field] = flags
+                if field == filter_key and flags == 0:
+                    skipping = not _is_wanted(buffer, i + 1, end - 1, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths)
             elif element:
                 if element_count[record, field] == 0 or not (element_kinds[record, field] & (1 << STRING)):
                     string_start[record, field] = i + 1
                     string_end[record, field] = end - 1
                     string_flags[record, field] = flags
                 element_kinds[record, field] |= 1 << STRING
+                element_count[record, field] += 1
+            i = end
+        elif (c == 45 or (48 <= c <= 57)) and not converting:
+            end = _number_end(buffer, i, n)
+            if end < 0:
+                status = 1
+                break
+            if storing_field:
+                kind[record, field] = NUMBER
+            elif element:
+                element_kinds[record, field] |= 1 << NUMBER
                 element_count[record, field] += 1
             i = end
         elif c == 45 or (48 <= c <= 57):
@@ -832,9 +1089,11 @@ def _scan(buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, ca
 
     if layout == RESULTS and results_seen != 1:
         status = 2
-    header = (status, record + 1, group + 1, meta_start, meta_end, non_ascii)
+    header = (status, record + 1, group + 1, meta_start, meta_end, non_ascii, n_skipped)
     return (
         header, kind, values, int_values, number_flags, element_count, element_kinds, string_start,
         string_end, string_flags, record_group, group_key_start, group_key_end, group_size,
         slow_start[:n_slow], slow_end[:n_slow], slow_dest[:n_slow],
+        skipped_hash[:n_skipped], skipped_kinds, skipped_element_kinds, skipped_count_min,
+        skipped_count_max, skipped_string_flags,
     )  # fmt: skip

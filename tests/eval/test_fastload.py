@@ -333,3 +333,234 @@ def test_read_file_mapped_gives_the_file_bytes(tmp_path, monkeypatch) -> None:
     empty = tmp_path / "empty.json"
     empty.write_bytes(b"")
     assert jsonscan.read_file_mapped(empty) == b""  # mmap cannot map an empty file
+
+
+# ----------------------------------------------------------------------------------------------
+# Filtered scans: the records of other samples are checked but not kept
+
+
+FILTER_FIELDS = {"token": 0, "sample_token": 0, "translation": 3, "n": 1}
+
+
+def _filtered(data: bytes, wanted: list[str]) -> jsonscan.ScannedRecords | None:
+    return jsonscan.scan_records(data, jsonscan.TABLE, FILTER_FIELDS, jsonscan.RecordFilter("sample_token", wanted, id_key="token"))
+
+
+def _assert_rows_equal(kept: jsonscan.ScannedRecords, full: jsonscan.ScannedRecords, rows: list[int]) -> None:
+    for name in ("kind", "values", "int_values", "number_flags", "element_count", "element_kinds", "string_start",
+                 "string_end", "string_flags"):  # fmt: skip
+        assert np.array_equal(getattr(kept, name), getattr(full, name)[rows]), name
+
+
+def test_a_filtered_scan_keeps_exactly_the_wanted_records_in_table_order() -> None:
+    rng = np.random.default_rng(12)
+    samples = [f"sample{i}" for i in range(6)]
+    records = []
+    for i in range(60):
+        record = {"token": f"ann{i:03d}", "sample_token": samples[i % 6], "translation": rng.normal(size=3).tolist(), "n": i}
+        if i % 4 == 1:
+            record = {"n": i, "translation": record["translation"], "sample_token": record["sample_token"], "token": record["token"]}
+        records.append(record)
+    records[7]["extra"] = {"sample_token": "sample1", "token": "nested"}  # a nested key is not the record's
+    data = json.dumps(records).encode()
+    wanted = ["sample1", "sample4", "no-such-sample"]
+    kept = _filtered(data, wanted)
+    full = jsonscan.scan_records(data, jsonscan.TABLE, FILTER_FIELDS)
+    assert kept is not None and full is not None
+    rows = [i for i, r in enumerate(records) if r["sample_token"] in wanted]
+    assert len(kept) == len(rows) and len(kept.skipped) == len(records) - len(rows)
+    _assert_rows_equal(kept, full, rows)
+    assert jsonscan.decode_strings(kept.strings("token")) == [records[i]["token"] for i in rows]
+    assert np.array_equal(_bits(kept.floats("translation", 3)), _bits(full.floats("translation", 3)[rows]))
+    assert kept.ids_distinct("token")
+    assert kept.skipped.plain_strings(kept.column("token")) and kept.skipped.number_arrays(kept.column("translation"), 3)
+
+
+def test_a_filtered_scan_keeps_records_it_cannot_decide_on() -> None:
+    records = [
+        {"token": "a", "sample_token": "s1", "n": 1},
+        {"token": "b", "sample_token": "s2", "n": 2},  # skipped
+        {"token": "c", "n": 3},  # no sample token
+        {"token": "d", "sample_token": 5, "n": 4},  # not a string
+        {"token": "e", "sample_token": "s\u00e9", "n": 5},  # not ASCII
+        {"token": "f", "sample_token": ["s1"], "n": 6},  # the wanted token inside a list
+    ]
+    data = json.dumps(records, ensure_ascii=False).encode()
+    escaped = data.replace(b'"sample_token": "s2"', b'"sample_token": "s\\u0031"')  # decodes to a wanted "s1"
+    for document, skipped in ((data, 1), (escaped, 0)):
+        kept = _filtered(document, ["s1"])
+        assert kept is not None and len(kept.skipped) == skipped
+        assert len(kept) == len(records) - skipped
+        assert kept.strings("sample_token") is None  # the undecided ones are not plain strings
+
+
+def test_a_split_token_in_other_fields_does_not_keep_a_record() -> None:
+    records = [
+        {"token": "s1", "sample_token": "s2", "n": 1},  # the wanted token as the record's own token
+        {"token": "x", "sample_token": "s2", "n": 2, "prev": "s1", "s1": "s1"},  # as a value and a key
+        {"token": "y", "sample_token": "s1", "n": 3},
+        {"token": "z", "sample_token": "s22", "n": 4},  # a longer token with the wanted one as prefix
+        {"token": "w", "sample_token": "s", "n": 5},  # and a prefix of it
+    ]
+    kept = _filtered(json.dumps(records).encode(), ["s1"])
+    assert kept is not None and len(kept) == 1 and len(kept.skipped) == 4
+    assert jsonscan.decode_strings(kept.strings("token")) == ["y"]
+
+
+@pytest.mark.parametrize(
+    "bad_record",
+    [
+        b'{"token": "b", "sample_token": "s2", "n": 01}', b'{"token": "b", "sample_token": "s2", "n": 1.}',
+        b'{"token": "b", "sample_token": "s2", "n": -}', b'{"token": "b", "sample_token": "s2", "n": 1e+}',
+        b'{"token": "b", "sample_token": "s2", "n": NaN}', b'{"token": "b", "sample_token": "s2", "translation": [1, 2,]}',
+        b'{"token": "b", "sample_token": "s2", "x": "a\\qb"}', b'{"token": "b", "sample_token": "s2", "x": "\xff"}',
+        b'{"token": "b", "sample_token": "s2", "n": 1, "n": 2}', b'{"token": "b", "sample_token": "s2", "sample_token": "s1"}',
+        b'{"token": "b", "sample_token": "s2", "\\u006e": 1}', b'{"token": "b", "sample_token": "s2", "n": tru}',
+        b'{"token": "b", "sample_token": "s2" "n": 1}', b'{"token": "b", "sample_token": "s2", "n": 1',
+    ],
+)  # fmt: skip
+def test_a_skipped_record_that_is_not_plain_json_still_refuses_the_document(bad_record: bytes) -> None:
+    good = b'{"token": "a", "sample_token": "s1", "translation": [1, 2, 3], "n": 1}'
+    document = b"[" + good + b", " + bad_record + b", " + good.replace(b'"a"', b'"c"') + b"]"
+    assert _filtered(document, ["s1"]) is None
+    assert jsonscan.scan_records(document, jsonscan.TABLE, FILTER_FIELDS) is None
+
+
+@pytest.mark.parametrize(
+    ("skipped_record", "check"),
+    [
+        ({"token": "b", "sample_token": "s2", "translation": [1.0, 2.0]}, lambda r: r.floats("translation", 3)),
+        ({"token": "b", "sample_token": "s2", "translation": [1.0, 2.0, "x"]}, lambda r: r.floats("translation", 3)),
+        ({"token": "b", "sample_token": "s2"}, lambda r: r.floats("translation", 3)),
+        ({"token": 7, "sample_token": "s2", "translation": [1, 2, 3]}, lambda r: r.strings("token")),
+        ({"token": "b\\n", "sample_token": "s2", "translation": [1, 2, 3]}, lambda r: r.strings("token")),
+        ({"token": "b", "sample_token": "s2", "translation": [1, 2, 3], "n": "1"}, lambda r: r.scalars("n")),
+    ],
+)
+def test_the_shape_of_skipped_records_is_checked_as_if_they_were_kept(skipped_record, check) -> None:
+    good = {"token": "a", "sample_token": "s1", "translation": [1.0, 2.0, 3.0], "n": 1}
+    document = json.dumps([good, skipped_record]).encode().replace(b"\\\\n", b"\\n")
+    kept = _filtered(document, ["s1"])
+    full = jsonscan.scan_records(document, jsonscan.TABLE, FILTER_FIELDS)
+    assert kept is not None and len(kept) == 1 and len(kept.skipped) == 1
+    assert check(kept) is None and check(full) is None
+    assert check(_filtered(json.dumps([good]).encode(), ["s1"])) is not None
+
+
+def test_a_skipped_id_equal_to_another_id_is_seen() -> None:
+    records = [
+        {"token": "a", "sample_token": "s1"},
+        {"token": "b", "sample_token": "s2"},
+        {"token": "c", "sample_token": "s2"},
+    ]
+    assert _filtered(json.dumps(records).encode(), ["s1"]).ids_distinct("token")
+    for duplicate in ("a", "b"):  # the same id as a kept record, or as another skipped one
+        changed = [*records, {"token": duplicate, "sample_token": "s3"}]
+        assert not _filtered(json.dumps(changed).encode(), ["s1"]).ids_distinct("token")
+
+
+def test_halves_of_a_filtered_scan_equal_one_filtered_pass() -> None:
+    rng = np.random.default_rng(8)
+    records = [
+        {"token": f"tok{i:04d}", "sample_token": f"s{i % 5}", "translation": rng.normal(size=3).tolist(), "n": i}
+        for i in range(300)
+    ]
+    records[250]["translation"] = [1.0]  # a skipped one, in the second half
+    data = _table_bytes(records)
+    keep = jsonscan.RecordFilter("sample_token", ["s0", "s3"], id_key="token")
+    halves = jsonscan.scan_table_in_halves(data, FILTER_FIELDS, keep, min_bytes=1)
+    one = jsonscan.scan_records(data, jsonscan.TABLE, FILTER_FIELDS, keep)
+    assert halves is not None and len(halves) == 120
+    _assert_same_scan(halves, one)
+    assert np.array_equal(halves.skipped.id_hash, one.skipped.id_hash)
+    for name in ("kinds", "element_kinds", "element_count_min", "element_count_max", "string_flags"):
+        assert np.array_equal(getattr(halves.skipped, name), getattr(one.skipped, name)), name
+    assert halves.floats("translation", 3) is None  # the short one in the skipped half still counts
+
+
+def test_a_record_filter_needs_wanted_string_fields() -> None:
+    with pytest.raises(ValueError):
+        jsonscan.scan_records(b"[]", jsonscan.TABLE, {"n": 1}, jsonscan.RecordFilter("n", ["1"]))
+    with pytest.raises(ValueError):
+        jsonscan.scan_records(b"{}", jsonscan.RESULTS, {"s": 0}, jsonscan.RecordFilter("s", ["1"]))
+
+
+def _other_split_samples(root) -> set[str]:
+    """The sample tokens of the log that are not in SPLIT."""
+    version_dir = root / VERSION
+    in_split = set(json.loads((version_dir / "splits.json").read_text())[SPLIT])
+    scene_name = {s["token"]: s["name"] for s in json.loads((version_dir / "scene.json").read_text())}
+    return {s["token"] for s in json.loads((version_dir / "sample.json").read_text()) if scene_name[s["scene_token"]] not in in_split}
+
+
+def _rewrite(root, table: str, change) -> None:
+    path = root / VERSION / f"{table}.json"
+    records = json.loads(path.read_text())
+    change(records)
+    path.write_text(json.dumps(records))
+
+
+def _assert_fast_equals_reference(root) -> None:
+    fast = load_ground_truth(root, VERSION, SPLIT)
+    reference = load_ground_truth_reference(root, VERSION, SPLIT)
+    _assert_same_arrays(fast.boxes, reference.boxes)
+    _assert_same_arrays(fast.bike_racks, reference.bike_racks)
+    assert np.array_equal(fast.ego_translation, reference.ego_translation)
+
+
+def test_a_track_that_crosses_the_split_is_read_by_the_unfiltered_scan(write_log, tmp_path):
+    from avfusion.eval.data import _split_samples
+    from avfusion.eval.fastload import ground_truth_fast
+
+    root = write_log(tmp_path / "log", seed=5, scenes=3, samples_per_scene=4)
+    other = _other_split_samples(root)
+
+    def link(annotations):
+        # The first annotation of a split track continues one that ends outside the split.
+        ending = next(a for a in annotations if a["sample_token"] in other and not a["next"])
+        starting = next(a for a in annotations if a["sample_token"] not in other and not a["prev"] and a["next"])
+        ending["next"], starting["prev"] = starting["token"], ending["token"]
+
+    _rewrite(root, "sample_annotation", link)
+    assert ground_truth_fast(root, VERSION, SPLIT, _split_samples(root, VERSION, SPLIT)) is not None
+    _assert_fast_equals_reference(root)
+
+
+def _outside(other, change):
+    def apply(records):
+        for record in records:
+            if record.get("sample_token") in other:
+                change(record)
+    return apply
+
+
+def _first_two_outside(other):
+    def apply(records):
+        first, second = [r for r in records if r["sample_token"] in other][:2]
+        second["token"] = first["token"]
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("table", "breakage"),
+    [
+        ("sample_annotation", lambda other: _outside(other, lambda a: a.__setitem__("translation", [1.0, 2.0]))),
+        ("sample_annotation", lambda other: _outside(other, lambda a: a.pop("instance_token"))),
+        ("sample_annotation", lambda other: _outside(other, lambda a: a.__setitem__("token", 17))),
+        ("sample_annotation", _first_two_outside),
+        ("sample_data", lambda other: _outside(other, lambda d: d.__setitem__("is_key_frame", 1))),
+        ("sample_data", lambda other: _outside(other, lambda d: d.__setitem__("calibrated_sensor_token", None))),
+        ("ego_pose", lambda other: lambda poses: poses[-1].__setitem__("translation", "here")),
+    ],
+)
+def test_odd_records_outside_the_split_make_the_fast_path_step_aside_as_before(write_log, tmp_path, table, breakage):
+    """The reference path does not read most fields of the records of other samples, so it gives
+    the same ground truth; the fast path, which before skipping checked every record's shape, still
+    leaves such a table to it."""
+    from avfusion.eval.data import _split_samples
+    from avfusion.eval.fastload import ground_truth_fast
+
+    root = write_log(tmp_path / "log", seed=6, scenes=3, samples_per_scene=4)
+    _rewrite(root, table, breakage(_other_split_samples(root)))
+    assert ground_truth_fast(root, VERSION, SPLIT, _split_samples(root, VERSION, SPLIT)) is None
+    _assert_fast_equals_reference(root)
