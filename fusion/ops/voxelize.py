@@ -25,9 +25,18 @@ Differences from spconv, by choice: a point with NaN in x, y or z is dropped and
 `num_nan` (spconv drops it silently as out of range); the counts of points dropped for each reason
 are reported. NaN in the other columns is copied through unchanged, as spconv does.
 
-Memory: the CPU backend finds a point's voxel in a linear-probing hash table of int64 entries
-sized to at most twice `min(max_voxels, N)` (2 MB for the nuScenes voxel preset, 512 kB for the
-pillar preset; dynamic mode: twice N), kept with the other scratch per thread and config, so its
+Parallel hard mode on the CPU (T Numba threads; the outputs do not depend on T): the cells are
+split into T ranges of cell keys holding about equal numbers of points. Thread t scans all points
+in input order and numbers only the cells of its range, in the order their first point appears,
+so each point's rank in its voxel is exact; a voxel's first-seen number is then the number of
+voxels of all ranges whose first point comes earlier (a merge of T lists in input order), and the
+voxels numbered >= max_voxels are dropped with all their points, as a serial pass would.
+
+Memory: the CPU backend finds a point's voxel in a dense int32 table over the cells when the grid
+has at most 16 cells per voxel it may make (1.2 MB for the nuScenes pillar preset), otherwise in
+linear-probing hash tables of int64 entries, one per thread, each sized to at most twice
+`min(max_voxels, N)` (2 MB for the nuScenes voxel preset) and starting at about 1/T of that
+(dynamic mode: one table of twice N), kept with the other scratch per thread and config, so its
 cost follows the points, not the grid. `Voxelizer` also owns its (max_voxels, P, C) outputs and
 returns views into them (spconv's `PointToVoxel` design): no allocation per call. The grid is
 capped at 2**30 cells (int32 cell keys; the CUDA backend's dense per-cell table).
@@ -56,6 +65,11 @@ KEY_NAN = -2
 
 # Cell keys are int32, and the CUDA backend's cell table is dense over the grid: cap its size.
 MAX_GRID_CELLS = 2**30
+
+# The CPU hard voxelizer indexes a dense int32 cell table, instead of hashing, when the grid has at
+# most this many cells per voxel it may make (at most 4 times the hash tables' size): the nuScenes
+# pillar grid (291,600 cells for 30k pillars), not the voxel grid (83M cells).
+DENSE_CELLS_PER_VOXEL = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,103 +360,195 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _assign_hard_kernel(
-    keys, table, bits, max_voxels, point_voxel_index, slots, counts, voxel_keys, drops
-):  # pragma: no cover - jitted
-    """Number voxels in first-seen order and give each point its slot in its voxel (serial by
-    design: first-seen order is sequential). Only what must be serial happens here: the points
-    are copied by the parallel `_fill_hard_kernel`.
+def _partition_splits_kernel(keys, sample, num_cells, splits):  # pragma: no cover - jitted
+    """Split the key range into len(splits) - 1 parts of about equal numbers of valid points.
 
-    table: hash table of 2**bits int64 entries, all free (-1) on entry. slots[i]: point i's rank
-    among its voxel's points in input order (stored when < max_points_per_voxel); counts[v]: all
-    points of voxel v, uncapped. drops: [nan, out_of_range, voxel_overflow] counts, written here.
-    Returns the number of voxels V.
+    Partition t owns the cells with splits[t] <= key < splits[t + 1]; splits[0] = 0 and
+    splits[-1] = num_cells, the inner splits are quantiles of every k-th valid key (a sample of
+    at most len(sample) keys, sorted in place). Only the balance of the work depends on them, never
+    the result.
     """
-    num_voxels = 0
-    n_nan = 0
-    n_out = 0
-    n_voxel_overflow = 0
-    # Consecutive lidar returns often share a cell: remembering the last one skips the probe.
-    previous_key = -3
-    previous_voxel = -1
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        if key < 0:
-            point_voxel_index[i] = -1
-            if key == -2:
-                n_nan += 1
-            else:
-                n_out += 1
-            continue
-        if key == previous_key:
-            voxel = previous_voxel
-        else:
-            h = _probe(table, bits, key)
-            entry = table[h]
-            if entry != _EMPTY:
-                voxel = np.int32(entry & 0xFFFFFFFF)
-            elif num_voxels < max_voxels:
-                voxel = np.int32(num_voxels)
-                num_voxels += 1
-                table[h] = (np.int64(key) << 32) | voxel
-                voxel_keys[voxel] = key
-                counts[voxel] = 0
-            else:
-                voxel = np.int32(-1)  # no voxel left: this cell's points are all dropped
-            previous_key = key
-            previous_voxel = voxel
-        if voxel < 0:
-            point_voxel_index[i] = -1
-            n_voxel_overflow += 1
-            continue
-        point_voxel_index[i] = voxel
-        slot = counts[voxel]
-        slots[i] = slot
-        counts[voxel] = slot + 1
-    drops[0] = n_nan
-    drops[1] = n_out
-    drops[2] = n_voxel_overflow
-    return num_voxels
+    num_parts = splits.shape[0] - 1
+    n = keys.shape[0]
+    stride = max(1, n // sample.shape[0])
+    m = 0
+    for i in range(0, n, stride):
+        if keys[i] >= 0 and m < sample.shape[0]:
+            sample[m] = keys[i]
+            m += 1
+    sampled = sample[:m]
+    sampled.sort()
+    splits[0] = 0
+    for t in range(1, num_parts):
+        splits[t] = sampled[t * m // num_parts] if m > 0 else t * (num_cells // num_parts)
+    splits[num_parts] = num_cells
+
+
+@njit(inline="always")
+def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - jitted
+    """Clear the first 2**bits entries of `table` and insert local voxels first_local + [0, size)."""
+    table[: 1 << bits] = _EMPTY
+    for local in range(first_local, first_local + size):
+        key = part_keys[local]
+        table[_probe(table, bits, key)] = (np.int64(key) << 32) | local
 
 
 @njit(parallel=True, cache=True)
-def _fill_hard_kernel(
-    points, point_voxel_index, slots, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, filled, fresh,
-    num_chunks,
+def _number_partitions_kernel(
+    keys, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first, part_sizes,
+    part_drops, point_local, slots,
 ):  # pragma: no cover - jitted
-    """Write the outputs; returns the number of points beyond max_points_per_voxel.
+    """First pass of the partitioned numbering: partition t (one thread) scans all keys in input
+    order and numbers only its own cells (keys in [splits[t], splits[t + 1])), in the order their
+    first point appears, as local voxels t * max_local + j. Each cell is seen by one thread only,
+    in input order, so the slots (ranks of the points in their cell) are exact.
 
-    Chunk k copies points [k N / K, (k + 1) N / K) to features[v, slot] (points read in order,
-    prefetch-friendly; every (v, slot < count) written by one point) and finishes voxels
-    [k V / K, (k + 1) V / K): decode (z, y, x), cap the count, zero the padding slots >= count.
-    The two jobs write disjoint slots, so one parallel region does both (one barrier per call:
-    on a loaded machine every barrier may wait for a descheduled thread).
+    A partition keeps at most max_local = min(max_voxels, N) cells: a cell it numbers j >= max_voxels
+    has at least max_voxels cells before it, so the serial numbering drops it too; its points are
+    dropped here (point_local = -1, counted as voxel overflow).
 
+    Cell -> local voxel: with a non-empty dense_table ((num_cells,) int32, small grids), directly;
+    partition t clears its key range of it. Otherwise row t of tables ((T, 2**max_bits) int64,
+    2**max_bits >= 2 max_local) is partition t's hash table: it starts at 2**start_bits entries
+    and doubles whenever it would get more than half full.
+
+    Writes, for each partition, part_keys / part_counts / part_first (cell key, all its points,
+    index of its first point) of its local voxels, part_sizes[t] and part_drops[t] = (nan, out of
+    range, voxel overflow), and for each point point_local (its local voxel or -1) and slots.
+    Invalid points are handled by the partition whose index range [t N / T, (t + 1) N / T) holds them.
+    """
+    n = keys.shape[0]
+    num_parts = part_sizes.shape[0]
+    dense = dense_table.shape[0] > 0
+    for t in prange(num_parts):
+        lo = splits[t]
+        hi = splits[t + 1]
+        table = tables[t]
+        bits = start_bits
+        if dense:
+            dense_table[lo:hi] = -1
+        else:
+            table[: 1 << bits] = _EMPTY
+        own_lo = t * n // num_parts
+        own_hi = (t + 1) * n // num_parts
+        base = t * max_local
+        size = 0
+        n_nan = 0
+        n_out = 0
+        n_overflow = 0
+        for i in range(n):
+            key = keys[i]
+            if key < lo or key >= hi:
+                if key < 0 and own_lo <= i and i < own_hi:
+                    point_local[i] = -1
+                    if key == -2:
+                        n_nan += 1
+                    else:
+                        n_out += 1
+                continue
+            if dense:
+                local = dense_table[key]
+                if local < 0 and size < max_local:
+                    local = np.int32(base + size)
+                    size += 1
+                    dense_table[key] = local
+                    part_keys[local] = key
+                    part_counts[local] = 0
+                    part_first[local] = i
+            else:
+                h = _probe(table, bits, key)
+                entry = table[h]
+                if entry != _EMPTY:
+                    local = np.int32(entry & 0xFFFFFFFF)
+                elif size < max_local:
+                    if size == 1 << (bits - 1):  # would be more than half full: double it
+                        bits += 1
+                        _rehash(table, bits, part_keys, base, size)
+                        h = _probe(table, bits, key)
+                    local = np.int32(base + size)
+                    size += 1
+                    table[h] = (np.int64(key) << 32) | local
+                    part_keys[local] = key
+                    part_counts[local] = 0
+                    part_first[local] = i
+                else:
+                    local = np.int32(-1)
+            if local < 0:
+                point_local[i] = -1
+                n_overflow += 1
+                continue
+            point_local[i] = local
+            slot = part_counts[local]
+            slots[i] = slot
+            part_counts[local] = slot + 1
+        part_sizes[t] = size
+        part_drops[t, 0] = n_nan
+        part_drops[t, 1] = n_out
+        part_drops[t, 2] = n_overflow
+
+
+@njit(inline="always")
+def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, cursors, local_to_voxel):  # pragma: no cover
+    """The voxel number of each of partition t's local voxels: the number of voxels, over all
+    partitions, whose first point comes before its own (each partition's first points are in
+    input order: a merge walk). Numbers >= max_voxels get no voxel (-1)."""
+    num_parts = part_sizes.shape[0]
+    for u in range(num_parts):
+        cursors[t, u] = 0
+    base = t * max_local
+    for j in range(part_sizes[t]):
+        first = part_first[base + j]
+        voxel = j
+        for u in range(num_parts):
+            if u != t:
+                c = cursors[t, u]
+                u_base = u * max_local
+                u_size = part_sizes[u]
+                while c < u_size and part_first[u_base + c] < first:
+                    c += 1
+                cursors[t, u] = c
+                voxel += c
+        local_to_voxel[base + j] = voxel if voxel < max_voxels else -1
+
+
+@njit(parallel=True, cache=True)
+def _fill_partitions_kernel(
+    points, keys, splits, part_first, part_sizes, max_local, part_keys, part_counts, cursors, local_to_voxel,
+    point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+):  # pragma: no cover - jitted
+    """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
+    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points to
+    features[v, slot], reading all points in order and skipping those of other partitions. Each
+    partition writes only its own voxels: one parallel region, no barrier inside.
+
+    point_voxel_index holds local voxels on entry (-1 = dropped) and voxel numbers on return.
     fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
     reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
     are zeroed, and filled[v] becomes count.
+    Returns (points beyond max_points_per_voxel, points whose cell got no voxel here).
     """
     num_features = points.shape[1]
     max_points = features.shape[1]
-    num_voxels = features.shape[0]
-    n = points.shape[0]
+    # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
+    num_voxels = coords_zyx.shape[0]
+    n = keys.shape[0]
     gx, gy = grid_xyz[0], grid_xyz[1]
+    num_parts = part_sizes.shape[0]
     point_overflow = 0
-    for k in prange(num_chunks):
-        for i in range(k * n // num_chunks, (k + 1) * n // num_chunks):
-            v = point_voxel_index[i]
-            if v >= 0:
-                slot = slots[i]
-                if slot < max_points:
-                    for c in range(num_features):
-                        features[v, slot, c] = points[i, c]
-        for v in range(k * num_voxels // num_chunks, (k + 1) * num_voxels // num_chunks):
-            key = voxel_keys[v]
+    voxel_overflow = 0
+    for t in prange(num_parts):
+        _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, cursors, local_to_voxel)
+        base = t * max_local
+        for local in range(base, base + part_sizes[t]):
+            v = local_to_voxel[local]
+            if v < 0:
+                break  # numbers grow with j: the rest are beyond max_voxels too
+            key = part_keys[local]
             coords_zyx[v, 0] = key // (gx * gy)
             coords_zyx[v, 1] = (key // gx) % gy
             coords_zyx[v, 2] = key % gx
-            count = min(counts[v], max_points)
-            point_overflow += counts[v] - count
+            count = min(part_counts[local], max_points)
+            point_overflow += part_counts[local] - count
             num_points[v] = count
             end = max_points if fresh else filled[v]
             for s in range(count, end):
@@ -450,7 +556,25 @@ def _fill_hard_kernel(
                     features[v, s, c] = 0.0
             if not fresh:
                 filled[v] = count
-    return point_overflow
+        lo = splits[t]
+        hi = splits[t + 1]
+        for i in range(n):
+            key = keys[i]
+            if key < lo or key >= hi:
+                continue
+            local = point_voxel_index[i]
+            if local < 0:
+                continue
+            v = local_to_voxel[local]
+            point_voxel_index[i] = v
+            if v < 0:
+                voxel_overflow += 1
+                continue
+            slot = slots[i]
+            if slot < max_points:
+                for c in range(num_features):
+                    features[v, slot, c] = points[i, c]
+    return point_overflow, voxel_overflow
 
 
 @njit(cache=True)
@@ -566,6 +690,54 @@ class _Scratch:
         return table, bits
 
 
+class _PartitionScratch:
+    """Scratch of the partitioned hard numbering for T partitions of at most L local voxels each:
+    the cell table (dense, or a hash table per partition), and per local voxel its key, points,
+    first point and final number. Grown as needed and reused; the kernels clear what they use."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, np.int32)
+        self.slots = np.empty(0, np.int32)
+        self.tables = np.empty(0, np.int64)
+        self.dense_table = np.empty(0, np.int32)
+        self.local = np.empty(0, np.int32)  # 4 arrays of T * L: keys, counts, first point, voxel
+        self.sample = np.empty(512, np.int32)
+        self.splits = np.empty(0, np.int32)
+        self.sizes = np.empty(0, np.int64)
+        self.drops = np.empty((0, 3), np.int64)
+        self.cursors = np.empty((0, 0), np.int64)
+
+    def reserve(
+        self, num_points: int, max_local: int, num_parts: int, num_cells: int
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Grow to N points and T partitions of L local voxels; return the dense cell table (empty
+        when the grid is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense
+        table), and the log2 size each hash table starts at."""
+        if self.keys.shape[0] < num_points:
+            self.keys = np.empty(num_points, np.int32)
+            self.slots = np.empty(num_points, np.int32)
+        if self.local.shape[0] < 4 * num_parts * max_local:
+            self.local = np.empty(4 * num_parts * max_local, np.int32)
+        if self.sizes.shape[0] != num_parts:
+            self.splits = np.empty(num_parts + 1, np.int32)
+            self.sizes = np.empty(num_parts, np.int64)
+            self.drops = np.empty((num_parts, 3), np.int64)
+            self.cursors = np.empty((num_parts, num_parts), np.int64)
+        if num_cells <= DENSE_CELLS_PER_VOXEL * max_local:
+            if self.dense_table.shape[0] < num_cells:
+                self.dense_table = np.empty(num_cells, np.int32)
+            if self.tables.shape[0] < num_parts:
+                self.tables = np.empty(num_parts, np.int64)
+            return self.dense_table[:num_cells], self.tables[:num_parts].reshape(num_parts, 1), 0
+        max_bits = hash_table_bits(max_local)
+        if self.tables.shape[0] < num_parts << max_bits:
+            self.tables = np.empty(num_parts << max_bits, np.int64)
+        tables = self.tables[: num_parts << max_bits].reshape(num_parts, 1 << max_bits)
+        # Balanced partitions hold about L / T cells each: start there, double on demand.
+        start_bits = hash_table_bits(-(-max_local // num_parts))
+        return self.dense_table[:0], tables, start_bits
+
+
 class Voxelizer:
     """Hard voxelization with one `VoxelConfig`, reusing its memory from call to call.
 
@@ -577,8 +749,9 @@ class Voxelizer:
     the buffers alone). Same rules and outputs as `voxelize` (module docstring).
 
     Memory: the feature buffer is max_voxels * P * C * 4 bytes (24 MB for the nuScenes voxel preset
-    with C = 5); the scratch is 8 bytes a point plus at most 24 bytes a voxel (a hash table of
-    int64 entries at most half full: 2 MB for 120k voxels). No dense per-cell table.
+    with C = 5); the scratch is 8 bytes a point plus, per thread, at most 32 bytes a voxel (a hash
+    table of int64 entries at most half full: 2 MB for 120k voxels, and 16 bytes of bookkeeping),
+    or a dense int32 cell table for small grids (module docstring).
 
     Not thread-safe: use one Voxelizer per thread.
     """
@@ -588,7 +761,7 @@ class Voxelizer:
         self._grid = _grid_array(config)
         self._range_min = config.range_min_f32
         self._voxel_size = config.voxel_size_f32
-        self._scratch = _Scratch()
+        self._scratch = _PartitionScratch()
         self._features = np.zeros((0, config.max_points_per_voxel, 0), np.float32)
         self._filled = np.zeros(0, np.int32)  # per voxel slot of `_features`: slots >= filled are zero
         self._coords_zyx = np.zeros((config.max_voxels, 3), np.int32)
@@ -623,18 +796,23 @@ class Voxelizer:
         n = points.shape[0]
         # More voxels than valid points cannot exist: size the scratch by the smaller.
         capacity = min(config.max_voxels, n)
+        num_parts = numba.get_num_threads()
         scratch = self._scratch
-        table, bits = scratch.reserve(n, capacity)
+        dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
         keys = scratch.keys[:n]
+        slots = scratch.slots[:n]
+        part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
         _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
+        _partition_splits_kernel(keys, scratch.sample, config.num_cells, scratch.splits)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
-        num_voxels = _assign_hard_kernel(
-            keys, table, bits, config.max_voxels, point_voxel_index, scratch.slots, scratch.counts,
-            scratch.voxel_keys, scratch.drops,
+        _number_partitions_kernel(
+            keys, scratch.splits, dense_table, tables, start_bits, capacity, part_keys, part_counts, part_first,
+            scratch.sizes, scratch.drops, point_voxel_index, slots,
         )  # fmt: skip
+        num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
             features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
             coords_zyx = np.empty((num_voxels, 3), np.int32)
@@ -643,15 +821,16 @@ class Voxelizer:
             features = features_buffer[:num_voxels]
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
-        point_overflow = _fill_hard_kernel(
-            points, point_voxel_index, scratch.slots, scratch.counts, scratch.voxel_keys, self._grid,
-            features, coords_zyx, num_points, self._filled, fresh, 4 * numba.get_num_threads(),
+        point_overflow, voxel_overflow = _fill_partitions_kernel(
+            points, keys, scratch.splits, part_first, scratch.sizes, capacity, part_keys, part_counts,
+            scratch.cursors, local_to_voxel, point_voxel_index, slots, self._grid, features, coords_zyx, num_points,
+            self._filled, fresh,
         )  # fmt: skip
-        drops = scratch.drops
+        drops = scratch.drops.sum(axis=0)
         return Voxels(
             features, coords_zyx, num_points, point_voxel_index,
             num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-            num_voxel_overflow=int(drops[2]), num_point_overflow=int(point_overflow),
+            num_voxel_overflow=int(drops[2]) + int(voxel_overflow), num_point_overflow=int(point_overflow),
         )  # fmt: skip
 
 
