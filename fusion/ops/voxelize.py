@@ -791,12 +791,15 @@ class Voxelizer:
             self._point_voxel_index = np.empty(num_points, np.int32)
         return self._features, self._point_voxel_index[:num_points]
 
-    def _voxelize(self, points: np.ndarray, fresh: bool) -> Voxels:
+    def _voxelize(self, points: np.ndarray, fresh: bool, num_parts: int | None = None) -> Voxels:
+        """num_parts: key ranges numbered in parallel, one per Numba thread by default (any number
+        gives the same result; tests use others)."""
         config = self.config
         n = points.shape[0]
         # More voxels than valid points cannot exist: size the scratch by the smaller.
         capacity = min(config.max_voxels, n)
-        num_parts = numba.get_num_threads()
+        if num_parts is None:
+            num_parts = numba.get_num_threads()
         scratch = self._scratch
         dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
         keys = scratch.keys[:n]

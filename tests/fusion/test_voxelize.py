@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
 
+from avfusion.fusion.ops import voxelize as voxelize_module
 from avfusion.fusion.ops.voxelize import (
     DynamicVoxels,
     VoxelConfig,
@@ -374,3 +376,113 @@ def test_voxels_validates_shapes() -> None:
                np.zeros(5, np.int32), 0, 0, 0, 0)
     with pytest.raises(ValueError, match="int32"):
         DynamicVoxels(np.zeros(5, np.int64), np.zeros((2, 3), np.int32), np.zeros(2, np.int32), 0, 0)
+
+
+# --- the partitioned parallel numbering -----------------------------------------------------------
+
+
+def partitioned(points: np.ndarray, config: VoxelConfig, num_parts: int) -> Voxels:
+    """Hard voxelization with the cells split into `num_parts` key ranges (one thread each by default)."""
+    return Voxelizer(config)._voxelize(host_points(points), fresh=True, num_parts=num_parts)
+
+
+@pytest.mark.parametrize("config", RANDOM_CONFIGS, ids=["big", "overflow", "pillars", "nuscenes"])
+@pytest.mark.parametrize("num_parts", [1, 2, 3, 8])
+def test_any_number_of_partitions_equals_the_reference(config: VoxelConfig, num_parts: int) -> None:
+    cloud = random_cloud(30 + num_parts, 3000, config)  # NaN, faces, clusters, out of range
+    assert_voxels_equal(partitioned(cloud, config, num_parts), voxelize(cloud, config, backend="reference"))
+
+
+@pytest.mark.parametrize("dense_cells_per_voxel", [0, 10**6], ids=["hashed", "dense"])
+@pytest.mark.parametrize("num_parts", [1, 3])
+def test_dense_and_hashed_cell_tables_give_the_same_voxels(
+    monkeypatch: pytest.MonkeyPatch, dense_cells_per_voxel: int, num_parts: int
+) -> None:
+    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    for config in RANDOM_CONFIGS[:3]:  # the small grids, where either table may be used
+        cloud = random_cloud(40, 3000, config)
+        assert_voxels_equal(partitioned(cloud, config, num_parts), voxelize(cloud, config, backend="reference"))
+
+
+def skewed_cloud(num_cells: int, crowd: int) -> np.ndarray:
+    """`crowd` points in the cell of lowest key (x = y = z = 0.5), then one point in each of
+    `num_cells` other cells, then the crowd's cell again: every sampled quantile of the keys is the
+    crowd's key, so one key range holds all the cells and the others none."""
+    xs = (np.arange(num_cells) % 100 + 1.5).astype(np.float32)
+    ys = (np.arange(num_cells) // 100 + 0.5).astype(np.float32)
+    cells = np.stack([xs, ys, np.full(num_cells, 0.5, np.float32)], axis=1)
+    crowd_points = np.full((crowd, 3), 0.5, np.float32)
+    cloud = np.concatenate([crowd_points, cells, crowd_points[:10]])
+    return np.concatenate([cloud, np.arange(len(cloud), dtype=np.float32)[:, None]], axis=1)
+
+
+@pytest.mark.parametrize("num_parts", [2, 4])
+def test_all_cells_in_one_partition_grow_its_hash_table(num_parts: int) -> None:
+    # 101 x 100 x 100 cells of 1 m: hashed (more than 16 cells per voxel). The last partition gets
+    # all 9001 cells (2 partitions) or 7496 (4): more than its table, sized for 10000 / num_parts
+    # cells (8192 or 4096 at most half full), holds at first; it doubles on the way.
+    config = VoxelConfig((0, 0, 0, 101, 100, 100), (1, 1, 1), 3, 10_000)
+    cloud = skewed_cloud(9000, 20_000)
+    voxels = partitioned(cloud, config, num_parts)
+    assert voxels.num_voxels == 9001 and voxels.num_point_overflow == 20_010 - 3
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+
+
+@pytest.mark.parametrize("dense_cells_per_voxel", [0, 10**9], ids=["hashed", "dense"])
+@pytest.mark.parametrize("num_parts", [1, 2, 4])
+@pytest.mark.parametrize("crowd", [20_000, 3_000])
+def test_max_voxels_overflow_within_and_across_partitions(
+    monkeypatch: pytest.MonkeyPatch, dense_cells_per_voxel: int, num_parts: int, crowd: int
+) -> None:
+    # One key range holds all 5001 cells, more than max_voxels: it stops numbering at max_voxels
+    # (its later cells cannot get a voxel). With 3000 crowd points the cells are split over two
+    # ranges, each under max_voxels, and the merge drops the voxels numbered >= max_voxels.
+    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    config = VoxelConfig((0, 0, 0, 101, 100, 100), (1, 1, 1), 3, 700)
+    cloud = skewed_cloud(5000, crowd)
+    voxels = partitioned(cloud, config, num_parts)
+    assert voxels.num_voxels == 700 and voxels.num_voxel_overflow == 5001 - 700
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+
+
+@pytest.mark.parametrize("num_parts", [2, 3, 8])
+def test_partitions_split_at_a_cell_and_empty_partitions(num_parts: int) -> None:
+    # Three cells of many points each, interleaved: the splits are cell keys (a split belongs to
+    # the range above it), several splits coincide and some ranges are empty.
+    config = VoxelConfig((0, 0, 0, 4, 4, 2), (1, 1, 1), 4, 3)
+    cells = np.float32([[0.5, 0.5, 0.5], [3.5, 3.5, 1.5], [1.5, 0.5, 0.5]])
+    xyz = np.tile(cells, (200, 1))
+    cloud = np.concatenate([xyz, np.arange(len(xyz), dtype=np.float32)[:, None]], axis=1)
+    voxels = partitioned(cloud, config, num_parts)
+    np.testing.assert_array_equal(voxels.coords_zyx, [[0, 0, 0], [1, 3, 3], [0, 0, 1]])
+    np.testing.assert_array_equal(voxels.features[:, :, 3], [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+
+
+@pytest.mark.parametrize("num_parts", [1, 3])
+def test_partitions_of_empty_and_all_dropped_clouds(num_parts: int) -> None:
+    empty = partitioned(np.zeros((0, 4), np.float32), SMALL, num_parts)
+    assert empty.features.shape == (0, 2, 4) and empty.point_voxel_index.shape == (0,)
+    dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1]], np.float32)
+    voxels = partitioned(dropped, SMALL, num_parts)
+    assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (2, 2)
+    assert_voxels_equal(partitioned(HAND_POINTS, SMALL, num_parts), voxelize(HAND_POINTS, SMALL, backend="reference"))
+
+
+def test_one_voxelizer_across_partition_counts_and_thread_counts() -> None:
+    # The scratch is resized when the number of partitions changes; the public API takes it from
+    # Numba's thread count.
+    config = RANDOM_CONFIGS[3]
+    voxelizer = Voxelizer(config)
+    cloud = random_cloud(50, 3000, config)
+    expected = voxelize(cloud, config, backend="reference")
+    for num_parts in [2, 5, 1, 2]:
+        assert_voxels_equal(voxelizer._voxelize(cloud, fresh=False, num_parts=num_parts), expected)
+    threads = numba.get_num_threads()
+    try:
+        for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(count)
+            assert_voxels_equal(voxelizer(cloud), expected)
+            assert_voxels_equal(voxelize(cloud, config), expected)
+    finally:
+        numba.set_num_threads(threads)
