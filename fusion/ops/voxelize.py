@@ -348,6 +348,17 @@ def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma:
 
 
 @njit(inline="always")
+def _decode_key(key, gx, gxy):  # pragma: no cover - jitted
+    """(z, y, x) of a cell key (z * gy + y) * gx + x >= 0, with two float64 divisions (faster than
+    integer ones). Truncating the float64 quotient is exact: for integers 0 <= a < 2**31 and
+    0 < d < 2**31, a / d is at least 1/d below the next integer, more than its rounding error."""
+    z = np.int32(np.float64(key) / np.float64(gxy))
+    rest = key - z * gxy
+    y = np.int32(np.float64(rest) / np.float64(gx))
+    return z, np.int32(y), np.int32(rest - y * gx)
+
+
+@njit(inline="always")
 def _probe(table, bits, key):  # pragma: no cover - jitted
     """Index of `key`'s entry in the linear-probing table, or of the free entry where it goes."""
     mask = (np.int64(1) << bits) - 1
@@ -438,7 +449,7 @@ def _number_partitions_kernel(
         n_overflow = 0
         for i in range(n):
             key = keys[i]
-            if key < lo or key >= hi:
+            if np.uint32(key - lo) >= np.uint32(hi - lo):  # key < lo or key >= hi, in one compare
                 if key < 0 and own_lo <= i and i < own_hi:
                     point_local[i] = -1
                     if key == -2:
@@ -543,10 +554,7 @@ def _fill_partitions_kernel(
             v = local_to_voxel[local]
             if v < 0:
                 break  # numbers grow with j: the rest are beyond max_voxels too
-            key = part_keys[local]
-            coords_zyx[v, 0] = key // (gx * gy)
-            coords_zyx[v, 1] = (key // gx) % gy
-            coords_zyx[v, 2] = key % gx
+            coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gx, gx * gy)
             count = min(part_counts[local], max_points)
             point_overflow += part_counts[local] - count
             num_points[v] = count
@@ -560,7 +568,7 @@ def _fill_partitions_kernel(
         hi = splits[t + 1]
         for i in range(n):
             key = keys[i]
-            if key < lo or key >= hi:
+            if np.uint32(key - lo) >= np.uint32(hi - lo):  # key < lo or key >= hi, in one compare
                 continue
             local = point_voxel_index[i]
             if local < 0:
@@ -613,10 +621,7 @@ def _assign_dynamic_kernel(keys, table, bits, point_voxel_index, voxel_keys, num
 def _decode_keys_kernel(voxel_keys, grid_xyz, coords_zyx):  # pragma: no cover - jitted
     gx, gy = grid_xyz[0], grid_xyz[1]
     for v in prange(coords_zyx.shape[0]):
-        key = voxel_keys[v]
-        coords_zyx[v, 0] = key // (gx * gy)
-        coords_zyx[v, 1] = (key // gx) % gy
-        coords_zyx[v, 2] = key % gx
+        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], gx, gx * gy)
 
 
 @njit(cache=True)
