@@ -327,7 +327,13 @@ def hash_table_bits(max_entries: int) -> int:
 
 @njit(parallel=True, cache=True)
 def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma: no cover - jitted
-    """keys[i] = linear cell key (z * gy + y) * gx + x, or KEY_OUT_OF_RANGE / KEY_NAN."""
+    """keys[i] = linear cell key (x * gy + y) * gz + z, or KEY_OUT_OF_RANGE / KEY_NAN.
+
+    x-major: a range of keys is a slab of x columns, so the key ranges of the partitioned hard
+    numbering are slabs of space, and lidar points in azimuth order (and the voxels, numbered in
+    that order) come in long runs of one range (with z-major keys, the lasers of one firing
+    alternate between ranges: neighbouring voxels belong to different threads, which then write
+    the same cache lines of the features)."""
     gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
     for i in prange(points.shape[0]):
         x = points[i, 0]
@@ -342,20 +348,21 @@ def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma:
         fz = (z - range_min[2]) / voxel_size[2]
         # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int.
         if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
-            keys[i] = (np.int32(fz) * gy + np.int32(fy)) * gx + np.int32(fx)
+            keys[i] = (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
         else:
             keys[i] = -1
 
 
 @njit(inline="always")
-def _decode_key(key, gx, gxy):  # pragma: no cover - jitted
-    """(z, y, x) of a cell key (z * gy + y) * gx + x >= 0, with two float64 divisions (faster than
-    integer ones). Truncating the float64 quotient is exact: for integers 0 <= a < 2**31 and
-    0 < d < 2**31, a / d is at least 1/d below the next integer, more than its rounding error."""
-    z = np.int32(np.float64(key) / np.float64(gxy))
-    rest = key - z * gxy
-    y = np.int32(np.float64(rest) / np.float64(gx))
-    return z, np.int32(y), np.int32(rest - y * gx)
+def _decode_key(key, gz, gyz):  # pragma: no cover - jitted
+    """(z, y, x) of a cell key (x * gy + y) * gz + z >= 0 (gyz = gy * gz), with two float64
+    divisions (faster than integer ones). Truncating the float64 quotient is exact: for integers
+    0 <= a < 2**31 and 0 < d < 2**31, a / d is at least 1/d below the next integer, more than its
+    rounding error."""
+    x = np.int32(np.float64(key) / np.float64(gyz))
+    rest = key - x * gyz
+    y = np.int32(np.float64(rest) / np.float64(gz))
+    return np.int32(rest - y * gz), y, x
 
 
 @njit(inline="always")
@@ -543,7 +550,7 @@ def _fill_partitions_kernel(
     # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
     num_voxels = coords_zyx.shape[0]
     n = keys.shape[0]
-    gx, gy = grid_xyz[0], grid_xyz[1]
+    gy, gz = grid_xyz[1], grid_xyz[2]
     num_parts = part_sizes.shape[0]
     point_overflow = 0
     voxel_overflow = 0
@@ -554,7 +561,7 @@ def _fill_partitions_kernel(
             v = local_to_voxel[local]
             if v < 0:
                 break  # numbers grow with j: the rest are beyond max_voxels too
-            coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gx, gx * gy)
+            coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gz, gy * gz)
             count = min(part_counts[local], max_points)
             point_overflow += part_counts[local] - count
             num_points[v] = count
@@ -619,9 +626,9 @@ def _assign_dynamic_kernel(keys, table, bits, point_voxel_index, voxel_keys, num
 
 @njit(parallel=True, cache=True)
 def _decode_keys_kernel(voxel_keys, grid_xyz, coords_zyx):  # pragma: no cover - jitted
-    gx, gy = grid_xyz[0], grid_xyz[1]
+    gy, gz = grid_xyz[1], grid_xyz[2]
     for v in prange(coords_zyx.shape[0]):
-        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], gx, gx * gy)
+        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], gz, gy * gz)
 
 
 @njit(cache=True)
