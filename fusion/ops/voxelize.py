@@ -339,16 +339,16 @@ def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma:
         x = points[i, 0]
         y = points[i, 1]
         z = points[i, 2]
-        if x != x or y != y or z != z:
-            keys[i] = -2
-            continue
         # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
         fx = (x - range_min[0]) / voxel_size[0]
         fy = (y - range_min[1]) / voxel_size[1]
         fz = (z - range_min[2]) / voxel_size[2]
-        # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int.
+        # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int; NaN
+        # compares false, so it is told apart only among the points outside.
         if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
             keys[i] = (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
+        elif x != x or y != y or z != z:
+            keys[i] = -2
         else:
             keys[i] = -1
 

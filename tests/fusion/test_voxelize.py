@@ -463,9 +463,11 @@ def test_partitions_split_at_a_cell_and_empty_partitions(num_parts: int) -> None
 def test_partitions_of_empty_and_all_dropped_clouds(num_parts: int) -> None:
     empty = partitioned(np.zeros((0, 4), np.float32), SMALL, num_parts)
     assert empty.features.shape == (0, 2, 4) and empty.point_voxel_index.shape == (0,)
-    dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1]], np.float32)
+    inf = np.inf
+    dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1], [inf, 1, 1], [1, -inf, 1], [NAN, inf, 0]],
+                       np.float32)  # fmt: skip
     voxels = partitioned(dropped, SMALL, num_parts)
-    assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (2, 2)
+    assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (3, 4)
     assert_voxels_equal(partitioned(HAND_POINTS, SMALL, num_parts), voxelize(HAND_POINTS, SMALL, backend="reference"))
 
 
