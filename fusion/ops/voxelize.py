@@ -414,7 +414,7 @@ def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - ji
 @njit(parallel=True, cache=True)
 def _number_partitions_kernel(
     keys, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first, part_sizes,
-    part_drops, point_local, slots,
+    part_drops, point_local, slots, part_points, part_num_points,
 ):  # pragma: no cover - jitted
     """First pass of the partitioned numbering: partition t (one thread) scans all keys in input
     order and numbers only its own cells (keys in [splits[t], splits[t + 1])), in the order their
@@ -449,6 +449,8 @@ def _number_partitions_kernel(
             table[: 1 << bits] = _EMPTY
         own_lo = t * n // num_parts
         own_hi = (t + 1) * n // num_parts
+        own_points = part_points[t]
+        num_own = 0
         base = t * max_local
         size = 0
         n_nan = 0
@@ -499,7 +501,10 @@ def _number_partitions_kernel(
             slot = part_counts[local]
             slots[i] = slot
             part_counts[local] = slot + 1
+            own_points[num_own] = i
+            num_own += 1
         part_sizes[t] = size
+        part_num_points[t] = num_own
         part_drops[t, 0] = n_nan
         part_drops[t, 1] = n_out
         part_drops[t, 2] = n_overflow
@@ -531,13 +536,13 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, cursor
 
 @njit(parallel=True, cache=True)
 def _fill_partitions_kernel(
-    points, keys, splits, part_first, part_sizes, max_local, part_keys, part_counts, cursors, local_to_voxel,
-    point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    points, part_points, part_num_points, part_first, part_sizes, max_local, part_keys, part_counts, cursors,
+    local_to_voxel, point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
 ):  # pragma: no cover - jitted
     """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
-    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points to
-    features[v, slot], reading all points in order and skipping those of other partitions. Each
-    partition writes only its own voxels: one parallel region, no barrier inside.
+    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points
+    (part_points[t], in input order) to features[v, slot]. Each partition writes only its own
+    voxels: one parallel region, no barrier inside.
 
     point_voxel_index holds local voxels on entry (-1 = dropped) and voxel numbers on return.
     fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
@@ -549,7 +554,6 @@ def _fill_partitions_kernel(
     max_points = features.shape[1]
     # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
     num_voxels = coords_zyx.shape[0]
-    n = keys.shape[0]
     gy, gz = grid_xyz[1], grid_xyz[2]
     num_parts = part_sizes.shape[0]
     point_overflow = 0
@@ -571,16 +575,10 @@ def _fill_partitions_kernel(
                     features[v, s, c] = 0.0
             if not fresh:
                 filled[v] = count
-        lo = splits[t]
-        hi = splits[t + 1]
-        for i in range(n):
-            key = keys[i]
-            if np.uint32(key - lo) >= np.uint32(hi - lo):  # key < lo or key >= hi, in one compare
-                continue
-            local = point_voxel_index[i]
-            if local < 0:
-                continue
-            v = local_to_voxel[local]
+        own_points = part_points[t]
+        for k in range(part_num_points[t]):
+            i = own_points[k]
+            v = local_to_voxel[point_voxel_index[i]]
             point_voxel_index[i] = v
             if v < 0:
                 voxel_overflow += 1
@@ -710,6 +708,8 @@ class _PartitionScratch:
     def __init__(self) -> None:
         self.keys = np.empty(0, np.int32)
         self.slots = np.empty(0, np.int32)
+        self.part_points = np.empty(0, np.int32)  # T rows of N: each partition's points
+        self.part_num_points = np.empty(0, np.int64)
         self.tables = np.empty(0, np.int64)
         self.dense_table = np.empty(0, np.int32)
         self.local = np.empty(0, np.int32)  # 4 arrays of T * L: keys, counts, first point, voxel
@@ -728,11 +728,16 @@ class _PartitionScratch:
         if self.keys.shape[0] < num_points:
             self.keys = np.empty(num_points, np.int32)
             self.slots = np.empty(num_points, np.int32)
+        # np.empty: a row is written only as far as its partition's points go, so about N entries
+        # in all are ever touched (the rest stays unmapped memory).
+        if self.part_points.shape[0] < num_parts * num_points:
+            self.part_points = np.empty(num_parts * num_points, np.int32)
         if self.local.shape[0] < 4 * num_parts * max_local:
             self.local = np.empty(4 * num_parts * max_local, np.int32)
         if self.sizes.shape[0] != num_parts:
             self.splits = np.empty(num_parts + 1, np.int32)
             self.sizes = np.empty(num_parts, np.int64)
+            self.part_num_points = np.empty(num_parts, np.int64)
             self.drops = np.empty((num_parts, 3), np.int64)
             self.cursors = np.empty((num_parts, num_parts), np.int64)
         if num_cells <= DENSE_CELLS_PER_VOXEL * max_local:
@@ -816,6 +821,7 @@ class Voxelizer:
         dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
         keys = scratch.keys[:n]
         slots = scratch.slots[:n]
+        part_points = scratch.part_points[: num_parts * n].reshape(num_parts, n)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
         _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
         _partition_splits_kernel(keys, scratch.sample, config.num_cells, scratch.splits)
@@ -825,7 +831,7 @@ class Voxelizer:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
         _number_partitions_kernel(
             keys, scratch.splits, dense_table, tables, start_bits, capacity, part_keys, part_counts, part_first,
-            scratch.sizes, scratch.drops, point_voxel_index, slots,
+            scratch.sizes, scratch.drops, point_voxel_index, slots, part_points, scratch.part_num_points,
         )  # fmt: skip
         num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
@@ -837,7 +843,7 @@ class Voxelizer:
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
         point_overflow, voxel_overflow = _fill_partitions_kernel(
-            points, keys, scratch.splits, part_first, scratch.sizes, capacity, part_keys, part_counts,
+            points, part_points, scratch.part_num_points, part_first, scratch.sizes, capacity, part_keys, part_counts,
             scratch.cursors, local_to_voxel, point_voxel_index, slots, self._grid, features, coords_zyx, num_points,
             self._filled, fresh,
         )  # fmt: skip
