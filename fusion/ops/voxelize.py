@@ -511,33 +511,36 @@ def _number_partitions_kernel(
 
 
 @njit(inline="always")
-def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, cursors, local_to_voxel):  # pragma: no cover
+def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_to_voxel):  # pragma: no cover
     """The voxel number of each of partition t's local voxels: the number of voxels, over all
-    partitions, whose first point comes before its own (each partition's first points are in
-    input order: a merge walk). Numbers >= max_voxels get no voxel (-1)."""
+    partitions, whose first point comes before its own. Each partition's first points are in
+    input order, so for each other partition one merge walk counts them (a tight loop per
+    partition, the count kept in a register). Numbers >= max_voxels get no voxel (-1)."""
     num_parts = part_sizes.shape[0]
-    for u in range(num_parts):
-        cursors[t, u] = 0
     base = t * max_local
-    for j in range(part_sizes[t]):
-        first = part_first[base + j]
-        voxel = j
-        for u in range(num_parts):
-            if u != t:
-                c = cursors[t, u]
-                u_base = u * max_local
-                u_size = part_sizes[u]
-                while c < u_size and part_first[u_base + c] < first:
-                    c += 1
-                cursors[t, u] = c
-                voxel += c
-        local_to_voxel[base + j] = voxel if voxel < max_voxels else -1
+    size = part_sizes[t]
+    for j in range(size):
+        local_to_voxel[base + j] = j
+    for u in range(num_parts):
+        if u == t:
+            continue
+        u_base = u * max_local
+        u_size = part_sizes[u]
+        c = 0
+        for j in range(size):
+            first = part_first[base + j]
+            while c < u_size and part_first[u_base + c] < first:
+                c += 1
+            local_to_voxel[base + j] += c
+    for j in range(size):
+        if local_to_voxel[base + j] >= max_voxels:
+            local_to_voxel[base + j] = -1
 
 
 @njit(parallel=True, cache=True)
 def _fill_partitions_kernel(
-    points, part_points, part_num_points, part_first, part_sizes, max_local, part_keys, part_counts, cursors,
-    local_to_voxel, point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    points, part_points, part_num_points, part_first, part_sizes, max_local, part_keys, part_counts, local_to_voxel,
+    point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
 ):  # pragma: no cover - jitted
     """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
     voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points
@@ -559,7 +562,7 @@ def _fill_partitions_kernel(
     point_overflow = 0
     voxel_overflow = 0
     for t in prange(num_parts):
-        _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, cursors, local_to_voxel)
+        _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
         base = t * max_local
         for local in range(base, base + part_sizes[t]):
             v = local_to_voxel[local]
@@ -717,7 +720,6 @@ class _PartitionScratch:
         self.splits = np.empty(0, np.int32)
         self.sizes = np.empty(0, np.int64)
         self.drops = np.empty((0, 3), np.int64)
-        self.cursors = np.empty((0, 0), np.int64)
 
     def reserve(
         self, num_points: int, max_local: int, num_parts: int, num_cells: int
@@ -739,7 +741,6 @@ class _PartitionScratch:
             self.sizes = np.empty(num_parts, np.int64)
             self.part_num_points = np.empty(num_parts, np.int64)
             self.drops = np.empty((num_parts, 3), np.int64)
-            self.cursors = np.empty((num_parts, num_parts), np.int64)
         if num_cells <= DENSE_CELLS_PER_VOXEL * max_local:
             if self.dense_table.shape[0] < num_cells:
                 self.dense_table = np.empty(num_cells, np.int32)
@@ -844,7 +845,7 @@ class Voxelizer:
             num_points = self._num_points[:num_voxels]
         point_overflow, voxel_overflow = _fill_partitions_kernel(
             points, part_points, scratch.part_num_points, part_first, scratch.sizes, capacity, part_keys, part_counts,
-            scratch.cursors, local_to_voxel, point_voxel_index, slots, self._grid, features, coords_zyx, num_points,
+            local_to_voxel, point_voxel_index, slots, self._grid, features, coords_zyx, num_points,
             self._filled, fresh,
         )  # fmt: skip
         drops = scratch.drops.sum(axis=0)
