@@ -325,32 +325,41 @@ def hash_table_bits(max_entries: int) -> int:
     return max(4, int(2 * max(max_entries, 1) - 1).bit_length())
 
 
+@njit(inline="always")
+def _scaled_x(points, i, range_min, voxel_size):  # pragma: no cover - jitted
+    """Point i's x in voxels from the range's lower face, (x - xmin) / dx in float32 (as spconv's
+    C++ computes it): its floor is the cell's x index when 0 <= it < gx."""
+    return (points[i, 0] - range_min[0]) / voxel_size[0]
+
+
+@njit(inline="always")
+def _cell_key(points, i, fx, range_min, voxel_size, gx, gy, gz):  # pragma: no cover - jitted
+    """Point i's linear cell key (x * gy + y) * gz + z, or KEY_OUT_OF_RANGE / KEY_NAN; fx is its
+    `_scaled_x`.
+
+    x-major: a range of keys is a slab of x columns, and the hard numbering partitions the cells
+    by slabs of x columns: lidar points in azimuth order (and the voxels, numbered in that order)
+    come in long runs of one slab, so the threads write mostly disjoint cache lines."""
+    y = points[i, 1]
+    z = points[i, 2]
+    # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
+    fy = (y - range_min[1]) / voxel_size[1]
+    fz = (z - range_min[2]) / voxel_size[2]
+    # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int; NaN
+    # compares false, so it is told apart only among the points outside.
+    if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
+        return (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
+    if fx != fx or y != y or z != z:
+        return np.int32(-2)
+    return np.int32(-1)
+
+
 @njit(parallel=True, cache=True)
 def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma: no cover - jitted
-    """keys[i] = linear cell key (x * gy + y) * gz + z, or KEY_OUT_OF_RANGE / KEY_NAN.
-
-    x-major: a range of keys is a slab of x columns, so the key ranges of the partitioned hard
-    numbering are slabs of space, and lidar points in azimuth order (and the voxels, numbered in
-    that order) come in long runs of one range (with z-major keys, the lasers of one firing
-    alternate between ranges: neighbouring voxels belong to different threads, which then write
-    the same cache lines of the features)."""
+    """keys[i] = `_cell_key` of point i."""
     gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
     for i in prange(points.shape[0]):
-        x = points[i, 0]
-        y = points[i, 1]
-        z = points[i, 2]
-        # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
-        fx = (x - range_min[0]) / voxel_size[0]
-        fy = (y - range_min[1]) / voxel_size[1]
-        fz = (z - range_min[2]) / voxel_size[2]
-        # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int; NaN
-        # compares false, so it is told apart only among the points outside.
-        if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
-            keys[i] = (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
-        elif x != x or y != y or z != z:
-            keys[i] = -2
-        else:
-            keys[i] = -1
+        keys[i] = _cell_key(points, i, _scaled_x(points, i, range_min, voxel_size), range_min, voxel_size, gx, gy, gz)
 
 
 @njit(inline="always")
@@ -378,28 +387,29 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _partition_splits_kernel(keys, sample, num_cells, splits):  # pragma: no cover - jitted
-    """Split the key range into len(splits) - 1 parts of about equal numbers of valid points.
+def _partition_splits_kernel(points, range_min, voxel_size, gx, sample, splits):  # pragma: no cover - jitted
+    """Split the x columns [0, gx) into len(splits) - 1 slabs of about equal numbers of points.
 
-    Partition t owns the cells with splits[t] <= key < splits[t + 1]; splits[0] = 0 and
-    splits[-1] = num_cells, the inner splits are quantiles of every k-th valid key (a sample of
-    at most len(sample) keys, sorted in place). Only the balance of the work depends on them, never
-    the result.
+    Partition t owns the cells of the columns splits[t] <= x < splits[t + 1]; splits[0] = 0 and
+    splits[-1] = gx, the inner splits are quantiles of the columns of every k-th point (a sample
+    of at most len(sample) points inside the range in x, sorted in place). Only the balance of
+    the work depends on them, never the result.
     """
     num_parts = splits.shape[0] - 1
-    n = keys.shape[0]
+    n = points.shape[0]
     stride = max(1, n // sample.shape[0])
     m = 0
     for i in range(0, n, stride):
-        if keys[i] >= 0 and m < sample.shape[0]:
-            sample[m] = keys[i]
+        fx = _scaled_x(points, i, range_min, voxel_size)
+        if fx >= 0 and fx < gx and m < sample.shape[0]:
+            sample[m] = np.int32(fx)
             m += 1
     sampled = sample[:m]
     sampled.sort()
     splits[0] = 0
     for t in range(1, num_parts):
-        splits[t] = sampled[t * m // num_parts] if m > 0 else t * (num_cells // num_parts)
-    splits[num_parts] = num_cells
+        splits[t] = sampled[t * m // num_parts] if m > 0 else t * (gx // num_parts)
+    splits[num_parts] = gx
 
 
 @njit(inline="always")
@@ -413,13 +423,20 @@ def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - ji
 
 @njit(parallel=True, cache=True)
 def _number_partitions_kernel(
-    keys, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first, part_sizes,
-    part_drops, point_local, slots, part_points, part_num_points,
+    points, range_min, voxel_size, grid_xyz, keys, splits, dense_table, tables, start_bits, max_local, part_keys,
+    part_counts, part_first, part_sizes, part_drops, point_local, slots, part_points, part_num_points,
 ):  # pragma: no cover - jitted
-    """First pass of the partitioned numbering: partition t (one thread) scans all keys in input
-    order and numbers only its own cells (keys in [splits[t], splits[t + 1])), in the order their
-    first point appears, as local voxels t * max_local + j. Each cell is seen by one thread only,
-    in input order, so the slots (ranks of the points in their cell) are exact.
+    """First pass of the partitioned numbering: partition t (one thread) reads all points in input
+    order and numbers only the cells of its slab of x columns [splits[t], splits[t + 1]), in the
+    order their first point appears, as local voxels t * max_local + j. Each cell is seen by one
+    thread only, in input order, so the slots (ranks of the points in their cell) are exact.
+
+    keys: the points' `_cell_key`s (`_cell_keys_kernel`), or empty: then a point's column comes
+    from its x alone (`_scaled_x`) and only its partition computes the rest of its key, which
+    saves a parallel pass where numbering is cheap (the dense table), not where it waits on the
+    hash table (measured). Points without a cell belong to one partition too: with keys, the one
+    whose share of the indices [t N / T, (t + 1) N / T) holds them; without, x below the range or
+    NaN to the first, x above it to the last, otherwise their column's.
 
     A partition keeps at most max_local = min(max_voxels, N) cells: a cell it numbers j >= max_voxels
     has at least max_voxels cells before it, so the serial numbering drops it too; its points are
@@ -432,23 +449,30 @@ def _number_partitions_kernel(
 
     Writes, for each partition, part_keys / part_counts / part_first (cell key, all its points,
     index of its first point) of its local voxels, part_sizes[t] and part_drops[t] = (nan, out of
-    range, voxel overflow), and for each point point_local (its local voxel or -1) and slots.
-    Invalid points are handled by the partition whose index range [t N / T, (t + 1) N / T) holds them.
+    range, voxel overflow), and for each point point_local (its local voxel or -1) and slots. part_points[t, :k]
+    (k = part_num_points[t]) lists, in input order, the points that got one of t's local voxels.
     """
-    n = keys.shape[0]
+    n = points.shape[0]
+    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
     num_parts = part_sizes.shape[0]
     dense = dense_table.shape[0] > 0
+    precomputed = keys.shape[0] > 0
     for t in prange(num_parts):
-        lo = splits[t]
-        hi = splits[t + 1]
+        # float64 bounds: column numbers up to 2**30 are exact, and floor(fx) >= s is fx >= s.
+        lo = np.float64(splits[t])
+        hi = np.float64(splits[t + 1])
+        first_part = t == 0
+        last_part = t == num_parts - 1
+        key_lo = splits[t] * gy * gz
+        key_span = np.uint32((splits[t + 1] - splits[t]) * gy * gz)
+        own_lo = t * n // num_parts
+        own_hi = (t + 1) * n // num_parts
         table = tables[t]
         bits = start_bits
         if dense:
-            dense_table[lo:hi] = -1
+            dense_table[splits[t] * gy * gz : splits[t + 1] * gy * gz] = -1
         else:
             table[: 1 << bits] = _EMPTY
-        own_lo = t * n // num_parts
-        own_hi = (t + 1) * n // num_parts
         own_points = part_points[t]
         num_own = 0
         base = t * max_local
@@ -457,14 +481,24 @@ def _number_partitions_kernel(
         n_out = 0
         n_overflow = 0
         for i in range(n):
-            key = keys[i]
-            if np.uint32(key - lo) >= np.uint32(hi - lo):  # key < lo or key >= hi, in one compare
-                if key < 0 and own_lo <= i and i < own_hi:
-                    point_local[i] = -1
-                    if key == -2:
-                        n_nan += 1
-                    else:
-                        n_out += 1
+            if precomputed:
+                key = keys[i]
+                if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
+                    if key >= 0 or i < own_lo or i >= own_hi:
+                        continue
+            else:
+                fx = _scaled_x(points, i, range_min, voxel_size)
+                wide = np.float64(fx)
+                # NaN compares false: kept only by the first partition (not (NaN >= hi) is true).
+                if not ((first_part or wide >= lo) and (last_part or not wide >= hi)):
+                    continue
+                key = _cell_key(points, i, fx, range_min, voxel_size, gx, gy, gz)
+            if key < 0:
+                point_local[i] = -1
+                if key == -2:
+                    n_nan += 1
+                else:
+                    n_out += 1
                 continue
             if dense:
                 local = dense_table[key]
@@ -727,7 +761,7 @@ class _PartitionScratch:
         """Grow to N points and T partitions of L local voxels; return the dense cell table (empty
         when the grid is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense
         table), and the log2 size each hash table starts at."""
-        if self.keys.shape[0] < num_points:
+        if self.slots.shape[0] < num_points:
             self.keys = np.empty(num_points, np.int32)
             self.slots = np.empty(num_points, np.int32)
         # np.empty: a row is written only as far as its partition's points go, so about N entries
@@ -820,19 +854,21 @@ class Voxelizer:
             num_parts = numba.get_num_threads()
         scratch = self._scratch
         dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
-        keys = scratch.keys[:n]
         slots = scratch.slots[:n]
         part_points = scratch.part_points[: num_parts * n].reshape(num_parts, n)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
-        _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
-        _partition_splits_kernel(keys, scratch.sample, config.num_cells, scratch.splits)
+        _partition_splits_kernel(points, self._range_min, self._voxel_size, self._grid[0], scratch.sample, scratch.splits)
+        keys = scratch.keys[: 0 if dense_table.shape[0] else n]
+        if keys.shape[0]:
+            _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
         _number_partitions_kernel(
-            keys, scratch.splits, dense_table, tables, start_bits, capacity, part_keys, part_counts, part_first,
-            scratch.sizes, scratch.drops, point_voxel_index, slots, part_points, scratch.part_num_points,
+            points, self._range_min, self._voxel_size, self._grid, keys, scratch.splits, dense_table, tables,
+            start_bits, capacity, part_keys, part_counts, part_first, scratch.sizes, scratch.drops, point_voxel_index, slots,
+            part_points, scratch.part_num_points,
         )  # fmt: skip
         num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
