@@ -405,9 +405,9 @@ def test_dense_and_hashed_cell_tables_give_the_same_voxels(
 
 
 def skewed_cloud(num_cells: int, crowd: int) -> np.ndarray:
-    """`crowd` points in the cell of lowest key (x = y = z = 0.5), then one point in each of
-    `num_cells` other cells, then the crowd's cell again: every sampled quantile of the keys is the
-    crowd's key, so one key range holds all the cells and the others none."""
+    """`crowd` points in a cell of x column 0 (x = y = z = 0.5), then one point in each of
+    `num_cells` other cells (columns 1-100), then the crowd's cell again: with a large crowd every
+    sampled quantile of the x columns is 0, so the last slab holds all the cells and the others none."""
     xs = (np.arange(num_cells) % 100 + 1.5).astype(np.float32)
     ys = (np.arange(num_cells) // 100 + 0.5).astype(np.float32)
     cells = np.stack([xs, ys, np.full(num_cells, 0.5, np.float32)], axis=1)
@@ -434,9 +434,9 @@ def test_all_cells_in_one_partition_grow_its_hash_table(num_parts: int) -> None:
 def test_max_voxels_overflow_within_and_across_partitions(
     monkeypatch: pytest.MonkeyPatch, dense_cells_per_voxel: int, num_parts: int, crowd: int
 ) -> None:
-    # One key range holds all 5001 cells, more than max_voxels: it stops numbering at max_voxels
-    # (its later cells cannot get a voxel). With 3000 crowd points the cells are split over two
-    # ranges, each under max_voxels, and the merge drops the voxels numbered >= max_voxels.
+    # One slab holds all 5001 cells, more than max_voxels: it stops numbering at max_voxels (its
+    # later cells cannot get a voxel). With 3000 crowd points the cells are split over several
+    # slabs, each under max_voxels, and the merge drops the voxels numbered >= max_voxels.
     monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
     config = VoxelConfig((0, 0, 0, 101, 100, 100), (1, 1, 1), 3, 700)
     cloud = skewed_cloud(5000, crowd)
@@ -447,8 +447,8 @@ def test_max_voxels_overflow_within_and_across_partitions(
 
 @pytest.mark.parametrize("num_parts", [2, 3, 8])
 def test_partitions_split_at_a_cell_and_empty_partitions(num_parts: int) -> None:
-    # Three cells of many points each, interleaved: the splits are cell keys (a split belongs to
-    # the range above it), several splits coincide and some ranges are empty.
+    # Three cells of many points each, interleaved: the splits are their x columns (a split column
+    # belongs to the slab above it), several splits coincide and some slabs are empty.
     config = VoxelConfig((0, 0, 0, 4, 4, 2), (1, 1, 1), 4, 3)
     cells = np.float32([[0.5, 0.5, 0.5], [3.5, 3.5, 1.5], [1.5, 0.5, 0.5]])
     xyz = np.tile(cells, (200, 1))
@@ -456,6 +456,30 @@ def test_partitions_split_at_a_cell_and_empty_partitions(num_parts: int) -> None
     voxels = partitioned(cloud, config, num_parts)
     np.testing.assert_array_equal(voxels.coords_zyx, [[0, 0, 0], [1, 3, 3], [0, 0, 1]])
     np.testing.assert_array_equal(voxels.features[:, :, 3], [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+
+
+@pytest.mark.parametrize("dense_cells_per_voxel", [0, 10**6], ids=["hashed", "dense"])
+@pytest.mark.parametrize("num_parts", [2, 3, 8])
+def test_points_on_slab_faces_and_points_without_a_cell_in_any_slab(
+    monkeypatch: pytest.MonkeyPatch, dense_cells_per_voxel: int, num_parts: int
+) -> None:
+    # Equal numbers of points in the 8 x columns, so the slabs split at column faces; a third of
+    # the points exactly on an x face (they belong to the column above). Points without a cell in
+    # every slab: NaN in y or z inside a middle column, NaN or -inf in x (first slab), x below the
+    # range (first), x above it or +inf (last); each is counted once.
+    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    config = VoxelConfig((0, 0, 0, 8, 2, 2), (1, 0.5, 0.5), 3, 1000)
+    rng = np.random.default_rng(60)
+    x = np.repeat(np.arange(8, dtype=np.float32), 60) + rng.choice([0.0, 0.25, 0.5, 0.75], 480).astype(np.float32)
+    yz = rng.uniform(0, 2, size=(480, 2)).astype(np.float32)
+    cloud = np.concatenate([x[:, None], yz, np.arange(480, dtype=np.float32)[:, None]], axis=1)[rng.permutation(480)]
+    inf = np.inf
+    invalid = np.float32([[4.5, NAN, 1, -1], [3.5, 1, NAN, -2], [NAN, 1, 1, -3], [-inf, 1, 1, -4], [-0.5, 1, 1, -5],
+                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])  # fmt: skip
+    cloud = np.concatenate([cloud[:200], invalid, cloud[200:], invalid])
+    voxels = partitioned(cloud, config, num_parts)
+    assert (voxels.num_nan, voxels.num_out_of_range) == (6, 12)
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
 
 
