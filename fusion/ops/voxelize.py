@@ -859,18 +859,21 @@ class Voxelizer:
         slots = scratch.slots[:n]
         part_points = scratch.part_points[: num_parts * n].reshape(num_parts, n)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
-        _partition_splits_kernel(points, self._range_min, self._voxel_size, self._grid[0], scratch.sample, scratch.splits)
+        range_min, voxel_size, grid = self._range_min, self._voxel_size, self._grid
+        _partition_splits_kernel(points, range_min, voxel_size, grid[0], scratch.sample, scratch.splits)
+        # With the dense table the numbering computes the keys itself, one parallel pass fewer;
+        # with hash tables a separate pass is cheaper (`_number_partitions_kernel`).
         keys = scratch.keys[: 0 if dense_table.shape[0] else n]
         if keys.shape[0]:
-            _cell_keys_kernel(points, self._range_min, self._voxel_size, self._grid, keys)
+            _cell_keys_kernel(points, range_min, voxel_size, grid, keys)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
         _number_partitions_kernel(
-            points, self._range_min, self._voxel_size, self._grid, keys, scratch.splits, dense_table, tables,
-            start_bits, capacity, part_keys, part_counts, part_first, scratch.sizes, scratch.drops, point_voxel_index, slots,
-            part_points, scratch.part_num_points,
+            points, range_min, voxel_size, grid, keys, scratch.splits, dense_table, tables, start_bits, capacity,
+            part_keys, part_counts, part_first, scratch.sizes, scratch.drops, point_voxel_index, slots, part_points,
+            scratch.part_num_points,
         )  # fmt: skip
         num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
