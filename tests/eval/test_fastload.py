@@ -564,3 +564,11 @@ def test_odd_records_outside_the_split_make_the_fast_path_step_aside_as_before(w
     _rewrite(root, table, breakage(_other_split_samples(root)))
     assert ground_truth_fast(root, VERSION, SPLIT, _split_samples(root, VERSION, SPLIT)) is None
     _assert_fast_equals_reference(root)
+
+
+def test_more_numbers_left_to_python_than_the_first_pass_has_room_for() -> None:
+    texts = [f"{k}.{k}e{250 + k % 50}" for k in range(3000)]  # exponents beyond the exact integer path
+    document = ("[" + ",".join('{"x": %s}' % t for t in texts) + "]").encode()
+    scanned = jsonscan.scan_records(document, jsonscan.TABLE, {"x": 1})
+    assert scanned is not None
+    assert np.array_equal(_bits(scanned.scalars("x")), _bits(np.array([float(t) for t in texts])))
