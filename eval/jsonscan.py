@@ -271,6 +271,21 @@ def scan_records(
     strings and the rest); None when the document is not plainly in that layout (module docstring).
     With `keep` (TABLE layout only), the records it rejects are skipped (`RecordFilter`); the whole
     document is still checked as before."""
+    return _scan_part(data, 0, len(data), False, False, layout, fields, keep)
+
+
+def _scan_part(
+    data: bytes,
+    begin: int,
+    end: int,
+    open_implied: bool,
+    close_implied: bool,
+    layout: int,
+    fields: Mapping[str, int],
+    keep: RecordFilter | None,
+) -> ScannedRecords | None:
+    """`scan_records` of data[begin:end], with an implied "[" before it and "]" after it as asked
+    (see `_scan`); byte positions are those of `data`."""
     keys = tuple(fields)
     filter_key, id_key, wanted = -1, -1, _NO_WANTED
     if keep is not None:
@@ -284,13 +299,13 @@ def scan_records(
     key_bytes = [key.encode("ascii") for key in keys]
     key_offsets = np.cumsum([0] + [len(k) for k in key_bytes]).astype(np.int64)
     key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
-    cap_records = _count_byte(buffer, ord("{")) + 1
-    cap_groups = _count_byte(buffer, ord("[")) + 1 if layout == RESULTS else 1
+    cap_records = _count_byte(buffer[begin:end], ord("{")) + 1
+    cap_groups = _count_byte(buffer[begin:end], ord("[")) + 1 if layout == RESULTS else 1
     slow_cap = 1024
     while True:
         out = _scan(
-            buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups, slow_cap, filter_key, id_key,
-            *wanted,
+            buffer, begin, end, open_implied, close_implied, layout, key_buffer, key_offsets, slot_offsets,
+            cap_records, cap_groups, slow_cap, filter_key, id_key, *wanted,
         )  # fmt: skip
         status, n_records, n_groups, meta_start, meta_end, non_ascii, n_slow = out[0]
         if status != 0:
@@ -352,27 +367,22 @@ def scan_table_in_halves(
     scanner releases the GIL), each half cut at a record boundary and merged in order.
 
     The cut is after a `}` followed by `,` and `{` near the middle. Were that inside a string, the
-    first half (closed with `]`) would end inside a string, and were it inside a nested value, its
-    brackets would not balance: either way that half is not a table, and the whole document is
-    scanned in one pass instead, which then decides. So the halves never change the result."""
+    first half (read as if closed with `]`) would end inside a string, and were it inside a nested
+    value, its brackets would not balance: either way that half is not a table, and the whole
+    document is scanned in one pass instead, which then decides. So the halves never change the
+    result. The halves are read in place (no copy of the file)."""
     size = len(data)
     match = _RECORD_BOUNDARY.search(data, size // 2) if size >= min_bytes else None
     if match is None:
         return scan_records(data, TABLE, fields, keep)
-    view = memoryview(data)
     first_end = match.start() + 1  # just after the record's "}"
     second_start = match.end() - 1  # the next record's "{"
-    first_bytes = b"".join((view[:first_end], b"]"))
-    second_bytes = b"".join((b"[", view[second_start:]))
-    del view
     with ThreadPoolExecutor(max_workers=1) as pool:
-        second_future = pool.submit(scan_records, second_bytes, TABLE, fields, keep)
-        first = scan_records(first_bytes, TABLE, fields, keep)
+        second_future = pool.submit(_scan_part, data, second_start, size, True, False, TABLE, fields, keep)
+        first = _scan_part(data, 0, first_end, False, True, TABLE, fields, keep)
         second = second_future.result()
     if first is None or second is None or len(first.group_size) or len(second.group_size):
         return scan_records(data, TABLE, fields, keep)
-    shift = second_start - 1  # byte p of the second half is byte p + shift of `data`
-    found = second.string_end > 0  # the scanner leaves (0, 0) where it saw no string: keep that
 
     def merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.concatenate((a, b))
@@ -387,8 +397,8 @@ def scan_table_in_halves(
         number_flags=merged(first.number_flags, second.number_flags),
         element_count=merged(first.element_count, second.element_count),
         element_kinds=merged(first.element_kinds, second.element_kinds),
-        string_start=merged(first.string_start, np.where(found, second.string_start + shift, 0)),
-        string_end=merged(first.string_end, np.where(found, second.string_end + shift, 0)),
+        string_start=merged(first.string_start, second.string_start),
+        string_end=merged(first.string_end, second.string_end),
         string_flags=merged(first.string_flags, second.string_flags),
         record_group=merged(first.record_group, second.record_group),
         group_key_start=first.group_key_start,
@@ -1019,15 +1029,19 @@ def _check_record_rest(
 
 @numba.njit(cache=True, nogil=True)
 def _scan(
-    buffer, layout, key_buffer, key_offsets, slot_offsets, cap_records, cap_groups, slow_cap,
-    filter_key, id_key, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths,
+    buffer, begin, end_of_part, open_implied, close_implied, layout, key_buffer, key_offsets, slot_offsets,
+    cap_records, cap_groups, slow_cap, filter_key, id_key, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths,
 ):  # pragma: no cover - compiled  # fmt: skip
     """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood.
 
     With `filter_key` >= 0 (TABLE layout), a record whose `filter_key` field is a plain string not
     in the wanted table (`_wanted_table`) is skipped from there on: its numbers are checked but not
-    converted, and at its end it gives up its row, folded into the skipped-records summary."""
-    n = buffer.shape[0]
+    converted, and at its end it gives up its row, folded into the skipped-records summary.
+
+    Only buffer[begin:end_of_part] is read (positions stay those of `buffer`): with `open_implied`
+    as if a "[" came before it, with `close_implied` as if a "]" came after it (TABLE layout: the
+    parts of a table cut at record boundaries, `scan_table_in_halves`)."""
+    n = end_of_part
     n_keys = key_offsets.shape[0] - 1
     skipped_hash = np.empty(cap_records if filter_key >= 0 else 0, np.uint64)
     skipped_kinds = np.zeros(n_keys, np.uint16)
@@ -1079,10 +1093,17 @@ def _scan(
     meta_open = False
     status = 0
     non_ascii = 0
-    i = 0
+    i = begin
+    if open_implied:
+        stack[0] = _ARR
+        depth = 1
+        state = _EXPECT_VALUE_OR_CLOSE
     while True:
         i = _skip_ws(buffer, i, n)
         if i >= n:
+            if close_implied and depth == 1 and stack[0] == _ARR and state in (_EXPECT_COMMA_OR_CLOSE, _EXPECT_VALUE_OR_CLOSE):
+                depth = 0
+                state = _DONE
             if state != _DONE:
                 status = 1
             break
