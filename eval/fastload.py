@@ -5,6 +5,15 @@ Each function gives exactly what the reference path in `data` gives, or None whe
 not plainly well-formed (a missing or mistyped field, a dangling or duplicate token, ...); the
 caller then runs the reference path, which raises the same clear error as before. So no check here
 needs its own error message, and the two paths can be compared on any input.
+
+sample_annotation, sample_data and ego_pose are first scanned for the split's records only (a
+split is often a small part of the log): the other records are checked but not kept
+(`jsonscan.RecordFilter`). Such a scan is only used when everything it needs is among the kept
+records and every record, skipped or not, passes the same checks as in a scan of the whole table
+(a skipped record with a mistyped field, a token equal to another, ...); otherwise the whole table
+is scanned again without the filter, which then decides as before (a track that crosses the split
+stays fast, a malformed record goes on to the reference path). A skipped record therefore never
+makes the fast path accept a table it used to leave to the reference path.
 """
 
 from __future__ import annotations

@@ -22,6 +22,12 @@ understand (invalid JSON, another layout, duplicate keys, escapes in a wanted st
 text, NaN/Infinity literals, nesting deeper than `MAX_DEPTH`) gives `None`, and the caller then uses
 `json` and its own checks, which name the problem. So valid files are fast and invalid ones get the
 same errors as before.
+
+A `RecordFilter` (TABLE layout) skips the records of samples outside a split: they take no row
+and their numbers are not converted, but they are checked as strictly as kept ones (the document
+must still be JSON the scanner fully understands), and their shape (the kinds, lengths and string
+flags of the wanted fields) is kept in one summary that the column checks (`strings`, `floats`, ...)
+include; the hash of each one's id lets the caller check that ids stay distinct.
 """
 
 from __future__ import annotations
