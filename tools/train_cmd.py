@@ -39,8 +39,10 @@ class LogFrames(Sequence[SyncedFrame]):
     """The keyframes of a log as a sequence, read on access with the reader options a config asks for.
 
     `keep_in_memory`: keep every frame once read (training reads each frame once an epoch; a
-    frame of the CPU preset is about 4 MB: 5 sweeps of points, six 1/8-scale images, the map
-    patch). Frames are immutable values, so sharing them between epochs is safe.
+    frame of the CPU preset is about 3 MB: 5 sweeps of points and six 1/8-scale images; the
+    location's map raster is one object shared by all frames). Frames are immutable values, so
+    sharing them between epochs is safe. Loader processes (`train(workers=...)`) each keep
+    their own copies.
     """
 
     def __init__(self, log, config: FusionConfig, load_boxes: bool = True, keep_in_memory: bool = False) -> None:
@@ -139,7 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
     parser.add_argument("--cache-frames", action="store_true",
-                        help="keep every frame in memory once read (about 4 MB a frame with the CPU preset)")  # fmt: skip
+                        help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")  # fmt: skip
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU only)")
     parser.add_argument("--export", default=None, help="also write small float16 weights here (+ .json config)")
