@@ -37,6 +37,7 @@ from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig
 from avfusion.fusion.losses import total_loss
 from avfusion.fusion.model import BEVFusion
+from avfusion.fusion.warmstart import warm_start
 from avfusion.sensors.types import SyncedFrame
 
 
@@ -135,6 +136,7 @@ def train(
     checkpoint_every: int = 50,
     progress: bool = True,
     workers: int = 0,
+    init_from: Sequence[str | os.PathLike[str]] = (),
 ) -> TrainResult:
     """Train `BEVFusion.from_config(config)` on `frames` (with ground truth) into `out_dir`.
 
@@ -144,6 +146,8 @@ def train(
             epochs, so a stopped run resumes where it was).
         workers: loader processes reading and collating the next batches while the model trains
             (0 = in this process).
+        init_from: checkpoints to warm-start from (`fusion.warmstart`: the first gives the trunk);
+            ignored when resuming from a checkpoint, which already holds the warm-started weights.
     """
     rank, world = _distributed()
     out = Path(out_dir)
@@ -171,6 +175,11 @@ def train(
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         step = int(payload["step"])
+    elif init_from:
+        started_from = warm_start(model, config, init_from)
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / "warm_start.json", started_from.to_dict())
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", config.to_dict())

@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
+        init_from=args.init_from or (),
     )  # fmt: skip
     print(f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}")
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
@@ -142,6 +143,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
     parser.add_argument("--cache-frames", action="store_true",
                         help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")  # fmt: skip
+    parser.add_argument("--init-from", action="append", default=None, metavar="CKPT",
+                        help="warm-start from a checkpoint (repeatable): the first gives its branches, fuser, "
+                        "backbone and head; later ones only the branches still missing, e.g. a lidar,map model "
+                        "then a camera,map model; the fuser inputs of branches the first lacks start at zero")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU only)")
     parser.add_argument("--export", default=None, help="also write small float16 weights here (+ .json config)")

@@ -1,0 +1,115 @@
+"""Warm start: a model's branches and trunk initialised from models trained on fewer modalities.
+
+The staged recipe BEVFusion popularised: train a lidar model and a camera model alone, then train
+the fused model starting from their weights. Here a fused `BEVFusion` takes
+
+- from the **first** checkpoint (the *trunk* source): its branches, the fuser's input weights of
+  those branches, and the whole fuser output (batch norm), BEV backbone and head;
+- from each **later** checkpoint: only the branches that no earlier source supplied.
+
+The fuser's input channels of a branch no source supplied (the cameras, when the trunk is a
+lidar(+map) model) start at zero. The warm-started model therefore computes exactly what the trunk
+model computed, and the new branch earns its way in through training instead of adding noise to a
+trained trunk on the first step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from avfusion.calibration.errors import InputError
+from avfusion.fusion.checkpoint import load_checkpoint
+from avfusion.fusion.config import FusionConfig
+from avfusion.fusion.model import BEVFusion
+
+BRANCHES: tuple[str, ...] = ("lidar", "camera", "map")
+# Components whose config must agree between the trunk source and the model for the trunk to mean
+# the same thing (same cells, same heads).
+_TRUNK_COMPONENTS: tuple[str, ...] = ("grid", "fuser", "backbone", "head")
+
+
+@dataclass(frozen=True, slots=True)
+class WarmStart:
+    """What a warm start copied: `branch_sources[b]` is the checkpoint each branch came from
+    (absent: trained from scratch), `trunk_source` the one of the fuser, backbone and head."""
+
+    trunk_source: str
+    branch_sources: dict[str, str]
+    zeroed_fuser_inputs: tuple[str, ...]
+
+    def to_dict(self) -> dict:
+        return {"trunk": self.trunk_source, "branches": dict(self.branch_sources), "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs)}
+
+
+def fuser_input_slices(model: BEVFusion) -> dict[str, slice]:
+    """The fuser's input channel range of each branch the model has (features, then its indicator
+    channel), in the fuser's concatenation order."""
+    fuser = model.fuser
+    slices, start = {}, 0
+    for name, channels in (("lidar", fuser.lidar_channels), ("camera", fuser.camera_channels), ("map", fuser.map_channels)):
+        if channels:
+            slices[name] = slice(start, start + channels + 1)
+            start += channels + 1
+    return slices
+
+
+def _has(config: FusionConfig, branch: str) -> bool:
+    return bool(getattr(config.train, f"use_{branch}"))
+
+
+def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | os.PathLike[str]]) -> WarmStart:
+    """Copy weights into `model` (built from `config`) from `sources`, in place; see the module
+    docstring for which weights come from where. Raises `InputError` naming the checkpoint and the
+    component when a source was built with a different config for what it supplies."""
+    if not sources:
+        raise ValueError("warm_start needs at least one source checkpoint")
+    target = model.state_dict()
+    loaded = [(str(path), *load_checkpoint(path)) for path in sources]
+    trunk_path, trunk_config, trunk_payload = loaded[0]
+    for component in _TRUNK_COMPONENTS:
+        if getattr(trunk_config, component) != getattr(config, component):
+            raise InputError(f"warm start: {trunk_path} has a different {component} config than the model being trained")
+
+    branch_sources: dict[str, str] = {}
+    new_state = dict(target)
+    for path, source_config, payload in loaded:
+        state = payload["model"]
+        for branch in BRANCHES:
+            if branch in branch_sources or not (_has(config, branch) and _has(source_config, branch)):
+                continue
+            if getattr(source_config, branch) != getattr(config, branch):
+                raise InputError(f"warm start: {path} has a different {branch} config than the model being trained")
+            names = [name for name in target if name.startswith(branch + ".")]
+            for name in names:
+                if name not in state or state[name].shape != target[name].shape:
+                    raise InputError(f"warm start: {path} lacks {name} of shape {tuple(target[name].shape)}")
+                new_state[name] = state[name].to(target[name].dtype)
+            branch_sources[branch] = path
+
+    trunk_state = trunk_payload["model"]
+    trunk_prefixes = ("fuser.", "backbone.", "head.")
+    fuser_weight = "fuser.layers.0.weight"
+    for name in target:
+        if name.startswith(trunk_prefixes) and name != fuser_weight:
+            if name not in trunk_state or trunk_state[name].shape != target[name].shape:
+                raise InputError(f"warm start: {trunk_path} lacks {name} of shape {tuple(target[name].shape)}")
+            new_state[name] = trunk_state[name].to(target[name].dtype)
+
+    # The fuser's 3x3 conv, (out, in, 3, 3): the trunk's input channels go to where the same
+    # branch sits in this model; a branch the trunk did not have starts at zero.
+    trunk_model = BEVFusion.from_config(trunk_config)
+    trunk_slices = fuser_input_slices(trunk_model)
+    weight = torch.zeros_like(target[fuser_weight])
+    zeroed = []
+    for branch, where in fuser_input_slices(model).items():
+        if branch in trunk_slices:
+            weight[:, where] = trunk_state[fuser_weight][:, trunk_slices[branch]].to(weight.dtype)
+        else:
+            zeroed.append(branch)
+    new_state[fuser_weight] = weight
+    model.load_state_dict(new_state)
+    return WarmStart(trunk_path, branch_sources, tuple(zeroed))
