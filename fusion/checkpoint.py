@@ -22,14 +22,7 @@ FORMAT = "avfusion-bevfusion-1"
 
 # The shipped default weights (float16, the CPU preset's network) and their resolved config
 # (`default.json` beside them). They were trained on a synthetic log whose seed no evaluation log
-# uses, and are reproduced by:
-#
-#   avfusion dataset make-synthetic --out data/train_seed1000 --scenes 6 --seconds 12 --seed 1000
-#   OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 avfusion train --dataroot data/train_seed1000 --split all \
-#       --out runs/fused --preset cpu --modalities lidar,camera,map --epochs 6 --batch-size 4 --seed 0 \
-#       --checkpoint-every 12 --export fusion/weights/default.pt
-#
-# (single-threaded runs are bit-for-bit repeatable; the final losses are in README.md.)
+# uses; README.md ("Default weights") has the exact commands that reproduce them.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 

@@ -13,7 +13,10 @@ detection metric (`avfusion.eval`), each row of:
                               of the localisation pose
 
 Models come from `--fused/--lidar-only/--camera-only` checkpoints, or are trained here into
-`--out` with the same recipe (`--epochs`, `--max-steps`). Every frame is read once and every row
+`--out` with the same recipe (`--epochs`, `--max-steps`). With `--staged`, training here is in two
+stages, as BEVFusion trains: first a lidar(+map) and a camera(+map) model; then each of the three
+models is trained again with the same schedule from a warm start (`fusion.warmstart`): the fused
+one from both stage-one models, each single-modality one from its own. Every frame is read once and every row
 run on it; the per-frame network time of each model is timed in the same run (fused = ours,
 the single-modality models as peers). `--json` writes the table and the timings.
 
@@ -54,7 +57,7 @@ def noisy_gnss(frame, rng: np.random.Generator):
     return dataclasses.replace(frame, gnss=noisy)
 
 
-def _train_variant(args, name: str, modalities: str) -> Path:
+def _train_variant(args, name: str, modalities: str, init_from: tuple[Path, ...] = ()) -> Path:
     from avfusion.fusion.train import train
     from avfusion.tools.train_cmd import open_frames, resolve_config
 
@@ -62,7 +65,7 @@ def _train_variant(args, name: str, modalities: str) -> Path:
                                    seed=args.seed, modalities=modalities)  # fmt: skip
     config = resolve_config(namespace)
     frames = open_frames(args.dataroot, args.version, args.train_split, None, config, keep_in_memory=True)
-    result = train(config, frames, Path(args.out) / name, resume=True, max_steps=args.max_steps)
+    result = train(config, frames, Path(args.out) / name, resume=True, max_steps=args.max_steps, init_from=init_from)
     return result.weights_path
 
 
@@ -90,9 +93,14 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoints = {"fused": args.fused, "lidar_only": args.lidar_only, "camera_only": args.camera_only}
     modalities = {"fused": "lidar,camera,map", "lidar_only": "lidar,map", "camera_only": "camera,map"}
+    init_from: dict[str, tuple[Path, ...]] = {name: () for name in checkpoints}
+    if args.staged and not args.no_train and None in checkpoints.values():
+        lidar = _train_variant(args, "lidar_only_stage1", modalities["lidar_only"])
+        camera = _train_variant(args, "camera_only_stage1", modalities["camera_only"])
+        init_from = {"fused": (lidar, camera), "lidar_only": (lidar,), "camera_only": (camera,)}
     for name, path in checkpoints.items():
         if path is None and not args.no_train:
-            checkpoints[name] = _train_variant(args, name, modalities[name])
+            checkpoints[name] = _train_variant(args, name, modalities[name], init_from[name])
     checkpoints = {name: path for name, path in checkpoints.items() if path is not None}
     if "fused" not in checkpoints:
         raise InputError("bench ablation needs the fused model: pass --fused CHECKPOINT or let it train")
@@ -186,6 +194,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch and Numba threads (0 = default)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--staged", action="store_true",
+                        help="train here in two stages: single-modality models, then all three from warm starts")
     parser.add_argument("--frames", type=int, default=None, help="score only the first N val samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
