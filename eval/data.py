@@ -33,7 +33,7 @@ import contextlib
 import gc
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -518,28 +518,78 @@ def load_predictions_reference(
 
 
 def _load_predictions(path: Path, ground_truth: GroundTruth, config: DetectionConfig, fast: bool) -> PredictionSet:
+    scanned = _predictions_fast(path, ground_truth.sample_tokens, config.max_boxes_per_sample) if fast else None
+    return _predictions_from(path, scanned, ground_truth, config)
+
+
+def _predictions_fast(
+    path: Path, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
+) -> tuple[EvalBoxSet, dict[str, Any]] | None:
+    """`fastload.results_columns_fast` of the file, or None (also when it cannot be read: the
+    reference path then names the problem)."""
     from avfusion.eval.fastload import results_columns_fast
     from avfusion.eval.jsonscan import read_file_mapped
 
     try:
-        data = read_file_mapped(path) if fast else path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: results file not found") from None
-    except OSError as error:
-        raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
+        data = read_file_mapped(path)
+    except (OSError, ValueError):
+        return None
+    return results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)
 
-    scanned = results_columns_fast(data, ground_truth.sample_tokens, config.max_boxes_per_sample) if fast else None
+
+def _predictions_from(
+    path: Path,
+    scanned: tuple[EvalBoxSet, dict[str, Any]] | None,
+    ground_truth: GroundTruth,
+    config: DetectionConfig,
+) -> PredictionSet:
+    """The prediction set of the fast path's answer `scanned`, else of the reference path."""
     if scanned is not None:
         columns, meta = scanned
         return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=meta)
     try:
-        payload = json.loads(bytes(data))
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: results file not found") from None
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
+    try:
+        payload = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FileFormatError(path, f"not valid JSON ({error})") from None
     columns = validate_results(
         payload, ground_truth.sample_tokens, max_boxes_per_sample=config.max_boxes_per_sample, source=str(path)
     )
     return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=payload["meta"])
+
+
+def load_ground_truth_and_predictions(
+    dataroot: str | os.PathLike[str],
+    version: str,
+    split: str,
+    results_path: str | os.PathLike[str],
+    config: DetectionConfig,
+) -> tuple[GroundTruth, PredictionSet]:
+    """`load_ground_truth` and then `load_predictions`: the same values and the same errors, the
+    ground truth's first, with the results file scanned while the tables are.
+
+    The results file needs only the split's sample tokens, known before any big table is read, and
+    the scanner releases the GIL: its scan is queued after the tables' scans on a shared pool, so
+    that it runs on the core that the ground truth's joins (one thread) leave idle."""
+    from avfusion.eval.fastload import scan_pool, start_ground_truth
+
+    path = Path(results_path)
+    with gc_paused(), scan_pool() as pool:
+        samples = _split_samples(dataroot, version, split)
+        finish_ground_truth = start_ground_truth(dataroot, version, split, samples, pool)
+        scanned = pool.submit(_predictions_fast, path, tuple(samples.split_tokens), config.max_boxes_per_sample)
+        try:
+            fast = finish_ground_truth()
+            ground_truth = fast if fast is not None else _load_ground_truth(dataroot, version, split, samples)
+        except BaseException:
+            scanned.cancel()
+            raise
+        return ground_truth, _predictions_from(path, scanned.result(), ground_truth, config)
 
 
 def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:

@@ -30,7 +30,7 @@ from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.algo import TP_METRICS, MetricData, accumulate_all, calc_ap, calc_tp
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig, default_config
-from avfusion.eval.data import BikeRacks, GroundTruth, PredictionSet, load_ground_truth, load_predictions
+from avfusion.eval.data import BikeRacks, GroundTruth, PredictionSet, load_ground_truth_and_predictions
 
 CYCLE_LABELS = (CLASS_INDEX["bicycle"], CLASS_INDEX["motorcycle"])
 # Errors the metric does not define for a class (NaN): cones have no heading, attribute or motion
@@ -293,6 +293,5 @@ def evaluate_results_file(
 ) -> FileEvaluation:
     """Load the ground truth of `split` and the results file, check it, and evaluate it."""
     config = default_config() if config is None else config
-    ground_truth = load_ground_truth(dataroot, version, split)
-    predictions = load_predictions(results_path, ground_truth, config)
+    ground_truth, predictions = load_ground_truth_and_predictions(dataroot, version, split, results_path, config)
     return FileEvaluation(ground_truth, predictions, evaluate(ground_truth, predictions.boxes, config))

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,13 @@ RESULT_FIELDS = {
 assert set(REQUIRED_FIELDS) <= set(RESULT_FIELDS)
 
 
+def _read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
+    try:
+        return jsonscan.read_file_mapped(Path(dataroot) / version / f"{name}.json")
+    except (OSError, ValueError):
+        return None
+
+
 def _scan_table(
     dataroot: str | os.PathLike[str],
     version: str,
@@ -64,12 +71,19 @@ def _scan_table(
     fields: Mapping[str, int],
     keep: RecordFilter | None = None,
 ) -> jsonscan.ScannedRecords | None:
-    path = Path(dataroot) / version / f"{name}.json"
-    try:
-        data = jsonscan.read_file_mapped(path)
-    except (OSError, ValueError):
-        return None
-    return jsonscan.scan_table_in_halves(data, fields, keep)
+    """The table scanned in one pass, in the calling thread."""
+    data = _read_table(dataroot, version, name)
+    return None if data is None else jsonscan.scan_records(data, jsonscan.TABLE, fields, keep)
+
+
+def scan_pool() -> ThreadPoolExecutor:
+    """The thread pool the loading scans share: one worker per core (`jsonscan.scan_workers`)."""
+    return ThreadPoolExecutor(max_workers=jsonscan.scan_workers(), thread_name_prefix="avfusion-scan")
+
+
+# Pieces of sample_annotation per worker: small pieces even out the workers' loads (another
+# table's scan may hold one of them for a while).
+_PIECES_PER_WORKER = 4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -79,57 +93,79 @@ def _scan_table(
 def ground_truth_fast(
     dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
 ) -> GroundTruth | None:
+    """`data._load_ground_truth`'s answer, or None (see the module docstring)."""
+    with scan_pool() as pool:
+        return start_ground_truth(dataroot, version, split, samples, pool)()
+
+
+def start_ground_truth(
+    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples, pool: Executor
+) -> Callable[[], GroundTruth | None]:
+    """Start the scans of `ground_truth_fast` on `pool` and return the call that waits for them and
+    gives its answer. Tasks submitted to `pool` after this one run once these scans are under way:
+    the joins at the end need the scans, while the other work fills a core the joins leave idle."""
     all_tokens = list(samples.timestamp_of_sample)
     # Tokens are compared as zero-padded bytes: a NUL inside one could make two of them equal.
     if not all(type(t) is str for t in all_tokens) or "\x00" in "".join(all_tokens):
-        return None
+        return lambda: None
     split_index = StringIndex(encode_strings(samples.split_tokens))
     sample_matrix = encode_strings(all_tokens)
     sample_index = StringIndex(sample_matrix)
     if not (split_index.unique and sample_index.unique):
-        return None
+        return lambda: None
     # The lidar poses (sample_data + ego_pose) and the annotations are independent: the scanner
-    # releases the GIL, so the two scans share the cores.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, samples.split_tokens)
-        try:
-            annotations = _ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples)
-        except InputError:
+    # releases the GIL, so the scans share the cores.
+    poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, samples.split_tokens)
+    try:
+        annotations = _start_ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples, pool)
+        error = None
+    except InputError as raised:
+        annotations, error = None, raised
+
+    def finish() -> GroundTruth | None:
+        if error is not None:
             # Errors surface in the sequential order: the poses' first, then the annotations'.
             if poses.result() is None:
                 return None
-            raise
+            raise error
+        assert annotations is not None
+        boxes_and_racks = annotations()
         ego_translation = poses.result()
-    if ego_translation is None or annotations is None:
-        return None
-    boxes, bike_racks = annotations
-    return GroundTruth(
-        dataroot=str(dataroot),
-        version=version,
-        split=split,
-        predefined_split=samples.predefined,
-        boxes=boxes,
-        ego_translation=ego_translation,
-        bike_racks=bike_racks,
-    )
+        if ego_translation is None or boxes_and_racks is None:
+            return None
+        boxes, bike_racks = boxes_and_racks
+        return GroundTruth(
+            dataroot=str(dataroot),
+            version=version,
+            split=split,
+            predefined_split=samples.predefined,
+            boxes=boxes,
+            ego_translation=ego_translation,
+            bike_racks=bike_racks,
+        )
+
+    return finish
 
 
-def _ground_truth_annotations(
+def _start_ground_truth_annotations(
     dataroot: str | os.PathLike[str],
     version: str,
     split_index: StringIndex,
     sample_index: StringIndex,
     sample_matrix: np.ndarray,
     samples: SplitSamples,
-) -> tuple[EvalBoxSet, BikeRacks] | None:
+    pool: Executor,
+) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
     all_tokens = list(samples.timestamp_of_sample)
     try:
         timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
     except (TypeError, ValueError):
-        return None
+        return lambda: None
     if timestamps_s.shape != (len(all_tokens),):
-        return None
-    return _annotations(dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens)
+        return lambda: None
+    return _start_annotations(
+        dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens, pool
+    )
 
 
 def _lidar_ego_translations(
@@ -213,7 +249,7 @@ def _pose_translations(
     return pose_translation[rows]
 
 
-def _annotations(
+def _start_annotations(
     dataroot: str | os.PathLike[str],
     version: str,
     split_index: StringIndex,
@@ -221,8 +257,11 @@ def _annotations(
     sample_index_matrix: np.ndarray,
     timestamps_s: np.ndarray,
     split_tokens: list[str],
-) -> tuple[EvalBoxSet, BikeRacks] | None:
-    """As `data._annotations`, or None."""
+    pool: Executor,
+) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
+    """Read the small tables, start the sample_annotation scan on `pool`; the call returned waits
+    for it and gives what `data._annotations` gives, or None. Raises `InputError` as the reference
+    path's reading of the small tables does."""
     categories = read_table(dataroot, version, "category")
     attributes = read_table(dataroot, version, "attribute")
     try:
@@ -231,26 +270,26 @@ def _annotations(
         attribute_tokens = [a["token"] for a in attributes]
         attribute_names = [a["name"] for a in attributes]
     except (KeyError, TypeError):
-        return None
+        return lambda: None
     if not all(type(t) is str and "\x00" not in t for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
-        return None
+        return lambda: None
     category_index = StringIndex(encode_strings(category_tokens))
     attribute_index = StringIndex(encode_strings(attribute_tokens))
     if not (category_index.unique and attribute_index.unique):
-        return None
+        return lambda: None
     class_of_category = np.array([CLASS_INDEX.get(CATEGORY_TO_CLASS.get(name, ""), -1) for name in category_names], np.int64)
     rack_category = np.array([name == BIKE_RACK_CATEGORY for name in category_names], bool)
     attribute_of_token = np.array([ATTRIBUTE_INDEX.get(name, -2) for name in attribute_names], np.int64)
 
     instances = _scan_table(dataroot, version, "instance", {"token": 0, "category_token": 0})
     if instances is None:
-        return None
+        return lambda: None
     instance_token, instance_category = instances.strings("token"), instances.strings("category_token")
     if instance_token is None or instance_category is None:
-        return None
+        return lambda: None
     instance_index = StringIndex(instance_token)
     if not instance_index.unique:
-        return None
+        return lambda: None
     labels = _Labels(
         instance_index=instance_index,
         instance_category=instance_category,
@@ -260,15 +299,24 @@ def _annotations(
         attribute_index=attribute_index,
         attribute_of_token=attribute_of_token,
     )
+    data = _read_table(dataroot, version, "sample_annotation")
+    if data is None:
+        return lambda: None
+    parts = jsonscan.scan_workers() * _PIECES_PER_WORKER
     # The split's records first (see `_lidar_ego_translations`), else the whole table.
-    for keep in (RecordFilter("sample_token", split_tokens, id_key="token"), None):
-        records = _scan_table(dataroot, version, "sample_annotation", ANNOTATION_FIELDS, keep)
-        if records is None:
-            continue
-        boxes = _annotation_boxes(records, labels, split_index, sample_index, sample_index_matrix, timestamps_s, split_tokens)
-        if boxes is not None:
-            return boxes
-    return None
+    filtered = jsonscan.start_table_scan(data, ANNOTATION_FIELDS, RecordFilter("sample_token", split_tokens, id_key="token"), pool, parts)
+
+    def finish() -> tuple[EvalBoxSet, BikeRacks] | None:
+        for scan in (filtered.result, lambda: jsonscan.start_table_scan(data, ANNOTATION_FIELDS, None, pool, parts).result()):
+            records = scan()
+            if records is None:
+                continue
+            boxes = _annotation_boxes(records, labels, split_index, sample_index, sample_index_matrix, timestamps_s, split_tokens)
+            if boxes is not None:
+                return boxes
+        return None
+
+    return finish
 
 
 @dataclass(frozen=True, slots=True)

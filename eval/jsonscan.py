@@ -36,7 +36,7 @@ import math
 import mmap
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -366,58 +366,132 @@ def _wanted(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 _NO_WANTED = (np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros((0, 1), np.uint8), np.zeros(0, np.int64))
 
 
-def scan_table_in_halves(
-    data: bytes, fields: Mapping[str, int], keep: RecordFilter | None = None, min_bytes: int = 32 << 20
-) -> ScannedRecords | None:
-    """`scan_records(data, TABLE, fields, keep)`, with a big table scanned as two halves at once (the
-    scanner releases the GIL), each half cut at a record boundary and merged in order.
+def scan_workers() -> int:
+    """Threads worth giving to the scans: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
-    The cut is after a `}` followed by `,` and `{` near the middle. Were that inside a string, the
-    first half (read as if closed with `]`) would end inside a string, and were it inside a nested
-    value, its brackets would not balance: either way that half is not a table, and the whole
-    document is scanned in one pass instead, which then decides. So the halves never change the
-    result. The halves are read in place (no copy of the file)."""
+
+def table_parts(data: bytes, parts: int, min_part_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges [begin, end) of up to `parts` consecutive pieces of a TABLE document, each at
+    least about `min_part_bytes` long, cut near equal shares: a piece ends just after a record's
+    `}` that a `,` and the next record's `{` follow (only whitespace between), and the next one
+    begins at that `{`. One range, the whole document, when it is too small or no cut is found."""
     size = len(data)
-    match = _RECORD_BOUNDARY.search(data, size // 2) if size >= min_bytes else None
-    if match is None:
-        return scan_records(data, TABLE, fields, keep)
-    first_end = match.start() + 1  # just after the record's "}"
-    second_start = match.end() - 1  # the next record's "{"
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        second_future = pool.submit(_scan_part, data, second_start, size, True, False, TABLE, fields, keep)
-        first = _scan_part(data, 0, first_end, False, True, TABLE, fields, keep)
-        second = second_future.result()
-    if first is None or second is None or len(first.group_size) or len(second.group_size):
-        return scan_records(data, TABLE, fields, keep)
+    count = max(1, min(parts, size // max(1, min_part_bytes)))
+    ranges = []
+    begin = 0
+    for j in range(1, count):
+        match = _RECORD_BOUNDARY.search(data, max(size * j // count, begin))
+        if match is None:
+            break
+        ranges.append((begin, match.start() + 1))
+        begin = match.end() - 1
+    ranges.append((begin, size))
+    return ranges
 
-    def merged(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.concatenate((a, b))
 
+class PendingScan:
+    """A TABLE scan running as pieces on a thread pool (`start_table_scan`); `result()` waits and
+    gives what `scan_records(data, TABLE, fields, keep)` would."""
+
+    def __init__(
+        self,
+        data: bytes,
+        fields: Mapping[str, int],
+        keep: RecordFilter | None,
+        ranges: list[tuple[int, int]],
+        pool: Executor,
+    ) -> None:
+        self._data, self._fields, self._keep = data, fields, keep
+        last = len(ranges) - 1
+        self._futures = [
+            pool.submit(_scan_part, data, begin, end, j > 0, j < last, TABLE, fields, keep)
+            for j, (begin, end) in enumerate(ranges)
+        ]
+
+    def result(self) -> ScannedRecords | None:
+        parts = [future.result() for future in self._futures]
+        if len(parts) == 1:
+            return parts[0]
+        if any(part is None or len(part.group_size) for part in parts):
+            return scan_records(self._data, TABLE, self._fields, self._keep)  # one pass decides
+        return _merged(self._data, parts)
+
+
+def start_table_scan(
+    data: bytes,
+    fields: Mapping[str, int],
+    keep: RecordFilter | None,
+    pool: Executor,
+    parts: int,
+    min_part_bytes: int = 8 << 20,
+) -> PendingScan:
+    """Start `scan_records(data, TABLE, fields, keep)` on `pool` as up to `parts` pieces scanned at
+    once (the scanner releases the GIL), each cut at a record boundary (`table_parts`) and merged in
+    document order.
+
+    Were a cut inside a string or a nested value, the piece before it (read as if closed with `]`)
+    would not end after a complete record of the top-level array, and so would not be a table: the
+    pieces are checked in order, each from the state the previous one ended in (inside the array,
+    after a record, then the `,` between them), so a piece that does not fit makes the whole
+    document scanned again in one pass, which then decides. The pieces never change the result.
+    They are read in place (no copy of the file). A task on `pool` must not wait for this scan
+    (the pool's workers could all be waiting then)."""
+    return PendingScan(data, fields, keep, table_parts(data, parts, min_part_bytes), pool)
+
+
+def scan_table_in_parts(
+    data: bytes,
+    fields: Mapping[str, int],
+    keep: RecordFilter | None = None,
+    parts: int | None = None,
+    min_part_bytes: int = 8 << 20,
+) -> ScannedRecords | None:
+    """`start_table_scan` on a pool of its own (`scan_workers()` threads, and as many pieces unless
+    `parts` says otherwise), waited for."""
+    workers = scan_workers()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return start_table_scan(data, fields, keep, pool, parts or workers, min_part_bytes).result()
+
+
+def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
+    """The scans of consecutive pieces of one TABLE document as one (the pieces' order)."""
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    def skipped(name: str) -> np.ndarray:
+        return np.stack([getattr(part.skipped, name) for part in parts])
+
+    first = parts[0]
     return ScannedRecords(
         data=data,
         keys=first.keys,
         slot_offsets=first.slot_offsets,
-        kind=merged(first.kind, second.kind),
-        values=merged(first.values, second.values),
-        int_values=merged(first.int_values, second.int_values),
-        number_flags=merged(first.number_flags, second.number_flags),
-        element_count=merged(first.element_count, second.element_count),
-        element_kinds=merged(first.element_kinds, second.element_kinds),
-        string_start=merged(first.string_start, second.string_start),
-        string_end=merged(first.string_end, second.string_end),
-        string_flags=merged(first.string_flags, second.string_flags),
-        record_group=merged(first.record_group, second.record_group),
+        kind=joined("kind"),
+        values=joined("values"),
+        int_values=joined("int_values"),
+        number_flags=joined("number_flags"),
+        element_count=joined("element_count"),
+        element_kinds=joined("element_kinds"),
+        string_start=joined("string_start"),
+        string_end=joined("string_end"),
+        string_flags=joined("string_flags"),
+        record_group=joined("record_group"),
         group_key_start=first.group_key_start,
         group_key_end=first.group_key_end,
         group_size=first.group_size,
         meta_range=(-1, -1),
         skipped=SkippedRecords(
-            id_hash=merged(first.skipped.id_hash, second.skipped.id_hash),
-            kinds=first.skipped.kinds | second.skipped.kinds,
-            element_kinds=first.skipped.element_kinds | second.skipped.element_kinds,
-            element_count_min=np.minimum(first.skipped.element_count_min, second.skipped.element_count_min),
-            element_count_max=np.maximum(first.skipped.element_count_max, second.skipped.element_count_max),
-            string_flags=first.skipped.string_flags | second.skipped.string_flags,
+            id_hash=np.concatenate([part.skipped.id_hash for part in parts]),
+            kinds=np.bitwise_or.reduce(skipped("kinds"), axis=0),
+            element_kinds=np.bitwise_or.reduce(skipped("element_kinds"), axis=0),
+            element_count_min=skipped("element_count_min").min(axis=0),
+            element_count_max=skipped("element_count_max").max(axis=0),
+            string_flags=np.bitwise_or.reduce(skipped("string_flags"), axis=0),
         ),
     )
 
@@ -1046,7 +1120,7 @@ def _scan(
 
     Only buffer[begin:end_of_part] is read (positions stay those of `buffer`): with `open_implied`
     as if a "[" came before it, with `close_implied` as if a "]" came after it (TABLE layout: the
-    parts of a table cut at record boundaries, `scan_table_in_halves`)."""
+    parts of a table cut at record boundaries, `start_table_scan`)."""
     n = end_of_part
     n_keys = key_offsets.shape[0] - 1
     skipped_hash = np.empty(cap_records if filter_key >= 0 else 0, np.uint64)

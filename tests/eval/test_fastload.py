@@ -283,7 +283,8 @@ def _table_bytes(records: list[dict]) -> bytes:
     return json.dumps(records, indent=0).encode()
 
 
-def test_halves_scan_equals_one_pass() -> None:
+@pytest.mark.parametrize("parts", [2, 3, 7, 64])
+def test_a_scan_in_parts_equals_one_pass(parts: int) -> None:
     rng = np.random.default_rng(7)
     records = []
     for i in range(200):
@@ -294,13 +295,23 @@ def test_halves_scan_equals_one_pass() -> None:
             record["nested"] = [{"a": 1}, {"b": [2, 3]}]
         records.append(record)
     data = _table_bytes(records)
-    halves = jsonscan.scan_table_in_halves(data, HALF_FIELDS, min_bytes=1)
+    ranges = jsonscan.table_parts(data, parts, min_part_bytes=1)
+    assert len(ranges) == parts and ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    assert all(data[end - 1 : end] == b"}" and data[begin : begin + 1] == b"{" for (_, end), (begin, _) in zip(ranges, ranges[1:]))
+    in_parts = jsonscan.scan_table_in_parts(data, HALF_FIELDS, parts=parts, min_part_bytes=1)
     one = jsonscan.scan_records(data, jsonscan.TABLE, HALF_FIELDS)
-    assert halves is not None and len(halves) == 200
-    _assert_same_scan(halves, one)
-    assert jsonscan.decode_strings(halves.strings("token")) == [r["token"] for r in records]
+    assert in_parts is not None and len(in_parts) == 200
+    _assert_same_scan(in_parts, one)
+    assert jsonscan.decode_strings(in_parts.strings("token")) == [r["token"] for r in records]
 
 
+def test_a_small_table_is_one_part() -> None:
+    data = _table_bytes([{"token": "a"}, {"token": "b"}])
+    assert jsonscan.table_parts(data, 4, min_part_bytes=len(data)) == [(0, len(data))]
+    assert jsonscan.table_parts(b"[]", 4, min_part_bytes=1) == [(0, 2)]  # no record boundary to cut at
+
+
+@pytest.mark.parametrize("parts", [2, 3])
 @pytest.mark.parametrize(
     "middle",
     [
@@ -308,16 +319,25 @@ def test_halves_scan_equals_one_pass() -> None:
         {"token": "z", "n": 2, "nested": [{"a": 1}, {"b": 2}] * 20},  # ... inside a nested value
     ],
 )
-def test_halves_cut_in_the_wrong_place_falls_back_to_one_pass(middle: dict) -> None:
+def test_a_cut_in_the_wrong_place_falls_back_to_one_pass(middle: dict, parts: int) -> None:
     records = [{"token": "a", "n": 0}, middle, {"token": "b", "n": 3}]
     data = json.dumps(records, separators=(",", ":")).encode()
-    # The search for a cut starts at the middle byte, inside the look-alike.
-    start = len(data) // 2
-    assert data.find(b"},{", start) < data.find(b'{"token":"b"')
-    halves = jsonscan.scan_table_in_halves(data, HALF_FIELDS, min_bytes=1)
-    assert halves is not None
-    _assert_same_scan(halves, jsonscan.scan_records(data, jsonscan.TABLE, HALF_FIELDS))
-    assert jsonscan.decode_strings(halves.strings("token")) == [r["token"] for r in records]
+    # The search for the (first) cut starts inside the look-alike.
+    start = len(data) // parts
+    assert data.find(b'{"token":"a"') < start <= data.find(b"},{", start) < data.find(b'{"token":"b"')
+    in_parts = jsonscan.scan_table_in_parts(data, HALF_FIELDS, parts=parts, min_part_bytes=1)
+    assert in_parts is not None
+    _assert_same_scan(in_parts, jsonscan.scan_records(data, jsonscan.TABLE, HALF_FIELDS))
+    assert jsonscan.decode_strings(in_parts.strings("token")) == [r["token"] for r in records]
+
+
+def test_a_part_that_is_not_json_refuses_the_document() -> None:
+    records = [{"token": f"t{i}", "n": i} for i in range(40)]
+    data = bytearray(_table_bytes(records))
+    ranges = jsonscan.table_parts(bytes(data), 4, min_part_bytes=1)
+    begin, end = ranges[2]
+    data[begin + 1 : begin + 1] = b"tru,"  # inside the third part: a broken literal
+    assert jsonscan.scan_table_in_parts(bytes(data), HALF_FIELDS, parts=4, min_part_bytes=1) is None
 
 
 def test_read_file_mapped_gives_the_file_bytes(tmp_path, monkeypatch) -> None:
@@ -459,23 +479,24 @@ def test_a_skipped_id_equal_to_another_id_is_seen() -> None:
         assert not _filtered(json.dumps(changed).encode(), ["s1"]).ids_distinct("token")
 
 
-def test_halves_of_a_filtered_scan_equal_one_filtered_pass() -> None:
+@pytest.mark.parametrize("parts", [2, 5])
+def test_a_filtered_scan_in_parts_equals_one_filtered_pass(parts: int) -> None:
     rng = np.random.default_rng(8)
     records = [
         {"token": f"tok{i:04d}", "sample_token": f"s{i % 5}", "translation": rng.normal(size=3).tolist(), "n": i}
         for i in range(300)
     ]
-    records[250]["translation"] = [1.0]  # a skipped one, in the second half
+    records[250]["translation"] = [1.0]  # a skipped one, in the last part
     data = _table_bytes(records)
     keep = jsonscan.RecordFilter("sample_token", ["s0", "s3"], id_key="token")
-    halves = jsonscan.scan_table_in_halves(data, FILTER_FIELDS, keep, min_bytes=1)
+    in_parts = jsonscan.scan_table_in_parts(data, FILTER_FIELDS, keep, parts=parts, min_part_bytes=1)
     one = jsonscan.scan_records(data, jsonscan.TABLE, FILTER_FIELDS, keep)
-    assert halves is not None and len(halves) == 120
-    _assert_same_scan(halves, one)
-    assert np.array_equal(halves.skipped.id_hash, one.skipped.id_hash)
+    assert in_parts is not None and len(in_parts) == 120
+    _assert_same_scan(in_parts, one)
+    assert np.array_equal(in_parts.skipped.id_hash, one.skipped.id_hash)
     for name in ("kinds", "element_kinds", "element_count_min", "element_count_max", "string_flags"):
-        assert np.array_equal(getattr(halves.skipped, name), getattr(one.skipped, name)), name
-    assert halves.floats("translation", 3) is None  # the short one in the skipped half still counts
+        assert np.array_equal(getattr(in_parts.skipped, name), getattr(one.skipped, name)), name
+    assert in_parts.floats("translation", 3) is None  # the short skipped one still counts
 
 
 def test_a_record_filter_needs_wanted_string_fields() -> None:
@@ -572,3 +593,50 @@ def test_more_numbers_left_to_python_than_the_first_pass_has_room_for() -> None:
     scanned = jsonscan.scan_records(document, jsonscan.TABLE, {"x": 1})
     assert scanned is not None
     assert np.array_equal(_bits(scanned.scalars("x")), _bits(np.array([float(t) for t in texts])))
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth and predictions loaded together
+
+
+def _load_both_in_turn(root, path, config):
+    ground_truth = load_ground_truth(root, VERSION, SPLIT)
+    return ground_truth, load_predictions(path, ground_truth, config)
+
+
+def test_loading_both_at_once_equals_loading_them_in_turn(minimal_log, predictions_for, tmp_path):
+    from avfusion.eval.data import load_ground_truth_and_predictions
+
+    config = default_config()
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(predictions_for(minimal_log, seed=12)))
+    ground_truth, predictions = load_ground_truth_and_predictions(minimal_log, VERSION, SPLIT, path, config)
+    expected_truth, expected = _load_both_in_turn(minimal_log, path, config)
+    _assert_same_arrays(ground_truth.boxes, expected_truth.boxes)
+    _assert_same_arrays(ground_truth.bike_racks, expected_truth.bike_racks)
+    assert np.array_equal(ground_truth.ego_translation, expected_truth.ego_translation)
+    _assert_same_arrays(predictions.boxes, expected.boxes)
+    assert predictions.meta == expected.meta and len(predictions.boxes) > 0
+
+
+@pytest.mark.parametrize("broken", ["results", "table", "both", "missing results"])
+def test_loading_both_at_once_raises_what_loading_them_in_turn_raises(write_log, predictions_for, tmp_path, broken):
+    """The ground truth's error first; the results file's only when the tables are fine."""
+    from avfusion.eval.data import load_ground_truth_and_predictions
+
+    config = default_config()
+    root = write_log(tmp_path / "log", seed=9, scenes=3, samples_per_scene=3)
+    payload = predictions_for(root, seed=3)
+    if broken in ("results", "both"):
+        next(boxes for boxes in payload["results"].values() if boxes)[0]["size"] = [1.0, 0.0, 1.0]
+    path = tmp_path / "results.json"
+    if broken != "missing results":
+        path.write_text(json.dumps(payload))
+    if broken in ("table", "both"):
+        _rewrite(root, "sample_annotation", lambda annotations: [_dangling_prev(a) for a in annotations])
+    with pytest.raises(InputError) as in_turn:
+        _load_both_in_turn(root, path, config)
+    with pytest.raises(InputError) as at_once:
+        load_ground_truth_and_predictions(root, VERSION, SPLIT, path, config)
+    assert str(at_once.value) == str(in_turn.value)
+    assert ("sample_annotation" in str(at_once.value)) == (broken in ("table", "both"))

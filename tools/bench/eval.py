@@ -1,8 +1,8 @@
 """`avfusion bench eval`: our detection metric beside nuscenes-devkit's `DetectionEval`, same inputs.
 
 Both sides are timed from files to metrics in the same run, ground-truth loading included:
-- ours: `load_ground_truth` (the JSON tables) + `load_predictions` (read and check the results) +
-  `evaluate` (filters, matching, APs, TP errors, NDS);
+- ours: `load_ground_truth_and_predictions` (the JSON tables, and the results read and checked
+  while they are) + `evaluate` (filters, matching, APs, TP errors, NDS);
 - devkit: `NuScenes(version, dataroot)` (its table load) + `DetectionEval(...)` (results, ground
   truth, filters) + `.evaluate()`.
 The metrics of both must agree to 1e-9 (mAP, NDS, every AP and TP error), else the command fails.
@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avfusion.eval.config import default_config
-    from avfusion.eval.data import load_ground_truth, load_predictions
+    from avfusion.eval.data import load_ground_truth, load_ground_truth_and_predictions
     from avfusion.eval.detection import evaluate
     from avfusion.eval.devkit_bridge import run_devkit_eval
 
@@ -78,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
     n_pred = sum(len(boxes) for boxes in json.loads(Path(results_path).read_text())["results"].values())
 
     def ours() -> Any:
-        ground_truth = load_ground_truth(dataroot, version, split)
-        predictions = load_predictions(results_path, ground_truth, config)
+        ground_truth, predictions = load_ground_truth_and_predictions(dataroot, version, split, results_path, config)
         return evaluate(ground_truth, predictions.boxes, config)
 
     devkit_dir = Path(tempfile.mkdtemp(prefix="avfusion-bench-eval-devkit-"))
