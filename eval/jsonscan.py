@@ -73,6 +73,34 @@ _TWO_53 = 1 << 53
 _TWO_54 = 1 << 54
 _MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
 
+
+def _pow5_table(max_exponent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(high, low, binary_exponent) for each q in [-max_exponent, max_exponent] (row q +
+    max_exponent): a 128-bit integer T = high * 2^64 + low in [2^127, 2^128) and e with
+    5^q in [T, T + 1) * 2^e, T rounded down (so 5^q = T * 2^e exactly for q in [0, 55])."""
+    high, low, exponent = [], [], []
+    for q in range(-max_exponent, max_exponent + 1):
+        if q >= 0:
+            power = 5**q
+            e = power.bit_length() - 128
+            t = power << -e if e < 0 else power >> e
+        else:
+            power = 5**-q
+            k = 127 + power.bit_length()  # 2^k / 5^-q lies in (2^127, 2^128)
+            t, e = (1 << k) // power, -k
+        assert 1 << 127 <= t < 1 << 128
+        high.append(t >> 64)
+        low.append(t & ((1 << 64) - 1))
+        exponent.append(e)
+    return np.array(high, np.uint64), np.array(low, np.uint64), np.array(exponent, np.int64)
+
+
+# Decimal exponents of the 128-bit path (`_product_to_float`): 10^18 * 10^250 and 10^-250 stay far
+# from the ends of the double range, so every result there is a normal double.
+_MAX_PRODUCT_SCALE = 250
+_POW5_HIGH, _POW5_LOW, _POW5_EXPONENT = _pow5_table(_MAX_PRODUCT_SCALE)
+_POW5_EXACT_MAX = 55  # 5^55 < 2^128: T is 5^q itself (shifted)
+
 # Bytes that a string may hold as they are: printable ASCII except '"' and '\\'.
 _PLAIN_STRING_BYTE = np.array([32 <= c < 128 and c not in (34, 92) for c in range(256)], np.bool_)
 
@@ -678,6 +706,77 @@ def _ratio_to_float(numerator, denominator, denominator_bits):  # pragma: no cov
     return math.ldexp(np.float64(mantissa), exponent)
 
 
+_LOW_32 = np.uint64(0xFFFFFFFF)
+_ZERO = np.uint64(0)
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _multiply_64(a, b):  # pragma: no cover - compiled
+    """The 128-bit product of uint64 a and b as (high, low) uint64 words."""
+    a_low, a_high = a & _LOW_32, a >> np.uint64(32)
+    b_low, b_high = b & _LOW_32, b >> np.uint64(32)
+    low_low = a_low * b_low
+    low_high = a_low * b_high
+    high_low = a_high * b_low
+    middle = (low_low >> np.uint64(32)) + (low_high & _LOW_32) + (high_low & _LOW_32)  # < 3 * 2^32
+    low = (low_low & _LOW_32) | (middle << np.uint64(32))
+    high = a_high * b_high + (low_high >> np.uint64(32)) + (high_low >> np.uint64(32)) + (middle >> np.uint64(32))
+    return high, low
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _bit_length(value):  # pragma: no cover - compiled
+    """Bits of the int64 value > 0."""
+    bits = 1
+    for width in (32, 16, 8, 4, 2, 1):
+        if value >> width:
+            value >>= width
+            bits += width
+    return bits
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _product_to_float(mantissa, scale):  # pragma: no cover - compiled
+    """(mantissa * 10^scale correctly rounded, True), or (0.0, False) where this cannot decide;
+    0 < mantissa < 2^63, |scale| <= _MAX_PRODUCT_SCALE.
+
+    With 10^q = 5^q 2^q and 5^q in [T, T + 1) 2^e (`_pow5_table`), the mantissa shifted to 64
+    bits, w, gives w 5^q / 2^e in [w T, w T + w): the upper 128 bits U of the 192-bit w T hold
+    x = (that value) / 2^64 within [U, U + 2). The top 53 bits of U are the result, rounded up
+    when the bits below are more than half of their range, down when even U + 2 stays below half;
+    in between (a tie, or too close to tell) this gives up, unless 5^q is exact (q <= 55) and the
+    lowest word of w T decides the tie. Two roundings never happen: only U's own bits are used."""
+    row = scale + _MAX_PRODUCT_SCALE
+    shift = 64 - _bit_length(mantissa)
+    w = np.uint64(mantissa) << np.uint64(shift)
+    high_high, high_low = _multiply_64(w, _POW5_HIGH[row])
+    low_high, low_low = _multiply_64(w, _POW5_LOW[row])
+    u_low = high_low + low_high
+    carry = np.uint64(1) if u_low < low_high else np.uint64(0)
+    u_high = high_high + carry  # w T < 2^192: no overflow
+    if u_high >> np.uint64(63):
+        dropped = 75  # U has 128 bits: 53 kept, 75 below
+    else:
+        dropped = 74
+    result = np.int64(u_high >> np.uint64(dropped - 64))
+    rest_high = u_high & ((np.uint64(1) << np.uint64(dropped - 64)) - np.uint64(1))
+    half_high = np.uint64(1) << np.uint64(dropped - 65)  # half = half_high * 2^64
+    if 0 <= scale <= _POW5_EXACT_MAX:
+        # x = U + low_low / 2^64 exactly.
+        above = rest_high > half_high or (rest_high == half_high and (u_low > _ZERO or low_low > _ZERO))
+        tie = rest_high == half_high and u_low == _ZERO and low_low == _ZERO
+        round_up = above or (tie and (result & 1) == 1)
+    elif rest_high > half_high or (rest_high == half_high and u_low > _ZERO):
+        round_up = True  # x >= U > half
+    elif rest_high < half_high - np.uint64(1) or (rest_high == half_high - np.uint64(1) and u_low < np.uint64(0xFFFFFFFFFFFFFFFF)):
+        round_up = False  # x < U + 2 <= half
+    else:
+        return 0.0, False
+    if round_up:
+        result += 1
+    return math.ldexp(np.float64(result), dropped + 64 + _POW5_EXPONENT[row] + scale - shift), True
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def _scan_number(buffer, i, n):  # pragma: no cover - compiled
     """JSON number at `i`. Returns (end or -1, value, exact, is_integer_form, int_value, big_integer)."""
@@ -747,14 +846,20 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
             value = np.float64(mantissa) * _POW10_FLOAT[scale]
         else:
             value = np.float64(mantissa) / _POW10_FLOAT[-scale]
-    # 10^k = 5^k * 2^k: the power of two is exact in the exponent, so only 5^|k| (< 2^61 up to
-    # k = 26) takes part in the integer arithmetic.
-    elif 0 <= scale <= _MAX_POW5 and mantissa <= 9223372036854775807 // _POW5_INT[scale]:
-        value = math.ldexp(_ratio_to_float(mantissa * _POW5_INT[scale], 1, 1), scale)
-    elif -_MAX_POW5 <= scale < 0:
-        value = math.ldexp(_ratio_to_float(mantissa, _POW5_INT[-scale], _POW5_BITS[-scale]), scale)
     else:
-        exact = False
+        decided = False
+        if -_MAX_PRODUCT_SCALE <= scale <= _MAX_PRODUCT_SCALE:
+            value, decided = _product_to_float(mantissa, scale)
+        if decided:
+            pass
+        # 10^k = 5^k * 2^k: the power of two is exact in the exponent, so only 5^|k| (< 2^61 up
+        # to k = 26) takes part in the integer arithmetic.
+        elif 0 <= scale <= _MAX_POW5 and mantissa <= 9223372036854775807 // _POW5_INT[scale]:
+            value = math.ldexp(_ratio_to_float(mantissa * _POW5_INT[scale], 1, 1), scale)
+        elif -_MAX_POW5 <= scale < 0:
+            value = math.ldexp(_ratio_to_float(mantissa, _POW5_INT[-scale], _POW5_BITS[-scale]), scale)
+        else:
+            exact = False
     if negative:
         value = -value
     return i, value, exact, integer_form, int_value, False

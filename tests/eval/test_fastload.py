@@ -73,6 +73,59 @@ def test_numbers_are_bit_identical_to_what_json_reads():
     assert math.copysign(1.0, scanned.scalars("x")[texts.index("-0")]) == 1.0
 
 
+def _near_ties(rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
+    """(mantissa, scale) of 18-digit decimals next to the midpoint of two adjacent doubles, just
+    below, on (when it has 18 digits) and just above it: where the 128-bit product must either
+    decide right or give up."""
+    from decimal import Decimal, getcontext
+
+    getcontext().prec = 60
+    cases = []
+    for value in 10.0 ** rng.uniform(-200, 200, count):
+        midpoint = (Decimal(float(value)) + Decimal(math.nextafter(float(value), math.inf))) / 2
+        sign, digits, exponent = midpoint.normalize().as_tuple()
+        digit_string = "".join(map(str, digits))
+        head, scale = int(digit_string[:18]), exponent + max(0, len(digit_string) - 18)
+        cases += [(head - 1, scale), (head, scale), (head + 1, scale)]
+    return cases
+
+
+def test_the_128_bit_product_is_correctly_rounded_or_gives_up():
+    rng = np.random.default_rng(21)
+    cases = [(int(rng.integers(1, 10 ** int(rng.integers(1, 19)))), int(rng.integers(-250, 251))) for _ in range(20000)]
+    cases += [(int(rng.integers(10**16, 10**18)), int(rng.integers(-25, 5))) for _ in range(20000)]  # JSON writers' digits
+    cases += _near_ties(rng, 3000)
+    # Exact ties: odd integers between 2^53 and 2^54, also with trailing zeros, and halves above 2^52.
+    odd = [int(i) | 1 for i in rng.integers(2**53, 2**54, 500)]
+    cases += [(i, 0) for i in odd] + [(i * 10, -1) for i in odd] + [(i * 5, -1) for i in rng.integers(2**52, 2**53, 500).tolist()]
+    cases += [(1, 0), (1, 250), (1, -250), (10**18 - 1, 250), (10**18 - 1, -250), (2**53 + 1, 0), (2**62 + 1, 55), (3, 56)]
+    gave_up = 0
+    for mantissa, scale in cases:
+        value, decided = jsonscan._product_to_float(mantissa, scale)
+        if not decided:
+            gave_up += 1
+            continue
+        expected = float(f"{mantissa}e{scale}")
+        assert value == expected and math.copysign(1.0, value) == 1.0, (mantissa, scale, value.hex(), expected.hex())
+    # Ties of inexact powers of five (scale < 0 or > 55) are left to the exact paths; every other case is decided.
+    assert gave_up <= 1000 + 3000 and gave_up < len(cases) / 20
+
+
+def test_exact_ties_and_near_ties_read_as_json_reads_them():
+    """Through the scanner: numbers the 128-bit product gives up on go to the exact integer paths
+    or to Python, and still come out as float() has them."""
+    rng = np.random.default_rng(22)
+    texts = [f"{m}e{q}" for m, q in _near_ties(rng, 500)]
+    texts += [f"{int(i) | 1}" for i in rng.integers(2**53, 2**54, 200)]
+    texts += [f"{int(i)}.5" for i in rng.integers(2**52, 2**53, 200)]
+    texts += [f"-{int(i) | 1}0e-1" for i in rng.integers(2**53, 2**54, 200)]
+    texts += ["-0.0", "-0e-300", "0.000e5", "1e-250", "1e250", "9.99999999999999999e250", "123456789012345678e-268"]
+    document = ("[" + ",".join('{"x": %s}' % t for t in texts) + "]").encode()
+    scanned = jsonscan.scan_records(document, jsonscan.TABLE, {"x": 1})
+    assert scanned is not None
+    assert np.array_equal(_bits(scanned.scalars("x")), _bits(np.array([float(t) for t in texts])))
+
+
 def test_fields_kinds_strings_and_groups():
     document = (
         b'{"meta": {"a": [1, {"b": 2}]}, "other": [{"x": 1}],\n "results": {"s1": [{"t": "ab", "n": 3,'
