@@ -57,7 +57,10 @@ from typing import Any, Literal
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 Backend = Literal["numba", "reference", "cuda"]
 
@@ -327,41 +330,75 @@ def hash_table_bits(max_entries: int) -> int:
     return max(4, int(2 * max(max_entries, 1) - 1).bit_length())
 
 
-@njit(inline="always")
-def _scaled_x(points, i, range_min, voxel_size):  # pragma: no cover - jitted
-    """Point i's x in voxels from the range's lower face, (x - xmin) / dx in float32 (as spconv's
-    C++ computes it): its floor is the cell's x index when 0 <= it < gx."""
-    return (points[i, 0] - range_min[0]) / voxel_size[0]
+# Points a block of the cell-keys pass copies to contiguous x, y and z arrays: the key arithmetic
+# then runs on SIMD lanes (the row stride of an (N, C) array is unknown at compile time, which
+# keeps LLVM from vectorizing the loop on the points themselves).
+KEY_BLOCK = 64
 
 
 @njit(inline="always")
-def _cell_key(points, i, fx, range_min, voxel_size, gx, gy, gz):  # pragma: no cover - jitted
-    """Point i's linear cell key (x * gy + y) * gz + z, or KEY_OUT_OF_RANGE / KEY_NAN; fx is its
-    `_scaled_x`.
+def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  # pragma: no cover - jitted
+    """keys[j] for points (xs[j], ys[j], zs[j]), j < m: the linear cell key (x * gy + y) * gz + z,
+    or KEY_OUT_OF_RANGE / KEY_NAN. Branch-free, so that LLVM vectorizes it.
 
     x-major: a range of keys is a slab of x columns, and the hard numbering partitions the cells
     by slabs of x columns: lidar points in azimuth order (and the voxels, numbered in that order)
     come in long runs of one slab, so the threads write mostly disjoint cache lines."""
-    y = points[i, 1]
-    z = points[i, 2]
-    # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
-    fy = (y - range_min[1]) / voxel_size[1]
-    fz = (z - range_min[2]) / voxel_size[2]
-    # 0 <= f < g is floor(f) in [0, g) without converting an out-of-range float to int; NaN
-    # compares false, so it is told apart only among the points outside.
-    if fx >= 0 and fx < gx and fy >= 0 and fy < gy and fz >= 0 and fz < gz:
-        return (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
-    if fx != fx or y != y or z != z:
-        return np.int32(-2)
-    return np.int32(-1)
+    x0, y0, z0 = range_min[0], range_min[1], range_min[2]
+    dx, dy, dz = voxel_size[0], voxel_size[1], voxel_size[2]
+    fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
+    for j in range(m):
+        x = xs[j]
+        y = ys[j]
+        z = zs[j]
+        # float32 - float32 and / float32 stay float32: the same rounding as spconv's C++.
+        fx = (x - x0) / dx
+        fy = (y - y0) / dy
+        fz = (z - z0) / dz
+        # 0 <= f < g is floor(f) in [0, g) without trusting the conversion of an out-of-range
+        # float to int (its key is discarded); NaN compares false.
+        inside = (fx >= 0) & (fx < fgx) & (fy >= 0) & (fy < fgy) & (fz >= 0) & (fz < fgz)
+        key = (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
+        nan = (x != x) | (y != y) | (z != z)
+        keys[j] = key if inside else (np.int32(KEY_NAN) if nan else np.int32(KEY_OUT_OF_RANGE))
 
 
 @njit(parallel=True, cache=True)
-def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys):  # pragma: no cover - jitted
-    """keys[i] = `_cell_key` of point i."""
+def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops):  # pragma: no cover
+    """keys[i] = the cell key of point i (`_block_cell_keys`); point_voxel_index[i] = -1 for the
+    points without a cell (the other entries are left alone).
+
+    The points are split into T = len(stage) chunks of consecutive indices, one thread each;
+    chunk t goes through its staging rows stage[t] ((T, 3, KEY_BLOCK) float32 scratch) a block at
+    a time, and drops[t, 0] / drops[t, 1] count its points with NaN / out of the range.
+    """
     gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
-    for i in prange(points.shape[0]):
-        keys[i] = _cell_key(points, i, _scaled_x(points, i, range_min, voxel_size), range_min, voxel_size, gx, gy, gz)
+    n = points.shape[0]
+    num_chunks = stage.shape[0]
+    block = stage.shape[2]
+    for t in prange(num_chunks):
+        xs = stage[t, 0]
+        ys = stage[t, 1]
+        zs = stage[t, 2]
+        n_nan = 0
+        n_out = 0
+        end = (t + 1) * n // num_chunks
+        for start in range(t * n // num_chunks, end, block):
+            m = min(block, end - start)
+            for j in range(m):
+                xs[j] = points[start + j, 0]
+                ys[j] = points[start + j, 1]
+                zs[j] = points[start + j, 2]
+            block_keys = keys[start : start + m]
+            _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, block_keys)
+            for j in range(m):
+                key = block_keys[j]
+                if key < 0:
+                    point_voxel_index[start + j] = -1
+                n_nan += key == KEY_NAN
+                n_out += key == KEY_OUT_OF_RANGE
+        drops[t, 0] = n_nan
+        drops[t, 1] = n_out
 
 
 @njit(inline="always")
@@ -377,10 +414,16 @@ def _decode_key(key, gz, gyz):  # pragma: no cover - jitted
 
 
 @njit(inline="always")
+def _hash_slot(key, bits):  # pragma: no cover - jitted
+    """Home entry of `key` in a table of 2**bits entries: the top bits of Fibonacci hashing."""
+    return np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
+
+
+@njit(inline="always")
 def _probe(table, bits, key):  # pragma: no cover - jitted
     """Index of `key`'s entry in the linear-probing table, or of the free entry where it goes."""
     mask = (np.int64(1) << bits) - 1
-    h = np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
+    h = _hash_slot(key, bits)
     while True:
         entry = table[h]
         if entry == _EMPTY or (entry >> 32) == key:
@@ -389,22 +432,23 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _partition_splits_kernel(points, range_min, voxel_size, gx, sample, splits):  # pragma: no cover - jitted
+def _partition_splits_kernel(keys, grid_xyz, sample, splits):  # pragma: no cover - jitted
     """Split the x columns [0, gx) into len(splits) - 1 slabs of about equal numbers of points.
 
     Partition t owns the cells of the columns splits[t] <= x < splits[t + 1]; splits[0] = 0 and
     splits[-1] = gx, the inner splits are quantiles of the columns of every k-th point (a sample
-    of at most len(sample) points inside the range in x, sorted in place). Only the balance of
-    the work depends on them, never the result.
+    of at most len(sample) points with a cell key, sorted in place). Only the balance of the work
+    depends on them, never the result.
     """
     num_parts = splits.shape[0] - 1
-    n = points.shape[0]
+    n = keys.shape[0]
+    gx = grid_xyz[0]
+    gyz = grid_xyz[1] * grid_xyz[2]
     stride = max(1, n // sample.shape[0])
     m = 0
     for i in range(0, n, stride):
-        fx = _scaled_x(points, i, range_min, voxel_size)
-        if fx >= 0 and fx < gx and m < sample.shape[0]:
-            sample[m] = np.int32(fx)
+        if keys[i] >= 0 and m < sample.shape[0]:
+            sample[m] = keys[i] // gyz
             m += 1
     sampled = sample[:m]
     sampled.sort()
@@ -412,6 +456,29 @@ def _partition_splits_kernel(points, range_min, voxel_size, gx, sample, splits):
     for t in range(1, num_parts):
         splits[t] = sampled[t * m // num_parts] if m > 0 else t * (gx // num_parts)
     splits[num_parts] = gx
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
+    """Ask the CPU to bring the cache line of `array`'s element `index` (1-D) into all cache levels,
+    without waiting for it: a hint, with no effect on results."""
+    sig = types.void(array, types.intp)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
+        function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
+        builder.call(function, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# The numbering prefetches the cell-table entry of the point this many points ahead: the table
+# lookups are random accesses (hashed keys), and waiting for each in turn was most of the pass.
+PREFETCH_DISTANCE = 16
 
 
 @njit(inline="always")
@@ -425,24 +492,18 @@ def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - ji
 
 @njit(parallel=True, cache=True)
 def _number_partitions_kernel(
-    points, range_min, voxel_size, grid_xyz, keys, splits, dense_table, tables, start_bits, max_local, part_keys,
-    part_counts, part_first, part_sizes, part_drops, point_local, slots, part_points, part_num_points,
+    keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
+    part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
 ):  # pragma: no cover - jitted
-    """First pass of the partitioned numbering: partition t (one thread) reads all points in input
+    """First pass of the partitioned numbering: partition t (one thread) reads all cell keys in input
     order and numbers only the cells of its slab of x columns [splits[t], splits[t + 1]), in the
     order their first point appears, as local voxels t * max_local + j. Each cell is seen by one
     thread only, in input order, so the slots (ranks of the points in their cell) are exact.
-
-    keys: the points' `_cell_key`s (`_cell_keys_kernel`), or empty: then a point's column comes
-    from its x alone (`_scaled_x`) and only its partition computes the rest of its key, which
-    saves a parallel pass where numbering is cheap (the dense table), not where it waits on the
-    hash table (measured). Points without a cell belong to one partition too: with keys, the one
-    whose share of the indices [t N / T, (t + 1) N / T) holds them; without, x below the range or
-    NaN to the first, x above it to the last, otherwise their column's.
+    Points without a cell (negative keys) are in no slab.
 
     A partition keeps at most max_local = min(max_voxels, N) cells: a cell it numbers j >= max_voxels
-    has at least max_voxels cells before it, so the serial numbering drops it too; its points are
-    dropped here (point_local = -1, counted as voxel overflow).
+    has at least max_voxels cells before it, so the serial numbering drops it too; its points get
+    local voxel -1 (counted in drops[t, 2] as voxel overflow).
 
     Cell -> local voxel: with a non-empty dense_table ((num_cells,) int32, small grids), directly;
     partition t clears its key range of it. Otherwise row t of tables ((T, 2**max_bits) int64,
@@ -450,57 +511,42 @@ def _number_partitions_kernel(
     and doubles whenever it would get more than half full.
 
     Writes, for each partition, part_keys / part_counts / part_first (cell key, all its points,
-    index of its first point) of its local voxels, part_sizes[t] and part_drops[t] = (nan, out of
-    range, voxel overflow), and for each point point_local (its local voxel or -1) and slots. part_points[t, :k]
-    (k = part_num_points[t]) lists, in input order, the points that got one of t's local voxels.
+    index of its first point) of its local voxels and part_sizes[t]; and row t of part_points /
+    part_locals / part_slots, (T, N) int32, its k = part_num_points[t] points in input order with
+    their local voxel (or -1) and slot. Nothing indexed by point: the threads' points interleave
+    in short runs (a lidar firing crosses the slab faces), and shared cache lines would bounce
+    between the cores.
     """
-    n = points.shape[0]
-    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
+    n = keys.shape[0]
+    gyz = grid_xyz[1] * grid_xyz[2]
     num_parts = part_sizes.shape[0]
     dense = dense_table.shape[0] > 0
-    precomputed = keys.shape[0] > 0
     for t in prange(num_parts):
-        # float64 bounds: column numbers up to 2**30 are exact, and floor(fx) >= s is fx >= s.
-        lo = np.float64(splits[t])
-        hi = np.float64(splits[t + 1])
-        first_part = t == 0
-        last_part = t == num_parts - 1
-        key_lo = splits[t] * gy * gz
-        key_span = np.uint32((splits[t + 1] - splits[t]) * gy * gz)
-        own_lo = t * n // num_parts
-        own_hi = (t + 1) * n // num_parts
+        # Negative keys (no cell) are >= 2**31 as uint32: outside every slab.
+        key_lo = splits[t] * gyz
+        key_span = np.uint32((splits[t + 1] - splits[t]) * gyz)
         table = tables[t]
         bits = start_bits
         if dense:
-            dense_table[splits[t] * gy * gz : splits[t + 1] * gy * gz] = -1
+            dense_table[splits[t] * gyz : splits[t + 1] * gyz] = -1
         else:
             table[: 1 << bits] = _EMPTY
         own_points = part_points[t]
+        own_locals = part_locals[t]
+        own_slots = part_slots[t]
         num_own = 0
         base = t * max_local
         size = 0
-        n_nan = 0
-        n_out = 0
         n_overflow = 0
         for i in range(n):
-            if precomputed:
-                key = keys[i]
-                if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
-                    if key >= 0 or i < own_lo or i >= own_hi:
-                        continue
-            else:
-                fx = _scaled_x(points, i, range_min, voxel_size)
-                wide = np.float64(fx)
-                # NaN compares false: kept only by the first partition (not (NaN >= hi) is true).
-                if not ((first_part or wide >= lo) and (last_part or not wide >= hi)):
-                    continue
-                key = _cell_key(points, i, fx, range_min, voxel_size, gx, gy, gz)
-            if key < 0:
-                point_local[i] = -1
-                if key == -2:
-                    n_nan += 1
+            ahead = keys[min(i + PREFETCH_DISTANCE, n - 1)]
+            if np.uint32(ahead - key_lo) < key_span:
+                if dense:
+                    _prefetch(dense_table, ahead)
                 else:
-                    n_out += 1
+                    _prefetch(table, _hash_slot(ahead, bits))
+            key = keys[i]
+            if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
                 continue
             if dense:
                 local = dense_table[key]
@@ -529,21 +575,18 @@ def _number_partitions_kernel(
                     part_first[local] = i
                 else:
                     local = np.int32(-1)
-            if local < 0:
-                point_local[i] = -1
-                n_overflow += 1
-                continue
-            point_local[i] = local
-            slot = part_counts[local]
-            slots[i] = slot
-            part_counts[local] = slot + 1
             own_points[num_own] = i
+            own_locals[num_own] = local
+            if local < 0:
+                n_overflow += 1
+            else:
+                slot = part_counts[local]
+                own_slots[num_own] = slot
+                part_counts[local] = slot + 1
             num_own += 1
         part_sizes[t] = size
         part_num_points[t] = num_own
-        part_drops[t, 0] = n_nan
-        part_drops[t, 1] = n_out
-        part_drops[t, 2] = n_overflow
+        drops[t, 2] = n_overflow
 
 
 @njit(inline="always")
@@ -575,15 +618,17 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
 
 @njit(parallel=True, cache=True)
 def _fill_partitions_kernel(
-    points, part_points, part_num_points, part_first, part_sizes, max_local, part_keys, part_counts, local_to_voxel,
-    point_voxel_index, slots, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local, part_keys,
+    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh,
 ):  # pragma: no cover - jitted
     """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
     voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points
-    (part_points[t], in input order) to features[v, slot]. Each partition writes only its own
-    voxels: one parallel region, no barrier inside.
+    (part_points[t] with their local voxels and slots) to features[v, slot], writing
+    point_voxel_index. Each partition writes only its own voxels and points: one parallel region,
+    no barrier inside. Odd partitions go through their voxels and points backwards: their writes
+    interleave with their neighbours' (voxel numbers and point indices in short runs), and two
+    threads walking the same stretch of the outputs at once would share its cache lines.
 
-    point_voxel_index holds local voxels on entry (-1 = dropped) and voxel numbers on return.
     fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
     reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
     are zeroed, and filled[v] becomes count.
@@ -599,11 +644,14 @@ def _fill_partitions_kernel(
     voxel_overflow = 0
     for t in prange(num_parts):
         _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
+        backwards = t % 2 == 1
         base = t * max_local
-        for local in range(base, base + part_sizes[t]):
+        size = part_sizes[t]
+        for j in range(size):
+            local = base + (size - 1 - j if backwards else j)
             v = local_to_voxel[local]
             if v < 0:
-                break  # numbers grow with j: the rest are beyond max_voxels too
+                continue  # beyond max_voxels
             coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gz, gy * gz)
             count = min(part_counts[local], max_points)
             point_overflow += part_counts[local] - count
@@ -615,14 +663,22 @@ def _fill_partitions_kernel(
             if not fresh:
                 filled[v] = count
         own_points = part_points[t]
-        for k in range(part_num_points[t]):
+        own_locals = part_locals[t]
+        own_slots = part_slots[t]
+        num_own = part_num_points[t]
+        for j in range(num_own):
+            k = num_own - 1 - j if backwards else j
             i = own_points[k]
-            v = local_to_voxel[point_voxel_index[i]]
+            local = own_locals[k]
+            if local < 0:  # the partition had no local voxel left (counted by the numbering)
+                point_voxel_index[i] = -1
+                continue
+            v = local_to_voxel[local]
             point_voxel_index[i] = v
-            if v < 0:
+            if v < 0:  # numbered >= max_voxels by the merge
                 voxel_overflow += 1
                 continue
-            slot = slots[i]
+            slot = own_slots[k]
             if slot < max_points:
                 for c in range(num_features):
                     features[v, slot, c] = points[i, c]
@@ -710,6 +766,28 @@ def _grid_array(config: VoxelConfig) -> np.ndarray:
     return np.asarray(config.grid_size_xyz, dtype=np.int32)
 
 
+def _cache_aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """np.empty starting on a 64-byte cache line, so that rows of whole cache lines written by
+    different threads share none."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + 64, np.uint8)
+    offset = -raw.ctypes.data % 64
+    return raw[offset : offset + size].view(dtype).reshape(shape)
+
+
+class _KeyStage:
+    """The cell-keys pass's staging rows, (T, 3, KEY_BLOCK) float32: 768 bytes a thread, on cache
+    lines of their own."""
+
+    def __init__(self) -> None:
+        self._stage = np.empty((0, 3, KEY_BLOCK), np.float32)
+
+    def rows(self, num_threads: int) -> np.ndarray:
+        if self._stage.shape[0] != num_threads:
+            self._stage = _cache_aligned_empty((num_threads, 3, KEY_BLOCK), np.float32)
+        return self._stage
+
+
 class _Scratch:
     """Per-call scratch memory (cell keys, slots, hash table, voxel counts), grown as needed and reused:
     allocating (and page-faulting) it per call costs as much as the kernels."""
@@ -721,6 +799,7 @@ class _Scratch:
         self.slots = np.empty(0, np.int32)
         self.counts = np.empty(0, np.int32)
         self.drops = np.zeros(3, np.int64)
+        self.key_stage = _KeyStage()
 
     def reserve(self, num_points: int, num_voxels: int) -> tuple[np.ndarray, int]:
         """Grow to N points and V voxels; return the hash table for V keys, all entries free, and
@@ -741,17 +820,19 @@ class _Scratch:
 
 class _PartitionScratch:
     """Scratch of the partitioned hard numbering for T partitions of at most L local voxels each:
-    the cell table (dense, or a hash table per partition), and per local voxel its key, points,
-    first point and final number. Grown as needed and reused; the kernels clear what they use."""
+    the cell keys, the cell table (dense, or a hash table per partition), per local voxel its key,
+    points, first point and final number, and per partition its points with their local voxels and
+    slots. Grown as needed and reused; the kernels clear what they use."""
 
     def __init__(self) -> None:
         self.keys = np.empty(0, np.int32)
-        self.slots = np.empty(0, np.int32)
-        self.part_points = np.empty(0, np.int32)  # T rows of N: each partition's points
+        # 3 arrays of T rows of N: each partition's points, their local voxels, their slots.
+        self.part_points = np.empty(0, np.int32)
         self.part_num_points = np.empty(0, np.int64)
         self.tables = np.empty(0, np.int64)
         self.dense_table = np.empty(0, np.int32)
         self.local = np.empty(0, np.int32)  # 4 arrays of T * L: keys, counts, first point, voxel
+        self.key_stage = _KeyStage()
         self.sample = np.empty(512, np.int32)
         self.splits = np.empty(0, np.int32)
         self.sizes = np.empty(0, np.int64)
@@ -763,13 +844,12 @@ class _PartitionScratch:
         """Grow to N points and T partitions of L local voxels; return the dense cell table (empty
         when the grid is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense
         table), and the log2 size each hash table starts at."""
-        if self.slots.shape[0] < num_points:
+        if self.keys.shape[0] < num_points:
             self.keys = np.empty(num_points, np.int32)
-            self.slots = np.empty(num_points, np.int32)
         # np.empty: a row is written only as far as its partition's points go, so about N entries
-        # in all are ever touched (the rest stays unmapped memory).
-        if self.part_points.shape[0] < num_parts * num_points:
-            self.part_points = np.empty(num_parts * num_points, np.int32)
+        # of each array in all are ever touched (the rest stays unmapped memory).
+        if self.part_points.shape[0] < 3 * num_parts * num_points:
+            self.part_points = np.empty(3 * num_parts * num_points, np.int32)
         if self.local.shape[0] < 4 * num_parts * max_local:
             self.local = np.empty(4 * num_parts * max_local, np.int32)
         if self.sizes.shape[0] != num_parts:
@@ -856,24 +936,21 @@ class Voxelizer:
             num_parts = numba.get_num_threads()
         scratch = self._scratch
         dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
-        slots = scratch.slots[:n]
-        part_points = scratch.part_points[: num_parts * n].reshape(num_parts, n)
+        part_points, part_locals, part_slots = scratch.part_points[: 3 * num_parts * n].reshape(3, num_parts, n)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
-        range_min, voxel_size, grid = self._range_min, self._voxel_size, self._grid
-        _partition_splits_kernel(points, range_min, voxel_size, grid[0], scratch.sample, scratch.splits)
-        # With the dense table the numbering computes the keys itself, one parallel pass fewer;
-        # with hash tables a separate pass is cheaper (`_number_partitions_kernel`).
-        keys = scratch.keys[: 0 if dense_table.shape[0] else n]
-        if keys.shape[0]:
-            _cell_keys_kernel(points, range_min, voxel_size, grid, keys)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
+        keys = scratch.keys[:n]
+        _cell_keys_kernel(
+            points, self._range_min, self._voxel_size, self._grid, keys, point_voxel_index,
+            scratch.key_stage.rows(num_parts), scratch.drops,
+        )  # fmt: skip
+        _partition_splits_kernel(keys, self._grid, scratch.sample, scratch.splits)
         _number_partitions_kernel(
-            points, range_min, voxel_size, grid, keys, scratch.splits, dense_table, tables, start_bits, capacity,
-            part_keys, part_counts, part_first, scratch.sizes, scratch.drops, point_voxel_index, slots, part_points,
-            scratch.part_num_points,
+            keys, self._grid, scratch.splits, dense_table, tables, start_bits, capacity, part_keys, part_counts,
+            part_first, scratch.sizes, part_points, part_locals, part_slots, scratch.part_num_points, scratch.drops,
         )  # fmt: skip
         num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
@@ -885,9 +962,9 @@ class Voxelizer:
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
         point_overflow, voxel_overflow = _fill_partitions_kernel(
-            points, part_points, scratch.part_num_points, part_first, scratch.sizes, capacity, part_keys, part_counts,
-            local_to_voxel, point_voxel_index, slots, self._grid, features, coords_zyx, num_points,
-            self._filled, fresh,
+            points, part_points, part_locals, part_slots, scratch.part_num_points, part_first, scratch.sizes,
+            capacity, part_keys, part_counts, local_to_voxel, point_voxel_index, self._grid, features, coords_zyx,
+            num_points, self._filled, fresh,
         )  # fmt: skip
         drops = scratch.drops.sum(axis=0)
         return Voxels(
@@ -929,8 +1006,12 @@ def _dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicV
     scratch = _cache.dynamic_scratch
     table, bits = scratch.reserve(n, n)
     keys = scratch.keys[:n]
-    _cell_keys_kernel(points, config.range_min_f32, config.voxel_size_f32, _grid_array(config), keys)
     point_voxel_index = np.empty(n, np.int32)
+    stage = scratch.key_stage.rows(numba.get_num_threads())
+    _cell_keys_kernel(
+        points, config.range_min_f32, config.voxel_size_f32, _grid_array(config), keys, point_voxel_index, stage,
+        np.empty((stage.shape[0], 3), np.int64),
+    )  # fmt: skip
     num_voxels = _assign_dynamic_kernel(
         keys, table, bits, point_voxel_index, scratch.voxel_keys, scratch.counts, scratch.drops
     )
