@@ -79,16 +79,28 @@ def boxes_with_geometry(
 
 
 
-def draw_augmentation(rng: np.random.Generator, config: AugmentConfig, *, has_map: bool = True) -> SampleAugmentation:
+def draw_augmentation(
+    rng: np.random.Generator,
+    config: AugmentConfig,
+    *,
+    has_map: bool = True,
+    has_lidar_branch: bool = True,
+    has_camera_branch: bool = True,
+) -> SampleAugmentation:
     """One random augmentation. At most one of lidar / all cameras is dropped, so a sample always
-    keeps a primary sensor; one camera alone may be dropped besides."""
+    keeps a primary sensor; one camera alone may be dropped besides.
+
+    A primary sensor is dropped only from a model that has both primary branches: a lidar-only or
+    camera-only model would otherwise train on samples without any primary sensor. The random
+    draws are the same either way, so a fused run's augmentations do not depend on this rule.
+    """
     drop: set[str] = set()
     roll = rng.random()
-    if roll < config.drop_lidar_probability:
-        drop.add("lidar")
-    elif roll < config.drop_lidar_probability + config.drop_cameras_probability:
-        drop.add("camera")
-    if "camera" not in drop and rng.random() < config.drop_one_camera_probability:
+    lidar_drawn = roll < config.drop_lidar_probability
+    cameras_drawn = not lidar_drawn and roll < config.drop_lidar_probability + config.drop_cameras_probability
+    if has_lidar_branch and has_camera_branch:
+        drop |= {"lidar"} if lidar_drawn else {"camera"} if cameras_drawn else set()
+    if not cameras_drawn and rng.random() < config.drop_one_camera_probability:
         drop.add(CAMERA_NAMES[int(rng.integers(len(CAMERA_NAMES)))])
     if has_map and rng.random() < config.drop_map_probability:
         drop.add("map")

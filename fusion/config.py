@@ -223,8 +223,10 @@ class AugmentConfig:
     scale_range: tuple[float, float] = (0.95, 1.05)
     flip_probability: float = 0.5
     image_scale_jitter: float = 0.06
-    # Modality dropout: the probability that a training sample loses the whole sensor.
-    drop_lidar_probability: float = 0.15
+    # Modality dropout: the probability that a training sample loses the whole sensor (lidar and
+    # all cameras only in a model with both). Lidar is dropped more often than the cameras: with
+    # 0.15 the fused model without lidar scored 2.5 NDS below the camera-only model (2026-12-01).
+    drop_lidar_probability: float = 0.3
     drop_cameras_probability: float = 0.15
     drop_one_camera_probability: float = 0.1
     drop_map_probability: float = 0.2

@@ -91,7 +91,12 @@ class _StepBatches(torch.utils.data.Dataset):
         chosen = order[position * train_cfg.batch_size : (position + 1) * train_cfg.batch_size]
         rng = np.random.default_rng([train_cfg.seed, step, self.rank])
         batch_frames = [self.frames[int(i)] for i in chosen]
-        augmentations = [draw_augmentation(rng, self.config.augment, has_map=f.map is not None) for f in batch_frames]
+        use = self.config.train
+        augmentations = [
+            draw_augmentation(rng, self.config.augment, has_map=f.map is not None,
+                              has_lidar_branch=use.use_lidar, has_camera_branch=use.use_camera)
+            for f in batch_frames
+        ]  # fmt: skip
         return collate(batch_frames, self.config, augmentations=augmentations, with_targets=True)
 
 

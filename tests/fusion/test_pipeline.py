@@ -173,3 +173,24 @@ def test_conv_batchnorm_fusion_keeps_the_outputs(frame_factory) -> None:
     batch = collate([frame_factory(7)], config)
     with torch.inference_mode():
         torch.testing.assert_close(fused(batch).heatmap_logits, model(batch).heatmap_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_modality_dropout_never_leaves_a_single_modality_model_without_its_sensor() -> None:
+    config = tiny_for_tests().augment
+    draws = {}
+    for branches in ((True, True), (True, False), (False, True)):
+        rng = np.random.default_rng(7)
+        draws[branches] = [draw_augmentation(rng, config, has_lidar_branch=branches[0], has_camera_branch=branches[1])
+                           for _ in range(400)]  # fmt: skip
+    fused = [a.drop for a in draws[True, True]]
+    lidar_drops = sum("lidar" in d for d in fused) / len(fused)
+    camera_drops = sum("camera" in d for d in fused) / len(fused)
+    assert abs(lidar_drops - config.drop_lidar_probability) < 0.07
+    assert abs(camera_drops - config.drop_cameras_probability) < 0.07
+    assert not any({"lidar", "camera"} <= d for d in fused)
+    for branches in ((True, False), (False, True)):
+        assert not any({"lidar", "camera"} & a.drop for a in draws[branches]), branches
+        # The same draws otherwise: geometry, single cameras and the map do not depend on the branches.
+        for single, both in zip(draws[branches], draws[True, True]):
+            assert (single.rotation_rad, single.scale, single.flip_y) == (both.rotation_rad, both.scale, both.flip_y)
+            assert single.drop == both.drop - {"lidar", "camera"}
