@@ -225,7 +225,7 @@ def evaluate(
 def metrics_of_filtered(gt: EvalBoxSet, pred: EvalBoxSet, config: DetectionConfig) -> DetectionEvaluation:
     """The metrics of box sets that are already filtered (the devkit's `evaluate()` proper)."""
     start = time.perf_counter()
-    metric_data = accumulate_all(gt, pred, config.class_names, config.dist_ths_m)
+    metric_data = accumulate_all(gt, pred, config.class_names, config.dist_ths_m, workers=_cores())
     label_aps: dict[str, dict[float, float]] = {}
     label_tp_errors: dict[str, dict[str, float]] = {}
     for name in config.class_names:
@@ -252,6 +252,14 @@ def metrics_of_filtered(gt: EvalBoxSet, pred: EvalBoxSet, config: DetectionConfi
         num_gt={name: int(gt_counts[CLASS_INDEX[name]]) for name in config.class_names},
         num_pred={name: int(pred_counts[CLASS_INDEX[name]]) for name in config.class_names},
     )
+
+
+def _cores() -> int:
+    """The cores this process may run on (the classes' accumulation shares them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def evaluate_distance_bands(

@@ -186,3 +186,22 @@ def test_yaw_from_quaternions_matches_the_devkit():
     q[:40] /= np.linalg.norm(q[:40], axis=1, keepdims=True)  # unit ones and some that pyquaternion normalizes
     expected = [quaternion_yaw(Quaternion(row)) for row in q]
     np.testing.assert_allclose(algo.yaw_from_quaternions(q), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 16])
+def test_accumulating_class_groups_on_threads_gives_the_same_numbers(workers):
+    gt, pred = _random_sets(np.random.default_rng(9), n_samples=8)
+    ths = (0.5, 1.0, 2.0, 4.0)
+    one = algo.accumulate_all(gt, pred, DETECTION_CLASSES, ths)
+    groups = algo._class_groups(gt, pred, DETECTION_CLASSES, workers)
+    assert 2 <= len(groups) <= workers and sorted(sum(groups, [])) == sorted(DETECTION_CLASSES)
+    threaded = algo.accumulate_all(gt, pred, DETECTION_CLASSES, ths, workers=workers)
+    assert list(threaded) == list(one)  # the same keys in the same order
+    matched = 0
+    for key, data in one.items():
+        for field in ("recall", "precision", "confidence", *algo.TP_METRICS):
+            np.testing.assert_array_equal(getattr(threaded[key], field), getattr(data, field), err_msg=f"{key} {field}")
+        matched += int(np.any(data.precision > 0))
+    assert matched > 10  # the case has true positives in many (class, threshold) cells
+    subset = ("truck", "car", "barrier")
+    assert list(algo.accumulate_all(gt, pred, subset, ths, workers=2)) == list(algo.accumulate_all(gt, pred, subset, ths))
