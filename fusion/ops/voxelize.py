@@ -336,7 +336,7 @@ def hash_table_bits(max_entries: int) -> int:
 KEY_BLOCK = 64
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  # pragma: no cover - jitted
     """keys[j] for points (xs[j], ys[j], zs[j]), j < m: the linear cell key (x * gy + y) * gz + z,
     or KEY_OUT_OF_RANGE / KEY_NAN. Branch-free, so that LLVM vectorizes it.
@@ -363,6 +363,37 @@ def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  #
         keys[j] = key if inside else (np.int32(KEY_NAN) if nan else np.int32(KEY_OUT_OF_RANGE))
 
 
+@njit(cache=True)
+def _cell_keys_chunk(t, points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops):  # pragma: no cover
+    """Chunk t of `_cell_keys_kernel`."""
+    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
+    n = points.shape[0]
+    num_chunks = stage.shape[0]
+    block = stage.shape[2]
+    xs = stage[t, 0]
+    ys = stage[t, 1]
+    zs = stage[t, 2]
+    n_nan = 0
+    n_out = 0
+    end = (t + 1) * n // num_chunks
+    for start in range(t * n // num_chunks, end, block):
+        m = min(block, end - start)
+        for j in range(m):
+            xs[j] = points[start + j, 0]
+            ys[j] = points[start + j, 1]
+            zs[j] = points[start + j, 2]
+        block_keys = keys[start : start + m]
+        _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, block_keys)
+        for j in range(m):
+            key = block_keys[j]
+            if key < 0:
+                point_voxel_index[start + j] = -1
+            n_nan += key == KEY_NAN
+            n_out += key == KEY_OUT_OF_RANGE
+    drops[t, 0] = n_nan
+    drops[t, 1] = n_out
+
+
 @njit(parallel=True, cache=True)
 def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops):  # pragma: no cover
     """keys[i] = the cell key of point i (`_block_cell_keys`); point_voxel_index[i] = -1 for the
@@ -372,36 +403,11 @@ def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys, point_voxel
     chunk t goes through its staging rows stage[t] ((T, 3, KEY_BLOCK) float32 scratch) a block at
     a time, and drops[t, 0] / drops[t, 1] count its points with NaN / out of the range.
     """
-    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
-    n = points.shape[0]
-    num_chunks = stage.shape[0]
-    block = stage.shape[2]
-    for t in prange(num_chunks):
-        xs = stage[t, 0]
-        ys = stage[t, 1]
-        zs = stage[t, 2]
-        n_nan = 0
-        n_out = 0
-        end = (t + 1) * n // num_chunks
-        for start in range(t * n // num_chunks, end, block):
-            m = min(block, end - start)
-            for j in range(m):
-                xs[j] = points[start + j, 0]
-                ys[j] = points[start + j, 1]
-                zs[j] = points[start + j, 2]
-            block_keys = keys[start : start + m]
-            _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, block_keys)
-            for j in range(m):
-                key = block_keys[j]
-                if key < 0:
-                    point_voxel_index[start + j] = -1
-                n_nan += key == KEY_NAN
-                n_out += key == KEY_OUT_OF_RANGE
-        drops[t, 0] = n_nan
-        drops[t, 1] = n_out
+    for t in prange(stage.shape[0]):
+        _cell_keys_chunk(t, points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops)
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _decode_key(key, gz, gyz):  # pragma: no cover - jitted
     """(z, y, x) of a cell key (x * gy + y) * gz + z >= 0 (gyz = gy * gz), with two float64
     divisions (faster than integer ones). Truncating the float64 quotient is exact: for integers
@@ -413,13 +419,13 @@ def _decode_key(key, gz, gyz):  # pragma: no cover - jitted
     return np.int32(rest - y * gz), y, x
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _hash_slot(key, bits):  # pragma: no cover - jitted
     """Home entry of `key` in a table of 2**bits entries: the top bits of Fibonacci hashing."""
     return np.int64((np.uint64(key) * _HASH_MULTIPLIER) >> np.uint64(64 - bits))
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _probe(table, bits, key):  # pragma: no cover - jitted
     """Index of `key`'s entry in the linear-probing table, or of the free entry where it goes."""
     mask = (np.int64(1) << bits) - 1
@@ -429,6 +435,21 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
         if entry == _EMPTY or (entry >> 32) == key:
             return h
         h = (h + 1) & mask
+
+
+@njit(cache=True)
+def _shell_sort(values, m):  # pragma: no cover - jitted
+    """Sort values[:m] in place (a few hundred entries: Numba's own sort costs 1.5 s to compile)."""
+    gap = m // 2
+    while gap > 0:
+        for i in range(gap, m):
+            value = values[i]
+            j = i
+            while j >= gap and values[j - gap] > value:
+                values[j] = values[j - gap]
+                j -= gap
+            values[j] = value
+        gap //= 2
 
 
 @njit(cache=True)
@@ -450,11 +471,10 @@ def _partition_splits_kernel(keys, grid_xyz, sample, splits):  # pragma: no cove
         if keys[i] >= 0 and m < sample.shape[0]:
             sample[m] = keys[i] // gyz
             m += 1
-    sampled = sample[:m]
-    sampled.sort()
+    _shell_sort(sample, m)
     splits[0] = 0
     for t in range(1, num_parts):
-        splits[t] = sampled[t * m // num_parts] if m > 0 else t * (gx // num_parts)
+        splits[t] = sample[t * m // num_parts] if m > 0 else t * (gx // num_parts)
     splits[num_parts] = gx
 
 
@@ -481,13 +501,89 @@ def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
 PREFETCH_DISTANCE = 16
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - jitted
     """Clear the first 2**bits entries of `table` and insert local voxels first_local + [0, size)."""
     table[: 1 << bits] = _EMPTY
     for local in range(first_local, first_local + size):
         key = part_keys[local]
         table[_probe(table, bits, key)] = (np.int64(key) << 32) | local
+
+
+@njit(cache=True)
+def _number_partition(
+    t, keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
+    part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
+):  # pragma: no cover - jitted
+    """Partition t of `_number_partitions_kernel`."""
+    n = keys.shape[0]
+    gyz = grid_xyz[1] * grid_xyz[2]
+    dense = dense_table.shape[0] > 0
+    # Negative keys (no cell) are >= 2**31 as uint32: outside every slab.
+    key_lo = splits[t] * gyz
+    key_span = np.uint32((splits[t + 1] - splits[t]) * gyz)
+    table = tables[t]
+    bits = start_bits
+    if dense:
+        dense_table[splits[t] * gyz : splits[t + 1] * gyz] = -1
+    else:
+        table[: 1 << bits] = _EMPTY
+    own_points = part_points[t]
+    own_locals = part_locals[t]
+    own_slots = part_slots[t]
+    num_own = 0
+    base = t * max_local
+    size = 0
+    n_overflow = 0
+    for i in range(n):
+        ahead = keys[min(i + PREFETCH_DISTANCE, n - 1)]
+        if np.uint32(ahead - key_lo) < key_span:
+            if dense:
+                _prefetch(dense_table, ahead)
+            else:
+                _prefetch(table, _hash_slot(ahead, bits))
+        key = keys[i]
+        if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
+            continue
+        if dense:
+            local = dense_table[key]
+            if local < 0 and size < max_local:
+                local = np.int32(base + size)
+                size += 1
+                dense_table[key] = local
+                part_keys[local] = key
+                part_counts[local] = 0
+                part_first[local] = i
+        else:
+            h = _probe(table, bits, key)
+            entry = table[h]
+            if entry != _EMPTY:
+                local = np.int32(entry & 0xFFFFFFFF)
+            elif size < max_local:
+                if size == 1 << (bits - 1):  # would be more than half full: double it
+                    bits += 1
+                    _rehash(table, bits, part_keys, base, size)
+                    h = _probe(table, bits, key)
+                local = np.int32(base + size)
+                size += 1
+                table[h] = (np.int64(key) << 32) | local
+                part_keys[local] = key
+                part_counts[local] = 0
+                part_first[local] = i
+            else:
+                local = np.int32(-1)
+        own_points[num_own] = i
+        own_locals[num_own] = local
+        if local < 0:
+            n_overflow += 1
+        else:
+            slot = part_counts[local]
+            own_slots[num_own] = slot
+            part_counts[local] = slot + 1
+        num_own += 1
+    part_sizes[t] = size
+    part_num_points[t] = num_own
+    drops[t, 2] = n_overflow
 
 
 @njit(parallel=True, cache=True)
@@ -517,79 +613,14 @@ def _number_partitions_kernel(
     in short runs (a lidar firing crosses the slab faces), and shared cache lines would bounce
     between the cores.
     """
-    n = keys.shape[0]
-    gyz = grid_xyz[1] * grid_xyz[2]
-    num_parts = part_sizes.shape[0]
-    dense = dense_table.shape[0] > 0
-    for t in prange(num_parts):
-        # Negative keys (no cell) are >= 2**31 as uint32: outside every slab.
-        key_lo = splits[t] * gyz
-        key_span = np.uint32((splits[t + 1] - splits[t]) * gyz)
-        table = tables[t]
-        bits = start_bits
-        if dense:
-            dense_table[splits[t] * gyz : splits[t + 1] * gyz] = -1
-        else:
-            table[: 1 << bits] = _EMPTY
-        own_points = part_points[t]
-        own_locals = part_locals[t]
-        own_slots = part_slots[t]
-        num_own = 0
-        base = t * max_local
-        size = 0
-        n_overflow = 0
-        for i in range(n):
-            ahead = keys[min(i + PREFETCH_DISTANCE, n - 1)]
-            if np.uint32(ahead - key_lo) < key_span:
-                if dense:
-                    _prefetch(dense_table, ahead)
-                else:
-                    _prefetch(table, _hash_slot(ahead, bits))
-            key = keys[i]
-            if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
-                continue
-            if dense:
-                local = dense_table[key]
-                if local < 0 and size < max_local:
-                    local = np.int32(base + size)
-                    size += 1
-                    dense_table[key] = local
-                    part_keys[local] = key
-                    part_counts[local] = 0
-                    part_first[local] = i
-            else:
-                h = _probe(table, bits, key)
-                entry = table[h]
-                if entry != _EMPTY:
-                    local = np.int32(entry & 0xFFFFFFFF)
-                elif size < max_local:
-                    if size == 1 << (bits - 1):  # would be more than half full: double it
-                        bits += 1
-                        _rehash(table, bits, part_keys, base, size)
-                        h = _probe(table, bits, key)
-                    local = np.int32(base + size)
-                    size += 1
-                    table[h] = (np.int64(key) << 32) | local
-                    part_keys[local] = key
-                    part_counts[local] = 0
-                    part_first[local] = i
-                else:
-                    local = np.int32(-1)
-            own_points[num_own] = i
-            own_locals[num_own] = local
-            if local < 0:
-                n_overflow += 1
-            else:
-                slot = part_counts[local]
-                own_slots[num_own] = slot
-                part_counts[local] = slot + 1
-            num_own += 1
-        part_sizes[t] = size
-        part_num_points[t] = num_own
-        drops[t, 2] = n_overflow
+    for t in prange(part_sizes.shape[0]):
+        _number_partition(
+            t, keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
+            part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
+        )  # fmt: skip
 
 
-@njit(inline="always")
+@njit(cache=True)
 def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_to_voxel):  # pragma: no cover
     """The voxel number of each of partition t's local voxels: the number of voxels, over all
     partitions, whose first point comes before its own. Each partition's first points are in
@@ -616,6 +647,61 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
             local_to_voxel[base + j] = -1
 
 
+@njit(cache=True)
+def _fill_partition(
+    t, points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local, part_keys,
+    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+):  # pragma: no cover - jitted
+    """Partition t of `_fill_partitions_kernel`; returns its (point overflow, voxel overflow)."""
+    num_features = points.shape[1]
+    max_points = features.shape[1]
+    # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
+    num_voxels = coords_zyx.shape[0]
+    gy, gz = grid_xyz[1], grid_xyz[2]
+    point_overflow = 0
+    voxel_overflow = 0
+    _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
+    backwards = t % 2 == 1
+    base = t * max_local
+    size = part_sizes[t]
+    for j in range(size):
+        local = base + (size - 1 - j if backwards else j)
+        v = local_to_voxel[local]
+        if v < 0:
+            continue  # beyond max_voxels
+        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gz, gy * gz)
+        count = min(part_counts[local], max_points)
+        point_overflow += part_counts[local] - count
+        num_points[v] = count
+        end = max_points if fresh else filled[v]
+        for s in range(count, end):
+            for c in range(num_features):
+                features[v, s, c] = 0.0
+        if not fresh:
+            filled[v] = count
+    own_points = part_points[t]
+    own_locals = part_locals[t]
+    own_slots = part_slots[t]
+    num_own = part_num_points[t]
+    for j in range(num_own):
+        k = num_own - 1 - j if backwards else j
+        i = own_points[k]
+        local = own_locals[k]
+        if local < 0:  # the partition had no local voxel left (counted by the numbering)
+            point_voxel_index[i] = -1
+            continue
+        v = local_to_voxel[local]
+        point_voxel_index[i] = v
+        if v < 0:  # numbered >= max_voxels by the merge
+            voxel_overflow += 1
+            continue
+        slot = own_slots[k]
+        if slot < max_points:
+            for c in range(num_features):
+                features[v, slot, c] = points[i, c]
+    return point_overflow, voxel_overflow
+
+
 @njit(parallel=True, cache=True)
 def _fill_partitions_kernel(
     points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local, part_keys,
@@ -634,54 +720,16 @@ def _fill_partitions_kernel(
     are zeroed, and filled[v] becomes count.
     Returns (points beyond max_points_per_voxel, points whose cell got no voxel here).
     """
-    num_features = points.shape[1]
-    max_points = features.shape[1]
-    # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
-    num_voxels = coords_zyx.shape[0]
-    gy, gz = grid_xyz[1], grid_xyz[2]
-    num_parts = part_sizes.shape[0]
     point_overflow = 0
     voxel_overflow = 0
-    for t in prange(num_parts):
-        _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
-        backwards = t % 2 == 1
-        base = t * max_local
-        size = part_sizes[t]
-        for j in range(size):
-            local = base + (size - 1 - j if backwards else j)
-            v = local_to_voxel[local]
-            if v < 0:
-                continue  # beyond max_voxels
-            coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gz, gy * gz)
-            count = min(part_counts[local], max_points)
-            point_overflow += part_counts[local] - count
-            num_points[v] = count
-            end = max_points if fresh else filled[v]
-            for s in range(count, end):
-                for c in range(num_features):
-                    features[v, s, c] = 0.0
-            if not fresh:
-                filled[v] = count
-        own_points = part_points[t]
-        own_locals = part_locals[t]
-        own_slots = part_slots[t]
-        num_own = part_num_points[t]
-        for j in range(num_own):
-            k = num_own - 1 - j if backwards else j
-            i = own_points[k]
-            local = own_locals[k]
-            if local < 0:  # the partition had no local voxel left (counted by the numbering)
-                point_voxel_index[i] = -1
-                continue
-            v = local_to_voxel[local]
-            point_voxel_index[i] = v
-            if v < 0:  # numbered >= max_voxels by the merge
-                voxel_overflow += 1
-                continue
-            slot = own_slots[k]
-            if slot < max_points:
-                for c in range(num_features):
-                    features[v, slot, c] = points[i, c]
+    for t in prange(part_sizes.shape[0]):
+        points_over, voxels_over = _fill_partition(
+            t, points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local,
+            part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points,
+            filled, fresh,
+        )  # fmt: skip
+        point_overflow += points_over
+        voxel_overflow += voxels_over
     return point_overflow, voxel_overflow
 
 

@@ -527,3 +527,48 @@ def test_decoding_a_key_with_float64_division_equals_integer_division(grid_xyz: 
     for key in keys[(keys >= 0) & (keys < num_cells)]:
         expected = (key % gz, (key // gz) % gy, key // (gy * gz))
         assert voxelize_module._decode_key(np.int32(key), np.int32(gz), np.int64(gy * gz)) == expected, key
+
+
+@pytest.mark.parametrize("num_chunks", [1, 2, 3, 7])
+@pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 1000])
+def test_cell_keys_pass_equals_numpy_per_point(num_chunks: int, n: int) -> None:
+    # Blocks of KEY_BLOCK points staged per chunk: chunks and blocks that do not divide N, faces,
+    # NaN and infinities on each axis; points without a cell are marked -1 and counted per chunk.
+    config = RANDOM_CONFIGS[3]
+    cloud = random_cloud(70 + n, max(n, 1), config)[:n]
+    if n:
+        cloud[:: 5, 0] = np.inf
+        cloud[1:: 7, 1] = -np.inf
+        cloud[2:: 11, 2] = NAN
+    grid = np.asarray(config.grid_size_xyz, np.int32)
+    keys = np.full(n, 99, np.int32)
+    point_voxel_index = np.full(n, 7, np.int32)
+    stage = voxelize_module._KeyStage().rows(num_chunks)
+    drops = np.zeros((num_chunks, 3), np.int64)
+    voxelize_module._cell_keys_kernel(cloud, config.range_min_f32, config.voxel_size_f32, grid, keys,
+                                      point_voxel_index, stage, drops)  # fmt: skip
+    scaled = (cloud[:, :3] - config.range_min_f32) / config.voxel_size_f32  # float32 throughout
+    inside = np.all((scaled >= 0) & (scaled < grid.astype(np.float32)), axis=1)
+    cell = np.floor(scaled[inside]).astype(np.int64)
+    expected = np.where(np.isnan(cloud[:, :3]).any(axis=1), -2, -1)
+    expected[inside] = (cell[:, 0] * grid[1] + cell[:, 1]) * grid[2] + cell[:, 2]
+    np.testing.assert_array_equal(keys, expected)
+    np.testing.assert_array_equal(point_voxel_index, np.where(expected < 0, -1, 7))
+    assert drops[:, 0].sum() == np.count_nonzero(expected == -2)
+    assert drops[:, 1].sum() == np.count_nonzero(expected == -1)
+    if n >= 1000:
+        assert 0 < drops[:, 0].sum() and 0 < drops[:, 1].sum() and inside.sum() > n // 4
+
+
+def test_key_stage_rows_start_on_cache_lines() -> None:
+    stage = voxelize_module._KeyStage().rows(3)
+    assert stage.shape == (3, 3, voxelize_module.KEY_BLOCK) and stage.dtype == np.float32
+    assert all(stage[t].ctypes.data % 64 == 0 for t in range(3))
+
+
+@pytest.mark.parametrize("m", [0, 1, 2, 5, 511, 512])
+def test_shell_sort_sorts_the_sample(m: int) -> None:
+    values = np.random.default_rng(m).integers(-5, 50, 512).astype(np.int32)
+    expected = np.concatenate([np.sort(values[:m]), values[m:]])
+    voxelize_module._shell_sort(values, m)
+    np.testing.assert_array_equal(values, expected)
