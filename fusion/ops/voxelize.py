@@ -30,9 +30,10 @@ split into T slabs of x columns holding about equal numbers of points. Thread t 
 in input order and numbers only the cells of its slab, in the order their first point appears,
 so each point's rank in its voxel is exact; a voxel's first-seen number is then the number of
 voxels of all slabs whose first point comes earlier (a merge of T lists in input order), and the
-voxels numbered >= max_voxels are dropped with all their points, as a serial pass would. Lidar
-points in azimuth order stay in one slab for long runs, so the threads write mostly disjoint
-cache lines.
+voxels numbered >= max_voxels are dropped with all their points, as a serial pass would. The
+slabs' points interleave in short runs (on the bench's nuScenes cloud, 24 points on average with
+two slabs: every firing has returns near the sensor, at x ~ 0), so the threads keep per-point
+results in rows of their own, and odd partitions fill their voxels backwards.
 
 Memory: the CPU backend finds a point's voxel in a dense int32 table over the cells when the grid
 has at most 16 cells per voxel it may make (1.2 MB for the nuScenes pillar preset), otherwise in
@@ -341,9 +342,8 @@ def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  #
     """keys[j] for points (xs[j], ys[j], zs[j]), j < m: the linear cell key (x * gy + y) * gz + z,
     or KEY_OUT_OF_RANGE / KEY_NAN. Branch-free, so that LLVM vectorizes it.
 
-    x-major: a range of keys is a slab of x columns, and the hard numbering partitions the cells
-    by slabs of x columns: lidar points in azimuth order (and the voxels, numbered in that order)
-    come in long runs of one slab, so the threads write mostly disjoint cache lines."""
+    x-major: a range of keys is a slab of x columns, which the hard numbering's partitions test
+    in one compare."""
     x0, y0, z0 = range_min[0], range_min[1], range_min[2]
     dx, dy, dz = voxel_size[0], voxel_size[1], voxel_size[2]
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
