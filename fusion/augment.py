@@ -99,7 +99,10 @@ def draw_augmentation(
     lidar_drawn = roll < config.drop_lidar_probability
     cameras_drawn = not lidar_drawn and roll < config.drop_lidar_probability + config.drop_cameras_probability
     if has_lidar_branch and has_camera_branch:
-        drop |= {"lidar"} if lidar_drawn else {"camera"} if cameras_drawn else set()
+        if lidar_drawn:
+            drop.add("lidar")
+        elif cameras_drawn:
+            drop.add("camera")
     if not cameras_drawn and rng.random() < config.drop_one_camera_probability:
         drop.add(CAMERA_NAMES[int(rng.integers(len(CAMERA_NAMES)))])
     if has_map and rng.random() < config.drop_map_probability:

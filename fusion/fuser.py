@@ -27,6 +27,16 @@ class ConvFuser(nn.Module):
         )
         self.channels = channels
 
+    def input_slices(self) -> dict[str, slice]:
+        """The input channel range of each branch the fuser has (its features, then its indicator
+        channel), in the order `forward` concatenates them."""
+        slices, start = {}, 0
+        for name, channels in (("lidar", self.lidar_channels), ("camera", self.camera_channels), ("map", self.map_channels)):
+            if channels:
+                slices[name] = slice(start, start + channels + 1)
+                start += channels + 1
+        return slices
+
     @staticmethod
     def from_config(config: FuserConfig, lidar_channels: int, camera_channels: int, map_channels: int) -> ConvFuser:
         return ConvFuser(lidar_channels, camera_channels, map_channels, config.channels)

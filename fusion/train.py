@@ -171,6 +171,7 @@ def train(
         optimizer, max_lr=train_cfg.learning_rate, total_steps=max(total_steps, 1), pct_start=0.3
     )
     step = 0
+    started_from = None
     checkpoint_path = out / "checkpoint_last.pt"
     if resume and checkpoint_path.is_file():
         saved_config, payload = load_checkpoint(checkpoint_path)
@@ -182,12 +183,13 @@ def train(
         step = int(payload["step"])
     elif init_from:
         started_from = warm_start(model, config, init_from)
-        if rank == 0:
-            out.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(out / "warm_start.json", started_from.to_dict())
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "config.json", config.to_dict())
+        if started_from is not None:
+            write_json_atomic(out / "warm_start.json", started_from.to_dict())
+        elif not resume:
+            (out / "warm_start.json").unlink(missing_ok=True)  # from an earlier run in this folder
         if not resume:
             (out / "loss_log.jsonl").unlink(missing_ok=True)
 

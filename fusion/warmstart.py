@@ -45,18 +45,6 @@ class WarmStart:
         return {"trunk": self.trunk_source, "branches": dict(self.branch_sources), "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs)}
 
 
-def fuser_input_slices(model: BEVFusion) -> dict[str, slice]:
-    """The fuser's input channel range of each branch the model has (features, then its indicator
-    channel), in the fuser's concatenation order."""
-    fuser = model.fuser
-    slices, start = {}, 0
-    for name, channels in (("lidar", fuser.lidar_channels), ("camera", fuser.camera_channels), ("map", fuser.map_channels)):
-        if channels:
-            slices[name] = slice(start, start + channels + 1)
-            start += channels + 1
-    return slices
-
-
 def _has(config: FusionConfig, branch: str) -> bool:
     return bool(getattr(config.train, f"use_{branch}"))
 
@@ -101,11 +89,10 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
 
     # The fuser's 3x3 conv, (out, in, 3, 3): the trunk's input channels go to where the same
     # branch sits in this model; a branch the trunk did not have starts at zero.
-    trunk_model = BEVFusion.from_config(trunk_config)
-    trunk_slices = fuser_input_slices(trunk_model)
+    trunk_slices = BEVFusion.from_config(trunk_config).fuser.input_slices()
     weight = torch.zeros_like(target[fuser_weight])
     zeroed = []
-    for branch, where in fuser_input_slices(model).items():
+    for branch, where in model.fuser.input_slices().items():
         if branch in trunk_slices:
             weight[:, where] = trunk_state[fuser_weight][:, trunk_slices[branch]].to(weight.dtype)
         else:

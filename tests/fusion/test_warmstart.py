@@ -13,7 +13,7 @@ from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig, tiny_for_tests
 from avfusion.fusion.model import BEVFusion
-from avfusion.fusion.warmstart import fuser_input_slices, warm_start
+from avfusion.fusion.warmstart import warm_start
 
 
 def _with_modalities(config: FusionConfig, *, lidar: bool, camera: bool, map: bool) -> FusionConfig:
@@ -60,7 +60,7 @@ def test_fused_model_warm_started_from_lidar_then_camera_computes_the_lidar_mode
         elif name.startswith(("lidar.", "map.", "backbone.", "head.")) or (name.startswith("fuser.") and "layers.0." not in name):
             torch.testing.assert_close(value, lidar_state[name], rtol=0, atol=0, msg=name)
     weight = fused_state["fuser.layers.0.weight"]
-    slices = fuser_input_slices(fused)
+    slices = fused.fuser.input_slices()
     assert float(weight[:, slices["camera"]].abs().sum()) == 0.0
     assert float(weight[:, slices["lidar"]].abs().sum()) > 0 and float(weight[:, slices["map"]].abs().sum()) > 0
 
