@@ -255,11 +255,10 @@ def metrics_of_filtered(gt: EvalBoxSet, pred: EvalBoxSet, config: DetectionConfi
 
 
 def _cores() -> int:
-    """The cores this process may run on (the classes' accumulation shares them)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may run on (the classes' accumulation shares them, as the scans do)."""
+    from avfusion.eval.jsonscan import scan_workers
+
+    return scan_workers()
 
 
 def evaluate_distance_bands(
