@@ -90,7 +90,11 @@ def draw_gaussian(heatmap: np.ndarray, row: int, column: int, radius: int) -> No
 
 
 def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig) -> HeadTargets:
-    """Targets for a batch from each sample's boxes in its BEV frame (boxes off the grid are skipped)."""
+    """Targets for a batch from each sample's boxes in its BEV frame.
+
+    Boxes off the grid are skipped, and so are boxes known to hold fewer than
+    `config.head.min_target_lidar_points` lidar points (an unknown count, -1, is kept).
+    """
     grid, head = config.grid, config.head
     height, width = grid.shape_hw
     batch, objects = len(boxes_per_sample), head.max_objects
@@ -106,6 +110,7 @@ def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig
         row_f = (boxes.center[:, 1] - grid.y_range_m[0]) / grid.cell_m
         inside = (column_f >= 0) & (column_f < width) & (row_f >= 0) & (row_f < height)
         inside &= (boxes.label >= 0) & (boxes.label < head.num_classes)
+        inside &= (boxes.num_lidar_pts < 0) | (boxes.num_lidar_pts >= head.min_target_lidar_points)
         slot = 0
         for n in np.flatnonzero(inside)[:objects]:
             row, column = int(row_f[n]), int(column_f[n])

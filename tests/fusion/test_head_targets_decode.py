@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -54,6 +55,24 @@ def test_targets_by_hand() -> None:
     assert targets.mask[0].tolist()[:3] == [True, True, False]
     assert bool(torch.isnan(targets.regression[0, 1, 8:]).all())
     assert targets.attribute[0, :2].tolist() == [5, 4]
+
+
+def test_targets_skip_boxes_without_lidar_points() -> None:
+    """Boxes the evaluation ignores (no lidar point) are not targets; an unknown count (-1) is kept."""
+    config = FusionConfig(grid=GridConfig(x_range_m=(-16.0, 16.0), y_range_m=(-16.0, 16.0), cell_m=0.8))
+    base = _boxes()
+    centres = np.array([[1.2, -3.0, 0.9], [10.0, 7.6, 1.1], [-8.0, 4.0, 0.8]])
+    boxes = Boxes3D(center=centres, size_wlh=np.repeat(base.size_wlh[:1], 3, axis=0), yaw_rad=np.zeros(3),
+                    velocity_xy=np.zeros((3, 2)), label=np.array([0, 0, 0]), attribute=np.array([5, 5, 5]),
+                    num_lidar_pts=np.array([0, 3, -1]))  # fmt: skip
+    targets = build_head_targets([boxes], config)
+    width = 40
+    kept_cells = sorted(int(c) for c in targets.index[0][targets.mask[0]])
+    # Box 1: column (10 + 16) / 0.8 = 32.5, row (7.6 + 16) / 0.8 = 29.5; box 2: column 10, row 25.
+    assert kept_cells == sorted([29 * width + 32, 25 * width + 10])
+    assert targets.heatmap[0, 0, 16, 21] < 1.0  # box 0's centre cell holds no peak
+    everything = build_head_targets([boxes], config.replace(head=dataclasses.replace(config.head, min_target_lidar_points=0)))
+    assert int(everything.mask.sum()) == 3 and everything.heatmap[0, 0, 16, 21] == 1.0
 
 
 def _outputs_from_targets(config: FusionConfig, boxes: Boxes3D) -> HeadOutputs:
