@@ -224,9 +224,7 @@ def _lidar_pose_tokens(
     last_row_of_sample[position[chosen]] = chosen  # fancy assignment: the last write wins
     if np.any(last_row_of_sample < 0):
         return None
-    return jsonscan.string_matrix(
-        records.data, records.string_start[last_row_of_sample, pose_column], records.string_end[last_row_of_sample, pose_column]
-    )
+    return records.strings_at("ego_pose_token", last_row_of_sample)
 
 
 def _pose_translations(
@@ -383,11 +381,7 @@ def _annotation_boxes(
     attribute = np.full(len(kept), -1, np.int64)
     with_attribute = np.flatnonzero(count == 1)
     if with_attribute.size:
-        first = jsonscan.string_matrix(
-            records.data,
-            records.string_start[kept[with_attribute], attribute_column],
-            records.string_end[kept[with_attribute], attribute_column],
-        )
+        first = records.strings_at("attribute_tokens", kept[with_attribute])
         attribute_row = labels.attribute_index.lookup(first)
         if np.any(attribute_row < 0):
             return None

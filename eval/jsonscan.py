@@ -72,6 +72,7 @@ _POW5_BITS = np.array([(5**e).bit_length() for e in range(_MAX_POW5 + 1)], np.in
 _TWO_53 = 1 << 53
 _TWO_54 = 1 << 54
 _MAX_DIGITS = 18  # 10**18 < 2**63: the mantissa always fits an int64
+COPIED_STRING_BYTES = 32  # a nuScenes token's length
 
 
 def _pow5_table(max_exponent: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,6 +186,9 @@ class ScannedRecords:
     set for each kind among its elements.
     string_start, string_end (R, K) int64: byte range (without quotes) of a string field, or of an
     array field's first string element. string_flags (R, K) uint8: `HAS_ESCAPE` / `NON_ASCII`.
+    copy_column (K,) int64: each string key's column (the keys with no number slots, in order) in
+    string_bytes (R, C, COPIED_STRING_BYTES) uint8: the first bytes of that string, zero-padded,
+    copied during the scan (only meaningful where the string has at most that many bytes).
     record_group (R,) int64: the group (RESULTS layout) of each record, 0 for TABLE.
     group_key_start, group_key_end (G,) int64: byte range of each group's key (RESULTS layout).
     group_size (G,) int64: records per group. meta_range: (start, end) of the "meta" value or (-1, -1).
@@ -204,6 +208,8 @@ class ScannedRecords:
     string_start: np.ndarray
     string_end: np.ndarray
     string_flags: np.ndarray
+    copy_column: np.ndarray
+    string_bytes: np.ndarray
     record_group: np.ndarray
     group_key_start: np.ndarray
     group_key_end: np.ndarray
@@ -223,7 +229,19 @@ class ScannedRecords:
         k = self.column(key)
         if not (np.all(self.kind[:, k] == STRING) and not np.any(self.string_flags[:, k]) and self.skipped.plain_strings(k)):
             return None
-        return string_matrix(self.data, self.string_start[:, k], self.string_end[:, k])
+        return self.strings_at(key, slice(None))
+
+    def strings_at(self, key: str, rows: np.ndarray | slice) -> np.ndarray:
+        """(len(rows), L) `string_matrix` of the string the scan recorded for `key` in each record
+        of `rows` (a string field's value, an array field's first string element; the caller has
+        checked there is one), from the copies made during the scan when they hold every byte."""
+        k = self.column(key)
+        start, end = self.string_start[rows, k], self.string_end[rows, k]
+        longest = int((end - start).max()) if len(start) else 0
+        c = self.copy_column[k]
+        if c < 0 or longest > COPIED_STRING_BYTES:
+            return string_matrix(self.data, start, end)
+        return np.ascontiguousarray(self.string_bytes[rows, c, : max(longest, 1)])
 
     def floats(self, key: str, width: int) -> np.ndarray | None:
         """(R, width) float64 of an array-of-`width`-numbers field, or None unless every record has one."""
@@ -336,11 +354,17 @@ def _scan_part(
     key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
     cap_records = _count_byte(buffer[begin:end], ord("{")) + 1
     cap_groups = _count_byte(buffer[begin:end], ord("[")) + 1 if layout == RESULTS else 1
+    # Each string field (no number slots) of a kept record is also copied while the scan reads it
+    # (`ScannedRecords.string_bytes`): gathering them later from a file of hundreds of MB would
+    # cost a cache miss a record, once for each field.
+    copy_column = np.full(len(keys), -1, np.int64)
+    string_keys = [k for k, key in enumerate(keys) if int(fields[key]) == 0]
+    copy_column[string_keys] = np.arange(len(string_keys))
     slow_cap = 1024
     while True:
         out = _scan(
             buffer, begin, end, open_implied, close_implied, layout, key_buffer, key_offsets, slot_offsets,
-            cap_records, cap_groups, slow_cap, filter_key, id_key, *wanted,
+            cap_records, cap_groups, slow_cap, filter_key, id_key, *wanted, copy_column, len(string_keys),
         )  # fmt: skip
         status, n_records, n_groups, meta_start, meta_end, non_ascii, n_slow = out[0]
         if status != 0:
@@ -351,7 +375,8 @@ def _scan_part(
     (kind, values, int_values, number_flags, element_count, element_kinds, string_start, string_end,
      string_flags, record_group, group_key_start, group_key_end, group_size,
      slow_start, slow_end, slow_dest) = out[1:17]  # fmt: skip
-    skipped = SkippedRecords(*out[17:])
+    skipped = SkippedRecords(*out[17:23])
+    string_bytes = out[23]
     if non_ascii:
         try:
             str(data, "utf-8")  # json.loads(bytes) would reject invalid UTF-8
@@ -374,6 +399,8 @@ def _scan_part(
         string_start=string_start[:n_records],
         string_end=string_end[:n_records],
         string_flags=string_flags[:n_records],
+        copy_column=copy_column,
+        string_bytes=string_bytes[:n_records],
         record_group=record_group[:n_records],
         group_key_start=group_key_start[:n_groups],
         group_key_end=group_key_end[:n_groups],
@@ -509,6 +536,8 @@ def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
         string_start=joined("string_start"),
         string_end=joined("string_end"),
         string_flags=joined("string_flags"),
+        copy_column=first.copy_column,
+        string_bytes=joined("string_bytes"),
         record_group=joined("record_group"),
         group_key_start=first.group_key_start,
         group_key_end=first.group_key_end,
@@ -554,21 +583,19 @@ def encode_strings(strings: Sequence[str], width: int | None = None) -> np.ndarr
 
 
 class StringIndex:
-    """Exact lookup of string rows (`string_matrix` rows) among unique keys, vectorized.
+    """Exact lookup of string rows (`string_matrix` rows) among unique keys.
 
-    Rows are hashed to uint64 and sorted; a hit is confirmed by comparing every byte, so a hash
-    collision can only cost a fallback (`unique` is False), never a wrong answer. With duplicate
-    keys `unique` is False too: callers needing the devkit's last-wins dict semantics then fall back.
+    The rows, as words of 8 bytes, go into an open-addressing hash table (one Numba pass); a
+    look-up probes it and compares every word of a hit, so a hash collision never gives a wrong
+    answer. `unique` is False when two keys are equal: callers needing the devkit's last-wins dict
+    semantics then fall back (look-ups find the first of equal keys).
     """
 
     def __init__(self, keys: np.ndarray) -> None:
         self.width = keys.shape[1]
-        words = _words(keys, self.width)
-        hashes = _hash(words)
-        self.order = np.argsort(hashes, kind="stable")
-        self.sorted_hashes = hashes[self.order]
-        self.sorted_words = words[self.order]
-        self.unique = not np.any(self.sorted_hashes[1:] == self.sorted_hashes[:-1])
+        self._words = np.ascontiguousarray(_words(keys, self.width))
+        self._slots, self._slot_hashes, duplicate = _row_table(self._words)
+        self.unique = not duplicate
 
     def lookup(self, queries: np.ndarray) -> np.ndarray:
         """(Q,) int64 row of each query among the keys, -1 where absent."""
@@ -577,24 +604,8 @@ class StringIndex:
             queries = queries[:, : self.width]
         else:
             longer = np.zeros(len(queries), bool)
-        words = _words(queries, self.width)
-        hashes = _hash(words)
-        if len(self.sorted_hashes) == 0:
-            return np.full(len(queries), -1, np.int64)
-        # The queries in hash order: the binary searches, and the key rows they end at, then walk
-        # forward through memory instead of jumping about it (measured: 3-5x faster lookups of
-        # 170,000 tokens among as many). Each query's answer does not depend on that order.
-        query_order = np.argsort(hashes)
-        sorted_queries = hashes[query_order]
-        position = np.minimum(np.searchsorted(self.sorted_hashes, sorted_queries), len(self.sorted_hashes) - 1)
-        hit = (
-            (self.sorted_hashes[position] == sorted_queries)
-            & np.all(self.sorted_words[position] == words[query_order], axis=1)
-            & ~longer[query_order]
-        )
-        rows = np.empty(len(queries), np.int64)
-        rows[query_order] = np.where(hit, self.order[position], -1)
-        return rows
+        words = np.ascontiguousarray(_words(queries, self.width))
+        return _row_lookup(self._words, self._slots, self._slot_hashes, words, longer)
 
 
 def _words(matrix: np.ndarray, width: int) -> np.ndarray:
@@ -606,14 +617,6 @@ def _words(matrix: np.ndarray, width: int) -> np.ndarray:
     columns = min(matrix.shape[1], width)
     padded[:, :columns] = matrix[:, :columns]
     return padded.view(np.uint64)
-
-
-def _hash(words: np.ndarray) -> np.ndarray:
-    h = np.full(words.shape[0], 0x9E3779B97F4A7C15, np.uint64)
-    for j in range(words.shape[1]):
-        h = (h ^ words[:, j]) * np.uint64(0xFF51AFD7ED558CCD)
-        h ^= h >> np.uint64(29)
-    return h
 
 
 # ----------------------------------------------------------------------------------------------
@@ -927,6 +930,71 @@ def _range_hashes(buffer, start, end):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _row_hash(words, r):  # pragma: no cover - compiled
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for j in range(words.shape[1]):
+        h = (h ^ words[r, j]) * np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(29)
+    h ^= h >> np.uint64(33)
+    h *= np.uint64(0xC4CEB9FE1A85EC53)
+    h ^= h >> np.uint64(33)
+    return h
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _rows_equal(a, r, b, q):  # pragma: no cover - compiled
+    for j in range(a.shape[1]):
+        if a[r, j] != b[q, j]:
+            return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_table(words):  # pragma: no cover - compiled
+    """`StringIndex`'s table of the rows of `words` (N, W) uint64: (slots, the hash of each slot's
+    row, whether two rows are equal); slots[s] = row or -1, a power-of-two size of at least twice
+    the rows, probed linearly from hash & (size - 1)."""
+    n = words.shape[0]
+    size = 16
+    while size < 2 * n:
+        size *= 2
+    mask = size - 1
+    slots = np.full(size, -1, np.int64)
+    slot_hashes = np.zeros(size, np.uint64)
+    duplicate = False
+    for r in range(n):
+        h = _row_hash(words, r)
+        s = np.int64(h & np.uint64(mask))
+        while slots[s] >= 0:
+            if slot_hashes[s] == h and _rows_equal(words, slots[s], words, r):
+                duplicate = True
+            s = (s + 1) & mask
+        slots[s] = r
+        slot_hashes[s] = h
+    return slots, slot_hashes, duplicate
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_lookup(words, slots, slot_hashes, queries, longer):  # pragma: no cover - compiled
+    """The row of `words` equal to each row of `queries` (the first of equal rows), -1 where there
+    is none or `longer` says the query has more bytes than the rows."""
+    out = np.full(queries.shape[0], -1, np.int64)
+    mask = slots.shape[0] - 1
+    for q in range(queries.shape[0]):
+        if longer[q]:
+            continue
+        h = _row_hash(queries, q)
+        s = np.int64(h & np.uint64(mask))
+        while slots[s] >= 0:
+            r = slots[s]
+            if slot_hashes[s] == h and _rows_equal(words, r, queries, q):
+                out[q] = r
+                break
+            s = (s + 1) & mask
+    return out
+
+
 @numba.njit(cache=True, nogil=True)
 def _wanted_table(matrix, lengths):  # pragma: no cover - compiled
     """Open-addressing hash table of the rows of `matrix` (row r: its first lengths[r] bytes):
@@ -1224,10 +1292,22 @@ def _check_record_rest(
         state = _EXPECT_COMMA_OR_CLOSE
 
 
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _copy_string(buffer, start, end, string_bytes, record, column):  # pragma: no cover - compiled
+    """buffer[start:end] into string_bytes[record, column], zero-padded, if it fits (column >= 0)."""
+    if column < 0 or end - start > COPIED_STRING_BYTES:
+        return
+    for j in range(end - start):
+        string_bytes[record, column, j] = buffer[start + j]
+    for j in range(end - start, COPIED_STRING_BYTES):
+        string_bytes[record, column, j] = 0
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan(
     buffer, begin, end_of_part, open_implied, close_implied, layout, key_buffer, key_offsets, slot_offsets,
     cap_records, cap_groups, slow_cap, filter_key, id_key, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths,
+    copy_column, n_copied,
 ):  # pragma: no cover - compiled  # fmt: skip
     """The single pass (see `scan_records`). Returns (status row, arrays...); status 0 = understood.
 
@@ -1258,6 +1338,7 @@ def _scan(
     string_start = np.empty((cap_records, n_keys), np.int64)
     string_end = np.empty((cap_records, n_keys), np.int64)
     string_flags = np.empty((cap_records, n_keys), np.uint8)
+    string_bytes = np.empty((cap_records, n_copied, COPIED_STRING_BYTES), np.uint8)
     record_group = np.empty(cap_records, np.int64)
     group_key_start = np.zeros(cap_groups, np.int64)
     group_key_end = np.zeros(cap_groups, np.int64)
@@ -1436,6 +1517,7 @@ def _scan(
                 string_start[record, field] = i + 1
                 string_end[record, field] = end - 1
                 string_flags[record, field] = flags
+                _copy_string(buffer, i + 1, end - 1, string_bytes, record, copy_column[field])
                 if (
                     field == filter_key and flags == 0
                     and not _is_wanted(buffer, i + 1, end - 1, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths)
@@ -1468,6 +1550,7 @@ def _scan(
                     string_start[record, field] = i + 1
                     string_end[record, field] = end - 1
                     string_flags[record, field] = flags
+                    _copy_string(buffer, i + 1, end - 1, string_bytes, record, copy_column[field])
                 element_kinds[record, field] |= 1 << STRING
                 element_count[record, field] += 1
             i = end
@@ -1536,5 +1619,5 @@ def _scan(
         string_end, string_flags, record_group, group_key_start, group_key_end, group_size,
         slow_start[: min(n_slow, slow_cap)], slow_end[: min(n_slow, slow_cap)], slow_dest[: min(n_slow, slow_cap)],
         skipped_hash[:n_skipped], skipped_kinds, skipped_element_kinds, skipped_count_min,
-        skipped_count_max, skipped_string_flags,
+        skipped_count_max, skipped_string_flags, string_bytes,
     )  # fmt: skip

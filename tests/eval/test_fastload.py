@@ -186,6 +186,55 @@ def test_random_corruptions_are_either_refused_or_read_as_json_reads_them():
     assert accepted > 20  # digit changes and the like keep the file valid
 
 
+def _string_texts(rng: np.random.Generator, count: int) -> list[str]:
+    """Strings around the length of the scan's copies (`COPIED_STRING_BYTES`), empty ones included."""
+    width = jsonscan.COPIED_STRING_BYTES
+    lengths = rng.choice([0, 1, 7, 8, width - 1, width, width + 1, 2 * width + 3], count)
+    return ["".join(rng.choice(list("0123456789abcdef"), int(n))) for n in lengths]
+
+
+@pytest.mark.parametrize("longest", ["short", "long"])
+def test_strings_copied_during_the_scan_equal_a_gather_from_the_file(longest):
+    """`strings` and `strings_at` (from the copies made while scanning, when they hold every byte)
+    give what `string_matrix` gathers from the file's bytes: same rows, same width."""
+    rng = np.random.default_rng(5)
+    texts = _string_texts(rng, 300)
+    if longest == "short":
+        texts = [t[: jsonscan.COPIED_STRING_BYTES] for t in texts]
+    records = [
+        {"s": t, "x": [1.5, 2], "l": [3, texts[-1 - i], "z"] if i % 3 else [], "n": i} for i, t in enumerate(texts)
+    ]
+    data = json.dumps(records).encode()
+    scanned = jsonscan.scan_records(data, jsonscan.TABLE, {"s": 0, "x": 2, "l": 0, "n": 0})
+    assert scanned is not None
+    k = scanned.column("s")
+    gathered = jsonscan.string_matrix(data, scanned.string_start[:, k], scanned.string_end[:, k])
+    assert np.array_equal(scanned.strings("s"), gathered) and scanned.strings("s").shape == gathered.shape
+    assert jsonscan.decode_strings(scanned.strings("s")) == texts
+    rows = np.flatnonzero(scanned.element_count[:, scanned.column("l")] > 0)
+    rows = rows[rng.permutation(len(rows))]
+    first = scanned.strings_at("l", rows)
+    assert jsonscan.decode_strings(first) == [texts[-1 - i] for i in rows.tolist()]
+    k = scanned.column("l")
+    assert np.array_equal(first, jsonscan.string_matrix(data, scanned.string_start[rows, k], scanned.string_end[rows, k]))
+
+
+@pytest.mark.parametrize("parts", [1, 4])
+def test_strings_of_a_filtered_scan_are_those_of_the_kept_records(parts):
+    """Skipped records lend their rows to the next records: their strings never show through."""
+    rng = np.random.default_rng(8)
+    texts = _string_texts(rng, 400)
+    records = [{"token": f"t{i}", "g": f"g{i % 5}", "s": t} for i, t in enumerate(texts)]
+    data = json.dumps(records, indent=1).encode()
+    fields = {"token": 0, "g": 0, "s": 0}
+    kept = jsonscan.scan_table_in_parts(
+        data, fields, jsonscan.RecordFilter("g", ["g1", "g3"], id_key="token"), parts=parts, min_part_bytes=256
+    )
+    assert kept is not None
+    assert jsonscan.decode_strings(kept.strings("s")) == [t for i, t in enumerate(texts) if i % 5 in (1, 3)]
+    assert jsonscan.decode_strings(kept.strings("token")) == [f"t{i}" for i in range(400) if i % 5 in (1, 3)]
+
+
 def test_string_index_finds_exact_rows_only():
     keys = jsonscan.encode_strings(["abc", "ab", "", "abcd", "x" * 40])
     index = jsonscan.StringIndex(keys)
@@ -195,9 +244,16 @@ def test_string_index_finds_exact_rows_only():
     assert not jsonscan.StringIndex(jsonscan.encode_strings(["a", "b", "a"])).unique
 
 
+def test_string_index_of_equal_keys_finds_the_first():
+    keys = ["b", "a", "c", "a", "b", "b"]
+    index = jsonscan.StringIndex(jsonscan.encode_strings(keys))
+    assert not index.unique
+    assert index.lookup(jsonscan.encode_strings(["a", "b", "c", "d"])).tolist() == [1, 0, 2, -1]
+
+
 @pytest.mark.parametrize("query_width", [None, 8, 40])
 def test_string_index_lookups_equal_a_dict(query_width):
-    """Many keys and queries in random order (the lookup reorders queries by hash): each answer is
+    """Many keys and queries in random order (the table is probed in hash order): each answer is
     the dict's, whatever the queries' own width (zero padding, or longer rows)."""
     rng = np.random.default_rng(31)
     keys = sorted({"".join(rng.choice(list("0123456789abcdef"), int(rng.integers(1, 33)))) for _ in range(5000)})
