@@ -107,6 +107,9 @@ class FusionBatch:
         targets: head targets (training only).
         depth_target_bin: `(B, K, h', w')` int64 depth bin of the nearest lidar return in each camera
             feature pixel, -1 none (training only).
+        lidar_depth_bin: `(B, K, h', w')` int64, the same from the keyframe sweep's returns, for the
+            lidar-guided lift (`CameraConfig.lift_at_lidar_depth`); all -1 for a sample without
+            lidar; None when the model does not lift at lidar depth.
     """
 
     sample_tokens: tuple[str, ...]
@@ -120,6 +123,7 @@ class FusionBatch:
     modality: ModalityMask
     targets: HeadTargets | None = None
     depth_target_bin: torch.Tensor | None = None
+    lidar_depth_bin: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch = len(self.sample_tokens)
@@ -156,6 +160,7 @@ class FusionBatch:
             modality=self.modality.to(device),
             targets=None if self.targets is None else self.targets.to(device),
             depth_target_bin=None if self.depth_target_bin is None else self.depth_target_bin.to(device),
+            lidar_depth_bin=None if self.lidar_depth_bin is None else self.lidar_depth_bin.to(device),
         )
 
 
@@ -374,6 +379,9 @@ def collate(
     has_camera = np.zeros((batch, cameras), dtype=bool)
     has_map = np.zeros(batch, dtype=bool)
     depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if with_targets else None
+    use = config.train
+    guided_lift = config.camera.lift_at_lidar_depth and use.use_lidar and use.use_camera
+    lidar_depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if guided_lift else None
     boxes_bev: list[Boxes3D] = []
 
     for b, (frame, aug) in enumerate(zip(frames, augmentations)):
@@ -391,6 +399,9 @@ def collate(
                 pillar_counts.append(counts)
                 pillar_coords.append(np.concatenate([np.full((len(counts), 1), b), coords_ij], axis=1))
         points_ego_for_depth = frame.lidar.points_ego[:, :3] if (with_targets and frame.lidar is not None) else None
+        keyframe_points_ego = None
+        if guided_lift and has_lidar[b]:
+            keyframe_points_ego = frame.lidar.ego_from_lidar.apply(frame.lidar.points[frame.lidar.points[:, 4] == 0, :3])
         for k, name in enumerate(CAMERA_NAMES):
             if name not in frame.cameras or "camera" in dropped or name in dropped:
                 continue
@@ -401,6 +412,9 @@ def collate(
             if points_ego_for_depth is not None:
                 depth_bins[b, k] = depth_target(points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k],
                                                 image_aug[b, k], config)  # fmt: skip
+            if keyframe_points_ego is not None:
+                lidar_depth_bins[b, k] = depth_target(keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k],
+                                                      image_aug[b, k], config)  # fmt: skip
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:
@@ -435,4 +449,5 @@ def collate(
         modality=ModalityMask(torch.from_numpy(has_lidar), torch.from_numpy(has_camera), torch.from_numpy(has_map)),
         targets=build_head_targets(boxes_bev, config) if with_targets else None,
         depth_target_bin=torch.from_numpy(depth_bins) if with_targets else None,
+        lidar_depth_bin=None if lidar_depth_bins is None else torch.from_numpy(lidar_depth_bins),
     )

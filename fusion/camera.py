@@ -5,6 +5,10 @@ their outer product places the context along the pixel's ray, weighted by the de
 (Philion & Fidler's lift-splat). The frustum points are placed with the camera's own calibration
 (`BatchedRig`: intrinsics, image augmentation, ego_from_camera), moved by the sample's
 `bev_from_ego` augmentation, and summed into the grid by `fusion.ops.bev_pool`.
+
+In a model with lidar, a pixel that holds a lidar return of the keyframe sweep can be lifted at the
+return's depth bin instead (`CameraConfig.lift_at_lidar_depth`): the camera then adds what it sees
+at the place lidar measured, and falls back to its own depth where lidar has no return or is missing.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from avfusion.fusion.batch import BatchedRig
@@ -97,9 +102,18 @@ class DepthLift(nn.Module):
         return bev_cell_index(points, grid.x_range_m, grid.y_range_m, grid.z_range_m, grid.cell_m, batch_of_camera)
 
     def forward(
-        self, image_features: torch.Tensor, rig: BatchedRig, bev_from_ego: torch.Tensor, camera_index: torch.Tensor
+        self,
+        image_features: torch.Tensor,
+        rig: BatchedRig,
+        bev_from_ego: torch.Tensor,
+        camera_index: torch.Tensor,
+        lidar_depth_bin: torch.Tensor | None = None,
     ) -> CameraBEV:
-        """`image_features` `(N, C_in, h', w')` of the cameras `camera_index` (flat b * K + k)."""
+        """`image_features` `(N, C_in, h', w')` of the cameras `camera_index` (flat b * K + k).
+
+        `lidar_depth_bin` `(N, h', w')` int64 (-1 = no return): where given, a pixel is lifted
+        entirely into that bin (the lidar-guided lift); elsewhere along its predicted distribution.
+        """
         cfg = self.config
         batch = bev_from_ego.shape[0]
         shape_hw = self.grid.shape_hw
@@ -107,6 +121,9 @@ class DepthLift(nn.Module):
         depth_logits = out[:, : cfg.num_depth_bins]
         context = out[:, cfg.num_depth_bins :]
         depth = depth_logits.softmax(dim=1)
+        if lidar_depth_bin is not None:
+            measured = F.one_hot(lidar_depth_bin.clamp(min=0), cfg.num_depth_bins).permute(0, 3, 1, 2).to(depth.dtype)
+            depth = torch.where((lidar_depth_bin >= 0).unsqueeze(1), measured, depth)
         volume = depth.unsqueeze(2) * context.unsqueeze(1)  # (N, D, C, h', w')
         volume = volume.permute(0, 1, 3, 4, 2).reshape(-1, cfg.channels)  # (N*D*h'*w', C)
         with torch.no_grad():
@@ -131,9 +148,17 @@ class CameraBranch(nn.Module):
         return CameraBranch(encoder, DepthLift(encoder.out_channels, config, grid))
 
     def forward(
-        self, images: torch.Tensor, present: torch.Tensor, rig: BatchedRig, bev_from_ego: torch.Tensor
+        self,
+        images: torch.Tensor,
+        present: torch.Tensor,
+        rig: BatchedRig,
+        bev_from_ego: torch.Tensor,
+        lidar_depth_bin: torch.Tensor | None = None,
     ) -> CameraBEV:
-        """`images` `(B, K, 3, h, w)`, `present` `(B, K)` bool: only present cameras are encoded."""
+        """`images` `(B, K, 3, h, w)`, `present` `(B, K)` bool: only present cameras are encoded.
+
+        `lidar_depth_bin` `(B, K, h', w')`: see `DepthLift.forward` (None = predicted depth only).
+        """
         batch, cameras = present.shape
         camera_index = torch.nonzero(present.reshape(-1), as_tuple=False).view(-1)  # (N,)
         chosen = images.reshape(batch * cameras, *images.shape[2:])[camera_index]  # (N, 3, h, w)
@@ -143,4 +168,7 @@ class CameraBranch(nn.Module):
             zeros = images.new_zeros((batch, self.channels, *shape_hw))
             empty_logits = images.new_zeros((0, self.lift.config.num_depth_bins, feature_h, feature_w))
             return CameraBEV(zeros, images.new_zeros((batch, 1, *shape_hw)), empty_logits, camera_index)
-        return self.lift(self.encoder(chosen), rig, bev_from_ego, camera_index)
+        measured = None
+        if lidar_depth_bin is not None:
+            measured = lidar_depth_bin.reshape(batch * cameras, *lidar_depth_bin.shape[2:])[camera_index]
+        return self.lift(self.encoder(chosen), rig, bev_from_ego, camera_index, measured)

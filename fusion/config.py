@@ -110,6 +110,13 @@ class CameraConfig:
     depth_min_m: float = 1.0
     depth_step_m: float = 2.0
     num_depth_bins: int = 24
+    # Lidar-guided lift (a model with both branches, in samples that have lidar): a feature pixel
+    # holding a lidar return of the keyframe sweep is lifted at that return's depth bin instead of
+    # along its predicted distribution (BEVFusion's depth-aware lift feeds the same projected depth
+    # to its depth net). Pixels without a return, and every pixel when lidar is missing, use the
+    # prediction, which is trained against lidar depth either way. False in configs written before
+    # it existed, so older checkpoints run as they were trained.
+    lift_at_lidar_depth: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_hw", tuple(int(v) for v in self.input_hw))

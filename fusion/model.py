@@ -72,7 +72,7 @@ class BEVFusion(nn.Module):
         depth_logits = batch.images.new_zeros((0, self.depth_bins, *self.feature_hw))
         camera_index = torch.zeros(0, dtype=torch.int64, device=batch.images.device)
         if self.camera is not None:
-            out = self.camera(batch.images, modality.camera, batch.rig, batch.bev_from_ego)
+            out = self.camera(batch.images, modality.camera, batch.rig, batch.bev_from_ego, batch.lidar_depth_bin)
             camera_bev, coverage = out.features, out.coverage  # (B, C_c, H, W), (B, 1, H, W)
             depth_logits, camera_index = out.depth_logits, out.camera_index
         map_bev = self.map(batch.map_bev) if self.map is not None else None
