@@ -311,26 +311,20 @@ def depth_target(
     cam = config.camera
     feature_h, feature_w = cam.feature_hw
     camera_from_ego = np.linalg.inv(ego_from_camera)
-    points_cam = points_ego @ camera_from_ego[:3, :3].T + camera_from_ego[:3, 3]
-    depth = points_cam[:, 2]
+    projection = image_aug @ intrinsics @ camera_from_ego[:3]  # (3, 4): ego -> (u d, v d, d)
+    pixels = points_ego @ projection[:, :3].T + projection[:, 3]
+    depth = points_ego @ camera_from_ego[2, :3] + camera_from_ego[2, 3]
     in_front = depth > 1e-3
-    pixels = (points_cam[in_front] @ (image_aug @ intrinsics).T)
-    depth = depth[in_front]
-    u = pixels[:, 0] / depth
-    v = pixels[:, 1] / depth
-    column = np.floor((u + 0.5) / cam.feature_stride).astype(np.int64)
-    row = np.floor((v + 0.5) / cam.feature_stride).astype(np.int64)
+    pixels, depth = pixels[in_front], depth[in_front]
+    column = np.floor((pixels[:, 0] / depth + 0.5) / cam.feature_stride).astype(np.int64)
+    row = np.floor((pixels[:, 1] / depth + 0.5) / cam.feature_stride).astype(np.int64)
     depth_bin = np.floor((depth - cam.depth_min_m) / cam.depth_step_m).astype(np.int64)
     keep = (column >= 0) & (column < feature_w) & (row >= 0) & (row < feature_h)
     keep &= (depth_bin >= 0) & (depth_bin < cam.num_depth_bins)
-    pixel, depth_bin = row[keep] * feature_w + column[keep], depth_bin[keep]
-    # The nearest return wins: sort by (pixel, bin) and keep the first entry of every pixel.
-    order = np.lexsort((depth_bin, pixel))
-    pixel, depth_bin = pixel[order], depth_bin[order]
-    first = np.ones(len(pixel), dtype=bool)
-    first[1:] = pixel[1:] != pixel[:-1]
-    target = np.full(feature_h * feature_w, -1, dtype=np.int64)
-    target[pixel[first]] = depth_bin[first]
+    # The nearest return wins: the smallest bin of every pixel (num_depth_bins = none yet).
+    target = np.full(feature_h * feature_w, cam.num_depth_bins, dtype=np.int64)
+    np.minimum.at(target, row[keep] * feature_w + column[keep], depth_bin[keep])
+    target[target == cam.num_depth_bins] = -1
     return target.reshape(feature_h, feature_w)
 
 
