@@ -26,14 +26,17 @@ Differences from spconv, by choice: a point with NaN in x, y or z is dropped and
 are reported. NaN in the other columns is copied through unchanged, as spconv does.
 
 Parallel hard mode on the CPU (T Numba threads; the outputs do not depend on T): the cells are
-split into T slabs of x columns holding about equal numbers of points. Thread t scans all points
-in input order and numbers only the cells of its slab, in the order their first point appears,
-so each point's rank in its voxel is exact; a voxel's first-seen number is then the number of
-voxels of all slabs whose first point comes earlier (a merge of T lists in input order), and the
-voxels numbered >= max_voxels are dropped with all their points, as a serial pass would. The
-slabs' points interleave in short runs (on the bench's nuScenes cloud, 24 points on average with
-two slabs: every firing has returns near the sensor, at x ~ 0), so the threads keep per-point
-results in rows of their own, and odd partitions fill their voxels backwards.
+split into T slabs of x columns holding about equal numbers of points. A routing pass (T chunks
+of consecutive points, one a thread) computes every point's cell key and lists each chunk's
+points under the slab that owns their cell; thread t then reads its slab's lists chunk after
+chunk, which is its points in input order, and numbers its cells in the order their first point
+appears, so each point's rank in its voxel is exact; a voxel's first-seen number is then the
+number of voxels of all slabs whose first point comes earlier (a merge of T lists in input
+order), and the voxels numbered >= max_voxels are dropped with all their points, as a serial
+pass would. The slabs' points interleave in short runs (on the bench's nuScenes cloud, 24 points
+on average with two slabs: every firing has returns near the sensor, at x ~ 0), so the threads
+keep per-point results beside their route lists, not in arrays indexed by point, and odd
+partitions fill their voxels backwards. Dynamic mode routes all points to one partition.
 
 Memory: the CPU backend finds a point's voxel in a dense int32 table over the cells when the grid
 has at most 16 cells per voxel it may make (1.2 MB for the nuScenes pillar preset), otherwise in
@@ -331,7 +334,7 @@ def hash_table_bits(max_entries: int) -> int:
     return max(4, int(2 * max(max_entries, 1) - 1).bit_length())
 
 
-# Points a block of the cell-keys pass copies to contiguous x, y and z arrays: the key arithmetic
+# Points a block of the routing pass copies to contiguous x, y and z arrays: the key arithmetic
 # then runs on SIMD lanes (the row stride of an (N, C) array is unknown at compile time, which
 # keeps LLVM from vectorizing the loop on the points themselves).
 KEY_BLOCK = 64
@@ -342,8 +345,8 @@ def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  #
     """keys[j] for points (xs[j], ys[j], zs[j]), j < m: the linear cell key (x * gy + y) * gz + z,
     or KEY_OUT_OF_RANGE / KEY_NAN. Branch-free, so that LLVM vectorizes it.
 
-    x-major: a range of keys is a slab of x columns, which the hard numbering's partitions test
-    in one compare."""
+    x-major: a range of keys is a slab of x columns, so the routing pass finds a point's slab
+    by comparing its key with the T - 1 inner split keys."""
     x0, y0, z0 = range_min[0], range_min[1], range_min[2]
     dx, dy, dz = voxel_size[0], voxel_size[1], voxel_size[2]
     fgx, fgy, fgz = np.float32(gx), np.float32(gy), np.float32(gz)
@@ -361,50 +364,6 @@ def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  #
         key = (np.int32(fx) * gy + np.int32(fy)) * gz + np.int32(fz)
         nan = (x != x) | (y != y) | (z != z)
         keys[j] = key if inside else (np.int32(KEY_NAN) if nan else np.int32(KEY_OUT_OF_RANGE))
-
-
-@njit(cache=True)
-def _cell_keys_chunk(t, points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops):  # pragma: no cover
-    """Chunk t of `_cell_keys_kernel`."""
-    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
-    n = points.shape[0]
-    num_chunks = stage.shape[0]
-    block = stage.shape[2]
-    xs = stage[t, 0]
-    ys = stage[t, 1]
-    zs = stage[t, 2]
-    n_nan = 0
-    n_out = 0
-    end = (t + 1) * n // num_chunks
-    for start in range(t * n // num_chunks, end, block):
-        m = min(block, end - start)
-        for j in range(m):
-            xs[j] = points[start + j, 0]
-            ys[j] = points[start + j, 1]
-            zs[j] = points[start + j, 2]
-        block_keys = keys[start : start + m]
-        _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, block_keys)
-        for j in range(m):
-            key = block_keys[j]
-            if key < 0:
-                point_voxel_index[start + j] = -1
-            n_nan += key == KEY_NAN
-            n_out += key == KEY_OUT_OF_RANGE
-    drops[t, 0] = n_nan
-    drops[t, 1] = n_out
-
-
-@njit(parallel=True, cache=True)
-def _cell_keys_kernel(points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops):  # pragma: no cover
-    """keys[i] = the cell key of point i (`_block_cell_keys`); point_voxel_index[i] = -1 for the
-    points without a cell (the other entries are left alone).
-
-    The points are split into T = len(stage) chunks of consecutive indices, one thread each;
-    chunk t goes through its staging rows stage[t] ((T, 3, KEY_BLOCK) float32 scratch) a block at
-    a time, and drops[t, 0] / drops[t, 1] count its points with NaN / out of the range.
-    """
-    for t in prange(stage.shape[0]):
-        _cell_keys_chunk(t, points, range_min, voxel_size, grid_xyz, keys, point_voxel_index, stage, drops)
 
 
 @njit(cache=True)
@@ -453,29 +412,107 @@ def _shell_sort(values, m):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _partition_splits_kernel(keys, grid_xyz, sample, splits):  # pragma: no cover - jitted
+def _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits):  # pragma: no cover
     """Split the x columns [0, gx) into len(splits) - 1 slabs of about equal numbers of points.
 
-    Partition t owns the cells of the columns splits[t] <= x < splits[t + 1]; splits[0] = 0 and
-    splits[-1] = gx, the inner splits are quantiles of the columns of every k-th point (a sample
-    of at most len(sample) points with a cell key, sorted in place). Only the balance of the work
-    depends on them, never the result.
+    Partition t owns the cell keys splits[t] <= key < splits[t + 1] (x-major keys: a slab of x
+    columns); splits[0] = 0 and splits[-1] = the number of cells, the inner splits start columns
+    that are quantiles of the x columns of every k-th point (a sample of at most len(sample)
+    points inside the range along x, sorted in place). Only the balance of the work depends on
+    them, never the result.
     """
     num_parts = splits.shape[0] - 1
-    n = keys.shape[0]
+    n = points.shape[0]
     gx = grid_xyz[0]
-    gyz = grid_xyz[1] * grid_xyz[2]
+    gyz = np.int64(grid_xyz[1] * grid_xyz[2])
+    x0, dx, fgx = range_min[0], voxel_size[0], np.float32(gx)
     stride = max(1, n // sample.shape[0])
-    m = 0
+    m = np.int64(0)  # not the literal 0: callees would be compiled for Literal[int](0) too
     for i in range(0, n, stride):
-        if keys[i] >= 0 and m < sample.shape[0]:
-            sample[m] = keys[i] // gyz
+        fx = (points[i, 0] - x0) / dx  # the routing pass's float32 arithmetic
+        if fx >= 0 and fx < fgx and m < sample.shape[0]:
+            sample[m] = np.int32(fx)
             m += 1
     _shell_sort(sample, m)
     splits[0] = 0
     for t in range(1, num_parts):
-        splits[t] = sample[t * m // num_parts] if m > 0 else t * (gx // num_parts)
-    splits[num_parts] = gx
+        column = sample[t * m // num_parts] if m > 0 else t * (gx // num_parts)
+        splits[t] = column * gyz
+    splits[num_parts] = gx * gyz
+
+
+@njit(cache=True)
+def _route_chunk(
+    c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys, route_counts,
+    point_voxel_index, drops,
+):  # pragma: no cover - jitted
+    """Chunk c of `_route_points_kernel`."""
+    gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
+    n = points.shape[0]
+    num_chunks = route_points.shape[0]
+    num_parts = route_points.shape[1]
+    block = stage.shape[2]
+    xs = stage[c, 0]
+    ys = stage[c, 1]
+    zs = stage[c, 2]
+    keys = block_keys[c]
+    tails = route_counts[c]  # a cache line of its own: written once a point
+    for t in range(num_parts):
+        tails[t] = 0
+    n_nan = 0
+    n_out = 0
+    chunk_start = c * n // num_chunks
+    end = (c + 1) * n // num_chunks
+    for start in range(chunk_start, end, block):
+        m = min(block, end - start)
+        for j in range(m):
+            xs[j] = points[start + j, 0]
+            ys[j] = points[start + j, 1]
+            zs[j] = points[start + j, 2]
+        _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys)
+        for j in range(m):
+            key = keys[j]
+            if key < 0:
+                point_voxel_index[start + j] = -1
+                n_nan += key == KEY_NAN
+                n_out += key == KEY_OUT_OF_RANGE
+                continue
+            t = 0
+            for u in range(1, num_parts):
+                t += key >= splits[u]
+            k = tails[t]
+            route_points[c, t, k] = start + j
+            route_keys[c, t, k] = key
+            tails[t] = k + 1
+    drops[c, 0] = n_nan
+    drops[c, 1] = n_out
+
+
+@njit(parallel=True, cache=True)
+def _route_points_kernel(
+    points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys, route_counts,
+    point_voxel_index, drops,
+):  # pragma: no cover - jitted
+    """The cell key of every point, and the points routed to the partitions that own their cells.
+
+    The points are split into C chunks of consecutive indices (C = route_points.shape[0], one
+    thread each). Chunk c computes its keys a block at a time (`_block_cell_keys`: stage[c],
+    (C, 3, KEY_BLOCK) float32 staging rows, and block_keys[c], (C, KEY_BLOCK) int32); a point
+    without a cell gets point_voxel_index -1 (the other entries are left alone) and is counted in
+    drops[c, 0] (NaN) or drops[c, 1] (out of the range); a point with key k goes to the partition
+    t with splits[t] <= k < splits[t + 1] (T = route_points.shape[1] partitions):
+    route_points[c, t, j] / route_keys[c, t, j] are the index and key of the j-th such point of
+    the chunk, j < route_counts[c, t]. (C, T, ceil(N / C)) int32 each; route_counts (C, >= T) and
+    drops (C, 8) int64 have rows on cache lines of their own.
+
+    Partition t's points in input order are then its lists of chunks 0, 1, ..., C - 1 in turn.
+    The chunks keep the pass parallel with a single partition (dynamic mode).
+    """
+    for c in prange(route_points.shape[0]):
+        _route_chunk(
+            np.int64(c), points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
+            route_counts, point_voxel_index, drops,
+        )  # fmt: skip
 
 
 @intrinsic
@@ -512,111 +549,101 @@ def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - ji
 
 @njit(cache=True)
 def _number_partition(
-    t, keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
-    part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
+    t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local, part_keys,
+    part_counts, part_first, part_sizes, route_locals, route_slots, drops,
 ):  # pragma: no cover - jitted
     """Partition t of `_number_partitions_kernel`."""
-    n = keys.shape[0]
-    gyz = grid_xyz[1] * grid_xyz[2]
     dense = dense_table.shape[0] > 0
-    # Negative keys (no cell) are >= 2**31 as uint32: outside every slab.
-    key_lo = splits[t] * gyz
-    key_span = np.uint32((splits[t + 1] - splits[t]) * gyz)
     table = tables[t]
     bits = start_bits
     if dense:
-        dense_table[splits[t] * gyz : splits[t + 1] * gyz] = -1
+        dense_table[splits[t] : splits[t + 1]] = -1
     else:
         table[: 1 << bits] = _EMPTY
-    own_points = part_points[t]
-    own_locals = part_locals[t]
-    own_slots = part_slots[t]
-    num_own = 0
     base = t * max_local
-    size = 0
+    size = np.int64(0)  # not the literal 0: _rehash would be compiled for Literal[int](0) too
     n_overflow = 0
-    for i in range(n):
-        ahead = keys[min(i + PREFETCH_DISTANCE, n - 1)]
-        if np.uint32(ahead - key_lo) < key_span:
+    for c in range(route_points.shape[0]):
+        own_points = route_points[c, t]
+        own_keys = route_keys[c, t]
+        own_locals = route_locals[c, t]
+        own_slots = route_slots[c, t]
+        num_own = route_counts[c, t]
+        for k in range(num_own):
+            ahead = own_keys[min(k + PREFETCH_DISTANCE, num_own - 1)]
             if dense:
                 _prefetch(dense_table, ahead)
             else:
                 _prefetch(table, _hash_slot(ahead, bits))
-        key = keys[i]
-        if np.uint32(key - key_lo) >= key_span:  # not in this slab, in one compare
-            continue
-        if dense:
-            local = dense_table[key]
-            if local < 0 and size < max_local:
-                local = np.int32(base + size)
-                size += 1
-                dense_table[key] = local
-                part_keys[local] = key
-                part_counts[local] = 0
-                part_first[local] = i
-        else:
-            h = _probe(table, bits, key)
-            entry = table[h]
-            if entry != _EMPTY:
-                local = np.int32(entry & 0xFFFFFFFF)
-            elif size < max_local:
-                if size == 1 << (bits - 1):  # would be more than half full: double it
-                    bits += 1
-                    _rehash(table, bits, part_keys, base, size)
-                    h = _probe(table, bits, key)
-                local = np.int32(base + size)
-                size += 1
-                table[h] = (np.int64(key) << 32) | local
-                part_keys[local] = key
-                part_counts[local] = 0
-                part_first[local] = i
+            key = own_keys[k]
+            if dense:
+                local = dense_table[key]
+                if local < 0 and size < max_local:
+                    local = np.int32(base + size)
+                    size += 1
+                    dense_table[key] = local
+                    part_keys[local] = key
+                    part_counts[local] = 0
+                    part_first[local] = own_points[k]
             else:
-                local = np.int32(-1)
-        own_points[num_own] = i
-        own_locals[num_own] = local
-        if local < 0:
-            n_overflow += 1
-        else:
-            slot = part_counts[local]
-            own_slots[num_own] = slot
-            part_counts[local] = slot + 1
-        num_own += 1
+                h = _probe(table, bits, key)
+                entry = table[h]
+                if entry != _EMPTY:
+                    local = np.int32(entry & 0xFFFFFFFF)
+                elif size < max_local:
+                    if size == 1 << (bits - 1):  # would be more than half full: double it
+                        bits += 1
+                        _rehash(table, bits, part_keys, base, size)
+                        h = _probe(table, bits, key)
+                    local = np.int32(base + size)
+                    size += 1
+                    table[h] = (np.int64(key) << 32) | local
+                    part_keys[local] = key
+                    part_counts[local] = 0
+                    part_first[local] = own_points[k]
+                else:
+                    local = np.int32(-1)
+            own_locals[k] = local
+            if local < 0:
+                n_overflow += 1
+            else:
+                slot = part_counts[local]
+                own_slots[k] = slot
+                part_counts[local] = slot + 1
     part_sizes[t] = size
-    part_num_points[t] = num_own
     drops[t, 2] = n_overflow
 
 
 @njit(parallel=True, cache=True)
 def _number_partitions_kernel(
-    keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
-    part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
+    route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local, part_keys,
+    part_counts, part_first, part_sizes, route_locals, route_slots, drops,
 ):  # pragma: no cover - jitted
-    """First pass of the partitioned numbering: partition t (one thread) reads all cell keys in input
-    order and numbers only the cells of its slab of x columns [splits[t], splits[t + 1]), in the
-    order their first point appears, as local voxels t * max_local + j. Each cell is seen by one
-    thread only, in input order, so the slots (ranks of the points in their cell) are exact.
-    Points without a cell (negative keys) are in no slab.
+    """First pass of the partitioned numbering: partition t (one thread) reads its points in input
+    order (its route lists of chunks 0, 1, ... from `_route_points_kernel`) and numbers the cells
+    of its slab in the order their first point appears, as local voxels t * max_local + j. Each
+    cell is seen by one thread only, in input order, so the slots (ranks of the points in their
+    cell) are exact.
 
     A partition keeps at most max_local = min(max_voxels, N) cells: a cell it numbers j >= max_voxels
     has at least max_voxels cells before it, so the serial numbering drops it too; its points get
     local voxel -1 (counted in drops[t, 2] as voxel overflow).
 
     Cell -> local voxel: with a non-empty dense_table ((num_cells,) int32, small grids), directly;
-    partition t clears its key range of it. Otherwise row t of tables ((T, 2**max_bits) int64,
-    2**max_bits >= 2 max_local) is partition t's hash table: it starts at 2**start_bits entries
-    and doubles whenever it would get more than half full.
+    partition t clears its key range [splits[t], splits[t + 1]) of it. Otherwise row t of tables
+    ((T, 2**max_bits) int64, 2**max_bits >= 2 max_local) is partition t's hash table: it starts at
+    2**start_bits entries and doubles whenever it would get more than half full.
 
     Writes, for each partition, part_keys / part_counts / part_first (cell key, all its points,
-    index of its first point) of its local voxels and part_sizes[t]; and row t of part_points /
-    part_locals / part_slots, (T, N) int32, its k = part_num_points[t] points in input order with
-    their local voxel (or -1) and slot. Nothing indexed by point: the threads' points interleave
-    in short runs (a lidar firing crosses the slab faces), and shared cache lines would bounce
-    between the cores.
+    index of its first point) of its local voxels and part_sizes[t]; and for each routed point
+    route_locals[c, t, j] (its local voxel, or -1) and route_slots[c, t, j] (its slot), beside its
+    route entry. Nothing indexed by point: the threads' points interleave in short runs (a lidar
+    firing crosses the slab faces), and shared cache lines would bounce between the cores.
     """
     for t in prange(part_sizes.shape[0]):
         _number_partition(
-            t, keys, grid_xyz, splits, dense_table, tables, start_bits, max_local, part_keys, part_counts, part_first,
-            part_sizes, part_points, part_locals, part_slots, part_num_points, drops,
+            np.int64(t), route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
+            part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
         )  # fmt: skip
 
 
@@ -649,10 +676,10 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
 
 @njit(cache=True)
 def _fill_partition(
-    t, points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local, part_keys,
-    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local, part_keys,
+    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh, drops,
 ):  # pragma: no cover - jitted
-    """Partition t of `_fill_partitions_kernel`; returns its (point overflow, voxel overflow)."""
+    """Partition t of `_fill_partitions_kernel`."""
     num_features = points.shape[1]
     max_points = features.shape[1]
     # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
@@ -679,96 +706,93 @@ def _fill_partition(
                 features[v, s, c] = 0.0
         if not fresh:
             filled[v] = count
-    own_points = part_points[t]
-    own_locals = part_locals[t]
-    own_slots = part_slots[t]
-    num_own = part_num_points[t]
-    for j in range(num_own):
-        k = num_own - 1 - j if backwards else j
-        i = own_points[k]
-        local = own_locals[k]
-        if local < 0:  # the partition had no local voxel left (counted by the numbering)
-            point_voxel_index[i] = -1
-            continue
-        v = local_to_voxel[local]
-        point_voxel_index[i] = v
-        if v < 0:  # numbered >= max_voxels by the merge
-            voxel_overflow += 1
-            continue
-        slot = own_slots[k]
-        if slot < max_points:
-            for c in range(num_features):
-                features[v, slot, c] = points[i, c]
-    return point_overflow, voxel_overflow
+    num_chunks = route_points.shape[0]
+    for chunk in range(num_chunks):
+        c = num_chunks - 1 - chunk if backwards else chunk
+        own_points = route_points[c, t]
+        own_locals = route_locals[c, t]
+        own_slots = route_slots[c, t]
+        num_own = route_counts[c, t]
+        for j in range(num_own):
+            k = num_own - 1 - j if backwards else j
+            i = own_points[k]
+            local = own_locals[k]
+            if local < 0:  # the partition had no local voxel left (counted by the numbering)
+                point_voxel_index[i] = -1
+                continue
+            v = local_to_voxel[local]
+            point_voxel_index[i] = v
+            if v < 0:  # numbered >= max_voxels by the merge
+                voxel_overflow += 1
+                continue
+            slot = own_slots[k]
+            if slot < max_points:
+                for f in range(num_features):
+                    features[v, slot, f] = points[i, f]
+    drops[t, 3] = point_overflow
+    drops[t, 4] = voxel_overflow
 
 
 @njit(parallel=True, cache=True)
 def _fill_partitions_kernel(
-    points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local, part_keys,
-    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh,
+    points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local, part_keys,
+    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh, drops,
 ):  # pragma: no cover - jitted
     """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
-    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its points
-    (part_points[t] with their local voxels and slots) to features[v, slot], writing
-    point_voxel_index. Each partition writes only its own voxels and points: one parallel region,
-    no barrier inside. Odd partitions go through their voxels and points backwards: their writes
-    interleave with their neighbours' (voxel numbers and point indices in short runs), and two
-    threads walking the same stretch of the outputs at once would share its cache lines.
+    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its routed points
+    (with the local voxels and slots the numbering wrote beside them) to features[v, slot],
+    writing point_voxel_index. Each partition writes only its own voxels and points: one parallel
+    region, no barrier inside. Odd partitions go through their voxels and points backwards: their
+    writes interleave with their neighbours' (voxel numbers and point indices in short runs), and
+    two threads walking the same stretch of the outputs at once would share its cache lines.
 
     fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
     reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
     are zeroed, and filled[v] becomes count.
-    Returns (points beyond max_points_per_voxel, points whose cell got no voxel here).
+    Counts, per partition, the points beyond max_points_per_voxel in drops[t, 3] and the points
+    whose cell got a number >= max_voxels here in drops[t, 4].
     """
-    point_overflow = 0
-    voxel_overflow = 0
     for t in prange(part_sizes.shape[0]):
-        points_over, voxels_over = _fill_partition(
-            t, points, part_points, part_locals, part_slots, part_num_points, part_first, part_sizes, max_local,
-            part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points,
-            filled, fresh,
+        _fill_partition(
+            np.int64(t), points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes,
+            max_local, part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
+            num_points, filled, fresh, drops,
         )  # fmt: skip
-        point_overflow += points_over
-        voxel_overflow += voxels_over
-    return point_overflow, voxel_overflow
 
 
 @njit(cache=True)
-def _assign_dynamic_kernel(keys, table, bits, point_voxel_index, voxel_keys, num_points, drops):  # pragma: no cover
-    """Every in-range point -> its voxel, voxels in first-seen order, no caps. Returns V."""
+def _assign_dynamic_kernel(
+    route_points, route_keys, route_counts, table, bits, point_voxel_index, voxel_keys, num_points
+):  # pragma: no cover - jitted
+    """Every routed point (one partition: its lists of chunks 0, 1, ... in turn are in input
+    order) -> its voxel, voxels in first-seen order, no caps. Returns V."""
     num_voxels = 0
-    n_nan = 0
-    n_out = 0
-    for i in range(keys.shape[0]):
-        key = keys[i]
-        if key < 0:
-            point_voxel_index[i] = -1
-            if key == -2:
-                n_nan += 1
+    for c in range(route_points.shape[0]):
+        own_points = route_points[c, 0]
+        own_keys = route_keys[c, 0]
+        for k in range(route_counts[c, 0]):
+            key = own_keys[k]
+            h = _probe(table, bits, key)
+            entry = table[h]
+            if entry != _EMPTY:
+                voxel = np.int32(entry & 0xFFFFFFFF)
             else:
-                n_out += 1
-            continue
-        h = _probe(table, bits, key)
-        entry = table[h]
-        if entry != _EMPTY:
-            voxel = np.int32(entry & 0xFFFFFFFF)
-        else:
-            voxel = np.int32(num_voxels)
-            num_voxels += 1
-            table[h] = (np.int64(key) << 32) | voxel
-            voxel_keys[voxel] = key
-            num_points[voxel] = 0
-        point_voxel_index[i] = voxel
-        num_points[voxel] += 1
-    drops[0] = n_nan
-    drops[1] = n_out
+                voxel = np.int32(num_voxels)
+                num_voxels += 1
+                table[h] = (np.int64(key) << 32) | voxel
+                voxel_keys[voxel] = key
+                num_points[voxel] = 0
+            point_voxel_index[own_points[k]] = voxel
+            num_points[voxel] += 1
     return num_voxels
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _decode_keys_kernel(voxel_keys, grid_xyz, coords_zyx):  # pragma: no cover - jitted
+    """coords_zyx[v] = (z, y, x) of voxel_keys[v]. Serial: a few hundred microseconds for 100k
+    voxels, and a parallel kernel costs about a second more to compile."""
     gy, gz = grid_xyz[1], grid_xyz[2]
-    for v in prange(coords_zyx.shape[0]):
+    for v in range(coords_zyx.shape[0]):
         coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], gz, gy * gz)
 
 
@@ -824,37 +848,64 @@ def _cache_aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 class _KeyStage:
-    """The cell-keys pass's staging rows, (T, 3, KEY_BLOCK) float32: 768 bytes a thread, on cache
-    lines of their own."""
+    """The routing pass's staging rows, (T, 3, KEY_BLOCK) float32 (768 bytes a thread), and its
+    block keys, (T, KEY_BLOCK) int32: each row on cache lines of its own."""
 
     def __init__(self) -> None:
         self._stage = np.empty((0, 3, KEY_BLOCK), np.float32)
+        self._keys = np.empty((0, KEY_BLOCK), np.int32)
 
     def rows(self, num_threads: int) -> np.ndarray:
         if self._stage.shape[0] != num_threads:
             self._stage = _cache_aligned_empty((num_threads, 3, KEY_BLOCK), np.float32)
         return self._stage
 
+    def key_rows(self, num_threads: int) -> np.ndarray:
+        if self._keys.shape[0] != num_threads:
+            self._keys = _cache_aligned_empty((num_threads, KEY_BLOCK), np.int32)
+        return self._keys
 
-class _Scratch:
-    """Per-call scratch memory (cell keys, slots, hash table, voxel counts), grown as needed and reused:
-    allocating (and page-faulting) it per call costs as much as the kernels."""
+
+class _Routes:
+    """The routing pass's memory for N points in C chunks and T partitions, grown as needed and
+    reused: `arrays` (route_points, route_keys and, for the hard numbering, route_locals and
+    route_slots beside them, (C, T, ceil(N / C)) int32 each), `counts` (C, >= T) and `drops`
+    (max(C, T), 8) int64 with rows on cache lines of their own, and the key stage."""
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, np.int32)
-        self.table = np.empty(0, np.int64)
-        self.voxel_keys = np.empty(0, np.int32)
-        self.slots = np.empty(0, np.int32)
-        self.counts = np.empty(0, np.int32)
-        self.drops = np.zeros(3, np.int64)
+        self._routes = np.empty(0, np.int32)
+        self.counts = np.empty((0, 8), np.int64)
+        self.drops = np.empty((0, 8), np.int64)
         self.key_stage = _KeyStage()
 
-    def reserve(self, num_points: int, num_voxels: int) -> tuple[np.ndarray, int]:
-        """Grow to N points and V voxels; return the hash table for V keys, all entries free, and
-        its log2 size."""
-        if self.keys.shape[0] < num_points:
-            self.keys = np.empty(num_points, np.int32)
-            self.slots = np.empty(num_points, np.int32)
+    def arrays(self, num_points: int, num_chunks: int, num_parts: int, num_arrays: int) -> np.ndarray:
+        """(num_arrays, C, T, ceil(N / C)) int32; also sizes `counts` and `drops`."""
+        capacity = -(-num_points // num_chunks)
+        size = num_arrays * num_chunks * num_parts * capacity
+        # np.empty: a route is written only as far as its points go, so about N entries of each
+        # array in all are ever touched (the rest stays unmapped memory).
+        if self._routes.shape[0] < size:
+            self._routes = np.empty(size, np.int32)
+        width = -(-num_parts // 8) * 8
+        if self.counts.shape != (num_chunks, width):
+            self.counts = _cache_aligned_empty((num_chunks, width), np.int64)
+        if self.drops.shape[0] != max(num_chunks, num_parts):
+            self.drops = _cache_aligned_empty((max(num_chunks, num_parts), 8), np.int64)
+        return self._routes[:size].reshape(num_arrays, num_chunks, num_parts, capacity)
+
+
+class _Scratch:
+    """Dynamic mode's per-call scratch memory (routes, hash table, voxel keys and counts), grown
+    as needed and reused: allocating (and page-faulting) it per call costs as much as the kernels."""
+
+    def __init__(self) -> None:
+        self.routes = _Routes()
+        self.table = np.empty(0, np.int64)
+        self.voxel_keys = np.empty(0, np.int32)
+        self.counts = np.empty(0, np.int32)
+
+    def reserve(self, num_voxels: int) -> tuple[np.ndarray, int]:
+        """Grow to V voxels; return the hash table for V keys, all entries free, and its log2 size."""
         if self.voxel_keys.shape[0] < num_voxels:
             self.voxel_keys = np.empty(num_voxels, np.int32)
             self.counts = np.empty(num_voxels, np.int32)
@@ -867,44 +918,31 @@ class _Scratch:
 
 
 class _PartitionScratch:
-    """Scratch of the partitioned hard numbering for T partitions of at most L local voxels each:
-    the cell keys, the cell table (dense, or a hash table per partition), per local voxel its key,
-    points, first point and final number, and per partition its points with their local voxels and
-    slots. Grown as needed and reused; the kernels clear what they use."""
+    """Scratch of the partitioned hard numbering for T partitions of at most L local voxels each
+    (and T chunks of points): the routes, the cell table (dense, or a hash table per partition),
+    per local voxel its key, points, first point and final number. Grown as needed and reused;
+    the kernels clear what they use."""
 
     def __init__(self) -> None:
-        self.keys = np.empty(0, np.int32)
-        # 3 arrays of T rows of N: each partition's points, their local voxels, their slots.
-        self.part_points = np.empty(0, np.int32)
-        self.part_num_points = np.empty(0, np.int64)
+        self.routes = _Routes()
         self.tables = np.empty(0, np.int64)
         self.dense_table = np.empty(0, np.int32)
         self.local = np.empty(0, np.int32)  # 4 arrays of T * L: keys, counts, first point, voxel
-        self.key_stage = _KeyStage()
         self.sample = np.empty(512, np.int32)
-        self.splits = np.empty(0, np.int32)
+        self.splits = np.empty(0, np.int64)
         self.sizes = np.empty(0, np.int64)
-        self.drops = np.empty((0, 3), np.int64)
 
     def reserve(
-        self, num_points: int, max_local: int, num_parts: int, num_cells: int
+        self, max_local: int, num_parts: int, num_cells: int
     ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Grow to N points and T partitions of L local voxels; return the dense cell table (empty
-        when the grid is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense
-        table), and the log2 size each hash table starts at."""
-        if self.keys.shape[0] < num_points:
-            self.keys = np.empty(num_points, np.int32)
-        # np.empty: a row is written only as far as its partition's points go, so about N entries
-        # of each array in all are ever touched (the rest stays unmapped memory).
-        if self.part_points.shape[0] < 3 * num_parts * num_points:
-            self.part_points = np.empty(3 * num_parts * num_points, np.int32)
+        """Grow to T partitions of L local voxels; return the dense cell table (empty when the grid
+        is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense table), and the
+        log2 size each hash table starts at."""
         if self.local.shape[0] < 4 * num_parts * max_local:
             self.local = np.empty(4 * num_parts * max_local, np.int32)
         if self.sizes.shape[0] != num_parts:
-            self.splits = np.empty(num_parts + 1, np.int32)
+            self.splits = np.empty(num_parts + 1, np.int64)
             self.sizes = np.empty(num_parts, np.int64)
-            self.part_num_points = np.empty(num_parts, np.int64)
-            self.drops = np.empty((num_parts, 3), np.int64)
         if num_cells <= DENSE_CELLS_PER_VOXEL * max_local:
             if self.dense_table.shape[0] < num_cells:
                 self.dense_table = np.empty(num_cells, np.int32)
@@ -931,9 +969,9 @@ class Voxelizer:
     the buffers alone). Same rules and outputs as `voxelize` (module docstring).
 
     Memory: the feature buffer is max_voxels * P * C * 4 bytes (24 MB for the nuScenes voxel preset
-    with C = 5); the scratch is 8 bytes a point plus, per thread, at most 32 bytes a voxel (a hash
-    table of int64 entries at most half full: 2 MB for 120k voxels, and 16 bytes of bookkeeping),
-    or a dense int32 cell table for small grids (module docstring).
+    with C = 5); the scratch is 16 bytes a point (the routes) plus, per thread, at most 32 bytes a
+    voxel (a hash table of int64 entries at most half full: 2 MB for 120k voxels, and 16 bytes of
+    bookkeeping), or a dense int32 cell table for small grids (module docstring).
 
     Not thread-safe: use one Voxelizer per thread.
     """
@@ -983,22 +1021,23 @@ class Voxelizer:
         if num_parts is None:
             num_parts = numba.get_num_threads()
         scratch = self._scratch
-        dense_table, tables, start_bits = scratch.reserve(n, capacity, num_parts, config.num_cells)
-        part_points, part_locals, part_slots = scratch.part_points[: 3 * num_parts * n].reshape(3, num_parts, n)
+        dense_table, tables, start_bits = scratch.reserve(capacity, num_parts, config.num_cells)
+        routes = scratch.routes
+        route_points, route_keys, route_locals, route_slots = routes.arrays(n, num_parts, num_parts, 4)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
-        keys = scratch.keys[:n]
-        _cell_keys_kernel(
-            points, self._range_min, self._voxel_size, self._grid, keys, point_voxel_index,
-            scratch.key_stage.rows(num_parts), scratch.drops,
+        _partition_splits_kernel(points, self._range_min, self._voxel_size, self._grid, scratch.sample, scratch.splits)
+        _route_points_kernel(
+            points, self._range_min, self._voxel_size, self._grid, scratch.splits, routes.key_stage.rows(num_parts),
+            routes.key_stage.key_rows(num_parts), route_points, route_keys, routes.counts, point_voxel_index,
+            routes.drops,
         )  # fmt: skip
-        _partition_splits_kernel(keys, self._grid, scratch.sample, scratch.splits)
         _number_partitions_kernel(
-            keys, self._grid, scratch.splits, dense_table, tables, start_bits, capacity, part_keys, part_counts,
-            part_first, scratch.sizes, part_points, part_locals, part_slots, scratch.part_num_points, scratch.drops,
+            route_points, route_keys, routes.counts, scratch.splits, dense_table, tables, start_bits, capacity,
+            part_keys, part_counts, part_first, scratch.sizes, route_locals, route_slots, routes.drops,
         )  # fmt: skip
         num_voxels = min(int(scratch.sizes.sum()), config.max_voxels)
         if fresh:
@@ -1009,16 +1048,16 @@ class Voxelizer:
             features = features_buffer[:num_voxels]
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
-        point_overflow, voxel_overflow = _fill_partitions_kernel(
-            points, part_points, part_locals, part_slots, scratch.part_num_points, part_first, scratch.sizes,
-            capacity, part_keys, part_counts, local_to_voxel, point_voxel_index, self._grid, features, coords_zyx,
-            num_points, self._filled, fresh,
+        _fill_partitions_kernel(
+            points, route_points, route_locals, route_slots, routes.counts, part_first, scratch.sizes, capacity,
+            part_keys, part_counts, local_to_voxel, point_voxel_index, self._grid, features, coords_zyx, num_points,
+            self._filled, fresh, routes.drops,
         )  # fmt: skip
-        drops = scratch.drops.sum(axis=0)
+        drops = routes.drops.sum(axis=0)
         return Voxels(
             features, coords_zyx, num_points, point_voxel_index,
             num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-            num_voxel_overflow=int(drops[2]) + int(voxel_overflow), num_point_overflow=int(point_overflow),
+            num_voxel_overflow=int(drops[2]) + int(drops[4]), num_point_overflow=int(drops[3]),
         )  # fmt: skip
 
 
@@ -1052,22 +1091,27 @@ def _voxelize_numba(points: np.ndarray, config: VoxelConfig) -> Voxels:
 def _dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVoxels:
     n = points.shape[0]
     scratch = _cache.dynamic_scratch
-    table, bits = scratch.reserve(n, n)
-    keys = scratch.keys[:n]
+    table, bits = scratch.reserve(n)
+    num_chunks = numba.get_num_threads()
+    routes = scratch.routes
+    route_points, route_keys = routes.arrays(n, num_chunks, 1, 2)
     point_voxel_index = np.empty(n, np.int32)
-    stage = scratch.key_stage.rows(numba.get_num_threads())
-    _cell_keys_kernel(
-        points, config.range_min_f32, config.voxel_size_f32, _grid_array(config), keys, point_voxel_index, stage,
-        np.empty((stage.shape[0], 3), np.int64),
+    grid = _grid_array(config)
+    whole_grid = np.array([0, config.num_cells], np.int64)  # one partition owns every cell
+    _route_points_kernel(
+        points, config.range_min_f32, config.voxel_size_f32, grid, whole_grid, routes.key_stage.rows(num_chunks),
+        routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
+        routes.drops,
     )  # fmt: skip
     num_voxels = _assign_dynamic_kernel(
-        keys, table, bits, point_voxel_index, scratch.voxel_keys, scratch.counts, scratch.drops
+        route_points, route_keys, routes.counts, table, bits, point_voxel_index, scratch.voxel_keys, scratch.counts
     )
     coords_zyx = np.empty((num_voxels, 3), np.int32)
-    _decode_keys_kernel(scratch.voxel_keys, _grid_array(config), coords_zyx)
+    _decode_keys_kernel(scratch.voxel_keys, grid, coords_zyx)
+    drops = routes.drops.sum(axis=0)
     return DynamicVoxels(
         point_voxel_index, coords_zyx, scratch.counts[:num_voxels].copy(),
-        num_nan=int(scratch.drops[0]), num_out_of_range=int(scratch.drops[1]),
+        num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
     )  # fmt: skip
 
 

@@ -529,11 +529,12 @@ def test_decoding_a_key_with_float64_division_equals_integer_division(grid_xyz: 
         assert voxelize_module._decode_key(np.int32(key), np.int32(gz), np.int64(gy * gz)) == expected, key
 
 
-@pytest.mark.parametrize("num_chunks", [1, 2, 3, 7])
+@pytest.mark.parametrize("num_chunks, num_parts", [(1, 1), (2, 2), (3, 1), (3, 3), (7, 2), (2, 5)])
 @pytest.mark.parametrize("n", [0, 1, 63, 64, 65, 1000])
-def test_cell_keys_pass_equals_numpy_per_point(num_chunks: int, n: int) -> None:
+def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n: int) -> None:
     # Blocks of KEY_BLOCK points staged per chunk: chunks and blocks that do not divide N, faces,
-    # NaN and infinities on each axis; points without a cell are marked -1 and counted per chunk.
+    # NaN and infinities on each axis; points without a cell are marked -1 and counted per chunk;
+    # the others are listed, in input order, under their chunk and the partition owning their key.
     config = RANDOM_CONFIGS[3]
     cloud = random_cloud(70 + n, max(n, 1), config)[:n]
     if n:
@@ -541,29 +542,53 @@ def test_cell_keys_pass_equals_numpy_per_point(num_chunks: int, n: int) -> None:
         cloud[1:: 7, 1] = -np.inf
         cloud[2:: 11, 2] = NAN
     grid = np.asarray(config.grid_size_xyz, np.int32)
-    keys = np.full(n, 99, np.int32)
+    # Uneven key ranges, one of them empty when there are 5 partitions.
+    inner = np.sort(np.random.default_rng(n).integers(0, config.num_cells, num_parts - 1))
+    if num_parts == 5:
+        inner[2] = inner[1]
+    splits = np.concatenate([[0], inner, [config.num_cells]]).astype(np.int64)
+    routes = voxelize_module._Routes()
+    route_points, route_keys = routes.arrays(n, num_chunks, num_parts, 2)
     point_voxel_index = np.full(n, 7, np.int32)
-    stage = voxelize_module._KeyStage().rows(num_chunks)
-    drops = np.zeros((num_chunks, 3), np.int64)
-    voxelize_module._cell_keys_kernel(cloud, config.range_min_f32, config.voxel_size_f32, grid, keys,
-                                      point_voxel_index, stage, drops)  # fmt: skip
+    voxelize_module._route_points_kernel(
+        cloud, config.range_min_f32, config.voxel_size_f32, grid, splits, routes.key_stage.rows(num_chunks),
+        routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
+        routes.drops,
+    )  # fmt: skip
     scaled = (cloud[:, :3] - config.range_min_f32) / config.voxel_size_f32  # float32 throughout
     inside = np.all((scaled >= 0) & (scaled < grid.astype(np.float32)), axis=1)
     cell = np.floor(scaled[inside]).astype(np.int64)
     expected = np.where(np.isnan(cloud[:, :3]).any(axis=1), -2, -1)
     expected[inside] = (cell[:, 0] * grid[1] + cell[:, 1]) * grid[2] + cell[:, 2]
-    np.testing.assert_array_equal(keys, expected)
     np.testing.assert_array_equal(point_voxel_index, np.where(expected < 0, -1, 7))
-    assert drops[:, 0].sum() == np.count_nonzero(expected == -2)
-    assert drops[:, 1].sum() == np.count_nonzero(expected == -1)
+    chunk_starts = [c * n // num_chunks for c in range(num_chunks + 1)]
+    for c in range(num_chunks):
+        index = np.arange(chunk_starts[c], chunk_starts[c + 1])
+        for t in range(num_parts):
+            owned = index[(expected[index] >= splits[t]) & (expected[index] < splits[t + 1])]
+            count = routes.counts[c, t]
+            np.testing.assert_array_equal(route_points[c, t, :count], owned)
+            np.testing.assert_array_equal(route_keys[c, t, :count], expected[owned])
+        assert routes.drops[c, 0] == np.count_nonzero(expected[index] == -2)
+        assert routes.drops[c, 1] == np.count_nonzero(expected[index] == -1)
     if n >= 1000:
-        assert 0 < drops[:, 0].sum() and 0 < drops[:, 1].sum() and inside.sum() > n // 4
+        assert 0 < routes.drops[:, 0].sum() and 0 < routes.drops[:, 1].sum() and inside.sum() > n // 4
+
+
+def test_route_counts_and_drops_rows_start_on_cache_lines() -> None:
+    routes = voxelize_module._Routes()
+    routes.arrays(100, 3, 2, 4)
+    assert routes.counts.shape[0] == 3 and routes.drops.shape == (3, 8)
+    assert all(routes.counts[c].ctypes.data % 64 == 0 and routes.drops[c].ctypes.data % 64 == 0 for c in range(3))
 
 
 def test_key_stage_rows_start_on_cache_lines() -> None:
     stage = voxelize_module._KeyStage().rows(3)
     assert stage.shape == (3, 3, voxelize_module.KEY_BLOCK) and stage.dtype == np.float32
     assert all(stage[t].ctypes.data % 64 == 0 for t in range(3))
+    keys = voxelize_module._KeyStage().key_rows(3)
+    assert keys.shape == (3, voxelize_module.KEY_BLOCK) and keys.dtype == np.int32
+    assert all(keys[t].ctypes.data % 64 == 0 for t in range(3))
 
 
 @pytest.mark.parametrize("m", [0, 1, 2, 5, 511, 512])
