@@ -641,24 +641,86 @@ def _gather(buffer, start, lengths, width):  # pragma: no cover - compiled
     return out
 
 
+# The byte loops below index with unsigned integers: Numba then needs no negative-index wrap-around
+# per access, and LLVM merges the 8 byte loads of `_word` into one (measured on the tokenizing
+# core of the scanner over a 385 MB table: about 1.5x faster).
+_U1 = np.uint64(1)
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def _skip_ws(buffer, i, n):  # pragma: no cover - compiled
-    while i < n:
-        c = buffer[i]
+    u, end = np.uint64(i), np.uint64(n)
+    while u < end:
+        c = buffer[u]
         if c != 32 and c != 10 and c != 13 and c != 9:
             break
-        i += 1
-    return i
+        u += _U1
+    return np.int64(u)
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _word(buffer, u):  # pragma: no cover - compiled
+    """The 8 bytes at buffer[u:u + 8] as a little-endian uint64 (the caller checks they exist)."""
+    w = np.uint64(0)
+    for j in range(8):
+        w |= np.uint64(buffer[u + np.uint64(j)]) << np.uint64(8 * j)
+    return w
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _plain_word(w):  # pragma: no cover - compiled
+    """Whether all 8 bytes of `w` are `_PLAIN_STRING_BYTE`s: none is a quote, a backslash, below 32
+    or above 127. (A subtraction's borrow only crosses a byte that is itself one of those, so
+    each byte is judged exactly.)"""
+    ones = np.uint64(0x0101010101010101)
+    quote = w ^ np.uint64(0x2222222222222222)
+    backslash = w ^ np.uint64(0x5C5C5C5C5C5C5C5C)
+    special = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash) | (w - np.uint64(0x2020202020202020)) | w
+    return (special & np.uint64(0x8080808080808080)) == 0
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _eight_digits(w):  # pragma: no cover - compiled
+    """Whether all 8 bytes of `w` are ASCII digits (exact: each byte's high nibble is 3 and adding 6
+    to its low nibble does not carry)."""
+    high = np.uint64(0xF0F0F0F0F0F0F0F0)
+    return ((w & high) | (((w + np.uint64(0x0606060606060606)) & high) >> np.uint64(4))) == np.uint64(0x3333333333333333)
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _eight_digits_value(w):  # pragma: no cover - compiled
+    """The value of 8 ASCII digits, the first one in the low byte of `w` (`_eight_digits(w)`):
+    pairs, then quadruples, then the whole, each step a multiply of lanes that cannot overflow."""
+    w -= np.uint64(0x3030303030303030)
+    w = w * np.uint64(10) + (w >> np.uint64(8))  # each 16-bit lane's low byte: 10 * d0 + d1
+    lanes = np.uint64(0x000000FF000000FF)
+    w = ((w & lanes) * np.uint64(0x000F424000000064) + ((w >> np.uint64(16)) & lanes) * np.uint64(0x0000271000000001)) >> np.uint64(32)
+    return np.int64(w)
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _digits_end(buffer, u, end):  # pragma: no cover - compiled
+    """The end of the run of ASCII digits at `u` (unsigned indices)."""
+    while u + np.uint64(8) <= end and _eight_digits(_word(buffer, u)):
+        u += np.uint64(8)
+    while u < end and 48 <= buffer[u] <= 57:
+        u += _U1
+    return u
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def _scan_string(buffer, i, n):  # pragma: no cover - compiled
     """`buffer[i]` is the opening quote. Returns (index after the closing quote or -1, flags)."""
     flags = 0
-    i += 1
+    u, end = np.uint64(i + 1), np.uint64(n)
+    while u + np.uint64(8) <= end and _plain_word(_word(buffer, u)):  # the common case: 8 plain bytes
+        u += np.uint64(8)
+    while u < end and _PLAIN_STRING_BYTE[buffer[u]]:
+        u += _U1
+    i = np.int64(u)
     while i < n:
         c = buffer[i]
-        if _PLAIN_STRING_BYTE[c]:  # the common case: one table look-up per byte
+        if _PLAIN_STRING_BYTE[c]:
             i += 1
             continue
         if c == 34:  # '"'
@@ -795,36 +857,59 @@ def _product_to_float(mantissa, scale):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def _scan_number(buffer, i, n):  # pragma: no cover - compiled
     """JSON number at `i`. Returns (end or -1, value, exact, is_integer_form, int_value, big_integer)."""
+    u, end = np.uint64(i), np.uint64(n)
     negative = False
-    if buffer[i] == 45:  # '-'
+    if buffer[u] == 45:  # '-'
         negative = True
-        i += 1
-    if i >= n or not (48 <= buffer[i] <= 57):
+        u += _U1
+    if u >= end or not (48 <= buffer[u] <= 57):
         return -1, 0.0, False, False, 0, False
     mantissa = 0
     digits = 0
     scale = 0
     dropped = False
-    if buffer[i] == 48:  # a leading 0 stands alone
-        i += 1
+    # Runs of 8 digits are read at once (`_eight_digits_value`) while they fit the mantissa, until
+    # a word that is not all digits; the rest digit by digit.
+    words = True
+    if buffer[u] == 48:  # a leading 0 stands alone
+        u += _U1
     else:
-        while i < n and 48 <= buffer[i] <= 57:
-            d = buffer[i] - 48
+        while u < end and 48 <= buffer[u] <= 57:
+            if words and digits + 8 <= _MAX_DIGITS and u + np.uint64(8) <= end:
+                w = _word(buffer, u)
+                if _eight_digits(w):
+                    mantissa = mantissa * 100000000 + _eight_digits_value(w)
+                    digits += 8
+                    u += np.uint64(8)
+                    continue
+                words = False
+            d = buffer[u] - 48
             if digits < _MAX_DIGITS:
                 mantissa = mantissa * 10 + d
                 digits += 1
             else:
                 scale += 1
                 dropped = True
-            i += 1
+            u += _U1
     integer_form = True
-    if i < n and buffer[i] == 46:  # '.'
+    if u < end and buffer[u] == 46:  # '.'
         integer_form = False
-        i += 1
-        if i >= n or not (48 <= buffer[i] <= 57):
+        u += _U1
+        if u >= end or not (48 <= buffer[u] <= 57):
             return -1, 0.0, False, False, 0, False
-        while i < n and 48 <= buffer[i] <= 57:
-            d = buffer[i] - 48
+        words = True
+        while u < end and 48 <= buffer[u] <= 57:
+            # Not among leading zeros (mantissa 0), which only move the scale.
+            if words and mantissa != 0 and digits + 8 <= _MAX_DIGITS and u + np.uint64(8) <= end:
+                w = _word(buffer, u)
+                if _eight_digits(w):
+                    mantissa = mantissa * 100000000 + _eight_digits_value(w)
+                    digits += 8
+                    scale -= 8
+                    u += np.uint64(8)
+                    continue
+                words = False
+            d = buffer[u] - 48
             if mantissa == 0 and d == 0:
                 scale -= 1
             elif digits < _MAX_DIGITS:
@@ -833,22 +918,23 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
                 scale -= 1
             else:
                 dropped = True
-            i += 1
-    if i < n and (buffer[i] == 101 or buffer[i] == 69):  # 'e' / 'E'
+            u += _U1
+    if u < end and (buffer[u] == 101 or buffer[u] == 69):  # 'e' / 'E'
         integer_form = False
-        i += 1
+        u += _U1
         exponent_negative = False
-        if i < n and (buffer[i] == 43 or buffer[i] == 45):
-            exponent_negative = buffer[i] == 45
-            i += 1
-        if i >= n or not (48 <= buffer[i] <= 57):
+        if u < end and (buffer[u] == 43 or buffer[u] == 45):
+            exponent_negative = buffer[u] == 45
+            u += _U1
+        if u >= end or not (48 <= buffer[u] <= 57):
             return -1, 0.0, False, False, 0, False
         exponent = 0
-        while i < n and 48 <= buffer[i] <= 57:
+        while u < end and 48 <= buffer[u] <= 57:
             if exponent < 100000:
-                exponent = exponent * 10 + (buffer[i] - 48)
-            i += 1
+                exponent = exponent * 10 + (buffer[u] - 48)
+            u += _U1
         scale += -exponent if exponent_negative else exponent
+    i = np.int64(u)
     int_value = -mantissa if negative else mantissa
     if dropped:
         return i, 0.0, False, integer_form, int_value, integer_form
@@ -884,30 +970,28 @@ def _scan_number(buffer, i, n):  # pragma: no cover - compiled
 def _number_end(buffer, i, n):  # pragma: no cover - compiled
     """The end of the JSON number at `i`, or -1: `_scan_number`'s grammar, without the conversion
     (for numbers nobody reads)."""
-    if buffer[i] == 45:  # '-'
-        i += 1
-    if i >= n or not (48 <= buffer[i] <= 57):
+    u, end = np.uint64(i), np.uint64(n)
+    if buffer[u] == 45:  # '-'
+        u += _U1
+    if u >= end or not (48 <= buffer[u] <= 57):
         return -1
-    if buffer[i] == 48:
-        i += 1
+    if buffer[u] == 48:
+        u += _U1
     else:
-        while i < n and 48 <= buffer[i] <= 57:
-            i += 1
-    if i < n and buffer[i] == 46:
-        i += 1
-        if i >= n or not (48 <= buffer[i] <= 57):
+        u = _digits_end(buffer, u, end)
+    if u < end and buffer[u] == 46:
+        u += _U1
+        if u >= end or not (48 <= buffer[u] <= 57):
             return -1
-        while i < n and 48 <= buffer[i] <= 57:
-            i += 1
-    if i < n and (buffer[i] == 101 or buffer[i] == 69):
-        i += 1
-        if i < n and (buffer[i] == 43 or buffer[i] == 45):
-            i += 1
-        if i >= n or not (48 <= buffer[i] <= 57):
+        u = _digits_end(buffer, u, end)
+    if u < end and (buffer[u] == 101 or buffer[u] == 69):
+        u += _U1
+        if u < end and (buffer[u] == 43 or buffer[u] == 45):
+            u += _U1
+        if u >= end or not (48 <= buffer[u] <= 57):
             return -1
-        while i < n and 48 <= buffer[i] <= 57:
-            i += 1
-    return i
+        u = _digits_end(buffer, u, end)
+    return np.int64(u)
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)

@@ -73,6 +73,50 @@ def test_numbers_are_bit_identical_to_what_json_reads():
     assert math.copysign(1.0, scanned.scalars("x")[texts.index("-0")]) == 1.0
 
 
+def test_digit_runs_of_every_length_read_as_json_reads_them():
+    """Runs of digits are read 8 at a time while they fit the 18-digit mantissa: every length and
+    position of a run (integer part, fraction after leading zeros, exponent) against `json`."""
+    rng = np.random.default_rng(12)
+    texts = []
+    for length in range(1, 41):
+        for _ in range(6):
+            digits = "".join(rng.choice(list("0123456789"), length))
+            whole = digits.lstrip("0") or "0"
+            zeros = "0" * int(rng.integers(0, 12))
+            texts += [whole, f"-{whole}", f"{int(rng.integers(0, 1000))}.{zeros}{digits}", f"0.{zeros}{digits}"]
+            texts += [f"{whole}e-{int(rng.integers(0, 30))}", f"{whole[:1]}.{digits}E+{int(rng.integers(0, 30))}"]
+    document = "[" + ",".join('{"x": %s}' % t for t in texts) + "]"
+    scanned = jsonscan.scan_records(document.encode(), jsonscan.TABLE, {"x": 1})
+    assert scanned is not None
+    expected = [json.loads(t) for t in texts]
+    assert np.array_equal(_bits(scanned.scalars("x")), _bits(np.array([float(v) for v in expected])))
+    integer_rows = np.array([i for i, v in enumerate(expected) if isinstance(v, int) and abs(v) < 10**18])
+    assert scanned.integers("x", integer_rows).tolist() == [expected[i] for i in integer_rows.tolist()]
+
+
+def test_word_checks_agree_with_the_byte_checks():
+    """`_eight_digits`, `_eight_digits_value` and `_plain_word` against byte-by-byte checks: every
+    byte value at every position of a word, and random words."""
+    rng = np.random.default_rng(13)
+
+    def word(b: bytes) -> np.uint64:
+        return np.uint64(int.from_bytes(b, "little"))
+
+    for base in (b"55555555", b"abcdefgh"):
+        for position in range(8):
+            for c in range(256):
+                b = bytearray(base)
+                b[position] = c
+                assert jsonscan._eight_digits(word(bytes(b))) == all(48 <= x <= 57 for x in b)
+                assert jsonscan._plain_word(word(bytes(b))) == all(jsonscan._PLAIN_STRING_BYTE[x] for x in b)
+    for _ in range(3000):
+        b = bytes(rng.integers(0, 256, 8).tolist())
+        assert jsonscan._eight_digits(word(b)) == all(48 <= x <= 57 for x in b)
+        assert jsonscan._plain_word(word(b)) == all(jsonscan._PLAIN_STRING_BYTE[x] for x in b)
+        digits = "".join(rng.choice(list("0123456789"), 8))
+        assert jsonscan._eight_digits_value(word(digits.encode())) == int(digits)
+
+
 def _near_ties(rng: np.random.Generator, count: int) -> list[tuple[int, int]]:
     """(mantissa, scale) of 18-digit decimals next to the midpoint of two adjacent doubles, just
     below, on (when it has 18 digits) and just above it: where the 128-bit product must either
