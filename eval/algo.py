@@ -11,9 +11,10 @@ Same structure and the same numbers as nuscenes-devkit 1.2.0's `eval/detection/a
   recall beyond the highest reached counts as precision 0). TP errors are NaN-aware running means
   re-sampled on the same confidence axis.
 
-The devkit matches one prediction at a time in Python. Here the greedy matching of every class,
-sample and threshold runs at once (`greedy_match`), in rounds over the sparse set of candidate
-pairs; `greedy_match_reference` is its slow, obviously-correct twin.
+The devkit matches one prediction at a time in Python, over every box of the sample. Here the
+greedy matching of every class, sample and threshold is one compiled pass (`greedy_match`) in
+which each prediction looks only at the ground truth of its own sample and class;
+`greedy_match_reference` is its slow, obviously-correct twin.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
@@ -33,10 +35,6 @@ TP_METRICS: tuple[str, ...] = ("trans_err", "scale_err", "orient_err", "vel_err"
 # pyquaternion only re-normalizes a quaternion whose squared norm is off by at least this much;
 # matching that keeps the yaw of near-unit quaternions bit-for-bit the devkit's.
 _PYQUATERNION_UNIT_TOLERANCE = 1e-14
-
-# Pairs of (prediction, ground truth) in the same sample and class are built in chunks of about this
-# many, so that memory stays bounded when a sample holds hundreds of boxes of one class.
-_PAIR_CHUNK = 4_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,91 +194,52 @@ def greedy_match(
     Rule (the devkit's): in rank order, each prediction finds the nearest ground truth of its cell
     not yet taken (lowest row on a distance tie) and takes it when the distance is < threshold.
 
-    How it runs without a loop over predictions: only pairs closer than the threshold matter (when
-    the nearest free box is farther, nothing is taken). Each round, every unresolved prediction
-    proposes its nearest free candidate; the proposal is final when no better-ranked unresolved
-    prediction has that box among its candidates (nothing before it can take the box any more).
-    The best-ranked unresolved prediction always succeeds, so the rounds end; in practice a handful
-    of rounds resolve every prediction, because conflicts are local.
+    The rule as it reads, one prediction at a time, compiled (`_greedy_match_cells`): each one only
+    looks at the ground truth of its own cell (the cells' rows are found by one sort), so the work
+    is the predictions times their cells' sizes, once per threshold.
     """
     thresholds = np.asarray(dist_ths, dtype=np.float64)
     n_gt, n_pred, n_ths = len(gt_cell), len(pred_cell), len(thresholds)
-    matched = np.full((n_ths, n_pred), -1, np.int64)
     if n_gt == 0 or n_pred == 0 or n_ths == 0:
-        return matched
-    pair_pred, pair_gt, pair_dist = _candidate_pairs(gt_cell, gt_xy, pred_cell, pred_xy, thresholds.max())
-
-    # Each threshold is an independent "universe": ids are offset so one pass resolves them all.
-    universe_pred, universe_gt, universe_dist = [], [], []
-    for t, threshold in enumerate(thresholds):
-        keep = pair_dist < threshold
-        universe_pred.append(pair_pred[keep] + t * n_pred)
-        universe_gt.append(pair_gt[keep] + t * n_gt)
-        universe_dist.append(pair_dist[keep])
-    u_pred = np.concatenate(universe_pred)
-    u_gt = np.concatenate(universe_gt)
-    u_dist = np.concatenate(universe_dist)
-    u_rank = (u_pred // n_pred) * n_pred + pred_rank[u_pred % n_pred]  # unique per (universe, pred)
-
-    # Order A: by prediction rank, then distance, then ground-truth row: the first live pair of a
-    # prediction's run is its proposal. Order B: by ground truth, then rank: the first live pair of a
-    # box's run is the best-ranked prediction still able to take it.
-    order_a = np.lexsort((u_gt, u_dist, u_rank))
-    a_pred, a_gt = u_pred[order_a], u_gt[order_a]
-    order_b = np.lexsort((u_rank, u_gt))
-    b_pred, b_gt = u_pred[order_b], u_gt[order_b]
-
-    matched_flat = matched.reshape(-1)
-    resolved = np.zeros(n_ths * n_pred, bool)
-    taken = np.zeros(n_ths * n_gt, bool)
-    best_pred_of_gt = np.empty(n_ths * n_gt, np.int64)
-    while a_pred.size:
-        first_a = np.ones(a_pred.size, bool)
-        first_a[1:] = a_pred[1:] != a_pred[:-1]
-        proposal_pred, proposal_gt = a_pred[first_a], a_gt[first_a]
-        first_b = np.ones(b_gt.size, bool)
-        first_b[1:] = b_gt[1:] != b_gt[:-1]
-        best_pred_of_gt[b_gt[first_b]] = b_pred[first_b]
-        accepted = best_pred_of_gt[proposal_gt] == proposal_pred
-        won_pred, won_gt = proposal_pred[accepted], proposal_gt[accepted]
-        matched_flat[won_pred] = won_gt % n_gt
-        resolved[won_pred] = True
-        taken[won_gt] = True
-        live_a = ~resolved[a_pred] & ~taken[a_gt]
-        a_pred, a_gt = a_pred[live_a], a_gt[live_a]
-        live_b = ~resolved[b_pred] & ~taken[b_gt]
-        b_pred, b_gt = b_pred[live_b], b_gt[live_b]
-    return matched
-
-
-def _candidate_pairs(
-    gt_cell: np.ndarray, gt_xy: np.ndarray, pred_cell: np.ndarray, pred_xy: np.ndarray, max_dist: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All (pred row, gt row, xy distance) of the same cell closer than `max_dist`."""
-    gt_order = np.argsort(gt_cell, kind="stable")
+        return np.full((n_ths, n_pred), -1, np.int64)
+    gt_order = np.argsort(gt_cell, kind="stable")  # rows ascending within each cell
     sorted_cells = gt_cell[gt_order]
     start = np.searchsorted(sorted_cells, pred_cell, "left")
-    counts = np.searchsorted(sorted_cells, pred_cell, "right") - start
-    counts[pred_cell < 0] = 0
-    pieces_pred, pieces_gt, pieces_dist = [], [], []
-    cumulative = np.cumsum(counts)
-    chunk_begin = 0
-    while chunk_begin < len(pred_cell):
-        base = cumulative[chunk_begin - 1] if chunk_begin else 0
-        chunk_end = max(int(np.searchsorted(cumulative, base + _PAIR_CHUNK, "right")), chunk_begin + 1)
-        chunk_counts = counts[chunk_begin:chunk_end]
-        total = int(chunk_counts.sum())
-        pred_rows = np.repeat(np.arange(chunk_begin, chunk_end), chunk_counts)
-        offsets = np.arange(total) - np.repeat(np.cumsum(chunk_counts) - chunk_counts, chunk_counts)
-        gt_rows = gt_order[np.repeat(start[chunk_begin:chunk_end], chunk_counts) + offsets]
-        delta = pred_xy[pred_rows] - gt_xy[gt_rows]
-        dist = np.sqrt(delta[:, 0] * delta[:, 0] + delta[:, 1] * delta[:, 1])
-        close = dist < max_dist
-        pieces_pred.append(pred_rows[close])
-        pieces_gt.append(gt_rows[close])
-        pieces_dist.append(dist[close])
-        chunk_begin = chunk_end
-    return np.concatenate(pieces_pred), np.concatenate(pieces_gt), np.concatenate(pieces_dist)
+    end = np.searchsorted(sorted_cells, pred_cell, "right")
+    end[pred_cell < 0] = start[pred_cell < 0]
+    gt_xy = np.asarray(gt_xy, np.float64)
+    pred_xy = np.asarray(pred_xy, np.float64)
+    return _greedy_match_cells(
+        gt_order, np.ascontiguousarray(gt_xy[:, 0]), np.ascontiguousarray(gt_xy[:, 1]), start, end,
+        np.ascontiguousarray(pred_xy[:, 0]), np.ascontiguousarray(pred_xy[:, 1]), np.argsort(pred_rank), thresholds,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_match_cells(gt_order, gt_x, gt_y, start, end, pred_x, pred_y, pred_order, thresholds):  # pragma: no cover - compiled
+    """`greedy_match`'s loop: prediction p's candidates are gt_order[start[p]:end[p]] (ascending
+    rows); predictions choose in `pred_order`. The distance is computed as the reference does."""
+    n_ths, n_pred = thresholds.shape[0], pred_x.shape[0]
+    matched = np.full((n_ths, n_pred), -1, np.int64)
+    taken = np.zeros((n_ths, gt_x.shape[0]), np.bool_)
+    for k in range(n_pred):
+        p = pred_order[k]
+        for t in range(n_ths):
+            best_row = -1
+            best_dist = np.inf
+            for j in range(start[p], end[p]):
+                g = gt_order[j]
+                if taken[t, g]:
+                    continue
+                dx = pred_x[p] - gt_x[g]
+                dy = pred_y[p] - gt_y[g]
+                dist = np.sqrt(dx * dx + dy * dy)
+                if dist < best_dist:
+                    best_row, best_dist = g, dist
+            if best_dist < thresholds[t]:
+                matched[t, p] = best_row
+                taken[t, best_row] = True
+    return matched
 
 
 def greedy_match_reference(
