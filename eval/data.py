@@ -574,22 +574,29 @@ def load_ground_truth_and_predictions(
     ground truth's first, with the results file scanned while the tables are.
 
     The results file needs only the split's sample tokens, known before any big table is read, and
-    the scanner releases the GIL: its scan is queued after the tables' scans on a shared pool, so
-    that it runs on the core that the ground truth's joins (one thread) leave idle."""
-    from avfusion.eval.fastload import scan_pool, start_ground_truth
+    the scanner releases the GIL: its scan, in pieces, and then its checks are queued after the
+    tables' scans on a shared pool, so that they run on the cores while the ground truth's joins
+    (one thread) run, and the cores finish at about the same time."""
+    from avfusion.eval.fastload import scan_pool, start_ground_truth, start_results_columns
+    from avfusion.eval.jsonscan import read_file_mapped
 
     path = Path(results_path)
     with gc_paused(), scan_pool() as pool:
         samples = _split_samples(dataroot, version, split)
         finish_ground_truth = start_ground_truth(dataroot, version, split, samples, pool)
-        scanned = pool.submit(_predictions_fast, path, tuple(samples.split_tokens), config.max_boxes_per_sample)
+        try:
+            pending = start_results_columns(read_file_mapped(path), samples.split_tokens, config.max_boxes_per_sample, pool)
+        except (OSError, ValueError):
+            pending = None  # the reference path names the problem
         try:
             fast = finish_ground_truth()
             ground_truth = fast if fast is not None else _load_ground_truth(dataroot, version, split, samples)
         except BaseException:
-            scanned.cancel()
+            if pending is not None:
+                pending.cancel()
             raise
-        return ground_truth, _predictions_from(path, scanned.result(), ground_truth, config)
+        scanned = None if pending is None else pending.result()
+        return ground_truth, _predictions_from(path, scanned, ground_truth, config)
 
 
 def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:

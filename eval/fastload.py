@@ -81,8 +81,8 @@ def scan_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=jsonscan.scan_workers(), thread_name_prefix="avfusion-scan")
 
 
-# Pieces of sample_annotation per worker: small pieces even out the workers' loads (another
-# table's scan may hold one of them for a while).
+# Pieces of sample_annotation (and of a results file) per worker: small pieces even out the
+# workers' loads (another table's scan may hold one of them for a while).
 _PIECES_PER_WORKER = 4
 
 
@@ -466,11 +466,51 @@ def results_columns_fast(
     data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
 ) -> tuple[EvalBoxSet, dict[str, Any]] | None:
     """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
+    return results_columns_from(jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS), split_sample_tokens, max_boxes_per_sample)
+
+
+def start_results_scan(data: bytes, pool: Executor) -> jsonscan.PendingScan:
+    """The scan of `results_columns_fast` started on `pool` in pieces (`jsonscan.start_results_scan`);
+    its result goes to `results_columns_from`."""
+    return jsonscan.start_results_scan(data, RESULT_FIELDS, pool, jsonscan.scan_workers() * _PIECES_PER_WORKER)
+
+
+class PendingColumns:
+    """`results_columns_fast` running on a pool (`start_results_columns`): the scan's pieces, then a
+    task that waits for them and checks and converts the records (`results_columns_from`)."""
+
+    def __init__(self, data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor) -> None:
+        self._scan = start_results_scan(data, pool)
+        # Queued after every piece: when a worker takes it, the pieces have all started, so its
+        # wait cannot keep one from running.
+        self._columns = pool.submit(
+            lambda: results_columns_from(self._scan.result(), split_sample_tokens, max_boxes_per_sample)
+        )
+
+    def cancel(self) -> None:
+        self._columns.cancel()
+        self._scan.cancel()
+
+    def result(self) -> tuple[EvalBoxSet, dict[str, Any]] | None:
+        return self._columns.result()
+
+
+def start_results_columns(
+    data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor
+) -> PendingColumns:
+    """Start `results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)` on `pool`."""
+    return PendingColumns(data, tuple(split_sample_tokens), max_boxes_per_sample, pool)
+
+
+def results_columns_from(
+    records: jsonscan.ScannedRecords | None, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
+) -> tuple[EvalBoxSet, dict[str, Any]] | None:
+    """`results_columns_fast` of the scan `records` (`RESULT_FIELDS`, RESULTS layout) of a results file."""
     if "\x00" in "".join(split_sample_tokens):
         return None  # tokens are compared as zero-padded bytes
-    records = jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS)
     if records is None:
         return None
+    data = records.data
     meta_start, meta_end = records.meta_range
     if meta_start < 0:
         return None

@@ -450,31 +450,43 @@ def table_parts(data: bytes, parts: int, min_part_bytes: int) -> list[tuple[int,
 
 
 class PendingScan:
-    """A TABLE scan running as pieces on a thread pool (`start_table_scan`); `result()` waits and
-    gives what `scan_records(data, TABLE, fields, keep)` would."""
+    """A scan running as pieces on a thread pool (`start_table_scan`, `start_results_scan`);
+    `result()` waits and gives what `scan_records(data, layout, fields, keep)` would."""
 
     def __init__(
         self,
         data: bytes,
+        layout: int,
         fields: Mapping[str, int],
         keep: RecordFilter | None,
         ranges: list[tuple[int, int]],
         pool: Executor,
     ) -> None:
-        self._data, self._fields, self._keep = data, fields, keep
+        self._data, self._layout, self._fields, self._keep = data, layout, fields, keep
         last = len(ranges) - 1
         self._futures = [
-            pool.submit(_scan_part, data, begin, end, j > 0, j < last, TABLE, fields, keep)
+            pool.submit(_scan_part, data, begin, end, j > 0, j < last, layout, fields, keep)
             for j, (begin, end) in enumerate(ranges)
         ]
+
+    def cancel(self) -> None:
+        """Cancel the pieces not yet started (the caller gives up on the result)."""
+        for future in self._futures:
+            future.cancel()
 
     def result(self) -> ScannedRecords | None:
         parts = [future.result() for future in self._futures]
         if len(parts) == 1:
             return parts[0]
-        if any(part is None or len(part.group_size) for part in parts):
-            return scan_records(self._data, TABLE, self._fields, self._keep)  # one pass decides
-        return _merged(self._data, parts)
+        one_pass = lambda: scan_records(self._data, self._layout, self._fields, self._keep)  # noqa: E731
+        if any(part is None for part in parts):
+            return one_pass()  # one pass decides
+        if self._layout == TABLE:
+            return one_pass() if any(len(part.group_size) for part in parts) else _merged(self._data, parts)
+        # RESULTS: "meta" once in the whole document (a second one is json's to decide).
+        if sum(part.meta_range[0] >= 0 for part in parts) > 1:
+            return one_pass()
+        return _merged_results(self._data, parts)
 
 
 def start_table_scan(
@@ -496,7 +508,7 @@ def start_table_scan(
     document scanned again in one pass, which then decides. The pieces never change the result.
     They are read in place (no copy of the file). A task on `pool` must not wait for this scan
     (the pool's workers could all be waiting then)."""
-    return PendingScan(data, fields, keep, table_parts(data, parts, min_part_bytes), pool)
+    return PendingScan(data, TABLE, fields, keep, table_parts(data, parts, min_part_bytes), pool)
 
 
 def scan_table_in_parts(
@@ -511,6 +523,75 @@ def scan_table_in_parts(
     workers = scan_workers()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return start_table_scan(data, fields, keep, pool, parts or workers, min_part_bytes).result()
+
+
+def results_parts(data: bytes, parts: int, min_part_bytes: int) -> list[tuple[int, int]]:
+    """Byte ranges [begin, end) of up to `parts` consecutive pieces of a RESULTS document, each at
+    least about `min_part_bytes` long, cut near equal shares: a piece ends just after a group's
+    `]` that follows a record's `}` and that a `,` and the next key's quote follow (only
+    whitespace between), and the next one begins at that quote. One range, the whole document,
+    when it is too small or no cut is found. (A cut that is not between two groups of "results",
+    say inside a string, makes the piece before it fail `_scan`'s closing check.)"""
+    size = len(data)
+    count = max(1, min(parts, size // max(1, min_part_bytes)))
+    ranges = []
+    begin = 0
+    for j in range(1, count):
+        match = _GROUP_BOUNDARY.search(data, max(size * j // count, begin))
+        if match is None:
+            break
+        ranges.append((begin, match.end(1)))
+        begin = match.start(2)
+    ranges.append((begin, size))
+    return ranges
+
+
+def start_results_scan(
+    data: bytes, fields: Mapping[str, int], pool: Executor, parts: int, min_part_bytes: int = 8 << 20
+) -> PendingScan:
+    """Start `scan_records(data, RESULTS, fields)` on `pool` as up to `parts` pieces scanned at
+    once, cut between groups (`results_parts`) and merged in document order (groups numbered
+    across the pieces, "meta" from the piece that holds it).
+
+    Each piece but the first starts as inside the results object, before a key; each but the last
+    must end just after one of its groups (`_scan`), and the pieces are scanned from the state the
+    previous one ended in, so a cut anywhere else makes a piece fail and the whole document is
+    scanned again in one pass, which then decides. The pieces never change the result. A task on
+    `pool` must not wait for this scan."""
+    return PendingScan(data, RESULTS, fields, None, results_parts(data, parts, min_part_bytes), pool)
+
+
+def _merged_results(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
+    """The scans of consecutive pieces of one RESULTS document as one (the pieces' order)."""
+
+    def joined(name: str) -> np.ndarray:
+        return np.concatenate([getattr(part, name) for part in parts])
+
+    group_offsets = np.cumsum([0] + [len(part.group_size) for part in parts[:-1]])
+    with_meta = [part.meta_range for part in parts if part.meta_range[0] >= 0]
+    first = parts[0]
+    return ScannedRecords(
+        data=data,
+        keys=first.keys,
+        slot_offsets=first.slot_offsets,
+        kind=joined("kind"),
+        values=joined("values"),
+        int_values=joined("int_values"),
+        number_flags=joined("number_flags"),
+        element_count=joined("element_count"),
+        element_kinds=joined("element_kinds"),
+        string_start=joined("string_start"),
+        string_end=joined("string_end"),
+        string_flags=joined("string_flags"),
+        copy_column=first.copy_column,
+        string_bytes=joined("string_bytes"),
+        record_group=np.concatenate([part.record_group + offset for part, offset in zip(parts, group_offsets)]),
+        group_key_start=joined("group_key_start"),
+        group_key_end=joined("group_key_end"),
+        group_size=joined("group_size"),
+        meta_range=with_meta[0] if with_meta else (-1, -1),
+        skipped=first.skipped,
+    )
 
 
 def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
@@ -555,6 +636,7 @@ def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
 
 
 _RECORD_BOUNDARY = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
+_GROUP_BOUNDARY = re.compile(rb'\}[ \t\r\n]*(\])[ \t\r\n]*,[ \t\r\n]*(")')
 
 
 def string_matrix(data: bytes, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -1399,9 +1481,12 @@ def _scan(
     in the wanted table (`_wanted_table`) is skipped from there on: its numbers are checked but not
     converted, and at its end it gives up its row, folded into the skipped-records summary.
 
-    Only buffer[begin:end_of_part] is read (positions stay those of `buffer`): with `open_implied`
-    as if a "[" came before it, with `close_implied` as if a "]" came after it (TABLE layout: the
-    parts of a table cut at record boundaries, `start_table_scan`)."""
+    Only buffer[begin:end_of_part] is read (positions stay those of `buffer`), in pieces of a
+    document cut between records (TABLE, `start_table_scan`) or between groups (RESULTS,
+    `start_results_scan`): with `open_implied` as if the document's start up to there came before
+    it (TABLE: a "["; RESULTS: `{"results": {` and a group, then a ","), with `close_implied` as if
+    its end came after it (TABLE: a "]"; RESULTS: the end of the results object, then of the
+    document). A RESULTS piece so closed must end just after a group of the results object."""
     n = end_of_part
     n_keys = key_offsets.shape[0] - 1
     skipped_hash = np.empty(cap_records if filter_key >= 0 else 0, np.uint64)
@@ -1456,15 +1541,25 @@ def _scan(
     status = 0
     non_ascii = 0
     i = begin
-    if open_implied:
+    if open_implied and layout == TABLE:
         stack[0] = _ARR
         depth = 1
         state = _EXPECT_VALUE_OR_CLOSE
+    elif open_implied:
+        stack[0] = _OBJ
+        stack[1] = _OBJ
+        depth = 2
+        state = _EXPECT_KEY  # the next group's key
+        in_scope = True
+        results_seen = 1
     while True:
         i = _skip_ws(buffer, i, n)
         if i >= n:
-            if close_implied and depth == 1 and stack[0] == _ARR and state in (_EXPECT_COMMA_OR_CLOSE, _EXPECT_VALUE_OR_CLOSE):
+            if close_implied and layout == TABLE and depth == 1 and stack[0] == _ARR and state in (_EXPECT_COMMA_OR_CLOSE, _EXPECT_VALUE_OR_CLOSE):
                 depth = 0
+                state = _DONE
+            if close_implied and layout == RESULTS and depth == 2 and in_scope and state == _EXPECT_COMMA_OR_CLOSE:
+                depth = 0  # just after a group (depth 2 inside "results" holds only groups)
                 state = _DONE
             if state != _DONE:
                 status = 1

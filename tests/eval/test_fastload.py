@@ -812,3 +812,143 @@ def test_loading_both_at_once_raises_what_loading_them_in_turn_raises(write_log,
         load_ground_truth_and_predictions(root, VERSION, SPLIT, path, config)
     assert str(at_once.value) == str(in_turn.value)
     assert ("sample_annotation" in str(at_once.value)) == (broken in ("table", "both"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Results files scanned in pieces (cut between groups)
+
+RESULT_PIECE_FIELDS = {"sample_token": 0, "translation": 3, "detection_name": 0, "detection_score": 1}
+
+
+def _results_bytes(groups: dict[str, list[dict]], before: str = '"meta": {"m": [{"x": 1}], "k": 2}', after: str = "") -> bytes:
+    body = json.dumps(groups)
+    parts = [p for p in (before, f'"results": {body}', after) if p]
+    return ("{" + ", ".join(parts) + "}").encode()
+
+
+def _result_groups(rng: np.random.Generator, n_groups: int) -> dict[str, list[dict]]:
+    groups = {}
+    for g in range(n_groups):
+        token = f"s{g:03d}"
+        groups[token] = [
+            {"sample_token": token, "translation": rng.normal(size=3).tolist(), "detection_name": "car",
+             "detection_score": float(rng.random())}
+            for _ in range(int(rng.integers(0, 4)))
+        ]  # fmt: skip
+    return groups
+
+
+def _scan_results_in_parts(data: bytes, parts: int) -> jsonscan.ScannedRecords | None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return jsonscan.start_results_scan(data, RESULT_PIECE_FIELDS, pool, parts, min_part_bytes=1).result()
+
+
+def _assert_same_results_scan(a, b) -> None:
+    assert (a is None) == (b is None)
+    if a is not None:
+        _assert_same_scan(a, b)
+        assert np.array_equal(a.group_keys(), b.group_keys())
+        assert np.array_equal(a.strings("detection_name"), b.strings("detection_name"))
+
+
+@pytest.mark.parametrize("parts", [2, 3, 7, 64])
+@pytest.mark.parametrize("meta", ["before", "after", "none"])
+def test_a_results_scan_in_parts_equals_one_pass(parts: int, meta: str) -> None:
+    groups = _result_groups(np.random.default_rng(21), 60)  # empty groups among them
+    extra = '"other": [1, 2], "meta": {"v": [3]}' if meta == "after" else '"other": 3'
+    data = _results_bytes(groups, before='"meta": {"m": 1}' if meta == "before" else "", after=extra)
+    ranges = jsonscan.results_parts(data, parts, min_part_bytes=1)
+    assert len(ranges) > 1 and ranges[0][0] == 0 and ranges[-1][1] == len(data)
+    assert all(data[end - 1 : end] == b"]" and data[begin : begin + 1] == b'"' for (_, end), (begin, _) in zip(ranges, ranges[1:]))
+    # Every piece is read on its own, none falls back (the merge is what is compared).
+    for j, (begin, end) in enumerate(ranges):
+        piece = jsonscan._scan_part(data, begin, end, j > 0, j < len(ranges) - 1, jsonscan.RESULTS, RESULT_PIECE_FIELDS, None)
+        assert piece is not None, j
+    in_parts = _scan_results_in_parts(data, parts)
+    one = jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_PIECE_FIELDS)
+    assert one is not None and len(one) == sum(len(boxes) for boxes in groups.values())
+    _assert_same_results_scan(in_parts, one)
+    assert jsonscan.decode_strings(in_parts.group_keys()) == list(groups)
+    if meta != "none":
+        assert json.loads(data[slice(*in_parts.meta_range)]) == ({"m": 1} if meta == "before" else {"v": [3]})
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "look-alike in a string",  # }], " inside a detection name
+        "look-alike in a nested value",  # a record field holding [{...}], then another field
+        "look-alike in meta before the results",
+        "look-alike in a key after the results",
+    ],
+)
+def test_a_results_cut_in_the_wrong_place_fails_its_piece_and_falls_back(case: str) -> None:
+    rng = np.random.default_rng(4)
+    groups = _result_groups(rng, 4)
+    record = {"sample_token": "s001", "translation": [1.0, 2.0, 3.0], "detection_name": "car", "detection_score": 0.5}
+    before, after = '"meta": {"m": 1}', ""
+    if case == "look-alike in a string":
+        record["detection_name"] = "x" * 30 + "}], "  # its closing quote completes the look-alike
+    elif case == "look-alike in a nested value":
+        record["nested"] = [{"a": 1}] * 3 + [{"b": "z" * 40}]
+        record["more"] = 1
+    elif case == "look-alike in meta before the results":
+        before = '"meta": {"m": [{"a": "' + "q" * 60 + '"}], "n": 1}'
+    else:
+        after = '"later": {"m": [{"a": "' + "q" * 60 + '"}], "n": 1}'
+    groups["s001"] = [record]
+    data = _results_bytes(groups, before=before, after=after)
+    marker = next(data.find(m) for m in (b"x" * 30, b"nested", b"q" * 60) if m in data)
+    look_alike = data.find(b"}]", marker)
+    match = jsonscan._GROUP_BOUNDARY.search(data, look_alike - 1)
+    assert match is not None and match.start() == look_alike  # the cut lands on the look-alike
+    end, begin = match.end(1), match.start(2)
+    first = jsonscan._scan_part(data, 0, end, False, True, jsonscan.RESULTS, RESULT_PIECE_FIELDS, None)
+    assert first is None  # the piece before a wrong cut does not end after a group of "results"
+    one = jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_PIECE_FIELDS)
+    assert one is not None
+    for parts in (2, 3, 5):
+        _assert_same_results_scan(_scan_results_in_parts(data, parts), one)
+
+
+@pytest.mark.parametrize("twice", ["meta", "results"])
+def test_a_key_seen_twice_across_pieces_is_left_to_the_one_pass(twice: str) -> None:
+    groups = _result_groups(np.random.default_rng(6), 30)
+    after = '"meta": {"again": 1}' if twice == "meta" else '"results": {}'
+    data = _results_bytes(groups, before='"meta": {"m": 1}', after=after)
+    assert jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_PIECE_FIELDS) is None  # json's to decide
+    assert len(jsonscan.results_parts(data, 4, min_part_bytes=1)) == 4
+    assert _scan_results_in_parts(data, 4) is None
+
+
+def test_a_results_piece_that_is_not_json_refuses_the_document() -> None:
+    groups = _result_groups(np.random.default_rng(7), 40)
+    data = bytearray(_results_bytes(groups))
+    begin, end = jsonscan.results_parts(bytes(data), 4, min_part_bytes=1)[2]
+    data[end - 2 : end - 2] = b",,"  # inside the third piece
+    assert jsonscan.scan_records(bytes(data), jsonscan.RESULTS, RESULT_PIECE_FIELDS) is None
+    assert _scan_results_in_parts(bytes(data), 4) is None
+
+
+def test_loading_both_at_once_with_the_results_in_pieces(minimal_log, predictions_for, tmp_path, monkeypatch):
+    from avfusion.eval import fastload
+    from avfusion.eval.data import load_ground_truth_and_predictions
+
+    started = []
+
+    def small_pieces(data, pool):
+        pending = jsonscan.start_results_scan(data, fastload.RESULT_FIELDS, pool, 5, min_part_bytes=1)
+        started.append(len(pending._futures))
+        return pending
+
+    monkeypatch.setattr(fastload, "start_results_scan", small_pieces)
+    config = default_config()
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(predictions_for(minimal_log, seed=14)))
+    ground_truth, predictions = load_ground_truth_and_predictions(minimal_log, VERSION, SPLIT, path, config)
+    expected_truth, expected = _load_both_in_turn(minimal_log, path, config)
+    assert started and started[0] > 1
+    _assert_same_arrays(predictions.boxes, expected.boxes)
+    assert predictions.meta == expected.meta and len(predictions.boxes) > 0
