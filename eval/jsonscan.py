@@ -352,8 +352,10 @@ def _scan_part(
     key_bytes = [key.encode("ascii") for key in keys]
     key_offsets = np.cumsum([0] + [len(k) for k in key_bytes]).astype(np.int64)
     key_buffer = np.frombuffer(b"".join(key_bytes) or b"\0", np.uint8)
-    cap_records = _count_byte(buffer[begin:end], ord("{")) + 1
-    cap_groups = _count_byte(buffer[begin:end], ord("[")) + 1 if layout == RESULTS else 1
+    # Room for the records (and groups) as estimated from the piece's first bytes; a scan that
+    # runs out of room starts again with room for every "{" (and "[") of the piece.
+    cap_records = _estimated_count(buffer, begin, end, ord("{"))
+    cap_groups = _estimated_count(buffer, begin, end, ord("[")) if layout == RESULTS else 1
     # Each string field (no number slots) of a kept record is also copied while the scan reads it
     # (`ScannedRecords.string_bytes`): gathering them later from a file of hundreds of MB would
     # cost a cache miss a record, once for each field.
@@ -367,6 +369,10 @@ def _scan_part(
             cap_records, cap_groups, slow_cap, filter_key, id_key, *wanted, copy_column, len(string_keys),
         )  # fmt: skip
         status, n_records, n_groups, meta_start, meta_end, non_ascii, n_slow = out[0]
+        if status == _OUT_OF_ROOM:
+            cap_records = _count_byte(buffer[begin:end], ord("{")) + 1
+            cap_groups = _count_byte(buffer[begin:end], ord("[")) + 1 if layout == RESULTS else 1
+            continue
         if status != 0:
             return None
         if n_slow <= slow_cap:
@@ -408,6 +414,21 @@ def _scan_part(
         meta_range=(int(meta_start), int(meta_end)),
         skipped=skipped,
     )
+
+
+_OUT_OF_ROOM = 3  # `_scan` status: more records or groups than `cap_records` / `cap_groups`
+_ESTIMATE_BYTES = 1 << 16
+
+
+def _estimated_count(buffer: np.ndarray, begin: int, end: int, byte: int) -> int:
+    """Room for the `byte`s of buffer[begin:end]: their count in the first `_ESTIMATE_BYTES`
+    scaled to the whole with a quarter to spare (exact when that is all of it). Counting all of
+    a piece of tens of MB would take a pass over it of its own."""
+    size = end - begin
+    head = _count_byte(buffer[begin : begin + min(size, _ESTIMATE_BYTES)], byte)
+    if size <= _ESTIMATE_BYTES:
+        return head + 1
+    return int(head * size / _ESTIMATE_BYTES * 1.25) + 1024
 
 
 def _wanted(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -1634,6 +1655,9 @@ def _scan(
                 status = 2
                 break
             group += 1
+            if group >= cap_groups:
+                status = _OUT_OF_ROOM
+                break
             group_key_start[group] = key_start[2]
             group_key_end[group] = key_end[2]
         if in_scope and level == record_level:
@@ -1641,6 +1665,9 @@ def _scan(
                 status = 2
                 break
             record += 1
+            if record + n_skipped >= cap_records:  # the records opened so far fill the room
+                status = _OUT_OF_ROOM
+                break
             for k in range(n_keys):
                 kind[record, k] = ABSENT
                 int_values[record, k] = 0
@@ -1790,7 +1817,7 @@ def _scan(
             meta_open = False
         state = _DONE if depth == 0 else _EXPECT_COMMA_OR_CLOSE
 
-    if layout == RESULTS and results_seen != 1:
+    if status == 0 and layout == RESULTS and results_seen != 1:
         status = 2
     header = (status, record + 1, group + 1, meta_start, meta_end, non_ascii, n_slow)
     return (

@@ -952,3 +952,33 @@ def test_loading_both_at_once_with_the_results_in_pieces(minimal_log, prediction
     assert started and started[0] > 1
     _assert_same_arrays(predictions.boxes, expected.boxes)
     assert predictions.meta == expected.meta and len(predictions.boxes) > 0
+
+
+@pytest.mark.parametrize("layout", ["table", "filtered table", "results"])
+def test_more_records_than_the_first_bytes_promise(layout: str) -> None:
+    """Room for records is estimated from a piece's first 64 kB; big records there and small ones
+    after run out of it, and the scan starts again with room for all."""
+    big = [{"t": "x" * 3000, "v": [1.5]} for _ in range(30)]
+    small = [{"t": f"y{i}", "v": [float(i)]} for i in range(20000)]
+    n_records = len(big + small)
+    if layout == "table":
+        data = json.dumps(big + small).encode()
+        scanned = jsonscan.scan_records(data, jsonscan.TABLE, {"t": 0, "v": 1})
+        expected_tokens = [r["t"] for r in big + small]
+    elif layout == "filtered table":  # skipped records take room too, while they are read
+        data = json.dumps(big + small).encode()
+        kept = [r for r in big + small if r["t"] == "x" * 3000 or r["t"].endswith("7")]
+        keep = jsonscan.RecordFilter("t", sorted({r["t"] for r in kept}))
+        scanned = jsonscan.scan_records(data, jsonscan.TABLE, {"t": 0, "v": 1}, keep)
+        assert scanned is not None and len(scanned.skipped) == len(big + small) - len(kept)
+        big, small = [], kept
+        expected_tokens = [r["t"] for r in kept]
+    else:
+        groups = {f"g{i}": [record] for i, record in enumerate(big + small)}
+        data = json.dumps({"meta": {}, "results": groups}).encode()
+        scanned = jsonscan.scan_records(data, jsonscan.RESULTS, {"t": 0, "v": 1})
+        expected_tokens = [r["t"] for r in big + small]
+        assert jsonscan.decode_strings(scanned.group_keys()) == list(groups)
+    assert jsonscan._estimated_count(np.frombuffer(data, np.uint8), 0, len(data), ord("{")) < n_records
+    assert scanned is not None and jsonscan.decode_strings(scanned.strings("t")) == expected_tokens
+    assert scanned.number_slots("v")[:, 0].tolist() == [r["v"][0] for r in big + small]
