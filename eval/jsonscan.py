@@ -279,10 +279,19 @@ class ScannedRecords:
         skipped = np.sort(self.skipped.id_hash)
         if np.any(skipped[1:] == skipped[:-1]):
             return False
-        kept = _range_hashes(np.frombuffer(self.data, np.uint8), self.string_start[:, k], self.string_end[:, k])
+        kept = self._string_hashes(k)
         kept.sort()  # sorted queries: the binary searches walk forward through `skipped`
         position = np.minimum(np.searchsorted(skipped, kept), len(skipped) - 1)
         return not np.any(skipped[position] == kept)
+
+    def _string_hashes(self, k: int) -> np.ndarray:
+        """(R,) `_range_hash` of key `k`'s strings, from the scan's copies when they hold every byte."""
+        start, end = self.string_start[:, k], self.string_end[:, k]
+        lengths = end - start
+        c = self.copy_column[k]
+        if c >= 0 and (len(lengths) == 0 or lengths.max() <= COPIED_STRING_BYTES):
+            return _copied_hashes(self.string_bytes, c, lengths)
+        return _range_hashes(np.frombuffer(self.data, np.uint8), start, end)
 
     def integers(self, key: str, rows: np.ndarray | slice = slice(None)) -> np.ndarray | None:
         """(R,) int64 of an integer field (json ints), or None unless every record in `rows` has one."""
@@ -1179,6 +1188,15 @@ def _row_lookup(words, slots, slot_hashes, queries, longer):  # pragma: no cover
                 out[q] = r
                 break
             s = (s + 1) & mask
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _copied_hashes(string_bytes, column, lengths):  # pragma: no cover - compiled
+    """`_range_hash` of the first lengths[r] bytes of each copied string string_bytes[r, column]."""
+    out = np.empty(string_bytes.shape[0], np.uint64)
+    for r in range(string_bytes.shape[0]):
+        out[r] = _range_hash(string_bytes[r, column], 0, lengths[r])
     return out
 
 

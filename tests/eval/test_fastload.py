@@ -639,16 +639,27 @@ def test_the_shape_of_skipped_records_is_checked_as_if_they_were_kept(skipped_re
     assert check(_filtered(json.dumps([good]).encode(), ["s1"])) is not None
 
 
-def test_a_skipped_id_equal_to_another_id_is_seen() -> None:
+@pytest.mark.parametrize("pad", ["", "p" * 31, "q" * 40])  # ids hashed from the scan's copies, or from the file
+def test_a_skipped_id_equal_to_another_id_is_seen(pad: str) -> None:
     records = [
-        {"token": "a", "sample_token": "s1"},
-        {"token": "b", "sample_token": "s2"},
-        {"token": "c", "sample_token": "s2"},
+        {"token": pad + "a", "sample_token": "s1"},
+        {"token": pad + "b", "sample_token": "s2"},
+        {"token": pad + "c", "sample_token": "s2"},
     ]
     assert _filtered(json.dumps(records).encode(), ["s1"]).ids_distinct("token")
     for duplicate in ("a", "b"):  # the same id as a kept record, or as another skipped one
-        changed = [*records, {"token": duplicate, "sample_token": "s3"}]
+        changed = [*records, {"token": pad + duplicate, "sample_token": "s3"}]
         assert not _filtered(json.dumps(changed).encode(), ["s1"]).ids_distinct("token")
+
+
+def test_hashes_of_the_scan_copies_equal_hashes_of_the_file_bytes() -> None:
+    texts = _string_texts(np.random.default_rng(15), 200)
+    data = json.dumps([{"s": t} for t in texts]).encode()
+    scanned = jsonscan.scan_records(data, jsonscan.TABLE, {"s": 0})
+    start, end = scanned.string_start[:, 0], scanned.string_end[:, 0]
+    short = np.flatnonzero(end - start <= jsonscan.COPIED_STRING_BYTES)
+    from_copies = jsonscan._copied_hashes(scanned.string_bytes[short], 0, (end - start)[short])
+    assert np.array_equal(from_copies, jsonscan._range_hashes(np.frombuffer(data, np.uint8), start[short], end[short]))
 
 
 @pytest.mark.parametrize("parts", [2, 5])
