@@ -87,17 +87,29 @@ class EvalBoxSet:
 
     def select(self, rows: np.ndarray) -> EvalBoxSet:
         """The rows picked by a bool mask or an increasing index array (row order is kept)."""
+        rows = np.asarray(rows)
+        if rows.dtype == np.bool_:
+            if rows.shape != (len(self),):
+                raise IndexError(f"a mask of {len(self)} boxes must have shape ({len(self)},), got {rows.shape}")
+            rows = np.flatnonzero(rows)
+        elif rows.size == 0:
+            rows = rows.astype(np.int64)  # an empty list picks nothing
+
+        # np.take with row numbers: several times faster than indexing (N, k) arrays with a mask.
+        def take(array: np.ndarray) -> np.ndarray:
+            return np.take(array, rows, axis=0)
+
         return EvalBoxSet(
             sample_tokens=self.sample_tokens,
-            sample_index=self.sample_index[rows],
-            translation=self.translation[rows],
-            size_wlh=self.size_wlh[rows],
-            rotation_wxyz=self.rotation_wxyz[rows],
-            velocity_xy=self.velocity_xy[rows],
-            label=self.label[rows],
-            score=self.score[rows],
-            attribute=self.attribute[rows],
-            num_pts=self.num_pts[rows],
+            sample_index=take(self.sample_index),
+            translation=take(self.translation),
+            size_wlh=take(self.size_wlh),
+            rotation_wxyz=take(self.rotation_wxyz),
+            velocity_xy=take(self.velocity_xy),
+            label=take(self.label),
+            score=take(self.score),
+            attribute=take(self.attribute),
+            num_pts=take(self.num_pts),
         )
 
     def rows_of_sample(self, sample_position: int) -> slice:

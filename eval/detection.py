@@ -126,7 +126,7 @@ def ego_distances(boxes: EvalBoxSet, ground_truth: GroundTruth) -> np.ndarray:
     positions = _positions_in_ground_truth(boxes, ground_truth)
     if np.any(positions < 0):
         raise ValueError("boxes of samples that are not in the ground truth's split")
-    ego = ground_truth.ego_translation[positions]
+    ego = np.take(ground_truth.ego_translation, positions, axis=0)
     dx = boxes.translation[:, 0] - ego[:, 0]
     dy = boxes.translation[:, 1] - ego[:, 1]
     return np.sqrt(dx**2 + dy**2)

@@ -140,3 +140,31 @@ def test_every_metric_equals_the_devkit_on_a_generated_synthetic_log(tmp_path_fa
     theirs = run_devkit_eval(dataroot, VERSION, SPLIT, results_path, config, tmp_path / "devkit")
     _compare_summaries(ours.evaluation.metrics.summary_json(), theirs.summary)
     assert len(ours.ground_truth.boxes) > 20
+
+
+def test_select_picks_rows_as_indexing_does():
+    from avfusion.eval.boxset import EvalBoxSet
+
+    rng = np.random.default_rng(3)
+    n = 50
+    boxes = EvalBoxSet(
+        sample_tokens=("a", "b", "c"),
+        sample_index=np.sort(rng.integers(0, 3, n)),
+        translation=rng.normal(size=(n, 3)),
+        size_wlh=rng.uniform(1, 2, (n, 3)),
+        rotation_wxyz=rng.normal(size=(n, 4)),
+        velocity_xy=rng.normal(size=(n, 2)),
+        label=rng.integers(0, 10, n),
+        score=rng.random(n),
+        attribute=rng.integers(-1, 8, n),
+        num_pts=rng.integers(0, 9, n),
+    )
+    mask = rng.random(n) < 0.4
+    for rows in (mask, np.flatnonzero(mask), np.zeros(n, bool), np.arange(n), []):
+        picked = boxes.select(rows)
+        index = np.asarray(rows, np.int64) if len(rows) == 0 else rows
+        for name in ("sample_index", "translation", "size_wlh", "rotation_wxyz", "velocity_xy", "label", "score", "attribute", "num_pts"):
+            expected = getattr(boxes, name)[index]
+            assert getattr(picked, name).dtype == expected.dtype and np.array_equal(getattr(picked, name), expected), name
+    with pytest.raises(IndexError):
+        boxes.select(mask[:-1])
