@@ -370,17 +370,21 @@ def _interpolate(
     tp_rows = class_order[is_tp]
     gt_rows = class_matched[is_tp]
 
-    delta_xy = pred.translation[tp_rows, :2] - gt.translation[gt_rows, :2]
-    delta_v = pred.velocity_xy[tp_rows] - gt.velocity_xy[gt_rows]
-    gt_attribute = gt.attribute[gt_rows]
-    attr_err = np.where(
-        gt_attribute == -1, np.nan, 1.0 - (gt_attribute == pred.attribute[tp_rows]).astype(np.float64)
-    )
+    def of_tp(array: np.ndarray) -> np.ndarray:  # np.take: several times faster than a[rows] on (N, k)
+        return np.take(array, tp_rows, axis=0)
+
+    def of_gt(array: np.ndarray) -> np.ndarray:
+        return np.take(array, gt_rows, axis=0)
+
+    delta_xy = of_tp(pred.translation)[:, :2] - of_gt(gt.translation)[:, :2]
+    delta_v = of_tp(pred.velocity_xy) - of_gt(gt.velocity_xy)
+    gt_attribute = of_gt(gt.attribute)
+    attr_err = np.where(gt_attribute == -1, np.nan, 1.0 - (gt_attribute == of_tp(pred.attribute)).astype(np.float64))
     errors = {
         "trans_err": np.sqrt(delta_xy[:, 0] * delta_xy[:, 0] + delta_xy[:, 1] * delta_xy[:, 1]),
         "vel_err": np.sqrt(delta_v[:, 0] * delta_v[:, 0] + delta_v[:, 1] * delta_v[:, 1]),
-        "scale_err": 1.0 - scale_iou(gt.size_wlh[gt_rows], pred.size_wlh[tp_rows]),
-        "orient_err": abs_angle_diff(gt_yaw[gt_rows], pred_yaw[tp_rows], period),
+        "scale_err": 1.0 - scale_iou(of_gt(gt.size_wlh), of_tp(pred.size_wlh)),
+        "orient_err": abs_angle_diff(of_gt(gt_yaw), of_tp(pred_yaw), period),
         "attr_err": attr_err,
     }
 
