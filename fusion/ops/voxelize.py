@@ -649,12 +649,17 @@ def _number_partitions_kernel(
     route_locals[c, t, j] (its local voxel, or -1) and route_slots[c, t, j] (its slot), beside its
     route entry. Nothing indexed by point: the threads' points interleave in short runs (a lidar
     firing crosses the slab faces), and shared cache lines would bounce between the cores.
+    Returns the number of local voxels of all partitions.
     """
     for t in prange(part_sizes.shape[0]):
         _number_partition(
             np.int64(t), route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
             part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
         )  # fmt: skip
+    num_local = 0
+    for t in range(part_sizes.shape[0]):
+        num_local += part_sizes[t]
+    return num_local
 
 
 @njit(cache=True)
@@ -760,7 +765,8 @@ def _fill_partitions_kernel(
     reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
     are zeroed, and filled[v] becomes count.
     Counts, per partition, the points beyond max_points_per_voxel in drops[t, 3] and the points
-    whose cell got a number >= max_voxels here in drops[t, 4].
+    whose cell got a number >= max_voxels here in drops[t, 4]. Returns the totals over all rows of
+    drops: (NaN, out of range, voxel overflow (numbering and here), point overflow).
     """
     for t in prange(part_sizes.shape[0]):
         _fill_partition(
@@ -768,6 +774,13 @@ def _fill_partitions_kernel(
             max_local, part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
             num_points, filled, fresh, drops,
         )  # fmt: skip
+    num_nan, num_out_of_range, voxel_overflow, point_overflow = 0, 0, 0, 0
+    for row in range(drops.shape[0]):
+        num_nan += drops[row, 0]
+        num_out_of_range += drops[row, 1]
+        voxel_overflow += drops[row, 2] + drops[row, 4]
+        point_overflow += drops[row, 3]
+    return num_nan, num_out_of_range, voxel_overflow, point_overflow
 
 
 @njit(cache=True)
@@ -1085,12 +1098,12 @@ class Voxelizer:
             points, self._range_min, self._voxel_size, self._grid, plan.splits, plan.stage, plan.block_keys,
             plan.route_points, plan.route_keys, plan.route_counts, point_voxel_index, plan.drops,
         )  # fmt: skip
-        _number_partitions_kernel(
+        num_local = _number_partitions_kernel(
             plan.route_points, plan.route_keys, plan.route_counts, plan.splits, plan.dense_table, plan.tables,
             plan.start_bits, plan.capacity, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
             plan.route_locals, plan.route_slots, plan.drops,
         )  # fmt: skip
-        num_voxels = min(int(plan.sizes.sum()), config.max_voxels)
+        num_voxels = min(num_local, config.max_voxels)
         if fresh:
             features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
             coords_zyx = np.empty((num_voxels, 3), np.int32)
@@ -1099,17 +1112,15 @@ class Voxelizer:
             features = features_buffer[:num_voxels]
             coords_zyx = self._coords_zyx[:num_voxels]
             num_points = self._num_points[:num_voxels]
-        _fill_partitions_kernel(
+        num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = _fill_partitions_kernel(
             points, plan.route_points, plan.route_locals, plan.route_slots, plan.route_counts, plan.part_first,
             plan.sizes, plan.capacity, plan.part_keys, plan.part_counts, plan.local_to_voxel, point_voxel_index,
             self._grid, features, coords_zyx, num_points, self._filled, fresh, plan.drops,
         )  # fmt: skip
-        drops = plan.drops.sum(axis=0)
         return Voxels(
-            features, coords_zyx, num_points, point_voxel_index,
-            num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-            num_voxel_overflow=int(drops[2]) + int(drops[4]), num_point_overflow=int(drops[3]),
-        )  # fmt: skip
+            features, coords_zyx, num_points, point_voxel_index, num_nan=num_nan, num_out_of_range=num_out_of_range,
+            num_voxel_overflow=num_voxel_overflow, num_point_overflow=num_point_overflow,
+        )
 
 
 class _ThreadCache(threading.local):
