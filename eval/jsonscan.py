@@ -1265,18 +1265,29 @@ def _match_key(buffer, start, end, key_buffer, key_offsets, first_guess):  # pra
     keys in the same order, so the key after the previous match (`first_guess`) is tried first."""
     n_keys = key_offsets.shape[0] - 1
     length = end - start
-    for attempt in range(n_keys):
-        k = (first_guess + attempt) % n_keys
-        if key_offsets[k + 1] - key_offsets[k] != length:
-            continue
-        same = True
-        for j in range(length):
-            if buffer[start + j] != key_buffer[key_offsets[k] + j]:
-                same = False
-                break
-        if same:
+    k = first_guess
+    for _ in range(n_keys):
+        if key_offsets[k + 1] - key_offsets[k] == length and _same_bytes(buffer, start, key_buffer, key_offsets[k], length):
             return k
+        k = k + 1 if k + 1 < n_keys else 0  # (no division per attempt: an unwanted key tries them all)
     return -1
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def _same_bytes(a, a_start, b, b_start, length):  # pragma: no cover - compiled
+    """Whether a[a_start:a_start + length] == b[b_start:b_start + length] (both exist): 8 bytes at a
+    time, then byte by byte."""
+    ua, ub, n = np.uint64(a_start), np.uint64(b_start), np.uint64(length)
+    j = np.uint64(0)
+    while j + np.uint64(8) <= n:
+        if _word(a, ua + j) != _word(b, ub + j):
+            return False
+        j += np.uint64(8)
+    while j < n:
+        if a[ua + j] != b[ub + j]:
+            return False
+        j += _U1
+    return True
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
