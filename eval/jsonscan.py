@@ -23,6 +23,12 @@ text, NaN/Infinity literals, nesting deeper than `MAX_DEPTH`) gives `None`, and 
 `json` and its own checks, which name the problem. So valid files are fast and invalid ones get the
 same errors as before.
 
+Big documents are scanned as pieces on a thread pool, cut between records (`start_table_scan`)
+or between the groups of "results" (`start_results_scan`); a cut in the wrong place makes a piece
+fail, and the one pass then decides. Each string field of a kept record is also copied (up to
+`COPIED_STRING_BYTES`) while the scan reads it, so that its later joins need not go back to the
+file's bytes.
+
 A `RecordFilter` (TABLE layout) skips the records of samples outside a split: they take no row
 and their numbers are not converted, but they are checked as strictly as kept ones (the document
 must still be JSON the scanner fully understands), and their shape (the kinds, lengths and string
