@@ -15,6 +15,7 @@ trained trunk on the first step.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,18 @@ BRANCHES: tuple[str, ...] = ("lidar", "camera", "map")
 # Components whose config must agree between the trunk source and the model for the trunk to mean
 # the same thing (same cells, same heads).
 _TRUNK_COMPONENTS: tuple[str, ...] = ("grid", "fuser", "backbone", "head")
+# Fields that change how a component is trained or run, not what its weights compute: a camera
+# model trained without the lidar-guided lift warm-starts the camera branch of one that uses it.
+_FREE_FIELDS: dict[str, tuple[str, ...]] = {"camera": ("lift_at_lidar_depth",), "head": ("min_target_lidar_points",)}
+
+
+def _same_weights(component: str, source: FusionConfig, config: FusionConfig) -> bool:
+    """Whether `component` has the same config in both, the `_FREE_FIELDS` aside."""
+    free = _FREE_FIELDS.get(component, ())
+    ours, theirs = getattr(config, component), getattr(source, component)
+    if free:
+        theirs = dataclasses.replace(theirs, **{name: getattr(ours, name) for name in free})
+    return theirs == ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +72,7 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
     loaded = [(str(path), *load_checkpoint(path)) for path in sources]
     trunk_path, trunk_config, trunk_payload = loaded[0]
     for component in _TRUNK_COMPONENTS:
-        if getattr(trunk_config, component) != getattr(config, component):
+        if not _same_weights(component, trunk_config, config):
             raise InputError(f"warm start: {trunk_path} has a different {component} config than the model being trained")
 
     branch_sources: dict[str, str] = {}
@@ -69,7 +82,7 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
         for branch in BRANCHES:
             if branch in branch_sources or not (_has(config, branch) and _has(source_config, branch)):
                 continue
-            if getattr(source_config, branch) != getattr(config, branch):
+            if not _same_weights(branch, source_config, config):
                 raise InputError(f"warm start: {path} has a different {branch} config than the model being trained")
             names = [name for name in target if name.startswith(branch + ".")]
             for name in names:

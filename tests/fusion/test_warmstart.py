@@ -107,3 +107,23 @@ def test_training_records_its_warm_start_and_a_resume_keeps_training_the_same_we
     _, again = load_checkpoint(resumed.weights_path)
     for name, value in trained["model"].items():
         torch.testing.assert_close(again["model"][name], value, msg=f"{name} differs after resuming")
+
+
+def test_training_only_options_do_not_block_a_warm_start_but_weight_shapes_do(sources) -> None:
+    """The guided lift and the target filter change how a model is run or trained, not its weights."""
+    base, _, camera_model, folder = sources
+    fused_config = _with_modalities(base, lidar=True, camera=True, map=True)
+    fused_config = fused_config.replace(
+        camera=dataclasses.replace(fused_config.camera, lift_at_lidar_depth=True),
+        head=dataclasses.replace(fused_config.head, min_target_lidar_points=5),
+    )
+    model = BEVFusion.from_config(fused_config)
+    record = warm_start(model, fused_config, [folder / "lidar.pt", folder / "camera.pt"])
+    assert record.branch_sources["camera"].endswith("camera.pt")
+    torch.testing.assert_close(model.camera.state_dict(), camera_model.camera.state_dict())
+    # Another number of depth bins is another camera branch: refused by name.
+    other = _with_modalities(base, lidar=False, camera=True, map=True)
+    other = other.replace(camera=dataclasses.replace(other.camera, num_depth_bins=other.camera.num_depth_bins + 2))
+    save_checkpoint(folder / "deeper.pt", other, {"model": BEVFusion.from_config(other).state_dict()})
+    with pytest.raises(InputError, match=r"deeper\.pt has a different camera config"):
+        warm_start(BEVFusion.from_config(fused_config), fused_config, [folder / "lidar.pt", folder / "deeper.pt"])
