@@ -434,9 +434,11 @@ def _velocities(
     """(N, 2) as `data._velocities` for the annotation rows `rows`, or None."""
 
     def neighbour(tokens: np.ndarray) -> np.ndarray | None:
-        own = np.take(tokens, rows, axis=0)
-        empty = ~np.any(own != 0, axis=1)
-        found = annotation_index.lookup(own)
+        # Every row is looked up (`rows` are most of them), which spares gathering theirs first.
+        # A scanned string never holds a NUL byte (control characters are refused), so the empty
+        # ones are those whose first byte is the padding.
+        found = annotation_index.lookup(tokens)[rows]
+        empty = tokens[rows, 0] == 0
         if np.any((found < 0) & ~empty):
             return None
         return np.where(empty, rows, found)
