@@ -717,8 +717,8 @@ def _fill_partition(
         num_points[v] = count
         end = max_points if fresh else filled[v]
         for s in range(count, end):
-            for c in range(num_features):
-                features[v, s, c] = 0.0
+            for f in range(num_features):
+                features[v, s, f] = 0.0
         if not fresh:
             filled[v] = count
     num_chunks = route_points.shape[0]
