@@ -397,7 +397,8 @@ def _scan_part(
      string_flags, record_group, group_key_start, group_key_end, group_size,
      slow_start, slow_end, slow_dest) = out[1:17]  # fmt: skip
     skipped = SkippedRecords(*out[17:23])
-    string_bytes = out[23]
+    # The copies' words are little-endian: their bytes in string order on any host.
+    string_bytes = out[23].astype("<u8", copy=False).view(np.uint8)
     if non_ascii:
         try:
             str(data, "utf-8")  # json.loads(bytes) would reject invalid UTF-8
@@ -1515,14 +1516,28 @@ def _check_record_rest(
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def _copy_string(buffer, start, end, string_bytes, record, column):  # pragma: no cover - compiled
-    """buffer[start:end] into string_bytes[record, column], zero-padded, if it fits (column >= 0)."""
-    if column < 0 or end - start > COPIED_STRING_BYTES:
+def _copy_string(buffer, start, end, string_words, record, column):  # pragma: no cover - compiled
+    """buffer[start:end] into string_words[record, column] (COPIED_STRING_BYTES / 8 little-endian
+    words), zero-padded, if it fits (column >= 0): a word at a time, the last one masked."""
+    length = end - start
+    if column < 0 or length > COPIED_STRING_BYTES:
         return
-    for j in range(end - start):
-        string_bytes[record, column, j] = buffer[start + j]
-    for j in range(end - start, COPIED_STRING_BYTES):
-        string_bytes[record, column, j] = 0
+    n = np.uint64(buffer.shape[0])
+    for w in range(COPIED_STRING_BYTES // 8):
+        remaining = length - 8 * w
+        if remaining <= 0:
+            string_words[record, column, w] = 0
+            continue
+        u = np.uint64(start + 8 * w)
+        if u + np.uint64(8) <= n:
+            word = _word(buffer, u)  # may read past the string's end, never past the buffer's
+        else:
+            word = np.uint64(0)
+            for j in range(remaining):
+                word |= np.uint64(buffer[u + np.uint64(j)]) << np.uint64(8 * j)
+        if remaining < 8:
+            word &= (np.uint64(1) << np.uint64(8 * remaining)) - np.uint64(1)
+        string_words[record, column, w] = word
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1563,7 +1578,7 @@ def _scan(
     string_start = np.empty((cap_records, n_keys), np.int64)
     string_end = np.empty((cap_records, n_keys), np.int64)
     string_flags = np.empty((cap_records, n_keys), np.uint8)
-    string_bytes = np.empty((cap_records, n_copied, COPIED_STRING_BYTES), np.uint8)
+    string_words = np.empty((cap_records, n_copied, COPIED_STRING_BYTES // 8), np.uint64)
     record_group = np.empty(cap_records, np.int64)
     group_key_start = np.zeros(cap_groups, np.int64)
     group_key_end = np.zeros(cap_groups, np.int64)
@@ -1758,7 +1773,7 @@ def _scan(
                 string_start[record, field] = i + 1
                 string_end[record, field] = end - 1
                 string_flags[record, field] = flags
-                _copy_string(buffer, i + 1, end - 1, string_bytes, record, copy_column[field])
+                _copy_string(buffer, i + 1, end - 1, string_words, record, copy_column[field])
                 if (
                     field == filter_key and flags == 0
                     and not _is_wanted(buffer, i + 1, end - 1, wanted_slots, wanted_hashes, wanted_matrix, wanted_lengths)
@@ -1791,7 +1806,7 @@ def _scan(
                     string_start[record, field] = i + 1
                     string_end[record, field] = end - 1
                     string_flags[record, field] = flags
-                    _copy_string(buffer, i + 1, end - 1, string_bytes, record, copy_column[field])
+                    _copy_string(buffer, i + 1, end - 1, string_words, record, copy_column[field])
                 element_kinds[record, field] |= 1 << STRING
                 element_count[record, field] += 1
             i = end
@@ -1860,5 +1875,5 @@ def _scan(
         string_end, string_flags, record_group, group_key_start, group_key_end, group_size,
         slow_start[: min(n_slow, slow_cap)], slow_end[: min(n_slow, slow_cap)], slow_dest[: min(n_slow, slow_cap)],
         skipped_hash[:n_skipped], skipped_kinds, skipped_element_kinds, skipped_count_min,
-        skipped_count_max, skipped_string_flags, string_bytes,
+        skipped_count_max, skipped_string_flags, string_words,
     )  # fmt: skip

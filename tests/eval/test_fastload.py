@@ -993,3 +993,17 @@ def test_more_records_than_the_first_bytes_promise(layout: str) -> None:
     assert jsonscan._estimated_count(np.frombuffer(data, np.uint8), 0, len(data), ord("{")) < n_records
     assert scanned is not None and jsonscan.decode_strings(scanned.strings("t")) == expected_tokens
     assert scanned.number_slots("v")[:, 0].tolist() == [r["v"][0] for r in big + small]
+
+
+def test_strings_copied_near_the_end_of_the_buffer() -> None:
+    """The copies are read a word at a time, except where a word would cross the buffer's end."""
+    for length in range(0, 34):
+        for tail in ("", " ", "        ", "\n" * 9):
+            text = "".join("abcdefghij"[i % 10] for i in range(length))
+            data = ('[{"n": 1, "s": "%s"}]%s' % (text, tail)).encode()
+            scanned = jsonscan.scan_records(data, jsonscan.TABLE, {"n": 1, "s": 0})
+            assert scanned is not None
+            assert jsonscan.decode_strings(scanned.strings("s")) == [text], (length, tail)
+            k = scanned.column("s")
+            gathered = jsonscan.string_matrix(data, scanned.string_start[:, k], scanned.string_end[:, k])
+            assert np.array_equal(scanned.strings("s"), gathered)
