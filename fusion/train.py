@@ -35,7 +35,7 @@ from avfusion.fusion.augment import draw_augmentation
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig
-from avfusion.fusion.losses import total_loss
+from avfusion.fusion.losses import sample_weights, total_loss
 from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.warmstart import warm_start
 from avfusion.sensors.types import SyncedFrame
@@ -217,7 +217,8 @@ def train(
         batch = batch.to(device_t)
         with torch.autocast(device_type=device_t.type, dtype=torch.bfloat16, enabled=amp and device_t.type == "cuda"):
             outputs = network(batch)
-        loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
+        weights = sample_weights(batch.modality.lidar, config.loss, config.train.use_lidar)
+        loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weights)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"train: loss became {float(loss.detach())} at step {step} (parts {losses})")
         optimizer.zero_grad(set_to_none=True)

@@ -194,3 +194,30 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
         for single, both in zip(draws[branches], draws[True, True]):
             assert (single.rotation_rad, single.scale, single.flip_y) == (both.rotation_rad, both.scale, both.flip_y)
             assert single.drop == both.drop - {"lidar", "camera"}
+
+
+def test_sample_weights_scale_each_samples_terms_linearly(frame_factory) -> None:
+    """Loss weights per sample: ones equal no weights, and every part is linear in the weights."""
+    from avfusion.fusion.losses import sample_weights
+
+    torch.manual_seed(0)
+    config = tiny_for_tests()
+    batch = collate([frame_factory(0), frame_factory(1)], config, with_targets=True)
+    outputs = BEVFusion.from_config(config).train()(batch)
+
+    def parts(weight):
+        return total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weight)[1]
+
+    plain, ones = parts(None), parts(torch.ones(2))
+    first, second, mixed = parts(torch.tensor([1.0, 0.0])), parts(torch.tensor([0.0, 1.0])), parts(torch.tensor([0.3, 2.0]))
+    for name in plain:
+        assert ones[name] == pytest.approx(plain[name], rel=1e-5)
+        assert first[name] > 0 and second[name] > 0, name
+        assert mixed[name] == pytest.approx(0.3 * first[name] + 2.0 * second[name], rel=1e-4), name
+    # Only lidar-dropped samples of a model with lidar get the configured weight.
+    loss_config = config.loss.__class__(lidar_dropped_weight=0.25)
+    has_lidar = torch.tensor([True, False, True])
+    assert sample_weights(has_lidar, loss_config, model_has_lidar=True).tolist() == [1.0, 0.25, 1.0]
+    assert sample_weights(has_lidar, loss_config, model_has_lidar=False) is None
+    assert sample_weights(torch.tensor([True, True]), loss_config, model_has_lidar=True) is None
+    assert sample_weights(has_lidar, config.loss, model_has_lidar=True) is None
