@@ -38,6 +38,7 @@ include; the hash of each one's id lets the caller check that ids stay distinct.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import mmap
 import os
@@ -519,11 +520,11 @@ class PendingScan:
         if any(part is None for part in parts):
             return one_pass()  # one pass decides
         if self._layout == TABLE:
-            return one_pass() if any(len(part.group_size) for part in parts) else _merged(self._data, parts)
+            return one_pass() if any(len(part.group_size) for part in parts) else _merged(self._data, parts, TABLE)
         # RESULTS: "meta" once in the whole document (a second one is json's to decide).
         if sum(part.meta_range[0] >= 0 for part in parts) > 1:
             return one_pass()
-        return _merged_results(self._data, parts)
+        return _merged(self._data, parts, RESULTS)
 
 
 def start_table_scan(
@@ -598,69 +599,41 @@ def start_results_scan(
     return PendingScan(data, RESULTS, fields, None, results_parts(data, parts, min_part_bytes), pool)
 
 
-def _merged_results(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
-    """The scans of consecutive pieces of one RESULTS document as one (the pieces' order)."""
+# The (R, ...) per-record arrays of `ScannedRecords`: pieces concatenate them in order.
+_RECORD_COLUMNS: tuple[str, ...] = (
+    "kind", "values", "int_values", "number_flags", "element_count", "element_kinds",
+    "string_start", "string_end", "string_flags", "string_bytes",
+)  # fmt: skip
+
+
+def _merged(data: bytes, parts: list[ScannedRecords], layout: int) -> ScannedRecords:
+    """The scans of consecutive pieces of one document as one (the pieces' order).
+
+    Records concatenate alike in both layouts. A RESULTS document's groups concatenate too (each
+    piece's group numbers shifted past the groups before it) and its "meta" comes from the one
+    piece that has it; a TABLE document has no groups, and its skipped-record summaries combine.
+    """
 
     def joined(name: str) -> np.ndarray:
         return np.concatenate([getattr(part, name) for part in parts])
 
-    group_offsets = np.cumsum([0] + [len(part.group_size) for part in parts[:-1]])
-    with_meta = [part.meta_range for part in parts if part.meta_range[0] >= 0]
     first = parts[0]
-    return ScannedRecords(
-        data=data,
-        keys=first.keys,
-        slot_offsets=first.slot_offsets,
-        kind=joined("kind"),
-        values=joined("values"),
-        int_values=joined("int_values"),
-        number_flags=joined("number_flags"),
-        element_count=joined("element_count"),
-        element_kinds=joined("element_kinds"),
-        string_start=joined("string_start"),
-        string_end=joined("string_end"),
-        string_flags=joined("string_flags"),
-        copy_column=first.copy_column,
-        string_bytes=joined("string_bytes"),
-        record_group=np.concatenate([part.record_group + offset for part, offset in zip(parts, group_offsets)]),
-        group_key_start=joined("group_key_start"),
-        group_key_end=joined("group_key_end"),
-        group_size=joined("group_size"),
-        meta_range=with_meta[0] if with_meta else (-1, -1),
-        skipped=first.skipped,
-    )
-
-
-def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
-    """The scans of consecutive pieces of one TABLE document as one (the pieces' order)."""
-
-    def joined(name: str) -> np.ndarray:
-        return np.concatenate([getattr(part, name) for part in parts])
+    columns = {name: joined(name) for name in _RECORD_COLUMNS}
+    if layout == RESULTS:
+        group_offsets = np.cumsum([0] + [len(part.group_size) for part in parts[:-1]])
+        with_meta = [part.meta_range for part in parts if part.meta_range[0] >= 0]
+        return dataclasses.replace(
+            first, data=data, **columns,
+            record_group=np.concatenate([part.record_group + offset for part, offset in zip(parts, group_offsets)]),
+            group_key_start=joined("group_key_start"), group_key_end=joined("group_key_end"),
+            group_size=joined("group_size"), meta_range=with_meta[0] if with_meta else (-1, -1),
+        )  # fmt: skip
 
     def skipped(name: str) -> np.ndarray:
         return np.stack([getattr(part.skipped, name) for part in parts])
 
-    first = parts[0]
-    return ScannedRecords(
-        data=data,
-        keys=first.keys,
-        slot_offsets=first.slot_offsets,
-        kind=joined("kind"),
-        values=joined("values"),
-        int_values=joined("int_values"),
-        number_flags=joined("number_flags"),
-        element_count=joined("element_count"),
-        element_kinds=joined("element_kinds"),
-        string_start=joined("string_start"),
-        string_end=joined("string_end"),
-        string_flags=joined("string_flags"),
-        copy_column=first.copy_column,
-        string_bytes=joined("string_bytes"),
-        record_group=joined("record_group"),
-        group_key_start=first.group_key_start,
-        group_key_end=first.group_key_end,
-        group_size=first.group_size,
-        meta_range=(-1, -1),
+    return dataclasses.replace(
+        first, data=data, **columns, record_group=joined("record_group"), meta_range=(-1, -1),
         skipped=SkippedRecords(
             id_hash=np.concatenate([part.skipped.id_hash for part in parts]),
             kinds=np.bitwise_or.reduce(skipped("kinds"), axis=0),
@@ -669,7 +642,7 @@ def _merged(data: bytes, parts: list[ScannedRecords]) -> ScannedRecords:
             element_count_max=skipped("element_count_max").max(axis=0),
             string_flags=np.bitwise_or.reduce(skipped("string_flags"), axis=0),
         ),
-    )
+    )  # fmt: skip
 
 
 _RECORD_BOUNDARY = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
