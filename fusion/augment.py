@@ -9,6 +9,8 @@ from `AugmentConfig` with a numpy Generator, so a seeded run is reproducible.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +79,12 @@ def boxes_with_geometry(
         token=boxes.token,
     )
 
+
+
+def lidar_free_copy(augmentation: SampleAugmentation) -> SampleAugmentation:
+    """The same augmentation with lidar dropped and the cameras kept: the twin a sample gets for the
+    lidar-free trunk (`TrainConfig.lidar_free_trunk`); single-camera and map dropout stay as drawn."""
+    return dataclasses.replace(augmentation, drop=frozenset((augmentation.drop - {"camera"}) | {"lidar"}))
 
 
 def draw_augmentation(

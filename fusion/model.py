@@ -16,11 +16,47 @@ from avfusion.fusion.lidar import PillarEncoder
 from avfusion.fusion.map import MapEncoder
 
 
+class LidarFreeTrunk(nn.Module):
+    """The fuser, BEV backbone and head a fused model runs on samples without lidar.
+
+    Its fuser takes only the camera and map maps, so it has the shapes of a camera(+map) model's
+    trunk and warm-starts from one (`fusion.warmstart`).
+    """
+
+    def __init__(self, fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead) -> None:
+        super().__init__()
+        self.fuser, self.backbone, self.head = fuser, backbone, head
+
+
+def _trunk_outputs(fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead, fuser_inputs: tuple, depth_logits: torch.Tensor,
+                   camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
+    return head(backbone(fuser(*fuser_inputs)), depth_logits, camera_index)
+
+
+def _select(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if tensor is None else tensor.index_select(0, index)
+
+
+def merge_by_sample(parts: list[tuple[torch.Tensor, HeadOutputs]], batch_size: int, depth_logits: torch.Tensor,
+                    camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
+    """One `HeadOutputs` of `batch_size` samples from trunk outputs of disjoint sample subsets
+    (`(index (B_i,), outputs)` pairs covering every sample once); the per-camera depth logits are
+    the branch's own, not a trunk's."""
+    index = torch.cat([where for where, _ in parts])
+    order = torch.empty_like(index)
+    order[index] = torch.arange(batch_size, device=index.device)  # inverse permutation
+    dense = {}
+    for name in ("heatmap_logits", "offset", "z", "log_size", "yaw_sincos", "velocity", "attribute_logits"):
+        dense[name] = torch.cat([getattr(outputs, name) for _, outputs in parts]).index_select(0, order)
+    return HeadOutputs(**dense, depth_logits=depth_logits, depth_camera_index=camera_index)
+
+
 class BEVFusion(nn.Module):
     """Lidar / camera / map branches -> fuser -> BEV backbone -> center head.
 
     A branch given as None is absent from the model (single-modality ablations); a sensor missing
-    from a sample is announced by the batch's `ModalityMask` and zeroed in the fuser.
+    from a sample is announced by the batch's `ModalityMask` and zeroed in the fuser. A model with a
+    `lidar_free` trunk runs the samples without lidar through it instead (`TrainConfig.lidar_free_trunk`).
     """
 
     def __init__(
@@ -34,12 +70,16 @@ class BEVFusion(nn.Module):
         head: CenterHead,
         depth_bins: int,
         feature_hw: tuple[int, int],
+        lidar_free: LidarFreeTrunk | None = None,
     ) -> None:
         super().__init__()
         if lidar is None and camera is None and map is None:
             raise ValueError("BEVFusion needs at least one branch")
+        if lidar_free is not None and (lidar is None or camera is None):
+            raise ValueError("BEVFusion: a lidar-free trunk needs both a lidar and a camera branch")
         self.lidar, self.camera, self.map = lidar, camera, map
         self.fuser, self.backbone, self.head = fuser, backbone, head
+        self.lidar_free = lidar_free
         self.depth_bins, self.feature_hw = depth_bins, feature_hw
 
     @staticmethod
@@ -56,9 +96,14 @@ class BEVFusion(nn.Module):
         )
         backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
         head = CenterHead.from_config(config.head, backbone.out_channels)
+        lidar_free = None
+        if train.builds_lidar_free_trunk:
+            free_fuser = ConvFuser.from_config(config.fuser, 0, camera.channels, map_encoder.channels if map_encoder else 0)
+            free_backbone = BEVBackbone.from_config(config.backbone, free_fuser.channels)
+            lidar_free = LidarFreeTrunk(free_fuser, free_backbone, CenterHead.from_config(config.head, free_backbone.out_channels))
         return BEVFusion(
             lidar=lidar, camera=camera, map=map_encoder, fuser=fuser, backbone=backbone, head=head,
-            depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw,
+            depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw, lidar_free=lidar_free,
         )  # fmt: skip
 
     def forward(self, batch: FusionBatch) -> HeadOutputs:
@@ -76,5 +121,18 @@ class BEVFusion(nn.Module):
             camera_bev, coverage = out.features, out.coverage  # (B, C_c, H, W), (B, 1, H, W)
             depth_logits, camera_index = out.depth_logits, out.camera_index
         map_bev = self.map(batch.map_bev) if self.map is not None else None
-        fused = self.fuser(lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
-        return self.head(self.backbone(fused), depth_logits, camera_index)
+        if self.lidar_free is None:
+            inputs = (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
+            return _trunk_outputs(self.fuser, self.backbone, self.head, inputs, depth_logits, camera_index)
+        # Each sample through the trunk of its mode; batch norm there sees that mode's samples only.
+        with_lidar = torch.nonzero(modality.lidar, as_tuple=False).view(-1)  # (B_l,)
+        without = torch.nonzero(~modality.lidar, as_tuple=False).view(-1)  # (B - B_l,)
+        parts = []
+        if len(with_lidar):
+            inputs = tuple(_select(t, with_lidar) for t in (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map))
+            parts.append((with_lidar, _trunk_outputs(self.fuser, self.backbone, self.head, inputs, depth_logits, camera_index)))
+        if len(without):
+            free = self.lidar_free
+            inputs = (None, *(_select(t, without) for t in (camera_bev, coverage, map_bev, modality.lidar, modality.map)))
+            parts.append((without, _trunk_outputs(free.fuser, free.backbone, free.head, inputs, depth_logits, camera_index)))
+        return merge_by_sample(parts, batch.batch_size, depth_logits, camera_index)

@@ -11,6 +11,10 @@ The fuser's input channels of a branch no source supplied (the cameras, when the
 lidar(+map) model) start at zero. The warm-started model therefore computes exactly what the trunk
 model computed, and the new branch earns its way in through training instead of adding noise to a
 trained trunk on the first step.
+
+A model's lidar-free trunk (`TrainConfig.lidar_free_trunk`) comes whole from the first source
+without lidar that has cameras (the camera stage-one model): its fuser, backbone and head have the
+same shapes there, so on samples without lidar the warm-started model computes what that model did.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ class WarmStart:
     trunk_source: str
     branch_sources: dict[str, str]
     zeroed_fuser_inputs: tuple[str, ...]
+    lidar_free_trunk_source: str | None = None
 
     def to_dict(self) -> dict:
-        return {"trunk": self.trunk_source, "branches": dict(self.branch_sources), "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs)}
+        return {"trunk": self.trunk_source, "branches": dict(self.branch_sources),
+                "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs), "lidar_free_trunk": self.lidar_free_trunk_source}  # fmt: skip
 
 
 def _has(config: FusionConfig, branch: str) -> bool:
@@ -91,6 +97,10 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
                 new_state[name] = state[name].to(target[name].dtype)
             branch_sources[branch] = path
 
+    free_source = None
+    if model.lidar_free is not None:
+        free_source = _copy_lidar_free_trunk(target, new_state, loaded, config)
+
     trunk_state = trunk_payload["model"]
     trunk_prefixes = ("fuser.", "backbone.", "head.")
     fuser_weight = "fuser.layers.0.weight"
@@ -112,4 +122,26 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
             zeroed.append(branch)
     new_state[fuser_weight] = weight
     model.load_state_dict(new_state)
-    return WarmStart(trunk_path, branch_sources, tuple(zeroed))
+    return WarmStart(trunk_path, branch_sources, tuple(zeroed), free_source)
+
+
+def _copy_lidar_free_trunk(target: dict, new_state: dict, loaded: list, config: FusionConfig) -> str | None:
+    """Fill `new_state`'s `lidar_free.*` from the first source with cameras and no lidar -> its
+    path (None: no such source, the trunk keeps its initialisation)."""
+    for path, source_config, payload in loaded:
+        if _has(source_config, "lidar") or not _has(source_config, "camera"):
+            continue
+        if _has(source_config, "map") != _has(config, "map"):
+            raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the lidar-free trunk")
+        for component in _TRUNK_COMPONENTS:
+            if not _same_weights(component, source_config, config):
+                raise InputError(f"warm start: {path} has a different {component} config than the model being trained")
+        state = payload["model"]
+        for name in target:
+            if name.startswith("lidar_free."):
+                source_name = name.removeprefix("lidar_free.")
+                if source_name not in state or state[source_name].shape != target[name].shape:
+                    raise InputError(f"warm start: {path} lacks {source_name} of shape {tuple(target[name].shape)}")
+                new_state[name] = state[source_name].to(target[name].dtype)
+        return path
+    return None
