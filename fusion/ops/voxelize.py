@@ -36,7 +36,11 @@ order), and the voxels numbered >= max_voxels are dropped with all their points,
 pass would. The slabs' points interleave in short runs (on the bench's nuScenes cloud, 24 points
 on average with two slabs: every firing has returns near the sensor, at x ~ 0), so the threads
 keep per-point results beside their route lists, not in arrays indexed by point, and odd
-partitions fill their voxels backwards. Dynamic mode routes all points to one partition.
+partitions fill their voxels backwards. The three stages (routing, numbering, filling) run in one
+parallel region whose workers claim each stage's chunks and partitions in turn and wait for the
+stage to finish before the next (`_hard_voxelize_kernel`): a worker that starts late, its core
+taken by another process, finds its share done instead of holding everyone up at three joins.
+Dynamic mode routes all points to one partition.
 
 Memory: the CPU backend finds a point's voxel in a dense int32 table over the cells when the grid
 has at most 16 cells per voxel it may make (1.2 MB for the nuScenes pillar preset), otherwise in
@@ -543,6 +547,48 @@ def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
     return sig, codegen
 
 
+@intrinsic
+def _atomic_add(typingctx, array, index, value):  # pragma: no cover - compiled
+    """array[index] += value as one atomic read-modify-write (1-D int64 array, sequentially
+    consistent); returns the value before. With value 0 it is a load that is never hoisted out of
+    a waiting loop and that sees every write made before the other threads' increments."""
+    sig = types.int64(array, types.intp, types.int64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        return builder.atomic_rmw("add", builder.gep(data, [args[1]]), args[2], "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):  # pragma: no cover - compiled
+    """The x86 PAUSE of a spin-wait loop: the waiting core spends less power and fewer of the
+    shared resources, and leaves the loop without a memory-order misprediction."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        function_type = ir.FunctionType(ir.VoidType(), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, function_type, "llvm.x86.sse2.pause"), [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _yield_core(typingctx):  # pragma: no cover - compiled
+    """sched_yield(): give the core to another runnable thread (a preempted worker) for a while.
+    Linked by name, so the compiled code in Numba's cache holds no address of this process."""
+    sig = types.void()
+
+    def codegen(context, builder, signature, args):
+        function_type = ir.FunctionType(ir.IntType(32), [])
+        builder.call(cgutils.get_or_insert_function(builder.module, function_type, "sched_yield"), [])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # The numbering prefetches the cell-table entry of the point this many points ahead: the table
 # lookups are random accesses (hashed keys), and waiting for each in turn was most of the pass.
 PREFETCH_DISTANCE = 16
@@ -562,7 +608,7 @@ def _number_partition(
     t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local, part_keys,
     part_counts, part_first, part_sizes, route_locals, route_slots, drops,
 ):  # pragma: no cover - jitted
-    """Partition t of `_number_partitions_kernel`."""
+    """Partition t of the numbering stage of `_hard_voxelize_kernel`."""
     dense = dense_table.shape[0] > 0
     table = tables[t]
     bits = start_bits
@@ -624,44 +670,6 @@ def _number_partition(
     drops[t, 2] = n_overflow
 
 
-@njit(parallel=True, cache=True)
-def _number_partitions_kernel(
-    route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local, part_keys,
-    part_counts, part_first, part_sizes, route_locals, route_slots, drops,
-):  # pragma: no cover - jitted
-    """First pass of the partitioned numbering: partition t (one thread) reads its points in input
-    order (its route lists of chunks 0, 1, ... from `_route_points_kernel`) and numbers the cells
-    of its slab in the order their first point appears, as local voxels t * max_local + j. Each
-    cell is seen by one thread only, in input order, so the slots (ranks of the points in their
-    cell) are exact.
-
-    A partition keeps at most max_local = min(max_voxels, N) cells: a cell it numbers j >= max_voxels
-    has at least max_voxels cells before it, so the serial numbering drops it too; its points get
-    local voxel -1 (counted in drops[t, 2] as voxel overflow).
-
-    Cell -> local voxel: with a non-empty dense_table ((num_cells,) int32, small grids), directly;
-    partition t clears its key range [splits[t], splits[t + 1]) of it. Otherwise row t of tables
-    ((T, 2**max_bits) int64, 2**max_bits >= 2 max_local) is partition t's hash table: it starts at
-    2**start_bits entries and doubles whenever it would get more than half full.
-
-    Writes, for each partition, part_keys / part_counts / part_first (cell key, all its points,
-    index of its first point) of its local voxels and part_sizes[t]; and for each routed point
-    route_locals[c, t, j] (its local voxel, or -1) and route_slots[c, t, j] (its slot), beside its
-    route entry. Nothing indexed by point: the threads' points interleave in short runs (a lidar
-    firing crosses the slab faces), and shared cache lines would bounce between the cores.
-    Returns the number of local voxels of all partitions.
-    """
-    for t in prange(part_sizes.shape[0]):
-        _number_partition(
-            np.int64(t), route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
-            part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
-        )  # fmt: skip
-    num_local = 0
-    for t in range(part_sizes.shape[0]):
-        num_local += part_sizes[t]
-    return num_local
-
-
 @njit(cache=True)
 def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_to_voxel):  # pragma: no cover
     """The voxel number of each of partition t's local voxels: the number of voxels, over all
@@ -693,12 +701,12 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
 def _fill_partition(
     t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local, part_keys,
     part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh, drops,
+    num_voxels,
 ):  # pragma: no cover - jitted
-    """Partition t of `_fill_partitions_kernel`."""
+    """Partition t of the fill stage of `_hard_voxelize_kernel`. num_voxels: V = min(all local
+    voxels, max_voxels), so a number is < V exactly when it is < max_voxels."""
     num_features = points.shape[1]
     max_points = features.shape[1]
-    # V = min(all local voxels, max_voxels): a number is < V exactly when it is < max_voxels.
-    num_voxels = coords_zyx.shape[0]
     gy, gz = grid_xyz[1], grid_xyz[2]
     point_overflow = 0
     voxel_overflow = 0
@@ -748,39 +756,151 @@ def _fill_partition(
     drops[t, 4] = voxel_overflow
 
 
-@njit(parallel=True, cache=True)
-def _fill_partitions_kernel(
-    points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local, part_keys,
-    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh, drops,
-):  # pragma: no cover - jitted
-    """Second pass: partition t numbers its local voxels (`_first_seen_numbers`), finishes its
-    voxels (decode (z, y, x), cap the count, zero the padding slots) and copies its routed points
-    (with the local voxels and slots the numbering wrote beside them) to features[v, slot],
-    writing point_voxel_index. Each partition writes only its own voxels and points: one parallel
-    region, no barrier inside. Odd partitions go through their voxels and points backwards: their
-    writes interleave with their neighbours' (voxel numbers and point indices in short runs), and
-    two threads walking the same stretch of the outputs at once would share its cache lines.
+# The stages of `_hard_voxelize_kernel`, in order.
+STAGE_ROUTE = 0
+STAGE_NUMBER = 1
+STAGE_FILL = 2
+# Each stage's claim and done counters in the kernel's `sync` array, a cache line each.
+SYNC_STRIDE = 8
+SYNC_SIZE = 6 * SYNC_STRIDE
+# Pauses a waiting worker spins through before it hands its core to the scheduler.
+SPINS_BEFORE_YIELD = 256
 
-    fresh: `features` holds garbage beyond the points, zero every unused slot. Otherwise it is a
-    reused buffer whose voxel v has zeros beyond slot filled[v]: only slots [count, filled[v])
-    are zeroed, and filled[v] becomes count.
-    Counts, per partition, the points beyond max_points_per_voxel in drops[t, 3] and the points
-    whose cell got a number >= max_voxels here in drops[t, 4]. Returns the totals over all rows of
-    drops: (NaN, out of range, voxel overflow (numbering and here), point overflow).
+
+@njit(cache=True)
+def _wait_until_done(sync, counter, target):  # pragma: no cover - jitted
+    """Wait until sync[counter] reaches target (every item of a stage finished): spin, and yield
+    the core now and then, so that a worker that holds a claim but was preempted can finish it."""
+    spins = 0
+    while _atomic_add(sync, counter, 0) < target:
+        _spin_pause()
+        spins += 1
+        if spins == SPINS_BEFORE_YIELD:
+            _yield_core()
+            spins = 0
+
+
+@njit(cache=True)
+def _hard_worker(
+    first_stage, last_stage, sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points,
+    route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys, part_counts,
+    part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index, features, coords_zyx,
+    num_points, filled, fresh, drops,
+):  # pragma: no cover - jitted
+    """One worker of `_hard_voxelize_kernel`: runs the stages first_stage..last_stage, taking each
+    stage's items (chunks, then partitions) by claims, and waits for the others' items of a stage
+    before it starts the next."""
+    num_chunks = route_points.shape[0]
+    num_parts = part_sizes.shape[0]
+    if first_stage <= STAGE_ROUTE <= last_stage:
+        claim, done = STAGE_ROUTE * 2 * SYNC_STRIDE, (STAGE_ROUTE * 2 + 1) * SYNC_STRIDE
+        c = _atomic_add(sync, claim, 1)
+        while c < num_chunks:
+            _route_chunk(
+                c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
+                route_counts, point_voxel_index, drops,
+            )  # fmt: skip
+            _atomic_add(sync, done, 1)
+            c = _atomic_add(sync, claim, 1)
+        _wait_until_done(sync, done, num_chunks)
+    if first_stage <= STAGE_NUMBER <= last_stage:
+        claim, done = STAGE_NUMBER * 2 * SYNC_STRIDE, (STAGE_NUMBER * 2 + 1) * SYNC_STRIDE
+        t = _atomic_add(sync, claim, 1)
+        while t < num_parts:
+            _number_partition(
+                t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
+                part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
+            )  # fmt: skip
+            _atomic_add(sync, done, 1)
+            t = _atomic_add(sync, claim, 1)
+        _wait_until_done(sync, done, num_parts)
+    if first_stage <= STAGE_FILL <= last_stage:
+        num_local = 0
+        for u in range(num_parts):
+            num_local += part_sizes[u]
+        num_voxels = min(num_local, max_voxels)
+        claim = STAGE_FILL * 2 * SYNC_STRIDE
+        t = _atomic_add(sync, claim, 1)
+        while t < num_parts:
+            _fill_partition(
+                t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local,
+                part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
+                num_points, filled, fresh, drops, num_voxels,
+            )  # fmt: skip
+            t = _atomic_add(sync, claim, 1)
+
+
+@njit(parallel=True, cache=True)
+def _hard_voxelize_kernel(
+    first_stage, last_stage, num_workers, sync, points, range_min, voxel_size, grid_xyz, sample, splits, stage,
+    block_keys, route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels,
+    part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
+    features, coords_zyx, num_points, filled, fresh, drops,
+):  # pragma: no cover - jitted
+    """Hard voxelization's stages first_stage..last_stage in one parallel region of num_workers
+    workers (`_hard_worker`), with C = route_points.shape[0] chunks of points and T =
+    part_sizes.shape[0] partitions (any numbers of each, independent of the workers).
+
+    STAGE_ROUTE: the slab splits (`_partition_splits_kernel`, before the region), then the chunks'
+    routing (`_route_chunk`, as `_route_points_kernel`). STAGE_NUMBER: partition t reads its points
+    in input order (its route lists of chunks 0, 1, ...) and numbers the cells of its slab in the
+    order their first point appears, as local voxels t * max_local + j (`_number_partition`). Each
+    cell is seen by one partition only, in input order, so the slots (ranks of the points in their
+    cell) are exact. A partition keeps at most max_local = min(max_voxels, N) cells: a cell it
+    numbers j >= max_voxels has at least max_voxels cells before it, so the serial numbering drops
+    it too; its points get local voxel -1 (counted in drops[t, 2] as voxel overflow). Cell -> local
+    voxel: with a non-empty dense_table ((num_cells,) int32, small grids), directly; partition t
+    clears its key range [splits[t], splits[t + 1]) of it. Otherwise row t of tables ((T,
+    2**max_bits) int64, 2**max_bits >= 2 max_local) is partition t's hash table: it starts at
+    2**start_bits entries and doubles whenever it would get more than half full. It writes, per
+    partition, part_keys / part_counts / part_first (cell key, all its points, index of its first
+    point) of its local voxels and part_sizes[t]; and per routed point route_locals[c, t, j] (its
+    local voxel, or -1) and route_slots[c, t, j] (its slot), beside its route entry. Nothing is
+    indexed by point: the partitions' points interleave in short runs (a lidar firing crosses the
+    slab faces), and shared cache lines would bounce between the cores.
+    STAGE_FILL: partition t numbers its local voxels (`_first_seen_numbers`), finishes its voxels
+    (decode (z, y, x), cap the count, zero the padding slots) and copies its routed points to
+    features[v, slot], writing point_voxel_index (`_fill_partition`). Odd partitions go through
+    their voxels and points backwards: their writes interleave with their neighbours' (voxel numbers
+    and point indices in short runs), and two threads walking the same stretch of the outputs at
+    once would share its cache lines. fresh: `features` holds garbage beyond the points, zero every
+    unused slot; otherwise voxel v of the reused buffer has zeros beyond slot filled[v]: only slots
+    [count, filled[v]) are zeroed, and filled[v] becomes count. Counts the points beyond
+    max_points_per_voxel in drops[t, 3] and those whose cell got a number >= max_voxels here in
+    drops[t, 4].
+
+    Why claims, not one item per thread and a parallel loop per stage: each parallel loop ends when
+    its slowest thread does, and on a machine whose cores other processes share, a thread often
+    starts late (a descheduled thread waits milliseconds for a core). Here the workers that run
+    take the items in turn (an atomic counter per stage), so a late worker finds its share done,
+    and the others wait only for items that have been started; a stage's outputs do not depend on
+    which worker ran an item. sync: (SYNC_SIZE,) int64, zeroed here.
+
+    Returns the number of local voxels of all partitions (after STAGE_NUMBER), and the drop totals
+    over all rows of drops (after STAGE_FILL): NaN, out of range, voxel overflow (numbering and
+    fill), point overflow.
     """
-    for t in prange(part_sizes.shape[0]):
-        _fill_partition(
-            np.int64(t), points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes,
-            max_local, part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
-            num_points, filled, fresh, drops,
+    for k in range(sync.shape[0]):
+        sync[k] = 0
+    if first_stage == STAGE_ROUTE:
+        _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits)
+    for w in prange(num_workers):
+        _hard_worker(
+            first_stage, last_stage, sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys,
+            route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys,
+            part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
+            features, coords_zyx, num_points, filled, fresh, drops,
         )  # fmt: skip
+    num_local = 0
+    for t in range(part_sizes.shape[0]):
+        num_local += part_sizes[t]
     num_nan, num_out_of_range, voxel_overflow, point_overflow = 0, 0, 0, 0
     for row in range(drops.shape[0]):
         num_nan += drops[row, 0]
         num_out_of_range += drops[row, 1]
         voxel_overflow += drops[row, 2] + drops[row, 4]
         point_overflow += drops[row, 3]
-    return num_nan, num_out_of_range, voxel_overflow, point_overflow
+    return num_local, num_nan, num_out_of_range, voxel_overflow, point_overflow
 
 
 @njit(cache=True)
@@ -952,6 +1072,7 @@ class _PartitionScratch:
         self.dense_table = np.empty(0, np.int32)
         self.local = np.empty(0, np.int32)  # 4 arrays of T * L: keys, counts, first point, voxel
         self.sample = np.empty(512, np.int32)
+        self.sync = _cache_aligned_empty((SYNC_SIZE,), np.int64)
         self.splits = np.empty(0, np.int64)
         self.sizes = np.empty(0, np.int64)
 
@@ -994,6 +1115,7 @@ class _CallPlan:
     tables: np.ndarray
     start_bits: int
     sample: np.ndarray
+    sync: np.ndarray
     splits: np.ndarray
     sizes: np.ndarray
     stage: np.ndarray
@@ -1018,10 +1140,10 @@ class _CallPlan:
         route_points, route_keys, route_locals, route_slots = routes.arrays(num_points, num_parts, num_parts, 4)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
         return cls(
-            num_points, num_parts, capacity, dense_table, tables, start_bits, scratch.sample, scratch.splits,
-            scratch.sizes, routes.key_stage.rows(num_parts), routes.key_stage.key_rows(num_parts), route_points,
-            route_keys, route_locals, route_slots, routes.counts, routes.drops, part_keys, part_counts, part_first,
-            local_to_voxel,
+            num_points, num_parts, capacity, dense_table, tables, start_bits, scratch.sample, scratch.sync,
+            scratch.splits, scratch.sizes, routes.key_stage.rows(num_parts), routes.key_stage.key_rows(num_parts),
+            route_points, route_keys, route_locals, route_slots, routes.counts, routes.drops, part_keys, part_counts,
+            part_first, local_to_voxel,
         )  # fmt: skip
 
 
@@ -1054,6 +1176,7 @@ class Voxelizer:
         self._coords_zyx = np.zeros((config.max_voxels, 3), np.int32)
         self._num_points = np.zeros(config.max_voxels, np.int32)
         self._point_voxel_index = np.zeros(0, np.int32)
+        self._no_features = np.zeros((0, config.max_points_per_voxel, 0), np.float32)
         self._plan: _CallPlan | None = None
 
     def __call__(self, points: Any, copy: bool = False) -> Voxels:
@@ -1079,6 +1202,18 @@ class Voxelizer:
             self._point_voxel_index = np.empty(num_points, np.int32)
         return self._features, self._point_voxel_index[:num_points]
 
+    def _run(
+        self, plan: _CallPlan, first_stage: int, last_stage: int, points: np.ndarray, point_voxel_index: np.ndarray,
+        features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray, fresh: bool,
+    ) -> tuple[int, int, int, int, int]:
+        return _hard_voxelize_kernel(
+            first_stage, last_stage, numba.get_num_threads(), plan.sync, points, self._range_min, self._voxel_size,
+            self._grid, plan.sample, plan.splits, plan.stage, plan.block_keys, plan.route_points, plan.route_keys,
+            plan.route_counts, plan.dense_table, plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels,
+            plan.part_keys, plan.part_counts, plan.part_first, plan.sizes, plan.route_locals, plan.route_slots,
+            plan.local_to_voxel, point_voxel_index, features, coords_zyx, num_points, self._filled, fresh, plan.drops,
+        )  # fmt: skip
+
     def _voxelize(self, points: np.ndarray, fresh: bool, num_parts: int | None = None) -> Voxels:
         """num_parts: slabs of x columns numbered in parallel, one per Numba thread by default (any
         number gives the same result; tests use others)."""
@@ -1093,30 +1228,27 @@ class Voxelizer:
             point_voxel_index = np.empty(n, np.int32)
         else:
             features_buffer, point_voxel_index = self._output_buffers(n, points.shape[1])
-        _partition_splits_kernel(points, self._range_min, self._voxel_size, self._grid, plan.sample, plan.splits)
-        _route_points_kernel(
-            points, self._range_min, self._voxel_size, self._grid, plan.splits, plan.stage, plan.block_keys,
-            plan.route_points, plan.route_keys, plan.route_counts, point_voxel_index, plan.drops,
-        )  # fmt: skip
-        num_local = _number_partitions_kernel(
-            plan.route_points, plan.route_keys, plan.route_counts, plan.splits, plan.dense_table, plan.tables,
-            plan.start_bits, plan.capacity, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
-            plan.route_locals, plan.route_slots, plan.drops,
-        )  # fmt: skip
+        # One parallel region a call (two with fresh outputs, whose size the numbering decides).
+        last_stage = STAGE_NUMBER if fresh else STAGE_FILL
+        if fresh:
+            features, coords_zyx, num_points = self._no_features, self._coords_zyx[:0], self._num_points[:0]
+        else:
+            features, coords_zyx, num_points = features_buffer, self._coords_zyx, self._num_points
+        num_local, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
+            plan, STAGE_ROUTE, last_stage, points, point_voxel_index, features, coords_zyx, num_points, fresh
+        )
         num_voxels = min(num_local, config.max_voxels)
         if fresh:
             features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
             coords_zyx = np.empty((num_voxels, 3), np.int32)
             num_points = np.empty(num_voxels, np.int32)
+            _, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
+                plan, STAGE_FILL, STAGE_FILL, points, point_voxel_index, features, coords_zyx, num_points, fresh
+            )
         else:
-            features = features_buffer[:num_voxels]
-            coords_zyx = self._coords_zyx[:num_voxels]
-            num_points = self._num_points[:num_voxels]
-        num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = _fill_partitions_kernel(
-            points, plan.route_points, plan.route_locals, plan.route_slots, plan.route_counts, plan.part_first,
-            plan.sizes, plan.capacity, plan.part_keys, plan.part_counts, plan.local_to_voxel, point_voxel_index,
-            self._grid, features, coords_zyx, num_points, self._filled, fresh, plan.drops,
-        )  # fmt: skip
+            features = features[:num_voxels]
+            coords_zyx = coords_zyx[:num_voxels]
+            num_points = num_points[:num_voxels]
         return Voxels(
             features, coords_zyx, num_points, point_voxel_index, num_nan=num_nan, num_out_of_range=num_out_of_range,
             num_voxel_overflow=num_voxel_overflow, num_point_overflow=num_point_overflow,

@@ -597,3 +597,41 @@ def test_shell_sort_sorts_the_sample(m: int) -> None:
     expected = np.concatenate([np.sort(values[:m]), values[m:]])
     voxelize_module._shell_sort(values, m)
     np.testing.assert_array_equal(values, expected)
+
+
+def test_atomic_add_returns_the_value_before_and_adds() -> None:
+    @numba.njit
+    def add_twice(array: np.ndarray) -> tuple[int, int, int]:
+        first = voxelize_module._atomic_add(array, 3, 5)
+        second = voxelize_module._atomic_add(array, 3, -2)
+        return first, second, voxelize_module._atomic_add(array, 3, 0)
+
+    array = np.arange(8, dtype=np.int64)
+    assert add_twice(array) == (3, 8, 6)
+    np.testing.assert_array_equal(array, [0, 1, 2, 6, 4, 5, 6, 7])
+
+
+@pytest.mark.parametrize("num_parts", [1, 2, 5])
+def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: int) -> None:
+    # Workers claim a stage's items (chunks, partitions) in turn: with 8 workers and fewer items most
+    # find nothing to do, and the stages still run in order.
+    config = RANDOM_CONFIGS[3]
+    cloud = random_cloud(80 + num_parts, 3000, config)
+    voxelizer = Voxelizer(config)
+    plan = voxelizer._plan = voxelize_module._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
+    features, point_voxel_index = voxelizer._output_buffers(len(cloud), cloud.shape[1])
+    totals = voxelize_module._hard_voxelize_kernel(
+        voxelize_module.STAGE_ROUTE, voxelize_module.STAGE_FILL, 8, plan.sync, cloud, voxelizer._range_min,
+        voxelizer._voxel_size, voxelizer._grid, plan.sample, plan.splits, plan.stage, plan.block_keys,
+        plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits, plan.capacity,
+        config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes, plan.route_locals,
+        plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
+        voxelizer._num_points, voxelizer._filled, False, plan.drops,
+    )  # fmt: skip
+    num_voxels = min(totals[0], config.max_voxels)
+    voxels = Voxels(
+        features[:num_voxels], voxelizer._coords_zyx[:num_voxels], voxelizer._num_points[:num_voxels],
+        point_voxel_index, *totals[1:],
+    )  # fmt: skip
+    assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
+    assert plan.sync[voxelize_module.STAGE_FILL * 2 * voxelize_module.SYNC_STRIDE] == num_parts + 8
