@@ -297,7 +297,7 @@ def test_voxelizer_takes_torch_tensors_and_a_change_of_feature_count() -> None:
 
 
 def test_hash_table_is_at_most_half_full() -> None:
-    assert hash_table_bits(120_000) == 18  # 2**18 = 262144 >= 2 * 120000 entries: 2 MB of int64
+    assert hash_table_bits(120_000) == 18  # 2**18 = 262144 >= 2 * 120000 entries: 1 MB of int32
     assert hash_table_bits(30_000) == 16
     assert hash_table_bits(1 << 10) == 11 and hash_table_bits((1 << 10) + 1) == 12
     assert hash_table_bits(0) == 4
@@ -623,9 +623,9 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     totals = voxelize_module._hard_voxelize_kernel(
         voxelize_module.STAGE_ROUTE, voxelize_module.STAGE_FILL, 8, plan.sync, cloud, voxelizer._range_min,
         voxelizer._voxel_size, voxelizer._grid, plan.sample, plan.splits, plan.stage, plan.block_keys,
-        plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits, plan.capacity,
-        config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes, plan.route_locals,
-        plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
+        plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits,
+        plan.capacity, config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
+        plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
         voxelizer._num_points, voxelizer._filled, False, plan.drops,
     )  # fmt: skip
     num_voxels = min(totals[0], config.max_voxels)

@@ -306,7 +306,7 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
         "voxel_overflow": ours.num_voxel_overflow, "point_overflow": ours.num_point_overflow,
     }  # fmt: skip
-    report.facts["hash_table_bytes"] = 8 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
+    report.facts["hash_table_bytes"] = 4 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     report.facts["numba_threads"] = numba_threads()
     report.facts["load_average_1_5_15_min"] = [round(v, 2) for v in os.getloadavg()]
