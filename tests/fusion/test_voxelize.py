@@ -635,3 +635,13 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     )  # fmt: skip
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
     assert plan.sync[voxelize_module.STAGE_FILL * 2 * voxelize_module.SYNC_STRIDE] == num_parts + 8
+
+
+@pytest.mark.parametrize("num_features", [3, 4, 5, 8, 9])
+def test_feature_rows_of_any_width_are_copied_whole(num_features: int) -> None:
+    # The fill copies 16 bytes at a time, then the remaining columns one by one.
+    config = RANDOM_CONFIGS[0]
+    cloud = random_cloud(90 + num_features, 3000, config, num_features=num_features)
+    expected = voxelize(cloud, config, backend="reference")
+    assert_voxels_equal(voxelize(cloud, config), expected)
+    assert_voxels_equal(Voxelizer(config)(cloud), expected)
