@@ -121,18 +121,19 @@ class BEVFusion(nn.Module):
             camera_bev, coverage = out.features, out.coverage  # (B, C_c, H, W), (B, 1, H, W)
             depth_logits, camera_index = out.depth_logits, out.camera_index
         map_bev = self.map(batch.map_bev) if self.map is not None else None
-        if self.lidar_free is None:
-            inputs = (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
+        inputs = (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
+        if self.lidar_free is None or bool(modality.lidar.all()):
             return _trunk_outputs(self.fuser, self.backbone, self.head, inputs, depth_logits, camera_index)
+        free = self.lidar_free
+        if not bool(modality.lidar.any()):
+            return _trunk_outputs(free.fuser, free.backbone, free.head, (None, *inputs[1:]), depth_logits, camera_index)
         # Each sample through the trunk of its mode; batch norm there sees that mode's samples only.
         with_lidar = torch.nonzero(modality.lidar, as_tuple=False).view(-1)  # (B_l,)
         without = torch.nonzero(~modality.lidar, as_tuple=False).view(-1)  # (B - B_l,)
-        parts = []
-        if len(with_lidar):
-            inputs = tuple(_select(t, with_lidar) for t in (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map))
-            parts.append((with_lidar, _trunk_outputs(self.fuser, self.backbone, self.head, inputs, depth_logits, camera_index)))
-        if len(without):
-            free = self.lidar_free
-            inputs = (None, *(_select(t, without) for t in (camera_bev, coverage, map_bev, modality.lidar, modality.map)))
-            parts.append((without, _trunk_outputs(free.fuser, free.backbone, free.head, inputs, depth_logits, camera_index)))
+        main_inputs = tuple(_select(t, with_lidar) for t in inputs)
+        free_inputs = (None, *(_select(t, without) for t in inputs[1:]))
+        parts = [
+            (with_lidar, _trunk_outputs(self.fuser, self.backbone, self.head, main_inputs, depth_logits, camera_index)),
+            (without, _trunk_outputs(free.fuser, free.backbone, free.head, free_inputs, depth_logits, camera_index)),
+        ]
         return merge_by_sample(parts, batch.batch_size, depth_logits, camera_index)
