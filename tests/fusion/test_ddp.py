@@ -1,4 +1,4 @@
-"""DDP through torchrun: two CPU processes on the gloo backend train one step of a tiny model."""
+"""DDP through torchrun: two CPU processes on the gloo backend train one step of a tiny fused model."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ HERE = Path(__file__).resolve().parent
 
 SCRIPT = textwrap.dedent(
     """
-    import importlib.util, json, os, sys
+    import dataclasses, importlib.util, json, os, sys
     import torch, torch.distributed as dist
     spec = importlib.util.spec_from_file_location("fusion_frames", sys.argv[1])
     frames_module = importlib.util.module_from_spec(spec); spec.loader.exec_module(frames_module)
     from avfusion.fusion.config import tiny_for_tests
     from avfusion.fusion.train import train
-    config = tiny_for_tests()
+    config = tiny_for_tests()  # with the presets' lidar-free trunk: each rank's step runs both trunks
+    config = config.replace(train=dataclasses.replace(config.train, lidar_free_trunk=True))
     frames = [frames_module.make_frame(seed) for seed in range(4)]
     result = train(config, frames, sys.argv[2], max_steps=1, progress=False)
     rank = dist.get_rank()
@@ -48,6 +49,7 @@ def test_two_process_gloo_training_step(tmp_path: Path) -> None:
         assert record == {"rank": rank, "world": 2, "steps": 1}
     config, payload = load_checkpoint(out / "weights.pt")
     assert payload["step"] == 1
+    assert config.train.builds_lidar_free_trunk and any(name.startswith("lidar_free.") for name in payload["model"])
     log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and all(torch.isfinite(torch.tensor(v)) for v in log[0]["losses"].values())
     assert (out / "loss.png").stat().st_size > 1000
