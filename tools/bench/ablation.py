@@ -6,7 +6,8 @@ detection metric (`avfusion.eval`), each row of:
     fused                     the fused model, every sensor
     lidar_only / camera_only  models with only that branch (+ map), trained with the same recipe
     fused -camera             the fused model, all six cameras dropped
-    fused -lidar              the fused model, lidar dropped
+    fused -lidar              the fused model, lidar dropped (a model with a lidar-free trunk runs
+                              these samples through it: `TrainConfig.lidar_free_trunk`)
     fused -CAM_FRONT          one camera dropped
     fused -map                the map dropped
     fused gnss_noise          the map placed from GNSS fixes with noise (sigma 1.5 m, 2 deg) instead
