@@ -59,6 +59,7 @@ allocated by torch and written by the kernels through `__cuda_array_interface__`
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -1023,6 +1024,27 @@ def _grid_array(config: VoxelConfig) -> np.ndarray:
     return np.asarray(config.grid_size_xyz, dtype=np.int32)
 
 
+HUGE_PAGE = 2 * 2**20
+
+
+def _huge_page_empty(size: int, dtype: type) -> np.ndarray:
+    """np.empty((size,), dtype) in private anonymous memory that asks Linux for transparent huge
+    pages (2 MB), from a 2 MB boundary: the kernels' scratch is read at random (hash tables,
+    voxel numbers) or in several streams at once, over more memory than the TLB covers with 4 kB
+    pages. NumPy asks for huge pages only for arrays of 4 MB or more, and most of the scratch is
+    smaller (the bench's hash tables, voxel lists and routes are 1-2.4 MB each). Arrays under
+    1 MB stay np.empty: a huge page would map 2 MB for them."""
+    nbytes = size * np.dtype(dtype).itemsize
+    if nbytes < HUGE_PAGE // 2:
+        return np.empty(size, dtype)
+    buffer = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buffer.madvise(mmap.MADV_HUGEPAGE)
+    raw = np.frombuffer(buffer, np.uint8)  # keeps the mapping alive
+    offset = -raw.ctypes.data % HUGE_PAGE
+    return raw[offset : offset + nbytes].view(dtype)[:size]
+
+
 def _cache_aligned_empty(shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """np.empty starting on a 64-byte cache line, so that rows of whole cache lines written by
     different threads share none."""
@@ -1067,10 +1089,11 @@ class _Routes:
         """(num_arrays, C, T, ceil(N / C)) int32; also sizes `counts` and `drops`."""
         capacity = -(-num_points // num_chunks)
         size = num_arrays * num_chunks * num_parts * capacity
-        # np.empty: a route is written only as far as its points go, so about N entries of each
-        # array in all are ever touched (the rest stays unmapped memory).
+        # Uninitialized: a route is written only as far as its points go, so about N entries of
+        # each array in all are ever touched (with 2 MB pages, the rest of a touched page is mapped
+        # too: at most the T * C * 4 bytes * ceil(N / C) of each array).
         if self._routes.shape[0] < size:
-            self._routes = np.empty(size, np.int32)
+            self._routes = _huge_page_empty(size, np.int32)
         width = -(-num_parts // 8) * 8
         if self.counts.shape != (num_chunks, width):
             self.counts = _cache_aligned_empty((num_chunks, width), np.int64)
@@ -1125,19 +1148,19 @@ class _PartitionScratch:
         is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense table), and the
         log2 size each hash table starts at."""
         if self.local.shape[0] < 4 * num_parts * max_local:
-            self.local = np.empty(4 * num_parts * max_local, np.int32)
+            self.local = _huge_page_empty(4 * num_parts * max_local, np.int32)
         if self.sizes.shape[0] != num_parts:
             self.splits = np.empty(num_parts + 1, np.int64)
             self.sizes = np.empty(num_parts, np.int64)
         if num_cells <= DENSE_CELLS_PER_VOXEL * max_local:
             if self.dense_table.shape[0] < num_cells:
-                self.dense_table = np.empty(num_cells, np.int32)
+                self.dense_table = _huge_page_empty(num_cells, np.int32)
             if self.tables.shape[0] < num_parts:
                 self.tables = np.empty(num_parts, np.int32)
             return self.dense_table[:num_cells], self.tables[:num_parts].reshape(num_parts, 1), 0
         max_bits = hash_table_bits(max_local)
         if self.tables.shape[0] < num_parts << max_bits:
-            self.tables = np.empty(num_parts << max_bits, np.int32)
+            self.tables = _huge_page_empty(num_parts << max_bits, np.int32)
         tables = self.tables[: num_parts << max_bits].reshape(num_parts, 1 << max_bits)
         # Balanced partitions hold about L / T cells each: start there, double on demand.
         start_bits = hash_table_bits(-(-max_local // num_parts))
@@ -1241,7 +1264,7 @@ class Voxelizer:
             self._features = np.empty(shape, np.float32)
             self._filled = np.full(config.max_voxels, config.max_points_per_voxel, np.int32)
         if self._point_voxel_index.shape[0] < num_points:
-            self._point_voxel_index = np.empty(num_points, np.int32)
+            self._point_voxel_index = _huge_page_empty(num_points, np.int32)
         return self._features, self._point_voxel_index[:num_points]
 
     def _run(
