@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.calibration.errors import InputError
-from avfusion.tools.bench.common import BenchReport, Timing
+from avfusion.tools.bench.common import BenchReport, Timing, set_threads
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 GNSS_NOISE_POSITION_M = 1.5
@@ -106,11 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if "fused" not in checkpoints:
         raise InputError("bench ablation needs the fused model: pass --fused CHECKPOINT or let it train")
     if args.threads:
-        import numba
-        import torch
-
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(args.threads)
+        set_threads(args.threads)
     detectors = {name: Detector.load(path) for name, path in checkpoints.items()}
     fused = detectors["fused"]
     gnss_config = fused.config.replace(map=MapConfig(channels=fused.config.map.channels, pose_source="gnss"))

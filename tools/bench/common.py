@@ -45,6 +45,22 @@ class Timing:
         }
 
 
+def set_threads(threads: int) -> None:
+    """Run torch and Numba on `threads` threads (both: Numba's OpenMP kernels reset the process's
+    OpenMP thread count that torch reads). Raises `InputError` when the environment's
+    NUMBA_NUM_THREADS caps Numba below that, instead of Numba's bare range error."""
+    import numba
+    import torch
+
+    from avfusion.calibration.errors import InputError
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
+                         "allows in this environment; unset it or pass fewer threads")  # fmt: skip
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+
+
 def time_call(name: str, fn: Callable[[], object], repeats: int, warmup: int = 1) -> Timing:
     """Call `fn` `warmup` times untimed, then `repeats` times timed with `perf_counter`."""
     if repeats < 1:

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from avfusion.tools.bench.common import BenchReport, Timing
+from avfusion.tools.bench.common import BenchReport, Timing, set_threads
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
@@ -31,11 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(0)
     if args.threads:
-        import numba
-
-        # Both: Numba's OpenMP kernels reset the process's OpenMP thread count that torch reads.
-        torch.set_num_threads(args.threads)
-        numba.set_num_threads(args.threads)
+        set_threads(args.threads)
     detector = Detector.load(args.checkpoint, device=args.device)
     config = detector.config
     dataroot = args.dataroot
