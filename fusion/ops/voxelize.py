@@ -678,10 +678,8 @@ def _number_partition(
                     part_first[local] = own_points[k]
             else:
                 h = _probe_local(table, bits, key, part_keys)
-                local = table[h]
-                if local >= 0:
-                    pass
-                elif size < max_local:
+                local = table[h]  # -1: a new cell (it stays -1, voxel overflow, past max_local)
+                if local < 0 and size < max_local:
                     if size == 1 << (bits - 1):  # would be more than half full: double it
                         bits += 1
                         _rehash(table, bits, part_keys, base, size)
@@ -692,8 +690,6 @@ def _number_partition(
                     part_keys[local] = key
                     part_counts[local] = 0
                     part_first[local] = own_points[k]
-                else:
-                    local = np.int32(-1)
             own_locals[k] = local
             if local < 0:
                 n_overflow += 1
