@@ -10,7 +10,6 @@ from `AugmentConfig` with a numpy Generator, so a seeded run is reproducible.
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +77,6 @@ def boxes_with_geometry(
         instance_token=boxes.instance_token,
         token=boxes.token,
     )
-
 
 
 def lidar_free_copy(augmentation: SampleAugmentation) -> SampleAugmentation:

@@ -28,6 +28,14 @@ class LidarFreeTrunk(nn.Module):
         self.fuser, self.backbone, self.head = fuser, backbone, head
 
 
+def _trunk_modules(config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int
+                   ) -> tuple[ConvFuser, BEVBackbone, CenterHead]:  # fmt: skip
+    """A fuser over the given branch channels (0 = branch absent), and the backbone and head after it."""
+    fuser = ConvFuser.from_config(config.fuser, lidar_channels, camera_channels, map_channels)
+    backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
+    return fuser, backbone, CenterHead.from_config(config.head, backbone.out_channels)
+
+
 def _trunk_outputs(fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead, fuser_inputs: tuple, depth_logits: torch.Tensor,
                    camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
     return head(backbone(fuser(*fuser_inputs)), depth_logits, camera_index)
@@ -88,19 +96,12 @@ class BEVFusion(nn.Module):
         lidar = PillarEncoder.from_config(config.lidar, config.grid) if train.use_lidar else None
         camera = CameraBranch.from_config(config.camera, config.grid) if train.use_camera else None
         map_encoder = MapEncoder.from_config(config.map) if train.use_map else None
-        fuser = ConvFuser.from_config(
-            config.fuser,
-            lidar.channels if lidar else 0,
-            camera.channels if camera else 0,
-            map_encoder.channels if map_encoder else 0,
-        )
-        backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
-        head = CenterHead.from_config(config.head, backbone.out_channels)
+        camera_channels = camera.channels if camera else 0
+        map_channels = map_encoder.channels if map_encoder else 0
+        fuser, backbone, head = _trunk_modules(config, lidar.channels if lidar else 0, camera_channels, map_channels)
         lidar_free = None
         if train.builds_lidar_free_trunk:
-            free_fuser = ConvFuser.from_config(config.fuser, 0, camera.channels, map_encoder.channels if map_encoder else 0)
-            free_backbone = BEVBackbone.from_config(config.backbone, free_fuser.channels)
-            lidar_free = LidarFreeTrunk(free_fuser, free_backbone, CenterHead.from_config(config.head, free_backbone.out_channels))
+            lidar_free = LidarFreeTrunk(*_trunk_modules(config, 0, camera_channels, map_channels))
         return BEVFusion(
             lidar=lidar, camera=camera, map=map_encoder, fuser=fuser, backbone=backbone, head=head,
             depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw, lidar_free=lidar_free,

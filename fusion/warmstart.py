@@ -49,6 +49,13 @@ def _same_weights(component: str, source: FusionConfig, config: FusionConfig) ->
     return theirs == ours
 
 
+def _check_trunk_config(path: str, source: FusionConfig, config: FusionConfig) -> None:
+    """Raise `InputError` naming `path` when a trunk source's `_TRUNK_COMPONENTS` differ from the model's."""
+    for component in _TRUNK_COMPONENTS:
+        if not _same_weights(component, source, config):
+            raise InputError(f"warm start: {path} has a different {component} config than the model being trained")
+
+
 @dataclass(frozen=True, slots=True)
 class WarmStart:
     """What a warm start copied: `branch_sources[b]` is the checkpoint each branch came from
@@ -77,9 +84,7 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
     target = model.state_dict()
     loaded = [(str(path), *load_checkpoint(path)) for path in sources]
     trunk_path, trunk_config, trunk_payload = loaded[0]
-    for component in _TRUNK_COMPONENTS:
-        if not _same_weights(component, trunk_config, config):
-            raise InputError(f"warm start: {trunk_path} has a different {component} config than the model being trained")
+    _check_trunk_config(trunk_path, trunk_config, config)
 
     branch_sources: dict[str, str] = {}
     new_state = dict(target)
@@ -133,9 +138,7 @@ def _copy_lidar_free_trunk(target: dict, new_state: dict, loaded: list, config: 
             continue
         if _has(source_config, "map") != _has(config, "map"):
             raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the lidar-free trunk")
-        for component in _TRUNK_COMPONENTS:
-            if not _same_weights(component, source_config, config):
-                raise InputError(f"warm start: {path} has a different {component} config than the model being trained")
+        _check_trunk_config(path, source_config, config)
         state = payload["model"]
         for name in target:
             if name.startswith("lidar_free."):
