@@ -85,6 +85,13 @@ def lidar_free_copy(augmentation: SampleAugmentation) -> SampleAugmentation:
     return dataclasses.replace(augmentation, drop=frozenset((augmentation.drop - {"camera"}) | {"lidar"}))
 
 
+def camera_free_copy(augmentation: SampleAugmentation) -> SampleAugmentation:
+    """The same augmentation with every camera dropped and lidar kept: the twin a sample gets for
+    the camera-free trunk (`TrainConfig.camera_free_trunk`); map dropout stays as drawn."""
+    kept = augmentation.drop - {"lidar"} - set(CAMERA_NAMES)
+    return dataclasses.replace(augmentation, drop=frozenset(kept | {"camera"}))
+
+
 def draw_augmentation(
     rng: np.random.Generator,
     config: AugmentConfig,

@@ -237,8 +237,10 @@ class AugmentConfig:
     image_scale_jitter: float = 0.06
     # Modality dropout: the probability that a training sample loses the whole sensor (lidar and
     # all cameras only in a model with both). A model with a lidar-free trunk
-    # (`TrainConfig.lidar_free_trunk`, the presets) trains that mode on every sample's lidar-free
-    # twin instead, so its presets drop no lidar; 0.3 is for one shared trunk.
+    # (`TrainConfig.lidar_free_trunk`, the presets) trains that mode on every sample's twin without
+    # lidar instead, so it needs no lidar dropout (0 in the presets); a camera-free trunk
+    # (`TrainConfig.camera_free_trunk`) likewise makes camera dropout pointless. 0.3 and 0.15 are
+    # for one shared trunk.
     drop_lidar_probability: float = 0.3
     drop_cameras_probability: float = 0.15
     drop_one_camera_probability: float = 0.1
@@ -286,11 +288,20 @@ class TrainConfig:
     # one shared trunk for both modes cost the fused model 4.6 NDS points with all sensors (0.566 ->
     # 0.520, seed 0, 2026-12-01) and still left it 2.5 below the camera-only model without lidar.
     lidar_free_trunk: bool = False
+    # Likewise a third trunk for samples with lidar and no camera (`BEVFusion.camera_free`): every
+    # sample also runs with its cameras removed through it, so the main trunk trains on samples with
+    # cameras only and camera dropout is pointless too (`AugmentConfig.drop_cameras_probability`).
+    camera_free_trunk: bool = False
 
     @property
     def builds_lidar_free_trunk(self) -> bool:
         """Whether the model has the lidar-free trunk (only a model with both primary sensors does)."""
         return self.lidar_free_trunk and self.use_lidar and self.use_camera
+
+    @property
+    def builds_camera_free_trunk(self) -> bool:
+        """Whether the model has the camera-free trunk (only a model with both primary sensors does)."""
+        return self.camera_free_trunk and self.use_lidar and self.use_camera
 
 
 @dataclass(frozen=True, slots=True)

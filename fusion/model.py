@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from avfusion.fusion.backbone import BEVBackbone
-from avfusion.fusion.batch import FusionBatch
+from avfusion.fusion.batch import FusionBatch, ModalityMask
 from avfusion.fusion.camera import CameraBranch
 from avfusion.fusion.config import FusionConfig
 from avfusion.fusion.fuser import ConvFuser
@@ -16,11 +16,12 @@ from avfusion.fusion.lidar import PillarEncoder
 from avfusion.fusion.map import MapEncoder
 
 
-class LidarFreeTrunk(nn.Module):
-    """The fuser, BEV backbone and head a fused model runs on samples without lidar.
+class ModeTrunk(nn.Module):
+    """The fuser, BEV backbone and head a fused model runs on the samples of one sensor mode.
 
-    Its fuser takes only the camera and map maps, so it has the shapes of a camera(+map) model's
-    trunk and warm-starts from one (`fusion.warmstart`).
+    The lidar-free trunk's fuser takes only the camera and map maps, so it has the shapes of a
+    camera(+map) model's trunk; the camera-free trunk's takes the lidar and map maps, a lidar(+map)
+    model's. Each warm-starts from such a model (`fusion.warmstart`).
     """
 
     def __init__(self, fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead) -> None:
@@ -39,6 +40,10 @@ def _trunk_modules(config: FusionConfig, lidar_channels: int, camera_channels: i
 def _trunk_outputs(fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead, fuser_inputs: tuple, depth_logits: torch.Tensor,
                    camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
     return head(backbone(fuser(*fuser_inputs)), depth_logits, camera_index)
+
+
+# Which trunk a sample goes to (`BEVFusion.trunk_of_each_sample`).
+MAIN, LIDAR_FREE, CAMERA_FREE = 0, 1, 2
 
 
 def _select(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
@@ -78,16 +83,19 @@ class BEVFusion(nn.Module):
         head: CenterHead,
         depth_bins: int,
         feature_hw: tuple[int, int],
-        lidar_free: LidarFreeTrunk | None = None,
+        lidar_free: ModeTrunk | None = None,
+        camera_free: ModeTrunk | None = None,
     ) -> None:
         super().__init__()
         if lidar is None and camera is None and map is None:
             raise ValueError("BEVFusion needs at least one branch")
         if lidar_free is not None and (lidar is None or camera is None):
             raise ValueError("BEVFusion: a lidar-free trunk needs both a lidar and a camera branch")
+        if camera_free is not None and (lidar is None or camera is None):
+            raise ValueError("BEVFusion: a camera-free trunk needs both a lidar and a camera branch")
         self.lidar, self.camera, self.map = lidar, camera, map
         self.fuser, self.backbone, self.head = fuser, backbone, head
-        self.lidar_free = lidar_free
+        self.lidar_free, self.camera_free = lidar_free, camera_free
         self.depth_bins, self.feature_hw = depth_bins, feature_hw
 
     @staticmethod
@@ -98,14 +106,28 @@ class BEVFusion(nn.Module):
         map_encoder = MapEncoder.from_config(config.map) if train.use_map else None
         camera_channels = camera.channels if camera else 0
         map_channels = map_encoder.channels if map_encoder else 0
-        fuser, backbone, head = _trunk_modules(config, lidar.channels if lidar else 0, camera_channels, map_channels)
-        lidar_free = None
+        lidar_channels = lidar.channels if lidar else 0
+        fuser, backbone, head = _trunk_modules(config, lidar_channels, camera_channels, map_channels)
+        lidar_free = camera_free = None
         if train.builds_lidar_free_trunk:
-            lidar_free = LidarFreeTrunk(*_trunk_modules(config, 0, camera_channels, map_channels))
+            lidar_free = ModeTrunk(*_trunk_modules(config, 0, camera_channels, map_channels))
+        if train.builds_camera_free_trunk:
+            camera_free = ModeTrunk(*_trunk_modules(config, lidar_channels, 0, map_channels))
         return BEVFusion(
             lidar=lidar, camera=camera, map=map_encoder, fuser=fuser, backbone=backbone, head=head,
-            depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw, lidar_free=lidar_free,
+            depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw,
+            lidar_free=lidar_free, camera_free=camera_free,
         )  # fmt: skip
+
+    def trunk_of_each_sample(self, modality: ModalityMask) -> torch.Tensor:
+        """`(B,)` int64: `MAIN`, or `LIDAR_FREE` for a sample without lidar when the model has that
+        trunk, or `CAMERA_FREE` for a sample with lidar and no camera when it has that one."""
+        route = torch.full_like(modality.lidar, MAIN, dtype=torch.int64)
+        if self.lidar_free is not None:
+            route[~modality.lidar] = LIDAR_FREE
+        if self.camera_free is not None:
+            route[modality.lidar & ~modality.camera.any(dim=1)] = CAMERA_FREE
+        return route
 
     def forward(self, batch: FusionBatch) -> HeadOutputs:
         modality = batch.modality
@@ -123,18 +145,21 @@ class BEVFusion(nn.Module):
             depth_logits, camera_index = out.depth_logits, out.camera_index
         map_bev = self.map(batch.map_bev) if self.map is not None else None
         inputs = (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
-        if self.lidar_free is None or bool(modality.lidar.all()):
-            return _trunk_outputs(self.fuser, self.backbone, self.head, inputs, depth_logits, camera_index)
-        free = self.lidar_free
-        if not bool(modality.lidar.any()):
-            return _trunk_outputs(free.fuser, free.backbone, free.head, (None, *inputs[1:]), depth_logits, camera_index)
+        trunks = {MAIN: (self, inputs)}
+        if self.lidar_free is not None:
+            trunks[LIDAR_FREE] = (self.lidar_free, (None, *inputs[1:]))
+        if self.camera_free is not None:
+            trunks[CAMERA_FREE] = (self.camera_free, (lidar_bev, None, None, *inputs[3:]))
+        route = self.trunk_of_each_sample(modality)
+        used = route.unique().tolist()
+        if len(used) == 1:  # a batch all in one mode runs that trunk alone, without selects
+            trunk, trunk_inputs = trunks[used[0]]
+            return _trunk_outputs(trunk.fuser, trunk.backbone, trunk.head, trunk_inputs, depth_logits, camera_index)
         # Each sample through the trunk of its mode; batch norm there sees that mode's samples only.
-        with_lidar = torch.nonzero(modality.lidar, as_tuple=False).view(-1)  # (B_l,)
-        without = torch.nonzero(~modality.lidar, as_tuple=False).view(-1)  # (B - B_l,)
-        main_inputs = tuple(_select(t, with_lidar) for t in inputs)
-        free_inputs = (None, *(_select(t, without) for t in inputs[1:]))
-        parts = [
-            (with_lidar, _trunk_outputs(self.fuser, self.backbone, self.head, main_inputs, depth_logits, camera_index)),
-            (without, _trunk_outputs(free.fuser, free.backbone, free.head, free_inputs, depth_logits, camera_index)),
-        ]
+        parts = []
+        for mode in used:
+            trunk, trunk_inputs = trunks[mode]
+            where = torch.nonzero(route == mode, as_tuple=False).view(-1)  # (B_mode,)
+            selected = tuple(_select(t, where) for t in trunk_inputs)
+            parts.append((where, _trunk_outputs(trunk.fuser, trunk.backbone, trunk.head, selected, depth_logits, camera_index)))
         return merge_by_sample(parts, batch.batch_size, depth_logits, camera_index)

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from avfusion.calibration.fileio import atomic_open, write_json_atomic
-from avfusion.fusion.augment import draw_augmentation, lidar_free_copy
+from avfusion.fusion.augment import camera_free_copy, draw_augmentation, lidar_free_copy
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig
@@ -97,11 +97,14 @@ class _StepBatches(torch.utils.data.Dataset):
                               has_lidar_branch=use.use_lidar, has_camera_branch=use.use_camera)
             for f in batch_frames
         ]  # fmt: skip
+        # Every sample once per trunk: as drawn for the main trunk, without lidar for the lidar-free
+        # one, without cameras for the camera-free one.
+        twins = [augmentations]
         if use.builds_lidar_free_trunk:
-            # Every sample twice: as drawn for the main trunk, and without lidar for the lidar-free one.
-            batch_frames = batch_frames + batch_frames
-            augmentations = augmentations + [lidar_free_copy(a) for a in augmentations]
-        return collate(batch_frames, self.config, augmentations=augmentations, with_targets=True)
+            twins.append([lidar_free_copy(a) for a in augmentations])
+        if use.builds_camera_free_trunk:
+            twins.append([camera_free_copy(a) for a in augmentations])
+        return collate(batch_frames * len(twins), self.config, augmentations=sum(twins, []), with_targets=True)
 
 
 def plot_loss_log(log_path: Path, png_path: Path) -> None:

@@ -15,6 +15,8 @@ trained trunk on the first step.
 A model's lidar-free trunk (`TrainConfig.lidar_free_trunk`) comes whole from the first source
 without lidar that has cameras (the camera stage-one model): its fuser, backbone and head have the
 same shapes there, so on samples without lidar the warm-started model computes what that model did.
+Its camera-free trunk (`TrainConfig.camera_free_trunk`) comes likewise from the first source with
+lidar and no cameras (the lidar stage-one model).
 """
 
 from __future__ import annotations
@@ -65,10 +67,12 @@ class WarmStart:
     branch_sources: dict[str, str]
     zeroed_fuser_inputs: tuple[str, ...]
     lidar_free_trunk_source: str | None = None
+    camera_free_trunk_source: str | None = None
 
     def to_dict(self) -> dict:
         return {"trunk": self.trunk_source, "branches": dict(self.branch_sources),
-                "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs), "lidar_free_trunk": self.lidar_free_trunk_source}  # fmt: skip
+                "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs), "lidar_free_trunk": self.lidar_free_trunk_source,
+                "camera_free_trunk": self.camera_free_trunk_source}  # fmt: skip
 
 
 def _has(config: FusionConfig, branch: str) -> bool:
@@ -102,9 +106,11 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
                 new_state[name] = state[name].to(target[name].dtype)
             branch_sources[branch] = path
 
-    free_source = None
+    lidar_free_source = camera_free_source = None
     if model.lidar_free is not None:
-        free_source = _copy_lidar_free_trunk(target, new_state, loaded, config)
+        lidar_free_source = _copy_mode_trunk("lidar_free", target, new_state, loaded, config)
+    if model.camera_free is not None:
+        camera_free_source = _copy_mode_trunk("camera_free", target, new_state, loaded, config)
 
     trunk_state = trunk_payload["model"]
     trunk_prefixes = ("fuser.", "backbone.", "head.")
@@ -127,22 +133,25 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
             zeroed.append(branch)
     new_state[fuser_weight] = weight
     model.load_state_dict(new_state)
-    return WarmStart(trunk_path, branch_sources, tuple(zeroed), free_source)
+    return WarmStart(trunk_path, branch_sources, tuple(zeroed), lidar_free_source, camera_free_source)
 
 
-def _copy_lidar_free_trunk(target: dict, new_state: dict, loaded: list, config: FusionConfig) -> str | None:
-    """Fill `new_state`'s `lidar_free.*` from the first source with cameras and no lidar -> its
-    path (None: no such source, the trunk keeps its initialisation)."""
+def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, config: FusionConfig) -> str | None:
+    """Fill `new_state`'s `<mode>.*` (`lidar_free` or `camera_free`) from the first source that has
+    the one primary sensor that trunk serves -> its path (None: no such source, the trunk keeps
+    its initialisation)."""
+    kept = {"lidar_free": "camera", "camera_free": "lidar"}[mode]
+    dropped = {"camera": "lidar", "lidar": "camera"}[kept]
     for path, source_config, payload in loaded:
-        if _has(source_config, "lidar") or not _has(source_config, "camera"):
+        if _has(source_config, dropped) or not _has(source_config, kept):
             continue
         if _has(source_config, "map") != _has(config, "map"):
-            raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the lidar-free trunk")
+            raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the {mode} trunk")
         _check_trunk_config(path, source_config, config)
         state = payload["model"]
         for name in target:
-            if name.startswith("lidar_free."):
-                source_name = name.removeprefix("lidar_free.")
+            if name.startswith(mode + "."):
+                source_name = name.removeprefix(mode + ".")
                 if source_name not in state or state[source_name].shape != target[name].shape:
                     raise InputError(f"warm start: {path} lacks {source_name} of shape {tuple(target[name].shape)}")
                 new_state[name] = state[source_name].to(target[name].dtype)

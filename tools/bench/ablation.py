@@ -5,7 +5,8 @@ detection metric (`avfusion.eval`), each row of:
 
     fused                     the fused model, every sensor
     lidar_only / camera_only  models with only that branch (+ map), trained with the same recipe
-    fused -camera             the fused model, all six cameras dropped
+    fused -camera             the fused model, all six cameras dropped (a model with a camera-free
+                              trunk runs these samples through it: `TrainConfig.camera_free_trunk`)
     fused -lidar              the fused model, lidar dropped (a model with a lidar-free trunk runs
                               these samples through it: `TrainConfig.lidar_free_trunk`)
     fused -CAM_FRONT          one camera dropped
