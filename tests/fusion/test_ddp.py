@@ -23,8 +23,8 @@ SCRIPT = textwrap.dedent(
     frames_module = importlib.util.module_from_spec(spec); spec.loader.exec_module(frames_module)
     from avfusion.fusion.config import tiny_for_tests
     from avfusion.fusion.train import train
-    config = tiny_for_tests()  # with the presets' lidar-free trunk: each rank's step runs both trunks
-    config = config.replace(train=dataclasses.replace(config.train, lidar_free_trunk=True))
+    config = tiny_for_tests()  # with lidar-free and camera-free trunks: each rank's step runs all three
+    config = config.replace(train=dataclasses.replace(config.train, lidar_free_trunk=True, camera_free_trunk=True))
     frames = [frames_module.make_frame(seed) for seed in range(4)]
     result = train(config, frames, sys.argv[2], max_steps=1, progress=False)
     rank = dist.get_rank()
@@ -50,6 +50,7 @@ def test_two_process_gloo_training_step(tmp_path: Path) -> None:
     config, payload = load_checkpoint(out / "weights.pt")
     assert payload["step"] == 1
     assert config.train.builds_lidar_free_trunk and any(name.startswith("lidar_free.") for name in payload["model"])
+    assert config.train.builds_camera_free_trunk and any(name.startswith("camera_free.") for name in payload["model"])
     log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and all(torch.isfinite(torch.tensor(v)) for v in log[0]["losses"].values())
     assert (out / "loss.png").stat().st_size > 1000
