@@ -281,7 +281,7 @@ class TrainConfig:
     use_camera: bool = True
     use_map: bool = True
     # A model with lidar and cameras can carry a second fuser + backbone + head for samples without
-    # lidar (`fusion.model.LidarFreeTrunk`). Training then also runs every sample with its lidar
+    # lidar (`fusion.model.ModeTrunk`). Training then also runs every sample with its lidar
     # removed through that trunk (the camera and map branches are shared), so each trunk trains on
     # every sample in the one mode it serves; at inference a sample goes to the trunk of its mode.
     # With it, lidar dropout is pointless (`AugmentConfig.drop_lidar_probability` 0 in the presets):
