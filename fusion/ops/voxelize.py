@@ -1163,11 +1163,17 @@ class _PartitionScratch:
         return self.dense_table[:0], tables, start_bits
 
 
+# Plans a Voxelizer keeps, one per number of partitions (thread count) it was called with.
+MAX_PLANS = 4
+
+
 @dataclass(frozen=True, slots=True)
 class _CallPlan:
     """The kernels' scratch arguments for calls on N points with T partitions: views into a
-    `_PartitionScratch`, built once and reused while N and T stay the same (with cold caches,
-    as after the network ran, rebuilding them costs ~0.1 ms of Python a call)."""
+    `_PartitionScratch`, built once and reused while N stays the same, one per T (with cold
+    caches, as after the network ran, rebuilding them costs ~0.1 ms of Python a call). Plans of
+    different T share the large scratch arrays, which a call only uses once it has cleared them;
+    each keeps the small per-T arrays it was built with, even after the scratch replaced them."""
 
     num_points: int
     num_parts: int
@@ -1238,7 +1244,9 @@ class Voxelizer:
         self._num_points = np.zeros(config.max_voxels, np.int32)
         self._point_voxel_index = np.zeros(0, np.int32)
         self._no_features = np.zeros((0, config.max_points_per_voxel, 0), np.float32)
-        self._plan: _CallPlan | None = None
+        # The last call's plan for each number of partitions: calls that alternate thread counts
+        # (as the benchmark's 2-thread and 1-thread rows do) rebuild none.
+        self._plans: dict[int, _CallPlan] = {}
 
     def __call__(self, points: Any, copy: bool = False) -> Voxels:
         """Voxelize (N, C>=3) float32 points (NumPy array or CPU torch tensor; never modified).
@@ -1264,11 +1272,12 @@ class Voxelizer:
         return self._features, self._point_voxel_index[:num_points]
 
     def _run(
-        self, plan: _CallPlan, first_stage: int, last_stage: int, points: np.ndarray, point_voxel_index: np.ndarray,
-        features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray, fresh: bool,
+        self, plan: _CallPlan, num_workers: int, first_stage: int, last_stage: int, points: np.ndarray,
+        point_voxel_index: np.ndarray, features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray,
+        fresh: bool,
     ) -> tuple[int, int, int, int, int]:
         return _hard_voxelize_kernel(
-            first_stage, last_stage, numba.get_num_threads(), plan.sync, points, self._range_min, self._voxel_size,
+            first_stage, last_stage, num_workers, plan.sync, points, self._range_min, self._voxel_size,
             self._grid, plan.sample, plan.splits, plan.stage, plan.block_keys, plan.route_points, plan.route_keys,
             plan.route_counts, plan.dense_table, plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels,
             plan.part_keys, plan.part_counts, plan.part_first, plan.sizes, plan.route_locals, plan.route_slots,
@@ -1280,11 +1289,15 @@ class Voxelizer:
         number gives the same result; tests use others)."""
         config = self.config
         n = points.shape[0]
+        # Asked once a call: with cold caches numba.get_num_threads() costs ~50 us (its lock).
+        num_workers = numba.get_num_threads()
         if num_parts is None:
-            num_parts = numba.get_num_threads()
-        plan = self._plan
-        if plan is None or plan.num_points != n or plan.num_parts != num_parts:
-            plan = self._plan = _CallPlan.build(self._scratch, config, n, num_parts)
+            num_parts = num_workers
+        plan = self._plans.get(num_parts)
+        if plan is None or plan.num_points != n:
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            plan = self._plans[num_parts] = _CallPlan.build(self._scratch, config, n, num_parts)
         if fresh:
             point_voxel_index = np.empty(n, np.int32)
         else:
@@ -1296,16 +1309,18 @@ class Voxelizer:
         else:
             features, coords_zyx, num_points = features_buffer, self._coords_zyx, self._num_points
         num_local, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
-            plan, STAGE_ROUTE, last_stage, points, point_voxel_index, features, coords_zyx, num_points, fresh
-        )
+            plan, num_workers, STAGE_ROUTE, last_stage, points, point_voxel_index, features, coords_zyx, num_points,
+            fresh,
+        )  # fmt: skip
         num_voxels = min(num_local, config.max_voxels)
         if fresh:
             features = np.empty((num_voxels, config.max_points_per_voxel, points.shape[1]), np.float32)
             coords_zyx = np.empty((num_voxels, 3), np.int32)
             num_points = np.empty(num_voxels, np.int32)
             _, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
-                plan, STAGE_FILL, STAGE_FILL, points, point_voxel_index, features, coords_zyx, num_points, fresh
-            )
+                plan, num_workers, STAGE_FILL, STAGE_FILL, points, point_voxel_index, features, coords_zyx,
+                num_points, fresh,
+            )  # fmt: skip
         else:
             features = features[:num_voxels]
             coords_zyx = coords_zyx[:num_voxels]

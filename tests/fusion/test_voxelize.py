@@ -504,6 +504,11 @@ def test_one_voxelizer_across_partition_counts_and_thread_counts() -> None:
     expected = voxelize(cloud, config, backend="reference")
     for num_parts in [2, 5, 1, 2]:
         assert_voxels_equal(voxelizer._voxelize(cloud, fresh=False, num_parts=num_parts), expected)
+    # One plan per partition count: alternating counts reuses them, on scratch resized in between.
+    plan_2, plan_5 = voxelizer._plans[2], voxelizer._plans[5]
+    for num_parts in [5, 2, 1, 5]:
+        assert_voxels_equal(voxelizer._voxelize(cloud, fresh=num_parts == 1, num_parts=num_parts), expected)
+    assert voxelizer._plans[2] is plan_2 and voxelizer._plans[5] is plan_5
     threads = numba.get_num_threads()
     try:
         for count in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
@@ -618,7 +623,7 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     config = RANDOM_CONFIGS[3]
     cloud = random_cloud(80 + num_parts, 3000, config)
     voxelizer = Voxelizer(config)
-    plan = voxelizer._plan = voxelize_module._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
+    plan = voxelize_module._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
     features, point_voxel_index = voxelizer._output_buffers(len(cloud), cloud.shape[1])
     totals = voxelize_module._hard_voxelize_kernel(
         voxelize_module.STAGE_ROUTE, voxelize_module.STAGE_FILL, 8, plan.sync, cloud, voxelizer._range_min,
