@@ -382,15 +382,38 @@ def _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys):  #
 
 
 @njit(cache=True)
-def _decode_key(key, gz, gyz):  # pragma: no cover - jitted
-    """(z, y, x) of a cell key (x * gy + y) * gz + z >= 0 (gyz = gy * gz), with two float64
-    divisions (faster than integer ones). Truncating the float64 quotient is exact: for integers
-    0 <= a < 2**31 and 0 < d < 2**31, a / d is at least 1/d below the next integer, more than its
-    rounding error."""
-    x = np.int32(np.float64(key) / np.float64(gyz))
-    rest = key - x * gyz
-    y = np.int32(np.float64(rest) / np.float64(gz))
-    return np.int32(rest - y * gz), y, x
+def _divider(d):  # pragma: no cover - jitted
+    """(m, s) such that n // d == (n * m) >> s in uint64 for all integers 0 <= n < 2**31 and
+    1 <= d < 2**31: a multiplication and a shift instead of a division. Granlund & Montgomery 1994,
+    theorem 4.2 with N = 32: m = floor(2**(32 + l) / d) + 1, l = ceil(log2 d), gives 2**(32 + l) <
+    m * d <= 2**(32 + l) + 2**l, exact for n < 2**32; m <= 2**33, so n * m < 2**64 for n < 2**31."""
+    l = 0
+    while (np.int64(1) << l) < d:
+        l += 1
+    shift = np.uint64(32 + l)
+    return (np.uint64(1) << shift) // np.uint64(d) + np.uint64(1), shift
+
+
+@njit(cache=True)
+def _key_decoder(grid_xyz):  # pragma: no cover - jitted
+    """The constants `_decode_key` needs for cell keys of the grid: gz, gy * gz and their dividers."""
+    gz = np.int64(grid_xyz[2])
+    gyz = np.int64(grid_xyz[1]) * gz
+    m_yz, s_yz = _divider(gyz)
+    m_z, s_z = _divider(gz)
+    return gz, gyz, m_yz, s_yz, m_z, s_z
+
+
+@njit(cache=True)
+def _decode_key(key, decoder):  # pragma: no cover - jitted
+    """(z, y, x) int32 of a cell key (x * gy + y) * gz + z >= 0; decoder: `_key_decoder(grid)`.
+    Divides by multiplying (`_divider`): the fill decodes every voxel, and two dependent float64
+    divisions took twice as long (85k voxels: 0.24 vs 0.12 ms on one thread)."""
+    gz, gyz, m_yz, s_yz, m_z, s_z = decoder
+    x = np.int64((np.uint64(key) * m_yz) >> s_yz)
+    rest = np.int64(key) - x * gyz
+    y = np.int64((np.uint64(rest) * m_z) >> s_z)
+    return np.int32(rest - y * gz), np.int32(y), np.int32(x)
 
 
 @njit(cache=True)
@@ -738,7 +761,7 @@ def _fill_partition(
     voxels, max_voxels), so a number is < V exactly when it is < max_voxels."""
     num_features = points.shape[1]
     max_points = features.shape[1]
-    gy, gz = grid_xyz[1], grid_xyz[2]
+    decoder = _key_decoder(grid_xyz)
     point_overflow = 0
     voxel_overflow = 0
     _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
@@ -748,7 +771,7 @@ def _fill_partition(
         v = local_to_voxel[local]
         if v < 0:
             continue  # beyond max_voxels
-        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], gz, gy * gz)
+        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], decoder)
         count = min(part_counts[local], max_points)
         point_overflow += part_counts[local] - count
         num_points[v] = count
@@ -973,9 +996,9 @@ def _assign_dynamic_kernel(
 def _decode_keys_kernel(voxel_keys, grid_xyz, coords_zyx):  # pragma: no cover - jitted
     """coords_zyx[v] = (z, y, x) of voxel_keys[v]. Serial: a few hundred microseconds for 100k
     voxels, and a parallel kernel costs about a second more to compile."""
-    gy, gz = grid_xyz[1], grid_xyz[2]
+    decoder = _key_decoder(grid_xyz)
     for v in range(coords_zyx.shape[0]):
-        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], gz, gy * gz)
+        coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(voxel_keys[v], decoder)
 
 
 @njit(cache=True)

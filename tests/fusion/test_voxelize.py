@@ -520,7 +520,7 @@ def test_one_voxelizer_across_partition_counts_and_thread_counts() -> None:
 
 
 @pytest.mark.parametrize("grid_xyz", [(1440, 1440, 40), (540, 540, 1), (2**30, 1, 1), (1, 2**15, 2**15), (3, 7, 11)])
-def test_decoding_a_key_with_float64_division_equals_integer_division(grid_xyz: tuple[int, int, int]) -> None:
+def test_decoding_a_key_by_multiplying_equals_integer_division(grid_xyz: tuple[int, int, int]) -> None:
     # CPU cell keys are x-major: (x * gy + y) * gz + z.
     gx, gy, gz = grid_xyz
     num_cells = gx * gy * gz
@@ -529,9 +529,23 @@ def test_decoding_a_key_with_float64_division_equals_integer_division(grid_xyz: 
         rng.integers(0, num_cells, 2000), [0, num_cells - 1, gz - 1, gz, gy * gz - 1, gy * gz],
         np.arange(1, min(gx, 50)) * gy * gz - 1, np.arange(1, min(gy, 50)) * gz,
     ])  # fmt: skip
+    decoder = voxelize_module._key_decoder(np.array(grid_xyz, np.int32))
     for key in keys[(keys >= 0) & (keys < num_cells)]:
         expected = (key % gz, (key // gz) % gy, key // (gy * gz))
-        assert voxelize_module._decode_key(np.int32(key), np.int32(gz), np.int64(gy * gz)) == expected, key
+        assert voxelize_module._decode_key(np.int32(key), decoder) == expected, key
+
+
+@pytest.mark.parametrize("divisor", [1, 2, 3, 7, 40, 57600, 12345, 65537, 2**30 - 1, 2**30, 2**30 + 1, 2**31 - 1])
+def test_dividing_by_multiplying_is_exact_for_int32_numerators(divisor: int) -> None:
+    rng = np.random.default_rng(divisor)
+    top = 2**31 - 1
+    numerators = np.concatenate([
+        rng.integers(0, 2**31, 5000), [0, 1, divisor - 1, divisor, divisor + 1, top, top - 1],
+        [top // divisor * divisor, top // divisor * divisor - 1],
+    ]).astype(np.uint64)  # fmt: skip
+    multiplier, shift = voxelize_module._divider(np.int64(divisor))
+    assert top * int(multiplier) < 2**64  # the uint64 product cannot wrap
+    np.testing.assert_array_equal((numerators * np.uint64(multiplier)) >> np.uint64(shift), numerators // divisor)
 
 
 @pytest.mark.parametrize("num_chunks, num_parts", [(1, 1), (2, 2), (3, 1), (3, 3), (7, 2), (2, 5)])
