@@ -435,18 +435,30 @@ def _probe(table, bits, key):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _shell_sort(values, m):  # pragma: no cover - jitted
-    """Sort values[:m] in place (a few hundred entries: Numba's own sort costs 1.5 s to compile)."""
-    gap = m // 2
-    while gap > 0:
-        for i in range(gap, m):
-            value = values[i]
-            j = i
-            while j >= gap and values[j - gap] > value:
-                values[j] = values[j - gap]
-                j -= gap
-            values[j] = value
-        gap //= 2
+def _select(values, lo, hi, k):  # pragma: no cover - jitted
+    """Reorder values[lo:hi] in place so that values[k] (lo <= k < hi) is the value a sort would
+    put there, with values[lo:k] <= values[k] <= values[k + 1 : hi] (Hoare's quickselect, middle
+    pivot): the splits need a few quantiles of a few hundred values, not a sort (a shell sort of
+    the 512 samples was most of the splits' time)."""
+    while hi - lo > 1:
+        pivot = values[(lo + hi) // 2]
+        i, j = lo, hi - 1
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        # values[lo : j + 1] <= pivot, values[j + 1 : i] == pivot, values[i:hi] >= pivot
+        if k <= j:
+            hi = j + 1
+        elif k >= i:
+            lo = i
+        else:
+            return
 
 
 @njit(cache=True)
@@ -456,8 +468,8 @@ def _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, sp
     Partition t owns the cell keys splits[t] <= key < splits[t + 1] (x-major keys: a slab of x
     columns); splits[0] = 0 and splits[-1] = the number of cells, the inner splits start columns
     that are quantiles of the x columns of every k-th point (a sample of at most len(sample)
-    points inside the range along x, sorted in place). Only the balance of the work depends on
-    them, never the result.
+    points inside the range along x, reordered in place). Only the balance of the work depends
+    on them, never the result.
     """
     num_parts = splits.shape[0] - 1
     n = points.shape[0]
@@ -471,10 +483,14 @@ def _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, sp
         if fx >= 0 and fx < fgx and m < sample.shape[0]:
             sample[m] = np.int32(fx)
             m += 1
-    _shell_sort(sample, m)
     splits[0] = 0
+    lo = np.int64(0)
     for t in range(1, num_parts):
-        column = sample[t * m // num_parts] if m > 0 else t * (gx // num_parts)
+        rank = t * m // num_parts
+        if m > 0 and rank >= lo:  # the ranks grow: select each among the values above the last
+            _select(sample, lo, m, rank)
+            lo = rank + 1
+        column = sample[rank] if m > 0 else t * (gx // num_parts)
         splits[t] = column * gyz
     splits[num_parts] = gx * gyz
 

@@ -445,6 +445,23 @@ def test_max_voxels_overflow_within_and_across_partitions(
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
 
 
+@pytest.mark.parametrize("num_parts", [1, 2, 3, 5])
+def test_splits_start_at_the_x_column_quantiles_of_the_sample(num_parts: int) -> None:
+    config = RANDOM_CONFIGS[3]
+    cloud = random_cloud(70 + num_parts, 3000, config)
+    sample = np.empty(512, np.int32)
+    splits = np.empty(num_parts + 1, np.int64)
+    grid = np.asarray(config.grid_size_xyz, np.int32)
+    voxelize_module._partition_splits_kernel(
+        cloud, config.range_min_f32, config.voxel_size_f32, grid, sample, splits
+    )
+    fx = (cloud[:: max(1, len(cloud) // 512), 0] - config.range_min_f32[0]) / config.voxel_size_f32[0]
+    columns = np.sort(fx[(fx >= 0) & (fx < grid[0])].astype(np.int32)[:512])
+    gyz = int(grid[1]) * int(grid[2])
+    expected = [0] + [int(columns[t * len(columns) // num_parts]) * gyz for t in range(1, num_parts)]
+    np.testing.assert_array_equal(splits, expected + [config.num_cells])
+
+
 @pytest.mark.parametrize("num_parts", [2, 3, 8])
 def test_partitions_split_at_a_cell_and_empty_partitions(num_parts: int) -> None:
     # Three cells of many points each, interleaved: the splits are their x columns (a split column
@@ -610,12 +627,18 @@ def test_key_stage_rows_start_on_cache_lines() -> None:
     assert all(keys[t].ctypes.data % 64 == 0 for t in range(3))
 
 
-@pytest.mark.parametrize("m", [0, 1, 2, 5, 511, 512])
-def test_shell_sort_sorts_the_sample(m: int) -> None:
-    values = np.random.default_rng(m).integers(-5, 50, 512).astype(np.int32)
-    expected = np.concatenate([np.sort(values[:m]), values[m:]])
-    voxelize_module._shell_sort(values, m)
-    np.testing.assert_array_equal(values, expected)
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 511, 512])
+@pytest.mark.parametrize("spread", [3, 50, 2**30])
+def test_select_puts_the_value_of_each_rank_in_place(m: int, spread: int) -> None:
+    # Few distinct values (a heavy x column, as near the sensor) as well as many.
+    values = np.random.default_rng(m * spread).integers(0, spread, 512).astype(np.int32)
+    for k in sorted({0, m // 3, m // 2, m - 1}):
+        work = values.copy()
+        voxelize_module._select(work, np.int64(0), np.int64(m), np.int64(k))
+        assert work[k] == np.sort(values[:m])[k]
+        assert (work[:k] <= work[k]).all() and (work[k + 1 : m] >= work[k]).all()
+        np.testing.assert_array_equal(np.sort(work[:m]), np.sort(values[:m]))
+        np.testing.assert_array_equal(work[m:], values[m:])
 
 
 def test_atomic_add_returns_the_value_before_and_adds() -> None:
