@@ -376,8 +376,8 @@ def cpu_default() -> FusionConfig:
     """Sized for >= 5 frames/s end to end on a 2-core CPU: 128x128 grid at 0.8 m, 1/8-scale images."""
     return FusionConfig(
         camera=CameraConfig(lift_at_lidar_depth=True),
-        augment=AugmentConfig(drop_lidar_probability=0.0),
-        train=TrainConfig(lidar_free_trunk=True),
+        augment=AugmentConfig(drop_lidar_probability=0.0, drop_cameras_probability=0.0),
+        train=TrainConfig(lidar_free_trunk=True, camera_free_trunk=True),
     )
 
 
@@ -401,8 +401,8 @@ def gpu_large() -> FusionConfig:
         fuser=FuserConfig(channels=128),
         backbone=BackboneConfig(stage_channels=(128, 192, 256), stage_blocks=(2, 3, 3), neck_channels=96),
         head=HeadConfig(channels=96),
-        augment=AugmentConfig(drop_lidar_probability=0.0),
-        train=TrainConfig(batch_size=8, epochs=20, learning_rate=2e-3, lidar_free_trunk=True),
+        augment=AugmentConfig(drop_lidar_probability=0.0, drop_cameras_probability=0.0),
+        train=TrainConfig(batch_size=8, epochs=20, learning_rate=2e-3, lidar_free_trunk=True, camera_free_trunk=True),
     )
 
 

@@ -22,8 +22,9 @@ def test_default_weights_are_shipped_small_and_match_their_config() -> None:
     preset = cpu_default()
     for part in ("grid", "lidar", "camera", "map", "fuser", "backbone", "head", "decode"):
         assert getattr(detector.config, part) == getattr(preset, part), part
-    # ... with the preset's lidar-free trunk for samples without lidar.
+    # ... with the preset's lidar-free and camera-free trunks for samples without lidar / cameras.
     assert detector.config.train.builds_lidar_free_trunk and detector.model.lidar_free is not None
+    assert detector.config.train.builds_camera_free_trunk and detector.model.camera_free is not None
 
 
 @pytest.fixture(scope="module")

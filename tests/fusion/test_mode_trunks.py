@@ -61,6 +61,7 @@ def _assert_same(found, expected, sample_found: int, sample_expected: int) -> No
 def test_presets_build_the_trunks_only_for_models_with_lidar_and_cameras() -> None:
     for preset in (cpu_default(), gpu_large()):
         assert preset.train.builds_lidar_free_trunk and preset.augment.drop_lidar_probability == 0.0
+        assert preset.train.builds_camera_free_trunk and preset.augment.drop_cameras_probability == 0.0
     for single in (_config(camera=False, camera_free=True), _config(lidar=False, camera_free=True)):
         assert not single.train.builds_lidar_free_trunk and not single.train.builds_camera_free_trunk
         model = BEVFusion.from_config(single)
