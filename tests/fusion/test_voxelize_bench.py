@@ -63,6 +63,8 @@ def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, c
         assert cpu["facts"]["identical_voxelizer_views_to_voxelize"] is True
         assert set(cpu["facts"]["cpu_ms_median"]) == set(cpu["methods"]) | set(cpu["peers"])
         assert len(cpu["facts"]["load_average_1_5_15_min"]) == 3
+        if Path("/proc/stat").is_file():  # Linux: the host's steal share over the timed calls
+            assert 0.0 <= cpu["facts"]["host_steal_percent"] <= 100.0
         assert {"numpy_reference", "torch_unique_cpu"} <= set(cpu["peers"])
         assert cpu["facts"]["identical_to_numpy_reference"] is True
         assert cpu["facts"]["identical_to_torch_unique"] is True

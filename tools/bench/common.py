@@ -45,6 +45,48 @@ class Timing:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class HostCpuTimes:
+    """The machine's CPU time counters summed over all CPUs (`/proc/stat`'s `cpu` line, in clock
+    ticks): everything, and the part a hypervisor gave to other guests while this one wanted to
+    run (steal). On a shared virtual machine steal slows every method of a benchmark, and not all
+    alike, so each speed benchmark records it beside its timings (`host_state_facts`)."""
+
+    total: int
+    steal: int
+
+    @staticmethod
+    def read(path: str = "/proc/stat") -> HostCpuTimes | None:
+        """The counters now, or None where the file is absent or has no steal field (not Linux)."""
+        try:
+            with open(path) as handle:
+                fields = handle.readline().split()
+        except OSError:
+            return None
+        if len(fields) < 9 or fields[0] != "cpu":
+            return None
+        # user nice system idle iowait irq softirq steal [guest guest_nice, already inside user/nice]
+        ticks = [int(value) for value in fields[1:9]]
+        return HostCpuTimes(total=sum(ticks), steal=ticks[7])
+
+
+def steal_percent(before: HostCpuTimes | None, after: HostCpuTimes | None) -> float | None:
+    """Percent of the CPU time between two readings that the host stole (None: not measurable)."""
+    if before is None or after is None or after.total <= before.total:
+        return None
+    return 100.0 * (after.steal - before.steal) / (after.total - before.total)
+
+
+def host_state_facts(before: HostCpuTimes | None) -> dict[str, Any]:
+    """Facts for a benchmark that started at `before`: the host's steal percent since then and the
+    load averages now."""
+    facts: dict[str, Any] = {"load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()]}
+    steal = steal_percent(before, HostCpuTimes.read())
+    if steal is not None:
+        facts["host_steal_percent"] = round(steal, 1)
+    return facts
+
+
 def set_threads(threads: int) -> None:
     """Run torch and Numba on `threads` threads (both: Numba's OpenMP kernels reset the process's
     OpenMP thread count that torch reads). Raises `InputError` when the environment's

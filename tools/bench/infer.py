@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from avfusion.tools.bench.common import BenchReport, Timing, set_threads
+from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
             methods["spconv_voxelizer"] = detector.with_voxel_backend("spconv")
         except ImportError as error:
             skipped["full_loop_spconv_voxelizer"] = f"spconv not importable ({error})"
+    host_before = HostCpuTimes.read()
     stages = {name: {s: [] for s in STAGES} for name in methods}
     totals: dict[str, list[float]] = {name: [] for name in methods}
     boxes = []
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     report.facts["grid_hw"] = list(config.grid.shape_hw)
     report.facts["camera_input_hw"] = list(config.camera.input_hw)
     report.facts["num_sweeps"] = config.lidar.num_sweeps
+    report.facts.update(host_state_facts(host_before))
     report.emit(args.json)
     print(f"frames/s: {frames_per_s:.2f}")
     return 0

@@ -50,7 +50,7 @@ from avfusion.fusion.ops.voxelize import (
     voxelize,
 )
 from avfusion.sensors.pcd import read_pcd_bin
-from avfusion.tools.bench.common import BenchReport, Timing
+from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts
 
 REALDATA_SWEEP_GLOB = "nuscenes_fixture/mmdetection3d/demo/data/nuscenes/*LIDAR_TOP*.pcd.bin"
 DEFAULT_REALDATA = Path(__file__).resolve().parents[2].parent / "shared" / "realdata"
@@ -290,7 +290,9 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     methods["torch_unique_cpu"] = lambda: torch_unique_voxelize(tensor, config)
     report.facts["identical_to_torch_unique"] = same_voxels(ours, torch_unique_voxelize(tensor, config))
     cpu_ms: dict[str, float] = {}
+    host_before = HostCpuTimes.read()
     timings = time_interleaved(methods, repeats, before_each=CacheEvictor(), cpu_ms=cpu_ms)
+    host = host_state_facts(host_before)
     report.ours.extend(timings.pop(name) for name in ours_names)
     report.peers.extend(timings.values())
     for name in ours_names[1:]:
@@ -309,7 +311,7 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.facts["hash_table_bytes"] = 4 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     report.facts["numba_threads"] = numba_threads()
-    report.facts["load_average_1_5_15_min"] = [round(v, 2) for v in os.getloadavg()]
+    report.facts.update(host)
     return report
 
 
