@@ -40,7 +40,9 @@ def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_lo
     assert starts["fused"]["zeroed_fuser_inputs"] == ["camera"]
     assert starts["camera_only"]["trunk"] == str(out / "camera_only_stage1" / "weights.pt")
 
-    table = json.loads(report.read_text())["facts"]["table"]
+    facts = json.loads(report.read_text())["facts"]
+    assert len(facts["load_average_1_5_15_min"]) == 3  # the host state beside the per-frame timings
+    table = facts["table"]
     assert set(table) == {"fused", "lidar_only", "camera_only", "fused -camera", "fused -lidar",
                           "fused -CAM_FRONT", "fused -map", "fused gnss_noise"}  # fmt: skip
     for name, row in table.items():

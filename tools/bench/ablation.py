@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.calibration.errors import InputError
-from avfusion.tools.bench.common import BenchReport, Timing, set_threads
+from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 GNSS_NOISE_POSITION_M = 1.5
@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     from tqdm import tqdm
 
+    host_before = HostCpuTimes.read()
     for index in tqdm(range(count), desc="ablation", unit="frame"):
         frame = frames[index]
         for name, (detector, drop, gnss_noise) in rows.items():
@@ -139,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
             if name in network_ms:
                 network_ms[name].append((time.perf_counter() - start) * 1e3)
             results[name][frame.sample_token] = detection_records(frame.sample_token, detections.boxes_global)
+    host = host_state_facts(host_before)  # over the timed detections, before the scoring
     tokens = list(frames.tokens[:count])
     if count < len(frames):
         print(f"note: scoring the first {count} of {len(frames)} samples against the whole split's ground truth")
@@ -161,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     report.facts["table"] = {name: {k: v for k, v in row.items() if k != "AP_per_class"} for name, row in table.items()}
     report.facts["ap_per_class"] = {name: row["AP_per_class"] for name, row in table.items()}
     report.facts["checkpoints"] = {name: str(path) for name, path in checkpoints.items()}
+    report.facts.update(host)
     print(markdown_table(table))
     report.emit(args.json)
     return 0
