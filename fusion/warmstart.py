@@ -140,8 +140,7 @@ def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, con
     """Fill `new_state`'s `<mode>.*` (`lidar_free` or `camera_free`) from the first source that has
     the one primary sensor that trunk serves -> its path (None: no such source, the trunk keeps
     its initialisation)."""
-    kept = {"lidar_free": "camera", "camera_free": "lidar"}[mode]
-    dropped = {"camera": "lidar", "lidar": "camera"}[kept]
+    kept, dropped = {"lidar_free": ("camera", "lidar"), "camera_free": ("lidar", "camera")}[mode]
     for path, source_config, payload in loaded:
         if _has(source_config, dropped) or not _has(source_config, kept):
             continue

@@ -58,6 +58,27 @@ def _assert_same(found, expected, sample_found: int, sample_expected: int) -> No
                                    rtol=1e-5, atol=1e-5, msg=name)  # fmt: skip
 
 
+def _saved_single_models(tmp_path, lidar_seed: int, camera_seed: int) -> tuple:
+    """A random lidar(+map) and camera(+map) model saved as tmp_path/lidar.pt and camera.pt ->
+    (lidar_config, lidar_model, camera_config, camera_model)."""
+    lidar_config, camera_config = _config(camera=False), _config(lidar=False)
+    lidar_model = _randomised(BEVFusion.from_config(lidar_config), lidar_seed)
+    camera_model = _randomised(BEVFusion.from_config(camera_config), camera_seed)
+    save_checkpoint(tmp_path / "lidar.pt", lidar_config, {"model": lidar_model.state_dict()})
+    save_checkpoint(tmp_path / "camera.pt", camera_config, {"model": camera_model.state_dict()})
+    return lidar_config, lidar_model, camera_config, camera_model
+
+
+def _assert_trunk_kept_without_source(config: FusionConfig, mode: str, sources: list) -> None:
+    """Warm-started from `sources` (none with the one primary sensor the `mode` trunk serves), the
+    trunk keeps its initialisation and the report names no source for it."""
+    fresh = BEVFusion.from_config(config)
+    before = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith(mode + ".")}
+    assert getattr(warm_start(fresh, config, sources), f"{mode}_trunk_source") is None
+    for name, value in before.items():
+        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0)
+
+
 def test_presets_build_the_trunks_only_for_models_with_lidar_and_cameras() -> None:
     for preset in (cpu_default(), gpu_large()):
         assert preset.train.builds_lidar_free_trunk and preset.augment.drop_lidar_probability == 0.0
@@ -85,13 +106,9 @@ def test_each_sample_goes_through_the_trunk_of_its_mode(frame_factory) -> None:
     with torch.no_grad():
         found = model(batch)
 
-    main_only = BEVFusion.from_config(_config(free=False)).eval()
-    main_only.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("lidar_free.")})
+    main_only = _sub_model(model, _config(free=False), "", ("lidar", "camera", "map"))
     camera_config = _config(lidar=False)
-    camera_only = BEVFusion.from_config(camera_config).eval()
-    camera_state = {k.removeprefix("lidar_free."): v for k, v in model.state_dict().items() if k.startswith("lidar_free.")}
-    camera_state.update({k: v for k, v in model.state_dict().items() if k.startswith(("camera.", "map."))})
-    camera_only.load_state_dict(camera_state)
+    camera_only = _sub_model(model, camera_config, "lidar_free.", ("camera", "map"))
     with torch.no_grad():
         expected_main = main_only(collate(frames[:1], config))
         expected_free = camera_only(collate(frames[1:], camera_config))
@@ -104,11 +121,7 @@ def test_each_sample_goes_through_the_trunk_of_its_mode(frame_factory) -> None:
 
 
 def test_warm_start_takes_the_lidar_free_trunk_from_the_camera_model(tmp_path, frame_factory) -> None:
-    lidar_config, camera_config = _config(camera=False), _config(lidar=False)
-    lidar_model = _randomised(BEVFusion.from_config(lidar_config), 2)
-    camera_model = _randomised(BEVFusion.from_config(camera_config), 3)
-    save_checkpoint(tmp_path / "lidar.pt", lidar_config, {"model": lidar_model.state_dict()})
-    save_checkpoint(tmp_path / "camera.pt", camera_config, {"model": camera_model.state_dict()})
+    lidar_config, lidar_model, camera_config, camera_model = _saved_single_models(tmp_path, 2, 3)
     config = _config()
     fused = BEVFusion.from_config(config)
     report = warm_start(fused, config, [tmp_path / "lidar.pt", tmp_path / "camera.pt"])
@@ -121,11 +134,7 @@ def test_warm_start_takes_the_lidar_free_trunk_from_the_camera_model(tmp_path, f
         _assert_same(fused(collate([frame], config, drop={"lidar"})), camera_model(collate([frame], camera_config)), 0, 0)
         _assert_same(fused(collate([frame], config)), lidar_model(collate([frame], lidar_config)), 0, 0)
     # No camera-only source: the trunk keeps its initialisation, and the report says so.
-    fresh = BEVFusion.from_config(config)
-    before = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith("lidar_free.")}
-    assert warm_start(fresh, config, [tmp_path / "lidar.pt"]).lidar_free_trunk_source is None
-    for name, value in before.items():
-        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0)
+    _assert_trunk_kept_without_source(config, "lidar_free", [tmp_path / "lidar.pt"])
 
 
 def test_lidar_free_copy_keeps_the_geometry_and_restores_the_cameras() -> None:
@@ -200,11 +209,7 @@ def test_three_modes_in_one_batch_each_get_their_own_trunk(frame_factory) -> Non
 
 
 def test_warm_start_takes_the_camera_free_trunk_from_the_lidar_model(tmp_path, frame_factory) -> None:
-    lidar_config, camera_config = _config(camera=False), _config(lidar=False)
-    lidar_model = _randomised(BEVFusion.from_config(lidar_config), 8)
-    camera_model = _randomised(BEVFusion.from_config(camera_config), 9)
-    save_checkpoint(tmp_path / "lidar.pt", lidar_config, {"model": lidar_model.state_dict()})
-    save_checkpoint(tmp_path / "camera.pt", camera_config, {"model": camera_model.state_dict()})
+    lidar_config, lidar_model, _, _ = _saved_single_models(tmp_path, 8, 9)
     config = _config(camera_free=True)
     fused = BEVFusion.from_config(config)
     report = warm_start(fused, config, [tmp_path / "lidar.pt", tmp_path / "camera.pt"])
@@ -218,11 +223,7 @@ def test_warm_start_takes_the_camera_free_trunk_from_the_lidar_model(tmp_path, f
         _assert_same(fused(collate([frame], config, drop={"camera"})), expected, 0, 0)
         _assert_same(fused(collate([frame], config)), expected, 0, 0)
     # Without a lidar-only source the camera-free trunk keeps its initialisation.
-    fresh = BEVFusion.from_config(config)
-    before = {k: v.clone() for k, v in fresh.state_dict().items() if k.startswith("camera_free.")}
-    assert warm_start(fresh, config, [tmp_path / "camera.pt"]).camera_free_trunk_source is None
-    for name, value in before.items():
-        torch.testing.assert_close(fresh.state_dict()[name], value, rtol=0, atol=0)
+    _assert_trunk_kept_without_source(config, "camera_free", [tmp_path / "camera.pt"])
 
 
 def test_camera_free_copy_keeps_the_geometry_and_lidar_and_drops_every_camera() -> None:
