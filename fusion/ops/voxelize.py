@@ -349,6 +349,12 @@ def hash_table_bits(max_entries: int) -> int:
     return max(4, int(2 * max(max_entries, 1) - 1).bit_length())
 
 
+# Indexing in the hot loops: Numba lets a negative integer index count from the end of the array,
+# so every access with a signed index LLVM cannot prove >= 0 (one loaded from memory, or offset by
+# a runtime base) costs a sign test and an add. The loops index with unsigned values where the
+# index is known >= 0 (a voxel number once tested, a cell key, a hashed slot): measured, the whole
+# call 4-10% faster on the bench cloud.
+
 # Points a block of the routing pass copies to contiguous x, y and z arrays: the key arithmetic
 # then runs on SIMD lanes (the row stride of an (N, C) array is unknown at compile time, which
 # keeps LLVM from vectorizing the loop on the points themselves).
@@ -515,28 +521,31 @@ def _route_chunk(
         tails[t] = 0
     n_nan = 0
     n_out = 0
+    chunk_points = route_points[c]
+    chunk_keys = route_keys[c]
     chunk_start = c * n // num_chunks
     end = (c + 1) * n // num_chunks
     for start in range(chunk_start, end, block):
         m = min(block, end - start)
         for j in range(m):
-            xs[j] = points[start + j, 0]
-            ys[j] = points[start + j, 1]
-            zs[j] = points[start + j, 2]
+            row = np.uint64(start + j)
+            xs[j] = points[row, 0]
+            ys[j] = points[row, 1]
+            zs[j] = points[row, 2]
         _block_cell_keys(xs, ys, zs, m, range_min, voxel_size, gx, gy, gz, keys)
         for j in range(m):
             key = keys[j]
             if key < 0:
-                point_voxel_index[start + j] = -1
+                point_voxel_index[np.uint64(start + j)] = -1
                 n_nan += key == KEY_NAN
                 n_out += key == KEY_OUT_OF_RANGE
                 continue
-            t = 0
+            t = np.uint64(0)
             for u in range(1, num_parts):
-                t += key >= splits[u]
-            k = tails[t]
-            route_points[c, t, k] = start + j
-            route_keys[c, t, k] = key
+                t += np.uint64(key >= splits[u])
+            k = np.uint64(tails[t])
+            chunk_points[t, k] = start + j
+            chunk_keys[t, k] = key
             tails[t] = k + 1
     drops[c, 0] = n_nan
     drops[c, 1] = n_out
@@ -663,8 +672,8 @@ def _probe_local(table, bits, key, part_keys):  # pragma: no cover - jitted
     mask = (np.int64(1) << bits) - 1
     h = _hash_slot(key, bits)
     while True:
-        local = table[h]
-        if local < 0 or part_keys[local] == key:
+        local = table[np.uint64(h)]
+        if local < 0 or part_keys[np.uint32(local)] == key:
             return h
         h = (h + 1) & mask
 
@@ -707,17 +716,17 @@ def _number_partition(
                 _prefetch(table, _hash_slot(ahead, bits))
             key = own_keys[k]
             if dense:
-                local = dense_table[key]
+                local = dense_table[np.uint32(key)]
                 if local < 0 and size < max_local:
                     local = np.int32(base + size)
                     size += 1
-                    dense_table[key] = local
-                    part_keys[local] = key
-                    part_counts[local] = 0
-                    part_first[local] = own_points[k]
+                    dense_table[np.uint32(key)] = local
+                    part_keys[np.uint32(local)] = key
+                    part_counts[np.uint32(local)] = 0
+                    part_first[np.uint32(local)] = own_points[k]
             else:
                 h = _probe_local(table, bits, key, part_keys)
-                local = table[h]  # -1: a new cell (it stays -1, voxel overflow, past max_local)
+                local = table[np.uint64(h)]  # -1: a new cell (it stays -1, voxel overflow, past max_local)
                 if local < 0 and size < max_local:
                     if size == 1 << (bits - 1):  # would be more than half full: double it
                         bits += 1
@@ -725,17 +734,18 @@ def _number_partition(
                         h = _probe_local(table, bits, key, part_keys)
                     local = np.int32(base + size)
                     size += 1
-                    table[h] = local
-                    part_keys[local] = key
-                    part_counts[local] = 0
-                    part_first[local] = own_points[k]
+                    table[np.uint64(h)] = local
+                    part_keys[np.uint32(local)] = key
+                    part_counts[np.uint32(local)] = 0
+                    part_first[np.uint32(local)] = own_points[k]
             own_locals[k] = local
             if local < 0:
                 n_overflow += 1
             else:
-                slot = part_counts[local]
+                ul = np.uint32(local)
+                slot = part_counts[ul]
                 own_slots[k] = slot
-                part_counts[local] = slot + 1
+                part_counts[ul] = slot + 1
     part_sizes[t] = size
     drops[t, 2] = n_overflow
 
@@ -747,24 +757,27 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
     input order, so for each other partition one merge walk counts them (a tight loop per
     partition, the count kept in a register). Numbers >= max_voxels get no voxel (-1)."""
     num_parts = part_sizes.shape[0]
-    base = t * max_local
+    base = np.uint64(t * max_local)
     size = part_sizes[t]
+    numbers = local_to_voxel[base : base + np.uint64(size)]
+    firsts = part_first[base : base + np.uint64(size)]
     for j in range(size):
-        local_to_voxel[base + j] = j
+        numbers[j] = j
     for u in range(num_parts):
         if u == t:
             continue
-        u_base = u * max_local
+        u_base = np.uint64(u * max_local)
         u_size = part_sizes[u]
+        u_firsts = part_first[u_base : u_base + np.uint64(u_size)]
         c = 0
         for j in range(size):
-            first = part_first[base + j]
-            while c < u_size and part_first[u_base + c] < first:
+            first = firsts[j]
+            while c < u_size and u_firsts[c] < first:
                 c += 1
-            local_to_voxel[base + j] += c
+            numbers[j] += c
     for j in range(size):
-        if local_to_voxel[base + j] >= max_voxels:
-            local_to_voxel[base + j] = -1
+        if numbers[j] >= max_voxels:
+            numbers[j] = -1
 
 
 @njit(cache=True)
@@ -781,12 +794,13 @@ def _fill_partition(
     point_overflow = 0
     voxel_overflow = 0
     _first_seen_numbers(t, part_first, part_sizes, max_local, num_voxels, local_to_voxel)
-    base = t * max_local
-    size = part_sizes[t]
+    base = np.uint64(t * max_local)
+    size = np.uint64(part_sizes[t])
     for local in range(base, base + size):
-        v = local_to_voxel[local]
-        if v < 0:
+        signed_v = local_to_voxel[local]
+        if signed_v < 0:
             continue  # beyond max_voxels
+        v = np.uint64(signed_v)
         coords_zyx[v, 0], coords_zyx[v, 1], coords_zyx[v, 2] = _decode_key(part_keys[local], decoder)
         count = min(part_counts[local], max_points)
         point_overflow += part_counts[local] - count
@@ -804,12 +818,12 @@ def _fill_partition(
         own_slots = route_slots[c, t]
         num_own = route_counts[c, t]
         for k in range(num_own):
-            i = own_points[k]
+            i = np.uint32(own_points[k])
             local = own_locals[k]
             if local < 0:  # the partition had no local voxel left (counted by the numbering)
                 point_voxel_index[i] = -1
                 continue
-            v = local_to_voxel[local]
+            v = local_to_voxel[np.uint32(local)]
             point_voxel_index[i] = v
             if v < 0:  # numbered >= max_voxels by the merge
                 voxel_overflow += 1
@@ -818,14 +832,14 @@ def _fill_partition(
             if slot < max_points:
                 # 16-byte copies where the row allows: fewer stores waiting for their cache lines
                 # (measured: the fill stage 2-3% faster for 5 features, 5-8% for pillars).
-                target = (v * max_points + slot) * num_features
-                source = i * num_features
+                target = (np.int64(v) * max_points + slot) * num_features
+                source = np.int64(i) * num_features
                 f = 0
                 while f + 4 <= num_features:
                     _copy_quad(features, target + f, points, source + f)
                     f += 4
                 while f < num_features:
-                    features.flat[target + f] = points.flat[source + f]
+                    features.flat[np.uint64(target + f)] = points.flat[np.uint64(source + f)]
                     f += 1
     drops[t, 3] = point_overflow
     drops[t, 4] = voxel_overflow
