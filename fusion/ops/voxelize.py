@@ -578,11 +578,9 @@ def _route_points_kernel(
         )  # fmt: skip
 
 
-@intrinsic
-def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
-    """Ask the CPU to bring the cache line of `array`'s element `index` (1-D) into all cache levels,
-    without waiting for it: a hint, with no effect on results."""
-    sig = types.void(array, types.intp)
+def _prefetch_codegen(for_write: int):
+    """Code of a prefetch of the cache line of element `index` of a 1-D array, into all cache
+    levels (llvm.prefetch: locality 3, data), for reading (0) or for writing (1)."""
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
@@ -590,10 +588,24 @@ def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
         i32 = ir.IntType(32)
         function_type = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
         function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0")
-        builder.call(function, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        builder.call(function, [address, i32(for_write), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return sig, codegen
+    return codegen
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
+    """Ask the CPU to bring the cache line of `array`'s element `index` (1-D) into all cache levels,
+    without waiting for it: a hint, with no effect on results."""
+    return types.void(array, types.intp), _prefetch_codegen(0)
+
+
+@intrinsic
+def _prefetch_for_write(typingctx, array, index):  # pragma: no cover - compiled
+    """`_prefetch` for a line about to be written (PREFETCHW: the line arrives owned, so the store
+    does not wait for the read-for-ownership)."""
+    return types.void(array, types.intp), _prefetch_codegen(1)
 
 
 @intrinsic
@@ -659,6 +671,11 @@ def _copy_quad(typingctx, dst, dst_index, src, src_index):  # pragma: no cover -
 # The numbering prefetches the cell-table entry of the point this many points ahead: the table
 # lookups are random accesses (hashed keys), and waiting for each in turn was most of the pass.
 PREFETCH_DISTANCE = 16
+# The fill asks for the feature row of the point this many points ahead, to be written: the rows
+# are scattered over the (max_voxels, P, C) buffer, and most voxels of the nuScenes voxel preset
+# hold 1-3 points, so most stores are the first to their cache line (measured, paired A/B over six
+# processes: voxels 4-8% faster on 2 threads, 3-12% on one; pillars, 5 points a voxel, within +-2%).
+FILL_PREFETCH_DISTANCE = 8
 
 
 @njit(cache=True)
@@ -812,12 +829,21 @@ def _fill_partition(
         if not fresh:
             filled[v] = count
     num_chunks = route_points.shape[0]
+    features_flat = features.reshape(-1)  # (a view made in the loop would cost an allocation a point)
     for c in range(num_chunks):
         own_points = route_points[c, t]
         own_locals = route_locals[c, t]
         own_slots = route_slots[c, t]
         num_own = route_counts[c, t]
         for k in range(num_own):
+            ahead = min(k + FILL_PREFETCH_DISTANCE, num_own - 1)
+            local_ahead = own_locals[ahead]
+            if local_ahead >= 0:
+                v_ahead = local_to_voxel[np.uint32(local_ahead)]
+                slot_ahead = own_slots[ahead]
+                if v_ahead >= 0 and slot_ahead < max_points:
+                    row = (np.int64(v_ahead) * max_points + slot_ahead) * num_features
+                    _prefetch_for_write(features_flat, row)
             i = np.uint32(own_points[k])
             local = own_locals[k]
             if local < 0:  # the partition had no local voxel left (counted by the numbering)
