@@ -45,3 +45,13 @@ def test_the_facts_hold_the_load_and_a_steal_share_on_linux() -> None:
     # Between two immediate readings the counters may not have moved: then no share is claimed.
     if "host_steal_percent" in facts:
         assert 0.0 <= facts["host_steal_percent"] <= 100.0
+
+
+def test_a_steal_above_the_threshold_brings_a_warning_and_one_below_does_not() -> None:
+    before = HostCpuTimes(total=1000, steal=0)
+    stolen = host_state_facts(before, HostCpuTimes(total=2000, steal=250))
+    assert stolen["host_steal_percent"] == pytest.approx(25.0)
+    assert "stole 25%" in stolen["host_warning"]
+    quiet = host_state_facts(before, HostCpuTimes(total=2000, steal=20))
+    assert quiet["host_steal_percent"] == pytest.approx(2.0)
+    assert "host_warning" not in quiet

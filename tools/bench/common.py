@@ -77,13 +77,24 @@ def steal_percent(before: HostCpuTimes | None, after: HostCpuTimes | None) -> fl
     return 100.0 * (after.steal - before.steal) / (after.total - before.total)
 
 
-def host_state_facts(before: HostCpuTimes | None) -> dict[str, Any]:
-    """Facts for a benchmark that started at `before`: the host's steal percent since then and the
-    load averages now."""
+# Above this share of stolen CPU time a benchmark's JSON and printout carry `host_warning`.
+STEAL_WARNING_PERCENT = 5.0
+
+
+def host_state_facts(before: HostCpuTimes | None, after: HostCpuTimes | None = None) -> dict[str, Any]:
+    """Facts for a benchmark that started at `before` (and ended at `after`, by default now): the
+    host's steal percent between them, the load averages now, and above STEAL_WARNING_PERCENT a
+    warning that says what the steal does to the timings."""
     facts: dict[str, Any] = {"load_average_1_5_15_min": [round(v, 2) for v in os.getloadavg()]}
-    steal = steal_percent(before, HostCpuTimes.read())
+    steal = steal_percent(before, HostCpuTimes.read() if after is None else after)
     if steal is not None:
         facts["host_steal_percent"] = round(steal, 1)
+        if steal > STEAL_WARNING_PERCENT:
+            facts["host_warning"] = (
+                f"the host stole {steal:.0f}% of this machine's CPU time during the timed calls: every method "
+                "ran slower, and the multi-threaded ones most (a thread whose core is taken holds up the others "
+                f"at each join); compare runs whose host_steal_percent is below {STEAL_WARNING_PERCENT:.0f}"
+            )
     return facts
 
 
