@@ -281,6 +281,17 @@ def test_voxelizer_views_equal_fresh_results_call_after_call() -> None:
     assert_voxels_equal(held[0], voxelize(clouds[0], config, backend="reference"))
 
 
+def test_functional_results_are_the_callers_and_sized_to_their_voxels() -> None:
+    # voxelize() sizes its buffers for the most voxels a call can make and returns their first V
+    # rows: the next call must get new buffers, and the views must hold exactly V voxels.
+    first = voxelize(HAND_POINTS, SMALL)
+    second = voxelize(HAND_POINTS[::-1].copy(), SMALL)
+    for name in ("features", "coords_zyx", "num_points", "point_voxel_index"):
+        assert not np.shares_memory(getattr(first, name), getattr(second, name))
+    assert first.features.shape[0] == first.coords_zyx.shape[0] == first.num_points.shape[0] == first.num_voxels
+    assert_voxels_equal(first, voxelize(HAND_POINTS, SMALL, backend="reference"))
+
+
 def test_voxelizer_views_are_overwritten_by_the_next_call() -> None:
     voxelizer = Voxelizer(SMALL)
     first = voxelizer(HAND_POINTS)
