@@ -900,64 +900,61 @@ def _wait_until_done(sync, counter, target):  # pragma: no cover - jitted
 
 @njit(cache=True)
 def _hard_worker(
-    first_stage, last_stage, sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points,
+    sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points,
     route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys, part_counts,
     part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index, features, coords_zyx,
     num_points, filled, fresh, drops,
 ):  # pragma: no cover - jitted
-    """One worker of `_hard_voxelize_kernel`: runs the stages first_stage..last_stage, taking each
-    stage's items (chunks, then partitions) by claims, and waits for the others' items of a stage
-    before it starts the next."""
+    """One worker of `_hard_voxelize_kernel`: runs the three stages, taking each stage's items
+    (chunks, then partitions) by claims, and waits for the others' items of a stage before it
+    starts the next."""
     num_chunks = route_points.shape[0]
     num_parts = part_sizes.shape[0]
-    if first_stage <= STAGE_ROUTE <= last_stage:
-        claim, done = STAGE_ROUTE * 2 * SYNC_STRIDE, (STAGE_ROUTE * 2 + 1) * SYNC_STRIDE
+    claim, done = STAGE_ROUTE * 2 * SYNC_STRIDE, (STAGE_ROUTE * 2 + 1) * SYNC_STRIDE
+    c = _atomic_add(sync, claim, 1)
+    while c < num_chunks:
+        _route_chunk(
+            c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
+            route_counts, point_voxel_index, drops,
+        )  # fmt: skip
+        _atomic_add(sync, done, 1)
         c = _atomic_add(sync, claim, 1)
-        while c < num_chunks:
-            _route_chunk(
-                c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
-                route_counts, point_voxel_index, drops,
-            )  # fmt: skip
-            _atomic_add(sync, done, 1)
-            c = _atomic_add(sync, claim, 1)
-        _wait_until_done(sync, done, num_chunks)
-    if first_stage <= STAGE_NUMBER <= last_stage:
-        claim, done = STAGE_NUMBER * 2 * SYNC_STRIDE, (STAGE_NUMBER * 2 + 1) * SYNC_STRIDE
+    _wait_until_done(sync, done, num_chunks)
+    claim, done = STAGE_NUMBER * 2 * SYNC_STRIDE, (STAGE_NUMBER * 2 + 1) * SYNC_STRIDE
+    t = _atomic_add(sync, claim, 1)
+    while t < num_parts:
+        _number_partition(
+            t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
+            part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
+        )  # fmt: skip
+        _atomic_add(sync, done, 1)
         t = _atomic_add(sync, claim, 1)
-        while t < num_parts:
-            _number_partition(
-                t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
-                part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
-            )  # fmt: skip
-            _atomic_add(sync, done, 1)
-            t = _atomic_add(sync, claim, 1)
-        _wait_until_done(sync, done, num_parts)
-    if first_stage <= STAGE_FILL <= last_stage:
-        num_local = 0
-        for u in range(num_parts):
-            num_local += part_sizes[u]
-        num_voxels = min(num_local, max_voxels)
-        claim = STAGE_FILL * 2 * SYNC_STRIDE
+    _wait_until_done(sync, done, num_parts)
+    num_local = 0
+    for u in range(num_parts):
+        num_local += part_sizes[u]
+    num_voxels = min(num_local, max_voxels)
+    claim = STAGE_FILL * 2 * SYNC_STRIDE
+    t = _atomic_add(sync, claim, 1)
+    while t < num_parts:
+        _fill_partition(
+            t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local,
+            part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
+            num_points, filled, fresh, drops, num_voxels,
+        )  # fmt: skip
         t = _atomic_add(sync, claim, 1)
-        while t < num_parts:
-            _fill_partition(
-                t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local,
-                part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
-                num_points, filled, fresh, drops, num_voxels,
-            )  # fmt: skip
-            t = _atomic_add(sync, claim, 1)
 
 
 @njit(parallel=True, cache=True)
 def _hard_voxelize_kernel(
-    first_stage, last_stage, num_workers, sync, points, range_min, voxel_size, grid_xyz, sample, splits, stage,
-    block_keys, route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels,
-    part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
-    features, coords_zyx, num_points, filled, fresh, drops,
+    num_workers, sync, points, range_min, voxel_size, grid_xyz, sample, splits, stage, block_keys, route_points,
+    route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys, part_counts,
+    part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index, features, coords_zyx,
+    num_points, filled, fresh, drops,
 ):  # pragma: no cover - jitted
-    """Hard voxelization's stages first_stage..last_stage in one parallel region of num_workers
-    workers (`_hard_worker`), with C = route_points.shape[0] chunks of points and T =
-    part_sizes.shape[0] partitions (any numbers of each, independent of the workers).
+    """Hard voxelization's three stages in one parallel region of num_workers workers
+    (`_hard_worker`), with C = route_points.shape[0] chunks of points and T = part_sizes.shape[0]
+    partitions (any numbers of each, independent of the workers).
 
     STAGE_ROUTE: the slab splits (`_partition_splits_kernel`, before the region), then the
     chunks' routing (`_route_chunk`, as `_route_points_kernel`). STAGE_NUMBER: partition t reads
@@ -994,17 +991,16 @@ def _hard_voxelize_kernel(
     and the others wait only for items that have been started; a stage's outputs do not depend on
     which worker ran an item. sync: (SYNC_SIZE,) int64, zeroed here.
 
-    Returns the number of local voxels of all partitions (after STAGE_NUMBER), and the drop totals
-    over all rows of drops (after STAGE_FILL): NaN, out of range, voxel overflow (numbering and
+    Returns the number of local voxels of all partitions, and the drop totals over all rows of
+    drops: NaN, out of range, voxel overflow (numbering and
     fill), point overflow.
     """
     for k in range(sync.shape[0]):
         sync[k] = 0
-    if first_stage == STAGE_ROUTE:
-        _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits)
+    _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits)
     for w in prange(num_workers):
         _hard_worker(
-            first_stage, last_stage, sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys,
+            sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys,
             route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys,
             part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
             features, coords_zyx, num_points, filled, fresh, drops,
@@ -1350,16 +1346,15 @@ class Voxelizer:
         return self._features, self._point_voxel_index[:num_points]
 
     def _run(
-        self, plan: _CallPlan, num_workers: int, first_stage: int, last_stage: int, points: np.ndarray,
-        point_voxel_index: np.ndarray, features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray,
-        fresh: bool,
+        self, plan: _CallPlan, num_workers: int, points: np.ndarray, point_voxel_index: np.ndarray,
+        features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray, fresh: bool,
     ) -> tuple[int, int, int, int, int]:
         return _hard_voxelize_kernel(
-            first_stage, last_stage, num_workers, plan.sync, points, self._range_min, self._voxel_size,
-            self._grid, plan.sample, plan.splits, plan.stage, plan.block_keys, plan.route_points, plan.route_keys,
-            plan.route_counts, plan.dense_table, plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels,
-            plan.part_keys, plan.part_counts, plan.part_first, plan.sizes, plan.route_locals, plan.route_slots,
-            plan.local_to_voxel, point_voxel_index, features, coords_zyx, num_points, self._filled, fresh, plan.drops,
+            num_workers, plan.sync, points, self._range_min, self._voxel_size, self._grid, plan.sample, plan.splits,
+            plan.stage, plan.block_keys, plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table,
+            plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels, plan.part_keys, plan.part_counts,
+            plan.part_first, plan.sizes, plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index,
+            features, coords_zyx, num_points, self._filled, fresh, plan.drops,
         )  # fmt: skip
 
     def _voxelize(self, points: np.ndarray, fresh: bool, num_parts: int | None = None) -> Voxels:
@@ -1390,7 +1385,7 @@ class Voxelizer:
             features, point_voxel_index = self._output_buffers(n, points.shape[1])
             coords_zyx, num_points = self._coords_zyx, self._num_points
         num_local, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
-            plan, num_workers, STAGE_ROUTE, STAGE_FILL, points, point_voxel_index, features, coords_zyx, num_points,
+            plan, num_workers, points, point_voxel_index, features, coords_zyx, num_points,
             fresh,
         )  # fmt: skip
         num_voxels = min(num_local, config.max_voxels)

@@ -674,7 +674,7 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     plan = voxelize_module._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
     features, point_voxel_index = voxelizer._output_buffers(len(cloud), cloud.shape[1])
     totals = voxelize_module._hard_voxelize_kernel(
-        voxelize_module.STAGE_ROUTE, voxelize_module.STAGE_FILL, 8, plan.sync, cloud, voxelizer._range_min,
+        8, plan.sync, cloud, voxelizer._range_min,
         voxelizer._voxel_size, voxelizer._grid, plan.sample, plan.splits, plan.stage, plan.block_keys,
         plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits,
         plan.capacity, config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
