@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.calibration.se3 import SE3
 
 # Corner signs in the box frame (x along l, y along w, z along h), in nuscenes-devkit's

@@ -21,7 +21,7 @@ from types import MappingProxyType
 import numpy as np
 import pyproj
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 # Sphere radius used by nuscenes-devkit's export_poses.py (the WGS84 equatorial radius).
 EARTH_RADIUS_M = 6_378_137.0

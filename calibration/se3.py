@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 # A calibration quaternion whose norm is further than this from 1 is a data error, not rounding:
 # nuScenes stores them with ~16 significant digits.

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.calibration.errors import FileFormatError, InputError
-from avfusion.calibration.fileio import write_bytes_atomic
-from avfusion.calibration.labels import ATTRIBUTE_INDEX
+from avfusion.errors import FileFormatError, InputError
+from avfusion.fileio import write_bytes_atomic
+from avfusion.labels import ATTRIBUTE_INDEX
 from avfusion.calibration.se3 import validated_unit_quaternion
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME

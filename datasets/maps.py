@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from avfusion.calibration.errors import FileFormatError
+from avfusion.errors import FileFormatError
 from avfusion.sensors.errors import MissingSensorFile
 from avfusion.sensors.map_raster import MapRaster
 

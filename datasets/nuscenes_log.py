@@ -23,8 +23,8 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.calibration.errors import FileFormatError, InputError
-from avfusion.calibration.labels import CATEGORY_TO_CLASS, CLASS_INDEX
+from avfusion.errors import FileFormatError, InputError
+from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
 from avfusion.calibration.se3 import SE3, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster

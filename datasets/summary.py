@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avfusion.calibration.labels import DETECTION_CLASSES
+from avfusion.labels import DETECTION_CLASSES
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.sensors.gnss import gnss_path

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.boxset import EvalBoxSet
 
 NELEM = 101  # recall bins 0.00, 0.01, ..., 1.00

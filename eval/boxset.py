@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avfusion.calibration.errors import FileFormatError, InputError
-from avfusion.calibration.labels import DETECTION_CLASSES
+from avfusion.errors import FileFormatError, InputError
+from avfusion.labels import DETECTION_CLASSES
 
 DEFAULT_CONFIG_NAME = "detection_cvpr_2019"
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

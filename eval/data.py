@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.calibration.errors import FileFormatError, InputError
-from avfusion.calibration.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
+from avfusion.errors import FileFormatError, InputError
+from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
 from avfusion.eval.submission import validate_results

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.algo import TP_METRICS, MetricData, accumulate_all, calc_ap, calc_tp
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig, default_config

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.calibration.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
 

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.calibration.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
-from avfusion.calibration.errors import InputError
+from avfusion.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
+from avfusion.errors import InputError
 from avfusion.eval import jsonscan
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.data import (

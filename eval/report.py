@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from avfusion.calibration.fileio import write_bytes_atomic, write_json_atomic
+from avfusion.fileio import write_bytes_atomic, write_json_atomic
 from avfusion.eval.algo import TP_METRICS
 from avfusion.eval.config import DetectionConfig, default_config
 from avfusion.eval.detection import (

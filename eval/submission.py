@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.errors import InputError
-from avfusion.calibration.fileio import write_json_atomic
-from avfusion.calibration.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CLASS_INDEX, DEFAULT_ATTRIBUTE, DETECTION_CLASSES
+from avfusion.errors import InputError
+from avfusion.fileio import write_json_atomic
+from avfusion.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CLASS_INDEX, DEFAULT_ATTRIBUTE, DETECTION_CLASSES
 from avfusion.calibration.se3 import quaternion_from_yaw
 from avfusion.eval.boxset import EvalBoxSet
 

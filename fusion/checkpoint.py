@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from avfusion.calibration.errors import FileFormatError, InputError
-from avfusion.calibration.fileio import write_bytes_atomic
+from avfusion.errors import FileFormatError, InputError
+from avfusion.fileio import write_bytes_atomic
 from avfusion.fusion.config import FusionConfig
 
 FORMAT = "avfusion-bevfusion-1"

@@ -18,8 +18,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from avfusion.calibration.errors import FileFormatError
-from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+from avfusion.errors import FileFormatError, InputError
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 
 # The six nuScenes cameras in the order the network sees them (index k of every `(B, K, ...)` tensor).
 CAMERA_NAMES: tuple[str, ...] = (
@@ -419,3 +419,31 @@ def tiny_for_tests() -> FusionConfig:
         head=HeadConfig(channels=16),
         train=TrainConfig(batch_size=2, epochs=1),
     )
+
+
+PRESETS = {"cpu": cpu_default, "gpu": gpu_large, "tiny": tiny_for_tests}
+MODALITIES = ("lidar", "camera", "map")
+
+
+def configure(
+    preset: str = "cpu",
+    config_path: str | None = None,
+    modalities: str | None = None,
+    **train_overrides: object,
+) -> FusionConfig:
+    """A preset (or a saved config JSON) with `TrainConfig` fields replaced where a value is given.
+
+    `modalities`: comma-separated branches to build, e.g. "lidar,map"; at least one of lidar and
+    camera. `train_overrides` with the value None are left as the config has them.
+    """
+    config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
+    changes = {name: value for name, value in train_overrides.items() if value is not None}
+    if modalities:
+        chosen = set(modalities.split(","))
+        unknown = chosen - set(MODALITIES)
+        if unknown or not chosen & {"lidar", "camera"}:
+            raise InputError(f"--modalities must list lidar and/or camera (and map), got {modalities!r}")
+        changes.update(use_lidar="lidar" in chosen, use_camera="camera" in chosen, use_map="map" in chosen)
+    if changes:
+        config = config.replace(train=dataclasses.replace(config.train, **changes))
+    return config

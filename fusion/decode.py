@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.labels import ATTRIBUTE_INDEX, CLASS_ATTRIBUTES, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTE_INDEX, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from avfusion.fusion.config import DecodeConfig, GridConfig
 from avfusion.fusion.head import HeadOutputs
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.fusion.batch import DROPPABLE, collate
 from avfusion.fusion.checkpoint import load_checkpoint
 from avfusion.fusion.config import FusionConfig

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from avfusion.calibration.fileio import atomic_open, write_json_atomic
+from avfusion.fileio import atomic_open, write_json_atomic
 from avfusion.fusion.augment import camera_free_copy, draw_augmentation, lidar_free_copy
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.fusion.checkpoint import load_checkpoint
 from avfusion.fusion.config import FusionConfig
 from avfusion.fusion.model import BEVFusion

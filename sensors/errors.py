@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 
 class MissingSensorFile(InputError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.calibration.errors import FileFormatError
+from avfusion.errors import FileFormatError
 from avfusion.sensors.errors import MissingSensorFile
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import GnssFix

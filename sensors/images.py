@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.errors import FileFormatError, InputError
 from avfusion.sensors.errors import MissingSensorFile
 
 # Scales the JPEG decoder produces directly (DCT-domain scaling, several times faster than a full

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.calibration.errors import FileFormatError
+from avfusion.errors import FileFormatError
 from avfusion.sensors.errors import MissingSensorFile
 
 PCD_BIN_COLUMNS = 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.tools import cli
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from avfusion.calibration.fileio import atomic_open, write_json_atomic
+from avfusion.fileio import atomic_open, write_json_atomic
 
 
 def test_write_json_atomic_round_trip(tmp_path: Path) -> None:

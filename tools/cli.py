@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 # Modules are imported lazily by name only to keep `avfusion --help` fast (torch, open3d and
 # numba take seconds to import); the list itself is the one place subcommands are declared.

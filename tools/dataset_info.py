@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.calibration.fileio import write_json_atomic
+from avfusion.fileio import write_json_atomic
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.datasets.summary import summarize_log
 from avfusion.sensors.sync import SyncConfig

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 DEMO_VERSION = "v1.0-mini"
 DEMO_SPLIT = "synth_val"
@@ -59,7 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from avfusion.datasets.index import cache_root
-    from avfusion.tools.replay import ReplayRequest, load_detector, run_replay, summary_table
+    from avfusion.tools.replay.engine import run_replay, summary_table
+    from avfusion.tools.replay.frames import load_detector
+    from avfusion.tools.replay.types import ReplayRequest
 
     if args.pictures < 0:
         raise InputError(f"--pictures must be >= 0, got {args.pictures}")

@@ -1,12 +1,12 @@
 """`avfusion replay`: stream a nuScenes log through the pipeline, write the submission, latency by
-stage and a sensor-health log, and score the run (see `avfusion.tools.replay`)."""
+stage and a sensor-health log, and score the run (see `avfusion.tools.replay.engine`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.tools.replay import ReplayRequest, parse_drop, run_replay, summary_table
+    from avfusion.tools.replay.engine import run_replay, summary_table
+    from avfusion.tools.replay.frames import parse_drop
+    from avfusion.tools.replay.types import ReplayRequest
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")

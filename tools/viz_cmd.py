@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.eval.render import PointColoring, RenderOptions
-    from avfusion.eval.viewer import BevViewer
-    from avfusion.tools.replay import scene_frames_for_viewing
+    from avfusion.tools.viz.render import PointColoring, RenderOptions
+    from avfusion.tools.viz.viewer import BevViewer
+    from avfusion.tools.viz.scene import scene_frames_for_viewing
 
     if args.headless and args.out is None:
         raise InputError("--headless needs --out DIR for the pictures")
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.headless:
         from tqdm import tqdm
 
-        from avfusion.eval.render import render_scene
+        from avfusion.tools.viz.render import render_scene
 
         with tqdm(total=len(frames), unit="frame", desc=f"render {scene_name}") as bar:
             rendered = render_scene(

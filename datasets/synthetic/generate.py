@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from avfusion.calibration.errors import InputError
-from avfusion.calibration.fileio import write_json_atomic
+from avfusion.errors import InputError
+from avfusion.fileio import write_json_atomic
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw
 from avfusion.datasets.synthetic.cameras import (
     CameraCast,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from avfusion.calibration.labels import DETECTION_CLASSES
+from avfusion.labels import DETECTION_CLASSES
 from avfusion.datasets.synthetic.layout import Material, StaticBoxes
 from avfusion.datasets.synthetic.world import Agents, AgentStates
 

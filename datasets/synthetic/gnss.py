@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
 
 GNSS_RATE_HZ = 10

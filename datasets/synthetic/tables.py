@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-from avfusion.calibration.labels import ATTRIBUTES
+from avfusion.labels import ATTRIBUTES
 from avfusion.datasets.synthetic.rig import CAMERA_CHANNELS, LIDAR_CHANNEL
 
 # The 23 nuScenes categories, with our own one-line descriptions.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.calibration.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.datasets.synthetic.layout import LocationLayout, stable_seed, traffic_side
 from avfusion.datasets.synthetic.roads import LANE_CENTERS_M, PARKING_STRIP_M, LoopRoad
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from nuscenes.scripts.export_poses import REFERENCE_COORDINATES, derive_latlon
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.geodesy import (
     MAP_ORIGINS,
     geodetic_from_map,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyquaternion import Quaternion
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.se3 import (
     SE3,
     matrix_to_quaternion,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.errors import FileFormatError, InputError
 from avfusion.datasets.nuscenes_log import LIDAR_SWEEPS_KEY, FrameOptions, NuScenesLog
 
 VERSION = "v1.0-tiny"

@@ -18,9 +18,9 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import transform_matrix, view_points
 from pyquaternion import Quaternion
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic, yaw_from_heading_deg
-from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
 from avfusion.datasets.synthetic import GnssNoise
 from avfusion.sensors.gnss import gnss_path, read_gnss_json

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
-from avfusion.calibration.labels import DETECTION_CLASSES, category_to_detection_class
+from avfusion.labels import DETECTION_CLASSES, category_to_detection_class
 from avfusion.calibration.se3 import yaw_from_quaternion
 from avfusion.datasets.synthetic import MARKER_NAME, make_synthetic_log, split_of
 from avfusion.datasets.synthetic import generate as generate_module

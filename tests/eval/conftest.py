@@ -216,7 +216,7 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
 def make_predictions(dataroot: Path, *, seed: int, split: str = SPLIT, version: str = VERSION) -> dict[str, Any]:
     """A results payload from the ground truth of `split`: perturbed, missing, duplicated and
     spurious boxes, scores with ties, wrong attributes, wrong classes."""
-    from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+    from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
     from avfusion.eval.data import load_ground_truth
 
     rng = np.random.default_rng(seed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avfusion.calibration.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval import algo
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.devkit_bridge import eval_boxes_from_boxset

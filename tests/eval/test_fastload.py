@@ -14,7 +14,7 @@ import math
 import numpy as np
 import pytest
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.eval import jsonscan
 from avfusion.eval.config import default_config
 from avfusion.eval.data import (

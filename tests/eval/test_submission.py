@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.eval.config import default_config
 from avfusion.eval.data import load_ground_truth, load_predictions
 from avfusion.eval.detection import evaluate, filter_boxes

@@ -175,8 +175,8 @@ def test_camera_config_rejects_inconsistent_stride() -> None:
 
 
 def test_config_round_trips_through_json(tmp_path) -> None:
-    from avfusion.calibration.errors import FileFormatError
-    from avfusion.calibration.fileio import write_json_atomic
+    from avfusion.errors import FileFormatError
+    from avfusion.fileio import write_json_atomic
     from avfusion.fusion.config import cpu_default, gpu_large
 
     for config in (cpu_default(), gpu_large(), tiny_for_tests()):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.fusion.augment import draw_augmentation
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import save_checkpoint

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.tools.bench.voxelize import load_sweeps, tile_sweeps, torch_unique_voxelize
 from avfusion.tools.cli import main
 

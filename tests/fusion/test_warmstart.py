@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig, tiny_for_tests

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.errors import FileFormatError, InputError
 from avfusion.sensors.errors import MissingSensorFile
 from avfusion.sensors.gnss import read_gnss_json
 from avfusion.sensors.images import read_camera_image

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.calibration.se3 import SE3
 from avfusion.sensors.errors import MissingSensorFile
 from avfusion.sensors.sweeps import SweepSource, accumulate_sweeps

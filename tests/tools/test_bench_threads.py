@@ -6,7 +6,7 @@ import numba
 import pytest
 import torch
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.tools.bench.common import set_threads
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.calibration.errors import InputError
+from avfusion.errors import InputError
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.eval.detection import evaluate_results_file
 from avfusion.eval.submission import detection_records, validate_results
@@ -24,14 +24,10 @@ from avfusion.fusion.checkpoint import save_checkpoint
 from avfusion.fusion.config import BackboneConfig, CameraConfig, DecodeConfig, FusionConfig, GridConfig
 from avfusion.fusion.model import BEVFusion
 from avfusion.tools.cli import main
-from avfusion.tools.replay import (
-    STAGES,
-    FrameProcessor,
-    ReplayRequest,
-    parse_drop,
-    run_replay,
-)
-from avfusion.tools.replay_ray import shard_scenes
+from avfusion.tools.replay.engine import run_replay
+from avfusion.tools.replay.frames import FrameProcessor, parse_drop
+from avfusion.tools.replay.types import STAGES, ReplayRequest
+from avfusion.tools.replay.ray_runner import shard_scenes
 
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
@@ -228,7 +224,7 @@ def test_cli_replay_and_bad_input(log_root: Path, checkpoint: Path, tmp_path: Pa
 
 
 def test_shard_scenes_balances_whole_scenes() -> None:
-    from avfusion.tools.replay import PlannedFrame
+    from avfusion.tools.replay.types import PlannedFrame
 
     sizes = {"a": 5, "b": 3, "c": 3, "d": 2}
     frames, position = [], 0

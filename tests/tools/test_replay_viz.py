@@ -15,12 +15,13 @@ import pytest
 import torch
 
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
-from avfusion.eval import render
-from avfusion.eval.viewer import RunPredictions
+from avfusion.tools.viz import render
+from avfusion.tools.viz.viewer import RunPredictions
 from avfusion.fusion.checkpoint import save_checkpoint
 from avfusion.fusion.config import FusionConfig, GridConfig
 from avfusion.fusion.model import BEVFusion
-from avfusion.tools.replay import ReplayRequest, run_replay
+from avfusion.tools.replay.engine import run_replay
+from avfusion.tools.replay.types import ReplayRequest
 
 VERSION = "v1.0-mini"
 

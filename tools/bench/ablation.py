@@ -35,7 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.calibration.errors import InputError
+from avfusion.datasets.frames import open_frames, resolve_split
+from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.errors import InputError
+from avfusion.fusion.config import configure
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
@@ -61,12 +64,9 @@ def noisy_gnss(frame, rng: np.random.Generator):
 
 def _train_variant(args, name: str, modalities: str, init_from: tuple[Path, ...] = ()) -> Path:
     from avfusion.fusion.train import train
-    from avfusion.tools.train_cmd import open_frames, resolve_config
-
-    namespace = argparse.Namespace(config=args.config, preset="cpu", epochs=args.epochs, batch_size=None, lr=None,
-                                   seed=args.seed, modalities=modalities)  # fmt: skip
-    config = resolve_config(namespace)
-    frames = open_frames(args.dataroot, args.version, args.train_split, None, config, keep_in_memory=True)
+    config = configure("cpu", args.config, modalities, epochs=args.epochs, seed=args.seed)
+    options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
+    frames = open_frames(args.dataroot, args.version, args.train_split, None, options, keep_in_memory=True)
     result = train(config, frames, Path(args.out) / name, resume=True, max_steps=args.max_steps, init_from=init_from)
     return result.weights_path
 
@@ -91,7 +91,6 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.eval.submission import detection_records, submission_meta
     from avfusion.fusion.config import MapConfig
     from avfusion.fusion.inference import Detector
-    from avfusion.tools.train_cmd import open_frames, resolve_split
 
     checkpoints = {"fused": args.fused, "lidar_only": args.lidar_only, "camera_only": args.camera_only}
     modalities = {"fused": "lidar,camera,map", "lidar_only": "lidar,map", "camera_only": "camera,map"}
@@ -124,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
         "fused gnss_noise": (fused_gnss, frozenset(), True),
     })  # fmt: skip
     split = resolve_split(args.dataroot, args.version, args.val_split)
-    frames = open_frames(args.dataroot, args.version, split, None, fused.config, load_boxes=False)
+    options = FrameOptions(
+        num_sweeps=fused.config.lidar.num_sweeps, image_scale=fused.config.camera.decode_scale, load_boxes=False
+    )
+    frames = open_frames(args.dataroot, args.version, split, None, options)
     count = len(frames) if args.frames is None else min(args.frames, len(frames))
     results: dict[str, dict[str, list]] = {name: {} for name in rows}
     network_ms: dict[str, list[float]] = {name: [] for name in checkpoints}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from avfusion.calibration.fileio import write_json_atomic
+from avfusion.fileio import write_json_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +105,7 @@ def set_threads(threads: int) -> None:
     import numba
     import torch
 
-    from avfusion.calibration.errors import InputError
+    from avfusion.errors import InputError
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.calibration.fileio import write_json_atomic
-from avfusion.calibration.labels import ATTRIBUTES, DETECTION_CLASSES
+from avfusion.fileio import write_json_atomic
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.tools.bench.common import BenchReport, time_call
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "avfusion" / "bench-eval"

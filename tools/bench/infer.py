@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from avfusion.datasets.frames import open_frames
+from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
@@ -27,7 +29,6 @@ STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
 def run(args: argparse.Namespace) -> int:
     from avfusion.fusion.inference import Detector
-    from avfusion.tools.train_cmd import open_frames
 
     torch.manual_seed(0)
     if args.threads:
@@ -40,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
         dataroot = str(make_synthetic_log(tempfile.mkdtemp(prefix="avfusion-bench-infer-"), num_scenes=1,
                                           seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))  # fmt: skip
-    frames = open_frames(dataroot, args.version, args.split, None, config, load_boxes=False)
+    options = FrameOptions(
+        num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=False
+    )
+    frames = open_frames(dataroot, args.version, args.split, None, options)
     count = min(args.frames, len(frames))
     methods = {"ours": detector}
     skipped = {}

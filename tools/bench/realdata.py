@@ -37,8 +37,8 @@ def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
     """The fixture keyframe as a `SyncedFrame` (ego frame at the lidar time, boxes included)."""
     from avfusion.calibration.boxes import Boxes3D
     from avfusion.calibration.camera import CameraIntrinsics
-    from avfusion.calibration.errors import InputError
-    from avfusion.calibration.labels import CLASS_INDEX
+    from avfusion.errors import InputError
+    from avfusion.labels import CLASS_INDEX
     from avfusion.calibration.se3 import SE3
     from avfusion.sensors.images import read_camera_image
     from avfusion.sensors.pcd import read_pcd_bin
@@ -116,7 +116,7 @@ def match_counts(predicted, ground_truth, distances_m=MATCH_DISTANCES_M) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.calibration.labels import DETECTION_CLASSES
+    from avfusion.labels import DETECTION_CLASSES
     from avfusion.fusion.inference import Detector
 
     detector = Detector.load(args.checkpoint, device=args.device)

@@ -37,8 +37,8 @@ import numba
 import numpy as np
 import torch
 
-from avfusion.calibration.errors import InputError
-from avfusion.calibration.fileio import write_json_atomic
+from avfusion.errors import InputError
+from avfusion.fileio import write_json_atomic
 from avfusion.fusion.ops.voxelize import (
     VoxelConfig,
     Voxelizer,

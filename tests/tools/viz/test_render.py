@@ -16,9 +16,9 @@ import pytest
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.calibration.labels import CLASS_INDEX
+from avfusion.labels import CLASS_INDEX
 from avfusion.calibration.se3 import SE3
-from avfusion.eval import render
+from avfusion.tools.viz import render
 
 # ego (x forward, y left, z up) -> camera (x right, y down, z forward) for a camera looking along +x.
 CAMERA_FROM_EGO_FORWARD = SE3.from_matrix(
@@ -203,7 +203,7 @@ _RENDER_SCRIPT = textwrap.dedent(
     import json, sys
     import numpy as np
     from avfusion.calibration.boxes import Boxes3D
-    from avfusion.eval import render
+    from avfusion.tools.viz import render
 
     spec = json.loads(sys.argv[1])
     gt = Boxes3D(center=np.array(spec["centers"]), size_wlh=np.array(spec["sizes"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from nuscenes.eval.detection.constants import ATTRIBUTE_NAMES, DETECTION_NAMES
 from nuscenes.eval.detection.utils import category_to_detection_name, detection_name_to_rel_attributes
 
-from avfusion.calibration.labels import (
+from avfusion.labels import (
     ATTRIBUTES,
     CLASS_ATTRIBUTES,
     DEFAULT_ATTRIBUTE,

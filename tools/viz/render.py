@@ -28,8 +28,8 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.calibration.fileio import write_bytes_atomic
-from avfusion.calibration.labels import DETECTION_CLASSES
+from avfusion.fileio import write_bytes_atomic
+from avfusion.labels import DETECTION_CLASSES
 from avfusion.calibration.se3 import SE3
 
 if TYPE_CHECKING:

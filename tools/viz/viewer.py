@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.errors import FileFormatError, InputError
+from avfusion.errors import FileFormatError, InputError
 from avfusion.calibration.se3 import yaw_from_quaternion
-from avfusion.eval.render import (
+from avfusion.tools.viz.render import (
     BACKGROUND_RGB,
     BevRaster,
     BevView,

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from avfusion.fusion.config import tiny_for_tests
-from avfusion.tools.train_cmd import open_frames
+from avfusion.datasets.frames import open_frames
+from avfusion.datasets.nuscenes_log import FrameOptions
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +20,9 @@ def tiny_log(tmp_path_factory):
 
 def test_frames_kept_in_memory_are_read_once_and_equal_fresh_reads(tiny_log) -> None:
     config = tiny_for_tests()
-    kept = open_frames(str(tiny_log), "v1.0-mini", "all", None, config, keep_in_memory=True)
-    fresh = open_frames(str(tiny_log), "v1.0-mini", "all", None, config)
+    options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
+    kept = open_frames(str(tiny_log), "v1.0-mini", "all", None, options, keep_in_memory=True)
+    fresh = open_frames(str(tiny_log), "v1.0-mini", "all", None, options)
     assert len(kept) == len(fresh) >= 2
     first = kept[1]
     assert kept[1] is first  # the second access is the kept frame, not a new read

@@ -18,8 +18,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from avfusion.calibration.errors import InputError
-from avfusion.tools.replay import FrameProcessor, FrameResult, PlannedFrame, ReplayRequest
+from avfusion.errors import InputError
+from avfusion.tools.replay.frames import FrameProcessor
+from avfusion.tools.replay.types import FrameResult, PlannedFrame, ReplayRequest
 
 LOCAL_ADDRESS = "local"
 

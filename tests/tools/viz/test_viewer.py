@@ -20,10 +20,10 @@ _VIEWER_SCRIPT = textwrap.dedent(
     import numpy as np
     from avfusion.calibration.boxes import Boxes3D
     from avfusion.calibration.camera import CameraIntrinsics
-    from avfusion.calibration.labels import CLASS_INDEX
+    from avfusion.labels import CLASS_INDEX
     from avfusion.calibration.se3 import SE3
-    from avfusion.eval import render
-    from avfusion.eval.viewer import BevViewer
+    from avfusion.tools.viz import render
+    from avfusion.tools.viz.viewer import BevViewer
 
     car = CLASS_INDEX["car"]
 
@@ -148,9 +148,9 @@ def test_viewer_window_under_xvfb_steps_with_keys(tmp_path: Path) -> None:
 def test_viewer_without_display_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
 
-    from avfusion.calibration.errors import InputError
-    from avfusion.eval import render
-    from avfusion.eval.viewer import BevViewer
+    from avfusion.errors import InputError
+    from avfusion.tools.viz import render
+    from avfusion.tools.viz.viewer import BevViewer
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -1,0 +1,1 @@
+"""The replay engine: plan, per-frame processing, resume, Ray sharding, run summaries."""

@@ -1,0 +1,180 @@
+"""One frame of a replay: open the log, plan its keyframes, load a frame and run the detector on it.
+
+`FrameProcessor` is what each process of a replay owns (the plain run, and each Ray worker).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from avfusion.datasets.index import CHANNELS
+from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
+from avfusion.errors import FileFormatError, InputError
+from avfusion.eval.submission import detection_records
+from avfusion.fileio import write_bytes_atomic
+from avfusion.fusion.batch import DROPPABLE
+from avfusion.fusion.inference import Detector
+from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
+from avfusion.tools.replay.types import STAGES, FrameResult, PlannedFrame, ReplayPlan, ReplayRequest
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def parse_drop(text: str | None) -> frozenset[str]:
+    """`--drop` value ("camera", "lidar,map", "CAM_FRONT,CAM_BACK", ...) -> the set of sensor names."""
+    if not text:
+        return frozenset()
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - DROPPABLE)
+    if unknown:
+        raise InputError(f"--drop: unknown sensor(s) {unknown}; choose from {sorted(DROPPABLE)}")
+    return names
+
+
+def open_log(request: ReplayRequest) -> NuScenesLog:
+    """The log of `request`, with a message naming what is wrong when it is not a nuScenes dataroot."""
+    dataroot = Path(request.dataroot)
+    if not dataroot.is_dir():
+        raise InputError(f"--dataroot {dataroot}: no such directory")
+    if not (dataroot / request.version).is_dir():
+        versions = sorted(p.name for p in dataroot.iterdir() if p.is_dir() and (p / "sample.json").is_file())
+        hint = f"it has {versions}" if versions else "it holds no <version>/sample.json: not a nuScenes-format dataroot"
+        raise InputError(f"--version {request.version!r}: {dataroot / request.version} does not exist ({hint})")
+    return NuScenesLog.open(dataroot, request.version, split=request.split, scenes=request.scenes or None)
+
+
+def plan_replay(log: Any) -> ReplayPlan:
+    """Every keyframe of the log's chosen scenes, in order."""
+    frames = []
+    for scene_name in log.scene_names:
+        for token in log.sample_tokens(scene_name):
+            frames.append(PlannedFrame(len(frames), scene_name, token))
+    if not frames:
+        raise InputError(f"{log.dataroot / log.version}: the chosen scenes have no keyframes")
+    return ReplayPlan(tuple(log.scene_names), tuple(frames))
+
+
+# ---------------------------------------------------------------------------------------------
+# One frame
+
+
+class FrameProcessor:
+    """Loads frames and runs the detector on them; one per process (Ray workers each own one).
+
+    Args:
+        request: the replay (log, checkpoint, drop, device).
+        bev_dir: where to keep BEV heatmaps (None = do not keep them).
+    """
+
+    def __init__(self, request: ReplayRequest, bev_dir: Path | None = None) -> None:
+        if request.torch_threads is not None:
+            torch.set_num_threads(request.torch_threads)
+        self.request = request
+        self.log = open_log(request)
+        self.detector = load_detector(request.checkpoint, request.device)
+        config = self.detector.config
+        dropped_cameras = CAMERA_NAMES if "camera" in request.drop else tuple(n for n in CAMERA_NAMES if n in request.drop)
+        self.frame_options = FrameOptions(
+            # The reader options the network was trained with travel in its config.
+            num_sweeps=config.lidar.num_sweeps,
+            image_scale=reader_image_scale(self.log, config.camera.decode_scale * NUSCENES_IMAGE_WIDTH_PX),
+            # Sensors dropped on request are not read at all (the detector treats them as missing).
+            cameras=tuple(n for n in CAMERA_NAMES if n not in dropped_cameras),
+            load_lidar="lidar" not in request.drop,
+            load_images=len(dropped_cameras) < len(CAMERA_NAMES),
+            load_gnss="gnss" not in request.drop,
+            load_map="map" not in request.drop,
+        )
+        self.bev_dir = bev_dir
+        self._heatmaps: list[Any] = []
+        if bev_dir is not None:
+            self.detector.model.head.register_forward_hook(lambda _m, _i, outputs: self._heatmaps.append(outputs))
+
+    def process(self, planned: PlannedFrame) -> FrameResult:
+        """Replay one keyframe; a frame whose files cannot be read at all gives no boxes and says why."""
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        try:
+            frame = self.log.frame(planned.sample_token, self.frame_options)
+        except InputError as error:
+            timings["read"] = (time.perf_counter() - start) * 1e3
+            health = {"error": str(error), "missing": {}, "skew_us": {}, "lidar_points": 0, "cameras": 0}
+            return FrameResult(planned.position, planned.scene_name, planned.sample_token, [], _complete(timings, start), health)
+        timings["read"] = (time.perf_counter() - start) * 1e3
+        self._heatmaps.clear()
+        detections = self.detector.detect(frame, drop=self.request.drop)
+        stage = detections.timings_ms
+        timings["voxelize"] = stage.get("voxelize", 0.0)
+        timings["collate"] = stage.get("prepare", 0.0) - timings["voxelize"]
+        timings["network"] = stage.get("network", 0.0)
+        timings["decode"] = stage.get("decode", 0.0)
+        write_start = time.perf_counter()
+        records = detection_records(planned.sample_token, detections.boxes_global)
+        if self.bev_dir is not None and self._heatmaps:
+            save_bev_heatmap(self.bev_dir, planned.sample_token, self._heatmaps[-1], self.detector.config.grid)
+        timings["write"] = (time.perf_counter() - write_start) * 1e3
+        health = {
+            "missing": dict(frame.missing),
+            "skew_us": dict(frame.skew_us),
+            "lidar_points": len(frame.lidar) if frame.lidar is not None else 0,
+            "cameras": len(frame.cameras),
+        }
+        return FrameResult(planned.position, planned.scene_name, planned.sample_token, records, _complete(timings, start), health)
+
+
+# `CameraConfig.decode_scale` is relative to nuScenes' 1600-pixel-wide images.
+NUSCENES_IMAGE_WIDTH_PX = 1600
+
+
+def reader_image_scale(log: Any, width_px: float) -> float:
+    """The reader scale that reads the log's camera images about `width_px` wide (at most full
+    size), whatever size the log stores them at (synthetic logs may be written below 1600 px)."""
+    index = log.index
+    camera_widths = index.sd_width[index.sd_channel != CHANNELS.index(LIDAR_NAME)]
+    widest = int(camera_widths.max()) if len(camera_widths) else NUSCENES_IMAGE_WIDTH_PX
+    return min(1.0, width_px / max(widest, 1))
+
+
+def _complete(timings: dict[str, float], start: float) -> dict[str, float]:
+    full = {name: float(timings.get(name, 0.0)) for name in STAGES}
+    full["total"] = (time.perf_counter() - start) * 1e3
+    return full
+
+
+def load_detector(checkpoint: Path | None, device: str) -> Detector:
+    """`Detector.load`, with weights that do not fit their config reported as a bad checkpoint."""
+    try:
+        return Detector.load(checkpoint, device=device)
+    except RuntimeError as error:  # load_state_dict: missing / unexpected keys, shape mismatches
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FileFormatError(
+            checkpoint if checkpoint is not None else "default weights",
+            f"its weights do not fit the network its config describes ({first_line})",
+        ) from error
+
+
+def heatmap_of(outputs: Any) -> np.ndarray:
+    """The fused BEV heatmap of the first sample of `HeadOutputs`: sigmoid, max over classes,
+    (H, W) float32 (row = ego y ascending, column = ego x ascending, as the network's grid)."""
+    return outputs.heatmap_logits[0].detach().float().sigmoid().amax(dim=0).cpu().numpy()
+
+
+def save_bev_heatmap(bev_dir: Path, sample_token: str, outputs: Any, grid: Any) -> None:
+    """Keep the fused BEV heatmap of one frame: `<token>.npz` with `heatmap` (H, W) float16,
+    `x_range_m`, `y_range_m` (read back by `eval.viewer.read_bev_heatmap`)."""
+    heat = heatmap_of(outputs)
+    buffer = io.BytesIO()
+    np.savez_compressed(
+        buffer,
+        heatmap=heat.astype(np.float16),
+        x_range_m=np.asarray(grid.x_range_m, dtype=np.float64),
+        y_range_m=np.asarray(grid.y_range_m, dtype=np.float64),
+    )
+    write_bytes_atomic(bev_dir / f"{sample_token}.npz", buffer.getvalue())

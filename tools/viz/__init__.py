@@ -1,0 +1,1 @@
+"""The viewer and renderer of the fused BEV (Open3D)."""
