@@ -252,14 +252,14 @@ class LossConfig:
     heatmap_weight: float = 1.0
     regression_weight: float = 0.25
     # Per regression channel: offset x, y; z; log w, l, h; sin, cos; vx, vy. Velocity weighs as
-    # much as the rest (CenterPoint's 0.2 is for 20-epoch schedules; in our 960 steps the velocity
-    # stayed at the median, 0, with either weight: mAVE 1.6-1.8, measured 2026-12-01).
+    # much as the rest: CenterPoint's 0.2 is meant for 20-epoch schedules, far longer than ours
+    # (docs/results.md: the velocity regression stays near 0 m/s with either weight).
     regression_channel_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     attribute_weight: float = 0.2
     depth_weight: float = 0.5
     # Loss weight of a training sample whose lidar was dropped (modality dropout) in a model with a
-    # lidar branch. Such a sample's gradient is about 5x a full sample's (measured at the start of
-    # the fused stage: norm 15-18 against 3-7), so at 1 it steers the shared trunk.
+    # lidar branch. Such a sample's gradient is several times a full sample's at the start of the
+    # fused stage, so with one shared trunk it steers that trunk (docs/results.md).
     lidar_dropped_weight: float = 1.0
 
     def __post_init__(self) -> None:
@@ -285,8 +285,8 @@ class TrainConfig:
     # removed through that trunk (the camera and map branches are shared), so each trunk trains on
     # every sample in the one mode it serves; at inference a sample goes to the trunk of its mode.
     # With it, lidar dropout is pointless (`AugmentConfig.drop_lidar_probability` 0 in the presets):
-    # one shared trunk for both modes cost the fused model 4.6 NDS points with all sensors (0.566 ->
-    # 0.520, seed 0, 2026-12-01) and still left it 2.5 below the camera-only model without lidar.
+    # one shared trunk for both modes lost accuracy in both (docs/results.md, "What the extra
+    # trunks bought").
     lidar_free_trunk: bool = False
     # Likewise a third trunk for samples with lidar and no camera (`BEVFusion.camera_free`): every
     # sample also runs with its cameras removed through it, so the main trunk trains on samples with
