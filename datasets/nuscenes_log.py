@@ -28,7 +28,7 @@ from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
 from avfusion.calibration.se3 import SE3, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster
-from avfusion.sensors.errors import MissingSensorFile
+from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import GnssLog, gnss_path, read_gnss_json
 from avfusion.sensors.images import read_camera_image
 from avfusion.sensors.map_raster import MapRaster
@@ -40,6 +40,9 @@ from avfusion.sensors.types import CAMERA_NAMES, GNSS_NAME, LIDAR_NAME, MAP_NAME
 # from the others; the lidar itself is present).
 LIDAR_SWEEPS_KEY = f"{LIDAR_NAME}_SWEEPS"
 _LIDAR = CHANNELS.index(LIDAR_NAME)
+# How far outside the scene's good poses a frame whose own lidar pose is not finite may hold the
+# nearest good one (a keyframe interval).
+_POSE_GAP_HOLD_US = 500_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,13 @@ class NuScenesLog:
         return self._streams[key]
 
     # --- calibration and poses -------------------------------------------------------------
+    def _pose_is_finite(self, sd: int) -> bool:
+        """Whether the ego pose of sample_data `sd` is usable (the index keeps non-finite ones as NaN)."""
+        return bool(np.isfinite(self.index.sd_pose_translation[sd]).all() and np.isfinite(self.index.sd_pose_rotation[sd]).all())
+
+    def _bad_pose_reason(self, sd: int) -> str:
+        return f"bad ego pose: the ego_pose of sample_data {self.index.sd_token[sd]} is not finite"
+
     def _pose(self, sd: int) -> SE3:
         return SE3(quaternion_to_matrix(self.index.sd_pose_rotation[sd]), self.index.sd_pose_translation[sd])
 
@@ -206,7 +216,10 @@ class NuScenesLog:
     def pose_track(self, scene_name: str) -> PoseTrack:
         """Ego poses of every kept sample_data of a scene (lidar and cameras), by time."""
         scene = self._scene_index(scene_name)
-        rows = np.flatnonzero(self.index.sd_scene == scene)
+        good = np.isfinite(self.index.sd_pose_translation).all(axis=1) & np.isfinite(self.index.sd_pose_rotation).all(axis=1)
+        rows = np.flatnonzero((self.index.sd_scene == scene) & good)
+        if rows.size == 0:
+            raise InputError(f"scene {scene_name!r}: no sample_data of it has a finite ego pose")
         stamps = self.index.sd_timestamp_us[rows]
         _, first = np.unique(stamps, return_index=True)  # records sharing a timestamp share the pose
         rows = rows[first]
@@ -254,6 +267,8 @@ class NuScenesLog:
                 self._gnss[scene] = read_gnss_json(path)
             except MissingSensorFile:
                 self._gnss[scene] = f"no GNSS file {path}"
+            except InputError as error:  # malformed file or fixes out of order
+                self._gnss[scene] = f"unreadable (bad GNSS file): {error}"
         return self._gnss[scene]
 
     def map_raster(self, location: str) -> MapRaster | None:
@@ -273,27 +288,34 @@ class NuScenesLog:
                 except MissingSensorFile:
                     self._maps[location] = f"file missing: {path}"
                 except FileFormatError as error:
-                    self._maps[location] = f"unreadable: {error}"
+                    self._maps[location] = f"unreadable (bad map file): {error}"
         return self._maps[location]
 
     # --- frames -------------------------------------------------------------------------------
     def lidar_sources(self, sample_token: str, num_sweeps: int) -> list[SweepSource]:
-        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev walk)."""
+        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev walk).
+
+        Past sweeps whose ego pose is not finite are passed over (they cannot be moved into the
+        keyframe's frame); the keyframe's own pose must be finite (`frame` checks it first).
+        """
         s = self._sample(sample_token)
         sd = int(self.index.sample_keyframe[s, _LIDAR])
         if sd < 0:
             raise InputError(f"sample {sample_token}: no {LIDAR_NAME} keyframe record")
         sources = []
         while sd >= 0 and len(sources) < num_sweeps:
-            sources.append(
-                SweepSource(
-                    path=self.dataroot / str(self.index.sd_filename[sd]),
-                    timestamp_us=int(self.index.sd_timestamp_us[sd]),
-                    ego_from_lidar=self._calibration(sd),
-                    global_from_ego=self._pose(sd),
-                    token=str(self.index.sd_token[sd]),
+            if self._pose_is_finite(sd):
+                sources.append(
+                    SweepSource(
+                        path=self.dataroot / str(self.index.sd_filename[sd]),
+                        timestamp_us=int(self.index.sd_timestamp_us[sd]),
+                        ego_from_lidar=self._calibration(sd),
+                        global_from_ego=self._pose(sd),
+                        token=str(self.index.sd_token[sd]),
+                    )
                 )
-            )
+            elif not sources:
+                raise InputError(self._bad_pose_reason(sd))
             sd = int(self.index.sd_prev[sd])
         return sources
 
@@ -326,25 +348,36 @@ class NuScenesLog:
         if lidar_sd < 0:
             raise InputError(f"sample {sample_token}: no {LIDAR_NAME} keyframe record, so no reference time")
         lidar_us = int(self.index.sd_timestamp_us[lidar_sd])
-        global_from_ego = self._pose(lidar_sd)
         missing: dict[str, str] = {}
         skew: dict[str, int] = {LIDAR_NAME: 0}
+        lidar_pose_ok = self._pose_is_finite(lidar_sd)
+        if lidar_pose_ok:
+            global_from_ego = self._pose(lidar_sd)
+        else:
+            # The frame still needs a reference pose (for the boxes and the map): the scene's good
+            # poses interpolated at the lidar time.
+            global_from_ego = self.pose_track(scene_name).pose_at(lidar_us, max_extrapolation_us=_POSE_GAP_HOLD_US)
 
         lidar = None
-        if options.load_lidar:
+        if options.load_lidar and not lidar_pose_ok:
+            missing[LIDAR_NAME] = self._bad_pose_reason(lidar_sd)
+        elif options.load_lidar:
             try:
                 accumulated = accumulate_sweeps(self.lidar_sources(sample_token, options.num_sweeps), options.min_distance_m)
                 lidar = accumulated.sweep
-                if accumulated.skipped_paths:
+                if accumulated.skipped_reasons:
+                    first = accumulated.skipped_reasons[0]
                     missing[LIDAR_SWEEPS_KEY] = (
-                        f"{len(accumulated.skipped_paths)} past sweep file(s) missing, e.g. {accumulated.skipped_paths[0]}"
+                        f"past sweep {first.split(':')[0]}: {len(accumulated.skipped_reasons)} past sweep(s) left out, e.g. {first}"
                     )
-            except MissingSensorFile as error:
-                missing[LIDAR_NAME] = f"file missing: {error.path}"
+            except (MissingSensorFile, UnreadableSensorFile) as error:
+                missing[LIDAR_NAME] = error.reason
 
         cameras: dict[str, CameraFrame] = {}
         for name in options.cameras:
             sd, camera_skew, reason = self._camera_record(s, scene, name, lidar_us, options.sync)
+            if sd is not None and not self._pose_is_finite(sd):
+                sd, reason = None, self._bad_pose_reason(sd)
             if sd is None:
                 missing[name] = reason
                 continue
@@ -355,8 +388,12 @@ class NuScenesLog:
                 image, intrinsics = read_camera_image(
                     self.dataroot / str(self.index.sd_filename[sd]), self._intrinsics(sd), options.image_scale
                 )
-            except MissingSensorFile as error:
-                missing[name] = f"file missing: {error.path}"
+            except (MissingSensorFile, UnreadableSensorFile) as error:
+                missing[name] = error.reason
+                del skew[name]
+                continue
+            except InputError as error:  # the record's calibration (intrinsics, image size) is unusable
+                missing[name] = f"bad camera record: {error}"
                 del skew[name]
                 continue
             cameras[name] = CameraFrame(
