@@ -227,6 +227,7 @@ def _load_devkit(root: Path, version: str, verbose: bool):  # -> nuscenes.NuScen
     except Exception as error:  # the devkit's bare `Exception` for a map table without log_tokens
         if type(error) is not Exception:
             raise
+        _check_raw_tables(root, version)
         raise InputError(f"{root / version}: nuscenes-devkit rejected the log: {error}") from error
     # Every field and type once, on the records the devkit holds (no second parse).
     check_tables(root / version, {name: getattr(nusc, name) for name in TABLE_NAMES})

@@ -293,16 +293,19 @@ class NuScenesLog:
 
     # --- frames -------------------------------------------------------------------------------
     def lidar_sources(self, sample_token: str, num_sweeps: int) -> list[SweepSource]:
-        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev walk).
+        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev
+        walk), passing over past sweeps whose ego pose is not finite."""
+        return self._lidar_chain(sample_token, num_sweeps)[0]
 
-        Past sweeps whose ego pose is not finite are passed over (they cannot be moved into the
-        keyframe's frame); the keyframe's own pose must be finite (`frame` checks it first).
-        """
+    def _lidar_chain(self, sample_token: str, num_sweeps: int) -> tuple[list[SweepSource], list[str]]:
+        """(`lidar_sources`, the reasons of the past sweeps passed over for a non-finite ego pose:
+        they cannot be moved into the keyframe's frame). The keyframe's pose must be finite."""
         s = self._sample(sample_token)
         sd = int(self.index.sample_keyframe[s, _LIDAR])
         if sd < 0:
             raise InputError(f"sample {sample_token}: no {LIDAR_NAME} keyframe record")
-        sources = []
+        sources: list[SweepSource] = []
+        passed_over: list[str] = []
         while sd >= 0 and len(sources) < num_sweeps:
             if self._pose_is_finite(sd):
                 sources.append(
@@ -316,8 +319,10 @@ class NuScenesLog:
                 )
             elif not sources:
                 raise InputError(self._bad_pose_reason(sd))
+            else:
+                passed_over.append(self._bad_pose_reason(sd))
             sd = int(self.index.sd_prev[sd])
-        return sources
+        return sources, passed_over
 
     def _camera_record(self, s: int, scene: int, name: str, lidar_us: int, sync: SyncConfig) -> tuple[int | None, int | None, str]:
         """(sample_data index, skew, reason): the sample's keyframe image, else the nearest in the stream."""
@@ -363,12 +368,13 @@ class NuScenesLog:
             missing[LIDAR_NAME] = self._bad_pose_reason(lidar_sd)
         elif options.load_lidar:
             try:
-                accumulated = accumulate_sweeps(self.lidar_sources(sample_token, options.num_sweeps), options.min_distance_m)
+                sources, passed_over = self._lidar_chain(sample_token, options.num_sweeps)
+                accumulated = accumulate_sweeps(sources, options.min_distance_m)
                 lidar = accumulated.sweep
-                if accumulated.skipped_reasons:
-                    first = accumulated.skipped_reasons[0]
+                left_out = [*passed_over, *accumulated.skipped_reasons]
+                if left_out:
                     missing[LIDAR_SWEEPS_KEY] = (
-                        f"past sweep {first.split(':')[0]}: {len(accumulated.skipped_reasons)} past sweep(s) left out, e.g. {first}"
+                        f"past sweep {left_out[0].split(':')[0]}: {len(left_out)} past sweep(s) left out, e.g. {left_out[0]}"
                     )
             except (MissingSensorFile, UnreadableSensorFile) as error:
                 missing[LIDAR_NAME] = error.reason
