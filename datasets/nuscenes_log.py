@@ -13,7 +13,6 @@ avfusion's synthetic logs); the tables are read through nuscenes-devkit once and
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
 from avfusion.calibration.se3 import SE3, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster
+from avfusion.datasets.splits import resolve_split
 from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import GnssLog, gnss_path, read_gnss_json
 from avfusion.sensors.images import read_camera_image
@@ -77,30 +77,6 @@ class FrameOptions:
             raise InputError(f"unknown camera(s) {unknown}; expected names from {list(CAMERA_NAMES)}")
 
 
-def _split_scene_names(root: Path, version: str, split: str) -> tuple[str, ...]:
-    """Scene names of `split`: from `<version>/splits.json` when it defines it, else the devkit's built-ins."""
-    splits_path = root / version / "splits.json"
-    custom: dict = {}
-    if splits_path.is_file():
-        try:
-            custom = json.loads(splits_path.read_text())
-        except json.JSONDecodeError as error:
-            raise FileFormatError(splits_path, f"not valid JSON: {error}") from error
-        if not isinstance(custom, dict) or not all(isinstance(v, list) for v in custom.values()):
-            raise FileFormatError(splits_path, "expected an object mapping split names to lists of scene names")
-    if split in custom:
-        return tuple(str(name) for name in custom[split])
-    from nuscenes.utils.splits import create_splits_scenes
-
-    builtin = create_splits_scenes(verbose=False)
-    if split in builtin:
-        return tuple(builtin[split])
-    raise InputError(
-        f"unknown split {split!r} for {root / version}; splits.json defines {sorted(custom) or 'none'}, "
-        f"nuscenes-devkit defines {sorted(builtin)}"
-    )
-
-
 class NuScenesLog:
     """A nuScenes-schema log: its scenes, keyframes and synchronized frames. Open with `open()`."""
 
@@ -133,12 +109,13 @@ class NuScenesLog:
         use_cache: bool = True,
         verbose: bool = False,
     ) -> NuScenesLog:
-        """Open a dataroot. `split` picks scenes by split name; `scenes` by scene name (both: intersection)."""
+        """Open a dataroot. `split` picks scenes by split name (`datasets.splits.resolve_split`);
+        `scenes` by scene name (both: intersection)."""
         index, from_cache = open_index(dataroot, version, use_cache=use_cache, verbose=verbose)
         present = {str(n) for n in index.scene_name}
         names: list[str] | None = None
         if split is not None:
-            names = [n for n in _split_scene_names(Path(dataroot), version, split) if n in present]
+            names = [n for n in resolve_split(dataroot, version, split).scene_names if n in present]
             if not names:
                 raise InputError(f"split {split!r}: none of its scenes is in {Path(dataroot) / version}")
         if scenes is not None:

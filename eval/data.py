@@ -21,8 +21,8 @@ Facts kept from the devkit (they change numbers):
   annotation or the time span exceeds 1.5 s (3 s when centred); times are `1e-6 * timestamp`.
 - `num_pts` = num_lidar_pts + num_radar_pts. An annotation has at most one attribute.
 - The ego position of a sample is the ego pose of its key-frame LIDAR_TOP sample_data.
-- Built-in split names (train, val, mini_val, ...) use the devkit's own scene lists and version
-  check; any other name is read from `<dataroot>/<version>/splits.json`. For a built-in split the
+- Split names resolve through `datasets.splits.resolve_split` (built-in names use the devkit's
+  own scene lists, others `<dataroot>/<version>/splits.json`). For a built-in split the
   devkit keeps the results file's sample order (it decides how equal scores rank); for a custom one
   it uses the split's order. `PredictionSet.boxes` follows the same rule.
 """
@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from avfusion.errors import FileFormatError, InputError
+from avfusion.datasets.splits import resolve_split
 from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
@@ -58,18 +59,6 @@ BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
 LIDAR_CHANNEL = "LIDAR_TOP"
 MAX_VELOCITY_TIME_DIFF_S = 1.5  # the devkit's `box_velocity` default
 _FLOAT64_MAX_INT = int(sys.float_info.max)
-
-# The devkit's built-in split names and the version suffix each requires (nuscenes/utils/splits.py).
-PREDEFINED_SPLIT_VERSIONS = {
-    "train": "trainval",
-    "val": "trainval",
-    "train_detect": "trainval",
-    "train_track": "trainval",
-    "mini_train": "mini",
-    "mini_val": "mini",
-    "test": "test",
-}
-
 
 @dataclass(frozen=True, slots=True)
 class BikeRacks:
@@ -168,31 +157,10 @@ def read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> lis
 
 
 def split_scene_names(dataroot: str | os.PathLike[str], version: str, split: str) -> tuple[list[str], bool]:
-    """The scene names of `split` and whether it is one of the devkit's built-in splits."""
-    if split in PREDEFINED_SPLIT_VERSIONS:
-        suffix = PREDEFINED_SPLIT_VERSIONS[split]
-        if not version.endswith(suffix):
-            raise InputError(f"split {split!r} needs a version ending in {suffix!r}, got version {version!r}")
-        from nuscenes.utils.splits import create_splits_scenes
-
-        return list(create_splits_scenes()[split]), True
-    path = Path(dataroot) / version / "splits.json"
-    try:
-        splits = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(
-            f"split {split!r} is not a devkit split ({sorted(PREDEFINED_SPLIT_VERSIONS)}) and {path} does not exist"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise FileFormatError(path, f"not valid JSON ({error})") from None
-    if not isinstance(splits, dict):
-        raise FileFormatError(path, f"expected an object of split name -> scene names, found {type(splits).__name__}")
-    if split not in splits:
-        raise InputError(f"{path}: no split {split!r}; it has {sorted(splits)}")
-    scenes = splits[split]
-    if not isinstance(scenes, list) or not all(isinstance(name, str) for name in scenes):
-        raise FileFormatError(path, f"split {split!r} must be a list of scene names")
-    return scenes, False
+    """The scene names of `split` and whether it is one of the devkit's built-in splits
+    (`datasets.splits.resolve_split`: the same resolution as replay, train and bench)."""
+    resolved = resolve_split(dataroot, version, split)
+    return list(resolved.scene_names), resolved.predefined
 
 
 def _field(record: dict[str, Any], key: str, table: str) -> Any:
