@@ -13,6 +13,7 @@ avfusion's synthetic logs); the tables are read through nuscenes-devkit once and
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.errors import FileFormatError, InputError
 from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
-from avfusion.calibration.se3 import SE3, quaternion_to_matrix
+from avfusion.calibration.se3 import SE3, libm_elementwise, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster
 from avfusion.datasets.splits import resolve_split
@@ -222,7 +223,7 @@ class NuScenesLog:
         return Boxes3D(
             center=self.index.ann_translation[rows],
             size_wlh=self.index.ann_size_wlh[rows],
-            yaw_rad=np.arctan2(rotations[:, 1, 0], rotations[:, 0, 0]),
+            yaw_rad=libm_elementwise(math.atan2, rotations[:, 1, 0], rotations[:, 0, 0]),
             velocity_xy=self.index.ann_velocity[rows, :2],
             label=np.array([CLASS_INDEX[CATEGORY_TO_CLASS[str(self.index.ann_category[r])]] for r in rows], dtype=np.int64),
             attribute=self.index.ann_attribute[rows],
