@@ -70,7 +70,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def request(log_root: Path, out: Path, checkpoint: Path, **changes) -> ReplayRequest:
-    return ReplayRequest(dataroot=log_root, version=VERSION, out_dir=out, checkpoint=checkpoint, torch_threads=1, **changes)
+    return ReplayRequest(**{"dataroot": log_root, "version": VERSION, "out_dir": out, "checkpoint": checkpoint, "torch_threads": 1, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,46 @@ def test_sigkill_at_several_points_resumes_to_the_same_bytes(log_root: Path, che
         resumed = replay(out, "--resume")
         assert resumed.wait() == 0, resumed.stderr.read().decode()
         _same_outputs(out, reference)
+
+
+# --- Ray ---------------------------------------------------------------------------------------
+
+
+def _kill_one_replay_worker() -> bool:
+    """SIGKILL one Ray replay worker among this test's own child processes; whether one was found."""
+    psutil = pytest.importorskip("psutil")
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "_ReplayWorker" in " ".join(child.cmdline()):
+                child.send_signal(signal.SIGKILL)
+                return True
+        except psutil.Error:
+            continue
+    return False
+
+
+@pytest.mark.heavy
+def test_a_dead_ray_worker_is_replaced_then_named_with_resume(log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("ray")
+    import avfusion.tools.replay.ray_runner as ray_runner
+
+    reference = run_replay(request(log_root, tmp_path / "plain", checkpoint, torch_threads=2), progress=False)
+    killed: list[bool] = []
+
+    def kill_once(_result) -> None:
+        if not killed:
+            killed.append(_kill_one_replay_worker())
+
+    ray_request = request(log_root, tmp_path / "ray", checkpoint, torch_threads=2, ray_address="local", ray_workers=2)
+    outcome = run_replay(ray_request, progress=False, on_frame=kill_once)
+    assert killed == [True]
+    _same_outputs(outcome.out_dir, reference.out_dir)
+
+    # With no restarts left, the death is one line naming --resume, and --resume finishes the run.
+    monkeypatch.setattr(ray_runner, "MAX_WORKER_RESTARTS", 0)
+    killed.clear()
+    out = tmp_path / "ray_lost"
+    with pytest.raises(ray_runner.ReplayWorkerLost, match=r"replay: the Ray worker of scene\(s\) .* died 1 times .*continue with --resume"):
+        run_replay(request(log_root, out, checkpoint, torch_threads=2, ray_address="local", ray_workers=2), progress=False, on_frame=kill_once)
+    run_replay(request(log_root, out, checkpoint, torch_threads=2, resume=True), progress=False)
+    _same_outputs(out, reference.out_dir)
