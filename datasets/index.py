@@ -117,8 +117,8 @@ class LogIndex:
     sd_height: np.ndarray
     sd_prev: np.ndarray
     sd_calib: np.ndarray
-    sd_pose_translation: np.ndarray
-    sd_pose_rotation: np.ndarray
+    sd_pose_translation: np.ndarray  # (D, 3); NaN where the table's ego pose is not finite
+    sd_pose_rotation: np.ndarray  # (D, 4) w, x, y, z; NaN likewise
     # calibrated_sensor (K,)
     calib_token: np.ndarray
     calib_translation: np.ndarray

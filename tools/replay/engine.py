@@ -347,7 +347,8 @@ def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
         if health.get("missing"):
             frames_with_missing += 1
         for sensor, reason in health.get("missing", {}).items():
-            # Count by kind ("file missing", "dropout", ...); the full reason is in the health log.
+            # Count by kind ("file missing", "unreadable (truncated JPEG)", "bad ego pose", ...); the
+            # full reason, with the file, is in the health log.
             missing[f"{sensor}: {reason.split(':')[0].strip()}"] += 1
         for sensor, skew in health.get("skew_us", {}).items():
             max_skew[sensor] = max(max_skew.get(sensor, 0), abs(int(skew)))
