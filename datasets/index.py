@@ -29,7 +29,9 @@ from avfusion.datasets.tables import check_table, check_tables
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 
-INDEX_FORMAT_VERSION = 1
+# 2: the tables are checked field by field when the index is built (older caches were not), and
+# non-finite ego poses are kept as NaN.
+INDEX_FORMAT_VERSION = 2
 TABLE_NAMES: tuple[str, ...] = (
     "category",
     "attribute",
