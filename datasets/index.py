@@ -29,8 +29,8 @@ from avfusion.datasets.tables import check_table, check_tables
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 
-# 2: the tables are checked field by field when the index is built (older caches were not), and
-# non-finite ego poses are kept as NaN.
+# An index of this version was built from tables that passed `datasets.tables.check_tables`, with
+# non-finite ego poses kept as NaN; an index of another version is rebuilt.
 INDEX_FORMAT_VERSION = 2
 TABLE_NAMES: tuple[str, ...] = (
     "category",
