@@ -273,7 +273,7 @@ def test_a_dead_ray_worker_is_replaced_then_named_with_resume(log_root: Path, ch
     monkeypatch.setattr(ray_runner, "MAX_WORKER_RESTARTS", 0)
     killed.clear()
     out = tmp_path / "ray_lost"
-    with pytest.raises(ray_runner.ReplayWorkerLost, match=r"replay: the Ray worker of scene\(s\) .* died 1 times .*continue with --resume"):
+    with pytest.raises(ray_runner.ReplayWorkerLost, match=r"replay: the Ray worker of scene\(s\) .* died 1 time\(s\) .*continue with --resume"):
         run_replay(request(log_root, out, checkpoint, torch_threads=2, ray_address="local", ray_workers=2), progress=False, on_frame=kill_once)
     run_replay(request(log_root, out, checkpoint, torch_threads=2, resume=True), progress=False)
     _same_outputs(out, reference.out_dir)

@@ -106,9 +106,10 @@ def replay_on_ray(
                 shard, planned = in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
-                except RayTaskError as error:  # raised inside `process`: a user error stays one line
-                    cause = error.cause if isinstance(error.cause, BaseException) else error
-                    raise cause from None
+                except RayTaskError as error:
+                    if isinstance(error.cause, InputError):  # raised inside `process`: a user error stays one line
+                        raise error.cause from None
+                    raise
                 except RayActorError as error:
                     for other in [r for r, (s, _) in in_flight.items() if s == shard]:
                         del in_flight[other]
@@ -117,7 +118,7 @@ def replay_on_ray(
                         scenes = sorted({p.scene_name for p in unfinished[shard]})
                         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                         raise ReplayWorkerLost(
-                            f"replay: the Ray worker of scene(s) {', '.join(scenes)} died {restarts[shard]} times "
+                            f"replay: the Ray worker of scene(s) {', '.join(scenes)} died {restarts[shard]} time(s) "
                             f"({type(error).__name__}: {reason[:120]}); the finished frames are kept in {request.out_dir}: "
                             f"continue with --resume"
                         ) from None
