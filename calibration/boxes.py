@@ -7,13 +7,14 @@ x along the length (forward), y along the width (left), z up, origin at the box 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
-from avfusion.calibration.se3 import SE3
+from avfusion.calibration.se3 import SE3, libm_elementwise
 
 # Corner signs in the box frame (x along l, y along w, z along h), in nuscenes-devkit's
 # `Box.corners()` order: the first four face forward (+x), the last four backward; within each
@@ -218,13 +219,17 @@ class Boxes3D:
         pitch, like a real ego pose, agrees with the devkit. Velocity is treated as `(vx, vy, 0)`.
         """
         rotation = target_from_frame.rotation
-        heading = np.stack([np.cos(self.yaw_rad), np.sin(self.yaw_rad), np.zeros(len(self))], axis=1)
+        # Angles through the scalar C routines: the same box gives the same bits in every run
+        # (`libm_elementwise`), whatever the memory layout of these arrays.
+        heading = np.stack(
+            [libm_elementwise(math.cos, self.yaw_rad), libm_elementwise(math.sin, self.yaw_rad), np.zeros(len(self))], axis=1
+        )
         heading_target = heading @ rotation.T
         velocity3 = np.concatenate([self.velocity_xy, np.zeros((len(self), 1))], axis=1)
         return Boxes3D(
             center=target_from_frame.apply(self.center),
             size_wlh=self.size_wlh,
-            yaw_rad=np.arctan2(heading_target[:, 1], heading_target[:, 0]),
+            yaw_rad=libm_elementwise(math.atan2, heading_target[:, 1], heading_target[:, 0]),
             velocity_xy=(velocity3 @ rotation.T)[:, :2],
             label=self.label,
             score=self.score,

@@ -8,6 +8,8 @@ Yaw is the rotation about +z, counter-clockwise seen from above, in radians.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +21,23 @@ from avfusion.errors import InputError
 UNIT_QUATERNION_TOLERANCE = 1e-3
 # Orthonormality tolerance for rotation matrices given directly (float32 sources round to ~1e-7).
 _ROTATION_TOLERANCE = 1e-5
+
+
+def libm_elementwise(function: Callable[..., float], *arrays: object) -> np.ndarray:
+    """`function` (from `math`, e.g. `math.atan2`) applied elementwise through the C library's
+    scalar routine: float64 of the inputs' broadcast shape.
+
+    For box angles, where the same input must give the same bits in every run: NumPy's vectorised
+    loops for transcendental functions (SVML on AVX-512 CPUs) may round the last bit differently
+    for the same value depending on the memory layout of the arrays (a strided view of a matrix
+    column or a contiguous copy), and `np.arctan2` on strided views is what made plain replay runs
+    differ. The scalar routine depends on the value alone. Meant for per-box arrays (hundreds of
+    elements), not for clouds.
+    """
+    broadcast = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    shape = broadcast[0].shape
+    columns = [a.ravel().tolist() for a in broadcast]
+    return np.fromiter(map(function, *columns), dtype=np.float64, count=math.prod(shape)).reshape(shape)
 
 
 def _as_quaternion_array(wxyz: object) -> np.ndarray:
@@ -131,7 +150,7 @@ def yaw_from_quaternion(wxyz: object) -> np.ndarray | float:
     This is the devkit's `quaternion_yaw`, vectorized over `(..., 4)`; a `(4,)` input gives a float.
     """
     rotation = quaternion_to_matrix(wxyz)
-    yaw = np.arctan2(rotation[..., 1, 0], rotation[..., 0, 0])
+    yaw = libm_elementwise(math.atan2, rotation[..., 1, 0], rotation[..., 0, 0])
     return float(yaw) if np.ndim(yaw) == 0 else yaw
 
 
@@ -139,7 +158,7 @@ def quaternion_from_yaw(yaw_rad: object) -> np.ndarray:
     """Quaternion(s) `(w, x, y, z)` of a rotation by `yaw_rad` about +z: shape `yaw.shape + (4,)`."""
     half = 0.5 * np.asarray(yaw_rad, dtype=np.float64)
     zeros = np.zeros_like(half)
-    return np.stack([np.cos(half), zeros, zeros, np.sin(half)], axis=-1)
+    return np.stack([libm_elementwise(math.cos, half), zeros, zeros, libm_elementwise(math.sin, half)], axis=-1)
 
 
 def validated_unit_quaternion(wxyz: object, what: str) -> np.ndarray:
@@ -232,7 +251,7 @@ class SE3:
     @property
     def yaw_rad(self) -> float:
         """Yaw of the rotated x axis on the xy plane, radians in (-pi, pi]."""
-        return float(np.arctan2(self.rotation[1, 0], self.rotation[0, 0]))
+        return math.atan2(float(self.rotation[1, 0]), float(self.rotation[0, 0]))
 
     def __matmul__(self, other: SE3) -> SE3:
         """Composition: `(a @ b).apply(p) == a.apply(b.apply(p))`."""

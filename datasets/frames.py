@@ -1,4 +1,4 @@
-"""A log's keyframes as a sequence for training, benchmarks and the ablation, and split names.
+"""A log's keyframes as a sequence for training, benchmarks and the ablation.
 
 `open_frames` is the library entry every command uses to read a split's keyframes with the reader
 options a `FusionConfig` asks for.
@@ -6,26 +6,12 @@ options a `FusionConfig` asks for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
+from avfusion.datasets.splits import resolve_split
 from avfusion.errors import InputError
 from avfusion.sensors.types import SyncedFrame
-
-
-def resolve_split(dataroot: str, version: str, split: str) -> str:
-    """`split`, or `synth_<split>` when only that one is defined in `<version>/splits.json`."""
-    splits_path = Path(dataroot) / version / "splits.json"
-    if splits_path.is_file():
-        try:
-            names = json.loads(splits_path.read_text())
-        except json.JSONDecodeError:
-            return split  # the reader reports the broken file with its own message
-        if isinstance(names, dict) and split not in names and f"synth_{split}" in names:
-            return f"synth_{split}"
-    return split
 
 
 class LogFrames(Sequence[SyncedFrame]):
@@ -71,7 +57,7 @@ def open_frames(
     A network's reader options: `FrameOptions(num_sweeps=config.lidar.num_sweeps,
     image_scale=config.camera.decode_scale)`.
     """
-    resolved = None if split in (None, "all") else resolve_split(dataroot, version, split)
+    resolved = None if split in (None, "all") else resolve_split(dataroot, version, split).name
     log = NuScenesLog.open(dataroot, version, split=resolved, scenes=scenes)
     frames = LogFrames(log, options, keep_in_memory=keep_in_memory)
     if len(frames) == 0:

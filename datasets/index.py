@@ -25,10 +25,13 @@ from avfusion.errors import FileFormatError, InputError
 from avfusion.fileio import write_bytes_atomic
 from avfusion.labels import ATTRIBUTE_INDEX
 from avfusion.calibration.se3 import validated_unit_quaternion
+from avfusion.datasets.tables import check_table, check_tables
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 
-INDEX_FORMAT_VERSION = 1
+# An index of this version was built from tables that passed `datasets.tables.check_tables`, with
+# non-finite ego poses kept as NaN; an index of another version is rebuilt.
+INDEX_FORMAT_VERSION = 2
 TABLE_NAMES: tuple[str, ...] = (
     "category",
     "attribute",
@@ -116,8 +119,8 @@ class LogIndex:
     sd_height: np.ndarray
     sd_prev: np.ndarray
     sd_calib: np.ndarray
-    sd_pose_translation: np.ndarray
-    sd_pose_rotation: np.ndarray
+    sd_pose_translation: np.ndarray  # (D, 3); NaN where the table's ego pose is not finite
+    sd_pose_rotation: np.ndarray  # (D, 4) w, x, y, z; NaN likewise
     # calibrated_sensor (K,)
     calib_token: np.ndarray
     calib_translation: np.ndarray
@@ -186,11 +189,33 @@ def open_index(dataroot: str | os.PathLike[str], version: str, use_cache: bool =
     return index, False
 
 
+def _check_raw_tables(root: Path, version: str) -> None:
+    """Read every table with `json` and check its records (`tables.check_table`): what names the
+    record when the devkit fails on one without saying which."""
+    for name in TABLE_NAMES:
+        path = root / version / f"{name}.json"
+        try:
+            records = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise FileFormatError(path, f"not valid JSON: {error}") from None
+        check_table(path, name, records)
+
+
 def _load_devkit(root: Path, version: str, verbose: bool):  # -> nuscenes.NuScenes
+    """`NuScenes(...)` with its failures turned into one-line errors naming the table and record."""
     from nuscenes.nuscenes import NuScenes
 
     try:
-        return NuScenes(version=version, dataroot=str(root), verbose=verbose)
+        nusc = NuScenes(version=version, dataroot=str(root), verbose=verbose)
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        # A record without a field the devkit reads, or of the wrong type, fails inside its
+        # reverse index: name the record if a field check finds it, else the dangling token.
+        _check_raw_tables(root, version)
+        if isinstance(error, KeyError):
+            raise InputError(f"{root / version}: inconsistent tables, a record refers to the missing token {error}") from error
+        if isinstance(error, IndexError):
+            raise InputError(f"{root / version}: the map table is empty (nuScenes needs at least one map record)") from error
+        raise InputError(f"{root / version}: nuscenes-devkit cannot index the tables ({type(error).__name__}: {error})") from error
     except json.JSONDecodeError as error:
         for name in TABLE_NAMES:
             path = root / version / f"{name}.json"
@@ -199,16 +224,25 @@ def _load_devkit(root: Path, version: str, verbose: bool):  # -> nuscenes.NuScen
             except json.JSONDecodeError as table_error:
                 raise FileFormatError(path, f"not valid JSON: {table_error}") from error
         raise InputError(f"{root / version}: a table is not valid JSON: {error}") from error
-    except KeyError as error:
-        raise InputError(f"{root / version}: inconsistent tables, a record refers to the missing token {error}") from error
-    except IndexError as error:
-        raise InputError(f"{root / version}: the map table is empty (nuScenes needs at least one map record)") from error
     except AssertionError as error:
         raise InputError(f"{root / version}: nuscenes-devkit rejected the log: {error}") from error
+    except Exception as error:  # the devkit's bare `Exception` for a map table without log_tokens
+        if type(error) is not Exception:
+            raise
+        _check_raw_tables(root, version)
+        raise InputError(f"{root / version}: nuscenes-devkit rejected the log: {error}") from error
+    # Every field and type once, on the records the devkit holds (no second parse).
+    check_tables(root / version, {name: getattr(nusc, name) for name in TABLE_NAMES})
+    return nusc
 
 
 def build_index(root: Path, version: str, stamps_json: str, verbose: bool = False) -> LogIndex:
-    """Read the tables through nuscenes-devkit and validate what frames rely on."""
+    """Read the tables through nuscenes-devkit and validate what frames rely on.
+
+    Every record's fields and types are checked once here (`datasets.tables`); a sample_data
+    record whose ego pose is not finite is kept with a NaN pose (its sensor is missing from its
+    frames, see `NuScenesLog.frame`).
+    """
     nusc = _load_devkit(root, version, verbose)
     table_dir = root / version
 
@@ -273,6 +307,11 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
     ego_pose_path = table_dir / "ego_pose.json"
     for i, sd in enumerate(kept):
         pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        if not (np.isfinite(pose["translation"]).all() and np.isfinite(pose["rotation"]).all()):
+            # Kept as NaN: the sensors recorded at this pose are missing from their frames.
+            sd_pose_translation[i] = np.nan
+            sd_pose_rotation[i] = np.nan
+            continue
         sd_pose_translation[i] = pose["translation"]
         sd_pose_rotation[i] = validated_unit_quaternion(pose["rotation"], f"{ego_pose_path} token {pose['token']}")
     sd_timestamp = np.array([sd["timestamp"] for sd in kept], dtype=np.int64)

@@ -13,7 +13,7 @@ avfusion's synthetic logs); the tables are read through nuscenes-devkit once and
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +25,11 @@ from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.errors import FileFormatError, InputError
 from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
-from avfusion.calibration.se3 import SE3, quaternion_to_matrix
+from avfusion.calibration.se3 import SE3, libm_elementwise, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster
-from avfusion.sensors.errors import MissingSensorFile
+from avfusion.datasets.splits import resolve_split
+from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import GnssLog, gnss_path, read_gnss_json
 from avfusion.sensors.images import read_camera_image
 from avfusion.sensors.map_raster import MapRaster
@@ -40,6 +41,9 @@ from avfusion.sensors.types import CAMERA_NAMES, GNSS_NAME, LIDAR_NAME, MAP_NAME
 # from the others; the lidar itself is present).
 LIDAR_SWEEPS_KEY = f"{LIDAR_NAME}_SWEEPS"
 _LIDAR = CHANNELS.index(LIDAR_NAME)
+# How far outside the scene's good poses a frame whose own lidar pose is not finite may hold the
+# nearest good one (a keyframe interval).
+_POSE_GAP_HOLD_US = 500_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,30 +78,6 @@ class FrameOptions:
             raise InputError(f"unknown camera(s) {unknown}; expected names from {list(CAMERA_NAMES)}")
 
 
-def _split_scene_names(root: Path, version: str, split: str) -> tuple[str, ...]:
-    """Scene names of `split`: from `<version>/splits.json` when it defines it, else the devkit's built-ins."""
-    splits_path = root / version / "splits.json"
-    custom: dict = {}
-    if splits_path.is_file():
-        try:
-            custom = json.loads(splits_path.read_text())
-        except json.JSONDecodeError as error:
-            raise FileFormatError(splits_path, f"not valid JSON: {error}") from error
-        if not isinstance(custom, dict) or not all(isinstance(v, list) for v in custom.values()):
-            raise FileFormatError(splits_path, "expected an object mapping split names to lists of scene names")
-    if split in custom:
-        return tuple(str(name) for name in custom[split])
-    from nuscenes.utils.splits import create_splits_scenes
-
-    builtin = create_splits_scenes(verbose=False)
-    if split in builtin:
-        return tuple(builtin[split])
-    raise InputError(
-        f"unknown split {split!r} for {root / version}; splits.json defines {sorted(custom) or 'none'}, "
-        f"nuscenes-devkit defines {sorted(builtin)}"
-    )
-
-
 class NuScenesLog:
     """A nuScenes-schema log: its scenes, keyframes and synchronized frames. Open with `open()`."""
 
@@ -130,12 +110,13 @@ class NuScenesLog:
         use_cache: bool = True,
         verbose: bool = False,
     ) -> NuScenesLog:
-        """Open a dataroot. `split` picks scenes by split name; `scenes` by scene name (both: intersection)."""
+        """Open a dataroot. `split` picks scenes by split name (`datasets.splits.resolve_split`);
+        `scenes` by scene name (both: intersection)."""
         index, from_cache = open_index(dataroot, version, use_cache=use_cache, verbose=verbose)
         present = {str(n) for n in index.scene_name}
         names: list[str] | None = None
         if split is not None:
-            names = [n for n in _split_scene_names(Path(dataroot), version, split) if n in present]
+            names = [n for n in resolve_split(dataroot, version, split).scene_names if n in present]
             if not names:
                 raise InputError(f"split {split!r}: none of its scenes is in {Path(dataroot) / version}")
         if scenes is not None:
@@ -186,6 +167,13 @@ class NuScenesLog:
         return self._streams[key]
 
     # --- calibration and poses -------------------------------------------------------------
+    def _pose_is_finite(self, sd: int) -> bool:
+        """Whether the ego pose of sample_data `sd` is usable (the index keeps non-finite ones as NaN)."""
+        return bool(np.isfinite(self.index.sd_pose_translation[sd]).all() and np.isfinite(self.index.sd_pose_rotation[sd]).all())
+
+    def _bad_pose_reason(self, sd: int) -> str:
+        return f"bad ego pose: the ego_pose of sample_data {self.index.sd_token[sd]} is not finite"
+
     def _pose(self, sd: int) -> SE3:
         return SE3(quaternion_to_matrix(self.index.sd_pose_rotation[sd]), self.index.sd_pose_translation[sd])
 
@@ -206,7 +194,10 @@ class NuScenesLog:
     def pose_track(self, scene_name: str) -> PoseTrack:
         """Ego poses of every kept sample_data of a scene (lidar and cameras), by time."""
         scene = self._scene_index(scene_name)
-        rows = np.flatnonzero(self.index.sd_scene == scene)
+        good = np.isfinite(self.index.sd_pose_translation).all(axis=1) & np.isfinite(self.index.sd_pose_rotation).all(axis=1)
+        rows = np.flatnonzero((self.index.sd_scene == scene) & good)
+        if rows.size == 0:
+            raise InputError(f"scene {scene_name!r}: no sample_data of it has a finite ego pose")
         stamps = self.index.sd_timestamp_us[rows]
         _, first = np.unique(stamps, return_index=True)  # records sharing a timestamp share the pose
         rows = rows[first]
@@ -232,7 +223,7 @@ class NuScenesLog:
         return Boxes3D(
             center=self.index.ann_translation[rows],
             size_wlh=self.index.ann_size_wlh[rows],
-            yaw_rad=np.arctan2(rotations[:, 1, 0], rotations[:, 0, 0]),
+            yaw_rad=libm_elementwise(math.atan2, rotations[:, 1, 0], rotations[:, 0, 0]),
             velocity_xy=self.index.ann_velocity[rows, :2],
             label=np.array([CLASS_INDEX[CATEGORY_TO_CLASS[str(self.index.ann_category[r])]] for r in rows], dtype=np.int64),
             attribute=self.index.ann_attribute[rows],
@@ -254,6 +245,8 @@ class NuScenesLog:
                 self._gnss[scene] = read_gnss_json(path)
             except MissingSensorFile:
                 self._gnss[scene] = f"no GNSS file {path}"
+            except InputError as error:  # malformed file or fixes out of order
+                self._gnss[scene] = f"unreadable (bad GNSS file): {error}"
         return self._gnss[scene]
 
     def map_raster(self, location: str) -> MapRaster | None:
@@ -273,29 +266,41 @@ class NuScenesLog:
                 except MissingSensorFile:
                     self._maps[location] = f"file missing: {path}"
                 except FileFormatError as error:
-                    self._maps[location] = f"unreadable: {error}"
+                    self._maps[location] = f"unreadable (bad map file): {error}"
         return self._maps[location]
 
     # --- frames -------------------------------------------------------------------------------
     def lidar_sources(self, sample_token: str, num_sweeps: int) -> list[SweepSource]:
-        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev walk)."""
+        """The keyframe and up to `num_sweeps - 1` earlier sweeps, newest first (the devkit's prev
+        walk), passing over past sweeps whose ego pose is not finite."""
+        return self._lidar_chain(sample_token, num_sweeps)[0]
+
+    def _lidar_chain(self, sample_token: str, num_sweeps: int) -> tuple[list[SweepSource], list[str]]:
+        """(`lidar_sources`, the reasons of the past sweeps passed over for a non-finite ego pose:
+        they cannot be moved into the keyframe's frame). The keyframe's pose must be finite."""
         s = self._sample(sample_token)
         sd = int(self.index.sample_keyframe[s, _LIDAR])
         if sd < 0:
             raise InputError(f"sample {sample_token}: no {LIDAR_NAME} keyframe record")
-        sources = []
+        sources: list[SweepSource] = []
+        passed_over: list[str] = []
         while sd >= 0 and len(sources) < num_sweeps:
-            sources.append(
-                SweepSource(
-                    path=self.dataroot / str(self.index.sd_filename[sd]),
-                    timestamp_us=int(self.index.sd_timestamp_us[sd]),
-                    ego_from_lidar=self._calibration(sd),
-                    global_from_ego=self._pose(sd),
-                    token=str(self.index.sd_token[sd]),
+            if self._pose_is_finite(sd):
+                sources.append(
+                    SweepSource(
+                        path=self.dataroot / str(self.index.sd_filename[sd]),
+                        timestamp_us=int(self.index.sd_timestamp_us[sd]),
+                        ego_from_lidar=self._calibration(sd),
+                        global_from_ego=self._pose(sd),
+                        token=str(self.index.sd_token[sd]),
+                    )
                 )
-            )
+            elif not sources:
+                raise InputError(self._bad_pose_reason(sd))
+            else:
+                passed_over.append(self._bad_pose_reason(sd))
             sd = int(self.index.sd_prev[sd])
-        return sources
+        return sources, passed_over
 
     def _camera_record(self, s: int, scene: int, name: str, lidar_us: int, sync: SyncConfig) -> tuple[int | None, int | None, str]:
         """(sample_data index, skew, reason): the sample's keyframe image, else the nearest in the stream."""
@@ -326,25 +331,37 @@ class NuScenesLog:
         if lidar_sd < 0:
             raise InputError(f"sample {sample_token}: no {LIDAR_NAME} keyframe record, so no reference time")
         lidar_us = int(self.index.sd_timestamp_us[lidar_sd])
-        global_from_ego = self._pose(lidar_sd)
         missing: dict[str, str] = {}
         skew: dict[str, int] = {LIDAR_NAME: 0}
+        lidar_pose_ok = self._pose_is_finite(lidar_sd)
+        if lidar_pose_ok:
+            global_from_ego = self._pose(lidar_sd)
+        else:
+            # The frame still needs a reference pose (for the boxes and the map): the scene's good
+            # poses interpolated at the lidar time.
+            global_from_ego = self.pose_track(scene_name).pose_at(lidar_us, max_extrapolation_us=_POSE_GAP_HOLD_US)
 
         lidar = None
-        if options.load_lidar:
+        if options.load_lidar and not lidar_pose_ok:
+            missing[LIDAR_NAME] = self._bad_pose_reason(lidar_sd)
+        elif options.load_lidar:
             try:
-                accumulated = accumulate_sweeps(self.lidar_sources(sample_token, options.num_sweeps), options.min_distance_m)
+                sources, passed_over = self._lidar_chain(sample_token, options.num_sweeps)
+                accumulated = accumulate_sweeps(sources, options.min_distance_m)
                 lidar = accumulated.sweep
-                if accumulated.skipped_paths:
+                left_out = [*passed_over, *accumulated.skipped_reasons]
+                if left_out:
                     missing[LIDAR_SWEEPS_KEY] = (
-                        f"{len(accumulated.skipped_paths)} past sweep file(s) missing, e.g. {accumulated.skipped_paths[0]}"
+                        f"past sweep {left_out[0].split(':')[0]}: {len(left_out)} past sweep(s) left out, e.g. {left_out[0]}"
                     )
-            except MissingSensorFile as error:
-                missing[LIDAR_NAME] = f"file missing: {error.path}"
+            except (MissingSensorFile, UnreadableSensorFile) as error:
+                missing[LIDAR_NAME] = error.reason
 
         cameras: dict[str, CameraFrame] = {}
         for name in options.cameras:
             sd, camera_skew, reason = self._camera_record(s, scene, name, lidar_us, options.sync)
+            if sd is not None and not self._pose_is_finite(sd):
+                sd, reason = None, self._bad_pose_reason(sd)
             if sd is None:
                 missing[name] = reason
                 continue
@@ -355,8 +372,12 @@ class NuScenesLog:
                 image, intrinsics = read_camera_image(
                     self.dataroot / str(self.index.sd_filename[sd]), self._intrinsics(sd), options.image_scale
                 )
-            except MissingSensorFile as error:
-                missing[name] = f"file missing: {error.path}"
+            except (MissingSensorFile, UnreadableSensorFile) as error:
+                missing[name] = error.reason
+                del skew[name]
+                continue
+            except InputError as error:  # the record's calibration (intrinsics, image size) is unusable
+                missing[name] = f"bad camera record: {error}"
                 del skew[name]
                 continue
             cameras[name] = CameraFrame(

@@ -21,8 +21,8 @@ Facts kept from the devkit (they change numbers):
   annotation or the time span exceeds 1.5 s (3 s when centred); times are `1e-6 * timestamp`.
 - `num_pts` = num_lidar_pts + num_radar_pts. An annotation has at most one attribute.
 - The ego position of a sample is the ego pose of its key-frame LIDAR_TOP sample_data.
-- Built-in split names (train, val, mini_val, ...) use the devkit's own scene lists and version
-  check; any other name is read from `<dataroot>/<version>/splits.json`. For a built-in split the
+- Split names resolve through `datasets.splits.resolve_split` (built-in names use the devkit's
+  own scene lists, others `<dataroot>/<version>/splits.json`). For a built-in split the
   devkit keeps the results file's sample order (it decides how equal scores rank); for a custom one
   it uses the split's order. `PredictionSet.boxes` follows the same rule.
 """
@@ -32,7 +32,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import math
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,26 +43,22 @@ from typing import Any
 import numpy as np
 
 from avfusion.errors import FileFormatError, InputError
+from avfusion.datasets.splits import resolve_split
 from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
-from avfusion.eval.submission import validate_results
+from avfusion.eval.submission import (
+    RepeatedKey,
+    ResultsProblems,
+    pairs_without_repeats,
+    result_columns_valid,
+    validate_results,
+)
 
 BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
 LIDAR_CHANNEL = "LIDAR_TOP"
 MAX_VELOCITY_TIME_DIFF_S = 1.5  # the devkit's `box_velocity` default
-
-# The devkit's built-in split names and the version suffix each requires (nuscenes/utils/splits.py).
-PREDEFINED_SPLIT_VERSIONS = {
-    "train": "trainval",
-    "val": "trainval",
-    "train_detect": "trainval",
-    "train_track": "trainval",
-    "mini_train": "mini",
-    "mini_val": "mini",
-    "test": "test",
-}
-
+_FLOAT64_MAX_INT = int(sys.float_info.max)
 
 @dataclass(frozen=True, slots=True)
 class BikeRacks:
@@ -159,31 +157,10 @@ def read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> lis
 
 
 def split_scene_names(dataroot: str | os.PathLike[str], version: str, split: str) -> tuple[list[str], bool]:
-    """The scene names of `split` and whether it is one of the devkit's built-in splits."""
-    if split in PREDEFINED_SPLIT_VERSIONS:
-        suffix = PREDEFINED_SPLIT_VERSIONS[split]
-        if not version.endswith(suffix):
-            raise InputError(f"split {split!r} needs a version ending in {suffix!r}, got version {version!r}")
-        from nuscenes.utils.splits import create_splits_scenes
-
-        return list(create_splits_scenes()[split]), True
-    path = Path(dataroot) / version / "splits.json"
-    try:
-        splits = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(
-            f"split {split!r} is not a devkit split ({sorted(PREDEFINED_SPLIT_VERSIONS)}) and {path} does not exist"
-        ) from None
-    except json.JSONDecodeError as error:
-        raise FileFormatError(path, f"not valid JSON ({error})") from None
-    if not isinstance(splits, dict):
-        raise FileFormatError(path, f"expected an object of split name -> scene names, found {type(splits).__name__}")
-    if split not in splits:
-        raise InputError(f"{path}: no split {split!r}; it has {sorted(splits)}")
-    scenes = splits[split]
-    if not isinstance(scenes, list) or not all(isinstance(name, str) for name in scenes):
-        raise FileFormatError(path, f"split {split!r} must be a list of scene names")
-    return scenes, False
+    """The scene names of `split` and whether it is one of the devkit's built-in splits
+    (`datasets.splits.resolve_split`: the same resolution as replay, train and bench)."""
+    resolved = resolve_split(dataroot, version, split)
+    return list(resolved.scene_names), resolved.predefined
 
 
 def _field(record: dict[str, Any], key: str, table: str) -> Any:
@@ -217,13 +194,62 @@ def load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str
     with gc_paused():
         samples = _split_samples(dataroot, version, split)
         fast = ground_truth_fast(dataroot, version, split, samples)
-        return fast if fast is not None else _load_ground_truth(dataroot, version, split, samples)
+        return _checked_ground_truth(fast, dataroot, version, split, samples)
 
 
 def load_ground_truth_reference(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
     """`load_ground_truth` through `json` and plain Python only: the slow, obviously-correct twin."""
     with gc_paused():
-        return _load_ground_truth(dataroot, version, split, _split_samples(dataroot, version, split))
+        return _checked_ground_truth(None, dataroot, version, split, _split_samples(dataroot, version, split))
+
+
+def _checked_ground_truth(
+    fast: GroundTruth | None, dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
+) -> GroundTruth:
+    """The fast path's ground truth when it gave one and it passes `validate_ground_truth`, else
+    the reference path's (whose record checks name the annotation token), validated too."""
+    if fast is not None:
+        try:
+            validate_ground_truth(fast)
+            return fast
+        except InputError:
+            pass  # the reference path names the annotation; its columns are checked again below
+    ground_truth = _load_ground_truth(dataroot, version, split, samples)
+    validate_ground_truth(ground_truth)
+    return ground_truth
+
+
+def validate_ground_truth(ground_truth: GroundTruth) -> None:
+    """Check ground truth as strictly as predictions are checked, on its columns (whatever reader
+    made them): finite centres, sizes > 0, finite non-zero quaternions, and at least one box of a
+    detection class in the split (a metric over no boxes is meaningless: mAP 0, NDS 0).
+
+    Raises `InputError` naming the split, or the sample and the box's position in it.
+    """
+    boxes = ground_truth.boxes
+    version_dir = Path(ground_truth.dataroot) / ground_truth.version
+    if len(boxes.score) == 0:
+        raise InputError(
+            f"split {ground_truth.split!r} of {version_dir}: its {len(boxes.sample_tokens)} samples have no annotations "
+            f"of the detection classes, so there is nothing to score (a test split has no ground truth)"
+        )
+    norm = np.sqrt(np.einsum("ij,ij->i", boxes.rotation_wxyz, boxes.rotation_wxyz))
+    checks = (
+        ("translation", ~np.isfinite(boxes.translation).all(axis=1), "must be finite"),
+        ("size", ~(np.isfinite(boxes.size_wlh).all(axis=1) & (boxes.size_wlh > 0).all(axis=1)), "must be finite and > 0"),
+        ("rotation", ~(np.isfinite(boxes.rotation_wxyz).all(axis=1) & (norm > 0)), "must be a finite, non-zero quaternion"),
+    )
+    for name, bad, expected in checks:
+        rows = np.flatnonzero(bad)
+        if rows.size:
+            row = int(rows[0])
+            sample = int(boxes.sample_index[row])
+            in_sample = row - int(np.searchsorted(boxes.sample_index, sample, side="left"))
+            values = {"translation": boxes.translation, "size": boxes.size_wlh, "rotation": boxes.rotation_wxyz}[name][row]
+            raise InputError(
+                f"{version_dir / 'sample_annotation.json'}: ground truth of sample {boxes.sample_tokens[sample]} "
+                f"box {in_sample}: {name} {expected}, found {values.tolist()} ({rows.size} such boxes)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +413,7 @@ def _annotations(
         sample_tokens=tuple(split_tokens),
         sample_index=sample_index,
         translation=translation,
-        size_wlh=_float_rows(annotations, take, "size", 3),
+        size_wlh=_float_rows(annotations, take, "size", 3, positive=True),
         rotation_wxyz=_float_rows(annotations, take, "rotation", 4),
         velocity_xy=_velocities(annotations, take, translation, row_of_annotation, timestamp_of_sample),
         label=np.array(kept_labels, np.int64)[order] if n else np.zeros(0, np.int64),
@@ -412,24 +438,28 @@ def _annotations(
     return boxes, bike_racks
 
 
-def _float_rows(records: list[dict[str, Any]], rows: list[int], key: str, width: int) -> np.ndarray:
+def _float_rows(records: list[dict[str, Any]], rows: list[int], key: str, width: int, positive: bool = False) -> np.ndarray:
+    """(len(rows), width) float64 of the field `key` of sample_annotation records, each of which
+    must be a list of `width` finite JSON numbers (not strings, not booleans, none beyond float64),
+    all > 0 with `positive`."""
     values = [_field(records[row], key, "sample_annotation") for row in rows]
-    try:
-        array = np.array(values, np.float64).reshape(len(rows), width)
-    except (ValueError, TypeError):
-        bad = next(row for row, value in zip(rows, values) if not _is_number_list(value, width))
-        raise InputError(
-            f"sample_annotation {records[bad].get('token')!r}: {key} must be {width} numbers, found {records[bad][key]!r}"
-        ) from None
-    return array
+    for row, value in zip(rows, values):
+        if not _is_number_list(value, width) or (positive and not all(x > 0 for x in value)):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:60] + "..."
+            expected = f"{width} finite numbers" + (" > 0" if positive else "")
+            raise InputError(f"sample_annotation {records[row].get('token')!r}: {key} must be {expected}, found {shown}")
+    return np.array(values, np.float64).reshape(len(rows), width)
 
 
 def _is_number_list(value: Any, width: int) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == width
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
-    )
+    return isinstance(value, list) and len(value) == width and all(_is_finite_float64(x) for x in value)
+
+
+def _is_finite_float64(value: Any) -> bool:
+    """A JSON number that is a finite float64 (JSON integers have no limit; booleans are not numbers)."""
+    if type(value) is int:
+        return abs(value) <= _FLOAT64_MAX_INT
+    return type(value) is float and math.isfinite(value)
 
 
 def _velocities(
@@ -543,8 +573,9 @@ def _predictions_from(
     ground_truth: GroundTruth,
     config: DetectionConfig,
 ) -> PredictionSet:
-    """The prediction set of the fast path's answer `scanned`, else of the reference path."""
-    if scanned is not None:
+    """The prediction set of the fast path's answer `scanned` when its columns pass
+    `result_columns_valid`, else of the reference path (which names every problem)."""
+    if scanned is not None and result_columns_valid(scanned[0]):
         columns, meta = scanned
         return PredictionSet(boxes=_boxset_from_columns(columns, ground_truth), meta=meta)
     try:
@@ -554,9 +585,12 @@ def _predictions_from(
     except OSError as error:
         raise InputError(f"{path}: cannot read the results file ({error.strerror})") from None
     try:
-        payload = json.loads(data)
+        payload = json.loads(data, object_pairs_hook=pairs_without_repeats)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise FileFormatError(path, f"not valid JSON ({error})") from None
+    except RepeatedKey as error:
+        # A parser keeps the last copy of a repeated key: a sample listed twice would lose boxes.
+        raise ResultsProblems(str(path), [f"sample {error.key}: listed more than once (in 'results' or one of its boxes)"]) from None
     columns = validate_results(
         payload, ground_truth.sample_tokens, max_boxes_per_sample=config.max_boxes_per_sample, source=str(path)
     )
@@ -590,7 +624,7 @@ def load_ground_truth_and_predictions(
             pending = None  # the reference path names the problem
         try:
             fast = finish_ground_truth()
-            ground_truth = fast if fast is not None else _load_ground_truth(dataroot, version, split, samples)
+            ground_truth = _checked_ground_truth(fast, dataroot, version, split, samples)
         except BaseException:
             if pending is not None:
                 pending.cancel()

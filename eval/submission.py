@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -46,6 +47,9 @@ REQUIRED_FIELDS: tuple[str, ...] = (
     "attribute_name",
 )
 META_FIELDS: tuple[str, ...] = ("use_camera", "use_lidar", "use_radar", "use_map", "use_external")
+# The largest integer a float64 holds without overflowing (JSON integers have no limit).
+_FLOAT64_MAX_INT = int(sys.float_info.max)
+_INT64_MAX = 2**63 - 1
 
 
 class ResultsProblems(InputError):
@@ -57,6 +61,40 @@ class ResultsProblems(InputError):
         lines = "; ".join(shown) + (f"; ... and {more} more" if more else "")
         super().__init__(f"{source}: {len(problems)} problem(s) in the results: {lines}")
         self.problems = tuple(problems)
+
+
+class RepeatedKey(InputError):
+    """A JSON object lists a key twice (a parser would silently keep only the last copy)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} appears more than once in one JSON object")
+        self.key = key
+
+
+def pairs_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`json.loads(..., object_pairs_hook=pairs_without_repeats)`: a dict, or `RepeatedKey` naming
+    the first key listed twice (in `results` that is a sample token listed twice)."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKey(key)
+            seen.add(key)
+    return result
+
+
+def check_sample_keys_unique(sample_keys: Sequence[str], source: str = "results") -> None:
+    """`ResultsProblems` naming every sample token listed more than once among the keys of
+    `results`, in file order (for a reader that gives the keys as written, repeats included)."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for key in sample_keys:
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        raise ResultsProblems(source, [f"sample {key}: listed more than once in 'results' (only one list of boxes per sample)" for key in repeated])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,11 +171,17 @@ def _columns_fast(results: dict[str, list[Any]]) -> EvalBoxSet | None:
             return None
         if set(map(type, chain.from_iterable(values))) - {int, float}:
             return None
-        numeric[key] = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(n, width)
+        try:
+            numeric[key] = np.fromiter(chain.from_iterable(values), np.float64, count=n * width).reshape(n, width)
+        except OverflowError:  # an integer beyond float64
+            return None
     scores = fields["detection_score"]
     if set(map(type, scores)) - {int, float}:
         return None
-    score = np.fromiter(scores, np.float64, count=n)
+    try:
+        score = np.fromiter(scores, np.float64, count=n)
+    except OverflowError:
+        return None
     label = np.fromiter((CLASS_INDEX.get(name, -1) if isinstance(name, str) else -1 for name in fields["detection_name"]), np.int64, count=n)
     attribute_index = {"": -1, **ATTRIBUTE_INDEX}
     attribute = np.fromiter(
@@ -146,7 +190,9 @@ def _columns_fast(results: dict[str, list[Any]]) -> EvalBoxSet | None:
     num_pts = np.full(n, -1, np.int64)
     if any("num_pts" in box for box in all_boxes):
         values = [box.get("num_pts", -1) for box in all_boxes]
-        if set(map(type, values)) - {int}:
+        if set(map(type, values)) - {int} or not all(-1 <= v <= _INT64_MAX for v in values):
+            return None
+        if any(box.get("num_pts", 0) < 0 for box in all_boxes):  # -1 stands for "not given", never written
             return None
         num_pts = np.array(values, np.int64)
     if any("ego_translation" in box for box in all_boxes):
@@ -169,6 +215,16 @@ def _columns_fast(results: dict[str, list[Any]]) -> EvalBoxSet | None:
         attribute=attribute,
         num_pts=num_pts,
     )
+
+
+def result_columns_valid(columns: EvalBoxSet) -> bool:
+    """Every value check of a results file that its columns still allow, whatever reader made
+    them: `columns_values_valid`, and `num_pts` >= 0 where given (-1 stands for "not given").
+    A reader whose columns fail it hands the file to `validate_results`, which names the box."""
+    return columns_values_valid(
+        columns.translation, columns.size_wlh, columns.rotation_wxyz, columns.velocity_xy,
+        columns.score, columns.label, columns.attribute,
+    ) and not np.any(columns.num_pts < -1)  # fmt: skip
 
 
 def columns_values_valid(
@@ -228,13 +284,13 @@ def _field_problems(box: dict[str, Any], token: str) -> Iterable[tuple[str, str]
     if "detection_name" in box and box["detection_name"] not in CLASS_INDEX:
         yield "detection_name", f"unknown class {box['detection_name']!r}, expected one of {list(DETECTION_CLASSES)}"
     if "detection_score" in box and not _is_finite_number(box["detection_score"]):
-        yield "detection_score", f"expected a finite number, found {box['detection_score']!r}"
+        yield "detection_score", f"expected a finite number, found {_shown(box['detection_score'])}"
     if "attribute_name" in box:
         name = box["attribute_name"]
         if not isinstance(name, str) or (name != "" and name not in ATTRIBUTE_INDEX):
             yield "attribute_name", f"unknown attribute {name!r}, expected \"\" or one of {list(ATTRIBUTES)}"
-    if "num_pts" in box and type(box["num_pts"]) is not int:
-        yield "num_pts", f"expected an integer, found {box['num_pts']!r}"
+    if "num_pts" in box and (type(box["num_pts"]) is not int or not 0 <= box["num_pts"] <= _INT64_MAX):
+        yield "num_pts", f"expected an integer from 0 to 2**63 - 1, found {_shown(box['num_pts'])}"
     if "ego_translation" in box:
         problem = _vector_problem(box["ego_translation"], 3)
         if problem is not None:
@@ -242,16 +298,25 @@ def _field_problems(box: dict[str, Any], token: str) -> Iterable[tuple[str, str]
 
 
 def _is_finite_number(value: Any) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)
+    """A JSON number that is a finite float64 (an integer beyond float64's range is not)."""
+    if type(value) is int:
+        return -_FLOAT64_MAX_INT <= value <= _FLOAT64_MAX_INT
+    return type(value) is float and math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, shortened: a 400-digit number is named, not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
 
 
 def _vector_problem(value: Any, width: int) -> str | None:
     if not isinstance(value, list) or len(value) != width:
-        return f"expected a list of {width} numbers, found {value!r}"
+        return f"expected a list of {width} numbers, found {_shown(value)}"
     if not all(type(x) in (int, float) for x in value):
-        return f"expected {width} numbers, found {value!r}"
-    if not all(math.isfinite(x) for x in value):
-        return f"expected finite numbers, found {value!r}"
+        return f"expected {width} numbers, found {_shown(value)}"
+    if not all(_is_finite_number(x) for x in value):
+        return f"expected finite numbers a float64 can hold, found {_shown(value)}"
     return None
 
 

@@ -45,4 +45,19 @@ def load_checkpoint(path: str | os.PathLike[str] | None) -> tuple[FusionConfig, 
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "model" not in payload:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise FileFormatError(path, f"expected an avfusion checkpoint of format {FORMAT!r}, found {found!r}")
+    check_weights_finite(path, payload["model"])
     return FusionConfig.from_dict(payload["config"], source=path), payload
+
+
+def check_weights_finite(path: object, state: Any) -> None:
+    """`FileFormatError` naming the first tensor of a state dict with NaN or infinite values (such
+    weights detect nothing and would score mAP 0 without a word), or a state that is not a dict
+    of tensors."""
+    if not isinstance(state, dict):
+        raise FileFormatError(path, f"'model' must be a state dict, found {type(state).__name__}")
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise FileFormatError(path, f"weight {name!r} is not a tensor ({type(tensor).__name__})")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise FileFormatError(path, f"weight {name!r} has {bad} NaN or infinite value(s) of {tensor.numel()}: refusing a diverged checkpoint")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,6 +294,12 @@ class TrainConfig:
     # cameras only and camera dropout is pointless too (`AugmentConfig.drop_cameras_probability`).
     camera_free_trunk: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs", "learning_rate", "weight_decay", "grad_clip_norm", "seed"):
+            problem = train_value_problem(name, getattr(self, name))
+            if problem is not None:
+                raise InputError(f"train.{name} {problem}")
+
     @property
     def builds_lidar_free_trunk(self) -> bool:
         """Whether the model has the lidar-free trunk (only a model with both primary sensors does)."""
@@ -302,6 +309,24 @@ class TrainConfig:
     def builds_camera_free_trunk(self) -> bool:
         """Whether the model has the camera-free trunk (only a model with both primary sensors does)."""
         return self.camera_free_trunk and self.use_lidar and self.use_camera
+
+
+def train_value_problem(name: str, value: object) -> str | None:
+    """What is wrong with a `TrainConfig` value (None when it is fine): counts are positive
+    integers, rates finite (the learning rate and clip norm > 0, the weight decay >= 0)."""
+    if name in ("batch_size", "epochs"):
+        return None if type(value) is int and value >= 1 else f"must be a positive integer, got {value!r}"
+    if name == "seed":
+        return None if type(value) is int and value >= 0 else f"must be a non-negative integer, got {value!r}"
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        return f"must be a finite number, got {value!r}"
+    if name == "weight_decay":
+        return None if value >= 0 else f"must be >= 0, got {value!r}"  # type: ignore[operator]
+    return None if value > 0 else f"must be > 0, got {value!r}"  # type: ignore[operator]
+
+
+# The command-line flag of each `TrainConfig` field `configure` overrides.
+TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "learning_rate": "--lr", "seed": "--seed"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -438,6 +463,10 @@ def configure(
     """
     config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
     changes = {name: value for name, value in train_overrides.items() if value is not None}
+    for name, value in changes.items():
+        problem = train_value_problem(name, value)
+        if problem is not None:
+            raise InputError(f"{TRAIN_FLAGS.get(name, name)} {problem}")
     if modalities:
         chosen = set(modalities.split(","))
         unknown = chosen - set(MODALITIES)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.se3 import libm_elementwise
 from avfusion.labels import ATTRIBUTE_INDEX, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from avfusion.fusion.config import DecodeConfig, GridConfig
 from avfusion.fusion.head import HeadOutputs
@@ -121,7 +122,7 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     return Boxes3D(
         center=center[chosen],
         size_wlh=np.exp(np.clip(regression[chosen, 3:6], -5.0, 5.0)),
-        yaw_rad=np.arctan2(regression[chosen, 6], regression[chosen, 7]),
+        yaw_rad=libm_elementwise(math.atan2, regression[chosen, 6], regression[chosen, 7]),  # bit-stable, see there
         velocity_xy=regression[chosen, 8:10],
         label=label[chosen].astype(np.int64),
         score=scores[chosen],

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from avfusion.errors import InputError
 from avfusion.fileio import atomic_open, write_json_atomic
 from avfusion.fusion.augment import camera_free_copy, draw_augmentation, lidar_free_copy
 from avfusion.fusion.batch import collate
@@ -39,6 +40,49 @@ from avfusion.fusion.losses import sample_weights, total_loss
 from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.warmstart import warm_start
 from avfusion.sensors.types import SyncedFrame
+
+
+# What a run writes into its folder: a folder holding any of them is an earlier run.
+RUN_FILES: tuple[str, ...] = ("config.json", "checkpoint_last.pt", "weights.pt", "loss_log.jsonl", "loss.png", "warm_start.json")
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite: the run stops, its last checkpoint is kept."""
+
+
+def prepare_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a folder holding an earlier run unless resuming it (`resume`) or
+    replacing it (`overwrite`: its run files are removed first); refuse a path that is a file."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file, not a run folder")
+    earlier = [name for name in RUN_FILES if (out / name).exists()]
+    if not earlier or resume:
+        return
+    if not overwrite:
+        raise InputError(
+            f"--out {out} already holds a training run ({', '.join(earlier)}); pass --resume to continue it, "
+            f"--force to replace it, or choose another --out"
+        )
+    for name in earlier:
+        (out / name).unlink()
+
+
+def check_batch_fits(num_frames: int, batch_size: int, world: int) -> None:
+    """A batch must fit in the samples each rank gets (else an epoch has no step)."""
+    if num_frames < world * batch_size:
+        per_rank = f" per rank ({world} ranks)" if world > 1 else ""
+        raise InputError(f"--batch-size {batch_size} is larger than the {num_frames // world} training samples{per_rank}")
+
+
+def config_differences(saved: FusionConfig, wanted: FusionConfig) -> list[str]:
+    """`section.field` of every value that differs between two configs."""
+    saved_dict, wanted_dict = saved.to_dict(), wanted.to_dict()
+    return [
+        f"{section}.{key}"
+        for section in sorted(set(saved_dict) | set(wanted_dict))
+        for key in sorted(set(saved_dict.get(section, {})) | set(wanted_dict.get(section, {})))
+        if saved_dict.get(section, {}).get(key) != wanted_dict.get(section, {}).get(key)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +193,7 @@ def train(
     progress: bool = True,
     workers: int = 0,
     init_from: Sequence[str | os.PathLike[str]] = (),
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train `BEVFusion.from_config(config)` on `frames` (with ground truth) into `out_dir`.
 
@@ -160,6 +205,10 @@ def train(
             (0 = in this process).
         init_from: checkpoints to warm-start from (`fusion.warmstart`: the first gives the trunk);
             ignored when resuming from a checkpoint, which already holds the warm-started weights.
+        overwrite: replace an earlier run in `out_dir` (without it or `resume`, an `InputError`).
+    Raises:
+        InputError: `out_dir` holds another run, the batch is larger than the samples, a resumed
+            checkpoint was made with another config; `TrainingDiverged` when the loss turns NaN.
     """
     rank, world = _distributed()
     out = Path(out_dir)
@@ -167,8 +216,9 @@ def train(
     train_cfg = config.train
     torch.manual_seed(train_cfg.seed + rank)
     device_t = torch.device(device)
-    if len(frames) < world * train_cfg.batch_size:
-        raise ValueError(f"train: {len(frames)} frames is fewer than one batch of {train_cfg.batch_size} per rank")
+    check_batch_fits(len(frames), train_cfg.batch_size, world)
+    if rank == 0:
+        prepare_run_folder(out, resume, overwrite)
 
     model = BEVFusion.from_config(config).to(device_t)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
@@ -183,7 +233,11 @@ def train(
     if resume and checkpoint_path.is_file():
         saved_config, payload = load_checkpoint(checkpoint_path)
         if saved_config != config:
-            raise ValueError(f"train: {checkpoint_path} was made with a different config; resume with the same one")
+            changed = config_differences(saved_config, config)
+            raise InputError(
+                f"--resume: {checkpoint_path} was made with another config ({', '.join(changed[:8])} differ); "
+                f"resume with the same preset, --config and overrides, or train into another --out"
+            )
         model.load_state_dict(payload["model"])
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
@@ -227,7 +281,13 @@ def train(
         weights = sample_weights(batch.modality.lidar, config.loss, config.train.use_lidar)
         loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weights)
         if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"train: loss became {float(loss.detach())} at step {step} (parts {losses})")
+            kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file() else "no checkpoint was written yet"
+            raise TrainingDiverged(
+                f"train: the loss became {float(loss.detach())} at step {step} (learning rate "
+                f"{scheduler.get_last_lr()[0]:.3g}; non-finite parts: "
+                f"{', '.join(k for k, v in losses.items() if not math.isfinite(v)) or 'total'}); stopped, "
+                f"{kept}; try a lower --lr"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip_norm)

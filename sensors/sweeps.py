@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.calibration.se3 import SE3
-from avfusion.sensors.errors import MissingSensorFile
+from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.pcd import read_pcd_bin
 from avfusion.sensors.types import LidarSweep
 
@@ -42,10 +42,12 @@ class SweepSource:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class AccumulatedSweeps:
-    """The accumulated cloud and the past sweeps left out because their files are missing."""
+    """The accumulated cloud and the past sweeps left out because their files are missing or
+    unreadable: `skipped_paths[i]` was left out for `skipped_reasons[i]` (a frame `missing` reason)."""
 
     sweep: LidarSweep
     skipped_paths: tuple[str, ...]
+    skipped_reasons: tuple[str, ...] = ()
 
 
 def remove_close_points(points: np.ndarray, min_distance_m: float) -> np.ndarray:
@@ -65,11 +67,11 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         min_distance_m: see `remove_close_points`, applied to every sweep in its own frame.
     Returns:
         `AccumulatedSweeps` whose `sweep.points` are `(N, 5)` float32: x, y, z in the keyframe's
-        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps); missing past-sweep
-        files are skipped and listed.
+        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps); past sweeps whose
+        files are missing or unreadable are skipped and listed with the reason.
     Raises:
         MissingSensorFile: the keyframe file is missing.
-        FileFormatError: any file is malformed.
+        UnreadableSensorFile: the keyframe file is empty, truncated or malformed.
     """
     if not sources:
         raise ValueError("accumulate_sweeps needs at least the keyframe source")
@@ -77,13 +79,15 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
     lidar_key_from_global = (key.global_from_ego @ key.ego_from_lidar).inverse()
     parts: list[np.ndarray] = []
     skipped: list[str] = []
+    reasons: list[str] = []
     for index, source in enumerate(sources):
         try:
             raw = read_pcd_bin(source.path)
-        except MissingSensorFile:
+        except (MissingSensorFile, UnreadableSensorFile) as error:
             if index == 0:
                 raise
             skipped.append(str(source.path))
+            reasons.append(error.reason)
             continue
         raw = remove_close_points(raw, min_distance_m)
         cloud = np.empty((raw.shape[0], 5), dtype=np.float32)
@@ -104,7 +108,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         token=key.token,
         num_sweeps=len(parts),
     )
-    return AccumulatedSweeps(sweep=sweep, skipped_paths=tuple(skipped))
+    return AccumulatedSweeps(sweep=sweep, skipped_paths=tuple(skipped), skipped_reasons=tuple(reasons))
 
 
 def read_single_sweep(path: str | os.PathLike[str], timestamp_us: int, ego_from_lidar: SE3, global_from_ego: SE3,

@@ -153,7 +153,8 @@ class SyncedFrame:
         cameras: the cameras present, by channel name (a missing one is absent here and listed in `missing`).
         gnss: the GNSS fix matched to `timestamp_us`, or None.
         skew_us: sensor name -> (sensor timestamp - lidar timestamp) for every matched sensor.
-        missing: sensor name -> why it is absent (file missing / skew too large / dropout / not in log).
+        missing: sensor name -> why it is absent, its kind before the first colon (file missing /
+            unreadable (<what>) / bad ego pose / skew too large / dropout / not in log).
         gt_boxes: ground truth in the ego frame at `timestamp_us`, or None for logs without annotations.
         map: the location's drivable-area raster, shared between frames, or None.
     """

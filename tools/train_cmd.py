@@ -15,6 +15,7 @@ from pathlib import Path
 
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.errors import InputError
 from avfusion.fusion.config import PRESETS, FusionConfig, configure
 
 def config_from_args(args: argparse.Namespace) -> FusionConfig:
@@ -24,9 +25,20 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
     )  # fmt: skip
 
 
+def check_counts(args: argparse.Namespace) -> None:
+    """One-line errors for counts that make no run: --max-steps and --checkpoint-every >= 1, --workers >= 0."""
+    for flag, value, least in (("--max-steps", args.max_steps, 1), ("--checkpoint-every", args.checkpoint_every, 1),
+                               ("--workers", args.workers, 0)):  # fmt: skip
+        if value is not None and value < least:
+            raise InputError(f"{flag} must be >= {least}, got {value}")
+    if args.resume and args.force:
+        raise InputError("--resume continues the run in --out and --force replaces it: pass one of them")
+
+
 def run(args: argparse.Namespace) -> int:
     from avfusion.fusion.train import export_weights, train
 
+    check_counts(args)
     config = config_from_args(args)
     scenes = args.scenes.split(",") if args.scenes else None
     options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
@@ -34,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
-        init_from=args.init_from or (),
+        init_from=args.init_from or (), overwrite=args.force,
     )  # fmt: skip
     print(f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}")
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
@@ -62,6 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
+    parser.add_argument("--force", action="store_true", help="replace an earlier run in --out (its weights, checkpoint and loss log)")
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
     parser.add_argument("--cache-frames", action="store_true",
                         help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")  # fmt: skip

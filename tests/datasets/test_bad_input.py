@@ -89,7 +89,7 @@ def test_missing_files_are_reported_in_the_frame(tiny_log_copy) -> None:
     frame = log.frame(tokens[0], NO_MAP)
     assert "CAM_FRONT" not in frame.cameras and frame.missing["CAM_FRONT"].startswith("file missing: ")
     assert "CAM_FRONT" not in frame.skew_us
-    assert frame.missing[LIDAR_SWEEPS_KEY].startswith("1 past sweep file(s) missing")
+    assert frame.missing[LIDAR_SWEEPS_KEY].startswith("past sweep file missing: 1 past sweep(s) left out")
     assert frame.lidar is not None and frame.lidar.num_sweeps == 6
     first_file(root, "LIDAR_TOP").unlink()  # keyframe of the first sample
     frame = log.frame(tokens[0], NO_MAP)
@@ -103,29 +103,63 @@ def test_missing_files_are_reported_in_the_frame(tiny_log_copy) -> None:
     assert fresh.frame(tokens[2], FrameOptions(load_lidar=False, load_images=False)).missing["MAP"].startswith("file missing")
 
 
-def test_bad_lidar_file_raises_naming_it(tiny_log_copy) -> None:
+def test_bad_lidar_files_make_the_lidar_missing(tiny_log_copy) -> None:
+    """Empty, truncated or non-finite lidar files: the sensor is missing with the reason, the
+    cameras of the frame are still read."""
     root = tiny_log_copy()
     log = NuScenesLog.open(root, VERSION)
+    token = log.sample_tokens()[0]
     path = first_file(root, "LIDAR_TOP")
-    path.write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(FileFormatError, match=f"{path.name}: size .* not a multiple of 20"):
-        log.frame(log.sample_tokens()[0], NO_MAP)
+    whole = path.read_bytes()
     points = np.zeros((10, 5), np.float32)
     points[4, 1] = np.inf
-    points.tofile(path)
-    with pytest.raises(FileFormatError, match="1 of 10 points have NaN or infinite values"):
-        log.frame(log.sample_tokens()[0], NO_MAP)
+    for data, reason in (
+        (b"", "unreadable (empty lidar file): "),
+        (whole[:-3], "unreadable (truncated lidar file): "),
+        (points.tobytes(), "unreadable (non-finite lidar points): "),
+    ):
+        path.write_bytes(data)
+        frame = log.frame(token, NO_MAP)
+        assert frame.lidar is None and frame.missing["LIDAR_TOP"].startswith(reason), frame.missing
+        assert path.name in frame.missing["LIDAR_TOP"]
+        assert len(frame.cameras) == 6
+    path.write_bytes(whole)
+    past = first_file(root, "LIDAR_TOP", "sweeps")
+    past.write_bytes(b"")
+    frame = log.frame(token, NO_MAP)
+    assert frame.lidar is not None and frame.lidar.num_sweeps == 6
+    assert frame.missing[LIDAR_SWEEPS_KEY].startswith("past sweep unreadable (empty lidar file): 1 past sweep(s)")
 
 
-def test_bad_gnss_file(tiny_log_copy) -> None:
+def test_bad_images_make_their_camera_missing(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    log = NuScenesLog.open(root, VERSION)
+    token = log.sample_tokens()[0]
+    front, back = first_file(root, "CAM_FRONT"), first_file(root, "CAM_BACK")
+    data = front.read_bytes()
+    front.write_bytes(data[: len(data) // 2])
+    back.write_bytes(b"\xff\xd8 not a jpeg at all \xff\xda\xff\xd9")
+    frame = log.frame(token, NO_MAP)
+    assert frame.missing["CAM_FRONT"].startswith("unreadable (truncated JPEG): ")
+    assert frame.missing["CAM_BACK"].startswith("unreadable (undecodable image): ")
+    assert set(frame.cameras) == {"CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK_RIGHT"}
+    assert "CAM_FRONT" not in frame.skew_us and frame.lidar is not None
+
+
+def test_bad_gnss_file_makes_gnss_missing(tiny_log_copy) -> None:
     root = tiny_log_copy()
     path = root / "gnss" / "scene-tiny-0001.json"
     payload = json.loads(path.read_text())
     payload["fixes"][2]["timestamp"] = payload["fixes"][0]["timestamp"]
     path.write_text(json.dumps(payload))
     log = NuScenesLog.open(root, VERSION)
-    with pytest.raises(InputError, match="GNSS fixes: timestamps out of order at entries 1 and 2"):
-        log.frame(log.sample_tokens()[0], NO_MAP)
+    frame = log.frame(log.sample_tokens()[0], NO_MAP)
+    assert frame.gnss is None
+    assert frame.missing["GNSS"].startswith("unreadable (bad GNSS file): ")
+    assert "timestamps out of order at entries 1 and 2" in frame.missing["GNSS"]
+    path.write_text("{")
+    frame = NuScenesLog.open(root, VERSION).frame(log.sample_tokens()[0], NO_MAP)
+    assert "not valid JSON" in frame.missing["GNSS"] and frame.lidar is not None
 
 
 def test_unknown_sample_and_options() -> None:

@@ -71,4 +71,4 @@ def test_eval_command_unknown_split_exit_2(minimal_log, results_file, tmp_path, 
     code = main(["eval", "--results", str(results_file), "--dataroot", str(minimal_log), "--version", VERSION,
                  "--split", "nonexistent", "--out", str(tmp_path / "out")])
     assert code == 2
-    assert "no split 'nonexistent'" in capsys.readouterr().err
+    assert "unknown split 'nonexistent'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.errors import FileFormatError, InputError
-from avfusion.sensors.errors import MissingSensorFile
+from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import read_gnss_json
 from avfusion.sensors.images import read_camera_image
 from avfusion.sensors.pcd import read_pcd_bin
@@ -25,14 +25,17 @@ def test_pcd_round_trip_and_empty(tmp_path: Path) -> None:
     assert read.dtype == np.float32 and read.shape == (7, 5)
     np.testing.assert_array_equal(read, points)
     (tmp_path / "empty.pcd.bin").write_bytes(b"")
-    assert read_pcd_bin(tmp_path / "empty.pcd.bin").shape == (0, 5)
+    with pytest.raises(UnreadableSensorFile, match="empty.pcd.bin: empty lidar file") as caught:
+        read_pcd_bin(tmp_path / "empty.pcd.bin")
+    assert caught.value.kind == "empty lidar file"
+    assert caught.value.reason.startswith("unreadable (empty lidar file): ")
 
 
 @pytest.mark.parametrize("size", [19, 21, 4, 2])
 def test_pcd_truncated(tmp_path: Path, size: int) -> None:
     path = tmp_path / "bad.pcd.bin"
     path.write_bytes(b"\0" * size)
-    with pytest.raises(FileFormatError, match=f"bad.pcd.bin: size {size} bytes is not a multiple of 20"):
+    with pytest.raises(FileFormatError, match=f"bad.pcd.bin: truncated lidar file: size {size} bytes is not a multiple of 20"):
         read_pcd_bin(path)
 
 
@@ -89,6 +92,31 @@ def test_image_errors(tmp_path: Path) -> None:
         read_camera_image(make_image(tmp_path), CameraIntrinsics(np.eye(3), 100, 36), 0.3)
     with pytest.raises(InputError, match="scale must be in"):
         read_camera_image(make_image(tmp_path), intrinsics, 2.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5, 0.3])
+def test_empty_and_truncated_images_are_unreadable_not_half_grey(tmp_path: Path, scale: float) -> None:
+    intrinsics = CameraIntrinsics(np.eye(3), 64, 36)
+    noise = np.random.default_rng(0).integers(0, 256, (36, 64, 3), dtype=np.uint8)
+    complete = cv2.imencode(".jpg", noise)[1].tobytes()
+    (tmp_path / "whole.jpg").write_bytes(complete)
+    read_camera_image(tmp_path / "whole.jpg", intrinsics, scale)  # the whole file reads
+    cases = {
+        "empty.jpg": (b"", "empty image file"),
+        # Cut inside the scan: the decoder alone would fill the rest with grey and only warn.
+        "cut.jpg": (complete[: len(complete) * 2 // 3], "truncated JPEG"),
+        "no_eoi.jpg": (complete[:-2], "truncated JPEG"),
+    }
+    _, png = cv2.imencode(".png", np.zeros((36, 64, 3), np.uint8))
+    cases["cut.png"] = (png.tobytes()[:-20], "truncated PNG")
+    for name, (data, kind) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(UnreadableSensorFile, match=f"{name}: {kind}") as caught:
+            read_camera_image(tmp_path / name, intrinsics, scale)
+        assert caught.value.kind == kind
+    # Bytes after the end-of-image marker (some encoders pad) are not a truncation.
+    (tmp_path / "padded.jpg").write_bytes(complete + b"\0" * 7)
+    assert read_camera_image(tmp_path / "padded.jpg", intrinsics, scale)[0].shape[2] == 3
 
 
 def write_gnss(path: Path, fixes: list[dict]) -> Path:

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.datasets.frames import open_frames, resolve_split
+from avfusion.datasets.frames import open_frames
+from avfusion.datasets.splits import resolve_split
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.fusion.config import configure
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         "fused -map": (fused, frozenset({"map"}), False),
         "fused gnss_noise": (fused_gnss, frozenset(), True),
     })  # fmt: skip
-    split = resolve_split(args.dataroot, args.version, args.val_split)
+    split = resolve_split(args.dataroot, args.version, args.val_split).name
     options = FrameOptions(
         num_sweeps=fused.config.lidar.num_sweeps, image_scale=fused.config.camera.decode_scale, load_boxes=False
     )

@@ -21,6 +21,7 @@ other.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,13 +29,13 @@ import os
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from avfusion.errors import FileFormatError, InputError
-from avfusion.fileio import atomic_open, write_json_atomic
+from avfusion.fileio import atomic_open, remove_stale_temporaries, write_json_atomic
 from avfusion.sensors.types import CAMERA_NAMES
 from avfusion.tools.replay.frames import FrameProcessor, load_detector, open_log, plan_replay
 from avfusion.tools.replay.types import (
@@ -60,8 +61,11 @@ from avfusion.tools.replay.types import (
 class ProgressLog:
     """`progress.jsonl`: one `FrameResult` a line, appended and flushed to disk frame by frame.
 
-    A line cut short by a crash is dropped when the file is read back (and cut off the file), so a
-    resumed run redoes exactly the frames whose results were not completely written.
+    The last line, when a crash cut it short (no newline, or not a whole record), is dropped when
+    the file is read back (and cut off the file), so a resumed run redoes exactly the frames whose
+    results were not completely written. Any other line that is not a record is an error: lines
+    after it were written completely, so it was damaged some other way and nothing after it can be
+    trusted to be dropped silently.
     """
 
     def __init__(self, path: Path) -> None:
@@ -74,13 +78,22 @@ class ProgressLog:
         data = self.path.read_bytes()
         results: dict[int, FrameResult] = {}
         good_bytes = 0
-        for raw in data.splitlines(keepends=True):
-            if not raw.endswith(b"\n"):
-                break  # the torn last line of an interrupted write
+        lines = data.splitlines(keepends=True)
+        for number, raw in enumerate(lines, start=1):
+            last = number == len(lines)
             try:
+                if not raw.endswith(b"\n"):
+                    raise ValueError("no newline at its end")
                 result = FrameResult.from_json(raw.decode())
-            except (ValueError, TypeError):
-                break
+            except (ValueError, TypeError) as error:
+                if last:
+                    break  # the torn last line of an interrupted write
+                raise FileFormatError(
+                    self.path,
+                    f"line {number} of {len(lines)} is not a frame record ({type(error).__name__}: {str(error)[:80]}); "
+                    f"only the last line can be torn by an interrupted run: remove the damaged line (its frame is "
+                    f"then replayed again) or start a new --out",
+                ) from None
             planned = plan.frames[result.position] if 0 <= result.position < len(plan.frames) else None
             if planned is None or planned.sample_token != result.sample_token:
                 raise FileFormatError(
@@ -94,7 +107,7 @@ class ProgressLog:
         return results
 
     def append(self, result: FrameResult) -> None:
-        with open(self.path, "a") as handle:
+        with _writing_into(self.path.parent), open(self.path, "a") as handle:
             handle.write(result.to_json() + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -154,6 +167,14 @@ def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> tuple[ProgressLog
     request_path = out_dir / REQUEST_NAME
     progress_path = out_dir / PROGRESS_NAME
     identity = request.identity()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir}: is a file, not a run folder")
+    with _writing_into(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Only this run writes here: what a killed run was writing is incomplete.
+        remove_stale_temporaries(out_dir)
+        if (out_dir / BEV_DIR_NAME).is_dir():
+            remove_stale_temporaries(out_dir / BEV_DIR_NAME)
     if request_path.is_file() or progress_path.is_file():
         if not request.resume:
             raise InputError(f"--out {out_dir} already holds a replay; pass --resume to continue it, or choose another --out")
@@ -170,8 +191,23 @@ def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> tuple[ProgressLog
             )
         return ProgressLog(progress_path), threads
     threads = request.torch_threads or torch.get_num_threads()
-    write_json_atomic(request_path, {**identity, "torch_threads": threads})
+    with _writing_into(out_dir):
+        write_json_atomic(request_path, {**identity, "torch_threads": threads})
     return ProgressLog(progress_path), threads
+
+
+@contextlib.contextmanager
+def _writing_into(out_dir: Path) -> Iterator[None]:
+    """Turn an `OSError` while writing the run folder (read-only, full, a file in the way) into a
+    one-line `InputError` naming --out; finished frames stay in progress.jsonl for --resume."""
+    try:
+        yield
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        raise InputError(
+            f"--out {out_dir}: cannot write the run folder{where}: {error.strerror or error}; "
+            f"fix it and continue with --resume"
+        ) from None
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
@@ -202,14 +238,14 @@ def finish_run(
         use_camera=cameras_used, use_lidar="lidar" not in request.drop, use_map="map" not in request.drop
     )
     submission_path = out_dir / SUBMISSION_NAME
-    write_results(submission_path, {r.sample_token: r.records for r in ordered}, meta, plan.sample_tokens)
-
     latency_path = out_dir / LATENCY_NAME
-    write_latency_csv(latency_path, ordered)
     health_path = out_dir / HEALTH_NAME
-    with atomic_open(health_path, "w") as handle:
-        for result in ordered:
-            handle.write(json.dumps({"sample_token": result.sample_token, "scene": result.scene_name, **result.health}) + "\n")
+    with _writing_into(out_dir):
+        write_results(submission_path, {r.sample_token: r.records for r in ordered}, meta, plan.sample_tokens)
+        write_latency_csv(latency_path, ordered)
+        with atomic_open(health_path, "w") as handle:
+            for result in ordered:
+                handle.write(json.dumps({"sample_token": result.sample_token, "scene": result.scene_name, **result.health}) + "\n")
 
     summary: dict[str, Any] = {
         "frames": len(ordered),
@@ -225,7 +261,8 @@ def finish_run(
     if request.evaluate:
         summary["evaluation"], metrics_path = _evaluate(request, submission_path, out_dir, log)
     summary_path = out_dir / SUMMARY_NAME
-    write_json_atomic(summary_path, summary)
+    with _writing_into(out_dir):
+        write_json_atomic(summary_path, summary)
     return ReplayOutcome(
         out_dir=out_dir,
         num_frames=len(ordered),
@@ -254,7 +291,8 @@ def _evaluate(request: ReplayRequest, submission_path: Path, out_dir: Path, log:
     metrics = result.evaluation.metrics
     summary_json = metrics.summary_json(meta={"split": request.split, "version": request.version})
     metrics_path = out_dir / METRICS_NAME
-    write_json_atomic(metrics_path, summary_json)
+    with _writing_into(out_dir):
+        write_json_atomic(metrics_path, summary_json)
     return {"mAP": metrics.mean_ap, "NDS": metrics.nd_score, "metrics_summary": str(metrics_path)}, metrics_path
 
 
@@ -309,7 +347,8 @@ def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
         if health.get("missing"):
             frames_with_missing += 1
         for sensor, reason in health.get("missing", {}).items():
-            # Count by kind ("file missing", "dropout", ...); the full reason is in the health log.
+            # Count by kind ("file missing", "unreadable (truncated JPEG)", "bad ego pose", ...); the
+            # full reason, with the file, is in the health log.
             missing[f"{sensor}: {reason.split(':')[0].strip()}"] += 1
         for sensor, skew in health.get("skew_us", {}).items():
             max_skew[sensor] = max(max_skew.get(sensor, 0), abs(int(skew)))

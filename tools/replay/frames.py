@@ -118,7 +118,12 @@ class FrameProcessor:
         write_start = time.perf_counter()
         records = detection_records(planned.sample_token, detections.boxes_global)
         if self.bev_dir is not None and self._heatmaps:
-            save_bev_heatmap(self.bev_dir, planned.sample_token, self._heatmaps[-1], self.detector.config.grid)
+            try:
+                save_bev_heatmap(self.bev_dir, planned.sample_token, self._heatmaps[-1], self.detector.config.grid)
+            except OSError as error:
+                raise InputError(
+                    f"--out: cannot write {self.bev_dir} ({error.strerror or error}); fix it and continue with --resume"
+                ) from None
         timings["write"] = (time.perf_counter() - write_start) * 1e3
         health = {
             "missing": dict(frame.missing),

@@ -10,6 +10,11 @@ and the merged submission is written in plan order: byte-identical to a single-p
 `address="local"` starts a Ray cluster inside this machine (`ray.init(num_cpus=...)`); any other
 address is passed to `ray.init(address=...)`. The dataroot and the checkpoint must be readable
 at the same paths on every node.
+
+A worker that dies (killed, out of memory, its node lost) takes its unfinished frames with it: they
+go to a fresh worker, up to `MAX_WORKER_RESTARTS` times per shard, after which the replay stops
+with a one-line `ReplayWorkerLost` naming the scenes; the finished frames are in progress.jsonl,
+so `--resume` continues from there.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ from avfusion.tools.replay.frames import FrameProcessor
 from avfusion.tools.replay.types import FrameResult, PlannedFrame, ReplayRequest
 
 LOCAL_ADDRESS = "local"
+MAX_WORKER_RESTARTS = 2
+
+
+class ReplayWorkerLost(InputError):
+    """A shard's Ray worker died more than `MAX_WORKER_RESTARTS` times."""
 
 
 def shard_scenes(pending: Sequence[PlannedFrame], num_workers: int) -> list[list[PlannedFrame]]:
@@ -66,6 +76,7 @@ def replay_on_ray(
     """Process `pending` frames on the Ray cluster at `request.ray_address`, calling `record` for
     each finished frame in completion order (the caller sorts by plan position)."""
     import ray
+    from ray.exceptions import RayActorError, RayTaskError
 
     address = request.ray_address or LOCAL_ADDRESS
     started_here = not ray.is_initialized()
@@ -74,17 +85,47 @@ def replay_on_ray(
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
         num_workers = max(1, min(request.ray_workers or cluster_cpus, cluster_cpus, len(pending)))
         worker_class = ray.remote(num_cpus=1)(_ReplayWorker)
-        workers = [worker_class.remote(request, bev_dir) for _ in range(num_workers)]
-        in_flight = {}
-        for worker, shard in zip(workers, shard_scenes(pending, num_workers)):
+        shards = shard_scenes(pending, num_workers)
+        unfinished = [list(shard) for shard in shards]
+        restarts = [0] * len(shards)
+        in_flight: dict = {}
+
+        def start(shard: int) -> None:
+            worker = worker_class.remote(request, bev_dir)
             # An actor runs its calls in submission order, so each worker walks its scenes in time order.
-            for planned in shard:
-                in_flight[worker.process.remote(planned)] = planned
+            for planned in unfinished[shard]:
+                in_flight[worker.process.remote(planned)] = (shard, planned)
+
+        for shard in range(len(shards)):
+            start(shard)
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
             for ref in ready:
-                in_flight.pop(ref)
-                record(ray.get(ref))
+                if ref not in in_flight:
+                    continue  # a call of a worker that died, already handed to its successor
+                shard, planned = in_flight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as error:
+                    if isinstance(error.cause, InputError):  # raised inside `process`: a user error stays one line
+                        raise error.cause from None
+                    raise
+                except RayActorError as error:
+                    for other in [r for r, (s, _) in in_flight.items() if s == shard]:
+                        del in_flight[other]
+                    restarts[shard] += 1
+                    if restarts[shard] > MAX_WORKER_RESTARTS:
+                        scenes = sorted({p.scene_name for p in unfinished[shard]})
+                        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                        raise ReplayWorkerLost(
+                            f"replay: the Ray worker of scene(s) {', '.join(scenes)} died {restarts[shard]} time(s) "
+                            f"({type(error).__name__}: {reason[:120]}); the finished frames are kept in {request.out_dir}: "
+                            f"continue with --resume"
+                        ) from None
+                    start(shard)
+                    continue
+                unfinished[shard].remove(planned)
+                record(result)
     finally:
         if started_here:
             ray.shutdown()

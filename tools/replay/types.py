@@ -67,6 +67,8 @@ class ReplayRequest:
             "scenes": list(self.scenes),
             "checkpoint": str(Path(self.checkpoint).resolve()) if self.checkpoint is not None else None,
             "drop": sorted(self.drop),
+            # Another device computes other last bits: one run's frames all come from one device.
+            "device": self.device,
         }
 
 
