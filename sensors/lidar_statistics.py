@@ -137,9 +137,7 @@ def ground_returns(xyz_ego: np.ndarray, on_object: np.ndarray) -> np.ndarray:
     candidates = np.flatnonzero(~on_object)
     if candidates.size == 0:
         return result
-    cells = np.floor(xyz_ego[candidates, :2] / GROUND_CELL_M).astype(np.int64)
-    _, cell_index = np.unique(cells, axis=0, return_inverse=True)
-    cell_index = cell_index.reshape(-1)
+    _, cell_index = cell_indices(xyz_ego[candidates, :2], GROUND_CELL_M)
     z = xyz_ego[candidates, 2]
     lowest = np.full(cell_index.max() + 1, np.inf)
     np.minimum.at(lowest, cell_index, z)
@@ -148,6 +146,18 @@ def ground_returns(xyz_ego: np.ndarray, on_object: np.ndarray) -> np.ndarray:
     accepted = np.abs(floor) < GROUND_BAND_M + 0.02 * range_m
     result[candidates] = accepted & (z - floor < GROUND_ABOVE_M)
     return result
+
+
+def cell_indices(xy: np.ndarray, cell_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """The square cells of side `cell_m` that points `(N, 2)` fall in: `(K, 2)` int64 cell
+    coordinates (floor(xy / cell_m)) of the occupied cells and `(N,)` each point's cell index."""
+    cells = np.floor(np.asarray(xy, dtype=np.float64) / cell_m).astype(np.int64)
+    # One int64 key per cell (a sort of plain integers, far faster than unique rows).
+    offset = 1 << 30
+    keys = (cells[:, 0] + offset) * (1 << 31) + (cells[:, 1] + offset)
+    unique, index = np.unique(keys, return_inverse=True)
+    occupied = np.stack([unique // (1 << 31) - offset, unique % (1 << 31) - offset], axis=1)
+    return occupied, index.reshape(-1)
 
 
 @dataclass(frozen=True, slots=True)
