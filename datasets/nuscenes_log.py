@@ -32,6 +32,7 @@ from avfusion.datasets.splits import resolve_split
 from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import GnssLog, gnss_path, read_gnss_json
 from avfusion.sensors.images import read_camera_image
+from avfusion.sensors.map_check import check_map
 from avfusion.sensors.map_raster import MapRaster
 from avfusion.sensors.sweeps import SweepSource, accumulate_sweeps
 from avfusion.sensors.sync import PoseTrack, SyncConfig, match_nearest
@@ -56,6 +57,9 @@ class FrameOptions:
         image_scale: camera images are decoded at this scale (1, 1/2, 1/4, 1/8 decode directly).
         cameras: which cameras to load.
         load_lidar, load_images, load_gnss, load_map, load_boxes: switch parts off.
+        check_map: treat a map that `sensors.map_check.check_map` finds unbelievable at this pose
+            (no drivable area around the ego, or at odds with the lidar's ground or walls) as
+            missing, with the reason in `SyncedFrame.missing`.
         sync: matching tolerances.
     """
 
@@ -68,6 +72,7 @@ class FrameOptions:
     load_gnss: bool = True
     load_map: bool = True
     load_boxes: bool = True
+    check_map: bool = True
     sync: SyncConfig = field(default_factory=SyncConfig)
 
     def __post_init__(self) -> None:
@@ -410,6 +415,12 @@ class NuScenesLog:
                 missing[MAP_NAME] = result
             else:
                 map_raster = result
+                reason = None
+                if options.check_map:
+                    reason = check_map(map_raster, global_from_ego, None if lidar is None else lidar.points_ego)
+                if reason is not None:
+                    missing[MAP_NAME] = reason
+                    map_raster = None
 
         gt_boxes = None
         if options.load_boxes:

@@ -3,8 +3,10 @@
 `SampleAugmentation` is one sample's draw: a global BEV transform (rotation about z, isotropic scale,
 optional y-flip) that `collate` applies alike to the lidar points, the ground-truth boxes, the map
 patch and (through `bev_from_ego`, after lifting) the camera frustums; a per-camera image zoom
-folded into each camera's `image_aug`; and the sensors to drop. `draw_augmentation` samples one
-from `AugmentConfig` with a numpy Generator, so a seeded run is reproducible.
+folded into each camera's `image_aug`; the sensors to drop; and the map's noise (`MapNoise`:
+misregistration, holes, a blank or wrong map), so that a model trained with a map does not trust it
+blindly. `draw_augmentation` samples one from `AugmentConfig` with a numpy Generator, so a seeded
+run is reproducible.
 """
 
 from __future__ import annotations
@@ -20,12 +22,69 @@ from avfusion.fusion.config import CAMERA_NAMES, AugmentConfig
 
 
 @dataclass(frozen=True, slots=True)
+class MapNoise:
+    """What is wrong with one sample's map (the default: nothing).
+
+    Attributes:
+        shift_xy_m, rotation_rad: the raster is cropped around the ego pose moved by this offset
+            in the ego frame (x forward, y left; rotation about z): a misregistered map, or with
+            tens of metres and any heading, the map of another place.
+        holes: `(row, column, rows, columns)` rectangles as fractions of the BEV grid's side,
+            blanked after the crop (missing patches).
+        blank: the whole patch is 0 (a map without a drivable pixel, still flagged present).
+    """
+
+    shift_xy_m: tuple[float, float] = (0.0, 0.0)
+    rotation_rad: float = 0.0
+    holes: tuple[tuple[float, float, float, float], ...] = ()
+    blank: bool = False
+
+    @property
+    def ego_from_noisy_ego(self) -> SE3:
+        """The pose offset the raster is cropped around (identity without misregistration)."""
+        return SE3.from_yaw(self.rotation_rad, (self.shift_xy_m[0], self.shift_xy_m[1], 0.0))
+
+    def apply(self, patch: np.ndarray) -> np.ndarray:
+        """`patch` `(H, W)` with the holes and blanking applied (a new array; the input is kept)."""
+        if self.blank:
+            return np.zeros_like(patch)
+        if not self.holes:
+            return patch
+        result = patch.copy()
+        height, width = patch.shape
+        for row, column, rows, columns in self.holes:
+            r0, c0 = int(row * height), int(column * width)
+            result[r0:r0 + max(1, int(rows * height)), c0:c0 + max(1, int(columns * width))] = 0.0
+        return result
+
+
+def draw_map_noise(rng: np.random.Generator, config: AugmentConfig) -> MapNoise:
+    """One sample's map noise (see `AugmentConfig`'s map fields); draws from `rng` only what is enabled."""
+    shift, rotation, holes, blank = (0.0, 0.0), 0.0, (), False
+    if rng.random() < config.map_wrong_probability:
+        distance = rng.uniform(*config.map_wrong_offset_m)
+        angle = rng.uniform(-np.pi, np.pi)
+        shift, rotation = (float(distance * np.cos(angle)), float(distance * np.sin(angle))), float(rng.uniform(-np.pi, np.pi))
+    elif rng.random() < config.map_shift_probability:
+        shift = (float(rng.uniform(-1, 1) * config.map_shift_max_m), float(rng.uniform(-1, 1) * config.map_shift_max_m))
+        rotation = float(rng.uniform(-1, 1) * config.map_rotation_max_rad)
+    if rng.random() < config.map_holes_probability:
+        count = int(rng.integers(1, config.map_holes_max + 1))
+        sizes = rng.uniform(0.05, config.map_hole_max_fraction, (count, 2))
+        corners = rng.uniform(0.0, 1.0, (count, 2)) * (1.0 - sizes)
+        holes = tuple((float(r), float(c), float(h), float(w)) for (r, c), (h, w) in zip(corners, sizes))
+    blank = bool(rng.random() < config.map_blank_probability)
+    return MapNoise(shift, rotation, holes, blank)
+
+
+@dataclass(frozen=True, slots=True)
 class SampleAugmentation:
     """One sample's augmentation: BEV transform parameters and per-camera image scale, plus dropout.
 
     `bev_from_ego` = flip @ scale @ rotation (rotation `rotation_rad` about z, isotropic `scale`,
     then y -> -y when `flip_y`). `image_scale` resizes each network-input image beyond the fixed
     input size and crops its centre back to it (>= 1 zooms in). `drop` names sensors to remove.
+    `map_noise` is what is wrong with the map patch (`MapNoise`, applied by `batch.map_patch`).
     """
 
     rotation_rad: float = 0.0
@@ -33,6 +92,7 @@ class SampleAugmentation:
     flip_y: bool = False
     image_scale: float = 1.0
     drop: frozenset[str] = frozenset()
+    map_noise: MapNoise = MapNoise()
 
     @property
     def bev_from_ego(self) -> np.ndarray:
@@ -120,10 +180,12 @@ def draw_augmentation(
         drop.add(CAMERA_NAMES[int(rng.integers(len(CAMERA_NAMES)))])
     if has_map and rng.random() < config.drop_map_probability:
         drop.add("map")
-    return SampleAugmentation(
+    geometry = dict(
         rotation_rad=float(rng.uniform(-config.rotation_max_rad, config.rotation_max_rad)),
         scale=float(rng.uniform(*config.scale_range)),
         flip_y=bool(rng.random() < config.flip_probability),
         image_scale=float(1.0 + rng.uniform(0.0, config.image_scale_jitter)),
-        drop=frozenset(drop),
     )
+    # Drawn last and only when enabled, so that runs without map noise draw exactly as before.
+    map_noise = draw_map_noise(rng, config) if has_map and config.map_noise_enabled else MapNoise()
+    return SampleAugmentation(**geometry, drop=frozenset(drop), map_noise=map_noise)

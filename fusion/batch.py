@@ -192,6 +192,7 @@ def map_patch(frame: SyncedFrame, config: FusionConfig, aug: SampleAugmentation)
     grid = config.grid
     if aug.flip_y and abs(grid.y_range_m[0] + grid.y_range_m[1]) > 1e-9:
         raise ValueError(f"flip augmentation needs a symmetric y range, got {grid.y_range_m}")
+    pose = pose @ aug.map_noise.ego_from_noisy_ego  # identity without map noise
     crop_pose = pose @ SE3.from_yaw(-aug.rotation_rad, np.zeros(3)) if aug.rotation_rad else pose
     inverse_scale = 1.0 / aug.scale
     patch = frame.map.crop_bev(
@@ -202,6 +203,7 @@ def map_patch(frame: SyncedFrame, config: FusionConfig, aug: SampleAugmentation)
     )
     if patch.shape != grid.shape_hw:
         raise AssertionError(f"map crop shape {patch.shape} differs from the grid {grid.shape_hw}")
+    patch = aug.map_noise.apply(patch)
     return np.ascontiguousarray(patch[::-1]) if aug.flip_y else patch
 
 

@@ -246,6 +246,25 @@ class AugmentConfig:
     drop_cameras_probability: float = 0.15
     drop_one_camera_probability: float = 0.1
     drop_map_probability: float = 0.2
+    # Map noise (`augment.MapNoise`), off by default: a sample's map is misregistered (shifted
+    # up to `map_shift_max_m` and turned up to `map_rotation_max_rad`), has up to
+    # `map_holes_max` rectangles of up to `map_hole_max_fraction` of the grid side blanked, is
+    # blank, or is wrong (cropped `map_wrong_offset_m` away at any heading: another street, or
+    # off the raster). Each with its own probability; a real map can be all of these.
+    map_shift_probability: float = 0.0
+    map_shift_max_m: float = 1.5
+    map_rotation_max_rad: float = 0.05
+    map_holes_probability: float = 0.0
+    map_holes_max: int = 4
+    map_hole_max_fraction: float = 0.3
+    map_blank_probability: float = 0.0
+    map_wrong_probability: float = 0.0
+    map_wrong_offset_m: tuple[float, float] = (30.0, 150.0)
+
+    @property
+    def map_noise_enabled(self) -> bool:
+        return (self.map_shift_probability + self.map_holes_probability + self.map_blank_probability
+                + self.map_wrong_probability) > 0.0
 
 
 @dataclass(frozen=True, slots=True)

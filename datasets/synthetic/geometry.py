@@ -69,12 +69,27 @@ PARTS_CONSTRUCTION = [
     _box(0.30, 0.0, 0.35, 0.85, 0.40, 0.20, M.MACHINE),
     _box(0.45, 0.0, 0.05, 0.35, 0.10, 0.70, M.TYRE),
 ]
+# Pedestrians: two legs, torso, two arms and a head; standing with the legs side by side and the
+# arms down, walking mid-stride (legs apart along the box's length, arms swinging against them).
 PARTS_PEDESTRIAN = [
-    _box(0.0, 0.0, 0.0, 0.47, 0.35, 0.55, M.TROUSERS),
-    _box(0.0, 0.0, 0.47, 0.84, 0.50, 0.95, M.CLOTHES),
+    _box(0.0, -0.17, 0.0, 0.47, 0.30, 0.24, M.TROUSERS),
+    _box(0.0, 0.17, 0.0, 0.47, 0.30, 0.24, M.TROUSERS),
+    _box(0.0, 0.0, 0.47, 0.83, 0.45, 0.62, M.CLOTHES),
+    _box(0.0, -0.40, 0.49, 0.80, 0.22, 0.14, M.CLOTHES),
+    _box(0.0, 0.40, 0.49, 0.80, 0.22, 0.14, M.CLOTHES),
     _box(0.0, 0.0, 0.86, 1.0, 0.30, 0.32, M.SKIN),
 ]
-PARTS_WORKER = [*PARTS_PEDESTRIAN, _box(0.0, 0.0, 0.62, 0.68, 0.52, 0.97, M.REFLECTOR)]
+PARTS_PEDESTRIAN_WALKING = [
+    _box(0.20, -0.10, 0.0, 0.47, 0.26, 0.24, M.TROUSERS),
+    _box(-0.20, 0.10, 0.0, 0.47, 0.26, 0.24, M.TROUSERS),
+    _box(0.0, 0.0, 0.47, 0.83, 0.45, 0.62, M.CLOTHES),
+    _box(-0.14, -0.40, 0.50, 0.80, 0.22, 0.14, M.CLOTHES),
+    _box(0.14, 0.40, 0.50, 0.80, 0.22, 0.14, M.CLOTHES),
+    _box(0.0, 0.0, 0.86, 1.0, 0.30, 0.32, M.SKIN),
+]
+_VEST = _box(0.0, 0.0, 0.62, 0.68, 0.47, 0.64, M.REFLECTOR)
+PARTS_WORKER = [*PARTS_PEDESTRIAN, _VEST]
+PARTS_WORKER_WALKING = [*PARTS_PEDESTRIAN_WALKING, _VEST]
 PARTS_MOTORCYCLE_RIDER = [
     _box(0.33, 0.0, 0.0, 0.40, 0.30, 0.20, M.TYRE),
     _box(-0.33, 0.0, 0.0, 0.40, 0.30, 0.20, M.TYRE),
@@ -112,8 +127,8 @@ PARTS_BARRIER = [
 ]
 
 
-def agent_parts(category: str, label: int, rider: bool) -> list[Part]:
-    """The part list of an agent's shape."""
+def agent_parts(category: str, label: int, rider: bool, moving: bool = False) -> list[Part]:
+    """The part list of an agent's shape (`moving`: a pedestrian who walks, mid-stride)."""
     name = DETECTION_CLASSES[label]
     if name == "car":
         return PARTS_CAR
@@ -126,7 +141,9 @@ def agent_parts(category: str, label: int, rider: bool) -> list[Part]:
     if name == "construction_vehicle":
         return PARTS_CONSTRUCTION
     if name == "pedestrian":
-        return PARTS_WORKER if category.endswith("construction_worker") else PARTS_PEDESTRIAN
+        if category.endswith("construction_worker"):
+            return PARTS_WORKER_WALKING if moving else PARTS_WORKER
+        return PARTS_PEDESTRIAN_WALKING if moving else PARTS_PEDESTRIAN
     if name == "motorcycle":
         return PARTS_MOTORCYCLE_RIDER if rider else PARTS_MOTORCYCLE
     if name == "bicycle":
@@ -221,7 +238,8 @@ class AgentShapes:
     def of(agents: Agents) -> AgentShapes:
         owners, rows, materials, colors = [], [], [], []
         for index in range(len(agents)):
-            parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]))
+            parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]),
+                                moving=bool(agents.profile[index] >= 0))
             w, l, h = agents.size_wlh[index]
             for part in parts:
                 owners.append(index)

@@ -58,6 +58,9 @@ class Material(enum.IntEnum):
     BARRIER = 14
     MACHINE = 15  # construction-vehicle yellow
     LIGHT = 16  # tail and head lights
+    WALL = 17  # garden walls, low concrete walls (no windows, unlike BUILDING)
+    FENCE = 18  # metal railings and fences
+    BIN = 19  # plastic litter bins, utility boxes
 
 
 def stable_seed(*parts: object) -> int:
@@ -160,7 +163,7 @@ def _buildings_along(loop: LoopRoad, rng: np.random.Generator, inside: bool) -> 
             frontage = rng.uniform(10.0, 30.0)
             depth = rng.uniform(10.0, 24.0)
             height = rng.uniform(5.0, 28.0) if rng.random() > 0.15 else rng.uniform(30.0, 55.0)
-            setback = BUILDING_SETBACK_M + rng.uniform(0.0, 3.0)
+            setback = BUILDING_SETBACK_M + rng.uniform(0.0, 8.0)
             across = ((b if along_x else a) + sign * (setback + depth / 2.0)) * normal_sign
             centre_along = position + frontage / 2.0
             if along_x:
@@ -168,7 +171,7 @@ def _buildings_along(loop: LoopRoad, rng: np.random.Generator, inside: bool) -> 
             else:
                 footprint = (cx0 + across, cy0 + centre_along, depth, frontage, height)
             footprints.append(footprint)
-            position += frontage + rng.uniform(2.0, 9.0)
+            position += frontage + rng.uniform(3.0, 20.0)
     return footprints
 
 
@@ -237,6 +240,7 @@ def build_location_layout(seed: int, location: str) -> LocationLayout:
                     add((xy[0], xy[1], trunk_height + canopy / 2), (canopy, canopy, canopy), heading + 0.4,
                         Material.FOLIAGE, (58 + int(rng.integers(0, 30)), 110 + int(rng.integers(0, 40)), 52))
                 s += rng.uniform(12.0, 20.0)
+        _street_clutter(loop, rng, add)
         del loop_index
 
     building = np.array(materials) == Material.BUILDING
@@ -253,6 +257,88 @@ def build_location_layout(seed: int, location: str) -> LocationLayout:
         color_array,
     )
     return LocationLayout(location, tuple(loops), structures, MAP_SIZE_M)
+
+
+# Street clutter (`_street_clutter`): what a detector must learn is not an object. Offsets are
+# from the loop's centre-line (positive outward; mirrored inside the block). The kerb stone rises
+# at the road edge; bollards, signs and bins share the street-furniture line with the lights and
+# trees; hedges, fences, low walls and bushes line the sidewalk's outer edge, beyond every agent
+# track (the parked cycles reach 16.2 m) and before the buildings (17 m or more).
+KERB_HEIGHT_M = 0.15
+KERB_WIDTH_M = 0.3
+KERB_SEGMENT_M = 2.0  # short enough that chords of the tightest inner corner stay within 6 cm of it
+FURNITURE_OFFSET_M = POLE_OFFSET_M
+EDGE_OFFSET_M = 16.75
+EDGE_DEPTH_M = 0.45
+
+
+def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
+    """Kerb stones along both road edges and clutter along both sidewalks of one loop (see above)."""
+    for side in (-1.0, 1.0):
+        # Kerb: straight stones following the road edge (chords of the curves at the corners).
+        offset = side * (ROAD_HALF_WIDTH_M + KERB_WIDTH_M / 2)
+        length = float(loop.perimeter_at(offset))
+        count = int(np.ceil(length / KERB_SEGMENT_M))
+        s = np.arange(count) * (length / count) + length / count / 2
+        xy, heading = loop.pose_at(s, offset)
+        for (x, y), h in zip(xy, heading):
+            add((x, y, KERB_HEIGHT_M / 2), (length / count + 0.02, KERB_WIDTH_M, KERB_HEIGHT_M), h, Material.GROUND,
+                (200, 200, 196))
+        # Street furniture between the lights and trees (which stand every 12-20 m on this line).
+        offset = side * FURNITURE_OFFSET_M
+        length = float(loop.perimeter_at(offset))
+        s = rng.uniform(4.0, 12.0)
+        while s < length - 4.0:
+            (x, y), h = (v[0] for v in loop.pose_at(np.array([s]), offset))
+            kind = rng.random()
+            if kind < 0.35:  # a bollard or a short row of them
+                for k in range(int(rng.integers(1, 4))):
+                    (bx, by), bh = (v[0] for v in loop.pose_at(np.array([s + 1.5 * k]), offset))
+                    add((bx, by, 0.45), (0.18, 0.18, 0.9), bh, Material.POLE, (70, 72, 75))
+            elif kind < 0.65:  # a sign: post and plate
+                height = rng.uniform(2.2, 3.0)
+                add((x, y, height / 2), (0.08, 0.08, height), h, Material.POLE, (150, 152, 155))
+                plate = rng.uniform(0.5, 0.9)
+                add((x, y, height + plate / 2 - 0.1), (plate, 0.04, plate), h, Material.REFLECTOR,
+                    (30 + int(rng.integers(0, 200)), 60 + int(rng.integers(0, 120)), 160))
+            elif kind < 0.85:  # a litter bin or a utility box
+                w, d, t = (0.5, 0.5, 1.0) if rng.random() < 0.6 else (0.9, 0.45, 1.3)
+                add((x, y, t / 2), (w, d, t), h, Material.BIN, (40 + int(rng.integers(0, 60)), 90, 60))
+            else:  # a bench along the kerb
+                add((x, y, 0.23), (1.6, 0.45, 0.45), h, Material.WALL, (120, 95, 70))
+            s += rng.uniform(6.0, 25.0)
+        # The sidewalk's outer edge: runs of hedge, fence, low wall, bushes or nothing.
+        offset = side * EDGE_OFFSET_M
+        length = float(loop.perimeter_at(offset))
+        s = rng.uniform(0.0, 10.0)
+        while s < length - 2.0:
+            run = min(rng.uniform(4.0, 30.0), length - s)
+            kind = rng.random()
+            # 3 m pieces; 1 m on the block side, whose corners curve as tightly as 1.25 m.
+            pieces = max(1, int(np.ceil(run / (3.0 if side > 0 else 1.0))))
+            centres = s + (np.arange(pieces) + 0.5) * run / pieces
+            xy, heading = loop.pose_at(centres, offset)
+            if kind < 0.3:  # hedge
+                height = rng.uniform(0.6, 1.6)
+                for (x, y), h in zip(xy, heading):
+                    add((x, y, height / 2), (run / pieces + 0.05, EDGE_DEPTH_M, height), h, Material.FOLIAGE,
+                        (50 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 40)), 45))
+            elif kind < 0.5:  # fence or railing
+                height = rng.uniform(0.9, 1.8)
+                for (x, y), h in zip(xy, heading):
+                    add((x, y, height / 2), (run / pieces + 0.02, 0.06, height), h, Material.FENCE, (90, 95, 90))
+            elif kind < 0.65:  # low wall
+                height = rng.uniform(0.4, 1.2)
+                for (x, y), h in zip(xy, heading):
+                    add((x, y, height / 2), (run / pieces + 0.02, 0.3, height), h, Material.WALL, (170, 165, 155))
+            elif kind < 0.85:  # bushes, two-wheeler sized and larger
+                for (x, y), h in zip(xy, heading):
+                    if rng.random() < 0.7:
+                        size = rng.uniform(0.6, 1.8)
+                        height = rng.uniform(0.5, 1.6)
+                        add((x, y, height / 2), (size, min(size, 0.6), height), h + rng.uniform(-0.15, 0.15),
+                            Material.FOLIAGE, (45 + int(rng.integers(0, 35)), 95 + int(rng.integers(0, 50)), 40))
+            s += run + rng.uniform(1.0, 12.0)
 
 
 def drivable_mask(layout: LocationLayout, resolution_m: float = 0.1) -> np.ndarray:

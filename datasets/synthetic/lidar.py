@@ -61,21 +61,28 @@ REFLECTIVITY = {
     Material.BARRIER: 35.0,
     Material.MACHINE: 40.0,
     Material.LIGHT: 80.0,
+    Material.WALL: 30.0,
+    Material.FENCE: 25.0,
+    Material.BIN: 20.0,
 }
-ROAD_REFLECTIVITY = 9.0
+ROAD_REFLECTIVITY = 13.0
 MARKING_REFLECTIVITY = 60.0
-SIDEWALK_REFLECTIVITY = 18.0
-PLAZA_REFLECTIVITY = 12.0
+SIDEWALK_REFLECTIVITY = 24.0
+PLAZA_REFLECTIVITY = 15.0
 # By `shading.ground_classes` class (verge, sidewalk, road, white paint, yellow paint): the
 # compiled twin of `ground_reflectivity`.
 GROUND_CLASS_REFLECTIVITY = np.array([PLAZA_REFLECTIVITY, SIDEWALK_REFLECTIVITY, ROAD_REFLECTIVITY,
                                       MARKING_REFLECTIVITY, MARKING_REFLECTIVITY])
 
 # The car's body in the ego frame (x forward, y left, z up): (x range, y half width, z range).
-# The cabin roof 0.38 m below the sensor catches the lowest beams all around, the hood and boot
-# stay below the middle beams (as in nuScenes, where rings 0-3 mostly see the roof).
-EGO_ROOF = ((-0.3, 2.2), 0.70, (0.95, 1.46))
-EGO_BODY = ((-0.8, 3.2), 0.87, (0.30, 0.95))
+# The cabin roof 0.38 m below the sensor catches about half of the lowest beams (fore and aft),
+# the hood and boot a few more; from about ring 7 on the beams clear the car, as on the real
+# nuScenes sweep (`avfusion bench realism`: rings 0-6 see the roof 49 % down to 23 % of the time).
+EGO_ROOF = ((-0.9, 1.56), 0.55, (0.95, 1.46))
+EGO_BODY = ((-0.9, 3.0), 0.87, (0.30, 0.80))
+# The top of the windscreen just ahead of the roof: the steepest forward beams (rings 0-2) end on
+# it without a return, as on the real sweep, where about a third of ring 0 returns nothing.
+EGO_WINDSCREEN = ((1.56, 1.72), 0.70, (1.00, 1.44))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -93,10 +100,11 @@ class SimulatedSweep:
 
 @functools.lru_cache(maxsize=1)
 def _ego_body_distances() -> np.ndarray:
-    """`(F, B)` distance from the sensor to the car's own body along each beam (inf: misses it).
+    """`(F, B)` distance from the sensor to the car's own body along each beam (inf: misses it;
+    -1: ends on the windscreen without a return).
 
     The body moves with the sensor, so this is the same for every sweep."""
-    boxes = [EGO_ROOF, EGO_BODY]
+    boxes = [EGO_ROOF, EGO_BODY, EGO_WINDSCREEN]
     center_xy = np.array([[(b[0][0] + b[0][1]) / 2, 0.0] for b in boxes])
     size_xy = np.array([[b[0][1] - b[0][0], 2 * b[1]] for b in boxes])
     vertices = frustum_vertices(center_xy, np.array([b[2][0] for b in boxes]), np.array([b[2][1] for b in boxes]),
@@ -108,7 +116,10 @@ def _ego_body_distances() -> np.ndarray:
     directions = firing_directions_ego().reshape(-1, 3)
     origins = np.broadcast_to(EGO_FROM_LIDAR.translation, directions.shape)
     rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
-    distance = scene.cast_rays(o3d.core.Tensor(rays))["t_hit"].numpy().astype(np.float64)
+    result = scene.cast_rays(o3d.core.Tensor(rays))
+    distance = result["t_hit"].numpy().astype(np.float64)
+    windscreen = np.isfinite(distance) & (result["primitive_ids"].numpy() // 12 == 2)
+    distance[windscreen] = -1.0
     return distance.reshape(LIDAR_FIRINGS_PER_SWEEP, LIDAR_BEAMS)
 
 
@@ -145,7 +156,17 @@ def lane_marking(layout: LocationLayout, xy_map: np.ndarray, offset: np.ndarray)
     return paint
 
 
-_GROUND, _EGO_BODY = int(Material.GROUND), int(Material.EGO_BODY)
+_GROUND, _EGO_BODY, _GLASS = int(Material.GROUND), int(Material.EGO_BODY), int(Material.GLASS)
+# Intensity spread and dark-surface dropouts, fitted by eye to the real sweep's unlabelled
+# intensity histogram (`avfusion bench realism`): a per-surface log-normal texture and per-return
+# speckle; returns whose expected intensity is under DARK_BELOW are lost up to DARK_DROPOUT of the
+# time (dark paint, tyres, wet asphalt at grazing angles), glass loses GLASS_DROPOUT more.
+TEXTURE_SIGMA = 0.45
+SPECKLE_SIGMA = 0.35
+DARK_BELOW = 4.0
+DARK_DROPOUT = 0.2
+GLASS_DROPOUT = 0.3
+_TEXTURE_SEED = 0x5EED_7E47
 
 
 @functools.lru_cache(maxsize=1)
@@ -165,25 +186,29 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
                     agent: np.ndarray) -> None:
     """Returns of one sweep from its first hits (see `simulate_sweep`); writes `points` `(n, 5)` and `agent` `(n,)`.
 
-    Per ray: a dropout (1.5 %, rising to 51.5 % from 60 m to the maximum range), Gaussian range
-    noise, intensity = reflectivity x (0.25 + 0.75 |cos incidence|) x range falloff x log-normal
-    speckle (sigma 0.25); all randomness from one 64-bit hash of (seed, ray index)."""
+    Per ray: a dropout (1.5 %, rising to 51.5 % from 60 m to the maximum range; more on dark and
+    glassy surfaces, see `DARK_DROPOUT`), Gaussian range noise, intensity = reflectivity x surface
+    texture x (0.5 + 0.5 |cos incidence|) x range falloff x log-normal speckle (`SPECKLE_SIGMA`).
+    The texture is a log-normal factor (`TEXTURE_SIGMA`) per agent, and per 2 m map cell of static
+    surfaces (stable from sweep to sweep: a wall keeps its shade); the rest of the randomness comes
+    from one 64-bit hash of (seed, ray index)."""
     for i in range(body.size):
         firing = i // LIDAR_BEAMS
         on_body = math.isfinite(body[i])
+        blocked = on_body and body[i] < 0.0  # on the windscreen: no return
         d = body[i] if on_body else distance[i]
         tri = -1 if on_body else triangle[i]
         bits = hash_bits(seed, np.uint64(i))
         u_drop = float(bits & np.uint64(0xFFFF)) / 65536.0
         drop_probability = 0.015 + 0.5 * min(max((d - 60.0) / (LIDAR_MAX_RANGE_M - 60.0), 0.0), 1.0)
-        valid = on_body or (math.isfinite(d) and d <= LIDAR_MAX_RANGE_M and u_drop >= drop_probability)
-        d = d + LIDAR_RANGE_NOISE_M * irwin_hall_normal(bits >> np.uint64(16)) if valid else 0.0
-        px = origins[firing, 0] + directions[i, 0] * d
-        py = origins[firing, 1] + directions[i, 1] * d
-        pz = origins[firing, 2] + directions[i, 2] * d
+        valid = not blocked and (on_body or (math.isfinite(d) and d <= LIDAR_MAX_RANGE_M))
+        px = origins[firing, 0] + directions[i, 0] * d if valid else 0.0
+        py = origins[firing, 1] + directions[i, 1] * d if valid else 0.0
+        pz = origins[firing, 2] + directions[i, 2] * d if valid else 0.0
         scene_hit = valid and not on_body and tri >= 0
         intensity = 0.0
         if valid:
+            texture = 1.0
             if on_body:
                 surface, cosine = reflectivity[_EGO_BODY], 0.7
             else:
@@ -194,10 +219,30 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
                         surface = ground_reflectivity[ground_class(px, py, loops) % GROUND_KERB_FLAG]
                     else:
                         surface = reflectivity[material[tri]]
+                    if owner[tri] >= 0:
+                        key = np.uint64(1 << 40) + np.uint64(owner[tri])
+                    else:
+                        key = (np.uint64(int(math.floor(px / 2.0)) + (1 << 20)) * np.uint64(1 << 21)
+                               + np.uint64(int(math.floor(py / 2.0)) + (1 << 20))) * np.uint64(64) \
+                            + np.uint64(int(math.floor(pz / 2.0)) + 32)
+                    texture = math.exp(TEXTURE_SIGMA * irwin_hall_normal(hash_bits(np.uint64(_TEXTURE_SEED), key)))
+                    if material[tri] == _GLASS:
+                        drop_probability += GLASS_DROPOUT
             falloff = 1.0 / (1.0 + (d / 80.0) ** 2)
-            speckle = math.exp(0.25 * irwin_hall_normal(bits >> np.uint64(37)))
-            intensity = min(max(math.floor(surface * (0.25 + 0.75 * cosine) * (0.7 + 0.3 * falloff) * speckle + 0.5),
-                                0.0), 255.0)
+            speckle = math.exp(SPECKLE_SIGMA * irwin_hall_normal(bits >> np.uint64(37)))
+            expected = surface * texture * (0.5 + 0.5 * cosine) * (0.7 + 0.3 * falloff)
+            if not on_body and expected < DARK_BELOW:
+                drop_probability += DARK_DROPOUT * (1.0 - expected / DARK_BELOW)
+            intensity = min(max(math.floor(expected * speckle + 0.5), 0.0), 255.0)
+            valid = on_body or u_drop >= drop_probability
+        if valid:
+            d = d + LIDAR_RANGE_NOISE_M * irwin_hall_normal(bits >> np.uint64(16))
+            px = origins[firing, 0] + directions[i, 0] * d
+            py = origins[firing, 1] + directions[i, 1] * d
+            pz = origins[firing, 2] + directions[i, 2] * d
+        else:
+            px, py, pz, intensity = origins[firing, 0], origins[firing, 1], origins[firing, 2], 0.0
+        scene_hit = scene_hit and valid
         for row in range(3):
             points[i, row] = (rotation[row, 0] * px + rotation[row, 1] * py + rotation[row, 2] * pz
                               + translation[row])

@@ -379,8 +379,8 @@ def test_pose_interpolation_between_records(log: NuScenesLog) -> None:
 
 def test_map_raster_is_read_once(log: NuScenesLog) -> None:
     token = log.sample_tokens()[0]
-    a = log.frame(token, FrameOptions(load_lidar=False, load_images=False))
-    b = log.frame(log.sample_tokens()[1], FrameOptions(load_lidar=False, load_images=False))
+    a = log.frame(token, FrameOptions(load_lidar=False, load_images=False, check_map=False))
+    b = log.frame(log.sample_tokens()[1], FrameOptions(load_lidar=False, load_images=False, check_map=False))
     assert a.map is not None and a.map is b.map
     assert a.map.drivable.shape == (120, 100) and a.map.drivable[0, 0] == 255 and a.map.drivable[-1, 0] == 0
 
