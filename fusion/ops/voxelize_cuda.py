@@ -28,7 +28,7 @@ import numpy as np
 from numba import config as numba_config
 from numba import cuda, int32
 
-from avfusion.fusion.ops.voxelize import (
+from avfusion.fusion.ops.voxelize_types import (
     DynamicVoxels,
     VoxelConfig,
     Voxels,
