@@ -21,9 +21,11 @@ import numpy as np
 import torch
 
 from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import SampleAugmentation
 from avfusion.fusion.config import CAMERA_NAMES, FusionConfig
+from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
 
@@ -170,7 +172,6 @@ def _pose_for_map(frame: SyncedFrame, config: FusionConfig) -> SE3 | None:
         return frame.global_from_ego
     if frame.gnss is None:
         return None
-    from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 
     fix = frame.gnss
     xyz = map_from_geodetic(frame.location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))[0]
@@ -227,8 +228,6 @@ def pillarize(
     contract). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
     int64 (grid row along y, column along x).
     """
-    from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
-
     grid = config.grid
     voxel_config = VoxelConfig.pillars(
         grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars

@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from avfusion.datasets.index import cache_root
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.errors import InputError
+from avfusion.tools.replay.engine import run_replay, summary_table
+from avfusion.tools.replay.frames import load_detector
+from avfusion.tools.replay.types import ReplayRequest
 
 DEMO_VERSION = "v1.0-mini"
 DEMO_SPLIT = "synth_val"
@@ -58,11 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.index import cache_root
-    from avfusion.tools.replay.engine import run_replay, summary_table
-    from avfusion.tools.replay.frames import load_detector
-    from avfusion.tools.replay.types import ReplayRequest
-
     if args.pictures < 0:
         raise InputError(f"--pictures must be >= 0, got {args.pictures}")
     load_detector(args.checkpoint, "cpu")  # a bad checkpoint fails now, not after making the log
@@ -99,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
 def ensure_demo_log(paths: DemoPaths, seed: int = DEMO_SEED, remake: bool = False) -> Path:
     """The demo log, written first if it is not there (the generator writes beside it and renames,
     so an interrupted generation leaves nothing half-made)."""
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     marker = paths.log / DEMO_VERSION / "sample.json"
     if marker.is_file() and not remake:
         print(f"demo log: {paths.log} (already made)")

@@ -16,6 +16,8 @@ from pathlib import Path
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.fusion.config import PRESETS, FusionConfig, configure
+from avfusion.fusion.train import export_weights, train
+
 
 def config_from_args(args: argparse.Namespace) -> FusionConfig:
     return configure(
@@ -25,8 +27,6 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.fusion.train import export_weights, train
-
     config = config_from_args(args)
     scenes = args.scenes.split(",") if args.scenes else None
     options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)

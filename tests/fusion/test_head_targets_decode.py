@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.fusion.config import CameraConfig, DecodeConfig, FusionConfig, GridConfig, tiny_for_tests
+from avfusion.errors import FileFormatError
+from avfusion.fileio import write_json_atomic
+from avfusion.fusion.config import (
+    CameraConfig,
+    DecodeConfig,
+    FusionConfig,
+    GridConfig,
+    cpu_default,
+    gpu_large,
+    tiny_for_tests,
+)
 from avfusion.fusion.decode import circle_nms, decode_sample
 from avfusion.fusion.head import HeadOutputs
 from avfusion.fusion.losses import depth_loss, heatmap_focal_loss, regression_l1_loss
@@ -175,10 +185,6 @@ def test_camera_config_rejects_inconsistent_stride() -> None:
 
 
 def test_config_round_trips_through_json(tmp_path) -> None:
-    from avfusion.errors import FileFormatError
-    from avfusion.fileio import write_json_atomic
-    from avfusion.fusion.config import cpu_default, gpu_large
-
     for config in (cpu_default(), gpu_large(), tiny_for_tests()):
         write_json_atomic(tmp_path / "c.json", config.to_dict())
         assert FusionConfig.load_json(tmp_path / "c.json") == config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from avfusion.calibration.boxes import Boxes3D
 from avfusion.fusion.checkpoint import save_checkpoint
 from avfusion.fusion.config import tiny_for_tests
 from avfusion.fusion.inference import Detector
@@ -33,8 +34,6 @@ def test_real_keyframe_boxes_match_the_published_annotation(realdata_root, tmp_p
 
 
 def test_match_counts_by_hand() -> None:
-    from avfusion.calibration.boxes import Boxes3D
-
     gt = Boxes3D(center=[[0, 0, 0], [10, 0, 0]], size_wlh=[[1, 1, 1]] * 2, yaw_rad=[0, 0], label=[0, 5])
     predicted = Boxes3D(center=[[0.7, 0, 0], [10.2, 0, 0], [0.1, 0, 0]], size_wlh=[[1, 1, 1]] * 3,
                         yaw_rad=[0, 0, 0], label=[0, 5, 5], score=[0.9, 0.8, 0.95])  # fmt: skip

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avfusion.errors import InputError
+from avfusion.fusion.ops.voxelize import VoxelConfig
 from avfusion.tools.bench.voxelize import load_sweeps, tile_sweeps, torch_unique_voxelize
 from avfusion.tools.cli import main
 
@@ -35,8 +36,6 @@ def test_synthetic_source_needs_a_dataroot(tmp_path: Path) -> None:
 
 def test_torch_unique_peer_hand_worked() -> None:
     import torch
-
-    from avfusion.fusion.ops.voxelize import VoxelConfig
 
     config = VoxelConfig((0, 0, 0, 2, 2, 1), (1, 1, 1), max_points_per_voxel=1, max_voxels=2)
     points = torch.tensor([[1.5, 0.5, 0.5], [0.5, 0.5, 0.5], [1.2, 0.2, 0.2], [0.5, 1.5, 0.5], [2.0, 0, 0]])

@@ -13,6 +13,7 @@ from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig, tiny_for_tests
 from avfusion.fusion.model import BEVFusion
+from avfusion.fusion.train import train
 from avfusion.fusion.warmstart import warm_start
 
 
@@ -87,8 +88,6 @@ def test_warm_start_refuses_a_source_built_for_another_grid(sources) -> None:
 
 
 def test_training_records_its_warm_start_and_a_resume_keeps_training_the_same_weights(sources, frame_factory) -> None:
-    from avfusion.fusion.train import train
-
     base, lidar_model, _, folder = sources
     config = _with_modalities(base, lidar=True, camera=True, map=True)
     config = config.replace(train=dataclasses.replace(config.train, epochs=2))

@@ -8,14 +8,13 @@ import math
 
 import pytest
 
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.fusion.config import tiny_for_tests
 from avfusion.tools.cli import main
 
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     return make_synthetic_log(tmp_path_factory.mktemp("ablation") / "log", num_scenes=1, seconds=1.5, seed=47,
                               progress=False)  # fmt: skip
 

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
-from avfusion.tools.viz import render
-from avfusion.tools.viz.viewer import RunPredictions
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.fusion.checkpoint import save_checkpoint
 from avfusion.fusion.config import FusionConfig, GridConfig
 from avfusion.fusion.model import BEVFusion
 from avfusion.tools.replay.engine import run_replay
 from avfusion.tools.replay.types import ReplayRequest
+from avfusion.tools.viz import render
+from avfusion.tools.viz.viewer import RunPredictions
 
 VERSION = "v1.0-mini"
 
@@ -36,8 +37,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def replayed(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     root = make_synthetic_log(tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=1.0, seed=5,
                               image_scale=0.25, progress=False)  # fmt: skip
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from avfusion.errors import InputError
 from avfusion.fileio import write_json_atomic
 
 
@@ -104,8 +105,6 @@ def set_threads(threads: int) -> None:
     NUMBA_NUM_THREADS caps Numba below that, instead of Numba's bare range error."""
     import numba
     import torch
-
-    from avfusion.errors import InputError
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "

@@ -35,6 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.eval.config import default_config
+from avfusion.eval.data import load_ground_truth, load_ground_truth_and_predictions
+from avfusion.eval.detection import evaluate
+from avfusion.eval.devkit_bridge import run_devkit_eval
 from avfusion.fileio import write_json_atomic
 from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.tools.bench.common import BenchReport, time_call
@@ -68,11 +73,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.eval.config import default_config
-    from avfusion.eval.data import load_ground_truth, load_ground_truth_and_predictions
-    from avfusion.eval.detection import evaluate
-    from avfusion.eval.devkit_bridge import run_devkit_eval
-
     config = default_config()
     dataroot, version, split, results_path = prepare_inputs(args)
     gt = load_ground_truth(dataroot, version, split)
@@ -153,8 +153,6 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[str, str, str, str]:
         cache = Path(args.cache_dir) / f"log-s{args.scenes}-t{args.seconds:g}-seed{args.seed}"
         dataroot = str(cache / "dataroot")
         if not (cache / "dataroot.complete").exists():
-            from avfusion.datasets.synthetic import make_synthetic_log
-
             print(f"generating an annotations-only log of {args.scenes} scenes x {args.seconds:g} s into {dataroot} (cached) ...")
             shutil.rmtree(dataroot, ignore_errors=True)
             make_synthetic_log(
@@ -186,8 +184,6 @@ def make_benchmark_results(dataroot: str, version: str, split: str, boxes_per_sa
     (moved ~0.5 m, resized ~10 %, turned ~0.2 rad, velocity off by ~0.5 m/s, attribute mostly right),
     10 % of kept ones twice; then false positives within 60 m of the ego vehicle up to
     `boxes_per_sample`; scores rounded to 2 decimals so that ties occur, as in real detector output."""
-    from avfusion.eval.data import load_ground_truth
-
     rng = np.random.default_rng(seed)
     gt = load_ground_truth(dataroot, version, split)
     boxes = gt.boxes

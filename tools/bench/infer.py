@@ -22,14 +22,14 @@ import torch
 
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.fusion.inference import Detector
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.fusion.inference import Detector
-
     torch.manual_seed(0)
     if args.threads:
         set_threads(args.threads)
@@ -37,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
     config = detector.config
     dataroot = args.dataroot
     if dataroot is None:
-        from avfusion.datasets.synthetic import make_synthetic_log
-
         dataroot = str(make_synthetic_log(tempfile.mkdtemp(prefix="avfusion-bench-infer-"), num_scenes=1,
                                           seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))  # fmt: skip
     options = FrameOptions(

@@ -19,6 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.calibration.se3 import SE3
+from avfusion.errors import InputError
+from avfusion.fusion.inference import Detector
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.sensors.images import read_camera_image
+from avfusion.sensors.pcd import read_pcd_bin
+from avfusion.sensors.types import CameraFrame, LidarSweep, SyncedFrame
 from avfusion.tools.bench.common import BenchReport, time_call
 
 FIXTURE = Path("nuscenes_fixture/mmdetection3d/demo/data/nuscenes")
@@ -35,15 +44,6 @@ def _ndarray(value) -> np.ndarray:
 
 def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
     """The fixture keyframe as a `SyncedFrame` (ego frame at the lidar time, boxes included)."""
-    from avfusion.calibration.boxes import Boxes3D
-    from avfusion.calibration.camera import CameraIntrinsics
-    from avfusion.errors import InputError
-    from avfusion.labels import CLASS_INDEX
-    from avfusion.calibration.se3 import SE3
-    from avfusion.sensors.images import read_camera_image
-    from avfusion.sensors.pcd import read_pcd_bin
-    from avfusion.sensors.types import CameraFrame, LidarSweep, SyncedFrame
-
     folder = Path(realdata_root) / FIXTURE
     info_path = folder / INFO_NAME
     if not info_path.is_file():
@@ -116,9 +116,6 @@ def match_counts(predicted, ground_truth, distances_m=MATCH_DISTANCES_M) -> dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.labels import DETECTION_CLASSES
-    from avfusion.fusion.inference import Detector
-
     detector = Detector.load(args.checkpoint, device=args.device)
     frame = real_keyframe(args.realdata, detector.config.camera.decode_scale)
     report = BenchReport(f"bench realdata: real nuScenes keyframe {frame.sample_token} ({len(frame.gt_boxes)} GT boxes)")
