@@ -377,7 +377,7 @@ def collate(
     lidar_depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if guided_lift else None
     boxes_bev: list[Boxes3D] = []
 
-    for b, (frame, aug) in enumerate(zip(frames, augmentations)):
+    for b, (frame, aug) in enumerate(zip(frames, augmentations, strict=True)):
         dropped = set(drop) | set(aug.drop)
         bev_from_ego[b] = aug.bev_from_ego
         points = None if "lidar" in dropped else lidar_points_bev(frame, aug)
@@ -404,10 +404,10 @@ def collate(
             has_camera[b, k] = True
             if points_ego_for_depth is not None:
                 depth_bins[b, k] = depth_target(points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k],
-                                                image_aug[b, k], config)  # fmt: skip
+                                                image_aug[b, k], config)
             if keyframe_points_ego is not None:
                 lidar_depth_bins[b, k] = depth_target(keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k],
-                                                      image_aug[b, k], config)  # fmt: skip
+                                                      image_aug[b, k], config)
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:

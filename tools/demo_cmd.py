@@ -107,7 +107,7 @@ def ensure_demo_log(paths: DemoPaths, seed: int = DEMO_SEED, remake: bool = Fals
     return make_synthetic_log(
         paths.log, num_scenes=DEMO_SCENES, seconds=DEMO_SECONDS, seed=seed, version=DEMO_VERSION,
         image_scale=DEMO_IMAGE_SCALE, progress=True,
-    )  # fmt: skip
+    )
 
 
 def render_pictures(log_root: Path, run_dir: Path, pictures_dir: Path, count: int) -> bool:
@@ -117,9 +117,9 @@ def render_pictures(log_root: Path, run_dir: Path, pictures_dir: Path, count: in
     command = [
         sys.executable, "-m", "avfusion.tools.cli", "viz", "--dataroot", str(log_root), "--version", DEMO_VERSION,
         "--run", str(run_dir), "--headless", "--out", str(pictures_dir), "--frames", str(count), "--color", "camera",
-    ]  # fmt: skip
+    ]
     print(f"rendering {count} fused-BEV pictures ...")
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
         print(

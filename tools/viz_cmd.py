@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             rendered = render_scene(
                 frames, args.out, options, fps=args.fps, stem=scene_name, video=not args.no_video,
                 progress=lambda _index: bar.update(1),
-            )  # fmt: skip
+            )
         print(f"{len(rendered.pictures)} pictures of {scene_name} in {args.out}")
         if rendered.gif is not None:
             print(f"animation: {rendered.gif}\nvideo:     {rendered.mp4}")

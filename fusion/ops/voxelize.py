@@ -88,7 +88,7 @@ def voxelize(points: Any, config: VoxelConfig, backend: Backend = "numba") -> Vo
     """
     if backend == "cuda":
         # Imported on first use: numba.cuda reads NUMBA_ENABLE_CUDASIM when it is first imported.
-        from avfusion.fusion.ops import voxelize_cuda  # noqa: PLC0415
+        from avfusion.fusion.ops import voxelize_cuda
 
         return voxelize_cuda.voxelize_cuda(points, config)
     host = host_points(points)
@@ -109,7 +109,7 @@ def dynamic_voxelize(points: Any, config: VoxelConfig, backend: Backend = "numba
     """
     if backend == "cuda":
         # Imported on first use: numba.cuda reads NUMBA_ENABLE_CUDASIM when it is first imported.
-        from avfusion.fusion.ops import voxelize_cuda  # noqa: PLC0415
+        from avfusion.fusion.ops import voxelize_cuda
 
         return voxelize_cuda.dynamic_voxelize_cuda(points, config)
     host = host_points(points)

@@ -237,7 +237,7 @@ class _CallPlan:
             scratch.splits, scratch.sizes, routes.key_stage.rows(num_parts), routes.key_stage.key_rows(num_parts),
             route_points, route_keys, route_locals, route_slots, routes.counts, routes.drops, part_keys, part_counts,
             part_first, local_to_voxel,
-        )  # fmt: skip
+        )
 
 
 class Voxelizer:
@@ -306,7 +306,7 @@ class Voxelizer:
             plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels, plan.part_keys, plan.part_counts,
             plan.part_first, plan.sizes, plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index,
             features, coords_zyx, num_points, self._filled, fresh, plan.drops,
-        )  # fmt: skip
+        )
 
     def _voxelize(self, points: np.ndarray, fresh: bool, num_parts: int | None = None) -> Voxels:
         """num_parts: slabs of x columns numbered in parallel, one per Numba thread by default (any
@@ -338,7 +338,7 @@ class Voxelizer:
         num_local, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
             plan, num_workers, points, point_voxel_index, features, coords_zyx, num_points,
             fresh,
-        )  # fmt: skip
+        )
         num_voxels = min(num_local, config.max_voxels)
         features = features[:num_voxels]
         coords_zyx = coords_zyx[:num_voxels]
@@ -390,7 +390,7 @@ def dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVo
         points, config.range_min_f32, config.voxel_size_f32, grid, whole_grid, routes.key_stage.rows(num_chunks),
         routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
         routes.drops,
-    )  # fmt: skip
+    )
     num_voxels = _assign_dynamic_kernel(
         route_points, route_keys, routes.counts, table, bits, point_voxel_index, scratch.voxel_keys, scratch.counts
     )
@@ -400,4 +400,4 @@ def dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVo
     return DynamicVoxels(
         point_voxel_index, coords_zyx, scratch.counts[:num_voxels].copy(),
         num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
-    )  # fmt: skip
+    )

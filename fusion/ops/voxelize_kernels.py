@@ -86,10 +86,10 @@ def _divider(d):  # pragma: no cover - jitted
     1 <= d < 2**31: a multiplication and a shift instead of a division. Granlund & Montgomery 1994,
     theorem 4.2 with N = 32: m = floor(2**(32 + l) / d) + 1, l = ceil(log2 d), gives 2**(32 + l) <
     m * d <= 2**(32 + l) + 2**l, exact for n < 2**32; m <= 2**33, so n * m < 2**64 for n < 2**31."""
-    l = 0
-    while (np.int64(1) << l) < d:
-        l += 1
-    shift = np.uint64(32 + l)
+    log2_d = 0  # l in the theorem: ceil(log2 d)
+    while (np.int64(1) << log2_d) < d:
+        log2_d += 1
+    shift = np.uint64(32 + log2_d)
     return (np.uint64(1) << shift) // np.uint64(d) + np.uint64(1), shift
 
 
@@ -210,8 +210,8 @@ def _route_chunk(
     zs = stage[c, 2]
     keys = block_keys[c]
     tails = route_counts[c]  # a cache line of its own: written once a point
-    for t in range(num_parts):
-        tails[t] = 0
+    for part in range(num_parts):
+        tails[part] = 0
     n_nan = 0
     n_out = 0
     chunk_points = route_points[c]
@@ -268,7 +268,7 @@ def _route_points_kernel(
         _route_chunk(
             np.int64(c), points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
             route_counts, point_voxel_index, drops,
-        )  # fmt: skip
+        )
 
 
 def _prefetch_codegen(for_write: int):
@@ -609,7 +609,7 @@ def _hard_worker(
         _route_chunk(
             c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
             route_counts, point_voxel_index, drops,
-        )  # fmt: skip
+        )
         _atomic_add(sync, done, 1)
         c = _atomic_add(sync, claim, 1)
     _wait_until_done(sync, done, num_chunks)
@@ -619,7 +619,7 @@ def _hard_worker(
         _number_partition(
             t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
             part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
-        )  # fmt: skip
+        )
         _atomic_add(sync, done, 1)
         t = _atomic_add(sync, claim, 1)
     _wait_until_done(sync, done, num_parts)
@@ -634,7 +634,7 @@ def _hard_worker(
             t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local,
             part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
             num_points, filled, fresh, drops, num_voxels,
-        )  # fmt: skip
+        )
         t = _atomic_add(sync, claim, 1)
 
 
@@ -691,13 +691,13 @@ def _hard_voxelize_kernel(
     for k in range(sync.shape[0]):
         sync[k] = 0
     _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits)
-    for w in prange(num_workers):
+    for _worker in prange(num_workers):
         _hard_worker(
             sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys,
             route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys,
             part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
             features, coords_zyx, num_points, filled, fresh, drops,
-        )  # fmt: skip
+        )
     num_local = 0
     for t in range(part_sizes.shape[0]):
         num_local += part_sizes[t]

@@ -110,7 +110,7 @@ class VoxelConfig:
         """Number of voxels along x, y, z: `round((max - min) / size)` in float32, as spconv."""
         extent = np.asarray(self.point_cloud_range[3:], np.float32) - self.range_min_f32
         cells = extent / self.voxel_size_f32  # float32 / float32 stays float32
-        return tuple(int(math.floor(float(c) + 0.5)) for c in cells)  # type: ignore[return-value]
+        return tuple(math.floor(float(c) + 0.5) for c in cells)  # type: ignore[return-value]
 
     @property
     def grid_size_zyx(self) -> tuple[int, int, int]:
@@ -249,7 +249,7 @@ def host_points(points: Any) -> np.ndarray:
     if (
         type(points) is np.ndarray and points.dtype == np.float32 and points.ndim == 2 and points.shape[1] >= 3
         and points.flags.c_contiguous
-    ):  # fmt: skip
+    ):
         return points  # the common case in few steps (with cold caches: ~30 us instead of ~120 us)
     if is_cuda_tensor(points):
         raise ValueError("points are a CUDA tensor: use backend='cuda'")

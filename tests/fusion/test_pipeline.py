@@ -24,7 +24,7 @@ def test_one_training_step_has_finite_loss_and_gradients_in_every_branch(frame_f
     rng = np.random.default_rng(0)
     augmentations = [draw_augmentation(rng, config.augment.__class__(drop_lidar_probability=0.0,
                      drop_cameras_probability=0.0, drop_one_camera_probability=0.0, drop_map_probability=0.0),
-                     has_map=True) for _ in frames]  # fmt: skip
+                     has_map=True) for _ in frames]
     batch = collate(frames, config, augmentations=augmentations, with_targets=True)
     assert bool(batch.modality.lidar.all()) and bool(batch.modality.camera.all()) and bool(batch.modality.map.all())
     assert int(batch.targets.mask.sum()) == 12  # 6 boxes each, all within +-25.6 m
@@ -142,7 +142,7 @@ def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
         [0.0, 0.0, 20.0],   # same pixel, farther
         [-31.0, -15.0, 31.0],  # u = 0.5, v = 0.5 -> feature (0, 0), but bin 10 is past the 8 bins
         [1.0, 0.0, -5.0],   # behind the camera
-    ])  # fmt: skip
+    ])
     target = depth_target(points, intrinsics, ego_from_camera, np.eye(3), config)
     assert target.shape == (4, 8)
     assert target[2, 4] == 1
@@ -173,7 +173,7 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
     for branches in ((True, True), (True, False), (False, True)):
         rng = np.random.default_rng(7)
         draws[branches] = [draw_augmentation(rng, config, has_lidar_branch=branches[0], has_camera_branch=branches[1])
-                           for _ in range(400)]  # fmt: skip
+                           for _ in range(400)]
     fused = [a.drop for a in draws[True, True]]
     lidar_drops = sum("lidar" in d for d in fused) / len(fused)
     camera_drops = sum("camera" in d for d in fused) / len(fused)

@@ -268,7 +268,7 @@ def test_voxelizer_views_equal_fresh_results_call_after_call() -> None:
     config = VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 4, 300)
     voxelizer = Voxelizer(config)
     clouds = [random_cloud(20, 3000, config), random_cloud(21, 200, config), random_cloud(22, 3000, config),
-              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]  # fmt: skip
+              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]
     clouds[3] = np.concatenate([clouds[3], np.zeros((10, 2), np.float32)], axis=1)
     held = []
     for cloud in [*clouds, clouds[0]]:
@@ -504,7 +504,7 @@ def test_points_on_slab_faces_and_points_without_a_cell_in_any_slab(
     cloud = np.concatenate([x[:, None], yz, np.arange(480, dtype=np.float32)[:, None]], axis=1)[rng.permutation(480)]
     inf = np.inf
     invalid = np.float32([[4.5, NAN, 1, -1], [3.5, 1, NAN, -2], [NAN, 1, 1, -3], [-inf, 1, 1, -4], [-0.5, 1, 1, -5],
-                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])  # fmt: skip
+                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])
     cloud = np.concatenate([cloud[:200], invalid, cloud[200:], invalid])
     voxels = partitioned(cloud, config, num_parts)
     assert (voxels.num_nan, voxels.num_out_of_range) == (6, 12)
@@ -517,7 +517,7 @@ def test_partitions_of_empty_and_all_dropped_clouds(num_parts: int) -> None:
     assert empty.features.shape == (0, 2, 4) and empty.point_voxel_index.shape == (0,)
     inf = np.inf
     dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1], [inf, 1, 1], [1, -inf, 1], [NAN, inf, 0]],
-                       np.float32)  # fmt: skip
+                       np.float32)
     voxels = partitioned(dropped, SMALL, num_parts)
     assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (3, 4)
     assert_voxels_equal(partitioned(HAND_POINTS, SMALL, num_parts), voxelize(HAND_POINTS, SMALL, backend="reference"))
@@ -556,7 +556,7 @@ def test_decoding_a_key_by_multiplying_equals_integer_division(grid_xyz: tuple[i
     keys = np.concatenate([
         rng.integers(0, num_cells, 2000), [0, num_cells - 1, gz - 1, gz, gy * gz - 1, gy * gz],
         np.arange(1, min(gx, 50)) * gy * gz - 1, np.arange(1, min(gy, 50)) * gz,
-    ])  # fmt: skip
+    ])
     decoder = voxelize_kernels._key_decoder(np.array(grid_xyz, np.int32))
     for key in keys[(keys >= 0) & (keys < num_cells)]:
         expected = (key % gz, (key // gz) % gy, key // (gy * gz))
@@ -570,7 +570,7 @@ def test_dividing_by_multiplying_is_exact_for_int32_numerators(divisor: int) -> 
     numerators = np.concatenate([
         rng.integers(0, 2**31, 5000), [0, 1, divisor - 1, divisor, divisor + 1, top, top - 1],
         [top // divisor * divisor, top // divisor * divisor - 1],
-    ]).astype(np.uint64)  # fmt: skip
+    ]).astype(np.uint64)
     multiplier, shift = voxelize_kernels._divider(np.int64(divisor))
     assert top * int(multiplier) < 2**64  # the uint64 product cannot wrap
     np.testing.assert_array_equal((numerators * np.uint64(multiplier)) >> np.uint64(shift), numerators // divisor)
@@ -601,7 +601,7 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
         cloud, config.range_min_f32, config.voxel_size_f32, grid, splits, routes.key_stage.rows(num_chunks),
         routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
         routes.drops,
-    )  # fmt: skip
+    )
     scaled = (cloud[:, :3] - config.range_min_f32) / config.voxel_size_f32  # float32 throughout
     inside = np.all((scaled >= 0) & (scaled < grid.astype(np.float32)), axis=1)
     cell = np.floor(scaled[inside]).astype(np.int64)
@@ -680,12 +680,12 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
         plan.capacity, config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
         plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
         voxelizer._num_points, voxelizer._filled, False, plan.drops,
-    )  # fmt: skip
+    )
     num_voxels = min(totals[0], config.max_voxels)
     voxels = Voxels(
         features[:num_voxels], voxelizer._coords_zyx[:num_voxels], voxelizer._num_points[:num_voxels],
         point_voxel_index, *totals[1:],
-    )  # fmt: skip
+    )
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
     assert plan.sync[voxelize_kernels.STAGE_FILL * 2 * voxelize_kernels.SYNC_STRIDE] == num_parts + 8
 

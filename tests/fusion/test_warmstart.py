@@ -50,7 +50,7 @@ def test_fused_model_warm_started_from_lidar_then_camera_computes_the_lidar_mode
     fused = BEVFusion.from_config(fused_config)
     report = warm_start(fused, fused_config, [folder / "lidar.pt", folder / "camera.pt"])
     assert report.branch_sources == {"lidar": str(folder / "lidar.pt"), "map": str(folder / "lidar.pt"),
-                                     "camera": str(folder / "camera.pt")}  # fmt: skip
+                                     "camera": str(folder / "camera.pt")}
     assert report.zeroed_fuser_inputs == ("camera",)
 
     # Branches come from their sources; the map from the first one that has it (the trunk).

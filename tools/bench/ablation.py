@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
         "fused -map": (fused, frozenset({"map"}), False),
         "fused gnss_noise": (fused_gnss, frozenset(), True),
-    })  # fmt: skip
+    })
     split = resolve_split(args.dataroot, args.version, args.val_split)
     options = FrameOptions(
         num_sweeps=fused.config.lidar.num_sweeps, image_scale=fused.config.camera.decode_scale, load_boxes=False
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
 def markdown_table(table: dict[str, dict]) -> str:
     columns = ["NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"]
     lines = ["| model / sensors | " + " | ".join(columns) + " | classes with AP > 0 |",
-             "|---|" + "---|" * (len(columns) + 1)]  # fmt: skip
+             "|---|" + "---|" * (len(columns) + 1)]
     for name, row in table.items():
         nonzero = sum(1 for ap in row["AP_per_class"].values() if ap > 0)
         values = " | ".join(f"{row[c]:.3f}" for c in columns)

@@ -108,7 +108,7 @@ def set_threads(threads: int) -> None:
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
-                         "allows in this environment; unset it or pass fewer threads")  # fmt: skip
+                         "allows in this environment; unset it or pass fewer threads")
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)
 

@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--our-repeats", type=int, default=3,
         help="timed runs of ours (default 3: a few seconds each, so a load spike on the shared machine can "
         "swamp one run, while the devkit's single run spans minutes of load; the median is reported)",
-    )  # fmt: skip
+    )
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help=f"where generated inputs are kept (default {DEFAULT_CACHE})")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)
@@ -158,7 +158,7 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[str, str, str, str]:
             make_synthetic_log(
                 dataroot, num_scenes=args.scenes, seconds=args.seconds, seed=args.seed, version=args.version,
                 annotations_only=True, progress=True,
-            )  # fmt: skip
+            )
             (cache / "dataroot.complete").write_text("ok\n")
         split = args.split or _largest_synthetic_split(dataroot, args.version)
     results_path = cache / f"results-{split}-k{args.boxes_per_sample}-seed{args.seed}.json"
@@ -199,7 +199,7 @@ def make_benchmark_results(dataroot: str, version: str, split: str, boxes_per_sa
         translation = np.concatenate([
             boxes.translation[keep] + rng.normal(0, [0.5, 0.5, 0.1], (n_true, 3)),
             ego + np.column_stack([rng.uniform(-60, 60, (n_false, 2)), rng.uniform(0, 2, n_false)]),
-        ])  # fmt: skip
+        ])
         size = np.concatenate([boxes.size_wlh[keep] * rng.uniform(0.9, 1.1, (n_true, 3)), rng.uniform(0.5, 5.0, (n_false, 3))])
         velocity = np.concatenate([np.nan_to_num(boxes.velocity_xy[keep]) + rng.normal(0, 0.5, (n_true, 2)), rng.normal(0, 2, (n_false, 2))])
         label = np.concatenate([boxes.label[keep], rng.integers(0, len(DETECTION_CLASSES), n_false)])

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     dataroot = args.dataroot
     if dataroot is None:
         dataroot = str(make_synthetic_log(tempfile.mkdtemp(prefix="avfusion-bench-infer-"), num_scenes=1,
-                                          seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))  # fmt: skip
+                                          seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))
     options = FrameOptions(
         num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=False
     )
@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
             voxelize_ms = stages_ms.get("voxelize", 0.0)
             for stage, value in (("read_sync", read_ms), ("voxelize", voxelize_ms),
                                  ("prepare", stages_ms["prepare"] - voxelize_ms),
-                                 ("network", stages_ms["network"]), ("decode", stages_ms["decode"])):  # fmt: skip
+                                 ("network", stages_ms["network"]), ("decode", stages_ms["decode"])):
                 stages[name][stage].append(value)
             totals[name].append(total_ms)
             if name == "ours":
                 boxes.append(len(detections.boxes_ego))
 
     title = (f"bench infer: full loop (read+sync, voxelize, prepare, network, decode) over {count} frames of "
-             f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)")  # fmt: skip
+             f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)")
     report = BenchReport(title, skipped=skipped)
     report.ours.append(Timing("full_loop", tuple(totals["ours"])))
     if "spconv_voxelizer" in methods:

@@ -65,12 +65,12 @@ def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
         # lidar2cam includes the ego motion between the two exposures, so the camera's own ego pose
         # is global_from_ego(lidar) @ ego_from_lidar @ lidar_from_camera @ camera_from_ego(camera).
         global_from_camera_ego = (global_from_ego.matrix @ ego_from_lidar.matrix
-                                  @ np.linalg.inv(_ndarray(record["lidar2cam"])) @ np.linalg.inv(ego_from_camera))  # fmt: skip
+                                  @ np.linalg.inv(_ndarray(record["lidar2cam"])) @ np.linalg.inv(ego_from_camera))
         cameras[name] = CameraFrame(
             name=name, image=image, intrinsics=intrinsics, ego_from_camera=SE3.from_matrix(ego_from_camera),
             global_from_ego=SE3.from_matrix(global_from_camera_ego),
             timestamp_us=int(round(float(record["timestamp"]) * 1e6)), token=record["sample_data_token"],
-        )  # fmt: skip
+        )
     kept = [b for b in sample["instances"] if b["bbox_label_3d"] >= 0]
     boxes_lidar = np.array([b["bbox_3d"] for b in kept], dtype=np.float64).reshape(-1, 7)
     velocity_lidar = np.array([b["velocity"] for b in kept], dtype=np.float64).reshape(-1, 2)
@@ -79,14 +79,14 @@ def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
         center=boxes_lidar[:, :3], size_wlh=boxes_lidar[:, [4, 3, 5]], yaw_rad=boxes_lidar[:, 6],
         velocity_xy=velocity_lidar, label=labels,
         num_lidar_pts=np.array([b["num_lidar_pts"] for b in kept], dtype=np.int64),
-    )  # fmt: skip
+    )
     return SyncedFrame(
         sample_token=sample["token"], scene_name="scene-0061", location=LOCATION, timestamp_us=timestamp_us,
         global_from_ego=global_from_ego, lidar=lidar, cameras=cameras, gnss=None,
         skew_us={n: c.timestamp_us - timestamp_us for n, c in cameras.items()},
         missing={"map": "not in the fixture", "GNSS": "not in the fixture"},
         gt_boxes=in_lidar.transform(ego_from_lidar),
-    )  # fmt: skip
+    )
 
 
 def frame_instance_count(realdata_root: str | Path) -> int:

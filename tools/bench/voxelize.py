@@ -307,7 +307,7 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.facts["points_dropped"] = {
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
         "voxel_overflow": ours.num_voxel_overflow, "point_overflow": ours.num_point_overflow,
-    }  # fmt: skip
+    }
     report.facts["hash_table_bytes"] = 4 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     report.facts["numba_threads"] = numba_threads()
@@ -336,7 +336,7 @@ def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.peers.append(timings["torch_unique_cuda"])
     report.facts["identical_to_torch_unique"] = same_voxels(ours, peer_call())
     report.facts["identical_to_numba_cpu"] = same_voxels(ours, tuple(
-        getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))  # fmt: skip
+        getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     return report
 
@@ -360,7 +360,7 @@ def jit_compile_times() -> dict[str, float]:
         times = {}
         for label in ("jit_cold_s", "jit_cached_s"):
             result = subprocess.run([sys.executable, "-c", _JIT_PROBE], env=env, capture_output=True, text=True,
-                                    check=True)  # fmt: skip
+                                    check=True)
             times[label] = float(result.stdout.strip().splitlines()[-1])
     return times
 
@@ -375,7 +375,7 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
         payload[name] = {"config": {"point_cloud_range": config.point_cloud_range, "voxel_size": config.voxel_size,
                                     "max_points_per_voxel": config.max_points_per_voxel,
                                     "max_voxels": config.max_voxels},
-                         "cpu": cpu.as_dict()}  # fmt: skip
+                         "cpu": cpu.as_dict()}
         if torch.cuda.is_available():
             gpu = bench_gpu(cloud, config, name, repeats)
             print(gpu.table(), end="\n\n")
@@ -386,7 +386,7 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
     if jit_timing:
         payload["jit"] = jit_compile_times()
         print(f"Numba JIT, first hard + dynamic call: cold {payload['jit']['jit_cold_s']:.2f} s, "
-              f"from cache {payload['jit']['jit_cached_s']:.2f} s")  # fmt: skip
+              f"from cache {payload['jit']['jit_cached_s']:.2f} s")
     return payload
 
 
@@ -411,11 +411,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--points", type=int, default=300_000, help="points in the cloud (default 300000)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per method (median reported)")
     parser.add_argument("--source", choices=("real", "synthetic"), default="real",
-                        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)")  # fmt: skip
+                        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)")
     parser.add_argument("--dataroot", default=None, help="synthetic log for --source synthetic")
     parser.add_argument("--realdata", default=str(DEFAULT_REALDATA), help="the shared realdata folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-jit-timing", dest="jit_timing", action="store_false",
-                        help="skip the cold / cached JIT compile measurement (two fresh interpreters)")  # fmt: skip
+                        help="skip the cold / cached JIT compile measurement (two fresh interpreters)")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)
