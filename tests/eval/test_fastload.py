@@ -49,7 +49,7 @@ def _number_texts(rng: np.random.Generator) -> list[str]:
         "1.7976931348623157e308", "0.000000000000000000000000000001", "100000000000000000000000000000.5",
         "9.999999999999999e22", "8.98846567431158e307", "0.30000000000000004", "1.00000000000000011102230246251565",
         "3.141592653589793238462643383279", "5e-324", "2.4703282292062327e-324",
-    ]
+    ]  # fmt: skip
     # Exact ties between adjacent doubles (round half to even): odd integers above 2^53 and
     # halves above 2^52, both within the scanner's own exact division; and long near-ties.
     texts += [str(int(i) | 1) for i in rng.integers(2**53, 2**54, 300)]
@@ -197,7 +197,7 @@ def test_fields_kinds_strings_and_groups():
         b'[{"a": "\xff"}]', b'\xef\xbb\xbf[{"a": 1}]', b'[{"a": 1}] x', b'[{"a": "\\u12"}]',
         b"[" * 300 + b"]" * 300,
     ],
-)
+)  # fmt: skip
 def test_anything_unusual_is_left_to_json(document):
     assert jsonscan.scan_records(document, jsonscan.TABLE, {"a": 1}) is None
 
@@ -443,7 +443,7 @@ def test_a_broken_table_gets_the_reference_error(write_log, tmp_path, breakage):
 def _assert_same_scan(a: jsonscan.ScannedRecords, b: jsonscan.ScannedRecords) -> None:
     assert a.keys == b.keys and a.meta_range == b.meta_range
     for name in ("kind", "values", "int_values", "number_flags", "element_count", "element_kinds",
-                 "string_start", "string_end", "string_flags", "record_group", "group_size"):
+                 "string_start", "string_end", "string_flags", "record_group", "group_size"):  # fmt: skip
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True), name
 
@@ -540,7 +540,7 @@ def _filtered(data: bytes, wanted: list[str]) -> jsonscan.ScannedRecords | None:
 
 def _assert_rows_equal(kept: jsonscan.ScannedRecords, full: jsonscan.ScannedRecords, rows: list[int]) -> None:
     for name in ("kind", "values", "int_values", "number_flags", "element_count", "element_kinds", "string_start",
-                 "string_end", "string_flags"):
+                 "string_end", "string_flags"):  # fmt: skip
         assert np.array_equal(getattr(kept, name), getattr(full, name)[rows]), name
 
 
@@ -610,7 +610,7 @@ def test_a_split_token_in_other_fields_does_not_keep_a_record() -> None:
         b'{"token": "b", "sample_token": "s2", "\\u006e": 1}', b'{"token": "b", "sample_token": "s2", "n": tru}',
         b'{"token": "b", "sample_token": "s2" "n": 1}', b'{"token": "b", "sample_token": "s2", "n": 1',
     ],
-)
+)  # fmt: skip
 def test_a_skipped_record_that_is_not_plain_json_still_refuses_the_document(bad_record: bytes) -> None:
     good = b'{"token": "a", "sample_token": "s1", "translation": [1, 2, 3], "n": 1}'
     document = b"[" + good + b", " + bad_record + b", " + good.replace(b'"a"', b'"c"') + b"]"
@@ -845,7 +845,7 @@ def _result_groups(rng: np.random.Generator, n_groups: int) -> dict[str, list[di
             {"sample_token": token, "translation": rng.normal(size=3).tolist(), "detection_name": "car",
              "detection_score": float(rng.random())}
             for _ in range(int(rng.integers(0, 4)))
-        ]
+        ]  # fmt: skip
     return groups
 
 
