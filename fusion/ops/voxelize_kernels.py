@@ -22,6 +22,9 @@ routes all points to one partition.
 
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -29,6 +32,15 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from avfusion.fusion.ops.voxelize_types import KEY_NAN, KEY_OUT_OF_RANGE
+
+# Numba's threading layer, chosen when the first parallel kernel runs. Its default order tries TBB
+# first, and Open3D loads a TBB older than Numba accepts: Numba then warns and falls back to OpenMP.
+# These kernels are built for OpenMP (one worker per thread, all running at once; OMP_WAIT_POLICY):
+# try it first, then the workqueue, unless the user chose a layer. Set in the environment too, so
+# that Numba keeps it when it re-reads its environment, and subprocesses inherit it.
+if "NUMBA_THREADING_LAYER" not in os.environ and "NUMBA_THREADING_LAYER_PRIORITY" not in os.environ:
+    os.environ["NUMBA_THREADING_LAYER_PRIORITY"] = "omp workqueue tbb"
+    numba.config.THREADING_LAYER_PRIORITY = ["omp", "workqueue", "tbb"]
 
 # Fibonacci hashing: the top bits of key * 2**64 / golden ratio spread neighbouring cell keys
 # (neighbouring voxels) over the whole table, so linear probing stays short.
