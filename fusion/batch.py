@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import SampleAugmentation
 from avfusion.fusion.config import CAMERA_NAMES, FusionConfig
-from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
+from avfusion.fusion.ops.voxelize import Backend, VoxelConfig, voxelize
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
 
@@ -218,25 +219,37 @@ def lidar_points_bev(frame: SyncedFrame, aug: SampleAugmentation) -> np.ndarray 
     return out
 
 
+_VOXELIZE_BACKENDS: dict[str, Backend] = {"numba": "numba", "reference": "reference", "cuda": "cuda"}
+
+
+def pillar_voxel_config(config: FusionConfig) -> VoxelConfig:
+    """The voxelization of the lidar branch: one pillar per BEV grid cell, the config's caps."""
+    grid = config.grid
+    return VoxelConfig.pillars(
+        grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
+    )
+
+
 def pillarize(
     points_bev: np.ndarray, config: FusionConfig, backend: str = "numba"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group points into one-cell pillars.
 
-    `backend` is a `fusion.ops.voxelize` backend ("numba", "reference", "cuda"), or "spconv" for
-    spconv's `PointToVoxel` (the peer the benchmarks compare against; the same hard-voxelization
-    contract). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
+    `backend` is a `fusion.ops.voxelize` backend ("numba", "reference", "cuda"), or "spconv" /
+    "spconv_cuda" for spconv's `PointToVoxel` on the CPU / the GPU (the peer the benchmarks compare
+    against; the same hard-voxelization contract, and the GPU one needs spconv's CUDA build). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
     int64 (grid row along y, column along x).
     """
-    grid = config.grid
-    voxel_config = VoxelConfig.pillars(
-        grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
-    )
-    if backend == "spconv":
-        features, coords_zyx, num_points = _spconv_generator(voxel_config)(torch.from_numpy(points_bev))
-    else:
-        voxels = voxelize(points_bev, voxel_config, backend=backend)
+    voxel_config = pillar_voxel_config(config)
+    if backend in ("spconv", "spconv_cuda"):
+        device = torch.device("cuda" if backend == "spconv_cuda" else "cpu")
+        generator = _spconv_generator(voxel_config, device)
+        features, coords_zyx, num_points = generator(torch.from_numpy(points_bev).to(device))
+    elif backend in _VOXELIZE_BACKENDS:
+        voxels = voxelize(points_bev, voxel_config, backend=_VOXELIZE_BACKENDS[backend])
         features, num_points, coords_zyx = voxels.features, voxels.num_points, voxels.coords_zyx
+    else:
+        raise ValueError(f"pillarize: unknown backend {backend!r}")
     if isinstance(features, torch.Tensor):  # the CUDA and spconv paths answer with tensors
         features, num_points, coords_zyx = (t.cpu().numpy() for t in (features, num_points, coords_zyx))
     return (
@@ -246,22 +259,25 @@ def pillarize(
     )
 
 
-_SPCONV_GENERATORS: dict = {}
+_SPCONV_GENERATORS: dict[tuple[VoxelConfig, torch.device], Any] = {}
 
 
-def _spconv_generator(voxel_config):
-    """spconv's `PointToVoxel` for a voxel config, built once (it allocates its tables up front)."""
-    if voxel_config not in _SPCONV_GENERATORS:
+def _spconv_generator(voxel_config: VoxelConfig, device: torch.device):
+    """spconv's `PointToVoxel` for a voxel config and device, built once (it allocates its tables
+    up front). spconv is an optional peer: imported here, on first use."""
+    key = (voxel_config, device)
+    if key not in _SPCONV_GENERATORS:
         from spconv.pytorch.utils import PointToVoxel
 
-        _SPCONV_GENERATORS[voxel_config] = PointToVoxel(
+        _SPCONV_GENERATORS[key] = PointToVoxel(
             vsize_xyz=list(voxel_config.voxel_size),
             coors_range_xyz=list(voxel_config.point_cloud_range),
             num_point_features=5,
             max_num_voxels=voxel_config.max_voxels,
             max_num_points_per_voxel=voxel_config.max_points_per_voxel,
+            device=device,
         )
-    return _SPCONV_GENERATORS[voxel_config]
+    return _SPCONV_GENERATORS[key]
 
 
 def camera_input(

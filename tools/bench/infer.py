@@ -8,7 +8,7 @@ voxelizer, run back to back with ours on every frame (`ratio_vs_full_loop_spconv
 voxelize stages alone are compared in `voxelize_ratio_vs_spconv`).
 
     avfusion bench infer --dataroot D --version v1.0-mini [--checkpoint W] [--frames 20] [--json out.json]
-    avfusion bench infer --device cuda     (on a GPU: the CUDA voxelizer and the network on the GPU)
+    avfusion bench infer --device cuda     (on a GPU: the CUDA voxelizers and the network on the GPU)
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import torch
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.fusion.batch import pillar_voxel_config
 from avfusion.fusion.inference import Detector
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
+from avfusion.tools.bench.voxelize import spconv_voxelizer
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
@@ -46,17 +48,15 @@ def run(args: argparse.Namespace) -> int:
     count = min(args.frames, len(frames))
     methods = {"ours": detector}
     skipped = {}
-    if args.device.startswith("cuda"):
-        pass  # on a GPU the peer is not comparable: spconv's CPU build runs on the host
+    # The peer: the same loop with spconv's PointToVoxel on the same device as ours.
+    on_gpu = args.device.startswith("cuda")
+    generator, why = spconv_voxelizer(pillar_voxel_config(config), 5, device="cuda" if on_gpu else "cpu")
+    if generator is None:
+        skipped["full_loop_spconv_voxelizer"] = why
     else:
-        try:
-            import spconv.pytorch.utils  # noqa: F401
-
-            methods["spconv_voxelizer"] = detector.with_voxel_backend("spconv")
-        except ImportError as error:
-            skipped["full_loop_spconv_voxelizer"] = f"spconv not importable ({error})"
+        methods["spconv_voxelizer"] = detector.with_voxel_backend("spconv_cuda" if on_gpu else "spconv")
     host_before = HostCpuTimes.read()
-    stages = {name: {s: [] for s in STAGES} for name in methods}
+    stages: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in methods}
     totals: dict[str, list[float]] = {name: [] for name in methods}
     boxes = []
     # Frame 0 runs once untimed first (Numba compilation, allocator warm-up); then per frame each

@@ -12,8 +12,9 @@ CPU kernels (ours: a reused `Voxelizer` returning views into its buffers, and th
 CPU `PointToVoxel` (the peer; skipped with a message when spconv is not importable) and a
 torch.unique voxelizer, and checks in the same run that all give identical voxels. Methods are
 timed round-robin with the caches overwritten before each call (`CacheEvictor`), and the load
-average is recorded. On a machine with a CUDA GPU it also times our numba.cuda path against the
-torch.unique voxelizer on the GPU. It reports the Numba JIT compile time cold (empty cache) and
+average is recorded. On a machine with a CUDA GPU it also times our numba.cuda path against
+spconv's CUDA `PointToVoxel` (when spconv's CUDA build is installed) and the torch.unique voxelizer
+on the GPU. It reports the Numba JIT compile time cold (empty cache) and
 from the on-disk cache, each in a fresh interpreter.
 
     avfusion bench voxelize [--points 300000] [--repeats 10] [--source real|synthetic] [--json out.json]
@@ -115,19 +116,32 @@ def load_sweeps(source: str, dataroot: str | None, realdata: Path) -> tuple[list
 # ---------------------------------------------------------------------------------------------
 
 
-def spconv_voxelizer(config: VoxelConfig, num_features: int) -> tuple[Callable[[torch.Tensor], tuple] | None, str]:
-    """spconv's CPU PointToVoxel as a callable, or (None, why it is unavailable)."""
+def spconv_voxelizer(
+    config: VoxelConfig, num_features: int, device: str = "cpu"
+) -> tuple[Any | None, str]:
+    """spconv's PointToVoxel on `device` ("cpu" or "cuda"), or (None, why it is unavailable).
+
+    On "cuda" it needs spconv's CUDA build (spconv-cu1xx; the `peers` extra installs the CPU one):
+    the generator is tried on a few points first, so that a CPU-only build says so here.
+    """
     try:
         from spconv.pytorch.utils import PointToVoxel
     except ImportError as error:
         return None, f"spconv is not importable ({error}); install the `peers` extra to compare"
-    generator = PointToVoxel(
-        vsize_xyz=list(config.voxel_size),
-        coors_range_xyz=list(config.point_cloud_range),
-        num_point_features=num_features,
-        max_num_voxels=config.max_voxels,
-        max_num_points_per_voxel=config.max_points_per_voxel,
-    )
+    try:
+        generator = PointToVoxel(
+            vsize_xyz=list(config.voxel_size),
+            coors_range_xyz=list(config.point_cloud_range),
+            num_point_features=num_features,
+            max_num_voxels=config.max_voxels,
+            max_num_points_per_voxel=config.max_points_per_voxel,
+            device=torch.device(device),
+        )
+        if device != "cpu":
+            probe = torch.zeros((4, num_features), dtype=torch.float32, device=device)
+            generator.generate_voxel_with_id(probe)
+    except Exception as error:  # spconv raises its own and RuntimeError types for a missing CUDA build
+        return None, f"spconv's PointToVoxel does not run on {device} ({type(error).__name__}: {error})"
     return generator, ""
 
 
@@ -171,12 +185,24 @@ def torch_unique_voxelize(points: torch.Tensor, config: VoxelConfig) -> tuple[to
 
 def same_voxels(ours: Voxels, peer: tuple[Any, ...]) -> bool:
     """Same voxel set in the same order, same points per voxel, same features."""
-    features, coords, num_points = (np.asarray(t.cpu()) if isinstance(t, torch.Tensor) else t for t in peer[:3])
+    features, coords, num_points = (_host(t) for t in peer[:3])
     return (
-        np.array_equal(np.asarray(ours.coords_zyx), coords)
-        and np.array_equal(np.asarray(ours.num_points), num_points)
-        and np.array_equal(np.asarray(ours.features), features)
+        np.array_equal(_host(ours.coords_zyx), coords)
+        and np.array_equal(_host(ours.num_points), num_points)
+        and np.array_equal(_host(ours.features), features)
     )
+
+
+def _same_voxel_set(ours: Voxels, peer: tuple[Any, ...]) -> bool:
+    """The same voxel coordinates with the same point counts, in any order."""
+    ours_rows = np.column_stack([_host(ours.coords_zyx), _host(ours.num_points)])
+    peer_rows = np.column_stack([_host(peer[1]), _host(peer[2])])
+    return ours_rows.shape == peer_rows.shape and np.array_equal(np.unique(ours_rows, axis=0), np.unique(peer_rows, axis=0))
+
+
+def _host(array: Any) -> np.ndarray:
+    """A NumPy array of `array`, copied from the GPU when it is a CUDA tensor."""
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +342,8 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
 
 
 def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -> BenchReport:
-    """Our numba.cuda path against torch.unique on the GPU, CUDA tensors in and out."""
+    """Our numba.cuda path against spconv's CUDA PointToVoxel (when spconv's CUDA build is there)
+    and torch.unique on the GPU, CUDA tensors in and out."""
     report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, GPU {torch.cuda.get_device_name()}")
     points = torch.from_numpy(cloud).cuda()
 
@@ -330,11 +357,29 @@ def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         torch.cuda.synchronize()
         return result
 
+    methods: dict[str, Callable[[], object]] = {"numba_cuda": ours_call, "torch_unique_cuda": peer_call}
+    generator, why = spconv_voxelizer(config, cloud.shape[1], device="cuda")
+    if generator is None:
+        report.skipped["spconv_cuda"] = why
+    else:
+        spconv_generator = generator
+
+        def spconv_call() -> tuple:
+            result = spconv_generator.generate_voxel_with_id(points)
+            torch.cuda.synchronize()
+            return result
+
+        methods = {"numba_cuda": ours_call, "spconv_cuda": spconv_call, "torch_unique_cuda": peer_call}
     ours = ours_call()
-    timings = time_interleaved({"numba_cuda": ours_call, "torch_unique_cuda": peer_call}, repeats, warmup=2)
+    timings = time_interleaved(methods, repeats, warmup=2)
     report.ours.append(timings["numba_cuda"])
-    report.peers.append(timings["torch_unique_cuda"])
+    report.peers.extend(timings[peer] for peer in methods if peer != "numba_cuda")
     report.facts["identical_to_torch_unique"] = same_voxels(ours, peer_call())
+    if generator is not None:
+        spconv_result = spconv_call()
+        # spconv's GPU kernels number voxels in their own (hash) order: compare the voxel sets.
+        report.facts["identical_to_spconv_cuda"] = same_voxels(ours, spconv_result)
+        report.facts["same_voxel_set_as_spconv_cuda"] = _same_voxel_set(ours, spconv_result)
     report.facts["identical_to_numba_cpu"] = same_voxels(ours, tuple(
         getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
