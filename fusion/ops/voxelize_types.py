@@ -3,7 +3,7 @@
 `VoxelConfig` says where and how finely to voxelize; `Voxels` (hard mode) and `DynamicVoxels` hold
 the results. The rules the backends follow are in `avfusion.fusion.ops.voxelize`'s docstring. The
 backends (`voxelize_cpu`, `voxelize_reference`, `voxelize_cuda`) and the dispatch in `voxelize` all
-import from here, so that none of them imports another.
+import them from here, so that no backend imports the dispatch module that imports it.
 
 Torch tensors are accepted wherever NumPy arrays are, and the outputs are then torch tensors
 sharing memory with the kernels' output arrays (CPU: `torch.from_numpy`; CUDA: the tensors are
