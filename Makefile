@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEB_PACKAGES := libusb-1.0-0 libvulkan1 mesa-vulkan-drivers xvfb
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all system-deps install clean
+.PHONY: demo test test-all lint gpu-check system-deps install clean
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do \
@@ -42,6 +42,19 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint, format check and type check. mypy sees the package through a link named avfusion (the
+# repository root is the package; see pyproject.toml's [tool.mypy]).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	@mkdir -p build/typecheck && ln -sfn "$(CURDIR)" build/typecheck/avfusion
+	$(BIN)/mypy -p avfusion
+
+# On a machine with one CUDA GPU: the GPU tests, bench voxelize / infer on CUDA against spconv's
+# CUDA voxelizer, and 100 AMP training steps, in under 8 minutes, written to gpu-check.json.
+gpu-check: install
+	$(BIN)/avfusion bench gpu --json gpu-check.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,4 +1,4 @@
-"""The nuScenes detection classes and attributes, and how nuScenes categories map onto them.
+"""The nuScenes detection classes and attributes, and how nuScenes and Lyft categories map onto them.
 
 The class order is nuscenes-devkit's `DETECTION_NAMES`; a `Boxes3D.label` is an index into
 `DETECTION_CLASSES`, and `Boxes3D.attribute` an index into `ATTRIBUTES` (-1 = none).
@@ -38,7 +38,7 @@ ATTRIBUTE_INDEX = MappingProxyType({name: index for index, name in enumerate(ATT
 
 # nuScenes category name -> detection class, as the devkit's `category_to_detection_name`.
 # Categories not listed (animal, stroller, wheelchair, bicycle_rack, debris, ...) are not detected.
-CATEGORY_TO_CLASS = MappingProxyType(
+NUSCENES_CATEGORY_TO_CLASS = MappingProxyType(
     {
         "movable_object.barrier": "barrier",
         "vehicle.bicycle": "bicycle",
@@ -56,6 +56,25 @@ CATEGORY_TO_CLASS = MappingProxyType(
         "vehicle.truck": "truck",
     }
 )
+
+# Lyft Level 5 category name (its nuScenes-schema `category` table) -> detection class. Lyft's
+# names are flat. Not detected, as their nuScenes counterparts are not: `animal`,
+# `emergency_vehicle` (nuScenes' vehicle.emergency.* are no detection class) and `other_vehicle`
+# (trailers, construction and utility vehicles together: no one class fits).
+LYFT_CATEGORY_TO_CLASS = MappingProxyType(
+    {
+        "bicycle": "bicycle",
+        "bus": "bus",
+        "car": "car",
+        "motorcycle": "motorcycle",
+        "pedestrian": "pedestrian",
+        "truck": "truck",
+    }
+)
+
+# Every category name a log may use -> detection class (the two vocabularies share no name).
+CATEGORY_TO_CLASS = MappingProxyType({**NUSCENES_CATEGORY_TO_CLASS, **LYFT_CATEGORY_TO_CLASS})
+assert len(CATEGORY_TO_CLASS) == len(NUSCENES_CATEGORY_TO_CLASS) + len(LYFT_CATEGORY_TO_CLASS)
 
 # The attributes the metric scores per class (devkit `detection_name_to_rel_attributes`).
 CLASS_ATTRIBUTES = MappingProxyType(
@@ -92,7 +111,7 @@ DEFAULT_ATTRIBUTE = MappingProxyType(
 
 
 def category_to_detection_class(category_name: str) -> str | None:
-    """The detection class of a nuScenes category name, or None when the category is not detected."""
+    """The detection class of a nuScenes or Lyft category name, or None when it is not detected."""
     return CATEGORY_TO_CLASS.get(category_name)
 
 

@@ -212,7 +212,7 @@ def greedy_match(
     return _greedy_match_cells(
         gt_order, np.ascontiguousarray(gt_xy[:, 0]), np.ascontiguousarray(gt_xy[:, 1]), start, end,
         np.ascontiguousarray(pred_xy[:, 0]), np.ascontiguousarray(pred_xy[:, 1]), np.argsort(pred_rank), thresholds,
-    )  # fmt: skip
+    )
 
 
 @numba.njit(cache=True, nogil=True)

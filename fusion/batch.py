@@ -15,15 +15,18 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
 from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import SampleAugmentation
 from avfusion.fusion.config import CAMERA_NAMES, FusionConfig
+from avfusion.fusion.ops.voxelize import Backend, VoxelConfig, voxelize
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
 
@@ -170,7 +173,6 @@ def _pose_for_map(frame: SyncedFrame, config: FusionConfig) -> SE3 | None:
         return frame.global_from_ego
     if frame.gnss is None:
         return None
-    from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 
     fix = frame.gnss
     xyz = map_from_geodetic(frame.location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))[0]
@@ -219,27 +221,37 @@ def lidar_points_bev(frame: SyncedFrame, aug: SampleAugmentation) -> np.ndarray 
     return out
 
 
+_VOXELIZE_BACKENDS: dict[str, Backend] = {"numba": "numba", "reference": "reference", "cuda": "cuda"}
+
+
+def pillar_voxel_config(config: FusionConfig) -> VoxelConfig:
+    """The voxelization of the lidar branch: one pillar per BEV grid cell, the config's caps."""
+    grid = config.grid
+    return VoxelConfig.pillars(
+        grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
+    )
+
+
 def pillarize(
     points_bev: np.ndarray, config: FusionConfig, backend: str = "numba"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Group points into one-cell pillars.
 
-    `backend` is a `fusion.ops.voxelize` backend ("numba", "reference", "cuda"), or "spconv" for
-    spconv's `PointToVoxel` (the peer the benchmarks compare against; the same hard-voxelization
-    contract). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
+    `backend` is a `fusion.ops.voxelize` backend ("numba", "reference", "cuda"), or "spconv" /
+    "spconv_cuda" for spconv's `PointToVoxel` on the CPU / the GPU (the peer the benchmarks compare
+    against; the same hard-voxelization contract, and the GPU one needs spconv's CUDA build). Returns `features (V, P, 5)` float32, `num_points (V,)` int64, `coords_ij (V, 2)`
     int64 (grid row along y, column along x).
     """
-    from avfusion.fusion.ops.voxelize import VoxelConfig, voxelize
-
-    grid = config.grid
-    voxel_config = VoxelConfig.pillars(
-        grid.point_range_m, (grid.cell_m, grid.cell_m), config.lidar.max_points_per_pillar, config.lidar.max_pillars
-    )
-    if backend == "spconv":
-        features, coords_zyx, num_points = _spconv_generator(voxel_config)(torch.from_numpy(points_bev))
-    else:
-        voxels = voxelize(points_bev, voxel_config, backend=backend)
+    voxel_config = pillar_voxel_config(config)
+    if backend in ("spconv", "spconv_cuda"):
+        device = torch.device("cuda" if backend == "spconv_cuda" else "cpu")
+        generator = _spconv_generator(voxel_config, device)
+        features, coords_zyx, num_points = generator(torch.from_numpy(points_bev).to(device))
+    elif backend in _VOXELIZE_BACKENDS:
+        voxels = voxelize(points_bev, voxel_config, backend=_VOXELIZE_BACKENDS[backend])
         features, num_points, coords_zyx = voxels.features, voxels.num_points, voxels.coords_zyx
+    else:
+        raise ValueError(f"pillarize: unknown backend {backend!r}")
     if isinstance(features, torch.Tensor):  # the CUDA and spconv paths answer with tensors
         features, num_points, coords_zyx = (t.cpu().numpy() for t in (features, num_points, coords_zyx))
     return (
@@ -249,22 +261,25 @@ def pillarize(
     )
 
 
-_SPCONV_GENERATORS: dict = {}
+_SPCONV_GENERATORS: dict[tuple[VoxelConfig, torch.device], Any] = {}
 
 
-def _spconv_generator(voxel_config):
-    """spconv's `PointToVoxel` for a voxel config, built once (it allocates its tables up front)."""
-    if voxel_config not in _SPCONV_GENERATORS:
+def _spconv_generator(voxel_config: VoxelConfig, device: torch.device):
+    """spconv's `PointToVoxel` for a voxel config and device, built once (it allocates its tables
+    up front). spconv is an optional peer: imported here, on first use."""
+    key = (voxel_config, device)
+    if key not in _SPCONV_GENERATORS:
         from spconv.pytorch.utils import PointToVoxel
 
-        _SPCONV_GENERATORS[voxel_config] = PointToVoxel(
+        _SPCONV_GENERATORS[key] = PointToVoxel(
             vsize_xyz=list(voxel_config.voxel_size),
             coors_range_xyz=list(voxel_config.point_cloud_range),
             num_point_features=5,
             max_num_voxels=voxel_config.max_voxels,
             max_num_points_per_voxel=voxel_config.max_points_per_voxel,
+            device=device,
         )
-    return _SPCONV_GENERATORS[voxel_config]
+    return _SPCONV_GENERATORS[key]
 
 
 def camera_input(
@@ -380,7 +395,7 @@ def collate(
     lidar_depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if guided_lift else None
     boxes_bev: list[Boxes3D] = []
 
-    for b, (frame, aug) in enumerate(zip(frames, augmentations)):
+    for b, (frame, aug) in enumerate(zip(frames, augmentations, strict=True)):
         dropped = set(drop) | set(aug.drop)
         bev_from_ego[b] = aug.bev_from_ego
         points = None if "lidar" in dropped else lidar_points_bev(frame, aug)
@@ -407,10 +422,10 @@ def collate(
             has_camera[b, k] = True
             if points_ego_for_depth is not None:
                 depth_bins[b, k] = depth_target(points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k],
-                                                image_aug[b, k], config)  # fmt: skip
+                                                image_aug[b, k], config)
             if keyframe_points_ego is not None:
                 lidar_depth_bins[b, k] = depth_target(keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k],
-                                                      image_aug[b, k], config)  # fmt: skip
+                                                      image_aug[b, k], config)
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:

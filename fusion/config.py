@@ -67,7 +67,7 @@ class GridConfig:
         return (
             self.x_range_m[0], self.y_range_m[0], self.z_range_m[0],
             self.x_range_m[1], self.y_range_m[1], self.z_range_m[1],
-        )  # fmt: skip
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,7 +456,7 @@ def tiny_for_tests() -> FusionConfig:
         grid=GridConfig(x_range_m=(-25.6, 25.6), y_range_m=(-25.6, 25.6), cell_m=1.6),
         lidar=LidarConfig(max_points_per_pillar=8, max_pillars=2048, channels=8),
         camera=CameraConfig(input_hw=(32, 64), encoder_channels=(8, 8, 16), channels=8, num_depth_bins=8,
-                            depth_step_m=3.0),  # fmt: skip
+                            depth_step_m=3.0),
         map=MapConfig(channels=4),
         fuser=FuserConfig(channels=16),
         backbone=BackboneConfig(stage_channels=(16, 16, 16), stage_blocks=(1, 1, 1), neck_channels=8),

@@ -94,7 +94,7 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     regression = torch.cat(
         [at_cells(outputs.offset), at_cells(outputs.z), at_cells(outputs.log_size), at_cells(outputs.yaw_sincos),
          at_cells(outputs.velocity)], dim=1,
-    )  # (N, 10)  # fmt: skip
+    )  # (N, 10)
     attribute_logits = at_cells(outputs.attribute_logits)  # (N, A)
 
     regression, scores = regression.cpu().numpy().astype(np.float64), scores.cpu().numpy().astype(np.float64)

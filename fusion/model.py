@@ -30,7 +30,7 @@ class ModeTrunk(nn.Module):
 
 
 def _trunk_modules(config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int
-                   ) -> tuple[ConvFuser, BEVBackbone, CenterHead]:  # fmt: skip
+                   ) -> tuple[ConvFuser, BEVBackbone, CenterHead]:
     """A fuser over the given branch channels (0 = branch absent), and the backbone and head after it."""
     fuser = ConvFuser.from_config(config.fuser, lidar_channels, camera_channels, map_channels)
     backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
@@ -38,7 +38,7 @@ def _trunk_modules(config: FusionConfig, lidar_channels: int, camera_channels: i
 
 
 def _trunk_outputs(fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead, fuser_inputs: tuple, depth_logits: torch.Tensor,
-                   camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
+                   camera_index: torch.Tensor) -> HeadOutputs:
     return head(backbone(fuser(*fuser_inputs)), depth_logits, camera_index)
 
 
@@ -51,7 +51,7 @@ def _select(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | 
 
 
 def merge_by_sample(parts: list[tuple[torch.Tensor, HeadOutputs]], batch_size: int, depth_logits: torch.Tensor,
-                    camera_index: torch.Tensor) -> HeadOutputs:  # fmt: skip
+                    camera_index: torch.Tensor) -> HeadOutputs:
     """One `HeadOutputs` of `batch_size` samples from trunk outputs of disjoint sample subsets
     (`(index (B_i,), outputs)` pairs covering every sample once); the per-camera depth logits are
     the branch's own, not a trunk's."""
@@ -117,7 +117,7 @@ class BEVFusion(nn.Module):
             lidar=lidar, camera=camera, map=map_encoder, fuser=fuser, backbone=backbone, head=head,
             depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw,
             lidar_free=lidar_free, camera_free=camera_free,
-        )  # fmt: skip
+        )
 
     def trunk_of_each_sample(self, modality: ModalityMask) -> torch.Tensor:
         """`(B,)` int64: `MAIN`, or `LIDAR_FREE` for a sample without lidar when the model has that

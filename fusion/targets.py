@@ -124,7 +124,7 @@ def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig
                 column_f[n] - column, row_f[n] - row, boxes.center[n, 2],
                 math.log(max(w_m, 1e-3)), math.log(max(l_m, 1e-3)), math.log(max(h_m, 1e-3)),
                 math.sin(yaw), math.cos(yaw), boxes.velocity_xy[n, 0], boxes.velocity_xy[n, 1],
-            )  # fmt: skip
+            )
             attribute[b, slot] = boxes.attribute[n]
             slot += 1
     return HeadTargets(

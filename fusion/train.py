@@ -140,7 +140,7 @@ class _StepBatches(torch.utils.data.Dataset):
             draw_augmentation(rng, self.config.augment, has_map=f.map is not None,
                               has_lidar_branch=use.use_lidar, has_camera_branch=use.use_camera)
             for f in batch_frames
-        ]  # fmt: skip
+        ]
         # Every sample once per trunk: as drawn for the main trunk, without lidar for the lidar-free
         # one, without cameras for the camera-free one.
         twins = [augmentations]
@@ -302,7 +302,7 @@ def train(
                 handle.write(json.dumps(record) + "\n")
             if step % checkpoint_every == 0 or step == last_step:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch}  # fmt: skip
+                         "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch}
                 save_checkpoint(checkpoint_path, config, state)
                 plot_loss_log(log_path, out / "loss.png")
     bar.close()

@@ -72,7 +72,7 @@ class WarmStart:
     def to_dict(self) -> dict:
         return {"trunk": self.trunk_source, "branches": dict(self.branch_sources),
                 "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs), "lidar_free_trunk": self.lidar_free_trunk_source,
-                "camera_free_trunk": self.camera_free_trunk_source}  # fmt: skip
+                "camera_free_trunk": self.camera_free_trunk_source}
 
 
 def _has(config: FusionConfig, branch: str) -> bool:

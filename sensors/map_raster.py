@@ -4,6 +4,10 @@ Raster convention (nuScenes semantic prior): 8-bit single channel, 255 = drivabl
 `resolution_m` metres per pixel; pixel row 0 is the map's northern edge and the map frame's origin
 (0, 0) is the bottom-left (south-west) corner. Pixel (row r, column c) covers map
 `x in [c res, (c + 1) res)`, `y in [(H - 1 - r) res, (H - r) res)`.
+
+Lyft Level 5 logs (nuScenes schema) ship their semantic prior as an RGB(A) picture with the same
+geometry (0.1 m/pixel, origin at the bottom-left): the drivable surface and sidewalks drawn on a
+white background. `drivable_from_lyft_rgb` turns it into the convention above.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class BevGrid:
     @property
     def shape_hw(self) -> tuple[int, int]:
         """(rows along y, columns along x), rounded to the nearest whole cell."""
-        rows = int(round((self.y_range_m[1] - self.y_range_m[0]) / self.resolution_m))
-        cols = int(round((self.x_range_m[1] - self.x_range_m[0]) / self.resolution_m))
+        rows = round((self.y_range_m[1] - self.y_range_m[0]) / self.resolution_m)
+        cols = round((self.x_range_m[1] - self.x_range_m[0]) / self.resolution_m)
         return rows, cols
 
     def cell_centers_ego(self) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +56,23 @@ class BevGrid:
         rows, cols = self.shape_hw
         x = self.x_range_m[0] + (np.arange(cols) + 0.5) * self.resolution_m
         y = self.y_range_m[0] + (np.arange(rows) + 0.5) * self.resolution_m
-        return np.meshgrid(x, y)  # each (rows, cols): varies along columns for x, rows for y
+        x_cells, y_cells = np.meshgrid(x, y)  # each (rows, cols): x varies along columns, y along rows
+        return x_cells, y_cells
+
+
+def drivable_from_lyft_rgb(pixels: np.ndarray) -> np.ndarray:
+    """`(H, W)` uint8 drivable mask (255 / 0) of a Lyft semantic-prior picture.
+
+    pixels: `(H, W, 3)` RGB or `(H, W, 4)` RGBA uint8. A pixel is on the prior when none of its R, G,
+    B values is 255, the rule of the Lyft SDK's `MapMask.is_on_mask` (every channel differs from the
+    white background); a fully transparent pixel (alpha 0) is off it.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
+        raise ValueError(f"a Lyft raster must be (H, W, 3|4) uint8, got shape {pixels.shape} {pixels.dtype}")
+    on = np.all(pixels[:, :, :3] != 255, axis=2)
+    if pixels.shape[2] == 4:
+        on &= pixels[:, :, 3] != 0
+    return np.where(on, np.uint8(255), np.uint8(0))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -119,7 +139,7 @@ class MapRaster:
             `(H', W')` float32 in [0, 1] (bilinear in the raster; 0 off the map), laid out as
             `BevGrid`: row i along ego y (row 0 = y_min, the right side), column j along ego x.
         """
-        grid = BevGrid(tuple(x_range_m), tuple(y_range_m), resolution_m)
+        grid = BevGrid((x_range_m[0], x_range_m[1]), (y_range_m[0], y_range_m[1]), resolution_m)
         x_ego, y_ego = grid.cell_centers_ego()  # (H', W') each
         yaw = global_from_ego.yaw_rad
         c, s = np.cos(yaw), np.sin(yaw)
@@ -144,6 +164,6 @@ class MapRaster:
             (row - r0).astype(np.float32),
             interpolation=cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0.0,
+            borderValue=(0.0,),
         )
         return np.clip(sampled, 0.0, 1.0).astype(np.float32, copy=False)

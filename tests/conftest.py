@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALDATA_ROOT = Path(os.environ.get("AVFUSION_REALDATA", REPO_ROOT.parent / "shared" / "realdata"))
@@ -20,17 +21,8 @@ def realdata_root() -> Path:
     return NUSCENES_FIXTURE
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _cuda_available():
+    if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="no CUDA GPU on this machine (the `gpu` cases run on a GPU host)")
     for item in items:

@@ -16,6 +16,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.eval",
     "avfusion.tools.bench.synthetic",
     "avfusion.tools.bench.realism",
+    "avfusion.tools.bench.gpu",
 )
 
 

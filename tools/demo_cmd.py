@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from avfusion.datasets.index import cache_root
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.errors import InputError
+from avfusion.tools.replay.engine import run_replay, summary_table
+from avfusion.tools.replay.frames import load_detector
+from avfusion.tools.replay.types import ReplayRequest
 
 DEMO_VERSION = "v1.0-mini"
 DEMO_SPLIT = "synth_val"
@@ -58,11 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.index import cache_root
-    from avfusion.tools.replay.engine import run_replay, summary_table
-    from avfusion.tools.replay.frames import load_detector
-    from avfusion.tools.replay.types import ReplayRequest
-
     if args.pictures < 0:
         raise InputError(f"--pictures must be >= 0, got {args.pictures}")
     load_detector(args.checkpoint, "cpu")  # a bad checkpoint fails now, not after making the log
@@ -99,8 +99,6 @@ def run(args: argparse.Namespace) -> int:
 def ensure_demo_log(paths: DemoPaths, seed: int = DEMO_SEED, remake: bool = False) -> Path:
     """The demo log, written first if it is not there (the generator writes beside it and renames,
     so an interrupted generation leaves nothing half-made)."""
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     marker = paths.log / DEMO_VERSION / "sample.json"
     if marker.is_file() and not remake:
         print(f"demo log: {paths.log} (already made)")
@@ -109,7 +107,7 @@ def ensure_demo_log(paths: DemoPaths, seed: int = DEMO_SEED, remake: bool = Fals
     return make_synthetic_log(
         paths.log, num_scenes=DEMO_SCENES, seconds=DEMO_SECONDS, seed=seed, version=DEMO_VERSION,
         image_scale=DEMO_IMAGE_SCALE, progress=True,
-    )  # fmt: skip
+    )
 
 
 def render_pictures(log_root: Path, run_dir: Path, pictures_dir: Path, count: int) -> bool:
@@ -119,9 +117,9 @@ def render_pictures(log_root: Path, run_dir: Path, pictures_dir: Path, count: in
     command = [
         sys.executable, "-m", "avfusion.tools.cli", "viz", "--dataroot", str(log_root), "--version", DEMO_VERSION,
         "--run", str(run_dir), "--headless", "--out", str(pictures_dir), "--frames", str(count), "--color", "camera",
-    ]  # fmt: skip
+    ]
     print(f"rendering {count} fused-BEV pictures ...")
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         reason = (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
         print(

@@ -7,6 +7,9 @@ import argparse
 from pathlib import Path
 
 from avfusion.errors import InputError
+from avfusion.tools.replay.engine import run_replay, summary_table
+from avfusion.tools.replay.frames import parse_drop
+from avfusion.tools.replay.types import ReplayRequest
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -46,10 +49,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.tools.replay.engine import run_replay, summary_table
-    from avfusion.tools.replay.frames import parse_drop
-    from avfusion.tools.replay.types import ReplayRequest
-
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     request = ReplayRequest(

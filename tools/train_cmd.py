@@ -17,12 +17,14 @@ from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.fusion.config import PRESETS, FusionConfig, configure
+from avfusion.fusion.train import export_weights, train
+
 
 def config_from_args(args: argparse.Namespace) -> FusionConfig:
     return configure(
         args.preset, args.config, args.modalities,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
-    )  # fmt: skip
+    )
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -36,8 +38,6 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.fusion.train import export_weights, train
-
     check_counts(args)
     config = config_from_args(args)
     scenes = args.scenes.split(",") if args.scenes else None
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
         max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
         init_from=args.init_from or (), overwrite=args.force,
-    )  # fmt: skip
+    )
     print(f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}")
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
     if args.export:
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--split", default="train",
-                        help="split name (train -> synth_train for synthetic logs; all = every scene)")  # fmt: skip
+                        help="split name (train -> synth_train for synthetic logs; all = every scene)")
     parser.add_argument("--scenes", default=None, help="comma-separated scene names (instead of / within --split)")
     parser.add_argument("--out", required=True, help="run folder: config.json, checkpoints, weights, loss log + plot")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="replace an earlier run in --out (its weights, checkpoint and loss log)")
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
     parser.add_argument("--cache-frames", action="store_true",
-                        help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")  # fmt: skip
+                        help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")
     parser.add_argument("--init-from", action="append", default=None, metavar="CKPT",
                         help="warm-start from a checkpoint (repeatable): the first gives its branches, fuser, "
                         "backbone and head; later ones only the branches still missing, e.g. a lidar,map model "

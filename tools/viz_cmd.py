@@ -10,6 +10,9 @@ import argparse
 from pathlib import Path
 
 from avfusion.errors import InputError
+from avfusion.tools.viz.render import PointColoring, RenderOptions, render_scene
+from avfusion.tools.viz.scene import scene_frames_for_viewing
+from avfusion.tools.viz.viewer import BevViewer
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -40,10 +43,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.tools.viz.render import PointColoring, RenderOptions
-    from avfusion.tools.viz.viewer import BevViewer
-    from avfusion.tools.viz.scene import scene_frames_for_viewing
-
     if args.headless and args.out is None:
         raise InputError("--headless needs --out DIR for the pictures")
     if args.sweeps < 1:
@@ -66,13 +65,11 @@ def run(args: argparse.Namespace) -> int:
     if args.headless:
         from tqdm import tqdm
 
-        from avfusion.tools.viz.render import render_scene
-
         with tqdm(total=len(frames), unit="frame", desc=f"render {scene_name}") as bar:
             rendered = render_scene(
                 frames, args.out, options, fps=args.fps, stem=scene_name, video=not args.no_video,
                 progress=lambda _index: bar.update(1),
-            )  # fmt: skip
+            )
         print(f"{len(rendered.pictures)} pictures of {scene_name} in {args.out}")
         if rendered.gif is not None:
             print(f"animation: {rendered.gif}\nvideo:     {rendered.mp4}")

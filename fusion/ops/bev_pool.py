@@ -44,7 +44,7 @@ def bev_cell_index(
     inside = (
         (column >= 0) & (column < width) & (row >= 0) & (row < height)
         & (points[..., 2] >= z_range_m[0]) & (points[..., 2] < z_range_m[1])
-    )  # fmt: skip
+    )
     if batch_index is None:
         batch_index = torch.arange(batch, device=points.device)
     elif tuple(batch_index.shape) != (batch,):

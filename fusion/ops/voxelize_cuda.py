@@ -21,14 +21,13 @@ torch stream is synchronized first.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from numba import config as numba_config
 from numba import cuda, int32
 
-from avfusion.fusion.ops.voxelize import (
+from avfusion.fusion.ops.voxelize_types import (
     DynamicVoxels,
     VoxelConfig,
     Voxels,
@@ -354,10 +353,10 @@ def dynamic_voxelize_cuda(points: Any, config: VoxelConfig) -> DynamicVoxels:
     outputs = _Outputs(points)
     if len(points.shape) == 2 and points.shape[0] == 0:
         check_points(points)
-        return DynamicVoxels(
-            *(outputs.finish(outputs.empty(shape, np.int32)[0]) for shape in ((0,), (0, 3), (0,))),
-            num_nan=0, num_out_of_range=0,
+        point_voxel_index, coords_zyx, num_points = (
+            outputs.finish(outputs.empty(shape, np.int32)[0]) for shape in ((0,), (0, 3), (0,))
         )
+        return DynamicVoxels(point_voxel_index, coords_zyx, num_points, num_nan=0, num_out_of_range=0)
     with _lock:
         d_points = _device_points(points)
         n = d_points.shape[0]
@@ -379,7 +378,9 @@ def dynamic_voxelize_cuda(points: Any, config: VoxelConfig) -> DynamicVoxels:
 
 
 def _empty_voxels(outputs: _Outputs, config: VoxelConfig, num_features: int) -> Voxels:
-    make: Callable[[tuple[int, ...], Any], Any] = lambda shape, dtype: outputs.finish(outputs.empty(shape, dtype)[0])
+    def make(shape: tuple[int, ...], dtype: Any) -> Any:
+        return outputs.finish(outputs.empty(shape, dtype)[0])
+
     return Voxels(
         make((0, config.max_points_per_voxel, num_features), np.float32), make((0, 3), np.int32),
         make((0,), np.int32), make((0,), np.int32),

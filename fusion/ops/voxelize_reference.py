@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from avfusion.fusion.ops.voxelize import DynamicVoxels, VoxelConfig, Voxels
+from avfusion.fusion.ops.voxelize_types import DynamicVoxels, VoxelConfig, Voxels
 
 
 def cell_keys_reference(points: np.ndarray, config: VoxelConfig) -> np.ndarray:

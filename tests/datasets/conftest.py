@@ -21,7 +21,9 @@ import cv2
 import numpy as np
 import pytest
 
+from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw, quaternion_multiply
+from avfusion.datasets.synthetic import make_synthetic_log
 
 VERSION = "v1.0-tiny"
 SCENE = "scene-tiny-0001"
@@ -205,7 +207,6 @@ def write_log(root: Path) -> Path:
     (table_dir / "splits.json").write_text(json.dumps({"synth_val": [SCENE], "synth_train": []}))
 
     # GNSS at 10 Hz with a dropout around the second keyframe
-    from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
 
     fixes = []
     for stamp in range(T0_US - 200_000, sample_times[-1] + 200_001, 100_000):
@@ -252,8 +253,6 @@ SYNTHETIC_OPTIONS = {"num_scenes": 1, "seconds": 2.0, "seed": 11, "image_scale":
 @pytest.fixture(scope="session")
 def synthetic_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated log with lidar, cameras, GNSS, map and annotations; tests must not modify it."""
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     return make_synthetic_log(tmp_path_factory.mktemp("synthetic-session") / "log", version=SYNTHETIC_VERSION,
                               progress=False, **SYNTHETIC_OPTIONS)
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from avfusion.fusion.config import tiny_for_tests
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.fusion.config import tiny_for_tests
 
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     return make_synthetic_log(tmp_path_factory.mktemp("train") / "log", num_scenes=1, seconds=1.0, seed=31,
-                              progress=False)  # fmt: skip
+                              progress=False)
 
 
 def test_frames_kept_in_memory_are_read_once_and_equal_fresh_reads(tiny_log) -> None:

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.geometry_utils import transform_matrix
+from PIL import Image
 from pyquaternion import Quaternion
 
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
+from avfusion.labels import DETECTION_CLASSES
 from avfusion.sensors.types import CAMERA_NAMES
 
 pytestmark = pytest.mark.realdata
@@ -33,9 +35,7 @@ def test_lyft_tables_load_and_frame_reports_missing_files(lyft_root: Path) -> No
     # the excerpt has no sensor files: every sensor is reported, nothing is silently paired
     assert frame.lidar is None and frame.missing["LIDAR_TOP"].startswith("file missing")
     assert set(CAMERA_NAMES) <= set(frame.missing)
-    assert "8-bit single-channel" in frame.missing["MAP"]  # Lyft's raster is RGBA, not a nuScenes prior
-    # Lyft category names ("car", ...) are not nuScenes categories: no detection-class boxes
-    assert len(frame.gt_boxes) == 0
+    assert "MAP" not in frame.missing
     # the lidar-time ego pose equals the devkit's record
     lidar_sd = nusc.get("sample_data", nusc.sample[0]["data"]["LIDAR_TOP"])
     pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
@@ -58,3 +58,28 @@ def test_lyft_camera_calibration_matches_devkit(lyft_root: Path) -> None:
         intrinsics = log._intrinsics(sd)
         np.testing.assert_allclose(intrinsics.matrix, calibration["camera_intrinsic"], atol=0)
         assert (intrinsics.width, intrinsics.height) == (record["width"], record["height"])
+
+
+def test_lyft_ground_truth_and_rgba_map_are_read(lyft_root: Path) -> None:
+    log = NuScenesLog.open(lyft_root, VERSION)
+    nusc = NuScenes(version=VERSION, dataroot=str(lyft_root), verbose=False)
+    frame = log.frame(log.sample_tokens()[0], FrameOptions(load_map=True))
+    # the excerpt's four annotations are Lyft `car`s: all four become detection-class cars
+    records = [nusc.get("sample_annotation", token) for token in nusc.sample[0]["anns"]]
+    assert {nusc.get("instance", r["instance_token"])["category_token"] for r in records} == {
+        c["token"] for c in nusc.category if c["name"] == "car"}
+    boxes = log.gt_boxes_global(log.sample_tokens()[0])
+    assert boxes is not None and len(boxes) == 4 and len(frame.gt_boxes) == 4
+    assert [DETECTION_CLASSES[label] for label in boxes.label] == ["car"] * 4
+    by_token = {r["token"]: r for r in records}
+    for k, token in enumerate(boxes.token):
+        np.testing.assert_allclose(boxes.center[k], by_token[token]["translation"], atol=1e-9)
+        np.testing.assert_allclose(boxes.size_wlh[k], by_token[token]["size"], atol=1e-9)
+    # the 173 x 174 RGBA crop of the Palo Alto raster: the prior is every pixel with no white
+    # channel (Lyft SDK's MapMask), here the road drawn in greys on the white background
+    assert frame.map is not None
+    pixels = np.asarray(Image.open(lyft_root / nusc.map[0]["filename"]))
+    assert pixels.shape == (174, 173, 4) and frame.map.drivable.shape == (174, 173)
+    expected = np.all(pixels[:, :, :3] < 255, axis=2) & (pixels[:, :, 3] > 0)
+    np.testing.assert_array_equal(frame.map.drivable == 255, expected)
+    assert 0.1 < expected.mean() < 0.3

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from avfusion.calibration.se3 import SE3
+from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.datasets.synthetic.cameras import render_camera
 from avfusion.datasets.synthetic.geometry import AgentShapes, RayCaster, build_scene_mesh
@@ -135,8 +136,6 @@ def test_full_log_files(full_log: Path) -> None:
 
 
 def test_avfusion_log_reader_reads_the_full_log(full_log: Path) -> None:
-    from avfusion.datasets.nuscenes_log import NuScenesLog
-
     log = NuScenesLog.open(full_log, "v1.0-mini", split="synth_val")
     tokens = log.sample_tokens()
     frame = log.frame(tokens[-1])
@@ -149,8 +148,6 @@ def test_avfusion_log_reader_reads_the_full_log(full_log: Path) -> None:
 
 @pytest.mark.heavy
 def test_demo_size_log_at_full_resolution(tmp_path: Path) -> None:
-    from avfusion.datasets.nuscenes_log import NuScenesLog
-
     root = make_synthetic_log(tmp_path / "demo", num_scenes=2, seconds=10.0, seed=0, progress=False)
     records = json.loads((root / "v1.0-mini" / "sample_data.json").read_text())
     assert sum(r["fileformat"] == "pcd" for r in records) == 2 * 191

@@ -19,6 +19,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from avfusion.eval.data import load_ground_truth
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
+
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
 
@@ -216,9 +219,6 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
 def make_predictions(dataroot: Path, *, seed: int, split: str = SPLIT, version: str = VERSION) -> dict[str, Any]:
     """A results payload from the ground truth of `split`: perturbed, missing, duplicated and
     spurious boxes, scores with ties, wrong attributes, wrong classes."""
-    from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
-    from avfusion.eval.data import load_ground_truth
-
     rng = np.random.default_rng(seed)
     gt = load_ground_truth(dataroot, version, split)
     boxes = gt.boxes

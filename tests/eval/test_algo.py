@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nuscenes.eval.common.utils import center_distance
+from nuscenes.eval.detection import algo as devkit_algo
 
-from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval import algo
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.devkit_bridge import eval_boxes_from_boxset
-
-devkit_algo = pytest.importorskip("nuscenes.eval.detection.algo")
-from nuscenes.eval.common.utils import center_distance  # noqa: E402
+from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 
 
 def _boxes(rows: list[dict], sample_tokens: tuple[str, ...]) -> EvalBoxSet:

@@ -15,7 +15,7 @@ def test_bench_eval_times_both_sides_and_checks_the_metrics(minimal_log, tmp_pat
     args = parser.parse_args(
         ["eval", "--dataroot", str(minimal_log), "--split", "synth_val", "--boxes-per-sample", "20",
          "--our-repeats", "2", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]
-    )  # fmt: skip
+    )
     assert args.func(args) == 0
     figures = json.loads(out.read_text())
     assert figures["methods"]["avfusion_eval"]["repeats"] == 2

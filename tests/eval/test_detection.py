@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
+from avfusion.datasets import synthetic
+from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import default_config
 from avfusion.eval.data import load_ground_truth, load_predictions
 from avfusion.eval.detection import evaluate, evaluate_results_file, filter_boxes
 from avfusion.eval.devkit_bridge import boxset_from_eval_boxes, run_devkit_eval
-
-pytest.importorskip("nuscenes")
 
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
@@ -128,7 +128,6 @@ def test_results_of_a_devkit_builtin_split_keep_file_order(minimal_log, tmp_path
 
 def test_every_metric_equals_the_devkit_on_a_generated_synthetic_log(tmp_path_factory, predictions_for, tmp_path):
     # The project's own synthetic world (annotations only), not this folder's hand-written tables.
-    synthetic = pytest.importorskip("avfusion.datasets.synthetic")
     dataroot = synthetic.make_synthetic_log(
         tmp_path_factory.mktemp("synthetic") / "log", num_scenes=2, seconds=4, seed=31, annotations_only=True, progress=False
     )
@@ -143,8 +142,6 @@ def test_every_metric_equals_the_devkit_on_a_generated_synthetic_log(tmp_path_fa
 
 
 def test_select_picks_rows_as_indexing_does():
-    from avfusion.eval.boxset import EvalBoxSet
-
     rng = np.random.default_rng(3)
     n = 50
     boxes = EvalBoxSet(

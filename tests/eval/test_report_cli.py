@@ -7,6 +7,9 @@ import json
 import pytest
 from PIL import Image
 
+from avfusion.eval.config import default_config
+from avfusion.eval.detection import evaluate_results_file
+from avfusion.eval.devkit_bridge import run_devkit_eval
 from avfusion.tools.cli import main
 
 VERSION = "v1.0-mini"
@@ -21,9 +24,6 @@ def results_file(minimal_log, predictions_for, tmp_path_factory):
 
 
 def test_eval_command_writes_the_report(minimal_log, results_file, tmp_path, capsys):
-    from avfusion.eval.config import default_config
-    from avfusion.eval.devkit_bridge import run_devkit_eval
-
     out = tmp_path / "report"
     code = main(["eval", "--results", str(results_file), "--dataroot", str(minimal_log), "--version", VERSION,
                  "--split", SPLIT, "--out", str(out)])
@@ -42,7 +42,6 @@ def test_eval_command_writes_the_report(minimal_log, results_file, tmp_path, cap
     bands = json.loads((out / "metrics_distance_bands.json").read_text())
     assert list(bands) == ["0-20 m", "20-30 m", "30+ m"]
     # The bands partition the evaluated boxes: their ground-truth counts add up to the whole.
-    from avfusion.eval.detection import evaluate_results_file
 
     whole = evaluate_results_file(results_file, minimal_log, VERSION, SPLIT).evaluation
     assert sum(sum(band["num_gt"].values()) for band in bands.values()) == sum(whole.num_gt.values()) > 0

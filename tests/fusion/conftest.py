@@ -22,7 +22,7 @@ from avfusion.sensors.types import CameraFrame, GnssFix, LidarSweep, SyncedFrame
 
 LOCATION = "singapore-onenorth"
 CAMERA_YAW_DEG = {"CAM_FRONT": 0, "CAM_FRONT_RIGHT": -55, "CAM_BACK_RIGHT": -110, "CAM_BACK": 180,
-                  "CAM_BACK_LEFT": 110, "CAM_FRONT_LEFT": 55}  # fmt: skip
+                  "CAM_BACK_LEFT": 110, "CAM_FRONT_LEFT": 55}
 # LIDAR_TOP: x right, y forward, z up, 1.8 m above the ego origin.
 EGO_FROM_LIDAR = SE3.from_yaw(np.pi / 2, np.array([0.9, 0.0, 1.8]))
 
@@ -49,7 +49,7 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     attribute = np.where(labels < 5, 5, np.where(labels == 5, 2, np.where(labels < 8, 0, -1)))
     boxes = Boxes3D(center=center, size_wlh=size, yaw_rad=rng.uniform(-np.pi, np.pi, num_boxes),
                     velocity_xy=rng.normal(0, 2, (num_boxes, 2)), label=labels, attribute=attribute,
-                    num_lidar_pts=np.full(num_boxes, 50))  # fmt: skip
+                    num_lidar_pts=np.full(num_boxes, 50))
     ground = np.column_stack([rng.uniform(-50, 50, 4000), rng.uniform(-50, 50, 4000), np.zeros(4000)])
     on_boxes = []
     for corners in boxes.corners():
@@ -62,7 +62,7 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     lidar = LidarSweep(
         points=np.column_stack([lidar_points, intensity, time_lag]).astype(np.float32),
         timestamp_us=timestamp_us, ego_from_lidar=EGO_FROM_LIDAR, global_from_ego=global_from_ego,
-    )  # fmt: skip
+    )
     height, width = image_hw
     focal = 1260.0 * width / 1600.0
     cameras = {}
@@ -72,7 +72,7 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
             name=name, image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8), intrinsics=intrinsics,
             ego_from_camera=ego_from_camera(CAMERA_YAW_DEG[name]), global_from_ego=global_from_ego,
             timestamp_us=timestamp_us,
-        )  # fmt: skip
+        )
     drivable = np.zeros((400, 400), dtype=np.uint8)  # 0.5 m pixels: 200 m x 200 m
     drivable[180:220, :] = 255  # rows 180..220 from the north edge: map y in [90, 110) m
     lla = geodetic_from_map(LOCATION, global_from_ego.translation[None, :])[0]
@@ -82,7 +82,7 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
         global_from_ego=global_from_ego, lidar=lidar, cameras=cameras, gnss=gnss,
         skew_us={name: 0 for name in CAMERA_NAMES}, missing={}, gt_boxes=boxes,
         map=MapRaster(LOCATION, drivable, resolution_m=0.5),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture

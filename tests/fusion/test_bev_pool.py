@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from avfusion.fusion.config import GridConfig
+from avfusion.fusion.lidar import PillarEncoder
 from avfusion.fusion.ops.bev_pool import bev_cell_index, bev_pool, bev_pool_reference
 
 
 def test_hand_worked_cells() -> None:
     # Grid x, y in [0, 2) m with 1 m cells: 2 x 2 cells; z in [0, 1).
     points = torch.tensor([[[0.5, 0.5, 0.5], [1.5, 0.5, 0.5], [0.5, 1.5, 0.5], [1.99, 1.0, 0.0],
-                            [2.0, 0.5, 0.5], [0.5, -0.01, 0.5], [0.5, 0.5, 1.0]]])  # fmt: skip
+                            [2.0, 0.5, 0.5], [0.5, -0.01, 0.5], [0.5, 0.5, 1.0]]])
     index = bev_cell_index(points, (0.0, 2.0), (0.0, 2.0), (0.0, 1.0), 1.0)
     # (row = y cell) * 2 + (column = x cell); outside x, outside y, z at the open upper bound -> -1.
     assert index.tolist() == [0, 1, 2, 3, -1, -1, -1]
@@ -67,9 +69,6 @@ def test_bad_shapes_are_rejected_with_the_shape() -> None:
 def test_pillar_encoder_folded_forward_equals_the_decorated_pointnet() -> None:
     """The fast forward (weights folded onto raw points, real points only) equals the textbook
     PointPillars encoder: decorate, linear, batch norm over real points, ReLU, max per pillar."""
-    from avfusion.fusion.config import GridConfig
-    from avfusion.fusion.lidar import PillarEncoder
-
     torch.manual_seed(0)
     grid = GridConfig(x_range_m=(-4.0, 4.0), y_range_m=(-4.0, 4.0), cell_m=1.0)
     encoder = PillarEncoder(6, grid).double().eval()

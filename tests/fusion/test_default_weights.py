@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.fusion.checkpoint import DEFAULT_WEIGHTS
 from avfusion.fusion.config import FusionConfig, cpu_default
 from avfusion.fusion.inference import Detector
@@ -29,15 +31,11 @@ def test_default_weights_are_shipped_small_and_match_their_config() -> None:
 
 @pytest.fixture(scope="module")
 def demo_log(tmp_path_factory):
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     return make_synthetic_log(tmp_path_factory.mktemp("demo") / "log", num_scenes=1, seconds=1.0, seed=424242,
-                              progress=False)  # fmt: skip
+                              progress=False)
 
 
 def test_default_weights_detect_on_the_demo_log(demo_log) -> None:
-    from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
-
     detector = Detector.load()
     log = NuScenesLog.open(demo_log, "v1.0-mini")
     options = FrameOptions(num_sweeps=detector.config.lidar.num_sweeps, image_scale=detector.config.camera.decode_scale)

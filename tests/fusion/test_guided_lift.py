@@ -28,7 +28,7 @@ def test_collate_gives_the_keyframe_returns_depth_bins_only_where_lidar_is_used(
     for k in range(len(CAMERA_NAMES)):
         expected = depth_target(points, batch.rig.intrinsics[0, k].double().numpy(),
                                 batch.rig.ego_from_camera[0, k].double().numpy(),
-                                batch.rig.image_aug[0, k].double().numpy(), config)  # fmt: skip
+                                batch.rig.image_aug[0, k].double().numpy(), config)
         np.testing.assert_array_equal(batch.lidar_depth_bin[0, k].numpy(), expected)
     assert int((batch.lidar_depth_bin >= 0).sum()) > 0
     # Without lidar in the sample: no measured depth anywhere.
@@ -51,7 +51,7 @@ def _lift_inputs(config: FusionConfig, seed: int = 0):
     ego_from_camera[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     ego_from_camera[2, 3] = 1.5
     rig = BatchedRig(intrinsics.expand(1, cameras, 3, 3).clone(), ego_from_camera.expand(1, cameras, 4, 4).clone(),
-                     torch.eye(3).expand(1, cameras, 3, 3).clone())  # fmt: skip
+                     torch.eye(3).expand(1, cameras, 3, 3).clone())
     features = torch.randn(cameras, 8, feature_h, feature_w, generator=generator)
     return features, rig, torch.eye(4).unsqueeze(0), torch.arange(cameras)
 
@@ -85,7 +85,7 @@ def test_lift_at_given_bins_equals_a_certain_prediction_and_minus_one_keeps_the_
     # No return anywhere: exactly the predicted lift.
     none = torch.full_like(bins, -1)
     torch.testing.assert_close(lift(features, rig, bev_from_ego, camera_index, none).features,
-                               lift(features, rig, bev_from_ego, camera_index).features)  # fmt: skip
+                               lift(features, rig, bev_from_ego, camera_index).features)
 
 
 def test_guided_training_step_reaches_every_parameter_and_lidar_changes_the_camera_bev(frame_factory) -> None:

@@ -10,7 +10,17 @@ import pytest
 import torch
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.fusion.config import CameraConfig, DecodeConfig, FusionConfig, GridConfig, tiny_for_tests
+from avfusion.errors import FileFormatError
+from avfusion.fileio import write_json_atomic
+from avfusion.fusion.config import (
+    CameraConfig,
+    DecodeConfig,
+    FusionConfig,
+    GridConfig,
+    cpu_default,
+    gpu_large,
+    tiny_for_tests,
+)
 from avfusion.fusion.decode import circle_nms, decode_sample
 from avfusion.fusion.head import HeadOutputs
 from avfusion.fusion.losses import depth_loss, heatmap_focal_loss, regression_l1_loss
@@ -64,7 +74,7 @@ def test_targets_skip_boxes_without_lidar_points() -> None:
     centres = np.array([[1.2, -3.0, 0.9], [10.0, 7.6, 1.1], [-8.0, 4.0, 0.8]])
     boxes = Boxes3D(center=centres, size_wlh=np.repeat(base.size_wlh[:1], 3, axis=0), yaw_rad=np.zeros(3),
                     velocity_xy=np.zeros((3, 2)), label=np.array([0, 0, 0]), attribute=np.array([5, 5, 5]),
-                    num_lidar_pts=np.array([0, 3, -1]))  # fmt: skip
+                    num_lidar_pts=np.array([0, 3, -1]))
     targets = build_head_targets([boxes], config)
     width = 40
     kept_cells = sorted(int(c) for c in targets.index[0][targets.mask[0]])
@@ -91,7 +101,7 @@ def _outputs_from_targets(config: FusionConfig, boxes: Boxes3D) -> HeadOutputs:
         heatmap_logits=heatmap_logits, offset=regression[:, 0:2], z=regression[:, 2:3], log_size=regression[:, 3:6],
         yaw_sincos=regression[:, 6:8], velocity=regression[:, 8:10], attribute_logits=attribute.view(1, 8, height, width),
         depth_logits=torch.zeros(0, 4, 2, 2), depth_camera_index=torch.zeros(0, dtype=torch.int64),
-    )  # fmt: skip
+    )
 
 
 def test_decode_inverts_the_targets() -> None:
@@ -125,7 +135,7 @@ def test_decode_caps_at_max_boxes_and_threshold() -> None:
         heatmap_logits=torch.randn(1, 10, height, width, generator=generator) * 3, offset=zeros(2), z=zeros(1),
         log_size=zeros(3), yaw_sincos=zeros(2), velocity=zeros(2), attribute_logits=zeros(8),
         depth_logits=torch.zeros(0, 4, 2, 2), depth_camera_index=torch.zeros(0, dtype=torch.int64),
-    )  # fmt: skip
+    )
     capped = decode_sample(outputs, 0, config.grid, DecodeConfig(max_boxes=50, score_threshold=0.0))
     assert len(capped) == 50 and np.all(np.diff(capped.score) <= 0)
     strict = decode_sample(outputs, 0, config.grid, DecodeConfig(score_threshold=0.999))
@@ -162,7 +172,7 @@ def test_depth_loss_uses_only_pixels_with_lidar() -> None:
         heatmap_logits=torch.zeros(1, 1, 1, 1), offset=torch.zeros(1, 2, 1, 1), z=torch.zeros(1, 1, 1, 1),
         log_size=torch.zeros(1, 3, 1, 1), yaw_sincos=torch.zeros(1, 2, 1, 1), velocity=torch.zeros(1, 2, 1, 1),
         attribute_logits=torch.zeros(1, 8, 1, 1), depth_logits=logits, depth_camera_index=torch.tensor([1]),
-    )  # fmt: skip
+    )
     target = torch.full((1, 2, 1, 2), -1, dtype=torch.int64)
     target[0, 1, 0, 0] = 2  # camera slot 1, pixel (0, 0): bin 2; pixel (0, 1) has no lidar
     expected = -math.log(math.exp(10) / (math.exp(10) + 3))
@@ -175,10 +185,6 @@ def test_camera_config_rejects_inconsistent_stride() -> None:
 
 
 def test_config_round_trips_through_json(tmp_path) -> None:
-    from avfusion.errors import FileFormatError
-    from avfusion.fileio import write_json_atomic
-    from avfusion.fusion.config import cpu_default, gpu_large
-
     for config in (cpu_default(), gpu_large(), tiny_for_tests()):
         write_json_atomic(tmp_path / "c.json", config.to_dict())
         assert FusionConfig.load_json(tmp_path / "c.json") == config

@@ -25,7 +25,7 @@ def _config(*, lidar: bool = True, camera: bool = True, free: bool = True, camer
     base = tiny_for_tests()
     base = base.replace(camera=dataclasses.replace(base.camera, lift_at_lidar_depth=True))
     train = dataclasses.replace(base.train, use_lidar=lidar, use_camera=camera, lidar_free_trunk=free,
-                                camera_free_trunk=camera_free)  # fmt: skip
+                                camera_free_trunk=camera_free)
     return base.replace(train=train)
 
 
@@ -55,7 +55,7 @@ def _randomised(model: BEVFusion, seed: int) -> BEVFusion:
 def _assert_same(found, expected, sample_found: int, sample_expected: int) -> None:
     for name in HEAD_FIELDS:
         torch.testing.assert_close(getattr(found, name)[sample_found], getattr(expected, name)[sample_expected],
-                                   rtol=1e-5, atol=1e-5, msg=name)  # fmt: skip
+                                   rtol=1e-5, atol=1e-5, msg=name)
 
 
 def _saved_single_models(tmp_path, lidar_seed: int, camera_seed: int) -> tuple:
@@ -139,7 +139,7 @@ def test_warm_start_takes_the_lidar_free_trunk_from_the_camera_model(tmp_path, f
 
 def test_lidar_free_copy_keeps_the_geometry_and_restores_the_cameras() -> None:
     drawn = SampleAugmentation(rotation_rad=0.2, scale=1.03, flip_y=True, image_scale=1.04,
-                               drop=frozenset({"camera", "map"}))  # fmt: skip
+                               drop=frozenset({"camera", "map"}))
     copy = lidar_free_copy(drawn)
     assert copy.drop == frozenset({"lidar", "map"})
     assert (copy.rotation_rad, copy.scale, copy.flip_y, copy.image_scale) == (0.2, 1.03, True, 1.04)
@@ -163,7 +163,7 @@ def test_a_training_step_pairs_every_sample_and_trains_both_trunks(frame_factory
     assert torch.isfinite(loss)
     loss.backward()
     for prefix in ("lidar.", "camera.", "map.", "fuser.", "backbone.", "head.", "lidar_free.fuser.",
-                   "lidar_free.backbone.", "lidar_free.head."):  # fmt: skip
+                   "lidar_free.backbone.", "lidar_free.head."):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(float(g.abs().sum()) for g in grads) > 0, prefix
@@ -228,7 +228,7 @@ def test_warm_start_takes_the_camera_free_trunk_from_the_lidar_model(tmp_path, f
 
 def test_camera_free_copy_keeps_the_geometry_and_lidar_and_drops_every_camera() -> None:
     drawn = SampleAugmentation(rotation_rad=-0.1, scale=0.97, flip_y=True, image_scale=1.02,
-                               drop=frozenset({"lidar", "CAM_FRONT", "map"}))  # fmt: skip
+                               drop=frozenset({"lidar", "CAM_FRONT", "map"}))
     copy = camera_free_copy(drawn)
     assert copy.drop == frozenset({"camera", "map"})
     assert (copy.rotation_rad, copy.scale, copy.flip_y, copy.image_scale) == (-0.1, 0.97, True, 1.02)
@@ -250,7 +250,7 @@ def test_a_training_step_with_both_trunks_runs_every_sample_three_times(frame_fa
     assert torch.isfinite(loss)
     loss.backward()
     for prefix in ("lidar.", "camera.", "map.", "fuser.", "backbone.", "head.", "lidar_free.", "camera_free.fuser.",
-                   "camera_free.backbone.", "camera_free.head."):  # fmt: skip
+                   "camera_free.backbone.", "camera_free.head."):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(float(g.abs().sum()) for g in grads) > 0, prefix

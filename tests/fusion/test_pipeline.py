@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from avfusion.errors import InputError
-from avfusion.fusion.augment import draw_augmentation
-from avfusion.fusion.batch import collate
-from avfusion.fusion.checkpoint import save_checkpoint
+from avfusion.fusion.augment import SampleAugmentation, draw_augmentation
+from avfusion.fusion.batch import collate, depth_target
+from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import CAMERA_NAMES, FusionConfig, tiny_for_tests
-from avfusion.fusion.inference import Detector
-from avfusion.fusion.losses import total_loss
+from avfusion.fusion.inference import Detector, fuse_conv_batchnorm
+from avfusion.fusion.losses import sample_weights, total_loss
 from avfusion.fusion.model import BEVFusion
+from avfusion.fusion.train import train
 
 
 def test_one_training_step_has_finite_loss_and_gradients_in_every_branch(frame_factory) -> None:
@@ -23,7 +24,7 @@ def test_one_training_step_has_finite_loss_and_gradients_in_every_branch(frame_f
     rng = np.random.default_rng(0)
     augmentations = [draw_augmentation(rng, config.augment.__class__(drop_lidar_probability=0.0,
                      drop_cameras_probability=0.0, drop_one_camera_probability=0.0, drop_map_probability=0.0),
-                     has_map=True) for _ in frames]  # fmt: skip
+                     has_map=True) for _ in frames]
     batch = collate(frames, config, augmentations=augmentations, with_targets=True)
     assert bool(batch.modality.lidar.all()) and bool(batch.modality.camera.all()) and bool(batch.modality.map.all())
     assert int(batch.targets.mask.sum()) == 12  # 6 boxes each, all within +-25.6 m
@@ -76,8 +77,6 @@ def test_map_from_gnss_equals_map_from_pose_when_the_fix_is_exact(frame_factory)
 
 
 def test_flip_augmentation_mirrors_boxes_points_and_map(frame_factory) -> None:
-    from avfusion.fusion.augment import SampleAugmentation
-
     config = tiny_for_tests()
     frame = frame_factory(4)
     plain = collate([frame], config, with_targets=True)
@@ -115,9 +114,6 @@ def test_resumed_training_equals_uninterrupted_training(frame_factory, tmp_path)
     import dataclasses
     import json
 
-    from avfusion.fusion.checkpoint import load_checkpoint
-    from avfusion.fusion.train import train
-
     config = tiny_for_tests()
     config = config.replace(train=dataclasses.replace(config.train, epochs=2))
     frames = [frame_factory(seed) for seed in range(2)]
@@ -137,8 +133,6 @@ def test_resumed_training_equals_uninterrupted_training(frame_factory, tmp_path)
 
 
 def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
-    from avfusion.fusion.batch import depth_target
-
     config = tiny_for_tests()  # input 32 x 64, stride 8 -> 4 x 8 feature pixels; bins of 3 m from 1 m
     intrinsics = np.array([[32.0, 0.0, 31.5], [0.0, 32.0, 15.5], [0.0, 0.0, 1.0]])
     ego_from_camera = np.eye(4)  # the camera frame is the ego frame here: z is depth
@@ -148,7 +142,7 @@ def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
         [0.0, 0.0, 20.0],   # same pixel, farther
         [-31.0, -15.0, 31.0],  # u = 0.5, v = 0.5 -> feature (0, 0), but bin 10 is past the 8 bins
         [1.0, 0.0, -5.0],   # behind the camera
-    ])  # fmt: skip
+    ])
     target = depth_target(points, intrinsics, ego_from_camera, np.eye(3), config)
     assert target.shape == (4, 8)
     assert target[2, 4] == 1
@@ -157,8 +151,6 @@ def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
 
 def test_conv_batchnorm_fusion_keeps_the_outputs(frame_factory) -> None:
     import copy
-
-    from avfusion.fusion.inference import fuse_conv_batchnorm
 
     torch.manual_seed(0)
     config = tiny_for_tests()
@@ -181,7 +173,7 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
     for branches in ((True, True), (True, False), (False, True)):
         rng = np.random.default_rng(7)
         draws[branches] = [draw_augmentation(rng, config, has_lidar_branch=branches[0], has_camera_branch=branches[1])
-                           for _ in range(400)]  # fmt: skip
+                           for _ in range(400)]
     fused = [a.drop for a in draws[True, True]]
     lidar_drops = sum("lidar" in d for d in fused) / len(fused)
     camera_drops = sum("camera" in d for d in fused) / len(fused)
@@ -198,8 +190,6 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
 
 def test_sample_weights_scale_each_samples_terms_linearly(frame_factory) -> None:
     """Loss weights per sample: ones equal no weights, and every part is linear in the weights."""
-    from avfusion.fusion.losses import sample_weights
-
     torch.manual_seed(0)
     config = tiny_for_tests()
     batch = collate([frame_factory(0), frame_factory(1)], config, with_targets=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.fusion.ops import voxelize as voxelize_module
+from avfusion.fusion.ops import voxelize_cpu, voxelize_kernels
 from avfusion.fusion.ops.voxelize import (
     DynamicVoxels,
     VoxelConfig,
@@ -268,7 +268,7 @@ def test_voxelizer_views_equal_fresh_results_call_after_call() -> None:
     config = VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 4, 300)
     voxelizer = Voxelizer(config)
     clouds = [random_cloud(20, 3000, config), random_cloud(21, 200, config), random_cloud(22, 3000, config),
-              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]  # fmt: skip
+              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]
     clouds[3] = np.concatenate([clouds[3], np.zeros((10, 2), np.float32)], axis=1)
     held = []
     for cloud in [*clouds, clouds[0]]:
@@ -409,7 +409,7 @@ def test_any_number_of_partitions_equals_the_reference(config: VoxelConfig, num_
 def test_dense_and_hashed_cell_tables_give_the_same_voxels(
     monkeypatch: pytest.MonkeyPatch, dense_cells_per_voxel: int, num_parts: int
 ) -> None:
-    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    monkeypatch.setattr(voxelize_cpu, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
     for config in RANDOM_CONFIGS[:3]:  # the small grids, where either table may be used
         cloud = random_cloud(40, 3000, config)
         assert_voxels_equal(partitioned(cloud, config, num_parts), voxelize(cloud, config, backend="reference"))
@@ -448,7 +448,7 @@ def test_max_voxels_overflow_within_and_across_partitions(
     # One slab holds all 5001 cells, more than max_voxels: it stops numbering at max_voxels (its
     # later cells cannot get a voxel). With 3000 crowd points the cells are split over several
     # slabs, each under max_voxels, and the merge drops the voxels numbered >= max_voxels.
-    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    monkeypatch.setattr(voxelize_cpu, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
     config = VoxelConfig((0, 0, 0, 101, 100, 100), (1, 1, 1), 3, 700)
     cloud = skewed_cloud(5000, crowd)
     voxels = partitioned(cloud, config, num_parts)
@@ -463,7 +463,7 @@ def test_splits_start_at_the_x_column_quantiles_of_the_sample(num_parts: int) ->
     sample = np.empty(512, np.int32)
     splits = np.empty(num_parts + 1, np.int64)
     grid = np.asarray(config.grid_size_xyz, np.int32)
-    voxelize_module._partition_splits_kernel(
+    voxelize_kernels._partition_splits_kernel(
         cloud, config.range_min_f32, config.voxel_size_f32, grid, sample, splits
     )
     fx = (cloud[:: max(1, len(cloud) // 512), 0] - config.range_min_f32[0]) / config.voxel_size_f32[0]
@@ -496,7 +496,7 @@ def test_points_on_slab_faces_and_points_without_a_cell_in_any_slab(
     # the points exactly on an x face (they belong to the column above). Points without a cell in
     # every slab: NaN in y or z inside a middle column, NaN or -inf in x (first slab), x below the
     # range (first), x above it or +inf (last); each is counted once.
-    monkeypatch.setattr(voxelize_module, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
+    monkeypatch.setattr(voxelize_cpu, "DENSE_CELLS_PER_VOXEL", dense_cells_per_voxel)
     config = VoxelConfig((0, 0, 0, 8, 2, 2), (1, 0.5, 0.5), 3, 1000)
     rng = np.random.default_rng(60)
     x = np.repeat(np.arange(8, dtype=np.float32), 60) + rng.choice([0.0, 0.25, 0.5, 0.75], 480).astype(np.float32)
@@ -504,7 +504,7 @@ def test_points_on_slab_faces_and_points_without_a_cell_in_any_slab(
     cloud = np.concatenate([x[:, None], yz, np.arange(480, dtype=np.float32)[:, None]], axis=1)[rng.permutation(480)]
     inf = np.inf
     invalid = np.float32([[4.5, NAN, 1, -1], [3.5, 1, NAN, -2], [NAN, 1, 1, -3], [-inf, 1, 1, -4], [-0.5, 1, 1, -5],
-                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])  # fmt: skip
+                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])
     cloud = np.concatenate([cloud[:200], invalid, cloud[200:], invalid])
     voxels = partitioned(cloud, config, num_parts)
     assert (voxels.num_nan, voxels.num_out_of_range) == (6, 12)
@@ -517,7 +517,7 @@ def test_partitions_of_empty_and_all_dropped_clouds(num_parts: int) -> None:
     assert empty.features.shape == (0, 2, 4) and empty.point_voxel_index.shape == (0,)
     inf = np.inf
     dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1], [inf, 1, 1], [1, -inf, 1], [NAN, inf, 0]],
-                       np.float32)  # fmt: skip
+                       np.float32)
     voxels = partitioned(dropped, SMALL, num_parts)
     assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (3, 4)
     assert_voxels_equal(partitioned(HAND_POINTS, SMALL, num_parts), voxelize(HAND_POINTS, SMALL, backend="reference"))
@@ -556,11 +556,11 @@ def test_decoding_a_key_by_multiplying_equals_integer_division(grid_xyz: tuple[i
     keys = np.concatenate([
         rng.integers(0, num_cells, 2000), [0, num_cells - 1, gz - 1, gz, gy * gz - 1, gy * gz],
         np.arange(1, min(gx, 50)) * gy * gz - 1, np.arange(1, min(gy, 50)) * gz,
-    ])  # fmt: skip
-    decoder = voxelize_module._key_decoder(np.array(grid_xyz, np.int32))
+    ])
+    decoder = voxelize_kernels._key_decoder(np.array(grid_xyz, np.int32))
     for key in keys[(keys >= 0) & (keys < num_cells)]:
         expected = (key % gz, (key // gz) % gy, key // (gy * gz))
-        assert voxelize_module._decode_key(np.int32(key), decoder) == expected, key
+        assert voxelize_kernels._decode_key(np.int32(key), decoder) == expected, key
 
 
 @pytest.mark.parametrize("divisor", [1, 2, 3, 7, 40, 57600, 12345, 65537, 2**30 - 1, 2**30, 2**30 + 1, 2**31 - 1])
@@ -570,8 +570,8 @@ def test_dividing_by_multiplying_is_exact_for_int32_numerators(divisor: int) -> 
     numerators = np.concatenate([
         rng.integers(0, 2**31, 5000), [0, 1, divisor - 1, divisor, divisor + 1, top, top - 1],
         [top // divisor * divisor, top // divisor * divisor - 1],
-    ]).astype(np.uint64)  # fmt: skip
-    multiplier, shift = voxelize_module._divider(np.int64(divisor))
+    ]).astype(np.uint64)
+    multiplier, shift = voxelize_kernels._divider(np.int64(divisor))
     assert top * int(multiplier) < 2**64  # the uint64 product cannot wrap
     np.testing.assert_array_equal((numerators * np.uint64(multiplier)) >> np.uint64(shift), numerators // divisor)
 
@@ -594,14 +594,14 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
     if num_parts == 5:
         inner[2] = inner[1]
     splits = np.concatenate([[0], inner, [config.num_cells]]).astype(np.int64)
-    routes = voxelize_module._Routes()
+    routes = voxelize_cpu._Routes()
     route_points, route_keys = routes.arrays(n, num_chunks, num_parts, 2)
     point_voxel_index = np.full(n, 7, np.int32)
-    voxelize_module._route_points_kernel(
+    voxelize_kernels._route_points_kernel(
         cloud, config.range_min_f32, config.voxel_size_f32, grid, splits, routes.key_stage.rows(num_chunks),
         routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
         routes.drops,
-    )  # fmt: skip
+    )
     scaled = (cloud[:, :3] - config.range_min_f32) / config.voxel_size_f32  # float32 throughout
     inside = np.all((scaled >= 0) & (scaled < grid.astype(np.float32)), axis=1)
     cell = np.floor(scaled[inside]).astype(np.int64)
@@ -623,18 +623,18 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
 
 
 def test_route_counts_and_drops_rows_start_on_cache_lines() -> None:
-    routes = voxelize_module._Routes()
+    routes = voxelize_cpu._Routes()
     routes.arrays(100, 3, 2, 4)
     assert routes.counts.shape[0] == 3 and routes.drops.shape == (3, 8)
     assert all(routes.counts[c].ctypes.data % 64 == 0 and routes.drops[c].ctypes.data % 64 == 0 for c in range(3))
 
 
 def test_key_stage_rows_start_on_cache_lines() -> None:
-    stage = voxelize_module._KeyStage().rows(3)
-    assert stage.shape == (3, 3, voxelize_module.KEY_BLOCK) and stage.dtype == np.float32
+    stage = voxelize_cpu._KeyStage().rows(3)
+    assert stage.shape == (3, 3, voxelize_kernels.KEY_BLOCK) and stage.dtype == np.float32
     assert all(stage[t].ctypes.data % 64 == 0 for t in range(3))
-    keys = voxelize_module._KeyStage().key_rows(3)
-    assert keys.shape == (3, voxelize_module.KEY_BLOCK) and keys.dtype == np.int32
+    keys = voxelize_cpu._KeyStage().key_rows(3)
+    assert keys.shape == (3, voxelize_kernels.KEY_BLOCK) and keys.dtype == np.int32
     assert all(keys[t].ctypes.data % 64 == 0 for t in range(3))
 
 
@@ -645,7 +645,7 @@ def test_select_puts_the_value_of_each_rank_in_place(m: int, spread: int) -> Non
     values = np.random.default_rng(m * spread).integers(0, spread, 512).astype(np.int32)
     for k in sorted({0, m // 3, m // 2, m - 1}):
         work = values.copy()
-        voxelize_module._select(work, np.int64(0), np.int64(m), np.int64(k))
+        voxelize_kernels._select(work, np.int64(0), np.int64(m), np.int64(k))
         assert work[k] == np.sort(values[:m])[k]
         assert (work[:k] <= work[k]).all() and (work[k + 1 : m] >= work[k]).all()
         np.testing.assert_array_equal(np.sort(work[:m]), np.sort(values[:m]))
@@ -655,9 +655,9 @@ def test_select_puts_the_value_of_each_rank_in_place(m: int, spread: int) -> Non
 def test_atomic_add_returns_the_value_before_and_adds() -> None:
     @numba.njit
     def add_twice(array: np.ndarray) -> tuple[int, int, int]:
-        first = voxelize_module._atomic_add(array, 3, 5)
-        second = voxelize_module._atomic_add(array, 3, -2)
-        return first, second, voxelize_module._atomic_add(array, 3, 0)
+        first = voxelize_kernels._atomic_add(array, 3, 5)
+        second = voxelize_kernels._atomic_add(array, 3, -2)
+        return first, second, voxelize_kernels._atomic_add(array, 3, 0)
 
     array = np.arange(8, dtype=np.int64)
     assert add_twice(array) == (3, 8, 6)
@@ -671,23 +671,23 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     config = RANDOM_CONFIGS[3]
     cloud = random_cloud(80 + num_parts, 3000, config)
     voxelizer = Voxelizer(config)
-    plan = voxelize_module._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
+    plan = voxelize_cpu._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
     features, point_voxel_index = voxelizer._output_buffers(len(cloud), cloud.shape[1])
-    totals = voxelize_module._hard_voxelize_kernel(
+    totals = voxelize_kernels._hard_voxelize_kernel(
         8, plan.sync, cloud, voxelizer._range_min,
         voxelizer._voxel_size, voxelizer._grid, plan.sample, plan.splits, plan.stage, plan.block_keys,
         plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits,
         plan.capacity, config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
         plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
         voxelizer._num_points, voxelizer._filled, False, plan.drops,
-    )  # fmt: skip
+    )
     num_voxels = min(totals[0], config.max_voxels)
     voxels = Voxels(
         features[:num_voxels], voxelizer._coords_zyx[:num_voxels], voxelizer._num_points[:num_voxels],
         point_voxel_index, *totals[1:],
-    )  # fmt: skip
+    )
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
-    assert plan.sync[voxelize_module.STAGE_FILL * 2 * voxelize_module.SYNC_STRIDE] == num_parts + 8
+    assert plan.sync[voxelize_kernels.STAGE_FILL * 2 * voxelize_kernels.SYNC_STRIDE] == num_parts + 8
 
 
 @pytest.mark.parametrize("num_features", [3, 4, 5, 8, 9])

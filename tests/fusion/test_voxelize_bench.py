@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from avfusion.errors import InputError
+from avfusion.fusion.ops.voxelize import VoxelConfig
 from avfusion.tools.bench.voxelize import load_sweeps, tile_sweeps, torch_unique_voxelize
 from avfusion.tools.cli import main
 
@@ -36,8 +37,6 @@ def test_synthetic_source_needs_a_dataroot(tmp_path: Path) -> None:
 def test_torch_unique_peer_hand_worked() -> None:
     import torch
 
-    from avfusion.fusion.ops.voxelize import VoxelConfig
-
     config = VoxelConfig((0, 0, 0, 2, 2, 1), (1, 1, 1), max_points_per_voxel=1, max_voxels=2)
     points = torch.tensor([[1.5, 0.5, 0.5], [0.5, 0.5, 0.5], [1.2, 0.2, 0.2], [0.5, 1.5, 0.5], [2.0, 0, 0]])
     features, coords, num_points = torch_unique_voxelize(points, config)
@@ -50,7 +49,7 @@ def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, c
     out = tmp_path / "bench.json"
     realdata = realdata_root.parents[1]
     code = main(["bench", "voxelize", "--points", "40000", "--repeats", "1", "--no-jit-timing",
-                 "--realdata", str(realdata), "--json", str(out)])  # fmt: skip
+                 "--realdata", str(realdata), "--json", str(out)])
     assert code == 0
     payload = json.loads(out.read_text())
     assert payload["points"] == 40000
@@ -58,7 +57,7 @@ def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, c
         cpu = payload[name]["cpu"]
         assert list(cpu["methods"]) == [
             "numba_voxelizer", "numba_voxelizer_1_thread", "numba_voxelize_fresh", "numba_voxelize_fresh_1_thread",
-        ]  # fmt: skip
+        ]
         assert cpu["facts"]["numba_voxelizer_1_thread_ratio_vs_numpy_reference"] > 0
         assert cpu["facts"]["identical_voxelizer_views_to_voxelize"] is True
         assert set(cpu["facts"]["cpu_ms_median"]) == set(cpu["methods"]) | set(cpu["peers"])

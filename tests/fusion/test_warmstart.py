@@ -13,6 +13,7 @@ from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig, tiny_for_tests
 from avfusion.fusion.model import BEVFusion
+from avfusion.fusion.train import train
 from avfusion.fusion.warmstart import warm_start
 
 
@@ -49,7 +50,7 @@ def test_fused_model_warm_started_from_lidar_then_camera_computes_the_lidar_mode
     fused = BEVFusion.from_config(fused_config)
     report = warm_start(fused, fused_config, [folder / "lidar.pt", folder / "camera.pt"])
     assert report.branch_sources == {"lidar": str(folder / "lidar.pt"), "map": str(folder / "lidar.pt"),
-                                     "camera": str(folder / "camera.pt")}  # fmt: skip
+                                     "camera": str(folder / "camera.pt")}
     assert report.zeroed_fuser_inputs == ("camera",)
 
     # Branches come from their sources; the map from the first one that has it (the trunk).
@@ -87,8 +88,6 @@ def test_warm_start_refuses_a_source_built_for_another_grid(sources) -> None:
 
 
 def test_training_records_its_warm_start_and_a_resume_keeps_training_the_same_weights(sources, frame_factory) -> None:
-    from avfusion.fusion.train import train
-
     base, lidar_model, _, folder = sources
     config = _with_modalities(base, lidar=True, camera=True, map=True)
     config = config.replace(train=dataclasses.replace(config.train, epochs=2))

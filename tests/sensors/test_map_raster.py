@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from avfusion.calibration.se3 import SE3
-from avfusion.sensors.map_raster import BevGrid, MapRaster
+from avfusion.sensors.map_raster import BevGrid, MapRaster, drivable_from_lyft_rgb
 
 
 def raster_with_east_half_drivable() -> MapRaster:
@@ -57,3 +57,16 @@ def test_validation() -> None:
         MapRaster("x", np.zeros((2, 2, 3), np.uint8))
     with pytest.raises(ValueError, match="increasing"):
         BevGrid((1.0, -1.0), (0.0, 1.0), 0.5)
+
+
+def test_lyft_rgba_prior_is_every_pixel_with_no_white_channel() -> None:
+    pixels = np.array(
+        [[[255, 255, 255, 255], [128, 128, 128, 255], [254, 254, 254, 255]],
+         [[255, 200, 200, 255], [200, 200, 255, 255], [100, 100, 100, 0]]],
+        np.uint8,
+    )
+    # white background off; grey on; near-white on; a 255 in any channel off; transparent off
+    assert drivable_from_lyft_rgb(pixels).tolist() == [[0, 255, 255], [0, 0, 0]]
+    assert drivable_from_lyft_rgb(pixels[:, :, :3]).tolist() == [[0, 255, 255], [0, 0, 255]]
+    with pytest.raises(ValueError, match="H, W, 3"):
+        drivable_from_lyft_rgb(pixels[:, :, :2])

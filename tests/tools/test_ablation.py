@@ -8,16 +8,15 @@ import math
 
 import pytest
 
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.fusion.config import tiny_for_tests
 from avfusion.tools.cli import main
 
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     return make_synthetic_log(tmp_path_factory.mktemp("ablation") / "log", num_scenes=1, seconds=1.5, seed=47,
-                              progress=False)  # fmt: skip
+                              progress=False)
 
 
 def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_log, tmp_path) -> None:
@@ -29,7 +28,7 @@ def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_lo
         "bench", "ablation", "--dataroot", str(tiny_log), "--train-split", "all", "--val-split", "all",
         "--out", str(out), "--config", str(config_path), "--epochs", "1", "--max-steps", "1", "--staged",
         "--threads", "1", "--json", str(report),
-    ])  # fmt: skip
+    ])
     assert code == 0
     # Stage one: the single-modality models from scratch; stage two: the three from warm starts.
     for name in ("lidar_only_stage1", "camera_only_stage1"):
@@ -44,7 +43,7 @@ def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_lo
     assert len(facts["load_average_1_5_15_min"]) == 3  # the host state beside the per-frame timings
     table = facts["table"]
     assert set(table) == {"fused", "lidar_only", "camera_only", "fused -camera", "fused -lidar",
-                          "fused -CAM_FRONT", "fused -map", "fused gnss_noise"}  # fmt: skip
+                          "fused -CAM_FRONT", "fused -map", "fused gnss_noise"}
     for name, row in table.items():
         assert 0.0 <= row["NDS"] <= 1.0 and 0.0 <= row["mAP"] <= 1.0, name
         assert all(math.isfinite(row[k]) for k in ("mATE", "mASE", "mAOE", "mAVE", "mAAE")), name

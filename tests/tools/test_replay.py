@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from avfusion.errors import InputError
 from avfusion.datasets.nuscenes_log import NuScenesLog
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.errors import InputError
 from avfusion.eval.detection import evaluate_results_file
 from avfusion.eval.submission import detection_records, validate_results
 from avfusion.fusion.checkpoint import save_checkpoint
@@ -26,8 +27,8 @@ from avfusion.fusion.model import BEVFusion
 from avfusion.tools.cli import main
 from avfusion.tools.replay.engine import run_replay
 from avfusion.tools.replay.frames import FrameProcessor, parse_drop
-from avfusion.tools.replay.types import STAGES, ReplayRequest
 from avfusion.tools.replay.ray_runner import shard_scenes
+from avfusion.tools.replay.types import STAGES, PlannedFrame, ReplayRequest
 
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
@@ -53,8 +54,6 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="module")
 def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     # Two scenes of two keyframes each: one in synth_train, one in synth_val.
     return make_synthetic_log(
         tmp_path_factory.mktemp("log") / "log", num_scenes=2, seconds=1.0, seed=11, image_scale=0.125, progress=False
@@ -224,8 +223,6 @@ def test_cli_replay_and_bad_input(log_root: Path, checkpoint: Path, tmp_path: Pa
 
 
 def test_shard_scenes_balances_whole_scenes() -> None:
-    from avfusion.tools.replay.types import PlannedFrame
-
     sizes = {"a": 5, "b": 3, "c": 3, "d": 2}
     frames, position = [], 0
     for scene, count in sizes.items():

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
-from avfusion.tools.viz import render
-from avfusion.tools.viz.viewer import RunPredictions
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.fusion.checkpoint import save_checkpoint
 from avfusion.fusion.config import FusionConfig, GridConfig
 from avfusion.fusion.model import BEVFusion
 from avfusion.tools.replay.engine import run_replay
 from avfusion.tools.replay.types import ReplayRequest
+from avfusion.tools.viz import render
+from avfusion.tools.viz.viewer import RunPredictions
 
 VERSION = "v1.0-mini"
 
@@ -36,17 +37,15 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def replayed(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     root = make_synthetic_log(tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=1.0, seed=5,
-                              image_scale=0.25, progress=False)  # fmt: skip
+                              image_scale=0.25, progress=False)
     torch.manual_seed(0)
     config = FusionConfig(grid=GridConfig(cell_m=1.6))
     checkpoint = tmp_path_factory.mktemp("weights") / "w.pt"
     save_checkpoint(checkpoint, config, {"model": BEVFusion.from_config(config).state_dict()})
     run_dir = tmp_path_factory.mktemp("runs") / "run"
     run_replay(ReplayRequest(dataroot=root, version=VERSION, out_dir=run_dir, checkpoint=checkpoint, save_bev=True),
-               progress=False)  # fmt: skip
+               progress=False)
     return root, run_dir
 
 
@@ -68,7 +67,7 @@ def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path
     root, run_dir = replayed
     out = tmp_path / "pictures"
     command = [sys.executable, "-m", "avfusion.tools.cli", "viz", "--dataroot", str(root), "--version", VERSION,
-               "--run", str(run_dir), "--headless", "--out", str(out)]  # fmt: skip
+               "--run", str(run_dir), "--headless", "--out", str(out)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "AVFUSION_CACHE": str(cache)})
     assert result.returncode == 0, result.stderr[-3000:]
     log = NuScenesLog.open(root, VERSION)
@@ -92,7 +91,7 @@ def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path
         corners_px = render.bev_pixel_from_ego(boxes.bev_corners().reshape(-1, 2), view).reshape(len(boxes), 4, 2)
         low, high = corners_px.min(axis=1) - 4, corners_px.max(axis=1) + 4  # (B, 2) each
         on_some_box = ((cols[:, None] >= low[None, :, 0]) & (cols[:, None] <= high[None, :, 0])
-                       & (rows[:, None] >= low[None, :, 1]) & (rows[:, None] <= high[None, :, 1])).any(axis=1)  # fmt: skip
+                       & (rows[:, None] >= low[None, :, 1]) & (rows[:, None] <= high[None, :, 1])).any(axis=1)
         # Nearly every pixel of the class colour is on one of its boxes (a predicted box cannot
         # take it: predictions are faded), and most boxes got some.
         assert on_some_box.mean() > 0.95, (label, on_some_box.mean())

@@ -35,11 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
 from avfusion.datasets.frames import open_frames
-from avfusion.datasets.splits import resolve_split
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.splits import resolve_split
 from avfusion.errors import InputError
-from avfusion.fusion.config import configure
+from avfusion.eval.detection import evaluate_results_file
+from avfusion.eval.submission import detection_records, submission_meta, write_results
+from avfusion.fusion.config import MapConfig, configure
+from avfusion.fusion.inference import Detector
+from avfusion.fusion.train import train
+from avfusion.sensors.types import GnssFix
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
@@ -49,9 +55,6 @@ GNSS_NOISE_HEADING_DEG = 2.0
 
 def noisy_gnss(frame, rng: np.random.Generator):
     """`frame` with its GNSS fix moved by Gaussian noise (position in metres, heading in degrees)."""
-    from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
-    from avfusion.sensors.types import GnssFix
-
     fix = frame.gnss
     if fix is None:
         return frame
@@ -64,7 +67,6 @@ def noisy_gnss(frame, rng: np.random.Generator):
 
 
 def _train_variant(args, name: str, modalities: str, init_from: tuple[Path, ...] = ()) -> Path:
-    from avfusion.fusion.train import train
     config = configure("cpu", args.config, modalities, epochs=args.epochs, seed=args.seed)
     options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
     frames = open_frames(args.dataroot, args.version, args.train_split, None, options, keep_in_memory=True)
@@ -73,9 +75,6 @@ def _train_variant(args, name: str, modalities: str, init_from: tuple[Path, ...]
 
 
 def _evaluate(results: dict, dataroot: str, version: str, split: str, meta: dict, tokens: list[str]) -> dict:
-    from avfusion.eval.detection import evaluate_results_file
-    from avfusion.eval.submission import write_results
-
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "results.json"
         write_results(path, results, meta, split_sample_tokens=tokens)
@@ -89,10 +88,6 @@ def _evaluate(results: dict, dataroot: str, version: str, split: str, meta: dict
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.eval.submission import detection_records, submission_meta
-    from avfusion.fusion.config import MapConfig
-    from avfusion.fusion.inference import Detector
-
     checkpoints = {"fused": args.fused, "lidar_only": args.lidar_only, "camera_only": args.camera_only}
     modalities = {"fused": "lidar,camera,map", "lidar_only": "lidar,map", "camera_only": "camera,map"}
     init_from: dict[str, tuple[Path, ...]] = {name: () for name in checkpoints}
@@ -122,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
         "fused -map": (fused, frozenset({"map"}), False),
         "fused gnss_noise": (fused_gnss, frozenset(), True),
-    })  # fmt: skip
+    })
     split = resolve_split(args.dataroot, args.version, args.val_split).name
     options = FrameOptions(
         num_sweeps=fused.config.lidar.num_sweeps, image_scale=fused.config.camera.decode_scale, load_boxes=False
@@ -175,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
 def markdown_table(table: dict[str, dict]) -> str:
     columns = ["NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"]
     lines = ["| model / sensors | " + " | ".join(columns) + " | classes with AP > 0 |",
-             "|---|" + "---|" * (len(columns) + 1)]  # fmt: skip
+             "|---|" + "---|" * (len(columns) + 1)]
     for name, row in table.items():
         nonzero = sum(1 for ap in row["AP_per_class"].values() if ap > 0)
         values = " | ".join(f"{row[c]:.3f}" for c in columns)

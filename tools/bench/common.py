@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from avfusion.errors import InputError
 from avfusion.fileio import write_json_atomic
 
 
@@ -105,11 +106,9 @@ def set_threads(threads: int) -> None:
     import numba
     import torch
 
-    from avfusion.errors import InputError
-
     if threads > numba.config.NUMBA_NUM_THREADS:
         raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
-                         "allows in this environment; unset it or pass fewer threads")  # fmt: skip
+                         "allows in this environment; unset it or pass fewer threads")
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)
 

@@ -35,6 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.eval.config import default_config
+from avfusion.eval.data import load_ground_truth, load_ground_truth_and_predictions
+from avfusion.eval.detection import evaluate
+from avfusion.eval.devkit_bridge import run_devkit_eval
 from avfusion.fileio import write_json_atomic
 from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.tools.bench.common import BenchReport, time_call
@@ -61,18 +66,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--our-repeats", type=int, default=3,
         help="timed runs of ours (default 3: a few seconds each, so a load spike on the shared machine can "
         "swamp one run, while the devkit's single run spans minutes of load; the median is reported)",
-    )  # fmt: skip
+    )
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help=f"where generated inputs are kept (default {DEFAULT_CACHE})")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.eval.config import default_config
-    from avfusion.eval.data import load_ground_truth, load_ground_truth_and_predictions
-    from avfusion.eval.detection import evaluate
-    from avfusion.eval.devkit_bridge import run_devkit_eval
-
     config = default_config()
     dataroot, version, split, results_path = prepare_inputs(args)
     gt = load_ground_truth(dataroot, version, split)
@@ -153,14 +153,12 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[str, str, str, str]:
         cache = Path(args.cache_dir) / f"log-s{args.scenes}-t{args.seconds:g}-seed{args.seed}"
         dataroot = str(cache / "dataroot")
         if not (cache / "dataroot.complete").exists():
-            from avfusion.datasets.synthetic import make_synthetic_log
-
             print(f"generating an annotations-only log of {args.scenes} scenes x {args.seconds:g} s into {dataroot} (cached) ...")
             shutil.rmtree(dataroot, ignore_errors=True)
             make_synthetic_log(
                 dataroot, num_scenes=args.scenes, seconds=args.seconds, seed=args.seed, version=args.version,
                 annotations_only=True, progress=True,
-            )  # fmt: skip
+            )
             (cache / "dataroot.complete").write_text("ok\n")
         split = args.split or _largest_synthetic_split(dataroot, args.version)
     results_path = cache / f"results-{split}-k{args.boxes_per_sample}-seed{args.seed}.json"
@@ -186,8 +184,6 @@ def make_benchmark_results(dataroot: str, version: str, split: str, boxes_per_sa
     (moved ~0.5 m, resized ~10 %, turned ~0.2 rad, velocity off by ~0.5 m/s, attribute mostly right),
     10 % of kept ones twice; then false positives within 60 m of the ego vehicle up to
     `boxes_per_sample`; scores rounded to 2 decimals so that ties occur, as in real detector output."""
-    from avfusion.eval.data import load_ground_truth
-
     rng = np.random.default_rng(seed)
     gt = load_ground_truth(dataroot, version, split)
     boxes = gt.boxes
@@ -203,7 +199,7 @@ def make_benchmark_results(dataroot: str, version: str, split: str, boxes_per_sa
         translation = np.concatenate([
             boxes.translation[keep] + rng.normal(0, [0.5, 0.5, 0.1], (n_true, 3)),
             ego + np.column_stack([rng.uniform(-60, 60, (n_false, 2)), rng.uniform(0, 2, n_false)]),
-        ])  # fmt: skip
+        ])
         size = np.concatenate([boxes.size_wlh[keep] * rng.uniform(0.9, 1.1, (n_true, 3)), rng.uniform(0.5, 5.0, (n_false, 3))])
         velocity = np.concatenate([np.nan_to_num(boxes.velocity_xy[keep]) + rng.normal(0, 0.5, (n_true, 2)), rng.normal(0, 2, (n_false, 2))])
         label = np.concatenate([boxes.label[keep], rng.integers(0, len(DETECTION_CLASSES), n_false)])

@@ -8,7 +8,7 @@ voxelizer, run back to back with ours on every frame (`ratio_vs_full_loop_spconv
 voxelize stages alone are compared in `voxelize_ratio_vs_spconv`).
 
     avfusion bench infer --dataroot D --version v1.0-mini [--checkpoint W] [--frames 20] [--json out.json]
-    avfusion bench infer --device cuda     (on a GPU: the CUDA voxelizer and the network on the GPU)
+    avfusion bench infer --device cuda     (on a GPU: the CUDA voxelizers and the network on the GPU)
 """
 
 from __future__ import annotations
@@ -22,14 +22,16 @@ import torch
 
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.synthetic import make_synthetic_log
+from avfusion.fusion.batch import pillar_voxel_config
+from avfusion.fusion.inference import Detector
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
+from avfusion.tools.bench.voxelize import spconv_voxelizer
 
 STAGES = ("read_sync", "voxelize", "prepare", "network", "decode")
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.fusion.inference import Detector
-
     torch.manual_seed(0)
     if args.threads:
         set_threads(args.threads)
@@ -37,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
     config = detector.config
     dataroot = args.dataroot
     if dataroot is None:
-        from avfusion.datasets.synthetic import make_synthetic_log
-
         dataroot = str(make_synthetic_log(tempfile.mkdtemp(prefix="avfusion-bench-infer-"), num_scenes=1,
-                                          seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))  # fmt: skip
+                                          seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))
     options = FrameOptions(
         num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=False
     )
@@ -48,17 +48,15 @@ def run(args: argparse.Namespace) -> int:
     count = min(args.frames, len(frames))
     methods = {"ours": detector}
     skipped = {}
-    if args.device.startswith("cuda"):
-        pass  # on a GPU the peer is not comparable: spconv's CPU build runs on the host
+    # The peer: the same loop with spconv's PointToVoxel on the same device as ours.
+    on_gpu = args.device.startswith("cuda")
+    generator, why = spconv_voxelizer(pillar_voxel_config(config), 5, device="cuda" if on_gpu else "cpu")
+    if generator is None:
+        skipped["full_loop_spconv_voxelizer"] = why
     else:
-        try:
-            import spconv.pytorch.utils  # noqa: F401
-
-            methods["spconv_voxelizer"] = detector.with_voxel_backend("spconv")
-        except ImportError as error:
-            skipped["full_loop_spconv_voxelizer"] = f"spconv not importable ({error})"
+        methods["spconv_voxelizer"] = detector.with_voxel_backend("spconv_cuda" if on_gpu else "spconv")
     host_before = HostCpuTimes.read()
-    stages = {name: {s: [] for s in STAGES} for name in methods}
+    stages: dict[str, dict[str, list[float]]] = {name: {s: [] for s in STAGES} for name in methods}
     totals: dict[str, list[float]] = {name: [] for name in methods}
     boxes = []
     # Frame 0 runs once untimed first (Numba compilation, allocator warm-up); then per frame each
@@ -76,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
             voxelize_ms = stages_ms.get("voxelize", 0.0)
             for stage, value in (("read_sync", read_ms), ("voxelize", voxelize_ms),
                                  ("prepare", stages_ms["prepare"] - voxelize_ms),
-                                 ("network", stages_ms["network"]), ("decode", stages_ms["decode"])):  # fmt: skip
+                                 ("network", stages_ms["network"]), ("decode", stages_ms["decode"])):
                 stages[name][stage].append(value)
             totals[name].append(total_ms)
             if name == "ours":
                 boxes.append(len(detections.boxes_ego))
 
     title = (f"bench infer: full loop (read+sync, voxelize, prepare, network, decode) over {count} frames of "
-             f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)")  # fmt: skip
+             f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)")
     report = BenchReport(title, skipped=skipped)
     report.ours.append(Timing("full_loop", tuple(totals["ours"])))
     if "spconv_voxelizer" in methods:

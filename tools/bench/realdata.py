@@ -29,7 +29,25 @@ from typing import Any
 
 import numpy as np
 
+from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.datasets.real_fixture import (
+    LOCATION,
+    REAL_SPLIT,
+    SCENE_NAME,
+    find_realdata,
+    read_fixture,
+    write_fixture_dataroot,
+)
+from avfusion.eval.report import evaluate_and_report
+from avfusion.fileio import write_json_atomic
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.sensors.images import read_camera_image
+from avfusion.sensors.pcd import read_pcd_bin
+from avfusion.sensors.types import CameraFrame, LidarSweep, SyncedFrame
 from avfusion.tools.bench.common import BenchReport
+from avfusion.tools.replay.engine import run_replay
+from avfusion.tools.replay.types import ReplayRequest
 
 MATCH_DISTANCES_M = (0.5, 1.0, 2.0, 4.0)
 MATCH_DISTANCE_M = 2.0
@@ -41,17 +59,13 @@ MODES = (("fused", frozenset({"map", "gnss"})), ("lidar-only", frozenset({"map",
 def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
     """The fixture keyframe as a `SyncedFrame` (ego frame at the lidar time, boxes included; one
     lidar sweep, no map raster, no GNSS)."""
-    from avfusion.calibration.camera import CameraIntrinsics
-    from avfusion.datasets.real_fixture import LOCATION, SCENE_NAME, read_fixture
-    from avfusion.sensors.images import read_camera_image
-    from avfusion.sensors.pcd import read_pcd_bin
-    from avfusion.sensors.types import CameraFrame, LidarSweep, SyncedFrame
 
     keyframe = read_fixture(realdata_root)
     points = read_pcd_bin(keyframe.lidar_path).copy()
     points[:, 4] = 0.0  # the fifth column is the ring index on disk; ours is the time lag (one sweep: 0)
-    lidar = LidarSweep(points, keyframe.timestamp_us, keyframe.ego_from_lidar, keyframe.global_from_ego,
-                       token=keyframe.sample_token)
+    lidar = LidarSweep(
+        points, keyframe.timestamp_us, keyframe.ego_from_lidar, keyframe.global_from_ego, token=keyframe.sample_token
+    )
     cameras = {}
     for name, camera in keyframe.cameras.items():
         image, intrinsics = read_camera_image(camera.path, CameraIntrinsics(camera.intrinsics, 1600, 900), decode_scale)
@@ -89,8 +103,6 @@ def matched_ground_truth(predicted, ground_truth, distance_m: float) -> np.ndarr
 
 def submission_boxes(path: Path, sample_token: str):
     """The predictions of one sample of a results file as `Boxes3D` (global frame; centre, label, score)."""
-    from avfusion.calibration.boxes import Boxes3D
-    from avfusion.labels import CLASS_INDEX
 
     records = json.loads(Path(path).read_text())["results"].get(sample_token, [])
     n = len(records)
@@ -105,7 +117,6 @@ def submission_boxes(path: Path, sample_token: str):
 def mode_figures(predicted, ground_truth, metrics) -> dict[str, Any]:
     """Per class and in total: GT (with lidar points) matched at >= 0.3 and at any score, the
     predictions kept at 0.3 and the precision there; plus the devkit's mAP, NDS and per-class AP."""
-    from avfusion.labels import DETECTION_CLASSES
 
     confident = predicted[predicted.score >= SCORE_THRESHOLD]
     with_points = ground_truth.num_lidar_pts > 0
@@ -118,7 +129,9 @@ def mode_figures(predicted, ground_truth, metrics) -> dict[str, Any]:
     for label in [*labels, None]:
         gt_mask = with_points if label is None else with_points & (ground_truth.label == label)
         kept = len(confident) if label is None else int((confident.label == label).sum())
-        hits = int(matched_predictions.sum() if label is None else matched_predictions[ground_truth.label == label].sum())
+        hits = int(
+            matched_predictions.sum() if label is None else matched_predictions[ground_truth.label == label].sum()
+        )
         name = "total" if label is None else DETECTION_CLASSES[label]
         rows[name] = {
             "gt_with_points": int(gt_mask.sum()),
@@ -132,13 +145,11 @@ def mode_figures(predicted, ground_truth, metrics) -> dict[str, Any]:
             "max_score": round(float(predicted.score.max()), 3) if len(predicted) else None}  # fmt: skip
 
 
-def run_mode(dataroot: Path, version: str, split: str, run_dir: Path, checkpoint: Path | None, drop: frozenset[str],
-             device: str):
+def run_mode(
+    dataroot: Path, version: str, split: str, run_dir: Path, checkpoint: Path | None, drop: frozenset[str], device: str
+):
     """`avfusion replay` then `avfusion eval` (their library calls) on the dataroot; returns
     (the results file, the devkit metrics, the replay's sensor-health summary)."""
-    from avfusion.eval.report import evaluate_and_report
-    from avfusion.tools.replay.engine import run_replay
-    from avfusion.tools.replay.types import ReplayRequest
 
     request = ReplayRequest(dataroot=dataroot, version=version, out_dir=run_dir / "replay", split=split,
                             checkpoint=checkpoint, drop=drop, device=device, evaluate=False)  # fmt: skip
@@ -150,8 +161,12 @@ def run_mode(dataroot: Path, version: str, split: str, run_dir: Path, checkpoint
 def table(figures: dict[str, dict[str, Any]]) -> str:
     lines = []
     for mode, result in figures.items():
-        lines.append(f"{mode}: devkit mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  (highest score {result['max_score']})")
-        lines.append(f"  {'class':<22}{'GT w/ pts':>10}{'@0.3 2m':>9}{'any 2m':>8}{'pred@0.3':>10}{'prec@0.3':>10}{'AP':>8}")
+        lines.append(
+            f"{mode}: devkit mAP {result['mAP']:.3f}  NDS {result['NDS']:.3f}  (highest score {result['max_score']})"
+        )
+        lines.append(
+            f"  {'class':<22}{'GT w/ pts':>10}{'@0.3 2m':>9}{'any 2m':>8}{'pred@0.3':>10}{'prec@0.3':>10}{'AP':>8}"
+        )
         for name, row in result["classes"].items():
             precision = "-" if row["precision_at_0.3"] is None else f"{row['precision_at_0.3']:.2f}"
             ap = "" if row["ap"] is None else f"{row['ap']:.3f}"
@@ -161,7 +176,6 @@ def table(figures: dict[str, dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.real_fixture import REAL_SPLIT, find_realdata, read_fixture, write_fixture_dataroot
 
     realdata = find_realdata(args.realdata)
     keep = args.out is not None
@@ -184,19 +198,21 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    report = BenchReport(f"bench realdata: real nuScenes keyframe {keyframe.sample_token} ({len(ground_truth)} GT "
-                         f"boxes, {int((ground_truth.num_lidar_pts > 0).sum())} with lidar points), replay + eval, no map")
+    report = BenchReport(
+        f"bench realdata: real nuScenes keyframe {keyframe.sample_token} ({len(ground_truth)} GT "
+        f"boxes, {int((ground_truth.num_lidar_pts > 0).sum())} with lidar points), replay + eval, no map"
+    )
     report.facts["peer"] = "none (a quality check through replay and eval, not a timing)"
     report.facts["modes"] = figures
     print(report.title)
     print(table(figures))
-    print(f"matched: same class, centre within {MATCH_DISTANCE_M:g} m (xy), greedy by score; precision = matched / "
-          f"predictions at score >= {SCORE_THRESHOLD}")
+    print(
+        f"matched: same class, centre within {MATCH_DISTANCE_M:g} m (xy), greedy by score; precision = matched / "
+        f"predictions at score >= {SCORE_THRESHOLD}"
+    )
     if keep:
         print(f"dataroot and runs kept in {work}")
     if args.json is not None:
-        from avfusion.fileio import write_json_atomic
-
         write_json_atomic(args.json, report.as_dict())
         print(f"wrote {args.json}")
     return 0

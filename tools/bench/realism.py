@@ -24,13 +24,24 @@ from typing import Any
 
 import numpy as np
 
+from avfusion.datasets.nuscenes_log import NuScenesLog
+from avfusion.datasets.real_fixture import find_realdata, read_fixture
+from avfusion.datasets.splits import resolve_split
+from avfusion.errors import InputError
+from avfusion.fileio import atomic_open, write_json_atomic
+from avfusion.labels import DETECTION_CLASSES
+from avfusion.sensors import lidar_statistics as ls
+from avfusion.sensors.lidar_statistics import SweepStatistics
+from avfusion.sensors.pcd import read_pcd_bin
 from avfusion.tools.bench.common import BenchReport
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("realism", help="the real nuScenes sweep vs synthetic sweeps: histograms and distances")
+    parser = subparsers.add_parser(
+        "realism", help="the real nuScenes sweep vs synthetic sweeps: histograms and distances"
+    )
     parser.add_argument("--dataroot", required=True, help="synthetic nuScenes-format log")
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--split", default=None, help="split of the log (default: every scene)")
@@ -43,9 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def real_statistics(realdata_root: Path):
     """`SweepStatistics` of the real keyframe sweep (the boxes' own `num_lidar_pts` kept beside)."""
-    from avfusion.datasets.real_fixture import read_fixture
-    from avfusion.sensors.lidar_statistics import SweepStatistics
-    from avfusion.sensors.pcd import read_pcd_bin
 
     keyframe = read_fixture(realdata_root)
     statistics = SweepStatistics()
@@ -55,15 +63,12 @@ def real_statistics(realdata_root: Path):
 
 def log_statistics(dataroot: str, version: str, split: str | None, max_frames: int):
     """`SweepStatistics` of up to `max_frames` keyframe sweeps of a log, evenly spread, and how many were read."""
-    from avfusion.datasets.frames import resolve_split
-    from avfusion.datasets.nuscenes_log import NuScenesLog
-    from avfusion.errors import InputError
-    from avfusion.sensors.lidar_statistics import SweepStatistics
-    from avfusion.sensors.pcd import read_pcd_bin
 
     if max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {max_frames}")
-    log = NuScenesLog.open(dataroot, version, split=None if split is None else resolve_split(dataroot, version, split))
+    log = NuScenesLog.open(
+        dataroot, version, split=None if split is None else resolve_split(dataroot, version, split).name
+    )
     tokens = log.sample_tokens()
     if not tokens:
         raise InputError(f"{dataroot} {version} split {split}: no samples")
@@ -85,8 +90,6 @@ def _quantiles(counts: np.ndarray, edges: np.ndarray) -> list[float]:
 
 def comparison(real, synthetic) -> dict[str, Any]:
     """Side-by-side figures and distances (plain data for the printout and the JSON)."""
-    from avfusion.labels import DETECTION_CLASSES
-    from avfusion.sensors import lidar_statistics as ls
 
     distances = ls.compare(real, synthetic)
     figures: dict[str, Any] = {"distances": {name: {"jensen_shannon": round(d.jensen_shannon, 4),
@@ -130,10 +133,6 @@ def draw(real, synthetic, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from avfusion.fileio import atomic_open
-    from avfusion.labels import DETECTION_CLASSES
-    from avfusion.sensors import lidar_statistics as ls
-
     figure, axes = plt.subplots(2, 3, figsize=(16, 9))
     a, b = real.normalised(), synthetic.normalised()
     panels = (
@@ -160,9 +159,15 @@ def draw(real, synthetic, path: str, title: str) -> None:
         labels = np.array(statistics.box_label, dtype=np.int64)
         for label in np.unique(labels):
             chosen = labels == label
-            axis.scatter(np.array(statistics.box_distance_m)[chosen], np.array(statistics.box_points)[chosen] + 1,
-                         marker=marker, s=18 if marker == "o" else 4, alpha=0.9 if marker == "o" else 0.3,
-                         color=f"C{label}", label=f"{DETECTION_CLASSES[label]} ({name})")
+            axis.scatter(
+                np.array(statistics.box_distance_m)[chosen],
+                np.array(statistics.box_points)[chosen] + 1,
+                marker=marker,
+                s=18 if marker == "o" else 4,
+                alpha=0.9 if marker == "o" else 0.3,
+                color=f"C{label}",
+                label=f"{DETECTION_CLASSES[label]} ({name})",
+            )
     axis.set_yscale("log")
     axis.set_xlim(0, 60)
     axis.set_xlabel("box distance (m)")
@@ -176,7 +181,6 @@ def draw(real, synthetic, path: str, title: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.real_fixture import find_realdata
 
     realdata = find_realdata(args.realdata)
     real = real_statistics(realdata)
@@ -186,8 +190,12 @@ def run(args: argparse.Namespace) -> int:
     report.facts["peer"] = "none (a comparison of data, not a timing)"
     lines = [f"{'statistic':<22}{'real':>44}{'synthetic':>44}{'JS':>8}{'W1':>9}  unit"]
     distances = figures["distances"]
-    for key, name in (("range_quantiles_m", "range"), ("height_quantiles_m", "height"),
-                      ("intensity_quantiles", "intensity"), ("share", "share")):
+    for key, name in (
+        ("range_quantiles_m", "range"),
+        ("height_quantiles_m", "height"),
+        ("intensity_quantiles", "intensity"),
+        ("share", "share"),
+    ):
         real_value, synthetic_value = figures["real"][key], figures["synthetic"][key]
         if isinstance(real_value, dict):
             real_value, synthetic_value = list(real_value.values()), list(synthetic_value.values())
@@ -198,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"{'ring return rate':<22}{'mean ' + format(np.mean(figures['real']['ring_return_rate']), '.3f'):>44}"
                  f"{'mean ' + format(np.mean(figures['synthetic']['ring_return_rate']), '.3f'):>44}"
                  f"{d['jensen_shannon']:8.3f}{d['wasserstein']:9.3f}  {d['unit']}")  # fmt: skip
-    lines.append(f"{'returns per sweep':<22}{figures['real']['returns_per_sweep']:>44}"
-                 f"{figures['synthetic']['returns_per_sweep']:>44}")
+    lines.append(
+        f"{'returns per sweep':<22}{figures['real']['returns_per_sweep']:>44}"
+        f"{figures['synthetic']['returns_per_sweep']:>44}"
+    )
     lines.append(f"quantiles are {', '.join(str(q) for q in QUANTILES)}; share is ground, objects, other")
     lines.append(f"{'boxes (class, distance)':<30}{'real n':>8}{'real median':>13}{'synth n':>9}{'synth median':>14}")
     for key, row in figures["box_points"].items():
@@ -208,7 +218,9 @@ def run(args: argparse.Namespace) -> int:
                          f"{row['synthetic_boxes']:>9}{row['synthetic_median_points']!s:>14}")  # fmt: skip
     d = distances["box_points"]
     lines.append(f"box points distance: {d['wasserstein']:.3f} ({d['unit']}, weighted by the real boxes)")
-    lines.append(f"real boxes whose count here equals their num_lidar_pts: {figures['real_box_points_equal_num_lidar_pts']}")
+    lines.append(
+        f"real boxes whose count here equals their num_lidar_pts: {figures['real_box_points_equal_num_lidar_pts']}"
+    )
     print("\n".join(lines))
     report.facts["figures"] = figures
     if args.png is not None:
@@ -216,8 +228,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.png}")
     # The table above is the readable form; the JSON carries everything.
     if args.json is not None:
-        from avfusion.fileio import write_json_atomic
-
         write_json_atomic(args.json, report.as_dict())
         print(f"wrote {args.json}")
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.datasets.synthetic import generate_log
 from avfusion.tools.bench.common import BenchReport, time_call
 
 
@@ -38,8 +39,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.synthetic import generate_log
-
     scene_seconds = args.scenes * args.seconds
     workdir = Path(tempfile.mkdtemp(prefix="avfusion-bench-synthetic-"))
     reports = {}

@@ -12,8 +12,9 @@ CPU kernels (ours: a reused `Voxelizer` returning views into its buffers, and th
 CPU `PointToVoxel` (the peer; skipped with a message when spconv is not importable) and a
 torch.unique voxelizer, and checks in the same run that all give identical voxels. Methods are
 timed round-robin with the caches overwritten before each call (`CacheEvictor`), and the load
-average is recorded. On a machine with a CUDA GPU it also times our numba.cuda path against the
-torch.unique voxelizer on the GPU. It reports the Numba JIT compile time cold (empty cache) and
+average is recorded. On a machine with a CUDA GPU it also times our numba.cuda path against
+spconv's CUDA `PointToVoxel` (when spconv's CUDA build is installed) and the torch.unique voxelizer
+on the GPU. It reports the Numba JIT compile time cold (empty cache) and
 from the on-disk cache, each in a fresh interpreter.
 
     avfusion bench voxelize [--points 300000] [--repeats 10] [--source real|synthetic] [--json out.json]
@@ -115,19 +116,32 @@ def load_sweeps(source: str, dataroot: str | None, realdata: Path) -> tuple[list
 # ---------------------------------------------------------------------------------------------
 
 
-def spconv_voxelizer(config: VoxelConfig, num_features: int) -> tuple[Callable[[torch.Tensor], tuple] | None, str]:
-    """spconv's CPU PointToVoxel as a callable, or (None, why it is unavailable)."""
+def spconv_voxelizer(
+    config: VoxelConfig, num_features: int, device: str = "cpu"
+) -> tuple[Any | None, str]:
+    """spconv's PointToVoxel on `device` ("cpu" or "cuda"), or (None, why it is unavailable).
+
+    On "cuda" it needs spconv's CUDA build (spconv-cu1xx; the `peers` extra installs the CPU one):
+    the generator is tried on a few points first, so that a CPU-only build says so here.
+    """
     try:
         from spconv.pytorch.utils import PointToVoxel
     except ImportError as error:
         return None, f"spconv is not importable ({error}); install the `peers` extra to compare"
-    generator = PointToVoxel(
-        vsize_xyz=list(config.voxel_size),
-        coors_range_xyz=list(config.point_cloud_range),
-        num_point_features=num_features,
-        max_num_voxels=config.max_voxels,
-        max_num_points_per_voxel=config.max_points_per_voxel,
-    )
+    try:
+        generator = PointToVoxel(
+            vsize_xyz=list(config.voxel_size),
+            coors_range_xyz=list(config.point_cloud_range),
+            num_point_features=num_features,
+            max_num_voxels=config.max_voxels,
+            max_num_points_per_voxel=config.max_points_per_voxel,
+            device=torch.device(device),
+        )
+        if device != "cpu":
+            probe = torch.zeros((4, num_features), dtype=torch.float32, device=device)
+            generator.generate_voxel_with_id(probe)
+    except Exception as error:  # spconv raises its own and RuntimeError types for a missing CUDA build
+        return None, f"spconv's PointToVoxel does not run on {device} ({type(error).__name__}: {error})"
     return generator, ""
 
 
@@ -171,12 +185,24 @@ def torch_unique_voxelize(points: torch.Tensor, config: VoxelConfig) -> tuple[to
 
 def same_voxels(ours: Voxels, peer: tuple[Any, ...]) -> bool:
     """Same voxel set in the same order, same points per voxel, same features."""
-    features, coords, num_points = (np.asarray(t.cpu()) if isinstance(t, torch.Tensor) else t for t in peer[:3])
+    features, coords, num_points = (_host(t) for t in peer[:3])
     return (
-        np.array_equal(np.asarray(ours.coords_zyx), coords)
-        and np.array_equal(np.asarray(ours.num_points), num_points)
-        and np.array_equal(np.asarray(ours.features), features)
+        np.array_equal(_host(ours.coords_zyx), coords)
+        and np.array_equal(_host(ours.num_points), num_points)
+        and np.array_equal(_host(ours.features), features)
     )
+
+
+def _same_voxel_set(ours: Voxels, peer: tuple[Any, ...]) -> bool:
+    """The same voxel coordinates with the same point counts, in any order."""
+    ours_rows = np.column_stack([_host(ours.coords_zyx), _host(ours.num_points)])
+    peer_rows = np.column_stack([_host(peer[1]), _host(peer[2])])
+    return ours_rows.shape == peer_rows.shape and np.array_equal(np.unique(ours_rows, axis=0), np.unique(peer_rows, axis=0))
+
+
+def _host(array: Any) -> np.ndarray:
+    """A NumPy array of `array`, copied from the GPU when it is a CUDA tensor."""
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +333,7 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.facts["points_dropped"] = {
         "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
         "voxel_overflow": ours.num_voxel_overflow, "point_overflow": ours.num_point_overflow,
-    }  # fmt: skip
+    }
     report.facts["hash_table_bytes"] = 4 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     report.facts["numba_threads"] = numba_threads()
@@ -316,7 +342,8 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
 
 
 def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -> BenchReport:
-    """Our numba.cuda path against torch.unique on the GPU, CUDA tensors in and out."""
+    """Our numba.cuda path against spconv's CUDA PointToVoxel (when spconv's CUDA build is there)
+    and torch.unique on the GPU, CUDA tensors in and out."""
     report = BenchReport(f"voxelize {name}: {cloud.shape[0]} points, GPU {torch.cuda.get_device_name()}")
     points = torch.from_numpy(cloud).cuda()
 
@@ -330,13 +357,31 @@ def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         torch.cuda.synchronize()
         return result
 
+    methods: dict[str, Callable[[], object]] = {"numba_cuda": ours_call, "torch_unique_cuda": peer_call}
+    generator, why = spconv_voxelizer(config, cloud.shape[1], device="cuda")
+    if generator is None:
+        report.skipped["spconv_cuda"] = why
+    else:
+        spconv_generator = generator
+
+        def spconv_call() -> tuple:
+            result = spconv_generator.generate_voxel_with_id(points)
+            torch.cuda.synchronize()
+            return result
+
+        methods = {"numba_cuda": ours_call, "spconv_cuda": spconv_call, "torch_unique_cuda": peer_call}
     ours = ours_call()
-    timings = time_interleaved({"numba_cuda": ours_call, "torch_unique_cuda": peer_call}, repeats, warmup=2)
+    timings = time_interleaved(methods, repeats, warmup=2)
     report.ours.append(timings["numba_cuda"])
-    report.peers.append(timings["torch_unique_cuda"])
+    report.peers.extend(timings[peer] for peer in methods if peer != "numba_cuda")
     report.facts["identical_to_torch_unique"] = same_voxels(ours, peer_call())
+    if generator is not None:
+        spconv_result = spconv_call()
+        # spconv's GPU kernels number voxels in their own (hash) order: compare the voxel sets.
+        report.facts["identical_to_spconv_cuda"] = same_voxels(ours, spconv_result)
+        report.facts["same_voxel_set_as_spconv_cuda"] = _same_voxel_set(ours, spconv_result)
     report.facts["identical_to_numba_cpu"] = same_voxels(ours, tuple(
-        getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))  # fmt: skip
+        getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     return report
 
@@ -360,7 +405,7 @@ def jit_compile_times() -> dict[str, float]:
         times = {}
         for label in ("jit_cold_s", "jit_cached_s"):
             result = subprocess.run([sys.executable, "-c", _JIT_PROBE], env=env, capture_output=True, text=True,
-                                    check=True)  # fmt: skip
+                                    check=True)
             times[label] = float(result.stdout.strip().splitlines()[-1])
     return times
 
@@ -375,7 +420,7 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
         payload[name] = {"config": {"point_cloud_range": config.point_cloud_range, "voxel_size": config.voxel_size,
                                     "max_points_per_voxel": config.max_points_per_voxel,
                                     "max_voxels": config.max_voxels},
-                         "cpu": cpu.as_dict()}  # fmt: skip
+                         "cpu": cpu.as_dict()}
         if torch.cuda.is_available():
             gpu = bench_gpu(cloud, config, name, repeats)
             print(gpu.table(), end="\n\n")
@@ -386,7 +431,7 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
     if jit_timing:
         payload["jit"] = jit_compile_times()
         print(f"Numba JIT, first hard + dynamic call: cold {payload['jit']['jit_cold_s']:.2f} s, "
-              f"from cache {payload['jit']['jit_cached_s']:.2f} s")  # fmt: skip
+              f"from cache {payload['jit']['jit_cached_s']:.2f} s")
     return payload
 
 
@@ -411,11 +456,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--points", type=int, default=300_000, help="points in the cloud (default 300000)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per method (median reported)")
     parser.add_argument("--source", choices=("real", "synthetic"), default="real",
-                        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)")  # fmt: skip
+                        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)")
     parser.add_argument("--dataroot", default=None, help="synthetic log for --source synthetic")
     parser.add_argument("--realdata", default=str(DEFAULT_REALDATA), help="the shared realdata folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-jit-timing", dest="jit_timing", action="store_false",
-                        help="skip the cold / cached JIT compile measurement (two fresh interpreters)")  # fmt: skip
+                        help="skip the cold / cached JIT compile measurement (two fresh interpreters)")
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from avfusion.errors import FileFormatError, InputError
+from avfusion.eval.detection import evaluate_results_file
+from avfusion.eval.submission import submission_meta, write_results
 from avfusion.fileio import atomic_open, remove_stale_temporaries, write_json_atomic
 from avfusion.sensors.types import CAMERA_NAMES
 from avfusion.tools.replay.frames import FrameProcessor, load_detector, open_log, plan_replay
@@ -225,8 +227,6 @@ def finish_run(
     log: Any,
 ) -> ReplayOutcome:
     """Write the submission, latency table, health log, summary and metrics from the finished frames."""
-    from avfusion.eval.submission import submission_meta, write_results
-
     out_dir = Path(request.out_dir)
     missing_positions = [planned.position for planned in plan.frames if planned.position not in done]
     if missing_positions:
@@ -279,8 +279,6 @@ def finish_run(
 
 def _evaluate(request: ReplayRequest, submission_path: Path, out_dir: Path, log: Any) -> tuple[dict[str, Any], Path | None]:
     """Score the run with avfusion's metric when it covers a whole split with annotations."""
-    from avfusion.eval.detection import evaluate_results_file
-
     if request.split is None:
         return {"skipped": "no --split: the metric is defined over a split"}, None
     if request.scenes:

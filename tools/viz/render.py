@@ -37,28 +37,29 @@ if TYPE_CHECKING:
 
     from avfusion.sensors.types import SyncedFrame
 
-# One colour per detection class, indexed like `DETECTION_CLASSES` (RGB, uint8). Chosen to stay
-# apart from each other and from the height colour map's blues/greens at typical BEV sizes.
+# One hue per detection class, indexed like `DETECTION_CLASSES` (RGB, uint8): ground truth in the
+# bright colour, predictions in a darker shade of the same hue (`PREDICTION_SHADE` of it), so a
+# prediction on its ground truth stays visible and the two never read as another class. Every pair
+# of the 20 colours is at least 25 CIELAB units (Delta E 1976) apart, and every colour at least 45
+# from the dark background; tests/tools/viz/test_render.py checks both.
 CLASS_COLORS_RGB = np.array(
     [
-        [255, 158, 0],  # car: orange
-        [255, 99, 71],  # truck: tomato
-        [255, 69, 0],  # bus: red-orange
-        [255, 140, 160],  # trailer: pink
-        [233, 150, 70],  # construction_vehicle: dark sand
-        [0, 0, 230],  # pedestrian: blue
-        [255, 61, 99],  # motorcycle: red
-        [220, 20, 60],  # bicycle: crimson
-        [47, 79, 79],  # traffic_cone: slate
-        [112, 128, 144],  # barrier: grey-blue
+        [255, 150, 30],  # car: orange
+        [255, 230, 40],  # truck: yellow
+        [240, 40, 40],  # bus: red
+        [230, 60, 230],  # trailer: magenta
+        [140, 220, 40],  # construction_vehicle: lime
+        [60, 170, 255],  # pedestrian: sky blue
+        [255, 120, 180],  # motorcycle: pink
+        [150, 110, 255],  # bicycle: violet
+        [0, 225, 200],  # traffic_cone: turquoise
+        [230, 230, 230],  # barrier: light grey
     ],
     dtype=np.uint8,
 )
 assert CLASS_COLORS_RGB.shape == (len(DETECTION_CLASSES), 3)
-
-# Predictions are drawn in their class colour faded towards white, so that a prediction lying on
-# its ground truth stays distinguishable in the picture.
-PREDICTION_FADE = 0.45
+PREDICTION_SHADE = 0.6
+PREDICTION_COLORS_RGB = np.round(CLASS_COLORS_RGB * PREDICTION_SHADE).astype(np.uint8)
 BACKGROUND_RGB = (18, 18, 24)
 UNSEEN_POINT_RGB = (110, 110, 110)
 
@@ -260,11 +261,8 @@ def point_colors(frame: SceneFrame, coloring: PointColoring) -> np.ndarray:
 
 
 def box_colors(boxes: Boxes3D, predicted: bool) -> np.ndarray:
-    """(N, 3) uint8 RGB: the class colour, faded towards white for predictions."""
-    colors = CLASS_COLORS_RGB[boxes.label].astype(np.float64)
-    if predicted:
-        colors = colors * (1.0 - PREDICTION_FADE) + 255.0 * PREDICTION_FADE
-    return np.round(colors).astype(np.uint8)
+    """(N, 3) uint8 RGB: the class colour, or its darker shade for predictions."""
+    return (PREDICTION_COLORS_RGB if predicted else CLASS_COLORS_RGB)[boxes.label]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +355,12 @@ def ground_texture(
         picture += drivable[..., None] * (np.array([62.0, 70.0, 88.0]) - np.array(BACKGROUND_RGB))
     if show_heatmap:
         heat = _resample_to_view(heatmap_bev, view)
-        # 0.85: the peak stays yellow instead of saturating to white.
-        overlay = _apply_colormap(0.85 * heat.ravel(), cv2.COLORMAP_HOT).reshape(*heat.shape, 3).astype(np.float64)
-        picture += heat[..., None] * overlay
+        # Shown on a square-root scale: a peak of 0.3 (a fair detection) is drawn at 0.55, a
+        # clear orange, while the network's faint background (< 0.02) stays under 0.14.
+        level = np.sqrt(np.clip(heat, 0.0, 1.0))
+        # 0.85: the top of the scale stays yellow instead of saturating to white.
+        overlay = _apply_colormap(0.85 * level.ravel(), cv2.COLORMAP_HOT).reshape(*heat.shape, 3).astype(np.float64)
+        picture += level[..., None] * overlay
     return np.clip(np.round(picture), 0, 255).astype(np.uint8)
 
 
@@ -613,7 +614,7 @@ def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], color: tup
 
 
 def legend(height_px: int, width_px: int) -> np.ndarray:
-    """A key of the class colours (solid = ground truth, faded = prediction): (H, W, 3) uint8 RGB."""
+    """A key of the class colours (bright = ground truth, dark = prediction): (H, W, 3) uint8 RGB."""
     image = np.zeros((height_px, width_px, 3), dtype=np.uint8)
     image[:] = BACKGROUND_RGB
     columns = 5
@@ -622,9 +623,9 @@ def legend(height_px: int, width_px: int) -> np.ndarray:
         row, column = divmod(index, columns)
         left, top = column * cell_width + 8, 10 + row * 26
         gt = tuple(int(c) for c in CLASS_COLORS_RGB[index])
-        faded = tuple(int(round(c * (1 - PREDICTION_FADE) + 255 * PREDICTION_FADE)) for c in CLASS_COLORS_RGB[index])
+        shade = tuple(int(c) for c in PREDICTION_COLORS_RGB[index])
         cv2.rectangle(image, (left, top), (left + 14, top + 14), gt, -1)
-        cv2.rectangle(image, (left + 18, top), (left + 32, top + 14), faded, -1)
+        cv2.rectangle(image, (left + 18, top), (left + 32, top + 14), shade, -1)
         _put_label(image, name, (left + 38, top + 12), (230, 230, 230), 0.45)
     _put_label(image, "left square: ground truth, right square: prediction", (8, height_px - 10), (180, 180, 180), 0.45)
     return image

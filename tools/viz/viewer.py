@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.errors import FileFormatError, InputError
 from avfusion.calibration.se3 import yaw_from_quaternion
+from avfusion.errors import FileFormatError, InputError
+from avfusion.eval.submission import validate_results
 from avfusion.tools.viz.render import (
     BACKGROUND_RGB,
     BevRaster,
@@ -338,8 +339,6 @@ class RunPredictions:
     kept them, the BEV heatmaps `bev/<sample_token>.npz`. Call it with a frame for its predictions."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        from avfusion.eval.submission import validate_results
-
         self.run_dir = Path(run_dir)
         path = self.run_dir / "submission.json"
         try:

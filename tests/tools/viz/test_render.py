@@ -114,6 +114,42 @@ def test_height_and_intensity_colours_are_monotone_ramps() -> None:
     assert intensity[0].sum() < intensity[1].sum()
 
 
+def _lab(colors_rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) uint8 sRGB -> (N, 3) CIELAB (L in [0, 100])."""
+    return cv2.cvtColor((colors_rgb.astype(np.float32) / 255.0)[None], cv2.COLOR_RGB2Lab)[0]
+
+
+def test_class_colours_stay_apart_and_show_on_the_background() -> None:
+    colors = np.concatenate([render.CLASS_COLORS_RGB, render.PREDICTION_COLORS_RGB])  # 10 truths, 10 predictions
+    lab = _lab(colors)
+    distance = np.linalg.norm(lab[:, None] - lab[None], axis=2)
+    np.fill_diagonal(distance, np.inf)
+    first, second = np.unravel_index(np.argmin(distance), distance.shape)
+    assert distance.min() >= 25.0, f"colours {first} and {second} are {distance.min():.1f} apart"
+    background = _lab(np.array([render.BACKGROUND_RGB], np.uint8))[0]
+    assert np.linalg.norm(lab - background, axis=1).min() >= 45.0
+    # ground truth is the brighter of each pair
+    assert np.all(lab[:10, 0] > lab[10:, 0] + 10.0)
+    boxes = _boxes([[0.0, 0.0, 0.0]] * 10, [[1.0, 1.0, 1.0]] * 10, [0.0] * 10, list(range(10)))
+    np.testing.assert_array_equal(render.box_colors(boxes, predicted=False), render.CLASS_COLORS_RGB)
+    np.testing.assert_array_equal(render.box_colors(boxes, predicted=True), render.PREDICTION_COLORS_RGB)
+
+
+def test_a_weak_heatmap_peak_shows() -> None:
+    view = render.BevView(x_range_m=(-10.0, 10.0), y_range_m=(-10.0, 10.0), pixels_per_m=5.0)
+    heat = np.zeros((10, 10), np.float32)
+    heat[4, 9] = 0.3
+    heat[4, 0] = 0.01
+    texture = render.ground_texture(None, render.BevRaster(heat, (-10.0, 10.0), (-10.0, 10.0)), view, render.ALL_LAYERS)
+    (col_peak, row_peak), (col_faint, row_faint) = render.bev_pixel_from_ego(
+        np.array([[9.0, -1.0], [-9.0, -1.0]]), view
+    ).astype(int)
+    background = _lab(np.array([render.BACKGROUND_RGB], np.uint8))[0]
+    peak, faint = _lab(texture[[row_peak, row_faint], [col_peak, col_faint]])
+    assert np.linalg.norm(peak - background) >= 40.0  # a 0.3 peak reads clearly
+    assert np.linalg.norm(faint - background) < np.linalg.norm(peak - background) / 2  # noise stays faint
+
+
 def test_ground_texture_places_map_and_heatmap() -> None:
     view = render.BevView(x_range_m=(-10.0, 10.0), y_range_m=(-10.0, 10.0), pixels_per_m=5.0)
     drivable = np.zeros((20, 20), np.float32)
@@ -266,9 +302,8 @@ def test_offscreen_render_draws_boxes_where_the_ground_truth_is(tmp_path: Path) 
         assert cols.min() >= low[0] - 3 and cols.max() <= high[0] + 3
         assert rows.min() >= low[1] - 3 and rows.max() <= high[1] + 3
         assert not np.all(hidden == render.CLASS_COLORS_RGB[label], axis=2).any()
-    # The traffic-cone predictions, faded, all in the x < -30 m band.
-    faded_cone = np.round(render.CLASS_COLORS_RGB[8] * (1 - render.PREDICTION_FADE) + 255 * render.PREDICTION_FADE)
-    rows = np.nonzero(np.all(picture == faded_cone.astype(np.uint8), axis=2))[0]
+    # The traffic-cone predictions, in the darker shade, all in the x < -30 m band.
+    rows = np.nonzero(np.all(picture == render.PREDICTION_COLORS_RGB[8], axis=2))[0]
     assert len(rows) > 1000 and rows.min() >= render.bev_pixel_from_ego(np.array([[-30.0, 0.0]]), view)[0, 1]
     # The drivable half (ego y < 0) is on the right of the picture; the other half is background.
     (col_right, row), (col_left, _) = render.bev_pixel_from_ego(np.array([[-40.0, -30.0], [-40.0, 30.0]]), view)

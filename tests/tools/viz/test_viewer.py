@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from avfusion.errors import InputError
+from avfusion.tools.viz import render
+from avfusion.tools.viz.viewer import BevViewer
+
 _VIEWER_SCRIPT = textwrap.dedent(
     """
     import ctypes, json, sys, time
@@ -147,10 +151,6 @@ def test_viewer_window_under_xvfb_steps_with_keys(tmp_path: Path) -> None:
 
 def test_viewer_without_display_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
-
-    from avfusion.errors import InputError
-    from avfusion.tools.viz import render
-    from avfusion.tools.viz.viewer import BevViewer
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
