@@ -1,89 +1,165 @@
-"""The fast path of `data.load_ground_truth` and `data.load_predictions`: the big JSON files through
-`jsonscan` (one Numba pass, exact numbers) and every join on whole token columns.
+"""The fast path of `data.load_ground_truth` and `data.load_predictions`: the big JSON files decoded by
+msgspec into typed structs, then the same joins as the reference path in `data`, on whole columns.
 
-Each function gives exactly what the reference path in `data` gives, or None whenever the input is
-not plainly well-formed (a missing or mistyped field, a dangling or duplicate token, ...); the
-caller then runs the reference path, which raises the same clear error as before. So no check here
-needs its own error message, and the two paths can be compared on any input.
+Each function gives exactly what the reference path gives, or None whenever the input is not
+plainly well-formed; the caller then runs the reference path, which names the problem. So nothing
+here raises for bad input, and the two paths can be compared on any input.
 
-sample_annotation, sample_data and ego_pose are first scanned for the split's records only (a
-split is often a small part of the log): the other records are checked but not kept
-(`jsonscan.RecordFilter`). Such a scan is only used when everything it needs is among the kept
-records and every record, skipped or not, passes the same checks as in a scan of the whole table
-(a skipped record with a mistyped field, a token equal to another, ...); otherwise the whole table
-is scanned again without the filter, which then decides as before (a track that crosses the split
-stays fast, a malformed record goes on to the reference path). A skipped record therefore never
-makes the fast path accept a table it used to leave to the reference path.
+msgspec checks while it decodes what the reference path checks field by field: that every field is
+there, that strings are strings, integers integers (not booleans or floats), numbers numbers, and
+vectors of the right length. It is stricter in places (a missing field the reference path never
+reads, a number beyond the float range): such files take the reference path. Two things msgspec
+leaves unchecked, this module checks: the UTF-8 of values it skips (fields not asked for), and the
+results file's `meta` object, which is read by `json` as the reference path reads it.
+Numbers are correctly rounded by both decoders, so the arrays are bit-identical.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
 
-from avfusion.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
-from avfusion.errors import InputError
-from avfusion.eval import jsonscan
 from avfusion.eval.boxset import EvalBoxSet
-from avfusion.eval.data import (
+from avfusion.eval.inputs import (
     BIKE_RACK_CATEGORY,
+    LIDAR_CHANNEL,
     BikeRacks,
     GroundTruth,
     SplitSamples,
-    lidar_calibration_tokens,
-    read_table,
     velocity_from_track,
 )
-from avfusion.eval.boxset import EvalBoxSet
-from avfusion.eval.submission import REQUIRED_FIELDS, columns_values_valid
-from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, RecordFilter, StringIndex, encode_strings
+from avfusion.eval.submission import columns_values_valid
+from avfusion.labels import ATTRIBUTE_INDEX, CATEGORY_TO_CLASS, CLASS_INDEX
 
-# Wanted fields -> number slots (jsonscan.scan_records).
-ANNOTATION_FIELDS = {
-    "token": 0, "sample_token": 0, "instance_token": 0, "attribute_tokens": 0, "translation": 3, "size": 3,
-    "rotation": 4, "prev": 0, "next": 0, "num_lidar_pts": 0, "num_radar_pts": 0,
-}  # fmt: skip
-RESULT_FIELDS = {
-    "sample_token": 0, "translation": 3, "size": 3, "rotation": 4, "velocity": 2, "detection_name": 0,
-    "detection_score": 1, "attribute_name": 0, "num_pts": 0, "ego_translation": 3,
-}  # fmt: skip
-assert set(REQUIRED_FIELDS) <= set(RESULT_FIELDS)
+Vector2 = tuple[float, float]
+Vector3 = tuple[float, float, float]
+Vector4 = tuple[float, float, float, float]
+
+# The fields of each table that the metric reads; the decoder skips the others. `gc=False`: the
+# structs hold no containers of their own objects, so they never form reference cycles.
 
 
-def _read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
+class Sensor(msgspec.Struct, gc=False):
+    token: str
+    channel: str
+
+
+class CalibratedSensor(msgspec.Struct, gc=False):
+    token: str
+    sensor_token: str
+
+
+class SampleData(msgspec.Struct, gc=False):
+    sample_token: str
+    ego_pose_token: str
+    calibrated_sensor_token: str
+    is_key_frame: bool
+
+
+class EgoPose(msgspec.Struct, gc=False):
+    token: str
+    translation: Vector3
+
+
+class Category(msgspec.Struct, gc=False):
+    token: str
+    name: str
+
+
+class Attribute(msgspec.Struct, gc=False):
+    token: str
+    name: str
+
+
+class Instance(msgspec.Struct, gc=False):
+    token: str
+    category_token: str
+
+
+class Annotation(msgspec.Struct, gc=False):
+    """A `sample_annotation` record: centre (x, y, z) and size (w, l, h) in metres, global frame;
+    rotation (w, x, y, z); prev/next the neighbouring annotations of its instance ("" at the ends)."""
+
+    token: str
+    sample_token: str
+    instance_token: str
+    attribute_tokens: list[str]
+    translation: Vector3
+    size: Vector3
+    rotation: Vector4
+    prev: str
+    next: str
+    num_lidar_pts: int
+    num_radar_pts: int
+
+
+class ResultBox(msgspec.Struct, gc=False):
+    """One box of a results file (see `submission`); `num_pts` and `ego_translation` are optional."""
+
+    sample_token: str
+    translation: Vector3
+    size: Vector3
+    rotation: Vector4
+    velocity: Vector2
+    detection_name: str
+    detection_score: float
+    attribute_name: str
+    num_pts: int | msgspec.UnsetType = msgspec.UNSET
+    ego_translation: Vector3 | msgspec.UnsetType = msgspec.UNSET
+
+
+class Results(msgspec.Struct, gc=False):
+    """A results file; `meta` is kept as its raw bytes (read by `json`, as the reference path reads it)."""
+
+    meta: msgspec.Raw
+    results: dict[str, list[ResultBox]]
+
+
+RecordT = TypeVar("RecordT")
+
+_TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    record_type: msgspec.json.Decoder(list[record_type])
+    for record_type in (Sensor, CalibratedSensor, SampleData, EgoPose, Category, Attribute, Instance, Annotation)
+}
+_RESULTS_DECODER = msgspec.json.Decoder(Results)
+
+
+def decode_json(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
+    """`data` decoded by `decoder`, or None when it is not a document that `json` reads the same way."""
+    if not _is_utf8(data):
+        return None
     try:
-        return jsonscan.read_file_mapped(Path(dataroot) / version / f"{name}.json")
-    except (OSError, ValueError):
+        return decoder.decode(data)
+    except msgspec.DecodeError:  # malformed JSON, or a field of the wrong type (ValidationError)
         return None
 
 
-def _scan_table(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    name: str,
-    fields: Mapping[str, int],
-    keep: RecordFilter | None = None,
-) -> jsonscan.ScannedRecords | None:
-    """The table scanned in one pass, in the calling thread."""
-    data = _read_table(dataroot, version, name)
-    return None if data is None else jsonscan.scan_records(data, jsonscan.TABLE, fields, keep)
+def _is_utf8(data: bytes) -> bool:
+    # msgspec checks the UTF-8 of the strings it decodes but not of those it skips, which `json`
+    # refuses like any other bad byte. ASCII (the usual case) is checked a word at a time.
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def scan_pool() -> ThreadPoolExecutor:
-    """The thread pool the loading scans share: one worker per core (`jsonscan.scan_workers`)."""
-    return ThreadPoolExecutor(max_workers=jsonscan.scan_workers(), thread_name_prefix="avfusion-scan")
-
-
-# Pieces of sample_annotation (and of a results file) per worker: small pieces even out the
-# workers' loads (another table's scan may hold one of them for a while).
-_PIECES_PER_WORKER = 4
+def read_table(dataroot: str | os.PathLike[str], version: str, record_type: type[RecordT], name: str) -> list[RecordT] | None:
+    """`<dataroot>/<version>/<name>.json` as a list of `record_type`, or None."""
+    try:
+        data = (Path(dataroot) / version / f"{name}.json").read_bytes()
+    except OSError:
+        return None
+    return decode_json(data, _TABLE_DECODERS[record_type])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -94,370 +170,213 @@ def ground_truth_fast(
     dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
 ) -> GroundTruth | None:
     """`data._load_ground_truth`'s answer, or None (see the module docstring)."""
-    with scan_pool() as pool:
-        return start_ground_truth(dataroot, version, split, samples, pool)()
-
-
-def start_ground_truth(
-    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples, pool: Executor
-) -> Callable[[], GroundTruth | None]:
-    """Start the scans of `ground_truth_fast` on `pool` and return the call that waits for them and
-    gives its answer. Tasks submitted to `pool` after this one run once these scans are under way:
-    the joins at the end need the scans, while the other work fills a core the joins leave idle."""
-    all_tokens = list(samples.timestamp_of_sample)
-    # Tokens are compared as zero-padded bytes: a NUL inside one could make two of them equal.
-    if not all(type(t) is str for t in all_tokens) or "\x00" in "".join(all_tokens):
-        return lambda: None
-    split_index = StringIndex(encode_strings(samples.split_tokens))
-    sample_matrix = encode_strings(all_tokens)
-    sample_index = StringIndex(sample_matrix)
-    if not (split_index.unique and sample_index.unique):
-        return lambda: None
-    # The lidar poses (sample_data + ego_pose) and the annotations are independent: the scanner
-    # releases the GIL, so the scans share the cores.
-    poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, samples.split_tokens)
-    try:
-        annotations = _start_ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples, pool)
-        error = None
-    except InputError as raised:
-        annotations, error = None, raised
-
-    def finish() -> GroundTruth | None:
-        if error is not None:
-            # Errors surface in the sequential order: the poses' first, then the annotations'.
-            if poses.result() is None:
-                return None
-            raise error
-        assert annotations is not None
-        boxes_and_racks = annotations()
-        ego_translation = poses.result()
-        if ego_translation is None or boxes_and_racks is None:
-            return None
-        boxes, bike_racks = boxes_and_racks
-        return GroundTruth(
-            dataroot=str(dataroot),
-            version=version,
-            split=split,
-            predefined_split=samples.predefined,
-            boxes=boxes,
-            ego_translation=ego_translation,
-            bike_racks=bike_racks,
-        )
-
-    return finish
-
-
-def _start_ground_truth_annotations(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_matrix: np.ndarray,
-    samples: SplitSamples,
-    pool: Executor,
-) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
-    all_tokens = list(samples.timestamp_of_sample)
-    try:
-        timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
-    except (TypeError, ValueError):
-        return lambda: None
-    if timestamps_s.shape != (len(all_tokens),):
-        return lambda: None
-    return _start_annotations(
-        dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens, pool
+    seconds_of_sample = _seconds_of_sample(samples.timestamp_of_sample)
+    if seconds_of_sample is None:
+        return None
+    ego_translation = _lidar_ego_translations(dataroot, version, samples)
+    if ego_translation is None:
+        return None
+    boxes_and_racks = _annotations(dataroot, version, samples, seconds_of_sample)
+    if boxes_and_racks is None:
+        return None
+    boxes, bike_racks = boxes_and_racks
+    return GroundTruth(
+        dataroot=str(dataroot),
+        version=version,
+        split=split,
+        predefined_split=samples.predefined,
+        boxes=boxes,
+        ego_translation=ego_translation,
+        bike_racks=bike_racks,
     )
 
 
-def _lidar_ego_translations(
-    dataroot: str | os.PathLike[str], version: str, split_index: StringIndex, split_tokens: list[str]
-) -> np.ndarray | None:
-    """(S, 3) as `data._lidar_ego_translations`, or None.
-
-    Each table is first scanned for the split's records only (`RecordFilter`); should that meet
-    anything it does not plainly understand, the whole table is scanned again without the filter,
-    so a table gives what it gave before filtering existed."""
-    lidar_calibrations = lidar_calibration_tokens(dataroot, version)
-    if not all(type(t) is str and "\x00" not in t for t in lidar_calibrations):
+def _seconds_of_sample(timestamp_of_sample: dict[str, int]) -> dict[str, float] | None:
+    """Each sample's timestamp in seconds, as the reference path computes it (`1e-6 * float64`);
+    None unless every timestamp is an integer (the reference path then decides)."""
+    timestamps = list(timestamp_of_sample.values())
+    if any(type(t) is not int for t in timestamps):
         return None
-    lidar_index = StringIndex(encode_strings(sorted(lidar_calibrations)))
-    for keep in (RecordFilter("sample_token", split_tokens), None):
-        pose_tokens = _lidar_pose_tokens(dataroot, version, lidar_index, split_index, len(split_tokens), keep)
-        if pose_tokens is not None:
-            break
-    else:
-        return None
-    for keep in (RecordFilter("token", jsonscan.decode_strings(pose_tokens), id_key="token"), None):
-        translation = _pose_translations(dataroot, version, pose_tokens, keep)
-        if translation is not None:
-            return translation
-    return None
-
-
-def _lidar_pose_tokens(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    lidar_index: StringIndex,
-    split_index: StringIndex,
-    n_samples: int,
-    keep: RecordFilter | None,
-) -> np.ndarray | None:
-    """(S, L) the ego_pose token of each split sample's last key-frame lidar sample_data, or None."""
-    fields = dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0)
-    records = _scan_table(dataroot, version, "sample_data", fields, keep)
-    if records is None or len(records) + len(records.skipped) == 0:
-        return None
-    if not records.all_kinds_in("is_key_frame", jsonscan.TRUE, jsonscan.FALSE):
-        return None
-    key_frame_kind = records.kind[:, records.column("is_key_frame")]
-    calibration = records.strings("calibrated_sensor_token")
-    sample = records.strings("sample_token")
-    if calibration is None or sample is None:
-        return None
-    is_lidar = lidar_index.lookup(calibration) >= 0
-    position = split_index.lookup(sample)
-    chosen = np.flatnonzero((key_frame_kind == jsonscan.TRUE) & is_lidar & (position >= 0))
-    pose_column = records.column("ego_pose_token")
-    if not np.all(records.kind[chosen, pose_column] == STRING) or np.any(records.string_flags[chosen, pose_column]):
-        return None
-    # Later rows overwrite earlier ones (the devkit keeps the last key frame per sample).
-    last_row_of_sample = np.full(n_samples, -1, np.int64)
-    last_row_of_sample[position[chosen]] = chosen  # fancy assignment: the last write wins
-    if np.any(last_row_of_sample < 0):
-        return None
-    return records.strings_at("ego_pose_token", last_row_of_sample)
-
-
-def _pose_translations(
-    dataroot: str | os.PathLike[str], version: str, pose_tokens: np.ndarray, keep: RecordFilter | None
-) -> np.ndarray | None:
-    """(S, 3) the translation of each ego pose of `pose_tokens` (S, L), or None."""
-    poses = _scan_table(dataroot, version, "ego_pose", {"token": 0, "translation": 3}, keep)
-    if poses is None:
-        return None
-    pose_token = poses.strings("token")
-    pose_translation = poses.floats("translation", 3)
-    if pose_token is None or pose_translation is None:
-        return None
-    pose_index = StringIndex(pose_token)
-    if not (pose_index.unique and poses.ids_distinct("token")):
-        return None
-    rows = pose_index.lookup(pose_tokens)
-    if np.any(rows < 0):
-        return None
-    return pose_translation[rows]
-
-
-def _start_annotations(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_index_matrix: np.ndarray,
-    timestamps_s: np.ndarray,
-    split_tokens: list[str],
-    pool: Executor,
-) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
-    """Read the small tables, start the sample_annotation scan on `pool`; the call returned waits
-    for it and gives what `data._annotations` gives, or None. Raises `InputError` as the reference
-    path's reading of the small tables does."""
-    categories = read_table(dataroot, version, "category")
-    attributes = read_table(dataroot, version, "attribute")
     try:
-        category_tokens = [c["token"] for c in categories]
-        category_names = [c["name"] for c in categories]
-        attribute_tokens = [a["token"] for a in attributes]
-        attribute_names = [a["name"] for a in attributes]
-    except (KeyError, TypeError):
-        return lambda: None
-    if not all(type(t) is str and "\x00" not in t for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
-        return lambda: None
-    category_index = StringIndex(encode_strings(category_tokens))
-    attribute_index = StringIndex(encode_strings(attribute_tokens))
-    if not (category_index.unique and attribute_index.unique):
-        return lambda: None
-    class_of_category = np.array([CLASS_INDEX.get(CATEGORY_TO_CLASS.get(name, ""), -1) for name in category_names], np.int64)
-    rack_category = np.array([name == BIKE_RACK_CATEGORY for name in category_names], bool)
-    attribute_of_token = np.array([ATTRIBUTE_INDEX.get(name, -2) for name in attribute_names], np.int64)
-
-    instances = _scan_table(dataroot, version, "instance", {"token": 0, "category_token": 0})
-    if instances is None:
-        return lambda: None
-    instance_token, instance_category = instances.strings("token"), instances.strings("category_token")
-    if instance_token is None or instance_category is None:
-        return lambda: None
-    instance_index = StringIndex(instance_token)
-    if not instance_index.unique:
-        return lambda: None
-    labels = _Labels(
-        instance_index=instance_index,
-        instance_category=instance_category,
-        category_index=category_index,
-        class_of_category=class_of_category,
-        rack_category=rack_category,
-        attribute_index=attribute_index,
-        attribute_of_token=attribute_of_token,
-    )
-    data = _read_table(dataroot, version, "sample_annotation")
-    if data is None:
-        return lambda: None
-    parts = jsonscan.scan_workers() * _PIECES_PER_WORKER
-    # The split's records first (see `_lidar_ego_translations`), else the whole table.
-    filtered = jsonscan.start_table_scan(data, ANNOTATION_FIELDS, RecordFilter("sample_token", split_tokens, id_key="token"), pool, parts)
-
-    def finish() -> tuple[EvalBoxSet, BikeRacks] | None:
-        for scan in (filtered.result, lambda: jsonscan.start_table_scan(data, ANNOTATION_FIELDS, None, pool, parts).result()):
-            records = scan()
-            if records is None:
-                continue
-            boxes = _annotation_boxes(records, labels, split_index, sample_index, sample_index_matrix, timestamps_s, split_tokens)
-            if boxes is not None:
-                return boxes
+        seconds = 1e-6 * np.array(timestamps, np.float64)
+    except OverflowError:
         return None
-
-    return finish
-
-
-@dataclass(frozen=True, slots=True)
-class _Labels:
-    """The joins from an annotation's instance token to its detection class (-1: none) and bike-rack
-    flag, and from its attribute token to its attribute (-2: not a nuScenes one)."""
-
-    instance_index: StringIndex
-    instance_category: np.ndarray  # (I, L) category token of each instance row
-    category_index: StringIndex
-    class_of_category: np.ndarray  # (C,) int64
-    rack_category: np.ndarray  # (C,) bool
-    attribute_index: StringIndex
-    attribute_of_token: np.ndarray  # (A,) int64
+    return dict(zip(timestamp_of_sample, seconds.tolist()))
 
 
-def _annotation_boxes(
-    records: jsonscan.ScannedRecords,
-    labels: _Labels,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_index_matrix: np.ndarray,
-    timestamps_s: np.ndarray,
-    split_tokens: list[str],
+def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samples: SplitSamples) -> np.ndarray | None:
+    """(S, 3) as `data._lidar_ego_translations`, or None."""
+    sensors = read_table(dataroot, version, Sensor, "sensor")
+    calibrated = read_table(dataroot, version, CalibratedSensor, "calibrated_sensor")
+    sample_data = read_table(dataroot, version, SampleData, "sample_data")
+    poses = read_table(dataroot, version, EgoPose, "ego_pose")
+    if sensors is None or calibrated is None or sample_data is None or poses is None:
+        return None
+    channel_of_sensor = {s.token: s.channel for s in sensors}
+    lidar_calibrations = {c.token for c in calibrated if channel_of_sensor.get(c.sensor_token) == LIDAR_CHANNEL}
+    position_of_sample = samples.position_of_sample
+    # The devkit keeps the last key-frame record per sample and channel, so later rows overwrite.
+    pose_token_of_sample = {
+        record.sample_token: record.ego_pose_token
+        for record in sample_data
+        if record.is_key_frame and record.calibrated_sensor_token in lidar_calibrations and record.sample_token in position_of_sample
+    }
+    if len(pose_token_of_sample) != len(position_of_sample):
+        return None
+    wanted_poses = set(pose_token_of_sample.values())
+    translation_of_pose = {pose.token: pose.translation for pose in poses if pose.token in wanted_poses}
+    try:
+        rows = [translation_of_pose[pose_token_of_sample[token]] for token in samples.split_tokens]
+    except KeyError:
+        return None
+    return np.array(rows, np.float64).reshape(len(rows), 3)
+
+
+def _annotations(
+    dataroot: str | os.PathLike[str], version: str, samples: SplitSamples, seconds_of_sample: dict[str, float]
 ) -> tuple[EvalBoxSet, BikeRacks] | None:
-    """The boxes and bike racks of the split from the scanned sample_annotation table, or None."""
-    token = records.strings("token")
-    sample = records.strings("sample_token")
-    instance = records.strings("instance_token")
-    prev_token, next_token = records.strings("prev"), records.strings("next")
-    translation_all = records.floats("translation", 3)
-    size_all = records.floats("size", 3)
-    rotation_all = records.floats("rotation", 4)
-    if any(a is None for a in (token, sample, instance, prev_token, next_token, translation_all, size_all, rotation_all)):
+    """What `data._annotations` gives, or None."""
+    categories = read_table(dataroot, version, Category, "category")
+    attributes = read_table(dataroot, version, Attribute, "attribute")
+    instances = read_table(dataroot, version, Instance, "instance")
+    if categories is None or attributes is None or instances is None:
         return None
-    annotation_index = StringIndex(token)
-    if not (annotation_index.unique and records.ids_distinct("token")):
-        return None
-    # One look-up of every annotation's sample; its split position follows from the sample row.
-    sample_row = sample_index.lookup(sample)
-    split_position_of_sample_row = split_index.lookup(sample_index_matrix)
-    position = np.where(sample_row >= 0, split_position_of_sample_row[sample_row], -1)
-    in_split = np.flatnonzero(position >= 0)
-    instance_row = labels.instance_index.lookup(instance[in_split])
-    if np.any(instance_row < 0):
-        return None
-    category_row = labels.category_index.lookup(labels.instance_category[instance_row])
-    if np.any(category_row < 0):
-        return None
-    label_in_split = labels.class_of_category[category_row]
-    kept = in_split[label_in_split >= 0]
-    label = label_in_split[label_in_split >= 0]
-    racks = in_split[labels.rack_category[category_row]]
-
-    # At most one attribute, a known one.
-    attribute_column = records.column("attribute_tokens")
-    if not np.all(records.kind[kept, attribute_column] == ARRAY):
-        return None
-    count = records.element_count[kept, attribute_column]
-    if np.any(count > 1) or np.any((count == 1) & (records.element_kinds[kept, attribute_column] != 1 << STRING)):
-        return None
-    if np.any(records.string_flags[kept[count == 1], attribute_column]):
-        return None
-    attribute = np.full(len(kept), -1, np.int64)
-    with_attribute = np.flatnonzero(count == 1)
-    if with_attribute.size:
-        first = records.strings_at("attribute_tokens", kept[with_attribute])
-        attribute_row = labels.attribute_index.lookup(first)
-        if np.any(attribute_row < 0):
-            return None
-        attribute[with_attribute] = labels.attribute_of_token[attribute_row]
-        if np.any(attribute < -1):
-            return None
-
-    lidar_pts = records.integers("num_lidar_pts", kept)
-    radar_pts = records.integers("num_radar_pts", kept)
-    if lidar_pts is None or radar_pts is None:
+    annotations = read_table(dataroot, version, Annotation, "sample_annotation")
+    if annotations is None:
         return None
 
+    # Later records overwrite earlier ones with the same token, as in the reference path's dicts.
+    name_of_category = {c.token: c.name for c in categories}
+    # Per instance: its detection class (>= 0), _NO_CLASS, or _NO_CATEGORY when its category
+    # token leads nowhere; instances of bike racks, apart.
+    class_of_instance: dict[str, int] = {}
+    rack_instances: set[str] = set()
+    for instance in instances:
+        name = name_of_category.get(instance.category_token)
+        class_name = CATEGORY_TO_CLASS.get(name) if name is not None else None
+        class_of_instance[instance.token] = (
+            _NO_CATEGORY if name is None else CLASS_INDEX[class_name] if class_name is not None else _NO_CLASS
+        )
+        if name == BIKE_RACK_CATEGORY:
+            rack_instances.add(instance.token)
+        else:
+            rack_instances.discard(instance.token)
+    attribute_of_token = {a.token: ATTRIBUTE_INDEX.get(a.name, _NO_ATTRIBUTE) for a in attributes}
+
+    position_of_sample = samples.position_of_sample
+    in_split = [row for row, annotation in enumerate(annotations) if annotation.sample_token in position_of_sample]
+    labels = np.fromiter(
+        (class_of_instance.get(annotations[row].instance_token, _NO_INSTANCE) for row in in_split), np.int64, len(in_split)
+    )
+    if np.any(labels <= _NO_CATEGORY):  # a dangling instance or category token
+        return None
+    in_split_rows = np.array(in_split, np.int64)
+    kept = in_split_rows[labels >= 0]
+    rack_rows = [row for row in in_split if annotations[row].instance_token in rack_instances]
+
+    attribute = _attribute_column(annotations, kept.tolist(), attribute_of_token)
+    if attribute is None:
+        return None
+    sample_index = np.fromiter(
+        (position_of_sample[annotations[row].sample_token] for row in kept.tolist()), np.int64, len(kept)
+    )
     # Group by sample in split order; a stable sort keeps the table order within a sample.
-    sample_position = position[kept]
-    order = np.argsort(sample_position, kind="stable")
-    rows = kept[order]
-    velocity = _velocities(rows, prev_token, next_token, annotation_index, sample_row, timestamps_s, translation_all)
+    order = np.argsort(sample_index, kind="stable")
+    rows = kept[order].tolist()
+    translation = _vectors((annotations[row].translation for row in rows), len(rows), 3)
+    try:
+        num_pts = np.array([annotations[row].num_lidar_pts + annotations[row].num_radar_pts for row in rows], np.int64)
+    except OverflowError:
+        return None
+    velocity = _velocities(annotations, rows, translation, seconds_of_sample)
     if velocity is None:
         return None
     boxes = EvalBoxSet(
-        sample_tokens=tuple(split_tokens),
-        sample_index=sample_position[order],
-        translation=np.take(translation_all, rows, axis=0),  # np.take: faster than a[rows] on (N, k)
-        size_wlh=np.take(size_all, rows, axis=0),
-        rotation_wxyz=np.take(rotation_all, rows, axis=0),
+        sample_tokens=tuple(samples.split_tokens),
+        sample_index=sample_index[order],
+        translation=translation,
+        size_wlh=_vectors((annotations[row].size for row in rows), len(rows), 3),
+        rotation_wxyz=_vectors((annotations[row].rotation for row in rows), len(rows), 4),
         velocity_xy=velocity,
-        label=label[order],
+        label=labels[labels >= 0][order],
         score=np.full(len(rows), -1.0),
         attribute=attribute[order],
-        num_pts=(lidar_pts + radar_pts)[order],
+        num_pts=num_pts.reshape(len(rows)),
     )
     bike_racks = BikeRacks(
-        sample_index=position[racks],
-        translation=np.take(translation_all, racks, axis=0),
-        size_wlh=np.take(size_all, racks, axis=0),
-        rotation_wxyz=np.take(rotation_all, racks, axis=0),
+        sample_index=np.array([position_of_sample[annotations[row].sample_token] for row in rack_rows], np.int64),
+        translation=_vectors((annotations[row].translation for row in rack_rows), len(rack_rows), 3),
+        size_wlh=_vectors((annotations[row].size for row in rack_rows), len(rack_rows), 3),
+        rotation_wxyz=_vectors((annotations[row].rotation for row in rack_rows), len(rack_rows), 4),
     )
     return boxes, bike_racks
 
 
-def _velocities(
-    rows: np.ndarray,
-    prev_token: np.ndarray,
-    next_token: np.ndarray,
-    annotation_index: StringIndex,
-    sample_row: np.ndarray,
-    timestamps_s: np.ndarray,
-    translation_all: np.ndarray,
-) -> np.ndarray | None:
-    """(N, 2) as `data._velocities` for the annotation rows `rows`, or None."""
+# Codes of the joins above (class indices are >= 0).
+_NO_CLASS = -1
+_NO_CATEGORY = -2
+_NO_INSTANCE = -3
+_NO_ATTRIBUTE = -2
 
-    def neighbour(tokens: np.ndarray) -> np.ndarray | None:
-        # Every row is looked up (`rows` are most of them), which spares gathering theirs first.
-        # A scanned string never holds a NUL byte (control characters are refused), so the empty
-        # ones are those whose first byte is the padding.
-        found = annotation_index.lookup(tokens)[rows]
-        empty = tokens[rows, 0] == 0
-        if np.any((found < 0) & ~empty):
+
+def _attribute_column(annotations: list[Annotation], rows: list[int], attribute_of_token: dict[str, int]) -> np.ndarray | None:
+    """(N,) int64 the attribute of each annotation at `rows` (-1: none), or None when one has more
+    than one, or one that is not a known nuScenes attribute."""
+    attribute = np.full(len(rows), -1, np.int64)
+    for i, row in enumerate(rows):
+        tokens = annotations[row].attribute_tokens
+        if not tokens:
+            continue
+        if len(tokens) > 1:
             return None
-        return np.where(empty, rows, found)
+        value = attribute_of_token.get(tokens[0], _NO_ATTRIBUTE)
+        if value < 0:
+            return None
+        attribute[i] = value
+    return attribute
 
-    prev_rows, next_rows = neighbour(prev_token), neighbour(next_token)
-    if prev_rows is None or next_rows is None:
+
+def _vectors(values: Iterable[tuple[float, ...]], n: int, width: int) -> np.ndarray:
+    """(n, width) float64 of n tuples of `width` floats (the decoder checked their lengths)."""
+    return np.fromiter(chain.from_iterable(values), np.float64, n * width).reshape(n, width)
+
+
+def _velocities(
+    annotations: list[Annotation], rows: list[int], translation: np.ndarray, seconds_of_sample: dict[str, float]
+) -> np.ndarray | None:
+    """(N, 2) as `data._velocities` for the annotations at `rows` (centres `translation`), or None."""
+    n = len(rows)
+    if n == 0:
+        return np.zeros((0, 2))
+    row_of_annotation = {annotation.token: row for row, annotation in enumerate(annotations)}
+    try:
+        prev_rows = [row_of_annotation[annotations[row].prev] if annotations[row].prev else row for row in rows]
+        next_rows = [row_of_annotation[annotations[row].next] if annotations[row].next else row for row in rows]
+        first_s = np.fromiter((seconds_of_sample[annotations[row].sample_token] for row in prev_rows), np.float64, n)
+        last_s = np.fromiter((seconds_of_sample[annotations[row].sample_token] for row in next_rows), np.float64, n)
+    except KeyError:  # a dangling prev/next, or a neighbour in a sample the log does not have
         return None
-    prev_sample = sample_row[prev_rows]
-    next_sample = sample_row[next_rows]
-    if np.any(prev_sample < 0) or np.any(next_sample < 0):
-        return None
+    own = np.array(rows, np.int64)
+    prev_array, next_array = np.array(prev_rows, np.int64), np.array(next_rows, np.int64)
+    has_prev, has_next = prev_array != own, next_array != own
     return velocity_from_track(
-        np.take(translation_all, prev_rows, axis=0),
-        np.take(translation_all, next_rows, axis=0),
-        timestamps_s[prev_sample],
-        timestamps_s[next_sample],
-        prev_rows != rows,
-        next_rows != rows,
+        _neighbour_positions(annotations, prev_array, has_prev, translation),
+        _neighbour_positions(annotations, next_array, has_next, translation),
+        first_s,
+        last_s,
+        has_prev,
+        has_next,
     )
+
+
+def _neighbour_positions(
+    annotations: list[Annotation], neighbour_rows: np.ndarray, is_other: np.ndarray, translation: np.ndarray
+) -> np.ndarray:
+    # The ends of a track are often the annotation itself: reuse its already-read centre.
+    out = translation.copy()
+    other = np.flatnonzero(is_other)
+    out[other] = _vectors((annotations[row].translation for row in neighbour_rows[other].tolist()), len(other), 3)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,126 +387,57 @@ def results_columns_fast(
     data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
 ) -> tuple[EvalBoxSet, dict[str, Any]] | None:
     """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
-    return results_columns_from(jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS), split_sample_tokens, max_boxes_per_sample)
-
-
-def start_results_scan(data: bytes, pool: Executor) -> jsonscan.PendingScan:
-    """The scan of `results_columns_fast` started on `pool` in pieces (`jsonscan.start_results_scan`);
-    its result goes to `results_columns_from`."""
-    return jsonscan.start_results_scan(data, RESULT_FIELDS, pool, jsonscan.scan_workers() * _PIECES_PER_WORKER)
-
-
-class PendingColumns:
-    """`results_columns_fast` running on a pool (`start_results_columns`): the scan's pieces, then a
-    task that waits for them and checks and converts the records (`results_columns_from`)."""
-
-    def __init__(self, data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor) -> None:
-        self._scan = start_results_scan(data, pool)
-        # Queued after every piece: when a worker takes it, the pieces have all started, so its
-        # wait cannot keep one from running.
-        self._columns = pool.submit(
-            lambda: results_columns_from(self._scan.result(), split_sample_tokens, max_boxes_per_sample)
-        )
-
-    def cancel(self) -> None:
-        self._columns.cancel()
-        self._scan.cancel()
-
-    def result(self) -> tuple[EvalBoxSet, dict[str, Any]] | None:
-        return self._columns.result()
-
-
-def start_results_columns(
-    data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor
-) -> PendingColumns:
-    """Start `results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)` on `pool`."""
-    return PendingColumns(data, tuple(split_sample_tokens), max_boxes_per_sample, pool)
-
-
-def results_columns_from(
-    records: jsonscan.ScannedRecords | None, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
-) -> tuple[EvalBoxSet, dict[str, Any]] | None:
-    """`results_columns_fast` of the scan `records` (`RESULT_FIELDS`, RESULTS layout) of a results file."""
-    if "\x00" in "".join(split_sample_tokens):
-        return None  # tokens are compared as zero-padded bytes
-    if records is None:
-        return None
-    data = records.data
-    meta_start, meta_end = records.meta_range
-    if meta_start < 0:
+    decoded = decode_json(data, _RESULTS_DECODER)
+    if decoded is None:
         return None
     try:
-        meta = json.loads(data[meta_start:meta_end])
+        meta = json.loads(bytes(decoded.meta))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict):
         return None
+    results = decoded.results
+    # Exactly the split's samples, none with too many boxes.
+    if results.keys() != set(split_sample_tokens):
+        return None
+    counts = [len(boxes) for boxes in results.values()]
+    if counts and max(counts) > max_boxes_per_sample:
+        return None
+    tokens = tuple(results)
+    boxes = list(chain.from_iterable(results.values()))
+    n = len(boxes)
+    sample_index = np.repeat(np.arange(len(tokens), dtype=np.int64), counts)
+    if [box.sample_token for box in boxes] != [tokens[i] for i in sample_index.tolist()]:
+        return None
 
-    # Exactly the split's samples, once each, none with too many boxes.
-    group_keys = records.group_keys()
-    group_index = StringIndex(group_keys)
-    if not group_index.unique or len(group_keys) != len(split_sample_tokens):
+    translation = _vectors((box.translation for box in boxes), n, 3)
+    size_wlh = _vectors((box.size for box in boxes), n, 3)
+    rotation_wxyz = _vectors((box.rotation for box in boxes), n, 4)
+    velocity_xy = _vectors((box.velocity for box in boxes), n, 2)
+    score = np.fromiter((box.detection_score for box in boxes), np.float64, n)
+    label = np.fromiter((CLASS_INDEX.get(box.detection_name, -1) for box in boxes), np.int64, n)
+    attribute_index = {"": -1, **ATTRIBUTE_INDEX}
+    attribute = np.fromiter((attribute_index.get(box.attribute_name, -2) for box in boxes), np.int64, n)
+    try:
+        num_pts = np.array([-1 if box.num_pts is msgspec.UNSET else box.num_pts for box in boxes], np.int64).reshape(n)
+    except OverflowError:
         return None
-    if len(split_sample_tokens) and np.any(group_index.lookup(encode_strings(split_sample_tokens)) < 0):
-        return None
-    if np.any(records.group_size > max_boxes_per_sample):
-        return None
-
-    n = len(records)
-    sample_token = records.strings("sample_token") if n else np.zeros((0, 1), np.uint8)
-    if sample_token is None:
-        return None
-    width = max(sample_token.shape[1], group_keys.shape[1])
-    own_group = np.take(_padded(group_keys, width), records.record_group, axis=0)
-    if not np.array_equal(_padded(sample_token, width), own_group):
-        return None
-    numeric = {key: records.floats(key, w) for key, w in (("translation", 3), ("size", 3), ("rotation", 4), ("velocity", 2))}
-    score = records.scalars("detection_score")
-    names = records.strings("detection_name") if n else np.zeros((0, 1), np.uint8)
-    attribute_names = records.strings("attribute_name") if n else np.zeros((0, 1), np.uint8)
-    if any(v is None for v in numeric.values()) or score is None or names is None or attribute_names is None:
-        return None
-    label = StringIndex(encode_strings(DETECTION_CLASSES)).lookup(names)
-    attribute = StringIndex(encode_strings(("", *ATTRIBUTES))).lookup(attribute_names) - 1
-
-    num_pts = np.full(n, -1, np.int64)
-    k = records.column("num_pts")
-    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
-    if present.size:
-        values = records.integers("num_pts", present)
-        if values is None:
-            return None
-        num_pts[present] = values
-    k = records.column("ego_translation")
-    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
-    if present.size and not (
-        np.all(records.kind[present, k] == ARRAY)
-        and np.all(records.element_count[present, k] == 3)
-        and np.all(records.element_kinds[present, k] == 1 << NUMBER)
-        and np.isfinite(records.number_slots("ego_translation")[present]).all()
-    ):
+    ego_translations = [box.ego_translation for box in boxes if box.ego_translation is not msgspec.UNSET]
+    if ego_translations and not np.isfinite(np.array(ego_translations, np.float64)).all():
         return None
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
-    if not columns_values_valid(numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute):
+    if not columns_values_valid(translation, size_wlh, rotation_wxyz, velocity_xy, score, label, attribute):
         return None
     columns = EvalBoxSet(
-        sample_tokens=tuple(jsonscan.decode_strings(group_keys)) if len(group_keys) else (),
-        sample_index=records.record_group.astype(np.int64),
-        translation=numeric["translation"],
-        size_wlh=numeric["size"],
-        rotation_wxyz=numeric["rotation"],
-        velocity_xy=numeric["velocity"],
+        sample_tokens=tokens,
+        sample_index=sample_index,
+        translation=translation,
+        size_wlh=size_wlh,
+        rotation_wxyz=rotation_wxyz,
+        velocity_xy=velocity_xy,
         label=label,
         score=score,
         attribute=attribute,
         num_pts=num_pts,
     )
     return columns, meta
-
-
-def _padded(matrix: np.ndarray, width: int) -> np.ndarray:
-    if matrix.shape[1] == width:
-        return matrix
-    out = np.zeros((matrix.shape[0], width), np.uint8)
-    out[:, : matrix.shape[1]] = matrix
-    return out
