@@ -26,12 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.algo import TP_METRICS, MetricData, accumulate_all, calc_ap, calc_tp
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig, default_config
 from avfusion.eval.data import load_ground_truth_and_predictions
 from avfusion.eval.inputs import BikeRacks, GroundTruth, PredictionSet
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 
 CYCLE_LABELS = (CLASS_INDEX["bicycle"], CLASS_INDEX["motorcycle"])
 # Errors the metric does not define for a class (NaN): cones have no heading, attribute or motion

@@ -7,11 +7,12 @@ here raises for bad input, and the two paths can be compared on any input.
 
 msgspec checks while it decodes what the reference path checks field by field: that every field is
 there, that strings are strings, integers integers (not booleans or floats), numbers numbers, and
-vectors of the right length. It is stricter in places (a missing field the reference path never
-reads, a number beyond the float range): such files take the reference path. Two things msgspec
-leaves unchecked, this module checks: the UTF-8 of values it skips (fields not asked for), and the
-results file's `meta` object, which is read by `json` as the reference path reads it.
-Numbers are correctly rounded by both decoders, so the arrays are bit-identical.
+vectors of the right length (an annotation's vectors are checked where the reference path reads
+them: for the split's records and their neighbours). It is stricter in places (a missing field the
+reference path never reads, a number beyond the float range): such files take the reference path.
+Two things msgspec leaves unchecked, this module checks: the UTF-8 of values it skips (fields not
+asked for), and the results file's `meta` object, which is read by `json` as the reference path
+reads it. Numbers are correctly rounded by both decoders, so the arrays are bit-identical.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Sequence
-from itertools import chain
+from itertools import chain, compress, repeat
+from operator import add, attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -83,12 +85,19 @@ class Instance(msgspec.Struct, gc=False):
     category_token: str
 
 
-class Annotation(msgspec.Struct, gc=False):
-    """A `sample_annotation` record: centre (x, y, z) and size (w, l, h) in metres, global frame;
-    rotation (w, x, y, z); prev/next the neighbouring annotations of its instance ("" at the ends)."""
+class AnnotationKey(msgspec.Struct, gc=False):
+    """What the metric reads of every `sample_annotation` record: its token (prev/next refer to it)
+    and its sample (whether the split has it)."""
 
     token: str
     sample_token: str
+
+
+class Annotation(msgspec.Struct, gc=False):
+    """The rest of a `sample_annotation` record, read for the split's records only: centre (x, y, z)
+    and size (w, l, h) in metres, global frame; rotation (w, x, y, z); prev/next the neighbouring
+    annotations of its instance ("" at the ends)."""
+
     instance_token: str
     attribute_tokens: list[str]
     translation: Vector3
@@ -98,6 +107,12 @@ class Annotation(msgspec.Struct, gc=False):
     next: str
     num_lidar_pts: int
     num_radar_pts: int
+
+
+class AnnotationCentre(msgspec.Struct, gc=False):
+    """The centre of a `sample_annotation` record, read for the neighbours of the split's records."""
+
+    translation: Vector3
 
 
 class ResultBox(msgspec.Struct, gc=False):
@@ -124,11 +139,22 @@ class Results(msgspec.Struct, gc=False):
 
 RecordT = TypeVar("RecordT")
 
+# A decoder per record type, made once: it compiles the type's schema.
 _TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
-    record_type: msgspec.json.Decoder(list[record_type])
-    for record_type in (Sensor, CalibratedSensor, SampleData, EgoPose, Category, Attribute, Instance, Annotation)
+    Sensor: msgspec.json.Decoder(list[Sensor]),
+    CalibratedSensor: msgspec.json.Decoder(list[CalibratedSensor]),
+    SampleData: msgspec.json.Decoder(list[SampleData]),
+    EgoPose: msgspec.json.Decoder(list[EgoPose]),
+    Category: msgspec.json.Decoder(list[Category]),
+    Attribute: msgspec.json.Decoder(list[Attribute]),
+    Instance: msgspec.json.Decoder(list[Instance]),
+    AnnotationKey: msgspec.json.Decoder(list[AnnotationKey]),
+    Annotation: msgspec.json.Decoder(list[Annotation]),
+    AnnotationCentre: msgspec.json.Decoder(list[AnnotationCentre]),
+    msgspec.Raw: msgspec.json.Decoder(list[msgspec.Raw]),
 }
 _RESULTS_DECODER = msgspec.json.Decoder(Results)
+_ATTRIBUTE_OF_NAME = {"": -1, **ATTRIBUTE_INDEX}  # a results file's attribute_name -> index (-1: none)
 
 
 def decode_json(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
@@ -153,17 +179,39 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def read_table(dataroot: str | os.PathLike[str], version: str, record_type: type[RecordT], name: str) -> list[RecordT] | None:
+def read_table(
+    dataroot: str | os.PathLike[str], version: str, record_type: type[RecordT], name: str
+) -> list[RecordT] | None:
     """`<dataroot>/<version>/<name>.json` as a list of `record_type`, or None."""
+    data = _read_bytes(dataroot, version, name)
+    return None if data is None else decode_json(data, _TABLE_DECODERS[record_type])
+
+
+def _read_bytes(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
     try:
-        data = (Path(dataroot) / version / f"{name}.json").read_bytes()
+        return (Path(dataroot) / version / f"{name}.json").read_bytes()
     except OSError:
         return None
-    return decode_json(data, _TABLE_DECODERS[record_type])
+
+
+def records_at(texts: list[msgspec.Raw], rows: Iterable[int], record_type: type[RecordT]) -> list[RecordT] | None:
+    """The records at `rows` of a table read as `list[msgspec.Raw]` (`texts`), decoded as
+    `record_type` in one call, or None."""
+    try:
+        return _TABLE_DECODERS[record_type].decode(b"[" + b",".join(map(texts.__getitem__, rows)) + b"]")
+    except msgspec.DecodeError:
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
 # Ground truth
+
+
+# Codes of the joins (class and attribute indices are >= 0).
+_NO_CLASS = -1
+_NO_CATEGORY = -2
+_NO_INSTANCE = -3
+_NO_ATTRIBUTE = -2
 
 
 def ground_truth_fast(
@@ -201,7 +249,7 @@ def _seconds_of_sample(timestamp_of_sample: dict[str, int]) -> dict[str, float] 
         seconds = 1e-6 * np.array(timestamps, np.float64)
     except OverflowError:
         return None
-    return dict(zip(timestamp_of_sample, seconds.tolist()))
+    return dict(zip(timestamp_of_sample, seconds.tolist(), strict=True))
 
 
 def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samples: SplitSamples) -> np.ndarray | None:
@@ -219,7 +267,9 @@ def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samp
     pose_token_of_sample = {
         record.sample_token: record.ego_pose_token
         for record in sample_data
-        if record.is_key_frame and record.calibrated_sensor_token in lidar_calibrations and record.sample_token in position_of_sample
+        if record.is_key_frame
+        and record.calibrated_sensor_token in lidar_calibrations
+        and record.sample_token in position_of_sample
     }
     if len(pose_token_of_sample) != len(position_of_sample):
         return None
@@ -235,148 +285,199 @@ def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samp
 def _annotations(
     dataroot: str | os.PathLike[str], version: str, samples: SplitSamples, seconds_of_sample: dict[str, float]
 ) -> tuple[EvalBoxSet, BikeRacks] | None:
-    """What `data._annotations` gives, or None."""
+    """What `data._annotations` gives, or None.
+
+    The table is read twice: every record's token and sample (`AnnotationKey`), and every record's
+    text; then the split's records alone are decoded in full (a split is often a small part of a
+    log, and numbers are most of the decoding's work). Each column is one pass of `map` (a loop in
+    C) over the records."""
     categories = read_table(dataroot, version, Category, "category")
     attributes = read_table(dataroot, version, Attribute, "attribute")
     instances = read_table(dataroot, version, Instance, "instance")
-    if categories is None or attributes is None or instances is None:
+    data = _read_bytes(dataroot, version, "sample_annotation")
+    if categories is None or attributes is None or instances is None or data is None:
         return None
-    annotations = read_table(dataroot, version, Annotation, "sample_annotation")
-    if annotations is None:
+    keys = decode_json(data, _TABLE_DECODERS[AnnotationKey])
+    texts = decode_json(data, _TABLE_DECODERS[msgspec.Raw])
+    if keys is None or texts is None:
         return None
-
-    # Later records overwrite earlier ones with the same token, as in the reference path's dicts.
-    name_of_category = {c.token: c.name for c in categories}
-    # Per instance: its detection class (>= 0), _NO_CLASS, or _NO_CATEGORY when its category
-    # token leads nowhere; instances of bike racks, apart.
-    class_of_instance: dict[str, int] = {}
-    rack_instances: set[str] = set()
-    for instance in instances:
-        name = name_of_category.get(instance.category_token)
-        class_name = CATEGORY_TO_CLASS.get(name) if name is not None else None
-        class_of_instance[instance.token] = (
-            _NO_CATEGORY if name is None else CLASS_INDEX[class_name] if class_name is not None else _NO_CLASS
-        )
-        if name == BIKE_RACK_CATEGORY:
-            rack_instances.add(instance.token)
-        else:
-            rack_instances.discard(instance.token)
+    labels_of = _InstanceLabels(categories, instances)
     attribute_of_token = {a.token: ATTRIBUTE_INDEX.get(a.name, _NO_ATTRIBUTE) for a in attributes}
 
-    position_of_sample = samples.position_of_sample
-    in_split = [row for row, annotation in enumerate(annotations) if annotation.sample_token in position_of_sample]
-    labels = np.fromiter(
-        (class_of_instance.get(annotations[row].instance_token, _NO_INSTANCE) for row in in_split), np.int64, len(in_split)
-    )
-    if np.any(labels <= _NO_CATEGORY):  # a dangling instance or category token
+    n_all = len(keys)
+    tokens, sample_tokens = _columns(keys, ("token", "sample_token"))
+    position = np.fromiter(map(samples.position_of_sample.get, sample_tokens, repeat(-1)), np.int64, n_all)
+    # The split's rows grouped by sample in split order; a stable sort keeps the table order within a sample.
+    in_split = np.flatnonzero(position >= 0)
+    in_split = in_split[np.argsort(position[in_split], kind="stable")]
+    records = records_at(texts, in_split.tolist(), Annotation)
+    if records is None:
         return None
-    in_split_rows = np.array(in_split, np.int64)
-    kept = in_split_rows[labels >= 0]
-    rack_rows = [row for row in in_split if annotations[row].instance_token in rack_instances]
+    m = len(records)
+    instance_tokens, attribute_lists, translations, sizes, rotations, prevs, nexts, lidar_pts, radar_pts = _columns(
+        records,
+        (
+            "instance_token",
+            "attribute_tokens",
+            "translation",
+            "size",
+            "rotation",
+            "prev",
+            "next",
+            "num_lidar_pts",
+            "num_radar_pts",
+        ),
+    )
+    label = np.fromiter(map(labels_of.class_of_instance.get, instance_tokens, repeat(_NO_INSTANCE)), np.int64, m)
+    if np.any(label <= _NO_CATEGORY):  # a dangling instance or category token
+        return None
+    translation_all = _float_rows(translations, m, 3)
+    size_all = _float_rows(sizes, m, 3)
+    rotation_all = _float_rows(rotations, m, 4)
 
-    attribute = _attribute_column(annotations, kept.tolist(), attribute_of_token)
+    keep = label >= 0
+    kept = np.flatnonzero(keep)
+    n = len(kept)
+    attribute = _attribute_column(list(compress(attribute_lists, keep)), attribute_of_token)
     if attribute is None:
         return None
-    sample_index = np.fromiter(
-        (position_of_sample[annotations[row].sample_token] for row in kept.tolist()), np.int64, len(kept)
-    )
-    # Group by sample in split order; a stable sort keeps the table order within a sample.
-    order = np.argsort(sample_index, kind="stable")
-    rows = kept[order].tolist()
-    translation = _vectors((annotations[row].translation for row in rows), len(rows), 3)
     try:
-        num_pts = np.array([annotations[row].num_lidar_pts + annotations[row].num_radar_pts for row in rows], np.int64)
+        num_pts = np.fromiter(map(add, compress(lidar_pts, keep), compress(radar_pts, keep)), np.int64, n)
     except OverflowError:
         return None
-    velocity = _velocities(annotations, rows, translation, seconds_of_sample)
+    rows = in_split[kept]
+    translation = translation_all[kept]
+    velocity = _velocities(
+        texts,
+        tokens,
+        sample_tokens,
+        rows,
+        list(compress(prevs, keep)),
+        list(compress(nexts, keep)),
+        translation,
+        seconds_of_sample,
+    )
     if velocity is None:
         return None
     boxes = EvalBoxSet(
         sample_tokens=tuple(samples.split_tokens),
-        sample_index=sample_index[order],
+        sample_index=position[rows],
         translation=translation,
-        size_wlh=_vectors((annotations[row].size for row in rows), len(rows), 3),
-        rotation_wxyz=_vectors((annotations[row].rotation for row in rows), len(rows), 4),
+        size_wlh=size_all[kept],
+        rotation_wxyz=rotation_all[kept],
         velocity_xy=velocity,
-        label=labels[labels >= 0][order],
-        score=np.full(len(rows), -1.0),
-        attribute=attribute[order],
-        num_pts=num_pts.reshape(len(rows)),
+        label=label[kept],
+        score=np.full(n, -1.0),
+        attribute=attribute,
+        num_pts=num_pts,
     )
+    racks = np.flatnonzero(np.fromiter(map(labels_of.rack_instances.__contains__, instance_tokens), bool, m))
+    racks = racks[np.argsort(in_split[racks], kind="stable")]  # table order
     bike_racks = BikeRacks(
-        sample_index=np.array([position_of_sample[annotations[row].sample_token] for row in rack_rows], np.int64),
-        translation=_vectors((annotations[row].translation for row in rack_rows), len(rack_rows), 3),
-        size_wlh=_vectors((annotations[row].size for row in rack_rows), len(rack_rows), 3),
-        rotation_wxyz=_vectors((annotations[row].rotation for row in rack_rows), len(rack_rows), 4),
+        sample_index=position[in_split[racks]],
+        translation=translation_all[racks],
+        size_wlh=size_all[racks],
+        rotation_wxyz=rotation_all[racks],
     )
     return boxes, bike_racks
 
 
-# Codes of the joins above (class indices are >= 0).
-_NO_CLASS = -1
-_NO_CATEGORY = -2
-_NO_INSTANCE = -3
-_NO_ATTRIBUTE = -2
+def _columns(records: Sequence[msgspec.Struct], fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The `fields` of `records` as one tuple per field (one pass over the records)."""
+    if not records:
+        return [()] * len(fields)
+    return list(zip(*map(attrgetter(*fields), records), strict=True))
 
 
-def _attribute_column(annotations: list[Annotation], rows: list[int], attribute_of_token: dict[str, int]) -> np.ndarray | None:
-    """(N,) int64 the attribute of each annotation at `rows` (-1: none), or None when one has more
-    than one, or one that is not a known nuScenes attribute."""
-    attribute = np.full(len(rows), -1, np.int64)
-    for i, row in enumerate(rows):
-        tokens = annotations[row].attribute_tokens
-        if not tokens:
-            continue
-        if len(tokens) > 1:
-            return None
-        value = attribute_of_token.get(tokens[0], _NO_ATTRIBUTE)
-        if value < 0:
-            return None
-        attribute[i] = value
+class _InstanceLabels:
+    """Per instance token: its detection class index, `_NO_CLASS`, or `_NO_CATEGORY` when its
+    category token leads nowhere; and the instances of bike racks. A token listed twice takes its
+    last record, as in the reference path's dicts."""
+
+    def __init__(self, categories: list[Category], instances: list[Instance]) -> None:
+        name_of_category = {c.token: c.name for c in categories}
+        self.class_of_instance: dict[str, int] = {}
+        self.rack_instances: set[str] = set()
+        for instance in instances:
+            name = name_of_category.get(instance.category_token)
+            class_name = CATEGORY_TO_CLASS.get(name) if name is not None else None
+            if name is None:
+                self.class_of_instance[instance.token] = _NO_CATEGORY
+            else:
+                self.class_of_instance[instance.token] = (
+                    CLASS_INDEX[class_name] if class_name is not None else _NO_CLASS
+                )
+            if name == BIKE_RACK_CATEGORY:
+                self.rack_instances.add(instance.token)
+            else:
+                self.rack_instances.discard(instance.token)
+
+
+def _attribute_column(token_lists: list[list[str]], attribute_of_token: dict[str, int]) -> np.ndarray | None:
+    """(N,) int64 the attribute of each list of attribute tokens (-1: none), or None when one has
+    more than one, or one that is not a known nuScenes attribute."""
+    count = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
+    if np.any(count > 1):
+        return None
+    attribute = np.full(len(token_lists), -1, np.int64)
+    with_one = np.flatnonzero(count == 1)
+    first_tokens = map(itemgetter(0), map(token_lists.__getitem__, with_one.tolist()))
+    values = np.fromiter(map(attribute_of_token.get, first_tokens, repeat(_NO_ATTRIBUTE)), np.int64, len(with_one))
+    if np.any(values < 0):
+        return None
+    attribute[with_one] = values
     return attribute
 
 
-def _vectors(values: Iterable[tuple[float, ...]], n: int, width: int) -> np.ndarray:
+def _float_rows(values: Iterable[tuple[float, ...]], n: int, width: int) -> np.ndarray:
     """(n, width) float64 of n tuples of `width` floats (the decoder checked their lengths)."""
     return np.fromiter(chain.from_iterable(values), np.float64, n * width).reshape(n, width)
 
 
 def _velocities(
-    annotations: list[Annotation], rows: list[int], translation: np.ndarray, seconds_of_sample: dict[str, float]
+    texts: list[msgspec.Raw],
+    tokens: tuple[str, ...],
+    sample_tokens: tuple[str, ...],
+    rows: np.ndarray,
+    prev_tokens: list[str],
+    next_tokens: list[str],
+    translation: np.ndarray,
+    seconds_of_sample: dict[str, float],
 ) -> np.ndarray | None:
-    """(N, 2) as `data._velocities` for the annotations at `rows` (centres `translation`), or None."""
+    """(N, 2) as `data._velocities` for the annotations at table rows `rows` (centres
+    `translation`, neighbours `prev_tokens` / `next_tokens`), or None."""
     n = len(rows)
     if n == 0:
         return np.zeros((0, 2))
-    row_of_annotation = {annotation.token: row for row, annotation in enumerate(annotations)}
-    try:
-        prev_rows = [row_of_annotation[annotations[row].prev] if annotations[row].prev else row for row in rows]
-        next_rows = [row_of_annotation[annotations[row].next] if annotations[row].next else row for row in rows]
-        first_s = np.fromiter((seconds_of_sample[annotations[row].sample_token] for row in prev_rows), np.float64, n)
-        last_s = np.fromiter((seconds_of_sample[annotations[row].sample_token] for row in next_rows), np.float64, n)
-    except KeyError:  # a dangling prev/next, or a neighbour in a sample the log does not have
-        return None
-    own = np.array(rows, np.int64)
-    prev_array, next_array = np.array(prev_rows, np.int64), np.array(next_rows, np.int64)
-    has_prev, has_next = prev_array != own, next_array != own
-    return velocity_from_track(
-        _neighbour_positions(annotations, prev_array, has_prev, translation),
-        _neighbour_positions(annotations, next_array, has_next, translation),
-        first_s,
-        last_s,
-        has_prev,
-        has_next,
-    )
-
-
-def _neighbour_positions(
-    annotations: list[Annotation], neighbour_rows: np.ndarray, is_other: np.ndarray, translation: np.ndarray
-) -> np.ndarray:
-    # The ends of a track are often the annotation itself: reuse its already-read centre.
-    out = translation.copy()
-    other = np.flatnonzero(is_other)
-    out[other] = _vectors((annotations[row].translation for row in neighbour_rows[other].tolist()), len(other), 3)
-    return out
+    # Later rows overwrite earlier ones with the same token, as in the reference path's dict; an
+    # empty prev/next means "none" and is never looked up.
+    row_of_annotation = dict(zip(tokens, range(len(tokens)), strict=True))
+    row_of_annotation.pop("", None)
+    own = rows.tolist()
+    neighbours = []
+    for neighbour_tokens in (prev_tokens, next_tokens):
+        if not row_of_annotation.keys() >= set(neighbour_tokens) - {""}:
+            return None  # a dangling prev/next
+        neighbour_rows = np.fromiter(map(row_of_annotation.get, neighbour_tokens, own), np.int64, n)
+        try:
+            seconds = np.fromiter(
+                map(seconds_of_sample.__getitem__, map(sample_tokens.__getitem__, neighbour_rows.tolist())),
+                np.float64,
+                n,
+            )
+        except KeyError:  # a neighbour in a sample the log does not have
+            return None
+        is_other = neighbour_rows != rows
+        # The ends of a track are often the annotation itself: reuse its already-decoded centre.
+        positions = translation.copy()
+        other = np.flatnonzero(is_other)
+        centres = records_at(texts, neighbour_rows[other].tolist(), AnnotationCentre)
+        if centres is None:
+            return None
+        positions[other] = _float_rows(map(attrgetter("translation"), centres), len(other), 3)
+        neighbours.append((positions, seconds, is_other))
+    (first_pos, first_s, has_prev), (last_pos, last_s, has_next) = neighbours
+    return velocity_from_track(first_pos, last_pos, first_s, last_s, has_prev, has_next)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,31 +507,58 @@ def results_columns_fast(
     tokens = tuple(results)
     boxes = list(chain.from_iterable(results.values()))
     n = len(boxes)
-    sample_index = np.repeat(np.arange(len(tokens), dtype=np.int64), counts)
-    if [box.sample_token for box in boxes] != [tokens[i] for i in sample_index.tolist()]:
+    (
+        sample_tokens,
+        translations,
+        sizes,
+        rotations,
+        velocities,
+        scores,
+        names,
+        attribute_names,
+        num_pts_given,
+        ego_given,
+    ) = _columns(
+        boxes,
+        (
+            "sample_token",
+            "translation",
+            "size",
+            "rotation",
+            "velocity",
+            "detection_score",
+            "detection_name",
+            "attribute_name",
+            "num_pts",
+            "ego_translation",
+        ),
+    )
+    # Each box names the sample it is listed under.
+    if sample_tokens != tuple(chain.from_iterable(map(repeat, tokens, counts))):
         return None
-
-    translation = _vectors((box.translation for box in boxes), n, 3)
-    size_wlh = _vectors((box.size for box in boxes), n, 3)
-    rotation_wxyz = _vectors((box.rotation for box in boxes), n, 4)
-    velocity_xy = _vectors((box.velocity for box in boxes), n, 2)
-    score = np.fromiter((box.detection_score for box in boxes), np.float64, n)
-    label = np.fromiter((CLASS_INDEX.get(box.detection_name, -1) for box in boxes), np.int64, n)
-    attribute_index = {"": -1, **ATTRIBUTE_INDEX}
-    attribute = np.fromiter((attribute_index.get(box.attribute_name, -2) for box in boxes), np.int64, n)
-    try:
-        num_pts = np.array([-1 if box.num_pts is msgspec.UNSET else box.num_pts for box in boxes], np.int64).reshape(n)
-    except OverflowError:
-        return None
-    ego_translations = [box.ego_translation for box in boxes if box.ego_translation is not msgspec.UNSET]
-    if ego_translations and not np.isfinite(np.array(ego_translations, np.float64)).all():
-        return None
+    translation = _float_rows(translations, n, 3)
+    size_wlh = _float_rows(sizes, n, 3)
+    rotation_wxyz = _float_rows(rotations, n, 4)
+    velocity_xy = _float_rows(velocities, n, 2)
+    score = np.fromiter(scores, np.float64, n)
+    label = np.fromiter(map(CLASS_INDEX.get, names, repeat(-1)), np.int64, n)
+    attribute = np.fromiter(map(_ATTRIBUTE_OF_NAME.get, attribute_names, repeat(-2)), np.int64, n)
+    num_pts = np.full(n, -1, np.int64)
+    if num_pts_given.count(msgspec.UNSET) != n:
+        try:
+            num_pts[:] = [-1 if value is msgspec.UNSET else value for value in num_pts_given]
+        except OverflowError:
+            return None
+    if ego_given.count(msgspec.UNSET) != n:
+        ego_translation = np.array([value for value in ego_given if value is not msgspec.UNSET], np.float64)
+        if not np.isfinite(ego_translation).all():
+            return None
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
     if not columns_values_valid(translation, size_wlh, rotation_wxyz, velocity_xy, score, label, attribute):
         return None
     columns = EvalBoxSet(
         sample_tokens=tokens,
-        sample_index=sample_index,
+        sample_index=np.repeat(np.arange(len(tokens), dtype=np.int64), counts),
         translation=translation,
         size_wlh=size_wlh,
         rotation_wxyz=rotation_wxyz,

@@ -61,7 +61,9 @@ class GroundTruth:
     def __post_init__(self) -> None:
         expected = (len(self.boxes.sample_tokens), 3)
         if self.ego_translation.shape != expected:
-            raise ValueError(f"GroundTruth.ego_translation must have shape {expected}, got {self.ego_translation.shape}")
+            raise ValueError(
+                f"GroundTruth.ego_translation must have shape {expected}, got {self.ego_translation.shape}"
+            )
 
     @property
     def sample_tokens(self) -> tuple[str, ...]:
