@@ -260,9 +260,10 @@ def ground_truth_fast(
 
 def _seconds_of_sample(timestamp_of_sample: dict[str, int]) -> dict[str, float] | None:
     """Each sample's timestamp in seconds, as the reference path computes it (`1e-6 * float64`);
-    None unless every timestamp is an integer (the reference path then decides)."""
+    None unless every timestamp is a number (integer microseconds as in nuScenes, or a float as in
+    Lyft's logs); the reference path then decides."""
     timestamps = list(timestamp_of_sample.values())
-    if any(type(t) is not int for t in timestamps):
+    if not {type(t) for t in timestamps} <= {int, float}:
         return None
     try:
         seconds = 1e-6 * np.array(timestamps, np.float64)

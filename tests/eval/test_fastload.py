@@ -352,6 +352,7 @@ def _unicode_tokens(root) -> None:
         "duplicate tokens",
         "indented",
         "integers as numbers",
+        "float timestamps",
         "track crosses the split",
     ],
 )
@@ -381,6 +382,10 @@ def test_well_formed_variations_take_the_fast_path_and_equal_the_reference(write
     elif change == "indented":
         for table in ("sample_annotation", "sample_data", "ego_pose"):
             _rewrite(root, table, lambda records: None, indent="\t", separators=(" ,", " : "))
+    elif change == "float timestamps":  # as in Lyft's logs
+        _rewrite(
+            root, "sample", lambda samples: [{**sample, "timestamp": sample["timestamp"] + 0.25} for sample in samples]
+        )
     elif change == "integers as numbers":
         _rewrite(
             root,
@@ -432,7 +437,7 @@ def _outside(other, change):
         ("sample_data", lambda other: _outside(other, lambda d: d.__setitem__("is_key_frame", 1))),
         ("sample_data", lambda other: _outside(other, lambda d: d.__setitem__("calibrated_sensor_token", None))),
         ("ego_pose", lambda other: lambda poses: poses[-1].__setitem__("translation", "here")),
-        ("sample", lambda other: lambda samples: samples[-1].__setitem__("timestamp", 1.5e15)),
+        ("sample", lambda other: lambda samples: samples[-1].__setitem__("timestamp", "1600000000000000")),
     ],
 )
 def test_odd_records_the_reference_path_ignores_send_the_fast_path_there(write_log, tmp_path, table, breakage):
@@ -534,6 +539,35 @@ def test_a_bad_vector_the_metric_reads_gets_the_reference_error(write_log, tmp_p
     with pytest.raises(InputError) as reference_error:
         load_ground_truth_reference(root, VERSION, SPLIT)
     assert str(fast_error.value) == str(reference_error.value)
+
+
+LYFT_TABLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata" / "nuscenes_fixture"
+LYFT_TABLES = LYFT_TABLES / "mmdetection3d" / "tests" / "data" / "lyft" / "v1.01-train" / "v1.01-train"
+
+
+@pytest.mark.skipif(not LYFT_TABLES.is_dir(), reason=f"real Lyft tables not found at {LYFT_TABLES}")
+def test_real_lyft_tables_read_as_the_reference_path_reads_them(tmp_path):
+    """Tables written by a real dataset's tools (nuScenes schema; copied to tmp_path to add a split)."""
+    version = "v1.01-train"
+    (tmp_path / version).mkdir()
+    for table in LYFT_TABLES.glob("*.json"):
+        (tmp_path / version / table.name).write_bytes(table.read_bytes())
+    scenes = [scene["name"] for scene in json.loads((LYFT_TABLES / "scene.json").read_text())]
+    (tmp_path / version / "splits.json").write_text(json.dumps({"lyft_all": scenes}))
+    samples = _split_samples(tmp_path, version, "lyft_all")
+    fast = ground_truth_fast(tmp_path, version, "lyft_all", samples)
+    try:
+        reference = load_ground_truth_reference(tmp_path, version, "lyft_all")
+    except InputError as error:  # e.g. a track whose other annotations the fixture does not hold
+        assert fast is None
+        with pytest.raises(InputError) as fast_error:
+            load_ground_truth(tmp_path, version, "lyft_all")
+        assert str(fast_error.value) == str(error)
+        return
+    assert fast is not None
+    _assert_same_arrays(fast.boxes, reference.boxes)
+    _assert_same_arrays(fast.bike_racks, reference.bike_racks)
+    assert np.array_equal(fast.ego_translation, reference.ego_translation) and len(fast.ego_translation) == 1
 
 
 def test_fast_predictions_equal_the_reference_loader(minimal_log, predictions_for, tmp_path):
