@@ -18,6 +18,7 @@ reads it. Numbers are correctly rounded by both decoders, so the arrays are bit-
 from __future__ import annotations
 
 import json
+import operator
 import os
 from collections.abc import Iterable, Sequence
 from itertools import chain, compress, repeat
@@ -207,7 +208,7 @@ def vector_column(texts: Sequence[msgspec.Raw], width: int) -> np.ndarray | None
     Decoding a column in one call creates its numbers side by side in memory, which makes reading
     them into the array several times faster than from numbers decoded record by record."""
     try:
-        vectors = _VECTOR_DECODERS[width].decode(b"[" + b",".join(texts) + b"]")
+        vectors = _VECTOR_DECODERS[width].decode(_json_list(texts))
     except msgspec.DecodeError:
         return None
     return np.fromiter(chain.from_iterable(vectors), np.float64, len(texts) * width).reshape(len(texts), width)
@@ -217,9 +218,14 @@ def records_at(texts: list[msgspec.Raw], rows: Iterable[int], record_type: type[
     """The records at `rows` of a table read as `list[msgspec.Raw]` (`texts`), decoded as
     `record_type` in one call, or None."""
     try:
-        return _TABLE_DECODERS[record_type].decode(b"[" + b",".join(map(texts.__getitem__, rows)) + b"]")
+        return _TABLE_DECODERS[record_type].decode(_json_list(map(texts.__getitem__, rows)))
     except msgspec.DecodeError:
         return None
+
+
+def _json_list(texts: Iterable[msgspec.Raw]) -> bytes:
+    """The JSON list of the JSON texts `texts` (copied once: they can be a large part of a table)."""
+    return b"".join((b"[", b",".join(texts), b"]"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -470,12 +476,13 @@ def _velocities(
     # empty prev/next means "none" and is never looked up.
     row_of_annotation = dict(zip(tokens, range(len(tokens)), strict=True))
     row_of_annotation.pop("", None)
-    own = rows.tolist()
     neighbours = []
     for neighbour_tokens in (prev_tokens, next_tokens):
-        if not row_of_annotation.keys() >= set(neighbour_tokens) - {""}:
+        found = np.fromiter(map(row_of_annotation.get, neighbour_tokens, repeat(-1)), np.int64, n)
+        none = np.fromiter(map(operator.not_, neighbour_tokens), bool, n)
+        if np.any((found < 0) & ~none):
             return None  # a dangling prev/next
-        neighbour_rows = np.fromiter(map(row_of_annotation.get, neighbour_tokens, own), np.int64, n)
+        neighbour_rows = np.where(none, rows, found)
         try:
             seconds = np.fromiter(
                 map(seconds_of_sample.__getitem__, map(sample_tokens.__getitem__, neighbour_rows.tolist())),
