@@ -7,9 +7,9 @@ bike-rack lookup would: the same boxes, in the same order, with the same velocit
 into an `EvalBoxSet`.
 
 Speed: both read the big JSON files (sample_annotation, sample_data, ego_pose, instance, the
-results) through `fastload`/`jsonscan`, a Numba pass over the raw bytes with exact number
-conversion, and join tokens on whole columns. Whenever that path meets anything it does not plainly
-understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
+results) through `fastload`: msgspec decodes them into typed structs, checking every field's type
+as it goes, and the joins run on whole columns. Whenever that path meets anything it does not
+plainly understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
 `load_predictions_reference`, the slow twins the tests compare against) reads the input and names
 the problem.
 
@@ -36,17 +36,25 @@ import math
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from avfusion.errors import FileFormatError, InputError
 from avfusion.datasets.splits import resolve_split
-from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX, CATEGORY_TO_CLASS
+from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
+from avfusion.eval.fastload import ground_truth_fast, results_columns_fast
+from avfusion.eval.inputs import (
+    BIKE_RACK_CATEGORY,
+    LIDAR_CHANNEL,
+    BikeRacks,
+    GroundTruth,
+    PredictionSet,
+    SplitSamples,
+    velocity_from_track,
+)
 from avfusion.eval.submission import (
     RepeatedKey,
     ResultsProblems,
@@ -54,67 +62,10 @@ from avfusion.eval.submission import (
     result_columns_valid,
     validate_results,
 )
+from avfusion.labels import ATTRIBUTE_INDEX, CATEGORY_TO_CLASS, CLASS_INDEX
 
-BIKE_RACK_CATEGORY = "static_object.bicycle_rack"
-LIDAR_CHANNEL = "LIDAR_TOP"
 MAX_VELOCITY_TIME_DIFF_S = 1.5  # the devkit's `box_velocity` default
 _FLOAT64_MAX_INT = int(sys.float_info.max)
-
-@dataclass(frozen=True, slots=True)
-class BikeRacks:
-    """The `static_object.bicycle_rack` annotations of the split, global frame.
-
-    sample_index (R,) int64 into the ground truth's `sample_tokens`; translation (R, 3) centre;
-    size_wlh (R, 3); rotation_wxyz (R, 4).
-    """
-
-    sample_index: np.ndarray
-    translation: np.ndarray
-    size_wlh: np.ndarray
-    rotation_wxyz: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.sample_index)
-        for name, shape in (("translation", (n, 3)), ("size_wlh", (n, 3)), ("rotation_wxyz", (n, 4))):
-            if getattr(self, name).shape != shape:
-                raise ValueError(f"BikeRacks.{name} must have shape {shape}, got {getattr(self, name).shape}")
-
-
-@dataclass(frozen=True, slots=True)
-class GroundTruth:
-    """Everything the metric needs from a dataroot for one split.
-
-    boxes: every annotation of a detection class in the split's samples (not yet filtered), with
-    `score` -1 and `num_pts` = lidar + radar points; `boxes.sample_tokens` is the split's samples.
-    ego_translation: (S, 3) float64 global position of the ego vehicle at each sample's key-frame
-    lidar sweep. bike_racks: the racks of those samples. predefined_split: whether `split` is one of
-    the devkit's built-in names.
-    """
-
-    dataroot: str
-    version: str
-    split: str
-    predefined_split: bool
-    boxes: EvalBoxSet
-    ego_translation: np.ndarray
-    bike_racks: BikeRacks
-
-    def __post_init__(self) -> None:
-        expected = (len(self.boxes.sample_tokens), 3)
-        if self.ego_translation.shape != expected:
-            raise ValueError(f"GroundTruth.ego_translation must have shape {expected}, got {self.ego_translation.shape}")
-
-    @property
-    def sample_tokens(self) -> tuple[str, ...]:
-        return self.boxes.sample_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionSet:
-    """A checked results file: the boxes (in the devkit's evaluation order) and its `meta` object."""
-
-    boxes: EvalBoxSet
-    meta: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,11 +137,9 @@ def _lookup(mapping: dict[str, Any], token: str, what: str, owner: str) -> Any:
 def load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str) -> GroundTruth:
     """Read the ground truth of `split` from `<dataroot>/<version>/*.json` (see the module docstring).
 
-    The big tables go through `fastload` (one Numba pass over their bytes); a log it does not
-    plainly understand is read by `load_ground_truth_reference`, which names any problem.
+    The big tables go through `fastload` (msgspec); a log it does not plainly understand is read by
+    `load_ground_truth_reference`, which names any problem.
     """
-    from avfusion.eval.fastload import ground_truth_fast
-
     with gc_paused():
         samples = _split_samples(dataroot, version, split)
         fast = ground_truth_fast(dataroot, version, split, samples)
@@ -250,18 +199,6 @@ def validate_ground_truth(ground_truth: GroundTruth) -> None:
                 f"{version_dir / 'sample_annotation.json'}: ground truth of sample {boxes.sample_tokens[sample]} "
                 f"box {in_sample}: {name} {expected}, found {values.tolist()} ({rows.size} such boxes)"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class SplitSamples:
-    """The `sample` table as the metric needs it: the split's tokens in table order, the position of
-    each, the timestamp (us, as stored) of every sample of the log, and whether the split is a
-    devkit built-in one."""
-
-    split_tokens: list[str]
-    position_of_sample: dict[str, int]
-    timestamp_of_sample: dict[str, int]
-    predefined: bool
 
 
 def _split_samples(dataroot: str | os.PathLike[str], version: str, split: str) -> SplitSamples:
@@ -505,25 +442,6 @@ def _velocities(
     return velocity_from_track(first_pos, last_pos, seconds(prev_rows), seconds(next_rows), has_prev, has_next)
 
 
-def velocity_from_track(
-    first_pos: np.ndarray,
-    last_pos: np.ndarray,
-    first_s: np.ndarray,
-    last_s: np.ndarray,
-    has_prev: np.ndarray,
-    has_next: np.ndarray,
-) -> np.ndarray:
-    """(N, 2) the devkit's `box_velocity`: xy displacement (N, 3 positions) over the time between
-    the previous and next annotations (seconds); NaN without neighbours or over too long a span."""
-    time_diff = last_s - first_s
-    max_time_diff = np.where(has_prev & has_next, 2 * MAX_VELOCITY_TIME_DIFF_S, MAX_VELOCITY_TIME_DIFF_S)
-    unknown = (~has_prev & ~has_next) | (time_diff > max_time_diff)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        velocity = (last_pos - first_pos)[:, :2] / time_diff[:, None]
-    velocity[unknown] = np.nan
-    return velocity
-
-
 # ----------------------------------------------------------------------------------------------
 # Predictions
 
@@ -557,12 +475,9 @@ def _predictions_fast(
 ) -> tuple[EvalBoxSet, dict[str, Any]] | None:
     """`fastload.results_columns_fast` of the file, or None (also when it cannot be read: the
     reference path then names the problem)."""
-    from avfusion.eval.fastload import results_columns_fast
-    from avfusion.eval.jsonscan import read_file_mapped
-
     try:
-        data = read_file_mapped(path)
-    except (OSError, ValueError):
+        data = path.read_bytes()
+    except OSError:
         return None
     return results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)
 
@@ -605,32 +520,9 @@ def load_ground_truth_and_predictions(
     config: DetectionConfig,
 ) -> tuple[GroundTruth, PredictionSet]:
     """`load_ground_truth` and then `load_predictions`: the same values and the same errors, the
-    ground truth's first, with the results file scanned while the tables are.
-
-    The results file needs only the split's sample tokens, known before any big table is read, and
-    the scanner releases the GIL: its scan, in pieces, and then its checks are queued after the
-    tables' scans on a shared pool, so that they run on the cores while the ground truth's joins
-    (one thread) run, and the cores finish at about the same time."""
-    from avfusion.eval.fastload import scan_pool, start_ground_truth, start_results_columns
-    from avfusion.eval.jsonscan import read_file_mapped
-
-    path = Path(results_path)
-    with gc_paused(), scan_pool() as pool:
-        samples = _split_samples(dataroot, version, split)
-        finish_ground_truth = start_ground_truth(dataroot, version, split, samples, pool)
-        try:
-            pending = start_results_columns(read_file_mapped(path), samples.split_tokens, config.max_boxes_per_sample, pool)
-        except (OSError, ValueError):
-            pending = None  # the reference path names the problem
-        try:
-            fast = finish_ground_truth()
-            ground_truth = _checked_ground_truth(fast, dataroot, version, split, samples)
-        except BaseException:
-            if pending is not None:
-                pending.cancel()
-            raise
-        scanned = None if pending is None else pending.result()
-        return ground_truth, _predictions_from(path, scanned, ground_truth, config)
+    ground truth's first."""
+    ground_truth = load_ground_truth(dataroot, version, split)
+    return ground_truth, load_predictions(results_path, ground_truth, config)
 
 
 def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:

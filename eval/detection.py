@@ -26,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.algo import TP_METRICS, MetricData, accumulate_all, calc_ap, calc_tp
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig, default_config
-from avfusion.eval.data import BikeRacks, GroundTruth, PredictionSet, load_ground_truth_and_predictions
+from avfusion.eval.data import load_ground_truth_and_predictions
+from avfusion.eval.inputs import BikeRacks, GroundTruth, PredictionSet
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 
 CYCLE_LABELS = (CLASS_INDEX["bicycle"], CLASS_INDEX["motorcycle"])
 # Errors the metric does not define for a class (NaN): cones have no heading, attribute or motion
@@ -255,10 +256,11 @@ def metrics_of_filtered(gt: EvalBoxSet, pred: EvalBoxSet, config: DetectionConfi
 
 
 def _cores() -> int:
-    """The cores this process may run on (the classes' accumulation shares them, as the scans do)."""
-    from avfusion.eval.jsonscan import scan_workers
-
-    return scan_workers()
+    """The cores this process may run on (the classes' accumulation shares them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def evaluate_distance_bands(

@@ -1,463 +1,510 @@
-"""The fast path of `data.load_ground_truth` and `data.load_predictions`: the big JSON files through
-`jsonscan` (one Numba pass, exact numbers) and every join on whole token columns.
+"""The fast path of `data.load_ground_truth` and `data.load_predictions`: the big JSON files decoded by
+msgspec into typed structs, then the same joins as the reference path in `data`, on whole columns.
 
-Each function gives exactly what the reference path in `data` gives, or None whenever the input is
-not plainly well-formed (a missing or mistyped field, a dangling or duplicate token, ...); the
-caller then runs the reference path, which raises the same clear error as before. So no check here
-needs its own error message, and the two paths can be compared on any input.
+Each function gives exactly what the reference path gives, or None whenever the input is not
+plainly well-formed; the caller then runs the reference path, which names the problem. So nothing
+here raises for bad input, and the two paths can be compared on any input.
 
-sample_annotation, sample_data and ego_pose are first scanned for the split's records only (a
-split is often a small part of the log): the other records are checked but not kept
-(`jsonscan.RecordFilter`). Such a scan is only used when everything it needs is among the kept
-records and every record, skipped or not, passes the same checks as in a scan of the whole table
-(a skipped record with a mistyped field, a token equal to another, ...); otherwise the whole table
-is scanned again without the filter, which then decides as before (a track that crosses the split
-stays fast, a malformed record goes on to the reference path). A skipped record therefore never
-makes the fast path accept a table it used to leave to the reference path.
+msgspec checks while it decodes what the reference path checks field by field: that every field is
+there, that strings are strings, integers integers (not booleans or floats), numbers numbers, and
+vectors of the right length (an annotation's vectors are checked where the reference path reads
+them: for the split's records and their neighbours). It is stricter in places (a missing field the
+reference path never reads, a number beyond the float range): such files take the reference path.
+Two things msgspec leaves unchecked, this module checks: the UTF-8 of values it skips (fields not
+asked for), and the results file's `meta` object, which is read by `json` as the reference path
+reads it. Numbers are correctly rounded by both decoders, so the arrays are bit-identical.
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from itertools import chain, compress, repeat
+from operator import add, attrgetter, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 import numpy as np
 
-from avfusion.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CATEGORY_TO_CLASS, CLASS_INDEX, DETECTION_CLASSES
-from avfusion.errors import InputError
-from avfusion.eval import jsonscan
 from avfusion.eval.boxset import EvalBoxSet
-from avfusion.eval.data import (
+from avfusion.eval.inputs import (
     BIKE_RACK_CATEGORY,
+    LIDAR_CHANNEL,
     BikeRacks,
     GroundTruth,
     SplitSamples,
-    lidar_calibration_tokens,
-    read_table,
     velocity_from_track,
 )
-from avfusion.eval.boxset import EvalBoxSet
-from avfusion.eval.submission import REQUIRED_FIELDS, columns_values_valid
-from avfusion.eval.jsonscan import ARRAY, NUMBER, STRING, RecordFilter, StringIndex, encode_strings
+from avfusion.eval.submission import columns_values_valid
+from avfusion.labels import ATTRIBUTE_INDEX, CATEGORY_TO_CLASS, CLASS_INDEX
 
-# Wanted fields -> number slots (jsonscan.scan_records).
-ANNOTATION_FIELDS = {
-    "token": 0, "sample_token": 0, "instance_token": 0, "attribute_tokens": 0, "translation": 3, "size": 3,
-    "rotation": 4, "prev": 0, "next": 0, "num_lidar_pts": 0, "num_radar_pts": 0,
-}  # fmt: skip
-RESULT_FIELDS = {
-    "sample_token": 0, "translation": 3, "size": 3, "rotation": 4, "velocity": 2, "detection_name": 0,
-    "detection_score": 1, "attribute_name": 0, "num_pts": 0, "ego_translation": 3,
-}  # fmt: skip
-assert set(REQUIRED_FIELDS) <= set(RESULT_FIELDS)
+Vector2 = tuple[float, float]
+Vector3 = tuple[float, float, float]
+Vector4 = tuple[float, float, float, float]
+
+# The fields of each table that the metric reads; the decoder skips the others. `gc=False`: the
+# structs hold no containers of their own objects, so they never form reference cycles.
 
 
-def _read_table(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
+class Sensor(msgspec.Struct, gc=False):
+    token: str
+    channel: str
+
+
+class CalibratedSensor(msgspec.Struct, gc=False):
+    token: str
+    sensor_token: str
+
+
+class SampleData(msgspec.Struct, gc=False):
+    sample_token: str
+    ego_pose_token: str
+    calibrated_sensor_token: str
+    is_key_frame: bool
+
+
+class EgoPose(msgspec.Struct, gc=False):
+    token: str
+    translation: Vector3
+
+
+class Category(msgspec.Struct, gc=False):
+    token: str
+    name: str
+
+
+class Attribute(msgspec.Struct, gc=False):
+    token: str
+    name: str
+
+
+class Instance(msgspec.Struct, gc=False):
+    token: str
+    category_token: str
+
+
+class AnnotationKey(msgspec.Struct, gc=False):
+    """What the metric reads of every `sample_annotation` record: its token (prev/next refer to it)
+    and its sample (whether the split has it)."""
+
+    token: str
+    sample_token: str
+
+
+class Annotation(msgspec.Struct, gc=False):
+    """The rest of a `sample_annotation` record, read for the split's records only: centre (x, y, z)
+    and size (w, l, h) in metres, global frame; rotation (w, x, y, z); prev/next the neighbouring
+    annotations of its instance ("" at the ends). The vectors are kept as text and decoded a
+    column at a time (`vector_column`)."""
+
+    instance_token: str
+    attribute_tokens: list[str]
+    translation: msgspec.Raw
+    size: msgspec.Raw
+    rotation: msgspec.Raw
+    prev: str
+    next: str
+    num_lidar_pts: int
+    num_radar_pts: int
+
+
+class AnnotationCentre(msgspec.Struct, gc=False):
+    """The centre of a `sample_annotation` record, read for the neighbours of the split's records."""
+
+    translation: msgspec.Raw
+
+
+class ResultBox(msgspec.Struct, gc=False):
+    """One box of a results file (see `submission`); `num_pts` and `ego_translation` are optional.
+    The vectors are kept as text and decoded a column at a time (`vector_column`)."""
+
+    sample_token: str
+    translation: msgspec.Raw
+    size: msgspec.Raw
+    rotation: msgspec.Raw
+    velocity: msgspec.Raw
+    detection_name: str
+    detection_score: float
+    attribute_name: str
+    num_pts: int | msgspec.UnsetType = msgspec.UNSET
+    ego_translation: Vector3 | msgspec.UnsetType = msgspec.UNSET
+
+
+class Results(msgspec.Struct, gc=False):
+    """A results file; `meta` is kept as its raw bytes (read by `json`, as the reference path reads it)."""
+
+    meta: msgspec.Raw
+    results: dict[str, list[ResultBox]]
+
+
+RecordT = TypeVar("RecordT")
+
+# A decoder per record type, made once: it compiles the type's schema.
+_TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    Sensor: msgspec.json.Decoder(list[Sensor]),
+    CalibratedSensor: msgspec.json.Decoder(list[CalibratedSensor]),
+    SampleData: msgspec.json.Decoder(list[SampleData]),
+    EgoPose: msgspec.json.Decoder(list[EgoPose]),
+    Category: msgspec.json.Decoder(list[Category]),
+    Attribute: msgspec.json.Decoder(list[Attribute]),
+    Instance: msgspec.json.Decoder(list[Instance]),
+    AnnotationKey: msgspec.json.Decoder(list[AnnotationKey]),
+    Annotation: msgspec.json.Decoder(list[Annotation]),
+    AnnotationCentre: msgspec.json.Decoder(list[AnnotationCentre]),
+    msgspec.Raw: msgspec.json.Decoder(list[msgspec.Raw]),
+}
+_VECTOR_DECODERS: dict[int, msgspec.json.Decoder[Any]] = {
+    2: msgspec.json.Decoder(list[Vector2]),
+    3: msgspec.json.Decoder(list[Vector3]),
+    4: msgspec.json.Decoder(list[Vector4]),
+}
+_RESULTS_DECODER = msgspec.json.Decoder(Results)
+_ATTRIBUTE_OF_NAME = {"": -1, **ATTRIBUTE_INDEX}  # a results file's attribute_name -> index (-1: none)
+
+
+def decode_json(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
+    """`data` decoded by `decoder`, or None when it is not a document that `json` reads the same way."""
+    if not _is_utf8(data):
+        return None
     try:
-        return jsonscan.read_file_mapped(Path(dataroot) / version / f"{name}.json")
-    except (OSError, ValueError):
+        return decoder.decode(data)
+    except msgspec.DecodeError:  # malformed JSON, or a field of the wrong type (ValidationError)
         return None
 
 
-def _scan_table(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    name: str,
-    fields: Mapping[str, int],
-    keep: RecordFilter | None = None,
-) -> jsonscan.ScannedRecords | None:
-    """The table scanned in one pass, in the calling thread."""
-    data = _read_table(dataroot, version, name)
-    return None if data is None else jsonscan.scan_records(data, jsonscan.TABLE, fields, keep)
+def _is_utf8(data: bytes) -> bool:
+    # msgspec checks the UTF-8 of the strings it decodes but not of those it skips, which `json`
+    # refuses like any other bad byte. ASCII (the usual case) is checked a word at a time.
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
-def scan_pool() -> ThreadPoolExecutor:
-    """The thread pool the loading scans share: one worker per core (`jsonscan.scan_workers`)."""
-    return ThreadPoolExecutor(max_workers=jsonscan.scan_workers(), thread_name_prefix="avfusion-scan")
+def read_table(
+    dataroot: str | os.PathLike[str], version: str, record_type: type[RecordT], name: str
+) -> list[RecordT] | None:
+    """`<dataroot>/<version>/<name>.json` as a list of `record_type`, or None."""
+    data = _read_bytes(dataroot, version, name)
+    return None if data is None else decode_json(data, _TABLE_DECODERS[record_type])
 
 
-# Pieces of sample_annotation (and of a results file) per worker: small pieces even out the
-# workers' loads (another table's scan may hold one of them for a while).
-_PIECES_PER_WORKER = 4
+def _read_bytes(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
+    try:
+        return (Path(dataroot) / version / f"{name}.json").read_bytes()
+    except OSError:
+        return None
+
+
+def vector_column(texts: Sequence[msgspec.Raw], width: int) -> np.ndarray | None:
+    """(N, width) float64 of N JSON texts each holding `width` numbers, or None unless they all do.
+
+    Decoding a column in one call creates its numbers side by side in memory, which makes reading
+    them into the array several times faster than from numbers decoded record by record."""
+    try:
+        vectors = _VECTOR_DECODERS[width].decode(_json_list(texts))
+    except msgspec.DecodeError:
+        return None
+    return np.fromiter(chain.from_iterable(vectors), np.float64, len(texts) * width).reshape(len(texts), width)
+
+
+def records_at(texts: list[msgspec.Raw], rows: Iterable[int], record_type: type[RecordT]) -> list[RecordT] | None:
+    """The records at `rows` of a table read as `list[msgspec.Raw]` (`texts`), decoded as
+    `record_type` in one call, or None."""
+    try:
+        return _TABLE_DECODERS[record_type].decode(_json_list(map(texts.__getitem__, rows)))
+    except msgspec.DecodeError:
+        return None
+
+
+def _json_list(texts: Iterable[msgspec.Raw]) -> bytes:
+    """The JSON list of the JSON texts `texts` (copied once: they can be a large part of a table)."""
+    return b"".join((b"[", b",".join(texts), b"]"))
 
 
 # ----------------------------------------------------------------------------------------------
 # Ground truth
 
 
+# Codes of the joins (class and attribute indices are >= 0).
+_NO_CLASS = -1
+_NO_CATEGORY = -2
+_NO_INSTANCE = -3
+_NO_ATTRIBUTE = -2
+
+
 def ground_truth_fast(
     dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
 ) -> GroundTruth | None:
     """`data._load_ground_truth`'s answer, or None (see the module docstring)."""
-    with scan_pool() as pool:
-        return start_ground_truth(dataroot, version, split, samples, pool)()
-
-
-def start_ground_truth(
-    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples, pool: Executor
-) -> Callable[[], GroundTruth | None]:
-    """Start the scans of `ground_truth_fast` on `pool` and return the call that waits for them and
-    gives its answer. Tasks submitted to `pool` after this one run once these scans are under way:
-    the joins at the end need the scans, while the other work fills a core the joins leave idle."""
-    all_tokens = list(samples.timestamp_of_sample)
-    # Tokens are compared as zero-padded bytes: a NUL inside one could make two of them equal.
-    if not all(type(t) is str for t in all_tokens) or "\x00" in "".join(all_tokens):
-        return lambda: None
-    split_index = StringIndex(encode_strings(samples.split_tokens))
-    sample_matrix = encode_strings(all_tokens)
-    sample_index = StringIndex(sample_matrix)
-    if not (split_index.unique and sample_index.unique):
-        return lambda: None
-    # The lidar poses (sample_data + ego_pose) and the annotations are independent: the scanner
-    # releases the GIL, so the scans share the cores.
-    poses = pool.submit(_lidar_ego_translations, dataroot, version, split_index, samples.split_tokens)
-    try:
-        annotations = _start_ground_truth_annotations(dataroot, version, split_index, sample_index, sample_matrix, samples, pool)
-        error = None
-    except InputError as raised:
-        annotations, error = None, raised
-
-    def finish() -> GroundTruth | None:
-        if error is not None:
-            # Errors surface in the sequential order: the poses' first, then the annotations'.
-            if poses.result() is None:
-                return None
-            raise error
-        assert annotations is not None
-        boxes_and_racks = annotations()
-        ego_translation = poses.result()
-        if ego_translation is None or boxes_and_racks is None:
-            return None
-        boxes, bike_racks = boxes_and_racks
-        return GroundTruth(
-            dataroot=str(dataroot),
-            version=version,
-            split=split,
-            predefined_split=samples.predefined,
-            boxes=boxes,
-            ego_translation=ego_translation,
-            bike_racks=bike_racks,
-        )
-
-    return finish
-
-
-def _start_ground_truth_annotations(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_matrix: np.ndarray,
-    samples: SplitSamples,
-    pool: Executor,
-) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
-    all_tokens = list(samples.timestamp_of_sample)
-    try:
-        timestamps_s = 1e-6 * np.array(list(samples.timestamp_of_sample.values()), np.float64)
-    except (TypeError, ValueError):
-        return lambda: None
-    if timestamps_s.shape != (len(all_tokens),):
-        return lambda: None
-    return _start_annotations(
-        dataroot, version, split_index, sample_index, sample_matrix, timestamps_s, samples.split_tokens, pool
+    seconds_of_sample = _seconds_of_sample(samples.timestamp_of_sample)
+    if seconds_of_sample is None:
+        return None
+    ego_translation = _lidar_ego_translations(dataroot, version, samples)
+    if ego_translation is None:
+        return None
+    boxes_and_racks = _annotations(dataroot, version, samples, seconds_of_sample)
+    if boxes_and_racks is None:
+        return None
+    boxes, bike_racks = boxes_and_racks
+    return GroundTruth(
+        dataroot=str(dataroot),
+        version=version,
+        split=split,
+        predefined_split=samples.predefined,
+        boxes=boxes,
+        ego_translation=ego_translation,
+        bike_racks=bike_racks,
     )
 
 
-def _lidar_ego_translations(
-    dataroot: str | os.PathLike[str], version: str, split_index: StringIndex, split_tokens: list[str]
-) -> np.ndarray | None:
-    """(S, 3) as `data._lidar_ego_translations`, or None.
-
-    Each table is first scanned for the split's records only (`RecordFilter`); should that meet
-    anything it does not plainly understand, the whole table is scanned again without the filter,
-    so a table gives what it gave before filtering existed."""
-    lidar_calibrations = lidar_calibration_tokens(dataroot, version)
-    if not all(type(t) is str and "\x00" not in t for t in lidar_calibrations):
+def _seconds_of_sample(timestamp_of_sample: dict[str, int]) -> dict[str, float] | None:
+    """Each sample's timestamp in seconds, as the reference path computes it (`1e-6 * float64`);
+    None unless every timestamp is a number (integer microseconds as in nuScenes, or a float as in
+    Lyft's logs); the reference path then decides."""
+    timestamps = list(timestamp_of_sample.values())
+    if not {type(t) for t in timestamps} <= {int, float}:
         return None
-    lidar_index = StringIndex(encode_strings(sorted(lidar_calibrations)))
-    for keep in (RecordFilter("sample_token", split_tokens), None):
-        pose_tokens = _lidar_pose_tokens(dataroot, version, lidar_index, split_index, len(split_tokens), keep)
-        if pose_tokens is not None:
-            break
-    else:
-        return None
-    for keep in (RecordFilter("token", jsonscan.decode_strings(pose_tokens), id_key="token"), None):
-        translation = _pose_translations(dataroot, version, pose_tokens, keep)
-        if translation is not None:
-            return translation
-    return None
-
-
-def _lidar_pose_tokens(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    lidar_index: StringIndex,
-    split_index: StringIndex,
-    n_samples: int,
-    keep: RecordFilter | None,
-) -> np.ndarray | None:
-    """(S, L) the ego_pose token of each split sample's last key-frame lidar sample_data, or None."""
-    fields = dict.fromkeys(("is_key_frame", "calibrated_sensor_token", "sample_token", "ego_pose_token"), 0)
-    records = _scan_table(dataroot, version, "sample_data", fields, keep)
-    if records is None or len(records) + len(records.skipped) == 0:
-        return None
-    if not records.all_kinds_in("is_key_frame", jsonscan.TRUE, jsonscan.FALSE):
-        return None
-    key_frame_kind = records.kind[:, records.column("is_key_frame")]
-    calibration = records.strings("calibrated_sensor_token")
-    sample = records.strings("sample_token")
-    if calibration is None or sample is None:
-        return None
-    is_lidar = lidar_index.lookup(calibration) >= 0
-    position = split_index.lookup(sample)
-    chosen = np.flatnonzero((key_frame_kind == jsonscan.TRUE) & is_lidar & (position >= 0))
-    pose_column = records.column("ego_pose_token")
-    if not np.all(records.kind[chosen, pose_column] == STRING) or np.any(records.string_flags[chosen, pose_column]):
-        return None
-    # Later rows overwrite earlier ones (the devkit keeps the last key frame per sample).
-    last_row_of_sample = np.full(n_samples, -1, np.int64)
-    last_row_of_sample[position[chosen]] = chosen  # fancy assignment: the last write wins
-    if np.any(last_row_of_sample < 0):
-        return None
-    return records.strings_at("ego_pose_token", last_row_of_sample)
-
-
-def _pose_translations(
-    dataroot: str | os.PathLike[str], version: str, pose_tokens: np.ndarray, keep: RecordFilter | None
-) -> np.ndarray | None:
-    """(S, 3) the translation of each ego pose of `pose_tokens` (S, L), or None."""
-    poses = _scan_table(dataroot, version, "ego_pose", {"token": 0, "translation": 3}, keep)
-    if poses is None:
-        return None
-    pose_token = poses.strings("token")
-    pose_translation = poses.floats("translation", 3)
-    if pose_token is None or pose_translation is None:
-        return None
-    pose_index = StringIndex(pose_token)
-    if not (pose_index.unique and poses.ids_distinct("token")):
-        return None
-    rows = pose_index.lookup(pose_tokens)
-    if np.any(rows < 0):
-        return None
-    return pose_translation[rows]
-
-
-def _start_annotations(
-    dataroot: str | os.PathLike[str],
-    version: str,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_index_matrix: np.ndarray,
-    timestamps_s: np.ndarray,
-    split_tokens: list[str],
-    pool: Executor,
-) -> Callable[[], tuple[EvalBoxSet, BikeRacks] | None]:
-    """Read the small tables, start the sample_annotation scan on `pool`; the call returned waits
-    for it and gives what `data._annotations` gives, or None. Raises `InputError` as the reference
-    path's reading of the small tables does."""
-    categories = read_table(dataroot, version, "category")
-    attributes = read_table(dataroot, version, "attribute")
     try:
-        category_tokens = [c["token"] for c in categories]
-        category_names = [c["name"] for c in categories]
-        attribute_tokens = [a["token"] for a in attributes]
-        attribute_names = [a["name"] for a in attributes]
-    except (KeyError, TypeError):
-        return lambda: None
-    if not all(type(t) is str and "\x00" not in t for t in (*category_tokens, *category_names, *attribute_tokens, *attribute_names)):
-        return lambda: None
-    category_index = StringIndex(encode_strings(category_tokens))
-    attribute_index = StringIndex(encode_strings(attribute_tokens))
-    if not (category_index.unique and attribute_index.unique):
-        return lambda: None
-    class_of_category = np.array([CLASS_INDEX.get(CATEGORY_TO_CLASS.get(name, ""), -1) for name in category_names], np.int64)
-    rack_category = np.array([name == BIKE_RACK_CATEGORY for name in category_names], bool)
-    attribute_of_token = np.array([ATTRIBUTE_INDEX.get(name, -2) for name in attribute_names], np.int64)
-
-    instances = _scan_table(dataroot, version, "instance", {"token": 0, "category_token": 0})
-    if instances is None:
-        return lambda: None
-    instance_token, instance_category = instances.strings("token"), instances.strings("category_token")
-    if instance_token is None or instance_category is None:
-        return lambda: None
-    instance_index = StringIndex(instance_token)
-    if not instance_index.unique:
-        return lambda: None
-    labels = _Labels(
-        instance_index=instance_index,
-        instance_category=instance_category,
-        category_index=category_index,
-        class_of_category=class_of_category,
-        rack_category=rack_category,
-        attribute_index=attribute_index,
-        attribute_of_token=attribute_of_token,
-    )
-    data = _read_table(dataroot, version, "sample_annotation")
-    if data is None:
-        return lambda: None
-    parts = jsonscan.scan_workers() * _PIECES_PER_WORKER
-    # The split's records first (see `_lidar_ego_translations`), else the whole table.
-    filtered = jsonscan.start_table_scan(data, ANNOTATION_FIELDS, RecordFilter("sample_token", split_tokens, id_key="token"), pool, parts)
-
-    def finish() -> tuple[EvalBoxSet, BikeRacks] | None:
-        for scan in (filtered.result, lambda: jsonscan.start_table_scan(data, ANNOTATION_FIELDS, None, pool, parts).result()):
-            records = scan()
-            if records is None:
-                continue
-            boxes = _annotation_boxes(records, labels, split_index, sample_index, sample_index_matrix, timestamps_s, split_tokens)
-            if boxes is not None:
-                return boxes
+        seconds = 1e-6 * np.array(timestamps, np.float64)
+    except OverflowError:
         return None
-
-    return finish
-
-
-@dataclass(frozen=True, slots=True)
-class _Labels:
-    """The joins from an annotation's instance token to its detection class (-1: none) and bike-rack
-    flag, and from its attribute token to its attribute (-2: not a nuScenes one)."""
-
-    instance_index: StringIndex
-    instance_category: np.ndarray  # (I, L) category token of each instance row
-    category_index: StringIndex
-    class_of_category: np.ndarray  # (C,) int64
-    rack_category: np.ndarray  # (C,) bool
-    attribute_index: StringIndex
-    attribute_of_token: np.ndarray  # (A,) int64
+    return dict(zip(timestamp_of_sample, seconds.tolist(), strict=True))
 
 
-def _annotation_boxes(
-    records: jsonscan.ScannedRecords,
-    labels: _Labels,
-    split_index: StringIndex,
-    sample_index: StringIndex,
-    sample_index_matrix: np.ndarray,
-    timestamps_s: np.ndarray,
-    split_tokens: list[str],
+def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samples: SplitSamples) -> np.ndarray | None:
+    """(S, 3) as `data._lidar_ego_translations`, or None."""
+    sensors = read_table(dataroot, version, Sensor, "sensor")
+    calibrated = read_table(dataroot, version, CalibratedSensor, "calibrated_sensor")
+    sample_data = read_table(dataroot, version, SampleData, "sample_data")
+    poses = read_table(dataroot, version, EgoPose, "ego_pose")
+    if sensors is None or calibrated is None or sample_data is None or poses is None:
+        return None
+    channel_of_sensor = {s.token: s.channel for s in sensors}
+    lidar_calibrations = {c.token for c in calibrated if channel_of_sensor.get(c.sensor_token) == LIDAR_CHANNEL}
+    position_of_sample = samples.position_of_sample
+    # The devkit keeps the last key-frame record per sample and channel, so later rows overwrite.
+    pose_token_of_sample = {
+        record.sample_token: record.ego_pose_token
+        for record in sample_data
+        if record.is_key_frame
+        and record.calibrated_sensor_token in lidar_calibrations
+        and record.sample_token in position_of_sample
+    }
+    if len(pose_token_of_sample) != len(position_of_sample):
+        return None
+    wanted_poses = set(pose_token_of_sample.values())
+    translation_of_pose = {pose.token: pose.translation for pose in poses if pose.token in wanted_poses}
+    try:
+        rows = [translation_of_pose[pose_token_of_sample[token]] for token in samples.split_tokens]
+    except KeyError:
+        return None
+    return np.array(rows, np.float64).reshape(len(rows), 3)
+
+
+def _annotations(
+    dataroot: str | os.PathLike[str], version: str, samples: SplitSamples, seconds_of_sample: dict[str, float]
 ) -> tuple[EvalBoxSet, BikeRacks] | None:
-    """The boxes and bike racks of the split from the scanned sample_annotation table, or None."""
-    token = records.strings("token")
-    sample = records.strings("sample_token")
-    instance = records.strings("instance_token")
-    prev_token, next_token = records.strings("prev"), records.strings("next")
-    translation_all = records.floats("translation", 3)
-    size_all = records.floats("size", 3)
-    rotation_all = records.floats("rotation", 4)
-    if any(a is None for a in (token, sample, instance, prev_token, next_token, translation_all, size_all, rotation_all)):
+    """What `data._annotations` gives, or None.
+
+    The table is read twice: every record's token and sample (`AnnotationKey`), and every record's
+    text; then the split's records alone are decoded in full (a split is often a small part of a
+    log, and numbers are most of the decoding's work). Each column is one pass of `map` (a loop in
+    C) over the records."""
+    categories = read_table(dataroot, version, Category, "category")
+    attributes = read_table(dataroot, version, Attribute, "attribute")
+    instances = read_table(dataroot, version, Instance, "instance")
+    data = _read_bytes(dataroot, version, "sample_annotation")
+    if categories is None or attributes is None or instances is None or data is None:
         return None
-    annotation_index = StringIndex(token)
-    if not (annotation_index.unique and records.ids_distinct("token")):
+    keys = decode_json(data, _TABLE_DECODERS[AnnotationKey])
+    texts = decode_json(data, _TABLE_DECODERS[msgspec.Raw])
+    if keys is None or texts is None:
         return None
-    # One look-up of every annotation's sample; its split position follows from the sample row.
-    sample_row = sample_index.lookup(sample)
-    split_position_of_sample_row = split_index.lookup(sample_index_matrix)
-    position = np.where(sample_row >= 0, split_position_of_sample_row[sample_row], -1)
+    labels_of = _InstanceLabels(categories, instances)
+    attribute_of_token = {a.token: ATTRIBUTE_INDEX.get(a.name, _NO_ATTRIBUTE) for a in attributes}
+
+    n_all = len(keys)
+    tokens, sample_tokens = _columns(keys, ("token", "sample_token"))
+    position = np.fromiter(map(samples.position_of_sample.get, sample_tokens, repeat(-1)), np.int64, n_all)
+    # The split's rows grouped by sample in split order; a stable sort keeps the table order within a sample.
     in_split = np.flatnonzero(position >= 0)
-    instance_row = labels.instance_index.lookup(instance[in_split])
-    if np.any(instance_row < 0):
+    in_split = in_split[np.argsort(position[in_split], kind="stable")]
+    records = records_at(texts, in_split.tolist(), Annotation)
+    if records is None:
         return None
-    category_row = labels.category_index.lookup(labels.instance_category[instance_row])
-    if np.any(category_row < 0):
+    m = len(records)
+    instance_tokens, attribute_lists, translations, sizes, rotations, prevs, nexts, lidar_pts, radar_pts = _columns(
+        records,
+        (
+            "instance_token",
+            "attribute_tokens",
+            "translation",
+            "size",
+            "rotation",
+            "prev",
+            "next",
+            "num_lidar_pts",
+            "num_radar_pts",
+        ),
+    )
+    label = np.fromiter(map(labels_of.class_of_instance.get, instance_tokens, repeat(_NO_INSTANCE)), np.int64, m)
+    if np.any(label <= _NO_CATEGORY):  # a dangling instance or category token
         return None
-    label_in_split = labels.class_of_category[category_row]
-    kept = in_split[label_in_split >= 0]
-    label = label_in_split[label_in_split >= 0]
-    racks = in_split[labels.rack_category[category_row]]
-
-    # At most one attribute, a known one.
-    attribute_column = records.column("attribute_tokens")
-    if not np.all(records.kind[kept, attribute_column] == ARRAY):
-        return None
-    count = records.element_count[kept, attribute_column]
-    if np.any(count > 1) or np.any((count == 1) & (records.element_kinds[kept, attribute_column] != 1 << STRING)):
-        return None
-    if np.any(records.string_flags[kept[count == 1], attribute_column]):
-        return None
-    attribute = np.full(len(kept), -1, np.int64)
-    with_attribute = np.flatnonzero(count == 1)
-    if with_attribute.size:
-        first = records.strings_at("attribute_tokens", kept[with_attribute])
-        attribute_row = labels.attribute_index.lookup(first)
-        if np.any(attribute_row < 0):
-            return None
-        attribute[with_attribute] = labels.attribute_of_token[attribute_row]
-        if np.any(attribute < -1):
-            return None
-
-    lidar_pts = records.integers("num_lidar_pts", kept)
-    radar_pts = records.integers("num_radar_pts", kept)
-    if lidar_pts is None or radar_pts is None:
+    translation_all = vector_column(translations, 3)
+    size_all = vector_column(sizes, 3)
+    rotation_all = vector_column(rotations, 4)
+    if translation_all is None or size_all is None or rotation_all is None:
         return None
 
-    # Group by sample in split order; a stable sort keeps the table order within a sample.
-    sample_position = position[kept]
-    order = np.argsort(sample_position, kind="stable")
-    rows = kept[order]
-    velocity = _velocities(rows, prev_token, next_token, annotation_index, sample_row, timestamps_s, translation_all)
+    keep = label >= 0
+    kept = np.flatnonzero(keep)
+    n = len(kept)
+    attribute = _attribute_column(list(compress(attribute_lists, keep)), attribute_of_token)
+    if attribute is None:
+        return None
+    try:
+        num_pts = np.fromiter(map(add, compress(lidar_pts, keep), compress(radar_pts, keep)), np.int64, n)
+    except OverflowError:
+        return None
+    rows = in_split[kept]
+    translation = translation_all[kept]
+    velocity = _velocities(
+        texts,
+        tokens,
+        sample_tokens,
+        rows,
+        list(compress(prevs, keep)),
+        list(compress(nexts, keep)),
+        translation,
+        seconds_of_sample,
+    )
     if velocity is None:
         return None
     boxes = EvalBoxSet(
-        sample_tokens=tuple(split_tokens),
-        sample_index=sample_position[order],
-        translation=np.take(translation_all, rows, axis=0),  # np.take: faster than a[rows] on (N, k)
-        size_wlh=np.take(size_all, rows, axis=0),
-        rotation_wxyz=np.take(rotation_all, rows, axis=0),
+        sample_tokens=tuple(samples.split_tokens),
+        sample_index=position[rows],
+        translation=translation,
+        size_wlh=size_all[kept],
+        rotation_wxyz=rotation_all[kept],
         velocity_xy=velocity,
-        label=label[order],
-        score=np.full(len(rows), -1.0),
-        attribute=attribute[order],
-        num_pts=(lidar_pts + radar_pts)[order],
+        label=label[kept],
+        score=np.full(n, -1.0),
+        attribute=attribute,
+        num_pts=num_pts,
     )
+    racks = np.flatnonzero(np.fromiter(map(labels_of.rack_instances.__contains__, instance_tokens), bool, m))
+    racks = racks[np.argsort(in_split[racks], kind="stable")]  # table order
     bike_racks = BikeRacks(
-        sample_index=position[racks],
-        translation=np.take(translation_all, racks, axis=0),
-        size_wlh=np.take(size_all, racks, axis=0),
-        rotation_wxyz=np.take(rotation_all, racks, axis=0),
+        sample_index=position[in_split[racks]],
+        translation=translation_all[racks],
+        size_wlh=size_all[racks],
+        rotation_wxyz=rotation_all[racks],
     )
     return boxes, bike_racks
 
 
+def _columns(records: Sequence[msgspec.Struct], fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """The `fields` of `records` as one tuple per field (one pass over the records)."""
+    if not records:
+        return [()] * len(fields)
+    return list(zip(*map(attrgetter(*fields), records), strict=True))
+
+
+class _InstanceLabels:
+    """Per instance token: its detection class index, `_NO_CLASS`, or `_NO_CATEGORY` when its
+    category token leads nowhere; and the instances of bike racks. A token listed twice takes its
+    last record, as in the reference path's dicts."""
+
+    def __init__(self, categories: list[Category], instances: list[Instance]) -> None:
+        name_of_category = {c.token: c.name for c in categories}
+        self.class_of_instance: dict[str, int] = {}
+        self.rack_instances: set[str] = set()
+        for instance in instances:
+            name = name_of_category.get(instance.category_token)
+            class_name = CATEGORY_TO_CLASS.get(name) if name is not None else None
+            if name is None:
+                self.class_of_instance[instance.token] = _NO_CATEGORY
+            else:
+                self.class_of_instance[instance.token] = (
+                    CLASS_INDEX[class_name] if class_name is not None else _NO_CLASS
+                )
+            if name == BIKE_RACK_CATEGORY:
+                self.rack_instances.add(instance.token)
+            else:
+                self.rack_instances.discard(instance.token)
+
+
+def _attribute_column(token_lists: list[list[str]], attribute_of_token: dict[str, int]) -> np.ndarray | None:
+    """(N,) int64 the attribute of each list of attribute tokens (-1: none), or None when one has
+    more than one, or one that is not a known nuScenes attribute."""
+    count = np.fromiter(map(len, token_lists), np.int64, len(token_lists))
+    if np.any(count > 1):
+        return None
+    attribute = np.full(len(token_lists), -1, np.int64)
+    with_one = np.flatnonzero(count == 1)
+    first_tokens = map(itemgetter(0), map(token_lists.__getitem__, with_one.tolist()))
+    values = np.fromiter(map(attribute_of_token.get, first_tokens, repeat(_NO_ATTRIBUTE)), np.int64, len(with_one))
+    if np.any(values < 0):
+        return None
+    attribute[with_one] = values
+    return attribute
+
+
 def _velocities(
+    texts: list[msgspec.Raw],
+    tokens: tuple[str, ...],
+    sample_tokens: tuple[str, ...],
     rows: np.ndarray,
-    prev_token: np.ndarray,
-    next_token: np.ndarray,
-    annotation_index: StringIndex,
-    sample_row: np.ndarray,
-    timestamps_s: np.ndarray,
-    translation_all: np.ndarray,
+    prev_tokens: list[str],
+    next_tokens: list[str],
+    translation: np.ndarray,
+    seconds_of_sample: dict[str, float],
 ) -> np.ndarray | None:
-    """(N, 2) as `data._velocities` for the annotation rows `rows`, or None."""
-
-    def neighbour(tokens: np.ndarray) -> np.ndarray | None:
-        # Every row is looked up (`rows` are most of them), which spares gathering theirs first.
-        # A scanned string never holds a NUL byte (control characters are refused), so the empty
-        # ones are those whose first byte is the padding.
-        found = annotation_index.lookup(tokens)[rows]
-        empty = tokens[rows, 0] == 0
-        if np.any((found < 0) & ~empty):
+    """(N, 2) as `data._velocities` for the annotations at table rows `rows` (centres
+    `translation`, neighbours `prev_tokens` / `next_tokens`), or None."""
+    n = len(rows)
+    if n == 0:
+        return np.zeros((0, 2))
+    # Later rows overwrite earlier ones with the same token, as in the reference path's dict; an
+    # empty prev/next means "none" and is never looked up.
+    row_of_annotation = dict(zip(tokens, range(len(tokens)), strict=True))
+    row_of_annotation.pop("", None)
+    neighbours = []
+    for neighbour_tokens in (prev_tokens, next_tokens):
+        found = np.fromiter(map(row_of_annotation.get, neighbour_tokens, repeat(-1)), np.int64, n)
+        none = np.fromiter(map(operator.not_, neighbour_tokens), bool, n)
+        if np.any((found < 0) & ~none):
+            return None  # a dangling prev/next
+        neighbour_rows = np.where(none, rows, found)
+        try:
+            seconds = np.fromiter(
+                map(seconds_of_sample.__getitem__, map(sample_tokens.__getitem__, neighbour_rows.tolist())),
+                np.float64,
+                n,
+            )
+        except KeyError:  # a neighbour in a sample the log does not have
             return None
-        return np.where(empty, rows, found)
-
-    prev_rows, next_rows = neighbour(prev_token), neighbour(next_token)
-    if prev_rows is None or next_rows is None:
-        return None
-    prev_sample = sample_row[prev_rows]
-    next_sample = sample_row[next_rows]
-    if np.any(prev_sample < 0) or np.any(next_sample < 0):
-        return None
-    return velocity_from_track(
-        np.take(translation_all, prev_rows, axis=0),
-        np.take(translation_all, next_rows, axis=0),
-        timestamps_s[prev_sample],
-        timestamps_s[next_sample],
-        prev_rows != rows,
-        next_rows != rows,
-    )
+        is_other = neighbour_rows != rows
+        # The ends of a track are often the annotation itself: reuse its already-decoded centre.
+        positions = translation.copy()
+        other = np.flatnonzero(is_other)
+        centres = records_at(texts, neighbour_rows[other].tolist(), AnnotationCentre)
+        if centres is None:
+            return None
+        other_translation = vector_column(list(map(attrgetter("translation"), centres)), 3)
+        if other_translation is None:
+            return None
+        positions[other] = other_translation
+        neighbours.append((positions, seconds, is_other))
+    (first_pos, first_s, has_prev), (last_pos, last_s, has_next) = neighbours
+    return velocity_from_track(first_pos, last_pos, first_s, last_s, has_prev, has_next)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,126 +515,95 @@ def results_columns_fast(
     data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
 ) -> tuple[EvalBoxSet, dict[str, Any]] | None:
     """(`submission.validate_results`' columns, the meta object) of a results file's bytes, or None."""
-    return results_columns_from(jsonscan.scan_records(data, jsonscan.RESULTS, RESULT_FIELDS), split_sample_tokens, max_boxes_per_sample)
-
-
-def start_results_scan(data: bytes, pool: Executor) -> jsonscan.PendingScan:
-    """The scan of `results_columns_fast` started on `pool` in pieces (`jsonscan.start_results_scan`);
-    its result goes to `results_columns_from`."""
-    return jsonscan.start_results_scan(data, RESULT_FIELDS, pool, jsonscan.scan_workers() * _PIECES_PER_WORKER)
-
-
-class PendingColumns:
-    """`results_columns_fast` running on a pool (`start_results_columns`): the scan's pieces, then a
-    task that waits for them and checks and converts the records (`results_columns_from`)."""
-
-    def __init__(self, data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor) -> None:
-        self._scan = start_results_scan(data, pool)
-        # Queued after every piece: when a worker takes it, the pieces have all started, so its
-        # wait cannot keep one from running.
-        self._columns = pool.submit(
-            lambda: results_columns_from(self._scan.result(), split_sample_tokens, max_boxes_per_sample)
-        )
-
-    def cancel(self) -> None:
-        self._columns.cancel()
-        self._scan.cancel()
-
-    def result(self) -> tuple[EvalBoxSet, dict[str, Any]] | None:
-        return self._columns.result()
-
-
-def start_results_columns(
-    data: bytes, split_sample_tokens: Sequence[str], max_boxes_per_sample: int, pool: Executor
-) -> PendingColumns:
-    """Start `results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)` on `pool`."""
-    return PendingColumns(data, tuple(split_sample_tokens), max_boxes_per_sample, pool)
-
-
-def results_columns_from(
-    records: jsonscan.ScannedRecords | None, split_sample_tokens: Sequence[str], max_boxes_per_sample: int
-) -> tuple[EvalBoxSet, dict[str, Any]] | None:
-    """`results_columns_fast` of the scan `records` (`RESULT_FIELDS`, RESULTS layout) of a results file."""
-    if "\x00" in "".join(split_sample_tokens):
-        return None  # tokens are compared as zero-padded bytes
-    if records is None:
-        return None
-    data = records.data
-    meta_start, meta_end = records.meta_range
-    if meta_start < 0:
+    decoded = decode_json(data, _RESULTS_DECODER)
+    if decoded is None:
         return None
     try:
-        meta = json.loads(data[meta_start:meta_end])
+        meta = json.loads(bytes(decoded.meta))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     if not isinstance(meta, dict):
         return None
-
-    # Exactly the split's samples, once each, none with too many boxes.
-    group_keys = records.group_keys()
-    group_index = StringIndex(group_keys)
-    if not group_index.unique or len(group_keys) != len(split_sample_tokens):
+    results = decoded.results
+    # Exactly the split's samples, none with too many boxes.
+    if results.keys() != set(split_sample_tokens):
         return None
-    if len(split_sample_tokens) and np.any(group_index.lookup(encode_strings(split_sample_tokens)) < 0):
+    counts = [len(boxes) for boxes in results.values()]
+    if counts and max(counts) > max_boxes_per_sample:
         return None
-    if np.any(records.group_size > max_boxes_per_sample):
+    tokens = tuple(results)
+    boxes = list(chain.from_iterable(results.values()))
+    n = len(boxes)
+    (
+        sample_tokens,
+        translations,
+        sizes,
+        rotations,
+        velocities,
+        scores,
+        names,
+        attribute_names,
+        num_pts_given,
+        ego_given,
+    ) = _columns(
+        boxes,
+        (
+            "sample_token",
+            "translation",
+            "size",
+            "rotation",
+            "velocity",
+            "detection_score",
+            "detection_name",
+            "attribute_name",
+            "num_pts",
+            "ego_translation",
+        ),
+    )
+    # Each box names the sample it is listed under.
+    if sample_tokens != tuple(chain.from_iterable(map(repeat, tokens, counts))):
         return None
-
-    n = len(records)
-    sample_token = records.strings("sample_token") if n else np.zeros((0, 1), np.uint8)
-    if sample_token is None:
+    translation = vector_column(translations, 3)
+    size_wlh = vector_column(sizes, 3)
+    rotation_wxyz = vector_column(rotations, 4)
+    velocity_xy = vector_column(velocities, 2)
+    if translation is None or size_wlh is None or rotation_wxyz is None or velocity_xy is None:
         return None
-    width = max(sample_token.shape[1], group_keys.shape[1])
-    own_group = np.take(_padded(group_keys, width), records.record_group, axis=0)
-    if not np.array_equal(_padded(sample_token, width), own_group):
-        return None
-    numeric = {key: records.floats(key, w) for key, w in (("translation", 3), ("size", 3), ("rotation", 4), ("velocity", 2))}
-    score = records.scalars("detection_score")
-    names = records.strings("detection_name") if n else np.zeros((0, 1), np.uint8)
-    attribute_names = records.strings("attribute_name") if n else np.zeros((0, 1), np.uint8)
-    if any(v is None for v in numeric.values()) or score is None or names is None or attribute_names is None:
-        return None
-    label = StringIndex(encode_strings(DETECTION_CLASSES)).lookup(names)
-    attribute = StringIndex(encode_strings(("", *ATTRIBUTES))).lookup(attribute_names) - 1
-
+    score = np.fromiter(scores, np.float64, n)
+    label = np.fromiter(map(CLASS_INDEX.get, names, repeat(-1)), np.int64, n)
+    attribute = np.fromiter(map(_ATTRIBUTE_OF_NAME.get, attribute_names, repeat(-2)), np.int64, n)
     num_pts = np.full(n, -1, np.int64)
-    k = records.column("num_pts")
-    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
-    if present.size:
-        values = records.integers("num_pts", present)
-        if values is None:
+    if num_pts_given.count(msgspec.UNSET) != n:
+        try:
+            num_pts[:] = [-1 if value is msgspec.UNSET else value for value in num_pts_given]
+        except OverflowError:
             return None
-        num_pts[present] = values
-    k = records.column("ego_translation")
-    present = np.flatnonzero(records.kind[:, k] != jsonscan.ABSENT)
-    if present.size and not (
-        np.all(records.kind[present, k] == ARRAY)
-        and np.all(records.element_count[present, k] == 3)
-        and np.all(records.element_kinds[present, k] == 1 << NUMBER)
-        and np.isfinite(records.number_slots("ego_translation")[present]).all()
-    ):
+        if any(value is not msgspec.UNSET and value < 0 for value in num_pts_given):
+            return None  # the reference path names the box
+    if ego_given.count(msgspec.UNSET) != n:
+        ego_translation = np.array([value for value in ego_given if value is not msgspec.UNSET], np.float64)
+        if not np.isfinite(ego_translation).all():
+            return None
+    # A JSON decoder keeps only the last copy of a repeated key, so a sample listed twice would
+    # lose boxes silently. In a plain results file every `[` opens one array: a sample's box list
+    # and four vectors a box (five with ego_translation). Any other count (a repeated sample, a
+    # `[` inside a string, arrays in meta) sends the file to the reference path, which names a
+    # repeated sample.
+    if data.count(b"[") != len(tokens) + 5 * n - ego_given.count(msgspec.UNSET):
         return None
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
-    if not columns_values_valid(numeric["translation"], numeric["size"], numeric["rotation"], numeric["velocity"], score, label, attribute):
+    if not columns_values_valid(translation, size_wlh, rotation_wxyz, velocity_xy, score, label, attribute):
         return None
     columns = EvalBoxSet(
-        sample_tokens=tuple(jsonscan.decode_strings(group_keys)) if len(group_keys) else (),
-        sample_index=records.record_group.astype(np.int64),
-        translation=numeric["translation"],
-        size_wlh=numeric["size"],
-        rotation_wxyz=numeric["rotation"],
-        velocity_xy=numeric["velocity"],
+        sample_tokens=tokens,
+        sample_index=np.repeat(np.arange(len(tokens), dtype=np.int64), counts),
+        translation=translation,
+        size_wlh=size_wlh,
+        rotation_wxyz=rotation_wxyz,
+        velocity_xy=velocity_xy,
         label=label,
         score=score,
         attribute=attribute,
         num_pts=num_pts,
     )
     return columns, meta
-
-
-def _padded(matrix: np.ndarray, width: int) -> np.ndarray:
-    if matrix.shape[1] == width:
-        return matrix
-    out = np.zeros((matrix.shape[0], width), np.uint8)
-    out[:, : matrix.shape[1]] = matrix
-    return out

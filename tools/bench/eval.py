@@ -16,8 +16,8 @@ existing log instead (e.g. a real nuScenes val split).
     avfusion bench eval [--scenes 40 --seconds 20 --boxes-per-sample 100] [--repeats 1] [--json out.json]
 
 Both sides read every table from disk inside the timed call (no parsed state is kept between runs;
-ours parses the big JSON files with `eval.jsonscan`, whose Numba code is compiled once and cached on
-disk, so the untimed warm-up run only pays that once). The README's rows are
+ours decodes the big JSON files with msgspec; the untimed warm-up run pays the metric's Numba
+compilation, which is cached on disk). The README's rows are
 `--scenes 140 --seconds 30 --split synth_val` (2,100 of the log's 8,400 samples scored, all four
 tables read) and `--scenes 60 --seconds 20 --split synth_train` (1,800 samples, 180,000 predictions).
 """
