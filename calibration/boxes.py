@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.calibration.se3 import SE3, libm_elementwise
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 
 # Corner signs in the box frame (x along l, y along w, z along h), in nuscenes-devkit's
 # `Box.corners()` order: the first four face forward (+x), the last four backward; within each

@@ -60,7 +60,7 @@ def quaternion_to_matrix(wxyz: object) -> np.ndarray:
     if np.any(norm == 0) or not np.all(np.isfinite(q)):
         raise ValueError(f"quaternion must be finite and non-zero, got {q.tolist()}")
     w, x, y, z = np.moveaxis(q / norm, -1, 0)
-    matrix = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
+    matrix = np.empty((*q.shape[:-1], 3, 3), dtype=np.float64)
     matrix[..., 0, 0] = 1 - 2 * (y * y + z * z)
     matrix[..., 0, 1] = 2 * (x * y - w * z)
     matrix[..., 0, 2] = 2 * (x * z + w * y)

@@ -12,8 +12,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from avfusion.errors import InputError
 from avfusion.calibration.se3 import SE3, quaternion_slerp, quaternion_to_matrix
+from avfusion.errors import InputError
 from avfusion.sensors.types import GNSS_NAME
 
 
