@@ -60,11 +60,13 @@ class Boxes3D:
     center: np.ndarray
     size_wlh: np.ndarray
     yaw_rad: np.ndarray
-    velocity_xy: np.ndarray | None = None
-    label: np.ndarray | None = None
-    score: np.ndarray | None = None
-    attribute: np.ndarray | None = None
-    num_lidar_pts: np.ndarray | None = None
+    # None (the default) asks for the default values above; `__post_init__` replaces it by an array,
+    # so after construction every field is an array, which is the type the attributes declare.
+    velocity_xy: np.ndarray = None  # type: ignore[assignment]
+    label: np.ndarray = None  # type: ignore[assignment]
+    score: np.ndarray = None  # type: ignore[assignment]
+    attribute: np.ndarray = None  # type: ignore[assignment]
+    num_lidar_pts: np.ndarray = None  # type: ignore[assignment]
     instance_token: tuple[str, ...] = ()
     token: tuple[str, ...] = ()
 
@@ -79,7 +81,7 @@ class Boxes3D:
         def field(name: str, value: object, shape: tuple[int, ...], dtype: type, default: float | int) -> np.ndarray:
             if value is None:
                 return np.full(shape, default, dtype=dtype)
-            array = np.array(value, dtype=dtype)
+            array: np.ndarray = np.array(value, dtype=dtype)
             if array.size == 0 and n == 0:
                 array = array.reshape(shape)
             if array.shape != shape:

@@ -227,13 +227,13 @@ class SE3:
     @staticmethod
     def from_quaternion(wxyz: object, translation: object) -> SE3:
         """From a `(w, x, y, z)` quaternion (normalized here) and a `(3,)` translation in metres."""
-        return SE3(quaternion_to_matrix(wxyz), translation)
+        return SE3(quaternion_to_matrix(wxyz), np.asarray(translation, dtype=np.float64))
 
     @staticmethod
     def from_yaw(yaw_rad: float, translation: object) -> SE3:
         """A rotation by `yaw_rad` about +z followed by `translation`."""
         c, s = np.cos(yaw_rad), np.sin(yaw_rad)
-        return SE3(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), translation)
+        return SE3(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.asarray(translation, dtype=np.float64))
 
     @property
     def matrix(self) -> np.ndarray:
