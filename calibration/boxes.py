@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.calibration.se3 import SE3, libm_elementwise
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 
 # Corner signs in the box frame (x along l, y along w, z along h), in nuscenes-devkit's
 # `Box.corners()` order: the first four face forward (+x), the last four backward; within each
@@ -60,11 +60,13 @@ class Boxes3D:
     center: np.ndarray
     size_wlh: np.ndarray
     yaw_rad: np.ndarray
-    velocity_xy: np.ndarray | None = None
-    label: np.ndarray | None = None
-    score: np.ndarray | None = None
-    attribute: np.ndarray | None = None
-    num_lidar_pts: np.ndarray | None = None
+    # None (the default) asks for the default values above; `__post_init__` replaces it by an array,
+    # so after construction every field is an array, which is the type the attributes declare.
+    velocity_xy: np.ndarray = None  # type: ignore[assignment]
+    label: np.ndarray = None  # type: ignore[assignment]
+    score: np.ndarray = None  # type: ignore[assignment]
+    attribute: np.ndarray = None  # type: ignore[assignment]
+    num_lidar_pts: np.ndarray = None  # type: ignore[assignment]
     instance_token: tuple[str, ...] = ()
     token: tuple[str, ...] = ()
 
@@ -79,7 +81,7 @@ class Boxes3D:
         def field(name: str, value: object, shape: tuple[int, ...], dtype: type, default: float | int) -> np.ndarray:
             if value is None:
                 return np.full(shape, default, dtype=dtype)
-            array = np.array(value, dtype=dtype)
+            array: np.ndarray = np.array(value, dtype=dtype)
             if array.size == 0 and n == 0:
                 array = array.reshape(shape)
             if array.shape != shape:

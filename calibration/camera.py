@@ -181,7 +181,10 @@ class CameraRig:
     ) -> CameraRig:
         """A rig without augmentation; all images must have the same size (`image_size_hw` when
         given, which an empty rig needs)."""
-        sizes = {(c.height, c.width) for c in intrinsics} | ({tuple(image_size_hw)} if image_size_hw else set())
+        sizes = {(c.height, c.width) for c in intrinsics}
+        if image_size_hw:
+            height, width = image_size_hw
+            sizes.add((height, width))
         if len(sizes) != 1:
             raise ValueError(f"CameraRig.from_cameras needs one image size for all cameras, got {sorted(sizes)}")
         k = len(names)

@@ -37,7 +37,7 @@ MAP_ORIGINS = MappingProxyType(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _transformers(location: str) -> tuple[pyproj.Transformer, pyproj.Transformer]:
     """(map_from_geodetic, geodetic_from_map) transformers for `location`."""
     if location not in MAP_ORIGINS:

@@ -60,7 +60,7 @@ def quaternion_to_matrix(wxyz: object) -> np.ndarray:
     if np.any(norm == 0) or not np.all(np.isfinite(q)):
         raise ValueError(f"quaternion must be finite and non-zero, got {q.tolist()}")
     w, x, y, z = np.moveaxis(q / norm, -1, 0)
-    matrix = np.empty(q.shape[:-1] + (3, 3), dtype=np.float64)
+    matrix = np.empty((*q.shape[:-1], 3, 3), dtype=np.float64)
     matrix[..., 0, 0] = 1 - 2 * (y * y + z * z)
     matrix[..., 0, 1] = 2 * (x * y - w * z)
     matrix[..., 0, 2] = 2 * (x * z + w * y)
@@ -227,13 +227,13 @@ class SE3:
     @staticmethod
     def from_quaternion(wxyz: object, translation: object) -> SE3:
         """From a `(w, x, y, z)` quaternion (normalized here) and a `(3,)` translation in metres."""
-        return SE3(quaternion_to_matrix(wxyz), translation)
+        return SE3(quaternion_to_matrix(wxyz), np.asarray(translation, dtype=np.float64))
 
     @staticmethod
     def from_yaw(yaw_rad: float, translation: object) -> SE3:
         """A rotation by `yaw_rad` about +z followed by `translation`."""
         c, s = np.cos(yaw_rad), np.sin(yaw_rad)
-        return SE3(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), translation)
+        return SE3(np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.asarray(translation, dtype=np.float64))
 
     @property
     def matrix(self) -> np.ndarray:

@@ -33,7 +33,7 @@ class LogFrames(Sequence[SyncedFrame]):
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         if self._kept is None:

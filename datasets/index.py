@@ -12,6 +12,7 @@ pose and its `prev` record as an index (-1 at the start of a chain).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -21,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from avfusion.calibration.se3 import validated_unit_quaternion
+from avfusion.datasets.tables import check_table, check_tables
 from avfusion.errors import FileFormatError, InputError
 from avfusion.fileio import write_bytes_atomic
 from avfusion.labels import ATTRIBUTE_INDEX
-from avfusion.calibration.se3 import validated_unit_quaternion
-from avfusion.datasets.tables import check_table, check_tables
 from avfusion.sensors.sync import check_increasing
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 
@@ -182,10 +183,9 @@ def open_index(dataroot: str | os.PathLike[str], version: str, use_cache: bool =
             return cached, True
     index = build_index(root, version, stamps, verbose=verbose)
     if use_cache:
-        try:
+        # A read-only or full cache directory only costs speed on the next open.
+        with contextlib.suppress(OSError):
             index.save(cache_path)
-        except OSError:
-            pass  # a read-only or full cache directory only costs speed on the next open
     return index, False
 
 
@@ -248,7 +248,10 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
 
     # calibrated sensors
     calib_position = {}
-    calib_translation, calib_rotation, calib_intrinsic, calib_token = [], [], [], []
+    calib_translation: list[list[float]] = []
+    calib_rotation: list[np.ndarray] = []
+    calib_intrinsic: list[np.ndarray] = []
+    calib_token: list[str] = []
     for record in nusc.calibrated_sensor:
         calib_position[record["token"]] = len(calib_token)
         calib_token.append(record["token"])
@@ -269,7 +272,9 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
 
     # scenes and samples in time order
     scene_token, scene_name, scene_location, scene_start, scene_count = [], [], [], [], []
-    sample_token, sample_timestamp, sample_scene = [], [], []
+    sample_token: list[str] = []
+    sample_timestamp: list[int] = []
+    sample_scene: list[int] = []
     sample_position: dict[str, int] = {}
     sample_exists = {s["token"] for s in nusc.sample}
     for scene_index, scene in enumerate(nusc.scene):
@@ -277,7 +282,8 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         scene_name.append(scene["name"])
         scene_location.append(nusc.get("log", scene["log_token"])["location"])
         scene_start.append(len(sample_token))
-        tokens, stamps = [], []
+        tokens: list[str] = []
+        stamps: list[int] = []
         token = scene["first_sample_token"]
         if token not in sample_exists:
             # an excerpt of a log (e.g. a test fixture) may lack the first sample: start from the
@@ -339,10 +345,9 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
     annotation_path = table_dir / "sample_annotation.json"
     ann_velocity = np.full((len(annotations), 3), np.nan)
     for i, ann in enumerate(annotations):
-        try:
+        # prev/next may point to records not in this log (e.g. the Lyft excerpts): velocity unknown.
+        with contextlib.suppress(KeyError):
             ann_velocity[i] = nusc.box_velocity(ann["token"])
-        except KeyError:
-            pass  # prev/next point to records not in this log (e.g. the Lyft excerpts): unknown
     ann_attribute = []
     for ann in annotations:
         names = [attribute_name_of[t] for t in ann["attribute_tokens"] if t in attribute_name_of]

@@ -23,12 +23,12 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.errors import FileFormatError, InputError
-from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
 from avfusion.calibration.se3 import SE3, libm_elementwise, quaternion_to_matrix
 from avfusion.datasets.index import CHANNELS, LogIndex, open_index
 from avfusion.datasets.maps import read_map_raster
 from avfusion.datasets.splits import resolve_split
+from avfusion.errors import FileFormatError, InputError
+from avfusion.labels import CATEGORY_TO_CLASS, CLASS_INDEX
 from avfusion.sensors.errors import MissingSensorFile, UnreadableSensorFile
 from avfusion.sensors.gnss import GnssLog, gnss_path, read_gnss_json
 from avfusion.sensors.images import read_camera_image
@@ -128,7 +128,7 @@ class NuScenesLog:
             absent = [n for n in scenes if n not in present]
             if absent:
                 raise InputError(f"{Path(dataroot) / version}: scene(s) {absent} not in the log")
-            names = [n for n in scenes] if names is None else [n for n in names if n in set(scenes)]
+            names = list(scenes) if names is None else [n for n in names if n in set(scenes)]
         return NuScenesLog(index, names, from_cache)
 
     # --- structure -------------------------------------------------------------------------
@@ -221,7 +221,7 @@ class NuScenesLog:
         start = int(self.index.sample_ann_start[s])
         rows = np.arange(start, start + int(self.index.sample_ann_count[s]))
         labels = [CATEGORY_TO_CLASS.get(str(self.index.ann_category[r])) for r in rows]
-        rows = np.array([r for r, label in zip(rows, labels) if label is not None], dtype=np.int64)
+        rows = np.array([r for r, label in zip(rows, labels, strict=True) if label is not None], dtype=np.int64)
         if rows.size == 0:
             return Boxes3D.empty()
         rotations = quaternion_to_matrix(self.index.ann_rotation[rows])
@@ -366,10 +366,12 @@ class NuScenesLog:
         for name in options.cameras:
             sd, camera_skew, reason = self._camera_record(s, scene, name, lidar_us, options.sync)
             if sd is not None and not self._pose_is_finite(sd):
-                sd, reason = None, self._bad_pose_reason(sd)
+                reason = self._bad_pose_reason(sd)
+                sd = None
             if sd is None:
                 missing[name] = reason
                 continue
+            assert camera_skew is not None, "a matched camera record always has a skew"
             skew[name] = int(camera_skew)
             if not options.load_images:
                 continue
@@ -405,6 +407,7 @@ class NuScenesLog:
                 if match.index is None:
                     missing[GNSS_NAME] = "dropout: " + match.reason if match.skew_us is not None else match.reason
                 else:
+                    assert match.skew_us is not None, "a matched stream always has a skew"
                     gnss = gnss_log.fixes[match.index]
                     skew[GNSS_NAME] = int(match.skew_us)
 
@@ -415,11 +418,11 @@ class NuScenesLog:
                 missing[MAP_NAME] = result
             else:
                 map_raster = result
-                reason = None
+                map_reason = None
                 if options.check_map:
-                    reason = check_map(map_raster, global_from_ego, None if lidar is None else lidar.points_ego)
-                if reason is not None:
-                    missing[MAP_NAME] = reason
+                    map_reason = check_map(map_raster, global_from_ego, None if lidar is None else lidar.points_ego)
+                if map_reason is not None:
+                    missing[MAP_NAME] = map_reason
                     map_raster = None
 
         gt_boxes = None

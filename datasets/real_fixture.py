@@ -167,7 +167,7 @@ def read_fixture(realdata_root: str | os.PathLike[str]) -> RealKeyframe:
         cameras[name] = RealCamera(
             name=name, path=folder / Path(record["img_path"]).name, intrinsics=_ndarray(record["cam2img"])[:3, :3],
             ego_from_camera=SE3.from_matrix(ego_from_camera), global_from_camera_ego=SE3.from_matrix(global_from_camera_ego),
-            timestamp_us=int(round(float(record["timestamp"]) * 1e6)), token=str(record["sample_data_token"]),
+            timestamp_us=round(float(record["timestamp"]) * 1e6), token=str(record["sample_data_token"]),
         )  # fmt: skip
     kept = [b for b in sample["instances"] if b["bbox_label_3d"] >= 0]
     boxes = np.array([b["bbox_3d"] for b in kept], dtype=np.float64).reshape(-1, 7)
@@ -178,7 +178,7 @@ def read_fixture(realdata_root: str | os.PathLike[str]) -> RealKeyframe:
         num_lidar_pts=np.array([b["num_lidar_pts"] for b in kept], dtype=np.int64),
     )  # fmt: skip
     return RealKeyframe(
-        sample_token=str(sample["token"]), timestamp_us=int(round(float(sample["timestamp"]) * 1e6)),
+        sample_token=str(sample["token"]), timestamp_us=round(float(sample["timestamp"]) * 1e6),
         lidar_path=lidar_path, ego_from_lidar=ego_from_lidar,
         global_from_ego=global_from_ego, cameras=cameras, boxes_lidar=boxes_lidar,
         num_radar_pts=np.array([b["num_radar_pts"] for b in kept], dtype=np.int64),
@@ -218,7 +218,8 @@ def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
     for name in ATTRIBUTES:
         tables["attribute"].append({"token": _token("attribute", name), "name": name, "description": ""})
 
-    channels = [(LIDAR_CHANNEL, "lidar", keyframe.ego_from_lidar, [], keyframe.lidar_path, keyframe.timestamp_us,
+    no_intrinsic: list[list[float]] = []  # the lidar's calibrated_sensor record has none
+    channels = [(LIDAR_CHANNEL, "lidar", keyframe.ego_from_lidar, no_intrinsic, keyframe.lidar_path, keyframe.timestamp_us,
                  _token("sample_data", LIDAR_CHANNEL), keyframe.global_from_ego, 0, 0)]
     for name, camera in sorted(keyframe.cameras.items()):
         channels.append((name, "camera", camera.ego_from_camera, camera.intrinsics.tolist(), camera.path,
@@ -244,7 +245,7 @@ def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
     for index in range(len(boxes)):
         category = CLASS_CATEGORY[DETECTION_CLASSES[int(boxes.label[index])]]
         instance_token, annotation_token = _token("instance", index), _token("sample_annotation", index)
-        w, l, h = (float(v) for v in boxes.size_wlh[index])
+        box_width, box_length, box_height = (float(v) for v in boxes.size_wlh[index])
         rotation = SE3.from_yaw(float(boxes.yaw_rad[index]), np.zeros(3)).quaternion.tolist()
         tables["instance"].append({"token": instance_token, "category_token": _token("category", category),
                                    "nbr_annotations": 1, "first_annotation_token": annotation_token,
@@ -252,7 +253,7 @@ def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
         tables["sample_annotation"].append({
             "token": annotation_token, "sample_token": keyframe.sample_token, "instance_token": instance_token,
             "visibility_token": "", "attribute_tokens": [], "translation": boxes.center[index].tolist(),
-            "size": [w, l, h], "rotation": rotation, "num_lidar_pts": int(boxes.num_lidar_pts[index]),
+            "size": [box_width, box_length, box_height], "rotation": rotation, "num_lidar_pts": int(boxes.num_lidar_pts[index]),
             "num_radar_pts": int(keyframe.num_radar_pts[index]), "prev": "", "next": ""})
     return tables
 

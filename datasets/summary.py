@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from avfusion.labels import DETECTION_CLASSES
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
+from avfusion.labels import DETECTION_CLASSES
 from avfusion.sensors.gnss import gnss_path
 from avfusion.sensors.sync import SyncConfig
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME, SyncedFrame
@@ -68,8 +68,12 @@ class LogSummary:
         return "\n".join(lines)
 
 
-def summarize_log(log: NuScenesLog, sync: SyncConfig = SyncConfig()) -> LogSummary:
-    """Counts, time span and keyframe camera timing of the chosen scenes, from the index alone."""
+def summarize_log(log: NuScenesLog, sync: SyncConfig | None = None) -> LogSummary:
+    """Counts, time span and keyframe camera timing of the chosen scenes, from the index alone.
+
+    `sync` sets the camera tolerance reported; None means the default `SyncConfig()`.
+    """
+    sync = SyncConfig() if sync is None else sync
     index = log.index
     scenes = [i for i, name in enumerate(index.scene_name) if str(name) in set(log.scene_names)]
     samples = np.concatenate(

@@ -60,7 +60,8 @@ class MapNoise:
 
 def draw_map_noise(rng: np.random.Generator, config: AugmentConfig) -> MapNoise:
     """One sample's map noise (see `AugmentConfig`'s map fields); draws from `rng` only what is enabled."""
-    shift, rotation, holes, blank = (0.0, 0.0), 0.0, (), False
+    shift, rotation, blank = (0.0, 0.0), 0.0, False
+    holes: tuple[tuple[float, float, float, float], ...] = ()
     if rng.random() < config.map_wrong_probability:
         distance = rng.uniform(*config.map_wrong_offset_m)
         angle = rng.uniform(-np.pi, np.pi)
@@ -72,7 +73,7 @@ def draw_map_noise(rng: np.random.Generator, config: AugmentConfig) -> MapNoise:
         count = int(rng.integers(1, config.map_holes_max + 1))
         sizes = rng.uniform(0.05, config.map_hole_max_fraction, (count, 2))
         corners = rng.uniform(0.0, 1.0, (count, 2)) * (1.0 - sizes)
-        holes = tuple((float(r), float(c), float(h), float(w)) for (r, c), (h, w) in zip(corners, sizes))
+        holes = tuple((float(r), float(c), float(h), float(w)) for (r, c), (h, w) in zip(corners, sizes, strict=True))
     blank = bool(rng.random() < config.map_blank_probability)
     return MapNoise(shift, rotation, holes, blank)
 
@@ -180,12 +181,12 @@ def draw_augmentation(
         drop.add(CAMERA_NAMES[int(rng.integers(len(CAMERA_NAMES)))])
     if has_map and rng.random() < config.drop_map_probability:
         drop.add("map")
-    geometry = dict(
-        rotation_rad=float(rng.uniform(-config.rotation_max_rad, config.rotation_max_rad)),
-        scale=float(rng.uniform(*config.scale_range)),
-        flip_y=bool(rng.random() < config.flip_probability),
-        image_scale=float(1.0 + rng.uniform(0.0, config.image_scale_jitter)),
-    )
+    # Drawn in this order: rotation, scale, flip, image scale.
+    rotation_rad = float(rng.uniform(-config.rotation_max_rad, config.rotation_max_rad))
+    scale = float(rng.uniform(*config.scale_range))
+    flip_y = bool(rng.random() < config.flip_probability)
+    image_scale = float(1.0 + rng.uniform(0.0, config.image_scale_jitter))
     # Drawn last and only when enabled, so that runs without map noise draw exactly as before.
     map_noise = draw_map_noise(rng, config) if has_map and config.map_noise_enabled else MapNoise()
-    return SampleAugmentation(**geometry, drop=frozenset(drop), map_noise=map_noise)
+    return SampleAugmentation(rotation_rad=rotation_rad, scale=scale, flip_y=flip_y, image_scale=image_scale,
+                              drop=frozenset(drop), map_noise=map_noise)

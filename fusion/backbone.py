@@ -22,7 +22,7 @@ class BEVBackbone(nn.Module):
         super().__init__()
         stages, necks = [], []
         previous = in_channels
-        for level, (channels, blocks) in enumerate(zip(stage_channels, stage_blocks)):
+        for level, (channels, blocks) in enumerate(zip(stage_channels, stage_blocks, strict=True)):
             layers = [conv_bn_relu(previous, channels, stride=1 if level == 0 else 2)]
             layers += [conv_bn_relu(channels, channels) for _ in range(blocks)]
             stages.append(nn.Sequential(*layers))
@@ -44,7 +44,7 @@ class BEVBackbone(nn.Module):
         """`(B, C_in, H, W)` -> `(B, neck * stages, H, W)`; H and W must divide by 2**(stages-1)."""
         outputs = []
         x = bev
-        for stage, neck in zip(self.stages, self.necks):
+        for stage, neck in zip(self.stages, self.necks, strict=True):
             x = stage(x)
             outputs.append(neck(x))
         return torch.cat(outputs, dim=1)

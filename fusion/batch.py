@@ -411,7 +411,7 @@ def collate(
                 pillar_coords.append(np.concatenate([np.full((len(counts), 1), b), coords_ij], axis=1))
         points_ego_for_depth = frame.lidar.points_ego[:, :3] if (with_targets and frame.lidar is not None) else None
         keyframe_points_ego = None
-        if guided_lift and has_lidar[b]:
+        if guided_lift and has_lidar[b] and frame.lidar is not None:
             keyframe_points_ego = frame.lidar.ego_from_lidar.apply(frame.lidar.points[frame.lidar.points[:, 4] == 0, :3])
         for k, name in enumerate(CAMERA_NAMES):
             if name not in frame.cameras or "camera" in dropped or name in dropped:
@@ -420,10 +420,10 @@ def collate(
                 frame, name, config, aug.image_scale
             )
             has_camera[b, k] = True
-            if points_ego_for_depth is not None:
+            if depth_bins is not None and points_ego_for_depth is not None:
                 depth_bins[b, k] = depth_target(points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k],
                                                 image_aug[b, k], config)
-            if keyframe_points_ego is not None:
+            if lidar_depth_bins is not None and keyframe_points_ego is not None:
                 lidar_depth_bins[b, k] = depth_target(keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k],
                                                       image_aug[b, k], config)
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):

@@ -68,6 +68,8 @@ class CameraBEV:
 class DepthLift(nn.Module):
     """Image features -> depth distribution x context -> frustum points -> BEV (`bev_pool`)."""
 
+    depth_centers_m: torch.Tensor  # (D,) metres, a buffer registered in __init__
+
     def __init__(self, in_channels: int, config: CameraConfig, grid: GridConfig) -> None:
         super().__init__()
         self.config, self.grid = config, grid

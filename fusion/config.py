@@ -481,7 +481,8 @@ def configure(
     camera. `train_overrides` with the value None are left as the config has them.
     """
     config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
-    changes = {name: value for name, value in train_overrides.items() if value is not None}
+    # Values are checked by `train_value_problem` below, and again by `TrainConfig` itself.
+    changes: dict[str, Any] = {name: value for name, value in train_overrides.items() if value is not None}
     for name, value in changes.items():
         problem = train_value_problem(name, value)
         if problem is not None:

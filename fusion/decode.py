@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import libm_elementwise
-from avfusion.labels import ATTRIBUTE_INDEX, CLASS_ATTRIBUTES, DETECTION_CLASSES
 from avfusion.fusion.config import DecodeConfig, GridConfig
 from avfusion.fusion.head import HeadOutputs
+from avfusion.labels import ATTRIBUTE_INDEX, CLASS_ATTRIBUTES, DETECTION_CLASSES
 
 # (num_classes, num_attributes) bool: the attributes the metric scores for each class.
 _ALLOWED_ATTRIBUTES = np.zeros((len(DETECTION_CLASSES), len(ATTRIBUTE_INDEX)), dtype=bool)
@@ -76,7 +76,7 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     # Peaks and the threshold are found on the logits (sigmoid is monotonic), so the sigmoid and
     # every regression map are evaluated at the few candidate cells only.
     logits = outputs.heatmap_logits[sample].detach().float()  # (C, H, W)
-    classes, height, width = logits.shape
+    _, height, width = logits.shape
     is_peak = F.max_pool2d(logits.unsqueeze(0), 3, stride=1, padding=1)[0] == logits
     threshold = config.score_threshold
     threshold_logit = -math.inf if threshold <= 0 else math.inf if threshold >= 1 else math.log(threshold / (1 - threshold))
@@ -85,21 +85,22 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     if len(flat) > config.top_k:
         candidate_logits, order = candidate_logits.topk(config.top_k)
         flat = flat[order]
-    scores = candidate_logits.sigmoid()
-    label = torch.div(flat, height * width, rounding_mode="floor")
+    scores_t = candidate_logits.sigmoid()
+    label_t = torch.div(flat, height * width, rounding_mode="floor")
     cell = flat % (height * width)
-    row = torch.div(cell, width, rounding_mode="floor")
-    column = cell % width
+    row_t = torch.div(cell, width, rounding_mode="floor")
+    column_t = cell % width
     at_cells = lambda dense: dense[sample].detach().float().reshape(dense.shape[1], -1)[:, cell].T  # noqa: E731
-    regression = torch.cat(
+    regression_t = torch.cat(
         [at_cells(outputs.offset), at_cells(outputs.z), at_cells(outputs.log_size), at_cells(outputs.yaw_sincos),
          at_cells(outputs.velocity)], dim=1,
     )  # (N, 10)
-    attribute_logits = at_cells(outputs.attribute_logits)  # (N, A)
+    attribute_logits_t = at_cells(outputs.attribute_logits)  # (N, A)
 
-    regression, scores = regression.cpu().numpy().astype(np.float64), scores.cpu().numpy().astype(np.float64)
-    label, row, column = label.cpu().numpy(), row.cpu().numpy(), column.cpu().numpy()
-    attribute_logits = attribute_logits.cpu().numpy()
+    # The rest runs in NumPy on the few candidates.
+    regression, scores = regression_t.cpu().numpy().astype(np.float64), scores_t.cpu().numpy().astype(np.float64)
+    label, row, column = label_t.cpu().numpy(), row_t.cpu().numpy(), column_t.cpu().numpy()
+    attribute_logits = attribute_logits_t.cpu().numpy()
     center = np.stack(
         [
             grid.x_range_m[0] + (column + regression[:, 0]) * grid.cell_m,

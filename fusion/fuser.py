@@ -54,11 +54,14 @@ class ConvFuser(nn.Module):
         `(B, 1, H, W)`, `has_lidar`/`has_map` `(B,)` bool -> `(B, channels, H, W)`."""
         parts = []
         if self.lidar_channels:
+            assert lidar is not None, "a fuser built with lidar channels needs the lidar branch"
             present = has_lidar.to(lidar.dtype).view(-1, 1, 1, 1)
             parts += [lidar * present, present.expand(-1, 1, *lidar.shape[2:])]
         if self.camera_channels:
+            assert camera is not None and camera_coverage is not None, "a fuser built with camera channels needs the camera branch"
             parts += [camera, camera_coverage]
         if self.map_channels:
+            assert map_features is not None, "a fuser built with map channels needs the map branch"
             present = has_map.to(map_features.dtype).view(-1, 1, 1, 1)
             parts += [map_features * present, present.expand(-1, 1, *map_features.shape[2:])]
         return self.layers(torch.cat(parts, dim=1))

@@ -61,10 +61,11 @@ class CenterHead(nn.Module):
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
-            nn.Conv2d(channels, num_classes, 1),
+            classifier := nn.Conv2d(channels, num_classes, 1),  # named in place: construction order sets the init
         )
         # Start every cell at probability 0.1 so the focal loss does not begin with a huge push.
-        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - 0.1) / 0.1))
+        assert classifier.bias is not None
+        nn.init.constant_(classifier.bias, -math.log((1 - 0.1) / 0.1))
         self.box = nn.Conv2d(channels, 10, 1)
         self.attribute = nn.Conv2d(channels, num_attributes, 1)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Collection
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -26,16 +27,19 @@ from avfusion.fusion.decode import Detections, decode_sample
 from avfusion.fusion.model import BEVFusion
 from avfusion.sensors.types import SyncedFrame
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def fuse_conv_batchnorm(model: nn.Module) -> nn.Module:
+
+def fuse_conv_batchnorm(model: ModuleT) -> ModuleT:
     """Fold every eval-mode BatchNorm2d that directly follows a Conv2d (in an nn.Sequential) into
     the conv, in place; the outputs are unchanged up to float rounding and the network runs ~20%
     faster on a CPU. Only for inference: the batch statistics are gone afterwards."""
     for module in model.modules():
         if isinstance(module, nn.Sequential):
             for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
-                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                conv, batchnorm = module[i], module[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(batchnorm, nn.BatchNorm2d):
+                    module[i] = fuse_conv_bn_eval(conv, batchnorm)
                     module[i + 1] = nn.Identity()
     return model
 

@@ -30,7 +30,7 @@ class PillarEncoder(nn.Module):
 
     def decorate(self, features: torch.Tensor, num_points: torch.Tensor, coords_bij: torch.Tensor) -> torch.Tensor:
         """`(V, P, 5)` -> `(V, P, 10)` decorated point features; padded rows are zero."""
-        pillars, points_per_pillar, _ = features.shape
+        _, points_per_pillar, _ = features.shape
         valid = torch.arange(points_per_pillar, device=features.device)[None, :] < num_points[:, None]  # (V, P)
         valid_f = valid.unsqueeze(-1).to(features.dtype)
         xyz = features[..., :3]

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch
 import torch.nn.functional as F
 
@@ -111,7 +114,7 @@ def total_loss(
     }
     if depth_target_bin is not None:
         parts["depth"] = depth_loss(outputs, depth_target_bin, w) * config.depth_weight
-    total = sum(parts.values())
+    total = functools.reduce(operator.add, parts.values())
     return total, {name: float(value.detach()) for name, value in parts.items()}
 
 

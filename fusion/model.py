@@ -145,7 +145,7 @@ class BEVFusion(nn.Module):
             depth_logits, camera_index = out.depth_logits, out.camera_index
         map_bev = self.map(batch.map_bev) if self.map is not None else None
         inputs = (lidar_bev, camera_bev, coverage, map_bev, modality.lidar, modality.map)
-        trunks = {MAIN: (self, inputs)}
+        trunks: dict[int, tuple[BEVFusion | ModeTrunk, tuple[torch.Tensor | None, ...]]] = {MAIN: (self, inputs)}
         if self.lidar_free is not None:
             trunks[LIDAR_FREE] = (self.lidar_free, (None, *inputs[1:]))
         if self.camera_free is not None:

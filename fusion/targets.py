@@ -111,8 +111,7 @@ def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig
         inside = (column_f >= 0) & (column_f < width) & (row_f >= 0) & (row_f < height)
         inside &= (boxes.label >= 0) & (boxes.label < head.num_classes)
         inside &= (boxes.num_lidar_pts < 0) | (boxes.num_lidar_pts >= head.min_target_lidar_points)
-        slot = 0
-        for n in np.flatnonzero(inside)[:objects]:
+        for slot, n in enumerate(np.flatnonzero(inside)[:objects]):
             row, column = int(row_f[n]), int(column_f[n])
             w_m, l_m, h_m = boxes.size_wlh[n]
             radius = gaussian_radius(l_m / grid.cell_m, w_m / grid.cell_m, head.gaussian_overlap)
@@ -126,7 +125,6 @@ def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig
                 math.sin(yaw), math.cos(yaw), boxes.velocity_xy[n, 0], boxes.velocity_xy[n, 1],
             )
             attribute[b, slot] = boxes.attribute[n]
-            slot += 1
     return HeadTargets(
         heatmap=torch.from_numpy(heatmap),
         index=torch.from_numpy(index),

@@ -41,7 +41,6 @@ from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.warmstart import warm_start
 from avfusion.sensors.types import SyncedFrame
 
-
 # What a run writes into its folder: a folder holding any of them is an earlier run.
 RUN_FILES: tuple[str, ...] = ("config.json", "checkpoint_last.pt", "weights.pt", "loss_log.jsonl", "loss.png", "warm_start.json")
 
@@ -148,7 +147,8 @@ class _StepBatches(torch.utils.data.Dataset):
             twins.append([lidar_free_copy(a) for a in augmentations])
         if use.builds_camera_free_trunk:
             twins.append([camera_free_copy(a) for a in augmentations])
-        return collate(batch_frames * len(twins), self.config, augmentations=sum(twins, []), with_targets=True)
+        return collate(batch_frames * len(twins), self.config, augmentations=[a for twin in twins for a in twin],
+                       with_targets=True)
 
 
 def plot_loss_log(log_path: Path, png_path: Path) -> None:
@@ -254,7 +254,7 @@ def train(
         if not resume:
             (out / "loss_log.jsonl").unlink(missing_ok=True)
 
-    network = model
+    network: torch.nn.Module = model
     if world > 1:
         network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device_t.index] if device_t.type == "cuda" else None, find_unused_parameters=True

@@ -148,11 +148,11 @@ def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, con
             raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the {mode} trunk")
         _check_trunk_config(path, source_config, config)
         state = payload["model"]
-        for name in target:
+        for name, tensor in target.items():
             if name.startswith(mode + "."):
                 source_name = name.removeprefix(mode + ".")
-                if source_name not in state or state[source_name].shape != target[name].shape:
-                    raise InputError(f"warm start: {path} lacks {source_name} of shape {tuple(target[name].shape)}")
-                new_state[name] = state[source_name].to(target[name].dtype)
+                if source_name not in state or state[source_name].shape != tensor.shape:
+                    raise InputError(f"warm start: {path} lacks {source_name} of shape {tuple(tensor.shape)}")
+                new_state[name] = state[source_name].to(tensor.dtype)
         return path
     return None

@@ -82,7 +82,7 @@ def read_camera_image(
         raise UnreadableSensorFile(file_path, "undecodable image", "not a decodable image")
     height, width = bgr.shape[:2]
     if flag is not None:
-        factor = int(round(1.0 / scale))
+        factor = round(1.0 / scale)
         expected = (-(-intrinsics.height // factor), -(-intrinsics.width // factor))
         if (height, width) != expected:
             raise UnreadableSensorFile(

@@ -115,7 +115,7 @@ class SweepStatistics:
         """`(class index, distance bin)` -> returns inside each box of that class and distance bin."""
         table: dict[tuple[int, int], list[int]] = {}
         bins = np.digitize(self.box_distance_m, BOX_DISTANCE_EDGES_M) - 1
-        for label, distance_bin, count in zip(self.box_label, bins, self.box_points):
+        for label, distance_bin, count in zip(self.box_label, bins, self.box_points, strict=True):
             if 0 <= distance_bin < len(BOX_DISTANCE_EDGES_M) - 1:
                 table.setdefault((label, int(distance_bin)), []).append(count)
         return {key: np.array(values) for key, values in sorted(table.items())}

@@ -12,8 +12,8 @@ from types import MappingProxyType
 
 import numpy as np
 
-from avfusion.errors import InputError
 from avfusion.calibration.se3 import SE3, quaternion_slerp, quaternion_to_matrix
+from avfusion.errors import InputError
 from avfusion.sensors.types import GNSS_NAME
 
 
@@ -93,6 +93,7 @@ def synchronize(lidar_timestamp_us: int, streams: Mapping[str, np.ndarray], conf
         if match.index is None:
             missing[name] = match.reason
         else:
+            assert match.skew_us is not None, "a matched stream always has a skew"
             indices[name] = match.index
             skews[name] = int(match.skew_us)
     return SyncResult(MappingProxyType(indices), MappingProxyType(skews), MappingProxyType(missing))

@@ -22,7 +22,7 @@ def test_input_error_exits_2_with_one_line(monkeypatch: pytest.MonkeyPatch, caps
         raise InputError("samples/x.pcd.bin: size 7 bytes is not a multiple of 20")
 
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
-    subparsers = parser._subparsers._group_actions[0]  # noqa: SLF001 - test-only access
+    subparsers = parser._subparsers._group_actions[0]  # test-only access: argparse has no public subparser list
     failing_parser = subparsers.add_parser("fail")
     failing_parser.set_defaults(func=failing)
     assert cli.main(["fail"]) == 2

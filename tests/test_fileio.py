@@ -22,10 +22,9 @@ def test_write_json_atomic_round_trip(tmp_path: Path) -> None:
 def test_failure_keeps_previous_content_and_no_temp_file(tmp_path: Path) -> None:
     target = tmp_path / "result.json"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_open(target) as handle:
-            handle.write("new, half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write("new, half")
+        raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
 

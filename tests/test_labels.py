@@ -15,7 +15,7 @@ from avfusion.labels import (
 
 
 def test_tables_match_devkit() -> None:
-    assert DETECTION_CLASSES == tuple(DETECTION_NAMES)
+    assert tuple(DETECTION_NAMES) == DETECTION_CLASSES
     assert set(ATTRIBUTES) == set(ATTRIBUTE_NAMES) and len(ATTRIBUTES) == 8
     for name in DETECTION_CLASSES:
         assert set(CLASS_ATTRIBUTES[name]) == set(detection_name_to_rel_attributes(name))

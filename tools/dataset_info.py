@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.fileio import write_json_atomic
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.datasets.summary import summarize_log
+from avfusion.fileio import write_json_atomic
 from avfusion.sensors.sync import SyncConfig
 
 

@@ -42,8 +42,6 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from avfusion.errors import InputError
-from avfusion.fileio import write_json_atomic
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw
 from avfusion.datasets.synthetic.cameras import (
     CameraCast,
@@ -55,19 +53,27 @@ from avfusion.datasets.synthetic.cameras import (
 )
 from avfusion.datasets.synthetic.geometry import AgentShapes, RayCaster, SceneMesh, build_scene_mesh
 from avfusion.datasets.synthetic.gnss import GNSS_RATE_HZ, GnssNoise, simulate_fixes
-from avfusion.datasets.synthetic.layout import LOCATIONS, LocationLayout, build_location_layout, drivable_mask, stable_seed
+from avfusion.datasets.synthetic.layout import (
+    LOCATIONS,
+    LocationLayout,
+    build_location_layout,
+    drivable_mask,
+    stable_seed,
+)
 from avfusion.datasets.synthetic.lidar import simulate_sweep
 from avfusion.datasets.synthetic.rig import (
     CAMERAS,
-    CameraSpec,
     EGO_FROM_LIDAR,
     LIDAR_CHANNEL,
     SWEEP_DURATION_US,
+    CameraSpec,
     camera_offset_us,
 )
 from avfusion.datasets.synthetic.shading import loop_table
 from avfusion.datasets.synthetic.tables import make_token, vocabulary_tables
 from avfusion.datasets.synthetic.world import SceneWorld, build_scene_world
+from avfusion.errors import InputError
+from avfusion.fileio import write_json_atomic
 
 MARKER_NAME = ".avfusion-synthetic.json"
 MARKER_FORMAT = 1
@@ -117,7 +123,7 @@ def split_of(scene_index: int, num_scenes: int) -> str:
 
 def num_samples_for(seconds: float) -> int:
     """Keyframes of a scene `seconds` long (2 Hz), at least one."""
-    return max(1, int(round(seconds * 2.0)))
+    return max(1, round(seconds * 2.0))
 
 
 def _validate(out_dir: Path, num_scenes: object, seconds: object, seed: object, version: object,
@@ -370,17 +376,17 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
         points = np.bincount(sweep.agent[sweep.agent >= 0], minlength=len(world.agents))
         fractions = visible_fractions(caster, CAMERAS, global_from_ego, annotated, states.center[annotated],
                                       world.agents.size_wlh[annotated], states.yaw_rad[annotated])
-        for agent, fraction in zip(annotated, fractions):
+        for agent, fraction in zip(annotated, fractions, strict=True):
             attribute = states.attribute[agent]
             if attribute and attribute not in attribute_tokens:
                 attribute_tokens[attribute] = make_token(seed, "attribute", attribute)
-            w, l, h = world.agents.size_wlh[agent]
+            width, length, height = world.agents.size_wlh[agent]
             annotations_of.setdefault(int(agent), []).append({
                 "token": make_token(seed, "sample_annotation", scene_index, sample_index, int(agent)),
                 "sample_token": sample_tokens[sample_index], "instance_token": instance_tokens[agent],
                 "visibility_token": visibility_token(float(fraction)),
                 "attribute_tokens": [attribute_tokens[attribute]] if attribute else [],
-                "translation": states.center[agent].tolist(), "size": [float(w), float(l), float(h)],
+                "translation": states.center[agent].tolist(), "size": [float(width), float(length), float(height)],
                 "rotation": quaternion_from_yaw(states.yaw_rad[agent]).tolist(), "prev": "", "next": "",
                 "num_lidar_pts": int(points[agent]), "num_radar_pts": 0})
         report.num_annotations += len(annotated)
@@ -422,15 +428,15 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
     _collect(pending, stages, keep=0)
 
     # Instances and their annotation chains.
-    for agent, annotations in sorted(annotations_of.items()):
-        for i, record in enumerate(annotations):
-            record["prev"] = annotations[i - 1]["token"] if i > 0 else ""
-            record["next"] = annotations[i + 1]["token"] if i + 1 < len(annotations) else ""
+    for agent, agent_annotations in sorted(annotations_of.items()):
+        for i, record in enumerate(agent_annotations):
+            record["prev"] = agent_annotations[i - 1]["token"] if i > 0 else ""
+            record["next"] = agent_annotations[i + 1]["token"] if i + 1 < len(agent_annotations) else ""
             tables.add("sample_annotation", record)
         tables.add("instance", {"token": instance_tokens[agent],
                                 "category_token": category_tokens[world.agents.category[agent]],
-                                "nbr_annotations": len(annotations), "first_annotation_token": annotations[0]["token"],
-                                "last_annotation_token": annotations[-1]["token"]})
+                                "nbr_annotations": len(agent_annotations), "first_annotation_token": agent_annotations[0]["token"],
+                                "last_annotation_token": agent_annotations[-1]["token"]})
 
     # GNSS over the scene's span.
     started = time.perf_counter()

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import open3d as o3d
 
-from avfusion.labels import DETECTION_CLASSES
 from avfusion.datasets.synthetic.layout import Material, StaticBoxes
 from avfusion.datasets.synthetic.world import Agents, AgentStates
+from avfusion.labels import DETECTION_CLASSES
 
 M = Material
 # A part: (x_centre, y_centre) in units of (l, w); z range (bottom, top) in units of h from the box
@@ -240,10 +240,10 @@ class AgentShapes:
         for index in range(len(agents)):
             parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]),
                                 moving=bool(agents.profile[index] >= 0))
-            w, l, h = agents.size_wlh[index]
+            width, length, height = agents.size_wlh[index]
             for part in parts:
                 owners.append(index)
-                rows.append(np.array(part[:8]) * (l, w, h, h, l, w, l, w))
+                rows.append(np.array(part[:8]) * (length, width, height, height, length, width, length, width))
                 materials.append(int(part[8]))
                 if part[8] in (M.BODY, M.CLOTHES):
                     colors.append(agents.color_rgb[index])
@@ -323,7 +323,8 @@ class RayCaster:
     def __init__(self, mesh: SceneMesh) -> None:
         self.mesh = mesh
         self._scene = o3d.t.geometry.RaycastingScene()
-        self._scene.add_triangles(o3d.core.Tensor(mesh.vertices), o3d.core.Tensor(mesh.triangles.astype(np.uint32)))
+        self._scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.vertices, np.float32)),
+                                  o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.triangles, np.uint32)))
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
         """Cast rays from `origins` `(N, 3)` along unit `directions` `(N, 3)` (map frame)."""

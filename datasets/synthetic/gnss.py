@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.errors import InputError
 from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
+from avfusion.errors import InputError
 
 GNSS_RATE_HZ = 10
 

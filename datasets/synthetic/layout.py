@@ -130,6 +130,7 @@ class LocationLayout:
         for loop in self.loops:
             offset = loop.offset_of(xy_map)
             best = offset if best is None else np.where(np.abs(offset) < np.abs(best), offset, best)
+        assert best is not None, "a layout has at least one loop"
         return best
 
     def nearest_loop(self, xy_map: np.ndarray) -> np.ndarray:
@@ -279,9 +280,9 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
         offset = side * (ROAD_HALF_WIDTH_M + KERB_WIDTH_M / 2)
         length = float(loop.perimeter_at(offset))
         count = int(np.ceil(length / KERB_SEGMENT_M))
-        s = np.arange(count) * (length / count) + length / count / 2
-        xy, heading = loop.pose_at(s, offset)
-        for (x, y), h in zip(xy, heading):
+        kerb_s = np.arange(count) * (length / count) + length / count / 2
+        xy, heading = loop.pose_at(kerb_s, offset)
+        for (x, y), h in zip(xy, heading, strict=True):
             add((x, y, KERB_HEIGHT_M / 2), (length / count + 0.02, KERB_WIDTH_M, KERB_HEIGHT_M), h, Material.GROUND,
                 (200, 200, 196))
         # Street furniture between the lights and trees (which stand every 12-20 m on this line).
@@ -320,19 +321,19 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
             xy, heading = loop.pose_at(centres, offset)
             if kind < 0.3:  # hedge
                 height = rng.uniform(0.6, 1.6)
-                for (x, y), h in zip(xy, heading):
+                for (x, y), h in zip(xy, heading, strict=True):
                     add((x, y, height / 2), (run / pieces + 0.05, EDGE_DEPTH_M, height), h, Material.FOLIAGE,
                         (50 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 40)), 45))
             elif kind < 0.5:  # fence or railing
                 height = rng.uniform(0.9, 1.8)
-                for (x, y), h in zip(xy, heading):
+                for (x, y), h in zip(xy, heading, strict=True):
                     add((x, y, height / 2), (run / pieces + 0.02, 0.06, height), h, Material.FENCE, (90, 95, 90))
             elif kind < 0.65:  # low wall
                 height = rng.uniform(0.4, 1.2)
-                for (x, y), h in zip(xy, heading):
+                for (x, y), h in zip(xy, heading, strict=True):
                     add((x, y, height / 2), (run / pieces + 0.02, 0.3, height), h, Material.WALL, (170, 165, 155))
             elif kind < 0.85:  # bushes, two-wheeler sized and larger
-                for (x, y), h in zip(xy, heading):
+                for (x, y), h in zip(xy, heading, strict=True):
                     if rng.random() < 0.7:
                         size = rng.uniform(0.6, 1.8)
                         height = rng.uniform(0.5, 1.6)
@@ -349,8 +350,8 @@ def drivable_mask(layout: LocationLayout, resolution_m: float = 0.1) -> np.ndarr
     Each road is the band between its two kerb curves (offsets +-`ROAD_HALF_WIDTH_M`), filled as
     polygons sampled every 0.25 m with sub-pixel vertex precision.
     """
-    width = int(round(layout.size_m[0] / resolution_m))
-    height = int(round(layout.size_m[1] / resolution_m))
+    width = round(layout.size_m[0] / resolution_m)
+    height = round(layout.size_m[1] / resolution_m)
     mask = np.zeros((height, width), dtype=np.uint8)
     subpixel_bits = 4
 
@@ -364,6 +365,6 @@ def drivable_mask(layout: LocationLayout, resolution_m: float = 0.1) -> np.ndarr
         return np.round(np.stack([col, row], axis=1) * (1 << subpixel_bits)).astype(np.int32)
 
     for loop in layout.loops:
-        cv2.fillPoly(mask, [polygon(loop, ROAD_HALF_WIDTH_M)], 255, lineType=cv2.LINE_8, shift=subpixel_bits)
-        cv2.fillPoly(mask, [polygon(loop, -ROAD_HALF_WIDTH_M)], 0, lineType=cv2.LINE_8, shift=subpixel_bits)
+        cv2.fillPoly(mask, [polygon(loop, ROAD_HALF_WIDTH_M)], (255,), lineType=cv2.LINE_8, shift=subpixel_bits)
+        cv2.fillPoly(mask, [polygon(loop, -ROAD_HALF_WIDTH_M)], (0,), lineType=cv2.LINE_8, shift=subpixel_bits)
     return mask

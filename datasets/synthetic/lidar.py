@@ -23,7 +23,7 @@ import numpy as np
 import open3d as o3d
 
 from avfusion.calibration.se3 import SE3
-from avfusion.datasets.synthetic.geometry import RayCaster, frustum_vertices, _FRUSTUM_TRIANGLES
+from avfusion.datasets.synthetic.geometry import _FRUSTUM_TRIANGLES, RayCaster, frustum_vertices
 from avfusion.datasets.synthetic.layout import LocationLayout, Material
 from avfusion.datasets.synthetic.rig import (
     EGO_FROM_LIDAR,
@@ -111,12 +111,12 @@ def _ego_body_distances() -> np.ndarray:
                                 size_xy, size_xy, np.zeros(len(boxes)))
     triangles = (_FRUSTUM_TRIANGLES[None] + 8 * np.arange(len(boxes))[:, None, None]).reshape(-1, 3)
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor(vertices.reshape(-1, 3).astype(np.float32)),
-                        o3d.core.Tensor(triangles.astype(np.uint32)))
+    scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(vertices.reshape(-1, 3), np.float32)),
+                        o3d.core.Tensor.from_numpy(np.ascontiguousarray(triangles, np.uint32)))
     directions = firing_directions_ego().reshape(-1, 3)
     origins = np.broadcast_to(EGO_FROM_LIDAR.translation, directions.shape)
     rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
-    result = scene.cast_rays(o3d.core.Tensor(rays))
+    result = scene.cast_rays(o3d.core.Tensor.from_numpy(rays))
     distance = result["t_hit"].numpy().astype(np.float64)
     windscreen = np.isfinite(distance) & (result["primitive_ids"].numpy() // 12 == 2)
     distance[windscreen] = -1.0
@@ -222,9 +222,9 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
                     if owner[tri] >= 0:
                         key = np.uint64(1 << 40) + np.uint64(owner[tri])
                     else:
-                        key = (np.uint64(int(math.floor(px / 2.0)) + (1 << 20)) * np.uint64(1 << 21)
-                               + np.uint64(int(math.floor(py / 2.0)) + (1 << 20))) * np.uint64(64) \
-                            + np.uint64(int(math.floor(pz / 2.0)) + 32)
+                        key = (np.uint64(math.floor(px / 2.0) + (1 << 20)) * np.uint64(1 << 21)
+                               + np.uint64(math.floor(py / 2.0) + (1 << 20))) * np.uint64(64) \
+                            + np.uint64(math.floor(pz / 2.0) + 32)
                     texture = math.exp(TEXTURE_SIGMA * irwin_hall_normal(hash_bits(np.uint64(_TEXTURE_SEED), key)))
                     if material[tri] == _GLASS:
                         drop_probability += GLASS_DROPOUT

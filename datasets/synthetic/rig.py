@@ -52,7 +52,7 @@ class CameraSpec:
         forward = np.array([np.cos(yaw), np.sin(yaw), 0.0])
         right = np.array([np.sin(yaw), -np.cos(yaw), 0.0])
         down = np.array([0.0, 0.0, -1.0])
-        return SE3(np.stack([right, down, forward], axis=1), self.translation_ego)
+        return SE3(np.stack([right, down, forward], axis=1), np.asarray(self.translation_ego, dtype=np.float64))
 
     def intrinsics(self, scale: float = 1.0) -> CameraIntrinsics:
         """Intrinsics of the 1600 x 900 image resized by `scale` (`CameraIntrinsics.resized`: the
@@ -63,7 +63,7 @@ class CameraSpec:
         full = CameraIntrinsics(matrix, IMAGE_WIDTH, IMAGE_HEIGHT)
         if scale == 1.0:
             return full
-        return full.resized(max(1, int(round(IMAGE_WIDTH * scale))), max(1, int(round(IMAGE_HEIGHT * scale))))
+        return full.resized(max(1, round(IMAGE_WIDTH * scale)), max(1, round(IMAGE_HEIGHT * scale)))
 
 
 CAMERAS: tuple[CameraSpec, ...] = (
@@ -81,7 +81,7 @@ def camera_offset_us(camera: CameraSpec) -> int:
     """When the camera fires relative to the lidar timestamp (us, <= 0): when the clockwise beam
     reaches the camera's yaw during the sweep that ends at the lidar timestamp."""
     swept_deg = np.mod(SWEEP_START_YAW_DEG - camera.yaw_deg, 360.0)
-    return int(round(-SWEEP_DURATION_US + swept_deg / 360.0 * SWEEP_DURATION_US))
+    return round(-SWEEP_DURATION_US + swept_deg / 360.0 * SWEEP_DURATION_US)
 
 
 def firing_offsets_us() -> np.ndarray:

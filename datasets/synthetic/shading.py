@@ -218,9 +218,9 @@ def _shade_kernel(cast_triangle: np.ndarray, cast_distance: np.ndarray, inv_k: n
     sy, sx = cast_h / height, cast_w / width
     rgb = np.empty(3)
     for row in range(height):
-        nearest_row = min(max(int(math.floor((row + 0.5) * sy)), 0), cast_h - 1)
+        nearest_row = min(max(math.floor((row + 0.5) * sy), 0), cast_h - 1)
         for col in range(width):
-            nearest_col = min(max(int(math.floor((col + 0.5) * sx)), 0), cast_w - 1)
+            nearest_col = min(max(math.floor((col + 0.5) * sx), 0), cast_w - 1)
             # Unit ray through the pixel centre, camera -> map frame.
             cx = inv_k[0, 0] * col + inv_k[0, 1] * row + inv_k[0, 2]
             cy = inv_k[1, 0] * col + inv_k[1, 1] * row + inv_k[1, 2]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 
-from avfusion.labels import ATTRIBUTES
 from avfusion.datasets.synthetic.rig import CAMERA_CHANNELS, LIDAR_CHANNEL
+from avfusion.labels import ATTRIBUTES
 
 # The 23 nuScenes categories, with our own one-line descriptions.
 CATEGORIES: tuple[tuple[str, str], ...] = (

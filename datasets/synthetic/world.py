@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.datasets.synthetic.layout import LocationLayout, stable_seed, traffic_side
 from avfusion.datasets.synthetic.roads import LANE_CENTERS_M, PARKING_STRIP_M, LoopRoad
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 
 # nuScenes-typical box sizes (w, l, h) mean and spread per category (v1.0-mini statistics).
 CATEGORY_SIZES = {
@@ -305,8 +305,7 @@ class _Builder:
         self.rows: list[dict] = []
 
     def size(self, category: str, scale_h: float = 1.0) -> np.ndarray:
-        mean, std = CATEGORY_SIZES[category]
-        mean, std = np.array(mean), np.array(std)
+        mean, std = (np.array(v) for v in CATEGORY_SIZES[category])
         size = mean + np.clip(self.rng.normal(0, 1, 3), -2, 2) * std
         size[2] *= scale_h
         return np.maximum(size, 0.3 * mean)
@@ -472,7 +471,7 @@ def build_scene_world(seed: int, scene_index: int, layout: LocationLayout, durat
 
     distance = np.concatenate([np.zeros((len(speeds), 1)), np.cumsum(
         0.5 * (np.stack(speeds)[:, 1:] + np.stack(speeds)[:, :-1]) * PROFILE_STEP_S, axis=1)], axis=1)
-    zero_index = int(round((0.0 - times[0]) / PROFILE_STEP_S))
+    zero_index = round((0.0 - times[0]) / PROFILE_STEP_S)
     distance -= distance[:, zero_index:zero_index + 1]
     profiles = SpeedProfiles(float(times[0]), distance, np.stack(speeds))
     return SceneWorld(layout, loop_index, float(ego_offset), float(ego_s0), ego_direction, profiles,

@@ -36,7 +36,7 @@ def bev_cell_index(
     """
     if points.ndim != 3 or points.shape[-1] != 3:
         raise ValueError(f"bev_cell_index needs points of shape (B, M, 3), got {tuple(points.shape)}")
-    batch, count, _ = points.shape
+    batch, _, _ = points.shape
     height = round((y_range_m[1] - y_range_m[0]) / cell_m)
     width = round((x_range_m[1] - x_range_m[0]) / cell_m)
     column = torch.floor((points[..., 0] - x_range_m[0]) / cell_m).long()

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from nuscenes.scripts.export_poses import REFERENCE_COORDINATES, derive_latlon
 
-from avfusion.errors import InputError
 from avfusion.calibration.geodesy import (
     MAP_ORIGINS,
     geodetic_from_map,
@@ -21,6 +20,7 @@ from avfusion.calibration.geodesy import (
     map_from_geodetic,
     yaw_from_heading_deg,
 )
+from avfusion.errors import InputError
 
 RADIUS_M = 6.378137e6
 

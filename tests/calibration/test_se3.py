@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from pyquaternion import Quaternion
 
-from avfusion.errors import InputError
 from avfusion.calibration.se3 import (
     SE3,
     matrix_to_quaternion,
@@ -16,6 +15,7 @@ from avfusion.calibration.se3 import (
     validated_unit_quaternion,
     yaw_from_quaternion,
 )
+from avfusion.errors import InputError
 
 
 def random_quaternions(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -57,7 +57,7 @@ def test_quaternion_round_trip_and_pyquaternion_agreement() -> None:
     rng = np.random.default_rng(2)
     quaternions = random_quaternions(rng, 200)
     matrices = quaternion_to_matrix(quaternions)
-    for q, m in zip(quaternions, matrices):
+    for q, m in zip(quaternions, matrices, strict=True):
         np.testing.assert_allclose(m, Quaternion(q).rotation_matrix, atol=1e-12)
     np.testing.assert_allclose(matrix_to_quaternion(matrices), quaternions, atol=1e-12)
     # single matrices too, including the w ~ 0 branch (180 degree turns)
@@ -112,7 +112,7 @@ def test_invalid_inputs_raise() -> None:
         SE3(np.diag([1.0, 1.0, -1.0]), np.zeros(3))
     with pytest.raises(ValueError, match=r"\(3,\)"):
         SE3(np.eye(3), np.zeros(4))
-    with pytest.raises(InputError, match="calibrated_sensor abc.*not a unit quaternion"):
+    with pytest.raises(InputError, match=r"calibrated_sensor abc.*not a unit quaternion"):
         validated_unit_quaternion([1.0, 0.0, 0.0, 1.0], "calibrated_sensor abc")
     with pytest.raises(InputError, match="4 finite numbers"):
         validated_unit_quaternion([1.0, 0.0, 0.0], "x")

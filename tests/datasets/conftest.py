@@ -121,7 +121,7 @@ def write_log(root: Path) -> Path:
 
     sample_times = [T0_US + k * KEYFRAME_PERIOD_US for k in range(NUM_SAMPLES)]
     sample_tokens = [token("sample", k) for k in range(NUM_SAMPLES)]
-    for k, (sample_token, stamp) in enumerate(zip(sample_tokens, sample_times)):
+    for k, (sample_token, stamp) in enumerate(zip(sample_tokens, sample_times, strict=True)):
         tables["sample"].append({"token": sample_token, "timestamp": stamp, "scene_token": token("scene"),
                                  "prev": sample_tokens[k - 1] if k else "",
                                  "next": sample_tokens[k + 1] if k + 1 < NUM_SAMPLES else ""})
@@ -130,7 +130,7 @@ def write_log(root: Path) -> Path:
                             "last_sample_token": sample_tokens[-1]})
 
     def next_sample_token(stamp: int) -> str:
-        for sample_token, sample_time in zip(sample_tokens, sample_times):
+        for sample_token, sample_time in zip(sample_tokens, sample_times, strict=True):
             if sample_time >= stamp:
                 return sample_token
         return sample_tokens[-1]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.errors import FileFormatError, InputError
 from avfusion.datasets.nuscenes_log import LIDAR_SWEEPS_KEY, FrameOptions, NuScenesLog
+from avfusion.errors import FileFormatError, InputError
 
 VERSION = "v1.0-tiny"
 NO_MAP = FrameOptions(load_map=False)
@@ -41,7 +41,7 @@ def test_missing_table(tiny_log_copy) -> None:
 def test_table_not_json(tiny_log_copy) -> None:
     root = tiny_log_copy()
     (root / VERSION / "instance.json").write_text("[{")
-    with pytest.raises(FileFormatError, match="instance.json: not valid JSON"):
+    with pytest.raises(FileFormatError, match=r"instance\.json: not valid JSON"):
         NuScenesLog.open(root, VERSION)
 
 
@@ -72,11 +72,11 @@ def test_sweep_timestamps_out_of_order(tiny_log_copy) -> None:
     root = tiny_log_copy()
 
     def make_sweep_older(records: list[dict]) -> None:
-        lidar = [r for r in records if r["token"].startswith("sd_lidartop_3-")][0]
+        lidar = next(r for r in records if r["token"].startswith("sd_lidartop_3-"))
         lidar["timestamp"] -= 200_000
 
     edit_table(root, "sample_data", make_sweep_older)
-    with pytest.raises(InputError, match="timestamps out of order: LIDAR_TOP record sd_lidartop_3-.* is not after its prev"):
+    with pytest.raises(InputError, match=r"timestamps out of order: LIDAR_TOP record sd_lidartop_3-.* is not after its prev"):
         NuScenesLog.open(root, VERSION)
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from avfusion.errors import FileFormatError, InputError
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
 from avfusion.datasets.splits import resolve_split
+from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.data import split_scene_names
 
 VERSION = "v1.0-tiny"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from avfusion.errors import FileFormatError
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
 from avfusion.datasets.tables import check_table
+from avfusion.errors import FileFormatError
 
 VERSION = "v1.0-tiny"
 NO_MAP = FrameOptions(load_map=False)

@@ -21,10 +21,10 @@ def test_info_prints_and_writes_json(tiny_log: Path, tmp_path: Path, capsys: pyt
     text = capsys.readouterr().out
     assert "scenes     1   samples 3   annotations 5" in text
     summary = json.loads(out.read_text())
-    back_left = [s for s in summary["camera_sync"] if s["camera"] == "CAM_BACK_LEFT"][0]
+    back_left = next(s for s in summary["camera_sync"] if s["camera"] == "CAM_BACK_LEFT")
     assert back_left == {"camera": "CAM_BACK_LEFT", "keyframes": 2, "without_keyframe_image": 1,
                          "median_abs_skew_ms": 0.0, "max_abs_skew_ms": 0.0, "over_tolerance": 0}
-    front_left = [s for s in summary["camera_sync"] if s["camera"] == "CAM_FRONT_LEFT"][0]
+    front_left = next(s for s in summary["camera_sync"] if s["camera"] == "CAM_FRONT_LEFT")
     assert front_left["max_abs_skew_ms"] == 43.0
     assert summary["sample_data_per_channel"]["LIDAR_TOP"] == 27
 

@@ -18,11 +18,11 @@ from nuscenes.utils.data_classes import LidarPointCloud
 from nuscenes.utils.geometry_utils import transform_matrix, view_points
 from pyquaternion import Quaternion
 
-from avfusion.errors import InputError
 from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic, yaw_from_heading_deg
-from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.datasets.nuscenes_log import FrameOptions, NuScenesLog
 from avfusion.datasets.synthetic import GnssNoise
+from avfusion.errors import InputError
+from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
 from avfusion.sensors.gnss import gnss_path, read_gnss_json
 from avfusion.sensors.sync import SyncConfig
 
@@ -329,7 +329,7 @@ def test_map_crop_under_the_ego_is_drivable_and_agrees_with_devkit_mask(syntheti
         xs, ys = np.meshgrid(x_ego, y_ego)  # (rows along y, columns along x), as the patch
         centres_map = frame.global_from_ego.apply(np.column_stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)]))
         scene = nusc.get("scene", nusc.get("sample", sample_token)["scene_token"])
-        map_record = [m for m in nusc.map if scene["log_token"] in m["log_tokens"]][0]
+        map_record = next(m for m in nusc.map if scene["log_token"] in m["log_tokens"])
         devkit = map_record["mask"].is_on_mask(centres_map[:, 0], centres_map[:, 1]).reshape(patch.shape)
         decided = (patch == 0.0) | (patch == 1.0)
         assert decided.mean() > 0.8 and 0.05 < devkit.mean() < 0.95  # both road and off-road in view

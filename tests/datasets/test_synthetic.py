@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.errors import InputError
 from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
-from avfusion.labels import DETECTION_CLASSES, category_to_detection_class
 from avfusion.calibration.se3 import yaw_from_quaternion
 from avfusion.datasets.synthetic import MARKER_NAME, make_synthetic_log, split_of
 from avfusion.datasets.synthetic import generate as generate_module
 from avfusion.datasets.synthetic.layout import build_location_layout, drivable_mask
 from avfusion.datasets.synthetic.rig import CAMERAS, camera_offset_us
 from avfusion.datasets.synthetic.roads import LoopRoad, perimeter, point_at
+from avfusion.errors import InputError
+from avfusion.labels import DETECTION_CLASSES, category_to_detection_class
 
 VERSION = "v1.0-mini"
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",

@@ -25,7 +25,7 @@ def scene():
 
 
 def test_ground_classes_equal_the_numpy_colours_and_reflectivity(scene) -> None:
-    layout, caster, global_from_ego = scene
+    layout, _caster, global_from_ego = scene
     # points around the ego and across a loop's dashed dividers (the arc-length branch)
     rng = np.random.default_rng(0)
     xy = global_from_ego.translation[:2] + rng.uniform(-80.0, 80.0, (60_000, 2))
@@ -119,7 +119,7 @@ def test_near_normal_draws_have_unit_variance() -> None:
 
 
 def test_box_ray_counts_equal_the_slab_test(scene) -> None:
-    _, caster, global_from_ego = scene
+    _, _caster, global_from_ego = scene
     rng = np.random.default_rng(4)
     camera = CAMERAS[0]
     rays, (h, w) = cameras.camera_ray_bundle(camera, 0.125, global_from_ego)

@@ -64,7 +64,7 @@ def test_sweep_shape_rings_and_ranges_like_the_real_sweep(scene, realdata_root: 
 
 
 def test_sweep_points_are_in_the_lidar_frame_on_the_ground(scene) -> None:
-    *_, sweep, global_from_ego = scene
+    *_, sweep, _global_from_ego = scene
     points = sweep.points
     ground = (sweep.agent < 0) & (np.abs(points[:, 2] + EGO_FROM_LIDAR.translation[2]) < 0.1)
     # most far returns lie on the flat ground 1.84 m below the sensor
@@ -73,7 +73,7 @@ def test_sweep_points_are_in_the_lidar_frame_on_the_ground(scene) -> None:
 
 
 def test_lidar_hits_on_agents_lie_in_their_boxes(scene) -> None:
-    layout, world, states, caster, sweep, global_from_ego = scene
+    _layout, world, states, _caster, sweep, global_from_ego = scene
     global_from_lidar = global_from_ego @ EGO_FROM_LIDAR
     points_map = global_from_lidar.apply(sweep.points[:, :3].astype(np.float64))
     hit = sweep.agent >= 0
@@ -93,7 +93,7 @@ def test_lidar_hits_on_agents_lie_in_their_boxes(scene) -> None:
 
 
 def test_projected_lidar_points_fall_on_their_agent_in_the_image(scene) -> None:
-    layout, world, states, caster, sweep, global_from_ego = scene
+    layout, _world, _states, caster, sweep, global_from_ego = scene
     camera = CAMERAS[0]
     rendered = render_camera(caster, layout, camera, global_from_ego, 0.5, 1.0, np.array([0.0, 0.0, 1.0]),
                              np.random.default_rng(0))
@@ -131,7 +131,7 @@ def test_full_log_files(full_log: Path) -> None:
         assert image.shape == (record["height"], record["width"], 3) == (225, 400, 3)
         assert image.std() > 10  # not blank
     calibrated = json.loads((full_log / "v1.0-mini" / "calibrated_sensor.json").read_text())
-    front = [r for r in calibrated if r["camera_intrinsic"]][0]
+    front = next(r for r in calibrated if r["camera_intrinsic"])
     assert front["camera_intrinsic"][0][0] == pytest.approx(1266.0 * 0.25)
 
 

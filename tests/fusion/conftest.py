@@ -80,7 +80,7 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     return SyncedFrame(
         sample_token=f"sample-{seed}", scene_name="scene-test", location=LOCATION, timestamp_us=timestamp_us,
         global_from_ego=global_from_ego, lidar=lidar, cameras=cameras, gnss=gnss,
-        skew_us={name: 0 for name in CAMERA_NAMES}, missing={}, gt_boxes=boxes,
+        skew_us=dict.fromkeys(CAMERA_NAMES, 0), missing={}, gt_boxes=boxes,
         map=MapRaster(LOCATION, drivable, resolution_m=0.5),
     )
 

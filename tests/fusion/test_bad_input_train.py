@@ -40,7 +40,7 @@ def test_an_earlier_run_is_neither_overwritten_nor_mixed(frame_factory, tmp_path
     with pytest.raises(InputError, match=r"--resume: .*checkpoint_last.pt was made with another config \(train.learning_rate differ"):
         train(_config(learning_rate=1e-4), frames, out, resume=True, progress=False)
     (tmp_path / "file").write_text("x")
-    with pytest.raises(InputError, match="--out .*file: is a file, not a run folder"):
+    with pytest.raises(InputError, match=r"--out .*file: is a file, not a run folder"):
         train(_config(), frames, tmp_path / "file", progress=False)
 
 
@@ -68,7 +68,7 @@ def test_train_arguments_are_checked(changes, expected) -> None:
 
 
 def test_a_config_file_with_bad_training_values_names_the_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="train.grad_clip_norm must be > 0, got 0"):
+    with pytest.raises(InputError, match=r"train\.grad_clip_norm must be > 0, got 0"):
         TrainConfig(grad_clip_norm=0)
     config = tiny_for_tests().to_dict()
     config["train"]["weight_decay"] = -1.0

@@ -50,7 +50,7 @@ def test_default_weights_detect_on_the_demo_log(demo_log) -> None:
     confident = boxes[boxes.score >= 0.3]
     assert len(confident) > 0
     hits = 0
-    for center, label in zip(confident.center, confident.label):
+    for center, label in zip(confident.center, confident.label, strict=True):
         same = gt.label == label
         if same.any() and np.min(np.linalg.norm(gt.center[same, :2] - center[:2], axis=1)) < 2.0:
             hits += 1

@@ -22,7 +22,7 @@ def test_libm_elementwise_is_the_scalar_routine_on_any_layout() -> None:
     rng = np.random.default_rng(3)
     matrices = rng.normal(size=(257, 3, 3))
     y, x = matrices[:, 1, 0], matrices[:, 0, 0]  # strided views, as taken from rotation matrices
-    expected = np.array([math.atan2(a, b) for a, b in zip(y.tolist(), x.tolist())])
+    expected = np.array([math.atan2(a, b) for a, b in zip(y.tolist(), x.tolist(), strict=True)])
     for offset in range(8):  # the same values at other alignments, contiguous and strided
         buffer = np.zeros(2 * 257 + offset + 2)
         shifted_y, shifted_x = buffer[offset : offset + 2 * 257 : 2], buffer[offset + 1 : offset + 2 * 257 + 1 : 2]

@@ -191,5 +191,5 @@ def test_config_round_trips_through_json(tmp_path) -> None:
     assert cpu_default().grid.shape_hw == (128, 128) and gpu_large().grid.shape_hw == (256, 256)
     assert cpu_default().camera.feature_hw == (14, 25)
     write_json_atomic(tmp_path / "bad.json", {"grid": {"cell": 1.0}})
-    with pytest.raises(FileFormatError, match="bad.json.*cell"):
+    with pytest.raises(FileFormatError, match=r"bad\.json.*cell"):
         FusionConfig.load_json(tmp_path / "bad.json")

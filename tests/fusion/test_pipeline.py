@@ -183,7 +183,7 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
     for branches in ((True, False), (False, True)):
         assert not any({"lidar", "camera"} & a.drop for a in draws[branches]), branches
         # The same draws otherwise: geometry, single cameras and the map do not depend on the branches.
-        for single, both in zip(draws[branches], draws[True, True]):
+        for single, both in zip(draws[branches], draws[True, True], strict=True):
             assert (single.rotation_rad, single.scale, single.flip_y) == (both.rotation_rad, both.scale, both.flip_y)
             assert single.drop == both.drop - {"lidar", "camera"}
 

@@ -177,7 +177,7 @@ def test_input_is_not_modified_and_calls_do_not_leak_state() -> None:
     for cloud in [*clouds, *clouds]:
         assert_voxels_equal(voxelize(cloud, config), voxelize(cloud, config, backend="reference"))
         assert_voxels_equal(voxelize(cloud, SMALL), voxelize(cloud, SMALL, backend="reference"))
-    for cloud, copy in zip(clouds, copies):
+    for cloud, copy in zip(clouds, copies, strict=True):
         np.testing.assert_array_equal(cloud, copy)
 
 
@@ -470,7 +470,7 @@ def test_splits_start_at_the_x_column_quantiles_of_the_sample(num_parts: int) ->
     columns = np.sort(fx[(fx >= 0) & (fx < grid[0])].astype(np.int32)[:512])
     gyz = int(grid[1]) * int(grid[2])
     expected = [0] + [int(columns[t * len(columns) // num_parts]) * gyz for t in range(1, num_parts)]
-    np.testing.assert_array_equal(splits, expected + [config.num_cells])
+    np.testing.assert_array_equal(splits, [*expected, config.num_cells])
 
 
 @pytest.mark.parametrize("num_parts", [2, 3, 8])
@@ -619,7 +619,7 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
         assert routes.drops[c, 0] == np.count_nonzero(expected[index] == -2)
         assert routes.drops[c, 1] == np.count_nonzero(expected[index] == -1)
     if n >= 1000:
-        assert 0 < routes.drops[:, 0].sum() and 0 < routes.drops[:, 1].sum() and inside.sum() > n // 4
+        assert routes.drops[:, 0].sum() > 0 and routes.drops[:, 1].sum() > 0 and inside.sum() > n // 4
 
 
 def test_route_counts_and_drops_rows_start_on_cache_lines() -> None:

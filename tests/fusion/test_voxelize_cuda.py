@@ -74,7 +74,7 @@ def run_simulated_cases() -> tuple[int, list[str]]:
 def test_cuda_kernels_under_the_simulator_equal_the_reference() -> None:
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
     result = subprocess.run(
-        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, __file__], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "simulated cases equal: 5" in result.stdout, result.stdout

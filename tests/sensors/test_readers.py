@@ -25,7 +25,7 @@ def test_pcd_round_trip_and_empty(tmp_path: Path) -> None:
     assert read.dtype == np.float32 and read.shape == (7, 5)
     np.testing.assert_array_equal(read, points)
     (tmp_path / "empty.pcd.bin").write_bytes(b"")
-    with pytest.raises(UnreadableSensorFile, match="empty.pcd.bin: empty lidar file") as caught:
+    with pytest.raises(UnreadableSensorFile, match=r"empty\.pcd\.bin: empty lidar file") as caught:
         read_pcd_bin(tmp_path / "empty.pcd.bin")
     assert caught.value.kind == "empty lidar file"
     assert caught.value.reason.startswith("unreadable (empty lidar file): ")
@@ -47,7 +47,7 @@ def test_pcd_nan_and_missing(tmp_path: Path) -> None:
     points.tofile(path)
     with pytest.raises(FileFormatError, match="2 of 4 points have NaN or infinite values \\(first at point 2\\)"):
         read_pcd_bin(path)
-    with pytest.raises(MissingSensorFile, match="gone.pcd.bin: lidar file not found"):
+    with pytest.raises(MissingSensorFile, match=r"gone\.pcd\.bin: lidar file not found"):
         read_pcd_bin(tmp_path / "gone.pcd.bin")
 
 

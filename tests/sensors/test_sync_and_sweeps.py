@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfusion.errors import InputError
 from avfusion.calibration.se3 import SE3
+from avfusion.errors import InputError
 from avfusion.sensors.errors import MissingSensorFile
 from avfusion.sensors.sweeps import SweepSource, accumulate_sweeps
 from avfusion.sensors.sync import PoseTrack, SyncConfig, match_nearest, synchronize

@@ -169,7 +169,7 @@ def test_kill_at_several_points_resumes_to_the_same_bytes(full_run, log_root: Pa
         out = tmp_path / f"stop{stop_after}"
         seen: list[str] = []
 
-        def interrupt(result, stop_after=stop_after) -> None:
+        def interrupt(result, stop_after=stop_after, seen=seen) -> None:
             seen.append(result.sample_token)
             if len(seen) == stop_after:
                 raise KeyboardInterrupt

@@ -90,7 +90,7 @@ def _evaluate(results: dict, dataroot: str, version: str, split: str, meta: dict
 def run(args: argparse.Namespace) -> int:
     checkpoints = {"fused": args.fused, "lidar_only": args.lidar_only, "camera_only": args.camera_only}
     modalities = {"fused": "lidar,camera,map", "lidar_only": "lidar,map", "camera_only": "camera,map"}
-    init_from: dict[str, tuple[Path, ...]] = {name: () for name in checkpoints}
+    init_from: dict[str, tuple[Path, ...]] = dict.fromkeys(checkpoints, ())
     if args.staged and not args.no_train and None in checkpoints.values():
         lidar = _train_variant(args, "lidar_only_stage1", modalities["lidar_only"])
         camera = _train_variant(args, "camera_only_stage1", modalities["camera_only"])
@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     fused = detectors["fused"]
     gnss_config = fused.config.replace(map=MapConfig(channels=fused.config.map.channels, pose_source="gnss"))
     fused_gnss = Detector(fused.model, gnss_config)
-    rows = {"fused": (fused, frozenset(), False)}
+    # row name -> (detector, sensors dropped, GNSS noise on)
+    rows: dict[str, tuple[Detector, frozenset[str], bool]] = {"fused": (fused, frozenset(), False)}
     for name in ("lidar_only", "camera_only"):
         if name in detectors:
             rows[name] = (detectors[name], frozenset(), False)

@@ -104,7 +104,7 @@ def comparison(real, synthetic) -> dict[str, Any]:
             "range_quantiles_m": _quantiles(statistics.range_counts, ls.RANGE_EDGES_M),
             "height_quantiles_m": _quantiles(statistics.height_counts, ls.HEIGHT_EDGES_M),
             "intensity_quantiles": _quantiles(statistics.intensity_counts, ls.INTENSITY_EDGES),
-            "share": {n: round(float(v), 4) for n, v in zip(ls.SHARE_NAMES, normalised["share"])},
+            "share": {n: round(float(v), 4) for n, v in zip(ls.SHARE_NAMES, normalised["share"], strict=True)},
             "histograms": {"range": statistics.range_counts.tolist(), "height": statistics.height_counts.tolist(),
                            "intensity": statistics.intensity_counts.tolist(), "ring": statistics.ring_returns.tolist()},
         }  # fmt: skip
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(real_value, dict):
             real_value, synthetic_value = list(real_value.values()), list(synthetic_value.values())
         d = distances[name]
-        lines.append(f"{name:<22}{str(real_value):>44}{str(synthetic_value):>44}{d['jensen_shannon']:8.3f}"
+        lines.append(f"{name:<22}{real_value!s:>44}{synthetic_value!s:>44}{d['jensen_shannon']:8.3f}"
                      f"{d['wasserstein']:9.3f}  {d['unit']}")  # fmt: skip
     d = distances["ring"]
     lines.append(f"{'ring return rate':<22}{'mean ' + format(np.mean(figures['real']['ring_return_rate']), '.3f'):>44}"
