@@ -65,8 +65,8 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         min_distance_m: see `remove_close_points`, applied to every sweep in its own frame.
     Returns:
         `AccumulatedSweeps` whose `sweep.points` are `(N, 5)` float32: x, y, z in the keyframe's
-        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps); missing past-sweep
-        files are skipped and listed.
+        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps), and `sweep.ring`
+        the files' ring indices; missing past-sweep files are skipped and listed.
     Raises:
         MissingSensorFile: the keyframe file is missing.
         FileFormatError: any file is malformed.
@@ -76,6 +76,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
     key = sources[0]
     lidar_key_from_global = (key.global_from_ego @ key.ego_from_lidar).inverse()
     parts: list[np.ndarray] = []
+    rings: list[np.ndarray] = []
     skipped: list[str] = []
     for index, source in enumerate(sources):
         try:
@@ -95,6 +96,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         cloud[:, 3] = raw[:, 3]
         cloud[:, 4] = (key.timestamp_us - source.timestamp_us) * 1e-6
         parts.append(cloud)
+        rings.append(raw[:, 4].astype(np.int16))
     points = np.concatenate(parts, axis=0)
     sweep = LidarSweep(
         points=points,
@@ -103,6 +105,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         global_from_ego=key.global_from_ego,
         token=key.token,
         num_sweeps=len(parts),
+        ring=np.concatenate(rings),
     )
     return AccumulatedSweeps(sweep=sweep, skipped_paths=tuple(skipped))
 

@@ -48,17 +48,11 @@ GNSS_NOISE_HEADING_DEG = 2.0
 
 def noisy_gnss(frame, rng: np.random.Generator):
     """`frame` with its GNSS fix moved by Gaussian noise (position in metres, heading in degrees)."""
-    from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
-    from avfusion.sensors.types import GnssFix
+    from avfusion.sensors.corruptions import noisy_gnss_fix
 
-    fix = frame.gnss
-    if fix is None:
+    if frame.gnss is None:
         return frame
-    xyz = map_from_geodetic(frame.location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))
-    xyz[0, :2] += rng.normal(0.0, GNSS_NOISE_POSITION_M, 2)
-    lat, lon, alt = geodetic_from_map(frame.location, xyz)[0]
-    heading = (fix.heading_deg + rng.normal(0.0, GNSS_NOISE_HEADING_DEG)) % 360.0
-    noisy = GnssFix(fix.timestamp_us, float(lat), float(lon), float(alt), float(heading), fix.speed_m_s)
+    noisy = noisy_gnss_fix(frame.gnss, frame.location, GNSS_NOISE_POSITION_M, GNSS_NOISE_HEADING_DEG, rng)
     return dataclasses.replace(frame, gnss=noisy)
 
 
