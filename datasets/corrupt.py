@@ -33,16 +33,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.errors import InputError
 from avfusion.fileio import write_bytes_atomic, write_json_atomic
 from avfusion.sensors.corruptions import (
     FRAME_PROBABILITY,
-    MAP_REMOVAL_PROBABILITY,
     GNSS_SIGMA_HEADING_DEG,
     GNSS_SIGMA_M,
+    MAP_REMOVAL_PROBABILITY,
     Corruption,
     corrupt_cloud,
     corrupt_image,

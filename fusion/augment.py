@@ -13,14 +13,18 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-
-from scipy.spatial.transform import Rotation
-
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.config import CAMERA_NAMES, AugmentConfig
-from avfusion.sensors.corruptions import beams_kept, brightness_image, darkness_image, stale_camera, stale_lidar
+from avfusion.sensors.corruptions import (
+    beams_kept,
+    brightness_image,
+    darkness_image,
+    stale_camera,
+    stale_lidar,
+)
 from avfusion.sensors.types import SyncedFrame
+from scipy.spatial.transform import Rotation
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,15 +31,14 @@ import dataclasses
 import hashlib
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from scipy.spatial.transform import Rotation
-
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.sensors.types import LIDAR_NAME, CameraFrame, LidarSweep, SyncedFrame
+from scipy.spatial.transform import Rotation
 
 FROZEN_HISTORY = 4
 STATUS_OK = "ok"
@@ -133,7 +132,7 @@ class CalibrationCheckConfig:
 
     @property
     def grid_deg(self) -> np.ndarray:
-        count = int(round(self.grid_half_width_deg / self.grid_step_deg))
+        count = round(self.grid_half_width_deg / self.grid_step_deg)
         return np.arange(-count, count + 1) * self.grid_step_deg
 
 
@@ -227,7 +226,7 @@ def edge_map(image: np.ndarray, config: CalibrationCheckConfig) -> np.ndarray | 
     kernel = np.ones((3, 3), np.uint8)
     edges = cv2.morphologyEx(grey, cv2.MORPH_GRADIENT, kernel).astype(np.float32) / 255.0
     scale = image.shape[1] / 1600.0
-    steps = max(1, int(round(config.edge_spread_px * scale)))
+    steps = max(1, round(config.edge_spread_px * scale))
     decay = np.float32(config.edge_decay ** (1.0 / scale))
     spread = edges
     for _ in range(steps):

@@ -30,10 +30,17 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
 from avfusion.errors import InputError
-from avfusion.sensors.types import GNSS_NAME, LIDAR_NAME, MAP_NAME, CameraFrame, GnssFix, LidarSweep, SyncedFrame
+from avfusion.sensors.types import (
+    GNSS_NAME,
+    LIDAR_NAME,
+    MAP_NAME,
+    CameraFrame,
+    GnssFix,
+    LidarSweep,
+    SyncedFrame,
+)
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3)
 # The ten MultiCorrupt types, in the order of their table, with the modalities each touches.
@@ -163,7 +170,7 @@ def reduce_points(points: np.ndarray, severity: int, rng: np.random.Generator) -
     """Drop `round(fraction * N)` returns chosen uniformly at random (fraction 0.2 / 0.4 / 0.6);
     the kept rows stay in their order."""
     n = points.shape[0]
-    keep_count = n - int(round(POINT_DROP_FRACTION[severity - 1] * n))
+    keep_count = n - round(POINT_DROP_FRACTION[severity - 1] * n)
     kept = np.sort(rng.permutation(n)[:keep_count])
     return points[kept], kept
 
@@ -312,7 +319,7 @@ def motion_blur_image(image: np.ndarray, severity: int, rng: np.random.Generator
     """Linear motion blur: 31-px kernel at a random angle within +-45 degrees, Gaussian weights of
     sigma 6 / 10 / 13 px (both at 1600 px width, scaled to the image)."""
     scale = _width_scale(image)
-    size = max(3, int(round(MOTION_KERNEL_PX * scale)) | 1)
+    size = max(3, round(MOTION_KERNEL_PX * scale) | 1)
     sigma = MOTION_SIGMA[severity - 1] * 100.0 * scale
     kernel = motion_blur_kernel(size, float(rng.uniform(-MOTION_MAX_ANGLE_DEG, MOTION_MAX_ANGLE_DEG)), sigma)
     return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT)
@@ -379,7 +386,7 @@ def snow_image(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
     height, width = image.shape[:2]
     scale = _width_scale(image)
     flakes = rng.poisson(SNOW_FLAKE_DENSITY[severity - 1] / scale**2, (height, width)) * rng.uniform(0.6, 1.0, (height, width))
-    size = max(3, int(round(SNOW_FLAKE_AREA_PX * scale)) | 1)
+    size = max(3, round(SNOW_FLAKE_AREA_PX * scale) | 1)
     kernel = motion_blur_kernel(size, float(rng.uniform(60.0, 120.0)), size / 3.0)
     layer = cv2.filter2D(flakes.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
     layer = np.clip(layer * SNOW_FLAKE_AREA_PX * scale**2, 0.0, 1.0)[..., None]

@@ -55,10 +55,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avfusion.sensors.corruptions import Corruption
     from avfusion.tools.replay.engine import run_replay, summary_table
     from avfusion.tools.replay.frames import parse_drop
     from avfusion.tools.replay.types import ReplayRequest
-    from avfusion.sensors.corruptions import Corruption
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import corrupt_for_training

@@ -9,8 +9,6 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
-
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.sensors.checks import (
@@ -23,6 +21,7 @@ from avfusion.sensors.checks import (
     content_digest,
 )
 from avfusion.sensors.types import LIDAR_NAME, CameraFrame, LidarSweep, SyncedFrame
+from scipy.spatial.transform import Rotation
 
 CAMERA = "CAM_FRONT"
 INTRINSICS = CameraIntrinsics(np.array([[160.0, 0.0, 99.5], [0.0, 160.0, 55.5], [0.0, 0.0, 1.0]]), 200, 112)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.errors import InputError
 from avfusion.sensors import corruptions as C
 from avfusion.sensors.corruptions import Corruption, corrupt_frame, sensor_rng
-from avfusion.sensors.types import CAMERA_NAMES, CameraFrame, GnssFix, LidarSweep, SyncedFrame
+from avfusion.sensors.types import (
+    CAMERA_NAMES,
+    CameraFrame,
+    GnssFix,
+    LidarSweep,
+    SyncedFrame,
+)
 
 ALL = [Corruption(t, s) for t in C.CORRUPTION_TYPES for s in C.SEVERITIES]
 

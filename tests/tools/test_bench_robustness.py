@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
-
 from avfusion.errors import InputError
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.data import BikeRacks, GroundTruth
 from avfusion.sensors.corruptions import MULTICORRUPT_TYPES
-from avfusion.tools.bench.robustness import chosen_runs, ground_truth_subset, heatmap_png, parse_models, resistance
+from avfusion.tools.bench.robustness import (
+    chosen_runs,
+    ground_truth_subset,
+    heatmap_png,
+    parse_models,
+    resistance,
+)
 
 
 def test_ra_is_the_mean_ratio_over_severities_and_mra_the_mean_over_the_ten_types() -> None:

@@ -11,11 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.fusion.checkpoint import save_checkpoint
-from avfusion.fusion.config import BackboneConfig, CameraConfig, DecodeConfig, FusionConfig, GridConfig
+from avfusion.fusion.config import (
+    BackboneConfig,
+    CameraConfig,
+    DecodeConfig,
+    FusionConfig,
+    GridConfig,
+)
 from avfusion.fusion.model import BEVFusion
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 from avfusion.tools.cli import main

@@ -24,16 +24,26 @@ import dataclasses
 import time
 
 import numpy as np
-from scipy.spatial.transform import Rotation
-
 from avfusion.calibration.se3 import SE3
 from avfusion.datasets.frames import open_frames, resolve_split
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
-from avfusion.sensors.checks import FROZEN_HISTORY, STATUS_SUSPECT, SensorChecks, content_digest, keyframe_points
+from avfusion.sensors.checks import (
+    FROZEN_HISTORY,
+    STATUS_SUSPECT,
+    SensorChecks,
+    content_digest,
+    keyframe_points,
+)
 from avfusion.sensors.corruptions import Corruption, corrupt_frame, sensor_rng
 from avfusion.sensors.types import LIDAR_NAME, SyncedFrame
-from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts
+from avfusion.tools.bench.common import (
+    BenchReport,
+    HostCpuTimes,
+    Timing,
+    host_state_facts,
+)
+from scipy.spatial.transform import Rotation
 
 
 def miscalibrated(frame: SyncedFrame, errors_deg: dict[str, np.ndarray]) -> SyncedFrame:

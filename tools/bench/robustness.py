@@ -30,13 +30,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from avfusion.datasets.frames import open_frames, resolve_split
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.fileio import write_bytes_atomic
-from avfusion.sensors.corruptions import CORRUPTION_TYPES, MULTICORRUPT_TYPES, SEVERITIES, Corruption, corrupt_frame
-from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
+from avfusion.sensors.corruptions import (
+    CORRUPTION_TYPES,
+    MULTICORRUPT_TYPES,
+    SEVERITIES,
+    Corruption,
+    corrupt_frame,
+)
+from avfusion.tools.bench.common import (
+    BenchReport,
+    HostCpuTimes,
+    Timing,
+    host_state_facts,
+    set_threads,
+)
 
 CLEAN = "clean"
 DEFAULT_MODEL = "default"
@@ -180,12 +191,11 @@ def chosen_runs(types: Sequence[str] | None, severities: Sequence[int] | None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from avfusion.eval.data import load_ground_truth
     from avfusion.eval.submission import detection_records
     from avfusion.fusion.config import MapConfig
     from avfusion.tools.replay.frames import load_detector
+    from tqdm import tqdm
 
     if args.frames is not None and args.frames < 1:
         raise InputError(f"--frames must be >= 1, got {args.frames}")
@@ -227,8 +237,8 @@ def run(args: argparse.Namespace) -> int:
             if corruption is not None:
                 corrupt_ms[corruption.type].append((time.perf_counter() - start) * 1e3)
             use_gnss = corruption is not None and corruption.type == "gnss_noise"
-            for name in detectors:
-                detector = gnss_detectors[name] if use_gnss else detectors[name]
+            for name, plain in detectors.items():
+                detector = gnss_detectors[name] if use_gnss else plain
                 start = time.perf_counter()
                 detections = detector.detect(seen)
                 detect_ms.append((time.perf_counter() - start) * 1e3)
