@@ -203,11 +203,11 @@ def run(args: argparse.Namespace) -> int:
     models = parse_models(args.models)
     if args.threads:
         set_threads(args.threads)
-    detectors = {name: load_detector(path, "cpu") for name, path in models.items()}
+    detectors = {name: load_detector(path, args.device) for name, path in models.items()}
     gnss_detectors = {}
     for name, detector in detectors.items():
         config = detector.config.replace(map=MapConfig(channels=detector.config.map.channels, pose_source="gnss"))
-        gnss_detectors[name] = type(detector)(detector.model, config)
+        gnss_detectors[name] = type(detector)(detector.model, config, detector.device, detector.voxel_backend)
 
     split = resolve_split(args.dataroot, args.version, args.split)
     first = next(iter(detectors.values())).config
@@ -298,6 +298,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--severities", nargs="+", type=_severity, help="severities (default: 1 2 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions' draws")
     parser.add_argument("--threads", type=int, default=0, help="torch and Numba threads (0 = default)")
+    parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda, cuda:1)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--heatmap", default=None, metavar="PNG", help="write the RA heatmap (types x models)")
     parser.set_defaults(func=run)
