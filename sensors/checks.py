@@ -113,6 +113,10 @@ class CalibrationCheckConfig:
             0.98 per pixel at 1600 px), scaled to the image's width.
         suspect_offset_deg, min_gain: the decision (see the module docstring).
         min_frames: no camera is suspect before this many of its frames are summed.
+        sweep_duration_s: one revolution of the lidar (nuScenes' 20 Hz).
+        max_time_offset_s: lidar edges fired further than this from the camera's exposure are
+            left out (a moving object was elsewhere when the camera saw it; it matters for the
+            camera the revolution's seam crosses, half of whose view is a revolution old).
     """
 
     grid_half_width_deg: float = 3.0
@@ -128,6 +132,8 @@ class CalibrationCheckConfig:
     across_ring_weight: float = 1.0
     suspect_offset_deg: float = 1.0
     min_frames: int = 3
+    sweep_duration_s: float = 0.05
+    max_time_offset_s: float = 0.015
     min_gain: float = 0.04
 
     @property
@@ -154,24 +160,29 @@ def _edge_jumps(ranges: np.ndarray, before: np.ndarray, after: np.ndarray,
     return jump, partner
 
 
-def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Depth discontinuities of the keyframe sweep: `(K, 3)` points (lidar frame, metres) and
-    `(K,)` weights `sqrt(depth jump)`, for the near side of each edge along a ring (vertical
+def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Depth discontinuities of the keyframe sweep: `(K, 3)` points (lidar frame, metres), `(K,)`
+    weights `sqrt(depth jump)` and `(K,)` firing times (seconds relative to the sweep's
+    timestamp, which ends the revolution), for the near side of each edge along a ring (vertical
     edges) or between adjacent rings at the same azimuth (horizontal edges; see `_edge_jumps`).
     Empty without ring indices."""
     if sweep.ring is None:
-        return np.zeros((0, 3)), np.zeros(0)
+        return np.zeros((0, 3)), np.zeros(0), np.zeros(0)
     key = sweep.points[:, 4] == 0.0
     xyz = sweep.points[key, :3].astype(np.float64)
     ring = sweep.ring[key].astype(np.int64)
     # Azimuth measured from the sweep's seam: a file lists its returns in firing order, so its
     # first return is where the revolution began. The returns on either side of the seam were
     # taken a whole revolution apart (the scene moved meanwhile): they are not neighbours.
-    azimuth = np.arctan2(xyz[:, 1], xyz[:, 0])
-    if azimuth.size:
-        azimuth = np.mod(azimuth - azimuth[0] + 1e-9, 2.0 * np.pi)
+    raw = np.arctan2(xyz[:, 1], xyz[:, 0])
+    azimuth = np.mod(raw - raw[0], 2.0 * np.pi) if raw.size else raw
+    # The fraction of the revolution at each return's firing, whichever way the head spins.
+    early = azimuth[: max(1, raw.size // 8)]
+    spins_counterclockwise = float(np.median(early)) < np.pi
+    turned = azimuth if spins_counterclockwise else np.mod(raw[0] - raw, 2.0 * np.pi) if raw.size else raw
+    firing_s = (turned / (2.0 * np.pi) - 1.0) * config.sweep_duration_s
     order = np.lexsort((azimuth, ring))
-    xyz, ring, azimuth = xyz[order], ring[order], azimuth[order]
+    xyz, ring, azimuth, firing_s = xyz[order], ring[order], azimuth[order], firing_s[order]
     ranges = np.linalg.norm(xyz, axis=1)
     n = ranges.size
     gap = np.deg2rad(config.max_neighbour_gap_deg)
@@ -214,7 +225,7 @@ def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.n
     far_dir = xyz[partner[edge]] / ranges[partner[edge], None]
     middle = near_dir + far_dir
     middle /= np.linalg.norm(middle, axis=1, keepdims=True)
-    return middle * ranges[edge, None], np.sqrt(jump[edge])
+    return middle * ranges[edge, None], np.sqrt(jump[edge]), firing_s[edge]
 
 
 def edge_map(image: np.ndarray, config: CalibrationCheckConfig) -> np.ndarray | None:
@@ -314,8 +325,12 @@ class CalibrationCheck:
         self._states.clear()
 
     def check_camera(self, camera: CameraFrame, points_lidar: np.ndarray, weights: np.ndarray,
-                     camera_from_lidar: SE3) -> CameraCalibrationVerdict:
-        """Add one frame of one camera to its sums and judge it (see the module docstring)."""
+                     camera_from_lidar: SE3, firing_offset_s: np.ndarray | None = None) -> CameraCalibrationVerdict:
+        """Add one frame of one camera to its sums and judge it (see the module docstring).
+        `firing_offset_s`: each edge's firing time minus the camera's exposure (None: all in time)."""
+        if firing_offset_s is not None:
+            in_time = np.abs(firing_offset_s) <= self.config.max_time_offset_s
+            points_lidar, weights = points_lidar[in_time], weights[in_time]
         n = self.grid.size
         state = self._states.get(camera.name)
         if state is None:
@@ -439,10 +454,11 @@ class SensorChecks:
 
         verdicts: dict[str, CameraCalibrationVerdict] = {}
         if self.calibration is not None and lidar is not None and LIDAR_NAME not in frozen:
-            points, weights = lidar_edges(lidar, self.calibration.config)
+            points, weights, firing_s = lidar_edges(lidar, self.calibration.config)
             for name in list(cameras):
                 camera_from_lidar = frame.ego_from_camera_at_lidar_time(name).inverse() @ lidar.ego_from_lidar
-                verdict = self.calibration.check_camera(cameras[name], points, weights, camera_from_lidar)
+                exposure_s = (cameras[name].timestamp_us - lidar.timestamp_us) * 1e-6
+                verdict = self.calibration.check_camera(cameras[name], points, weights, camera_from_lidar, firing_s - exposure_s)
                 verdicts[name] = verdict
                 if verdict.status == STATUS_SUSPECT:
                     missing[name] = f"calibration suspect: extrinsic off by about {verdict.offset_norm_deg:.1f} deg"
