@@ -3,12 +3,15 @@
 `run_replay(request)` streams every keyframe of the chosen scenes through `NuScenesLog.frame` and
 `Detector.detect` and writes, under the run folder:
 
-    replay.json          what was asked (dataroot, version, scenes, checkpoint, drop): --resume checks it
+    replay.json          what was asked (dataroot, version, scenes, checkpoint, drop, corruption and its
+                         seed, whether the sensor checks run): --resume checks it
     progress.jsonl       one line per finished frame (its submission records, stage timings and
                          sensor health): the per-frame checkpoint an interrupted run resumes from
     submission.json      the nuScenes detection submission, every planned sample in plan order
     latency.csv          per-frame milliseconds by stage, file reading and voxelization included
-    sensor_health.jsonl  per frame: missing sensors (and why), time skews, lidar points, cameras
+    sensor_health.jsonl  per frame: missing sensors (and why), time skews, lidar points, cameras; with
+                         the online checks (`avfusion.sensors.checks`) frozen sensors, the cameras
+                         whose calibration is suspect (`calibration_suspect`) and each camera's verdict
     summary.json         frames, frames/s, stage statistics, sensor-health counts, metrics
     metrics_summary.json avfusion's nuScenes detection metrics, when the split has annotations
     bev/<token>.npz      with `save_bev`: the fused BEV heatmap (max over classes) for the viewer
