@@ -131,7 +131,7 @@ class CalibrationCheckConfig:
     edge_alpha: float = 1.0 / 3.0
     across_ring_weight: float = 1.0
     suspect_offset_deg: float = 1.0
-    min_frames: int = 3
+    min_frames: int = 5
     sweep_duration_s: float = 0.05
     max_time_offset_s: float = 0.015
     min_gain: float = 0.04
