@@ -117,7 +117,8 @@ def _project(image_from_cam: np.ndarray, points_cam: np.ndarray, width: int, hei
     depth = points_cam[:, 2].copy()
     in_front = depth > MIN_DEPTH_M
     uv = np.full((points_cam.shape[0], 2), np.nan)
-    uv[in_front] = homogeneous[in_front, :2] / depth[in_front, None]
+    # A masked divide, not a gather / scatter through `in_front`: the same values, about twice as fast.
+    np.divide(homogeneous[:, :2], depth[:, None], out=uv, where=in_front[:, None])
     with np.errstate(invalid="ignore"):
         in_image = (
             in_front

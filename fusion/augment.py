@@ -15,10 +15,19 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.config import CAMERA_NAMES, AugmentConfig
+from avfusion.sensors.corruptions import (
+    beams_kept,
+    brightness_image,
+    darkness_image,
+    stale_camera,
+    stale_lidar,
+)
+from avfusion.sensors.types import SyncedFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,3 +199,45 @@ def draw_augmentation(
     map_noise = draw_map_noise(rng, config) if has_map and config.map_noise_enabled else MapNoise()
     return SampleAugmentation(rotation_rad=rotation_rad, scale=scale, flip_y=flip_y, image_scale=image_scale,
                               drop=frozenset(drop), map_noise=map_noise)
+
+
+def corrupt_for_training(
+    frame: SyncedFrame, previous: SyncedFrame | None, config: AugmentConfig, rng: np.random.Generator
+) -> SyncedFrame:
+    """One sample's corruption augmentation (see the `AugmentConfig` fields): the frame as a
+    degraded sensor set would deliver it. `previous` is the scene's previous keyframe (stale
+    data), or None. The input frame is not modified; with every probability 0 it is returned."""
+    if not config.corrupts:
+        return frame
+    changes: dict[str, object] = {}
+    lidar = frame.lidar
+    if lidar is not None:
+        if previous is not None and previous.lidar is not None and rng.random() < config.stale_lidar_probability:
+            lidar = stale_lidar(lidar, previous.lidar)
+        keep = np.ones(len(lidar), dtype=bool)
+        if lidar.ring is not None and rng.random() < config.beam_drop_probability:
+            keep &= beams_kept(lidar.ring, int(rng.choice((1, 2))))  # every 2nd or 4th ring
+        if rng.random() < config.point_drop_probability:
+            keep &= rng.random(len(lidar)) >= rng.uniform(0.0, config.point_drop_max_fraction)
+        points = lidar.points[keep]
+        if config.point_jitter_sigma_m > 0:
+            points = points.copy()
+            points[:, :3] += rng.normal(0.0, config.point_jitter_sigma_m, (len(points), 3)).astype(np.float32)
+        if lidar is not frame.lidar or not keep.all() or config.point_jitter_sigma_m > 0:
+            ring = lidar.ring[keep] if lidar.ring is not None else None
+            changes["lidar"] = dataclasses.replace(lidar, points=np.ascontiguousarray(points), ring=ring)
+    cameras = dict(frame.cameras)
+    for name, camera in frame.cameras.items():
+        old = previous.cameras.get(name) if previous is not None else None
+        if old is not None and old.image.shape == camera.image.shape and rng.random() < config.stale_camera_probability:
+            camera = stale_camera(camera, old)
+        if rng.random() < config.photometric_probability:
+            severity = int(rng.integers(1, 4))
+            image = brightness_image(camera.image, severity) if rng.random() < 0.5 else darkness_image(camera.image, severity, rng)
+            camera = dataclasses.replace(camera, image=image)
+        if config.extrinsic_sigma_deg > 0:
+            rotation = Rotation.from_rotvec(np.deg2rad(rng.normal(0.0, config.extrinsic_sigma_deg, 3))).as_matrix()
+            camera = dataclasses.replace(camera, ego_from_camera=camera.ego_from_camera @ SE3(rotation, np.zeros(3)))
+        cameras[name] = camera
+    changes["cameras"] = cameras
+    return dataclasses.replace(frame, **changes)

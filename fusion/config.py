@@ -261,6 +261,40 @@ class AugmentConfig:
     map_wrong_probability: float = 0.0
     map_wrong_offset_m: tuple[float, float] = (30.0, 150.0)
 
+    # Corruption augmentation (robust training; `fusion.augment.corrupt_for_training`), all off by
+    # default: per sample, with each probability, the lidar keeps every 2nd or 4th ring only, or
+    # loses a uniform fraction of up to `point_drop_max_fraction` of its points; every point is
+    # jittered by `point_jitter_sigma_m`; the lidar, or each camera, delivers the previous
+    # keyframe's data; each image gets a random brightness / low-light change; each camera's stored
+    # extrinsic is rotated by a random rotation of `extrinsic_sigma_deg` per axis.
+    beam_drop_probability: float = 0.0
+    point_drop_probability: float = 0.0
+    point_drop_max_fraction: float = 0.6
+    point_jitter_sigma_m: float = 0.0
+    stale_lidar_probability: float = 0.0
+    stale_camera_probability: float = 0.0
+    photometric_probability: float = 0.0
+    extrinsic_sigma_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("beam_drop_probability", "point_drop_probability", "point_drop_max_fraction",
+                     "stale_lidar_probability", "stale_camera_probability", "photometric_probability"):  # fmt: skip
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.point_jitter_sigma_m < 0 or self.extrinsic_sigma_deg < 0:
+            raise ValueError("AugmentConfig.point_jitter_sigma_m and extrinsic_sigma_deg must be >= 0")
+
+    @property
+    def corrupts(self) -> bool:
+        """Whether any corruption augmentation is on."""
+        return any((self.beam_drop_probability, self.point_drop_probability, self.point_jitter_sigma_m,
+                    self.stale_lidar_probability, self.stale_camera_probability, self.photometric_probability,
+                    self.extrinsic_sigma_deg))  # fmt: skip
+
+    @property
+    def needs_previous_frame(self) -> bool:
+        return self.stale_lidar_probability > 0 or self.stale_camera_probability > 0
+
     @property
     def map_noise_enabled(self) -> bool:
         return (self.map_shift_probability + self.map_holes_probability + self.map_blank_probability

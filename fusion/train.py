@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from avfusion.errors import InputError
 from avfusion.fileio import atomic_open, write_json_atomic
-from avfusion.fusion.augment import camera_free_copy, draw_augmentation, lidar_free_copy
+from avfusion.fusion.augment import camera_free_copy, corrupt_for_training, draw_augmentation, lidar_free_copy
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig
@@ -127,6 +127,13 @@ class _StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.steps_per_epoch * self.config.train.epochs
 
+    def _previous(self, index: int, frame: SyncedFrame) -> SyncedFrame | None:
+        """The keyframe before `frame` in its scene (stale-data augmentation), or None."""
+        if not self.config.augment.needs_previous_frame or index == 0:
+            return None
+        before = self.frames[index - 1]
+        return before if before.scene_name == frame.scene_name and before.timestamp_us < frame.timestamp_us else None
+
     def __getitem__(self, step: int):
         train_cfg = self.config.train
         epoch, position = divmod(step, self.steps_per_epoch)
@@ -134,6 +141,11 @@ class _StepBatches(torch.utils.data.Dataset):
         chosen = order[position * train_cfg.batch_size : (position + 1) * train_cfg.batch_size]
         rng = np.random.default_rng([train_cfg.seed, step, self.rank])
         batch_frames = [self.frames[int(i)] for i in chosen]
+        if self.config.augment.corrupts:
+            # Its own stream, so that the draws below are the same with it on or off.
+            corruption_rng = np.random.default_rng([train_cfg.seed, step, self.rank, 1])
+            batch_frames = [corrupt_for_training(f, self._previous(int(i), f), self.config.augment, corruption_rng)
+                            for i, f in zip(chosen, batch_frames)]  # fmt: skip
         use = self.config.train
         augmentations = [
             draw_augmentation(rng, self.config.augment, has_map=f.map is not None,

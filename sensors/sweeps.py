@@ -67,8 +67,9 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         min_distance_m: see `remove_close_points`, applied to every sweep in its own frame.
     Returns:
         `AccumulatedSweeps` whose `sweep.points` are `(N, 5)` float32: x, y, z in the keyframe's
-        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps); past sweeps whose
-        files are missing or unreadable are skipped and listed with the reason.
+        LIDAR_TOP frame, intensity, time lag in seconds (>= 0 for past sweeps), and `sweep.ring`
+        the files' ring indices; past sweeps whose files are missing or unreadable are skipped and
+        listed with the reason.
     Raises:
         MissingSensorFile: the keyframe file is missing.
         UnreadableSensorFile: the keyframe file is empty, truncated or malformed.
@@ -78,6 +79,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
     key = sources[0]
     lidar_key_from_global = (key.global_from_ego @ key.ego_from_lidar).inverse()
     parts: list[np.ndarray] = []
+    rings: list[np.ndarray] = []
     skipped: list[str] = []
     reasons: list[str] = []
     for index, source in enumerate(sources):
@@ -99,6 +101,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         cloud[:, 3] = raw[:, 3]
         cloud[:, 4] = (key.timestamp_us - source.timestamp_us) * 1e-6
         parts.append(cloud)
+        rings.append(raw[:, 4].astype(np.int16))
     points = np.concatenate(parts, axis=0)
     sweep = LidarSweep(
         points=points,
@@ -107,6 +110,7 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
         global_from_ego=key.global_from_ego,
         token=key.token,
         num_sweeps=len(parts),
+        ring=np.concatenate(rings),
     )
     return AccumulatedSweeps(sweep=sweep, skipped_paths=tuple(skipped), skipped_reasons=tuple(reasons))
 

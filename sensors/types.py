@@ -47,6 +47,9 @@ class LidarSweep:
         global_from_ego: ego pose at `timestamp_us`.
         token: the keyframe's sample_data token ("" when not from a log).
         num_sweeps: how many sweeps were accumulated (1 = keyframe only).
+        ring: `(N,)` int16 laser (ring) index of each point, as column 5 of `.pcd.bin` gives it,
+            or None when unknown (beam-level corruptions and the scan-line depth edges of the
+            calibration check need it).
     """
 
     points: np.ndarray
@@ -55,6 +58,7 @@ class LidarSweep:
     global_from_ego: SE3
     token: str = ""
     num_sweeps: int = 1
+    ring: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         points = self.points
@@ -64,6 +68,13 @@ class LidarSweep:
             raise ValueError(f"LidarSweep.points must be float32, got {points.dtype}")
         if not isinstance(self.ego_from_lidar, SE3) or not isinstance(self.global_from_ego, SE3):
             raise ValueError("LidarSweep.ego_from_lidar and global_from_ego must be SE3")
+        if self.ring is not None and (
+            not isinstance(self.ring, np.ndarray) or self.ring.shape != (points.shape[0],) or self.ring.dtype != np.int16
+        ):
+            raise ValueError(
+                f"LidarSweep.ring must be int16 of shape ({points.shape[0]},), got "
+                f"{getattr(self.ring, 'dtype', None)} {getattr(self.ring, 'shape', None)}"
+            )
         object.__setattr__(self, "timestamp_us", int(self.timestamp_us))
 
     def __len__(self) -> int:

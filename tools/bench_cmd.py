@@ -11,6 +11,8 @@ import importlib
 BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.infer",
     "avfusion.tools.bench.ablation",
+    "avfusion.tools.bench.robustness",
+    "avfusion.tools.bench.checks",
     "avfusion.tools.bench.realdata",
     "avfusion.tools.bench.voxelize",
     "avfusion.tools.bench.eval",

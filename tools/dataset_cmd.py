@@ -1,4 +1,5 @@
-"""`avfusion dataset ...`: make a synthetic log, summarize a dataroot, print one synchronized frame.
+"""`avfusion dataset ...`: make a synthetic log, summarize a dataroot, print one synchronized frame,
+write a corrupted copy of a dataroot.
 
 Each action lives in its own module exposing `add_parser(subparsers)`; they are listed here.
 """
@@ -12,6 +13,7 @@ DATASET_MODULES: tuple[str, ...] = (
     "avfusion.tools.dataset_info",
     "avfusion.tools.dataset_frame",
     "avfusion.tools.dataset_synthetic",
+    "avfusion.tools.dataset_corrupt",
 )
 
 

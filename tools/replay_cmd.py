@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from avfusion.errors import InputError
+from avfusion.sensors.corruptions import Corruption
 from avfusion.tools.replay.engine import run_replay, summary_table
 from avfusion.tools.replay.frames import parse_drop
 from avfusion.tools.replay.types import ReplayRequest
@@ -35,6 +36,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="SENSORS",
         help="replay as if these sensors were missing: camera | lidar | map | gnss | CAM_FRONT,CAM_BACK,...",
     )
+    parser.add_argument(
+        "--corrupt",
+        metavar="TYPE:SEVERITY",
+        help="corrupt every frame as it is read, e.g. fog:2 (types: avfusion.sensors.corruptions; severities 1-3)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --corrupt draws (default 0)")
+    parser.add_argument(
+        "--checks", action="store_true",
+        help="run the online sensor checks (frozen sensors, camera calibration; about 0.1 s a frame)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
     parser.add_argument("--save-bev", action="store_true", help="keep each frame's BEV heatmap for `avfusion viz`")
     parser.add_argument("--no-eval", action="store_true", help="do not score the run")
@@ -51,6 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    corruption = Corruption.parse(args.corrupt) if args.corrupt is not None else None
     request = ReplayRequest(
         dataroot=args.dataroot,
         version=args.version,
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         ray_address=args.ray,
         ray_workers=args.workers,
+        corrupt=str(corruption) if corruption is not None else None,
+        corrupt_seed=args.seed,
+        checks=args.checks,
     )
     try:
         outcome = run_replay(request, progress=not args.no_progress)

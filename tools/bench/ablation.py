@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 
-from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.datasets.splits import resolve_split
@@ -45,7 +44,7 @@ from avfusion.eval.submission import detection_records, submission_meta, write_r
 from avfusion.fusion.config import MapConfig, configure
 from avfusion.fusion.inference import Detector
 from avfusion.fusion.train import train
-from avfusion.sensors.types import GnssFix
+from avfusion.sensors.corruptions import noisy_gnss_fix
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts, set_threads
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
@@ -55,14 +54,9 @@ GNSS_NOISE_HEADING_DEG = 2.0
 
 def noisy_gnss(frame, rng: np.random.Generator):
     """`frame` with its GNSS fix moved by Gaussian noise (position in metres, heading in degrees)."""
-    fix = frame.gnss
-    if fix is None:
+    if frame.gnss is None:
         return frame
-    xyz = map_from_geodetic(frame.location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))
-    xyz[0, :2] += rng.normal(0.0, GNSS_NOISE_POSITION_M, 2)
-    lat, lon, alt = geodetic_from_map(frame.location, xyz)[0]
-    heading = (fix.heading_deg + rng.normal(0.0, GNSS_NOISE_HEADING_DEG)) % 360.0
-    noisy = GnssFix(fix.timestamp_us, float(lat), float(lon), float(alt), float(heading), fix.speed_m_s)
+    noisy = noisy_gnss_fix(frame.gnss, frame.location, GNSS_NOISE_POSITION_M, GNSS_NOISE_HEADING_DEG, rng)
     return dataclasses.replace(frame, gnss=noisy)
 
 

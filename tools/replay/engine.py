@@ -3,12 +3,15 @@
 `run_replay(request)` streams every keyframe of the chosen scenes through `NuScenesLog.frame` and
 `Detector.detect` and writes, under the run folder:
 
-    replay.json          what was asked (dataroot, version, scenes, checkpoint, drop): --resume checks it
+    replay.json          what was asked (dataroot, version, scenes, checkpoint, drop, corruption and its
+                         seed, whether the sensor checks run): --resume checks it
     progress.jsonl       one line per finished frame (its submission records, stage timings and
                          sensor health): the per-frame checkpoint an interrupted run resumes from
     submission.json      the nuScenes detection submission, every planned sample in plan order
     latency.csv          per-frame milliseconds by stage, file reading and voxelization included
-    sensor_health.jsonl  per frame: missing sensors (and why), time skews, lidar points, cameras
+    sensor_health.jsonl  per frame: missing sensors (and why), time skews, lidar points, cameras; with
+                         the online checks (`avfusion.sensors.checks`) frozen sensors, the cameras
+                         whose calibration is suspect (`calibration_suspect`) and each camera's verdict
     summary.json         frames, frames/s, stage statistics, sensor-health counts, metrics
     metrics_summary.json avfusion's nuScenes detection metrics, when the split has annotations
     bev/<token>.npz      with `save_bev`: the fused BEV heatmap (max over classes) for the viewer
@@ -255,6 +258,8 @@ def finish_run(
         "stages_ms": stage_statistics(ordered),
         "sensor_health": health_counts(ordered),
         "drop": sorted(request.drop),
+        "corrupt": request.corrupt,
+        "checks_ms": check_statistics(ordered) if request.checks else None,
         "detections": sum(len(r.records) for r in ordered),
     }
     metrics_path = None
@@ -332,9 +337,35 @@ def stage_statistics(results: Iterable[FrameResult]) -> dict[str, dict[str, floa
     return stats
 
 
+def check_statistics(results: Sequence[FrameResult]) -> dict[str, float] | None:
+    """Mean and median milliseconds of the online sensor checks per frame."""
+    values = [float(r.timings_ms["checks"]) for r in results if "checks" in r.timings_ms]
+    if not values:
+        return None
+    return {"mean_ms": statistics.fmean(values), "median_ms": statistics.median(values)}
+
+
+def calibration_findings(results: Iterable[FrameResult]) -> dict[str, Any]:
+    """Per scene and suspect camera: the frames it was suspect on and its last estimated offset
+    (degrees: rotation vector pitch, yaw, roll in the camera frame, and its norm)."""
+    findings: dict[str, dict[str, Any]] = {}
+    for result in results:
+        for camera in result.health.get("calibration_suspect", ()):
+            verdict = result.health["calibration"][camera]
+            entry = findings.setdefault(f"{result.scene_name} {camera}", {"frames": 0})
+            entry["frames"] += 1
+            entry["offset_deg"] = verdict["offset_deg"]
+            entry["offset_norm_deg"] = verdict["offset_norm_deg"]
+    return findings
+
+
 def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
     """Frames with a sensor missing, by sensor and kind of reason; the largest |skew| per sensor;
-    frames that could not be read at all."""
+    frames that could not be read at all; frames with each sensor frozen; calibration suspects."""
+    results = list(results)
+    frozen: Counter[str] = Counter()
+    for result in results:
+        frozen.update(result.health.get("frozen", {}).keys())
     missing: Counter[str] = Counter()
     max_skew: dict[str, int] = {}
     frames_with_missing = errors = 0
@@ -355,6 +386,8 @@ def health_counts(results: Iterable[FrameResult]) -> dict[str, Any]:
         "frames_unreadable": errors,
         "missing": dict(sorted(missing.items())),
         "max_abs_skew_us": dict(sorted(max_skew.items())),
+        "frozen_frames": dict(sorted(frozen.items())),
+        "calibration_suspect": calibration_findings(results),
     }
 
 
@@ -379,6 +412,18 @@ def summary_table(outcome: ReplayOutcome) -> str:
     if health["max_abs_skew_us"]:
         skews = ", ".join(f"{s} {v / 1000:.0f} ms" for s, v in health["max_abs_skew_us"].items())
         lines.append(f"  largest skew to the lidar: {skews}")
+    for sensor, count in health.get("frozen_frames", {}).items():
+        lines.append(f"  {sensor} frozen on {count} frames")
+    for where, finding in health.get("calibration_suspect", {}).items():
+        pitch, yaw, roll = finding["offset_deg"]
+        lines.append(
+            f"  calibration suspect: {where} on {finding['frames']} frames, estimated offset "
+            f"{finding['offset_norm_deg']:.2f} deg (pitch {pitch:+.2f}, yaw {yaw:+.2f}, roll {roll:+.2f})"
+        )
+    if summary.get("checks_ms"):
+        lines.append(f"sensor checks: {summary['checks_ms']['median_ms']:.1f} ms per frame (median)")
+    if summary.get("corrupt"):
+        lines.append(f"corruption: {summary['corrupt']}")
     evaluation = summary.get("evaluation")
     if evaluation is not None:
         if "skipped" in evaluation:

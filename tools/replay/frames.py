@@ -20,7 +20,9 @@ from avfusion.eval.submission import detection_records
 from avfusion.fileio import write_bytes_atomic
 from avfusion.fusion.batch import DROPPABLE
 from avfusion.fusion.inference import Detector
-from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
+from avfusion.sensors.checks import SensorChecks
+from avfusion.sensors.corruptions import Corruption, corrupt_frame
+from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME, SyncedFrame
 from avfusion.tools.replay.types import STAGES, FrameResult, PlannedFrame, ReplayPlan, ReplayRequest
 
 # ---------------------------------------------------------------------------------------------
@@ -92,6 +94,12 @@ class FrameProcessor:
             load_gnss="gnss" not in request.drop,
             load_map="map" not in request.drop,
         )
+        self.corruption = Corruption.parse(request.corrupt) if request.corrupt else None
+        self.checks = SensorChecks() if request.checks else None
+        # The scene and keyframe index of the last frame given to the checks and, with it, the
+        # clean frame (a stale-sensor corruption delivers it again).
+        self._last: tuple[str, int, SyncedFrame] | None = None
+        self.checks_ms = 0.0  # of the frame being processed (warm-up of a resumed scene included)
         self.bev_dir = bev_dir
         self._heatmaps: list[Any] = []
         if bev_dir is not None:
@@ -107,7 +115,10 @@ class FrameProcessor:
             timings["read"] = (time.perf_counter() - start) * 1e3
             health = {"error": str(error), "missing": {}, "skew_us": {}, "lidar_points": 0, "cameras": 0}
             return FrameResult(planned.position, planned.scene_name, planned.sample_token, [], _complete(timings, start), health)
-        timings["read"] = (time.perf_counter() - start) * 1e3
+        self.checks_ms = 0.0
+        frame, found = self._delivered(planned, frame)
+        timings["read"] = (time.perf_counter() - start) * 1e3 - self.checks_ms
+        timings["checks"] = self.checks_ms
         self._heatmaps.clear()
         detections = self.detector.detect(frame, drop=self.request.drop)
         stage = detections.timings_ms
@@ -130,8 +141,43 @@ class FrameProcessor:
             "skew_us": dict(frame.skew_us),
             "lidar_points": len(frame.lidar) if frame.lidar is not None else 0,
             "cameras": len(frame.cameras),
+            **found,
         }
         return FrameResult(planned.position, planned.scene_name, planned.sample_token, records, _complete(timings, start), health)
+
+    def _delivered(self, planned: PlannedFrame, clean: SyncedFrame) -> tuple[SyncedFrame, dict[str, Any]]:
+        """The frame as the (corrupted) sensors deliver it and the online checks hand it on, and
+        the health fields of both. The checks and a stale-sensor corruption need the scene's
+        earlier keyframes: a processor that starts inside a scene (a resumed run) first runs
+        them over the keyframes before, so every run sees the same frames."""
+        found: dict[str, Any] = {}
+        if self.corruption is None and self.checks is None:
+            return clean, found
+        tokens = self.log.sample_tokens(planned.scene_name)
+        index = tokens.index(planned.sample_token)
+        last = self._last
+        resume_from = last[1] + 1 if last is not None and last[0] == planned.scene_name and last[1] < index else 0
+        previous = last[2] if resume_from > 0 and last is not None else None
+        for earlier in range(resume_from, index):
+            frame = self.log.frame(tokens[earlier], self.frame_options)
+            self._deliver(frame, previous)
+            previous = frame
+        delivered, found = self._deliver(clean, previous)
+        self._last = (planned.scene_name, index, clean)
+        return delivered, found
+
+    def _deliver(self, clean: SyncedFrame, previous: SyncedFrame | None) -> tuple[SyncedFrame, dict[str, Any]]:
+        found: dict[str, Any] = {}
+        frame = clean
+        if self.corruption is not None:
+            frame = corrupt_frame(clean, self.corruption, self.request.corrupt_seed, previous)
+            found["corruption"] = str(self.corruption)
+        if self.checks is not None:
+            result = self.checks.check(frame)
+            frame = result.frame
+            found.update(result.health())
+            self.checks_ms += result.elapsed_ms
+        return frame, found
 
 
 # `CameraConfig.decode_scale` is relative to nuScenes' 1600-pixel-wide images.
@@ -149,6 +195,7 @@ def reader_image_scale(log: Any, width_px: float) -> float:
 
 def _complete(timings: dict[str, float], start: float) -> dict[str, float]:
     full = {name: float(timings.get(name, 0.0)) for name in STAGES}
+    full.update({name: float(value) for name, value in timings.items() if name not in STAGES})
     full["total"] = (time.perf_counter() - start) * 1e3
     return full
 

@@ -41,6 +41,11 @@ class ReplayRequest:
         torch_threads: CPU threads of every network pass (None = torch's default here). Float
             reductions in the network depend on it, so a run fixes it when it starts and a resumed
             run or a Ray worker uses the same: that is what makes their submissions byte-identical.
+        corrupt: a corruption "TYPE:SEVERITY" applied to every frame as it is read
+            (`avfusion.sensors.corruptions`), or None.
+        corrupt_seed: the seed of the corruption's draws.
+        checks: run the online sensor checks (frozen sensors, camera calibration) on every frame
+            and let the frame handle what they find (`avfusion.sensors.checks`).
     """
 
     dataroot: Path
@@ -57,6 +62,9 @@ class ReplayRequest:
     ray_address: str | None = None
     ray_workers: int | None = None
     torch_threads: int | None = None
+    corrupt: str | None = None
+    corrupt_seed: int = 0
+    checks: bool = False
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the output; a resumed run must match them."""
@@ -69,6 +77,9 @@ class ReplayRequest:
             "drop": sorted(self.drop),
             # Another device computes other last bits: one run's frames all come from one device.
             "device": self.device,
+            "corrupt": self.corrupt,
+            "corrupt_seed": self.corrupt_seed,
+            "checks": self.checks,
         }
 
 
