@@ -8,6 +8,10 @@ from pathlib import Path
 
 from avfusion.errors import InputError
 
+# The choices of --track (`avfusion.tools.replay.tracking.TRACK_CHOICES`, spelled here so that
+# `avfusion --help` does not import the replay engine).
+TRACK_CHOICES: tuple[str, ...] = ("off", "online", "offline")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -31,6 +35,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--drop",
         metavar="SENSORS",
         help="replay as if these sensors were missing: camera | lidar | map | gnss | CAM_FRONT,CAM_BACK,...",
+    )
+    parser.add_argument(
+        "--track",
+        choices=TRACK_CHOICES,
+        default="offline",
+        help="track the detections over each scene: offline (default: whole tracks smoothed, velocities and "
+        "headings from the future too), online (causal) or off; writes RUN/tracking_submission.json",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
     parser.add_argument("--save-bev", action="store_true", help="keep each frame's BEV heatmap for `avfusion viz`")
@@ -66,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         evaluate=not args.no_eval,
         ray_address=args.ray,
         ray_workers=args.workers,
+        track=args.track,
     )
     try:
         outcome = run_replay(request, progress=not args.no_progress)
@@ -74,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(summary_table(outcome))
     print(f"submission: {outcome.submission_path}")
+    tracking_path = outcome.out_dir / "tracking_submission.json"
+    if args.track != "off":
+        print(f"tracks:     {tracking_path}")
     print(f"latency:    {outcome.latency_path}")
     print(f"health:     {outcome.health_path}")
     if outcome.metrics_path is not None:
