@@ -163,12 +163,18 @@ class TrackerConfig:
         accel_std_mps2: white-acceleration spread of the motion model (m/s^2).
         position_std_m: spread of a detected centre (m).
         initial_speed_std_mps: spread of the unknown velocity of a new track (m/s).
+        min_score: detections below this score never start a track; they only continue a track
+            that has a velocity (two or more detections) and found no confident detection, within
+            the plain gate. Those left over stay untracked (track id -1, as detected).
         max_gap_s: a track ends after this long without a detection; keyframes further apart end
             every track.
         moving_speed_mps: above this speed a track's heading follows its motion.
+        min_displacement_m: offline, a track whose smoothed positions never get this far from
+            where it started is standing: its heading is its detections' majority.
         min_hits: tracks with fewer detections are "short".
-        short_track_factor: score factor of a short track's boxes (offline), or of a box whose track
-            has fewer than `min_hits` detections so far (online).
+        short_track_factor: offline, score factor of a short track's boxes.
+        online_short_track_factor: online, score factor of a box whose track has fewer than
+            `min_hits` detections so far.
         track_score_weight: offline, weight of the track's mean detection score in a box's score
             (the rest is the detection's own).
         bridge_max_frames: offline, gaps of at most this many missed keyframes inside a track are
@@ -197,10 +203,13 @@ class TrackerConfig:
         {"car": 10.0, "truck": 8.0, "bus": 8.0, "trailer": 8.0, "construction_vehicle": 4.0, "pedestrian": 1.5,
          "motorcycle": 10.0, "bicycle": 5.0, "traffic_cone": 0.1, "barrier": 0.1}
     )
+    min_score: float = 0.15
     max_gap_s: float = 1.6
     moving_speed_mps: float = 1.0
+    min_displacement_m: float = 2.0
     min_hits: int = 2
     short_track_factor: float = 0.6
+    online_short_track_factor: float = 1.0
     track_score_weight: float = 0.5
     bridge_max_frames: int = 2
     bridge_score_factor: float = 0.8
@@ -318,7 +327,7 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
     active: list[_Track] = []
     cuts: list[TrackCut] = []
     # Online outputs per frame, in the frame's input order.
-    online_velocity = [np.zeros((len(f), 2)) for f in frames]
+    online_velocity = [f.velocity_xy.copy() for f in frames]
     online_score = [f.score.copy() for f in frames]
     box_track = [np.full(len(f), -1, np.int64) for f in frames]
     next_id = 0
@@ -336,15 +345,21 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                     track.kf.predict(F=f, Q=q)
                     track.record(index, -1, f, q)
         order = _box_order(frame)
+        confident = frame.score[order] >= config.min_score
         still_active: list[_Track] = []
         for label in range(len(DETECTION_CLASSES)):
-            boxes = order[frame.label[order] == label]
+            of_class = frame.label[order] == label
+            boxes = order[of_class & confident]
+            weak = order[of_class & ~confident]
             tracks = [t for t in active if t.label == label]
             if not len(boxes) and not tracks:
                 continue
-            matched_tracks, matched_boxes = _associate(tracks, frame, boxes, label, config)
-            for track_pos, box in zip(matched_tracks, matched_boxes):
-                track = tracks[track_pos]
+            matched_tracks, matched_boxes = _associate(tracks, frame, boxes, label, config, widen=True)
+            # Weak detections may continue the tracks with a velocity that found no confident one.
+            left = [t for i, t in enumerate(tracks) if i not in set(matched_tracks) and t.hits >= 2]
+            weak_tracks, weak_boxes = _associate(left, frame, weak, label, config, widen=False)
+            pairs = [(tracks[i], b) for i, b in zip(matched_tracks, matched_boxes)] + [(left[i], b) for i, b in zip(weak_tracks, weak_boxes)]
+            for track, box in pairs:
                 track.kf.update(frame.center[box, :2].reshape(2, 1))
                 # The step was recorded as missed by the prediction; it is a hit after all.
                 track.xs[-1] = track.kf.x[:, 0].copy()
@@ -353,7 +368,7 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 _count_hit(track, frame, int(box))
                 box_track[index][box] = track.track_id
                 online_velocity[index][box] = track.kf.x[2:, 0]
-                online_score[index][box] = frame.score[box] * (1.0 if track.hits >= config.min_hits else config.short_track_factor)
+                online_score[index][box] = frame.score[box] * (1.0 if track.hits >= config.min_hits else config.online_short_track_factor)
             taken = set(int(b) for b in matched_boxes)
             for box in boxes.tolist():
                 if box in taken:
@@ -365,7 +380,7 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 _count_hit(track, frame, box)
                 box_track[index][box] = track.track_id
                 online_velocity[index][box] = track.kf.x[2:, 0]
-                online_score[index][box] = frame.score[box] * (1.0 if config.min_hits <= 1 else config.short_track_factor)
+                online_score[index][box] = frame.score[box] * (1.0 if config.min_hits <= 1 else config.online_short_track_factor)
                 tracks.append(track)
             for track in tracks:
                 if (frame.timestamp_us - track.last_hit_us) * 1e-6 > config.max_gap_s:
@@ -391,10 +406,11 @@ def _count_hit(track: _Track, frame: FrameDetections, box: int) -> None:
 
 
 def _associate(
-    tracks: Sequence[_Track], frame: FrameDetections, boxes: np.ndarray, label: int, config: TrackerConfig
+    tracks: Sequence[_Track], frame: FrameDetections, boxes: np.ndarray, label: int, config: TrackerConfig, widen: bool
 ) -> tuple[list[int], list[int]]:
     """Optimal gated assignment of `tracks` to the frame's `boxes` (indices) by BEV centre distance;
-    returns matched track positions and box indices, pairs in track order."""
+    returns matched track positions and box indices, pairs in track order. With `widen`, the gate
+    of a single-detection track grows by the distance the class can travel since that detection."""
     if not len(tracks) or not len(boxes):
         return [], []
     predicted = np.array([t.kf.x[:2, 0] for t in tracks])  # (T, 2)
@@ -404,7 +420,7 @@ def _associate(
     gate = np.array(
         [
             config.gate_m[label]
-            + (config.max_speed_mps[label] * (frame.timestamp_us - t.last_hit_us) * 1e-6 if t.hits < 2 else 0.0)
+            + (config.max_speed_mps[label] * (frame.timestamp_us - t.last_hit_us) * 1e-6 if widen and t.hits < 2 else 0.0)
             for t in tracks
         ]
     )
@@ -450,7 +466,7 @@ def _offline_frames(
     frames: Sequence[FrameDetections], tracks: Sequence[_Track], box_track: Sequence[np.ndarray], config: TrackerConfig
 ) -> tuple[FrameDetections, ...]:
     """Smooth each whole track and write every box's velocity, heading and score; add bridging boxes."""
-    velocity = [np.zeros((len(f), 2)) for f in frames]
+    velocity = [f.velocity_xy.copy() for f in frames]
     centre = [f.center.copy() for f in frames]
     yaw = [f.yaw_rad.copy() for f in frames]
     score = [f.score.copy() for f in frames]
@@ -470,7 +486,7 @@ def _offline_frames(
         hit_boxes = [steps_boxes[k] for k in hit_steps]
         det_yaw = np.array([frames[f].yaw_rad[b] for f, b in zip(hit_frames, hit_boxes)])
         det_score = np.array([frames[f].score[b] for f, b in zip(hit_frames, hit_boxes)])
-        reference = _heading_reference(step_velocity, det_yaw, det_score, np.array(hit_steps), config)
+        reference = _heading_reference(xs[:, :2], step_velocity, det_yaw, det_score, np.array(hit_steps), config)
         settled_yaw = _flip_towards(det_yaw, reference[hit_steps])
         mean_score = float(det_score.mean())
         factor = 1.0 if len(hit_steps) >= config.min_hits else config.short_track_factor
@@ -527,16 +543,19 @@ def _interpolate_angle(a: float, b: float, alpha: float) -> float:
 
 
 def _heading_reference(
-    step_velocity: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, hit_steps: np.ndarray, config: TrackerConfig
+    step_position: np.ndarray, step_velocity: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, hit_steps: np.ndarray, config: TrackerConfig
 ) -> np.ndarray:
     """Per step of a track, the direction (rad) its heading should agree with (within 90 degrees).
 
-    Moving steps: the direction of the smoothed velocity. Other steps: that of the nearest moving
+    Moving steps (faster than `moving_speed_mps`, in a track that travels at least
+    `min_displacement_m`): the direction of the smoothed velocity. Other steps: that of the nearest moving
     step (ties: the earlier one). A track that never moves: the score-weighted majority of its
     detected headings, taken about their common axis.
     """
     speed = np.hypot(step_velocity[:, 0], step_velocity[:, 1])
-    moving = np.flatnonzero(speed > config.moving_speed_mps)
+    offset = step_position - step_position[0]
+    travelled = bool(np.max(np.hypot(offset[:, 0], offset[:, 1])) >= config.min_displacement_m)
+    moving = np.flatnonzero(speed > config.moving_speed_mps) if travelled else np.zeros(0, np.int64)
     if len(moving):
         motion = np.arctan2(step_velocity[:, 1], step_velocity[:, 0])
         steps = np.arange(len(step_velocity))

@@ -15,6 +15,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.voxelize",
     "avfusion.tools.bench.eval",
     "avfusion.tools.bench.synthetic",
+    "avfusion.tools.bench.tracking",
 )
 
 

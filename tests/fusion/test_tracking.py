@@ -213,10 +213,27 @@ def test_one_frame_false_positive_is_scored_down():
     # A full-length track of equal scores keeps them; the one-frame track is scored down.
     assert [f.score[0] for f in offline.frames] == pytest.approx([0.9] * 5, abs=1e-12)
     assert offline.frames[2].score[1] == pytest.approx(config.short_track_factor * 0.5, abs=1e-12)
-    online = track_scene(frames, "online", config)
+    online = track_scene(frames, "online", replace(config, online_short_track_factor=0.5))
     # Online, a track is "short" until its second detection.
-    assert [f.score[0] for f in online.frames] == pytest.approx([config.short_track_factor * 0.9] + [0.9] * 4, abs=1e-12)
-    assert online.frames[2].score[1] == pytest.approx(config.short_track_factor * 0.5, abs=1e-12)
+    assert [f.score[0] for f in online.frames] == pytest.approx([0.5 * 0.9] + [0.9] * 4, abs=1e-12)
+    assert online.frames[2].score[1] == pytest.approx(0.5 * 0.5, abs=1e-12)
+
+
+def test_weak_detections_continue_tracks_but_start_none():
+    """A car drives east at 10 m/s; in frames 2 and 3 the detector is unsure of it (0.1, below
+    `min_score`), and in frame 1 a weak car stands 20 m away: the track goes on through the weak
+    detections, the lone weak one stays untracked and keeps its (unknown) velocity."""
+    frames = []
+    for i in range(5):
+        boxes = [("car", 5.0 * i, 0.0, 0.0, 0.1 if i in (2, 3) else 0.9)]
+        if i == 1:
+            boxes.append(("car", 20.0, 20.0, 0.0, 0.1))
+        frames.append(make_frame(i, boxes))
+    for mode in ("online", "offline"):
+        out = track_scene(frames, mode)
+        assert ids_of(out.frames) == [[0], [0, -1], [0], [0], [0]]
+        assert np.isnan(out.frames[1].velocity_xy[1]).all()
+        assert out.frames[3].velocity_xy[0, 0] == pytest.approx(10.0, abs=1.0)
 
 
 def test_classes_never_share_a_track():

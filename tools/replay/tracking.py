@@ -15,7 +15,7 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import yaw_from_quaternion
-from avfusion.eval.submission import detection_records
+from avfusion.eval.submission import MAX_BOXES_PER_SAMPLE, detection_records
 from avfusion.eval.tracking import tracking_records
 from avfusion.fusion.tracking import FrameDetections, TrackerConfig, TrackCut, track_scene
 from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX
@@ -66,6 +66,27 @@ def boxes_of(frame: FrameDetections) -> Boxes3D:
     )
 
 
+def _most_confident(frame: FrameDetections, limit: int) -> FrameDetections:
+    """The frame with at most `limit` boxes: bridging boxes may push a full frame over the
+    submission's limit, and then the least confident go (ties: the later box)."""
+    if len(frame) <= limit:
+        return frame
+    keep = np.sort(np.argsort(-frame.score, kind="stable")[:limit])
+    return FrameDetections(
+        sample_token=frame.sample_token,
+        timestamp_us=frame.timestamp_us,
+        center=frame.center[keep],
+        size_wlh=frame.size_wlh[keep],
+        yaw_rad=frame.yaw_rad[keep],
+        velocity_xy=frame.velocity_xy[keep],
+        score=frame.score[keep],
+        label=frame.label[keep],
+        attribute=frame.attribute[keep],
+        track_id=frame.track_id[keep],
+        interpolated=frame.interpolated[keep],
+    )
+
+
 def track_results(
     results: Sequence[FrameResult],
     timestamps_us: Sequence[int],
@@ -90,9 +111,16 @@ def track_results(
         tracker_s += time.perf_counter() - began
         scene_name = results[start].scene_name
         for frame in scene.frames:
-            boxes = boxes_of(frame)
+            boxes = boxes_of(_most_confident(frame, MAX_BOXES_PER_SAMPLE))
             detections.append(detection_records(frame.sample_token, boxes))
-            tracks.append(tracking_records(frame.sample_token, boxes, [f"{scene_name}-{i}" for i in frame.track_id.tolist()]))
+            tracked = frame.track_id >= 0
+            tracks.append(
+                tracking_records(
+                    frame.sample_token,
+                    boxes[tracked],
+                    [f"{scene_name}-{i}" for i in frame.track_id[tracked].tolist()],
+                )
+            )
         cuts += scene.cuts
         num_tracks += scene.num_tracks
         start = end
