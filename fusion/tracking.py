@@ -180,7 +180,11 @@ class TrackerConfig:
         bridge_max_frames: offline, gaps of at most this many missed keyframes inside a track are
             filled with interpolated boxes.
         bridge_score_factor: score of a bridging box relative to the lower of its neighbours'.
-        smooth_centres: offline, move detected centres (x, y) to the smoothed track.
+        smooth_centres: move detected centres (x, y) onto the track: the smoothed one offline, the
+            filtered one online.
+        heading_from_motion: a moving box's heading is its motion's direction (instead of its
+            detected heading turned by pi where it disagrees); online, once its track has
+            `min_hits` detections.
     """
 
     gate_m: tuple[float, ...] = _per_class(
@@ -192,8 +196,8 @@ class TrackerConfig:
          "motorcycle": 20.0, "bicycle": 9.0, "traffic_cone": 0.0, "barrier": 0.0}
     )
     accel_std_mps2: tuple[float, ...] = _per_class(
-        {"car": 3.0, "truck": 2.5, "bus": 2.0, "trailer": 2.0, "construction_vehicle": 2.0, "pedestrian": 1.5,
-         "motorcycle": 3.5, "bicycle": 2.5, "traffic_cone": 0.1, "barrier": 0.1}
+        {"car": 1.5, "truck": 1.2, "bus": 1.0, "trailer": 1.0, "construction_vehicle": 1.0, "pedestrian": 0.8,
+         "motorcycle": 2.0, "bicycle": 1.2, "traffic_cone": 0.1, "barrier": 0.1}
     )
     position_std_m: tuple[float, ...] = _per_class(
         {"car": 0.3, "truck": 0.5, "bus": 0.6, "trailer": 0.6, "construction_vehicle": 0.5, "pedestrian": 0.2,
@@ -203,7 +207,7 @@ class TrackerConfig:
         {"car": 10.0, "truck": 8.0, "bus": 8.0, "trailer": 8.0, "construction_vehicle": 4.0, "pedestrian": 1.5,
          "motorcycle": 10.0, "bicycle": 5.0, "traffic_cone": 0.1, "barrier": 0.1}
     )
-    min_score: float = 0.15
+    min_score: float = 0.25
     max_gap_s: float = 1.6
     moving_speed_mps: float = 1.0
     min_displacement_m: float = 2.0
@@ -213,7 +217,8 @@ class TrackerConfig:
     track_score_weight: float = 0.5
     bridge_max_frames: int = 2
     bridge_score_factor: float = 0.8
-    smooth_centres: bool = False
+    smooth_centres: bool = True
+    heading_from_motion: bool = True
 
     def __post_init__(self) -> None:
         for name in ("gate_m", "max_speed_mps", "accel_std_mps2", "position_std_m", "initial_speed_std_mps"):
@@ -279,6 +284,34 @@ def _transition(dt_s: float, accel_std: float) -> tuple[np.ndarray, np.ndarray]:
 _H = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
 
 
+def _inverse_2x2(m: np.ndarray) -> np.ndarray:
+    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
+    return np.array([[d, -b], [-c, a]]) / (a * d - b * c)
+
+
+def small_inverse(m: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x2 or 4x4 matrix (the filter's innovation and the smoother's predicted
+    covariances, both symmetric positive definite) in closed form: 2x2 by its adjugate, 4x4 by
+    2x2 blocks and their Schur complement.
+
+    `numpy.linalg.inv` goes through LAPACK, whose threaded BLAS made each of these tiny inverses
+    cost about a millisecond on a busy 2-core machine, more than the whole tracker should take.
+    """
+    if m.shape == (2, 2):
+        return _inverse_2x2(m)
+    if m.shape != (4, 4):
+        raise ValueError(f"small_inverse takes (2, 2) or (4, 4), got {m.shape}")
+    a, b, c, d = m[:2, :2], m[:2, 2:], m[2:, :2], m[2:, 2:]
+    a_inv = _inverse_2x2(a)
+    s_inv = _inverse_2x2(d - c @ a_inv @ b)
+    out = np.empty((4, 4))
+    out[:2, 2:] = -a_inv @ b @ s_inv
+    out[2:, :2] = -s_inv @ c @ a_inv
+    out[:2, :2] = a_inv - out[:2, 2:] @ c @ a_inv
+    out[2:, 2:] = s_inv
+    return out
+
+
 def _new_filter(xy: np.ndarray, velocity_xy: np.ndarray, label: int, config: TrackerConfig) -> KalmanFilter:
     kf = KalmanFilter(dim_x=4, dim_z=2)
     velocity = velocity_xy if np.isfinite(velocity_xy).all() else np.zeros(2)
@@ -288,6 +321,7 @@ def _new_filter(xy: np.ndarray, velocity_xy: np.ndarray, label: int, config: Tra
     kf.P = np.diag([pos_var, pos_var, vel_var, vel_var])
     kf.H = _H
     kf.R = np.eye(2) * pos_var
+    kf.inv = small_inverse
     return kf
 
 
@@ -328,6 +362,8 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
     cuts: list[TrackCut] = []
     # Online outputs per frame, in the frame's input order.
     online_velocity = [f.velocity_xy.copy() for f in frames]
+    online_position = [f.center[:, :2].copy() for f in frames]
+    online_settled = [np.zeros(len(f), bool) for f in frames]
     online_score = [f.score.copy() for f in frames]
     box_track = [np.full(len(f), -1, np.int64) for f in frames]
     next_id = 0
@@ -340,8 +376,9 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 active = []
             else:
                 dt_s = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
+                transitions = {label: _transition(dt_s, config.accel_std_mps2[label]) for label in sorted({t.label for t in active})}
                 for track in active:
-                    f, q = _transition(dt_s, config.accel_std_mps2[track.label])
+                    f, q = transitions[track.label]
                     track.kf.predict(F=f, Q=q)
                     track.record(index, -1, f, q)
         order = _box_order(frame)
@@ -368,6 +405,8 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 _count_hit(track, frame, int(box))
                 box_track[index][box] = track.track_id
                 online_velocity[index][box] = track.kf.x[2:, 0]
+                online_position[index][box] = track.kf.x[:2, 0]
+                online_settled[index][box] = track.hits >= config.min_hits
                 online_score[index][box] = frame.score[box] * (1.0 if track.hits >= config.min_hits else config.online_short_track_factor)
             taken = set(int(b) for b in matched_boxes)
             for box in boxes.tolist():
@@ -383,7 +422,10 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 online_score[index][box] = frame.score[box] * (1.0 if config.min_hits <= 1 else config.online_short_track_factor)
                 tracks.append(track)
             for track in tracks:
-                if (frame.timestamp_us - track.last_hit_us) * 1e-6 > config.max_gap_s:
+                # A track seen once ends at its first miss: most are false positives, and keeping
+                # them would only cost time and steal detections from their neighbours.
+                tentative = track.hits < 2 and track.last_hit_us != frame.timestamp_us
+                if tentative or (frame.timestamp_us - track.last_hit_us) * 1e-6 > config.max_gap_s:
                     finished.append(track)
                 else:
                     still_active.append(track)
@@ -392,7 +434,8 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
     finished.sort(key=lambda t: t.track_id)
     if mode == "online":
         out = tuple(
-            _online_frame(frame, box_track[i], online_velocity[i], online_score[i], config) for i, frame in enumerate(frames)
+            _online_frame(frame, box_track[i], online_position[i], online_velocity[i], online_settled[i], online_score[i], config)
+            for i, frame in enumerate(frames)
         )
     else:
         out = _offline_frames(frames, finished, box_track, config)
@@ -442,16 +485,30 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
 
 
 def _online_frame(
-    frame: FrameDetections, track_id: np.ndarray, velocity: np.ndarray, score: np.ndarray, config: TrackerConfig
+    frame: FrameDetections,
+    track_id: np.ndarray,
+    position: np.ndarray,
+    velocity: np.ndarray,
+    settled: np.ndarray,
+    score: np.ndarray,
+    config: TrackerConfig,
 ) -> FrameDetections:
+    """A frame's online output: per box its track, filtered position (`(N, 2)`) and velocity, and
+    whether its track had `min_hits` detections (`settled`)."""
     speed = np.hypot(velocity[:, 0], velocity[:, 1])
     moving = speed > config.moving_speed_mps
+    motion = np.arctan2(velocity[:, 1], velocity[:, 0])
     yaw = frame.yaw_rad.copy()
-    yaw[moving] = _flip_towards(yaw[moving], np.arctan2(velocity[moving, 1], velocity[moving, 0]))
+    yaw[moving] = _flip_towards(yaw[moving], motion[moving])
+    if config.heading_from_motion:
+        yaw = np.where(moving & settled, motion, yaw)
+    center = frame.center.copy()
+    if config.smooth_centres:
+        center[:, :2] = position
     return FrameDetections(
         sample_token=frame.sample_token,
         timestamp_us=frame.timestamp_us,
-        center=frame.center,
+        center=center,
         size_wlh=frame.size_wlh,
         yaw_rad=yaw,
         velocity_xy=velocity,
@@ -477,7 +534,9 @@ def _offline_frames(
         xs = np.array(track.xs[:last])  # (K, 4)
         if last > 1:
             kf = track.kf
-            xs, _, _, _ = kf.rts_smoother(xs[:, :, None], np.array(track.ps[:last]), np.array(track.fs[:last]), np.array(track.qs[:last]))
+            xs, _, _, _ = kf.rts_smoother(
+                xs[:, :, None], np.array(track.ps[:last]), np.array(track.fs[:last]), np.array(track.qs[:last]), inv=small_inverse
+            )
             xs = xs[:, :, 0]
         steps_frames = track.frames[:last]
         steps_boxes = track.boxes[:last]
@@ -488,6 +547,10 @@ def _offline_frames(
         det_score = np.array([frames[f].score[b] for f, b in zip(hit_frames, hit_boxes)])
         reference = _heading_reference(xs[:, :2], step_velocity, det_yaw, det_score, np.array(hit_steps), config)
         settled_yaw = _flip_towards(det_yaw, reference[hit_steps])
+        if config.heading_from_motion:
+            speed = np.hypot(step_velocity[hit_steps, 0], step_velocity[hit_steps, 1])
+            moving = (speed > config.moving_speed_mps) & _travels(xs[:, :2], config)
+            settled_yaw = np.where(moving, np.arctan2(step_velocity[hit_steps, 1], step_velocity[hit_steps, 0]), settled_yaw)
         mean_score = float(det_score.mean())
         factor = 1.0 if len(hit_steps) >= config.min_hits else config.short_track_factor
         track_score = factor * ((1.0 - config.track_score_weight) * det_score + config.track_score_weight * mean_score)
@@ -542,6 +605,12 @@ def _interpolate_angle(a: float, b: float, alpha: float) -> float:
     return float(_wrap(np.array(a + alpha * delta)))
 
 
+def _travels(step_position: np.ndarray, config: TrackerConfig) -> bool:
+    """Whether a track's smoothed positions `(K, 2)` get `min_displacement_m` from its start."""
+    offset = step_position - step_position[0]
+    return bool(np.max(np.hypot(offset[:, 0], offset[:, 1])) >= config.min_displacement_m)
+
+
 def _heading_reference(
     step_position: np.ndarray, step_velocity: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, hit_steps: np.ndarray, config: TrackerConfig
 ) -> np.ndarray:
@@ -553,9 +622,7 @@ def _heading_reference(
     detected headings, taken about their common axis.
     """
     speed = np.hypot(step_velocity[:, 0], step_velocity[:, 1])
-    offset = step_position - step_position[0]
-    travelled = bool(np.max(np.hypot(offset[:, 0], offset[:, 1])) >= config.min_displacement_m)
-    moving = np.flatnonzero(speed > config.moving_speed_mps) if travelled else np.zeros(0, np.int64)
+    moving = np.flatnonzero(speed > config.moving_speed_mps) if _travels(step_position, config) else np.zeros(0, np.int64)
     if len(moving):
         motion = np.arctan2(step_velocity[:, 1], step_velocity[:, 0])
         steps = np.arange(len(step_velocity))

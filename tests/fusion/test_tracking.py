@@ -143,21 +143,26 @@ def u_turn_path(s: np.ndarray, radius: float = 3.0, leg: float = 10.0) -> tuple[
 
 
 def test_u_turn_headings_follow_the_motion():
-    """A car drives the U-turn at 5 m/s; the detector knows only the axis of its heading
+    """A car drives the U-turn at 2.5 m/s; the detector knows only the axis of its heading
     (every read is in [-pi/2, pi/2)), so half the turn and all of the way back read backwards."""
-    speed = 5.0
-    s = speed * 0.5 * np.arange(14)  # 0 .. 32.5 m: the whole path (10 + 9.42 + 10 m) and a bit
+    speed = 2.5
+    s = speed * 0.5 * np.arange(27)  # 0 .. 32.5 m: the whole path (10 + 9.42 + 10 m) and a bit
     x, y, heading = u_turn_path(s)
     axis_reads = np.mod(heading + math.pi / 2, math.pi) - math.pi / 2
     frames = [make_frame(i, [("car", x[i], y[i], axis_reads[i], 0.9)]) for i in range(len(s))]
     out = track_scene(frames, "offline")
     assert ids_of(out.frames) == [[0]] * len(s)
     yaw = np.array([f.yaw_rad[0] for f in out.frames])
-    # The settled heading is the true one (the detector's axis, the right way round) in every frame.
-    assert np.all(angle_diff(yaw, heading) < 1e-9), np.degrees(angle_diff(yaw, heading))
-    # Speeds close to 5 m/s away from the turn's ends; before and after, the direction is east / west.
+    # Every heading points the right way round (the true heading within a few tens of degrees:
+    # the smoothed motion lags a little in the turn), never backwards.
+    assert np.all(angle_diff(yaw, heading) < 0.5), np.degrees(angle_diff(yaw, heading))
+    # Before the turn east and after it west, at close to 2.5 m/s.
     velocity = np.array([f.velocity_xy[0] for f in out.frames])
-    assert np.all(np.abs(velocity[1:4, 0] - speed) < 1.0) and np.all(np.abs(velocity[-3:, 0] + speed) < 1.0)
+    assert np.all(np.abs(velocity[1:6, 0] - speed) < 0.5) and np.all(np.abs(velocity[-4:, 0] + speed) < 0.5)
+    # With headings from motion off, the detected axis is kept, only turned the right way round.
+    exact = track_scene(frames, "offline", replace(TrackerConfig(), heading_from_motion=False))
+    yaw = np.array([f.yaw_rad[0] for f in exact.frames])
+    assert np.all(angle_diff(yaw, heading) < 1e-9), np.degrees(angle_diff(yaw, heading))
 
 
 # ---------------------------------------------------------------------------------------------
