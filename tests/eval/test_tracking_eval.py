@@ -56,19 +56,20 @@ def submission(results: dict[str, list[dict]]) -> dict:
 
 
 def spoiled(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """The perfect tracks with the errors a tracker makes: in every scene's second half two cars
-    swap ids (id switches), one track takes a new id (a fragmentation), a track drops out for a
-    keyframe, and a false track drives through empty space."""
+    """The perfect tracks with the errors a tracker makes: from the middle of the split on, the
+    first two tracks of each class in a sample swap ids (id switches), and the third takes a new id
+    (a fragmentation); a track drops out for a keyframe; a false track drives through empty space."""
     tokens = list(results)
     out = {token: [dict(box) for box in boxes] for token, boxes in results.items()}
     half = len(tokens) // 2
     for position, token in enumerate(tokens):
         boxes = out[token]
-        cars = sorted((b for b in boxes if b["tracking_name"] == "car"), key=lambda b: b["tracking_id"])
-        if position >= half and len(cars) >= 2:
-            cars[0]["tracking_id"], cars[1]["tracking_id"] = cars[1]["tracking_id"], cars[0]["tracking_id"]
-        if position >= half and len(cars) >= 3:
-            cars[2]["tracking_id"] = cars[2]["tracking_id"] + "-fragment"
+        for name in sorted({b["tracking_name"] for b in boxes}):
+            same = sorted((b for b in boxes if b["tracking_name"] == name), key=lambda b: b["tracking_id"])
+            if position >= half and len(same) >= 2:
+                same[0]["tracking_id"], same[1]["tracking_id"] = same[1]["tracking_id"], same[0]["tracking_id"]
+            if position >= half and len(same) >= 3:
+                same[2]["tracking_id"] = same[2]["tracking_id"] + "-fragment"
         if position == half - 1 and boxes:
             boxes.pop()
         x = 200.0 + 2.0 * position
@@ -102,7 +103,8 @@ def test_errors_are_counted_and_equal_the_devkit(minimal_log, tmp_path):
     code, path, out = _run(tmp_path, minimal_log, submission(spoiled(ground_truth_tracks(minimal_log))), "spoiled")
     assert code == 0
     ours = json.loads((out / "metrics_summary.json").read_text())
-    assert ours["ids"] >= 2 and ours["fp"] > 0 and ours["fn"] > 0 and ours["amota"] < 1.0
+    # (The one-keyframe dropout costs nothing: the metric interpolates tracks over gaps.)
+    assert ours["ids"] >= 2 and ours["fp"] > 0 and ours["amota"] < 1.0
     devkit = run_devkit_tracking_eval(path, minimal_log, VERSION, SPLIT, tmp_path / "devkit", plots=False)
     assert set(ours) == set(devkit)
     for key, value in devkit.items():
@@ -123,7 +125,7 @@ def test_plots_are_written(minimal_log, tmp_path):
     path.write_text(json.dumps(submission(ground_truth_tracks(minimal_log))))
     report = evaluate_tracking(path, minimal_log, VERSION, SPLIT, tmp_path / "report", plots=True)
     names = {p.relative_to(tmp_path / "report").as_posix() for p in report.written}
-    assert {"metrics_summary.json", "metrics_details.json", "plots/summary.pdf", "plots/amota.pdf"} <= names
+    assert {"metrics_summary.json", "metrics_details.json", "plots/summary.pdf", "plots/mota.pdf", "plots/ids.pdf"} <= names
     assert not list((tmp_path / "report").glob(".tracking-eval.*"))
 
 
