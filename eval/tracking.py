@@ -229,7 +229,9 @@ def evaluate_tracking(
     """Score a tracking submission with nuscenes-devkit's `TrackingEval` (tracking_nips_2019)
     and write its `metrics_summary.json`, `metrics_details.json` and, with `plots`, its PDF
     plots into `out_dir`. A bad file raises `InputError` before anything is written."""
-    read_tracking_results(results_path, split_sample_tokens(dataroot, version, split))
+    payload = read_tracking_results(results_path, split_sample_tokens(dataroot, version, split))
+    if not any(payload["results"].values()):
+        raise FileFormatError(results_path, "holds no boxes at all: the devkit's tracking metric needs at least one")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".tracking-eval.", dir=out))

@@ -42,7 +42,7 @@ import numpy as np
 from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 
-from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
+from avfusion.labels import DETECTION_CLASSES
 
 TrackMode = Literal["online", "offline"]
 TRACK_MODES: tuple[str, ...] = ("online", "offline")
@@ -182,6 +182,8 @@ class TrackerConfig:
         bridge_score_factor: score of a bridging box relative to the lower of its neighbours'.
         smooth_centres: move detected centres (x, y) onto the track: the smoothed one offline, the
             filtered one online.
+        settle_standing: offline, the headings of a track that never moves are turned to their
+            score-weighted majority (else they stay as detected).
         heading_from_motion: a moving box's heading is its motion's direction (instead of its
             detected heading turned by pi where it disagrees); online, once its track has
             `min_hits` detections.
@@ -219,6 +221,7 @@ class TrackerConfig:
     bridge_score_factor: float = 0.8
     smooth_centres: bool = True
     heading_from_motion: bool = True
+    settle_standing: bool = True
 
     def __post_init__(self) -> None:
         for name in ("gate_m", "max_speed_mps", "accel_std_mps2", "position_std_m", "initial_speed_std_mps"):
@@ -229,11 +232,6 @@ class TrackerConfig:
             raise ValueError(f"TrackerConfig.max_gap_s must be > 0, got {self.max_gap_s}")
         if self.min_hits < 1 or self.bridge_max_frames < 0:
             raise ValueError(f"TrackerConfig: min_hits >= 1 and bridge_max_frames >= 0, got {self.min_hits}, {self.bridge_max_frames}")
-
-    @staticmethod
-    def with_class_values(**per_class: Mapping[str, float]) -> dict[str, tuple[float, ...]]:
-        """Per-class mappings (class name -> value) as the tuples the fields hold, for `replace`."""
-        return {name: _per_class(values) for name, values in per_class.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +472,8 @@ def _associate(
 
 
 def _flip_towards(yaw: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """`yaw` turned by pi where it points more than 90 degrees away from `reference`, in (-pi, pi]."""
+    """`yaw` turned by pi where it points more than 90 degrees away from `reference` (kept where
+    the reference is NaN), in (-pi, pi]."""
     flipped = np.where(np.cos(yaw - reference) < 0.0, yaw + np.pi, yaw)
     return _wrap(flipped)
 
@@ -628,6 +627,8 @@ def _heading_reference(
         steps = np.arange(len(step_velocity))
         nearest = moving[np.argmin(np.abs(steps[:, None] - moving[None, :]), axis=1)]
         return motion[nearest]
+    if not config.settle_standing:
+        return np.full(len(step_velocity), np.nan)
     # The axis of the headings (mean of doubled angles), then the direction along it that most of
     # the score-weighted headings point to.
     axis = 0.5 * math.atan2(float(np.sum(det_score * np.sin(2 * det_yaw))), float(np.sum(det_score * np.cos(2 * det_yaw))))
@@ -635,7 +636,3 @@ def _heading_reference(
     direction = axis if vote >= 0 else axis + math.pi
     return np.full(len(step_velocity), direction)
 
-
-def label_of(class_name: str) -> int:
-    """The index of a detection class name (raises `KeyError` for an unknown name)."""
-    return CLASS_INDEX[class_name]

@@ -136,7 +136,9 @@ def _first_box(results: dict[str, list[dict]]) -> tuple[str, int]:
     raise AssertionError("no sample with two boxes")
 
 
-@pytest.mark.parametrize("problem", ["missing_sample", "unknown_name", "repeated_id", "nan_box", "detection_submission"])
+@pytest.mark.parametrize(
+    "problem", ["missing_sample", "unknown_name", "repeated_id", "nan_box", "detection_submission", "no_boxes"]
+)
 def test_bad_submissions_fail_in_one_line_and_write_nothing(minimal_log, tmp_path, capsys, problem):
     results = ground_truth_tracks(minimal_log)
     token, index = _first_box(results)
@@ -147,6 +149,7 @@ def test_bad_submissions_fail_in_one_line_and_write_nothing(minimal_log, tmp_pat
         "repeated_id": "repeats box 0",
         "nan_box": "field translation: expected finite numbers",
         "detection_submission": "detection submission",
+        "no_boxes": "holds no boxes at all",
     }[problem]
     if problem == "missing_sample":
         del results[token]
@@ -156,6 +159,8 @@ def test_bad_submissions_fail_in_one_line_and_write_nothing(minimal_log, tmp_pat
         results[token][1]["tracking_id"] = box["tracking_id"]
     elif problem == "nan_box":
         box["translation"] = [float("nan"), 0.0, 0.0]
+    elif problem == "no_boxes":
+        results = {t: [] for t in results}
     else:
         for boxes in results.values():
             for b in boxes:
@@ -167,6 +172,6 @@ def test_bad_submissions_fail_in_one_line_and_write_nothing(minimal_log, tmp_pat
     error = capsys.readouterr().err
     assert code == 2
     assert len(error.strip().splitlines()) == 1 and str(path) in error and expected in error, error
-    if problem != "missing_sample":
+    if problem not in ("missing_sample", "no_boxes"):
         assert token in error
     assert not out.exists()

@@ -138,8 +138,11 @@ def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Pa
     summary = json.loads(outcome.summary_path.read_text())
     assert summary["tracking"]["mode"] == "offline" and summary["tracking"]["cuts"] == []
     assert summary["tracking"]["tracks"] == tracked.num_tracks
-    assert 0.0 <= summary["evaluation"]["AMOTA"] <= 1.0 and summary["evaluation"]["IDS"] >= 0
-    assert (tmp_path / "run" / "tracking_metrics" / "metrics_summary.json").is_file()
+    if any(tracking["results"].values()):
+        assert 0.0 <= summary["evaluation"]["AMOTA"] <= 1.0 and summary["evaluation"]["IDS"] >= 0
+        assert (tmp_path / "run" / "tracking_metrics" / "metrics_summary.json").is_file()
+    else:  # the untrained test network may find nothing confident enough to track
+        assert "no tracked boxes" in summary["evaluation"]["tracking_skipped"]
 
 
 def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:

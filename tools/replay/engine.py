@@ -287,6 +287,8 @@ def _tracking_summary(mode: str, tracked: TrackedRun | None, num_frames: int) ->
 
 def _evaluate_tracking(request: ReplayRequest, tracking_path: Path, out_dir: Path) -> dict[str, Any]:
     """The devkit's tracking metrics of the run (the caller checked the split is scorable)."""
+    if not any(json.loads(tracking_path.read_bytes())["results"].values()):
+        return {"tracking_skipped": "no tracked boxes (the devkit's tracking metric needs at least one)"}
     report = evaluate_tracking(tracking_path, request.dataroot, request.version, str(request.split), out_dir / TRACKING_METRICS_DIR_NAME)
     return {"AMOTA": report.amota, "AMOTP": report.amotp, "IDS": report.ids}
 

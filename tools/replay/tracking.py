@@ -8,8 +8,9 @@ run tracks exactly the same detections and writes the same bytes.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
