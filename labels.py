@@ -21,6 +21,9 @@ DETECTION_CLASSES: tuple[str, ...] = (
     "barrier",
 )
 
+# The nuScenes tracking classes, in the order of the devkit's tracking config (`tracking_names`).
+TRACKING_CLASSES: tuple[str, ...] = ("bicycle", "bus", "car", "motorcycle", "pedestrian", "trailer", "truck")
+
 # The eight names of the nuScenes `attribute` table, sorted.
 ATTRIBUTES: tuple[str, ...] = (
     "cycle.with_rider",

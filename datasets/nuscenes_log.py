@@ -157,6 +157,10 @@ class NuScenesLog:
     def __len__(self) -> int:
         return sum(int(self.index.scene_sample_count[i]) for i in self._scenes)
 
+    def sample_timestamp_us(self, sample_token: str) -> int:
+        """The keyframe time of a sample (integer microseconds)."""
+        return int(self.index.sample_timestamp_us[self._sample(sample_token)])
+
     def _sample(self, sample_token: str) -> int:
         try:
             return self._sample_position[sample_token]

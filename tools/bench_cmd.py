@@ -19,6 +19,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.synthetic",
     "avfusion.tools.bench.realism",
     "avfusion.tools.bench.gpu",
+    "avfusion.tools.bench.tracking",
 )
 
 

@@ -84,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ndone in {time.perf_counter() - started:.0f} s. Everything is under {paths.root}:")
     print(f"  synthetic log  {log_root}")
     print(f"  submission     {outcome.submission_path}")
+    tracks_path = outcome.out_dir / "tracking_submission.json"
+    if tracks_path.is_file():
+        print(f"  tracks         {tracks_path}")
     if outcome.metrics_path is not None:
         print(f"  metrics        {outcome.metrics_path}")
     print(f"  latency        {outcome.latency_path}")

@@ -1,9 +1,11 @@
-"""`avfusion eval`: score a nuScenes detection results file and write the report."""
+"""`avfusion eval`: score a nuScenes detection (or, with `--task tracking`, tracking) results file
+and write the report."""
 
 from __future__ import annotations
 
 import argparse
 
+from avfusion.errors import InputError
 from avfusion.eval.config import load_config
 from avfusion.eval.report import evaluate_and_report
 
@@ -18,6 +20,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "breakdown and PNG plots into --out."
         ),
     )
+    parser.add_argument(
+        "--task",
+        choices=("detection", "tracking"),
+        default="detection",
+        help="detection (default: avfusion's metric, identical to the devkit's) or tracking "
+        "(AMOTA, AMOTP, MOTA, IDS, ...: nuscenes-devkit's TrackingEval on a tracking submission)",
+    )
     parser.add_argument("--results", required=True, help="results JSON ({'meta': ..., 'results': {sample_token: [...]}})")
     parser.add_argument("--dataroot", required=True, help="nuScenes dataroot (holds <version>/*.json)")
     parser.add_argument("--version", default="v1.0-mini", help="table version folder (default: v1.0-mini)")
@@ -29,6 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "tracking":
+        return run_tracking(args)
     report = evaluate_and_report(
         args.results,
         args.dataroot,
@@ -39,5 +50,16 @@ def run(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
     )
     print(report.table)
+    print(f"\nwrote {len(report.written)} files into {args.out}")
+    return 0
+
+
+def run_tracking(args: argparse.Namespace) -> int:
+    from avfusion.eval.tracking import evaluate_tracking, summary_table
+
+    if args.config is not None:
+        raise InputError("--config: the tracking metric uses the devkit's tracking_nips_2019 configuration; drop --config")
+    report = evaluate_tracking(args.results, args.dataroot, args.version, args.split, args.out, plots=not args.no_plots)
+    print(summary_table(report.summary))
     print(f"\nwrote {len(report.written)} files into {args.out}")
     return 0

@@ -12,6 +12,10 @@ from avfusion.tools.replay.engine import run_replay, summary_table
 from avfusion.tools.replay.frames import parse_drop
 from avfusion.tools.replay.types import ReplayRequest
 
+# The choices of --track (`avfusion.tools.replay.tracking.TRACK_CHOICES`, spelled here so that
+# `avfusion --help` does not import the replay engine).
+TRACK_CHOICES: tuple[str, ...] = ("off", "online", "offline")
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -45,6 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--checks", action="store_true",
         help="run the online sensor checks (frozen sensors, camera calibration; about 0.1 s a frame)"
+    )
+    parser.add_argument(
+        "--track",
+        choices=TRACK_CHOICES,
+        default="offline",
+        help="track the detections over each scene: offline (default: whole tracks smoothed, velocities and "
+        "headings from the future too), online (causal) or off; writes RUN/tracking_submission.json",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
     parser.add_argument("--save-bev", action="store_true", help="keep each frame's BEV heatmap for `avfusion viz`")
@@ -80,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         corrupt=str(corruption) if corruption is not None else None,
         corrupt_seed=args.seed,
         checks=args.checks,
+        track=args.track,
     )
     try:
         outcome = run_replay(request, progress=not args.no_progress)
@@ -88,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         raise
     print(summary_table(outcome))
     print(f"submission: {outcome.submission_path}")
+    tracking_path = outcome.out_dir / "tracking_submission.json"
+    if args.track != "off":
+        print(f"tracks:     {tracking_path}")
     print(f"latency:    {outcome.latency_path}")
     print(f"health:     {outcome.health_path}")
     if outcome.metrics_path is not None:

@@ -80,7 +80,7 @@ def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPath
 
 
 def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
-    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True), progress=False)
+    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True, track="off"), progress=False)
     log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
     tokens = log.sample_tokens()
     assert outcome.num_frames == len(tokens) == 2
@@ -114,6 +114,63 @@ def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: P
     assert summary["evaluation"]["NDS"] == pytest.approx(metrics.nd_score)
     assert json.loads(outcome.metrics_path.read_text())["nd_score"] == pytest.approx(metrics.nd_score)
     assert sorted(p.name for p in (tmp_path / "run" / "bev").iterdir()) == sorted(f"{t}.npz" for t in tokens)
+    assert not (tmp_path / "run" / "tracking_submission.json").exists()
+
+
+def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from avfusion.eval.tracking import check_tracking_results
+    from avfusion.tools.replay.tracking import track_results
+    from avfusion.tools.replay.types import FrameResult
+
+    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT), progress=False)
+    log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
+    tokens = log.sample_tokens()
+    tracking = json.loads((tmp_path / "run" / "tracking_submission.json").read_text())
+    check_tracking_results(tracking, tokens)
+    # The submissions are the offline tracker's output on the replayed frames' detections.
+    results = [FrameResult.from_json(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    tracked = track_results(results, [log.sample_timestamp_us(t) for t in tokens], "offline")
+    assert json.loads(outcome.submission_path.read_text())["results"] == json.loads(
+        json.dumps(dict(zip(tokens, tracked.detection_records)))
+    )
+    assert tracking["results"] == json.loads(json.dumps(dict(zip(tokens, tracked.tracking_records))))
+    summary = json.loads(outcome.summary_path.read_text())
+    assert summary["tracking"]["mode"] == "offline" and summary["tracking"]["cuts"] == []
+    assert summary["tracking"]["tracks"] == tracked.num_tracks
+    if any(tracking["results"].values()):
+        assert 0.0 <= summary["evaluation"]["AMOTA"] <= 1.0 and summary["evaluation"]["IDS"] >= 0
+        assert (tmp_path / "run" / "tracking_metrics" / "metrics_summary.json").is_file()
+    else:  # the untrained test network may find nothing confident enough to track
+        assert "no tracked boxes" in summary["evaluation"]["tracking_skipped"]
+
+
+def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+    from avfusion.tools.replay.engine import finish_run
+    from avfusion.tools.replay.frames import open_log, plan_replay
+    from avfusion.tools.replay.types import FrameResult
+
+    req = request(log_root, tmp_path / "gap", checkpoint, evaluate=False)
+    log = open_log(req)
+    plan = plan_replay(log)
+    done = {}
+    for line in (full_run.out_dir / "progress.jsonl").read_text().splitlines():
+        result = FrameResult.from_json(line)
+        done[result.position] = result
+    second = plan.frames[1].sample_token  # the second keyframe of the first scene
+
+    class GappedLog:
+        """The log with its second keyframe 5 s later than recorded."""
+
+        def sample_timestamp_us(self, token: str) -> int:
+            return log.sample_timestamp_us(token) + (5_000_000 if token == second else 0)
+
+    (tmp_path / "gap").mkdir()
+    outcome = finish_run(req, plan, done, 0, 1.0, GappedLog())
+    health = {h["sample_token"]: h for h in map(json.loads, outcome.health_path.read_text().splitlines())}
+    assert health[second]["track_cut"].startswith("gap of ")
+    assert [h for t, h in health.items() if t != second and "track_cut" in h] == []
+    cuts = outcome.summary["tracking"]["cuts"]
+    assert [c["sample_token"] for c in cuts] == [second]
 
 
 def test_resume_after_interrupt_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
@@ -137,6 +194,7 @@ def test_resume_after_interrupt_gives_identical_submission(full_run, log_root: P
     resumed = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
     assert resumed.frames_replayed_now == full_run.num_frames - 1
     assert resumed.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert (out / "tracking_submission.json").read_bytes() == (full_run.out_dir / "tracking_submission.json").read_bytes()
     assert resumed.health_path.read_bytes() == full_run.health_path.read_bytes()
     assert len((out / "progress.jsonl").read_text().splitlines()) == full_run.num_frames
 
@@ -241,6 +299,7 @@ def test_shard_scenes_balances_whole_scenes() -> None:
 def test_ray_local_cluster_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
     outcome = run_replay(request(log_root, tmp_path / "ray", checkpoint, ray_address="local", ray_workers=2), progress=False)
     assert outcome.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert (tmp_path / "ray" / "tracking_submission.json").read_bytes() == (full_run.out_dir / "tracking_submission.json").read_bytes()
     assert outcome.health_path.read_bytes() == full_run.health_path.read_bytes()
     with outcome.latency_path.open() as handle:
         assert [row["sample_token"] for row in csv.DictReader(handle)] == list(

@@ -12,8 +12,14 @@
     sensor_health.jsonl  per frame: missing sensors (and why), time skews, lidar points, cameras; with
                          the online checks (`avfusion.sensors.checks`) frozen sensors, the cameras
                          whose calibration is suspect (`calibration_suspect`) and each camera's verdict
-    summary.json         frames, frames/s, stage statistics, sensor-health counts, metrics
+    summary.json         frames, frames/s, stage statistics, sensor-health counts, tracking, metrics
     metrics_summary.json avfusion's nuScenes detection metrics, when the split has annotations
+    tracking_submission.json  with tracking on: the nuScenes tracking submission
+    tracking_metrics/    with tracking on: the devkit's tracking metrics, when the split has annotations
+
+With tracking on (`--track online|offline`, see `avfusion.fusion.tracking`), the detection
+submission carries the tracker's velocities, headings and scores; tracking runs on the finished
+frames in plan order, scene by scene.
     bev/<token>.npz      with `save_bev`: the fused BEV heatmap (max over classes) for the viewer
 
 The submission, latency table and health log are built from `progress.jsonl` in plan order, never
@@ -40,9 +46,11 @@ from typing import Any
 from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.detection import evaluate_results_file
 from avfusion.eval.submission import submission_meta, write_results
+from avfusion.eval.tracking import evaluate_tracking, write_tracking_results
 from avfusion.fileio import atomic_open, remove_stale_temporaries, write_json_atomic
 from avfusion.sensors.types import CAMERA_NAMES
 from avfusion.tools.replay.frames import FrameProcessor, load_detector, open_log, plan_replay
+from avfusion.tools.replay.tracking import TrackedRun, track_results
 from avfusion.tools.replay.types import (
     BEV_DIR_NAME,
     HEALTH_NAME,
@@ -53,6 +61,8 @@ from avfusion.tools.replay.types import (
     STAGES,
     SUBMISSION_NAME,
     SUMMARY_NAME,
+    TRACKING_METRICS_DIR_NAME,
+    TRACKING_SUBMISSION_NAME,
     FrameResult,
     ReplayOutcome,
     ReplayPlan,
@@ -241,14 +251,26 @@ def finish_run(
         use_camera=cameras_used, use_lidar="lidar" not in request.drop, use_map="map" not in request.drop
     )
     submission_path = out_dir / SUBMISSION_NAME
+    tracked = _track(request, ordered, log)
+    records = [r.records for r in ordered] if tracked is None else list(tracked.detection_records)
+    tracking_path = out_dir / TRACKING_SUBMISSION_NAME
+    cut_at = {} if tracked is None else {cut.sample_token: cut.reason for cut in tracked.cuts}
     latency_path = out_dir / LATENCY_NAME
     health_path = out_dir / HEALTH_NAME
     with _writing_into(out_dir):
-        write_results(submission_path, {r.sample_token: r.records for r in ordered}, meta, plan.sample_tokens)
+        write_results(submission_path, {r.sample_token: rec for r, rec in zip(ordered, records)}, meta, plan.sample_tokens)
+        if tracked is not None:
+            tracking_records = {r.sample_token: rec for r, rec in zip(ordered, tracked.tracking_records)}
+            write_tracking_results(tracking_path, tracking_records, meta, plan.sample_tokens)
+        elif tracking_path.exists():
+            tracking_path.unlink()  # from an earlier run of this folder with tracking on
         write_latency_csv(latency_path, ordered)
         with atomic_open(health_path, "w") as handle:
             for result in ordered:
-                handle.write(json.dumps({"sample_token": result.sample_token, "scene": result.scene_name, **result.health}) + "\n")
+                line = {"sample_token": result.sample_token, "scene": result.scene_name, **result.health}
+                if result.sample_token in cut_at:
+                    line["track_cut"] = cut_at[result.sample_token]
+                handle.write(json.dumps(line) + "\n")
 
     summary: dict[str, Any] = {
         "frames": len(ordered),
@@ -261,10 +283,13 @@ def finish_run(
         "corrupt": request.corrupt,
         "checks_ms": check_statistics(ordered) if request.checks else None,
         "detections": sum(len(r.records) for r in ordered),
+        "tracking": _tracking_summary(request.track, tracked, len(ordered)),
     }
     metrics_path = None
     if request.evaluate:
         summary["evaluation"], metrics_path = _evaluate(request, submission_path, out_dir, log)
+        if tracked is not None and "skipped" not in summary["evaluation"]:
+            summary["evaluation"].update(_evaluate_tracking(request, tracking_path, out_dir))
     summary_path = out_dir / SUMMARY_NAME
     with _writing_into(out_dir):
         write_json_atomic(summary_path, summary)
@@ -280,6 +305,33 @@ def finish_run(
         metrics_path=metrics_path,
         summary=summary,
     )
+
+
+def _track(request: ReplayRequest, ordered: Sequence[FrameResult], log: Any) -> TrackedRun | None:
+    """Track the finished frames (None with `--track off`)."""
+    if request.track == "off":
+        return None
+    timestamps_us = [log.sample_timestamp_us(result.sample_token) for result in ordered]
+    return track_results(ordered, timestamps_us, request.track)
+
+
+def _tracking_summary(mode: str, tracked: TrackedRun | None, num_frames: int) -> dict[str, Any]:
+    if tracked is None:
+        return {"mode": mode}
+    return {
+        "mode": mode,
+        "tracks": tracked.num_tracks,
+        "tracker_ms_per_frame": tracked.tracker_ms / max(num_frames, 1),
+        "cuts": [{"sample_token": cut.sample_token, "reason": cut.reason} for cut in tracked.cuts],
+    }
+
+
+def _evaluate_tracking(request: ReplayRequest, tracking_path: Path, out_dir: Path) -> dict[str, Any]:
+    """The devkit's tracking metrics of the run (the caller checked the split is scorable)."""
+    if not any(json.loads(tracking_path.read_bytes())["results"].values()):
+        return {"tracking_skipped": "no tracked boxes (the devkit's tracking metric needs at least one)"}
+    report = evaluate_tracking(tracking_path, request.dataroot, request.version, str(request.split), out_dir / TRACKING_METRICS_DIR_NAME)
+    return {"AMOTA": report.amota, "AMOTP": report.amotp, "IDS": report.ids}
 
 
 def _evaluate(request: ReplayRequest, submission_path: Path, out_dir: Path, log: Any) -> tuple[dict[str, Any], Path | None]:
@@ -402,6 +454,12 @@ def summary_table(outcome: ReplayOutcome) -> str:
         lines.append(
             f"{name:<10}{stats['mean_ms']:>10.1f}{stats['median_ms']:>10.1f}{stats['p90_ms']:>10.1f}{stats['max_ms']:>10.1f}"
         )
+    tracking = summary.get("tracking", {})
+    if "tracks" in tracking:
+        lines.append(
+            f"tracking ({tracking['mode']}): {tracking['tracks']} tracks, {tracking['tracker_ms_per_frame']:.2f} ms per frame"
+            + (f", tracks cut at {len(tracking['cuts'])} keyframes (see the health log)" if tracking["cuts"] else "")
+        )
     health = summary["sensor_health"]
     lines.append(
         f"sensor health: {health['frames_with_missing_sensors']} frames with missing sensors, "
@@ -430,4 +488,6 @@ def summary_table(outcome: ReplayOutcome) -> str:
             lines.append(f"evaluation skipped: {evaluation['skipped']}")
         else:
             lines.append(f"evaluation: mAP {evaluation['mAP']:.4f}  NDS {evaluation['NDS']:.4f}")
+            if "AMOTA" in evaluation:
+                lines.append(f"tracking:   AMOTA {evaluation['AMOTA']:.4f}  AMOTP {evaluation['AMOTP']:.4f}  IDS {evaluation['IDS']}")
     return "\n".join(lines)

@@ -15,6 +15,8 @@ LATENCY_NAME = "latency.csv"
 HEALTH_NAME = "sensor_health.jsonl"
 SUMMARY_NAME = "summary.json"
 METRICS_NAME = "metrics_summary.json"
+TRACKING_SUBMISSION_NAME = "tracking_submission.json"
+TRACKING_METRICS_DIR_NAME = "tracking_metrics"
 BEV_DIR_NAME = "bev"
 
 # Stages of one frame, in order; together (plus bookkeeping) they make up `total`.
@@ -38,6 +40,9 @@ class ReplayRequest:
         evaluate: score the run when the split has annotations.
         ray_address: None = in this process; "local" = a local Ray cluster; else a cluster address.
         ray_workers: workers for Ray (None = one per CPU of the cluster).
+        track: "offline" (whole tracks smoothed), "online" (causal) or "off": tracking of the
+            finished frames, scene by scene (it runs after the frames, so it is not part of the
+            run's identity: a resumed run may track differently).
         torch_threads: CPU threads of every network pass (None = torch's default here). Float
             reductions in the network depend on it, so a run fixes it when it starts and a resumed
             run or a Ray worker uses the same: that is what makes their submissions byte-identical.
@@ -61,6 +66,7 @@ class ReplayRequest:
     evaluate: bool = True
     ray_address: str | None = None
     ray_workers: int | None = None
+    track: str = "offline"
     torch_threads: int | None = None
     corrupt: str | None = None
     corrupt_seed: int = 0

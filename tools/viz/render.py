@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import io
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,7 @@ class Layer(enum.Enum):
     PRED_BOXES = "pred_boxes"
     MAP = "map"
     HEATMAP = "heatmap"
+    TRACKS = "tracks"
 
 
 ALL_LAYERS = frozenset(Layer)
@@ -136,6 +138,29 @@ class CameraView:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackMarks:
+    """The tracks present in a keyframe, in its ego frame (x forward, y left, metres), K tracks.
+
+    track_id: K strings (the submission's `tracking_id`); position_xy: `(K, 2)` box centres;
+    velocity_xy: `(K, 2)` m/s; trails: K arrays `(T_k, 2)` of the track's past centres, oldest
+    first, ending at the present one.
+    """
+
+    track_id: tuple[str, ...]
+    position_xy: np.ndarray
+    velocity_xy: np.ndarray
+    trails: tuple[np.ndarray, ...]
+
+    def __post_init__(self) -> None:
+        k = len(self.track_id)
+        if self.position_xy.shape != (k, 2) or self.velocity_xy.shape != (k, 2) or len(self.trails) != k:
+            raise ValueError(
+                f"TrackMarks: {k} ids need (K, 2) positions and velocities and K trails, got "
+                f"{self.position_xy.shape}, {self.velocity_xy.shape}, {len(self.trails)}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SceneFrame:
     """Everything one picture of a keyframe shows, in the ego frame at the lidar timestamp."""
 
@@ -147,6 +172,7 @@ class SceneFrame:
     map_bev: BevRaster | None = None
     heatmap_bev: BevRaster | None = None
     cameras: tuple[CameraView, ...] = ()
+    tracks: TrackMarks | None = None
 
     def __post_init__(self) -> None:
         if self.points_ego.ndim != 2 or self.points_ego.shape[1] != 3:
@@ -187,6 +213,7 @@ class RenderOptions:
     pred_line_px: float = 2.0
     # Predictions below this score are not drawn (the detector reports down to 0.05 for the metric).
     min_pred_score: float = 0.3
+    track_line_px: float = 2.0
 
 
 def bev_pixel_from_ego(xy_ego: np.ndarray, view: BevView) -> np.ndarray:
@@ -427,7 +454,80 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
         mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
         mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colors)
         geometries.append(NamedGeometry(layer.value, layer, mesh))
+    if frame.tracks is not None and len(frame.tracks.track_id) and Layer.TRACKS in options.layers:
+        segments, colors = track_segments(frame.tracks)
+        vertices, triangles, vertex_colors = segment_prisms(segments, colors, width_m=options.track_line_px / view.pixels_per_m)
+        mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
+        mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colors)
+        geometries.append(NamedGeometry(Layer.TRACKS.value, Layer.TRACKS, mesh))
     return geometries
+
+
+# ---------------------------------------------------------------------------------------------
+# Tracks: one colour per track id, a trail of past centres, a velocity arrow, the id as text
+
+# Tracks are drawn above the boxes' tops so that the trails read over everything else.
+TRACK_Z_M = 2.5
+# The velocity arrow shows where the object will be in this many seconds.
+ARROW_HORIZON_S = 1.0
+
+
+def track_color(track_id: str) -> np.ndarray:
+    """A bright colour of its own for a track id, the same in every frame and run: RGB uint8 (3,).
+
+    The hue steps by the golden ratio with the id's number (the part after its last '-', as the
+    replay writes "<scene>-<n>"; a stable hash, CRC-32, for other ids), so tracks born close in
+    time get well-separated hues."""
+    number = track_id.rsplit("-", 1)[-1]
+    key = int(number) if number.isdigit() else zlib.crc32(track_id.encode())
+    hue = (key * 0.6180339887498949) % 1.0
+    hsv = np.array([[[hue * 180.0, 200.0, 255.0]]], dtype=np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0]
+
+
+def track_segments(tracks: TrackMarks) -> tuple[np.ndarray, np.ndarray]:
+    """Line segments of the tracks (ego frame, at `TRACK_Z_M`): each trail as a polyline, each
+    velocity as an arrow (shaft and two barbs) from the present centre. Returns segments
+    `(S, 2, 3)` float64 and their colours `(S, 3)` uint8."""
+    segments: list[np.ndarray] = []
+    colors: list[np.ndarray] = []
+    for k, track_id in enumerate(tracks.track_id):
+        color = track_color(track_id)
+        trail = np.asarray(tracks.trails[k], dtype=np.float64)
+        pieces = [np.stack([trail[:-1], trail[1:]], axis=1)] if len(trail) > 1 else []
+        start = tracks.position_xy[k]
+        tip = start + ARROW_HORIZON_S * tracks.velocity_xy[k]
+        shaft = tip - start
+        length = float(np.hypot(shaft[0], shaft[1]))
+        if length > 0.2:
+            back = -shaft / length * min(1.0, 0.35 * length)
+            barbs = [tip + _rotate(back, angle) for angle in (0.5, -0.5)]
+            pieces.append(np.array([[start, tip], [tip, barbs[0]], [tip, barbs[1]]]))
+        for piece in pieces:
+            segments.append(np.concatenate([piece, np.full((*piece.shape[:2], 1), TRACK_Z_M)], axis=2))
+            colors.append(np.tile(color, (len(piece), 1)))
+    if not segments:
+        return np.zeros((0, 2, 3)), np.zeros((0, 3), np.uint8)
+    return np.concatenate(segments), np.concatenate(colors).astype(np.uint8)
+
+
+def _rotate(vector: np.ndarray, angle_rad: float) -> np.ndarray:
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    return np.array([c * vector[0] - s * vector[1], s * vector[0] + c * vector[1]])
+
+
+def draw_track_ids(bev_rgb: np.ndarray, tracks: TrackMarks | None, view: BevView) -> np.ndarray:
+    """A copy of a top-down picture with each track's id written beside its centre, in its colour."""
+    image = bev_rgb.copy()
+    if tracks is None or not len(tracks.track_id):
+        return image
+    pixels = bev_pixel_from_ego(tracks.position_xy, view)
+    for k, track_id in enumerate(tracks.track_id):
+        column, row = pixels[k]
+        if 0 <= column < image.shape[1] and 0 <= row < image.shape[0]:
+            color = tuple(int(c) for c in track_color(track_id))
+            _put_label(image, track_id.rsplit("-", 1)[-1], (int(column) + 6, int(row) - 6), color, 0.4)
+    return image
 
 
 def shown_predictions(frame: SceneFrame, options: RenderOptions) -> Boxes3D | None:
@@ -740,6 +840,8 @@ def render_scene(
     composed: list[np.ndarray] = []
     for index, frame in enumerate(frames):
         bev = renderer.render(frame, options)
+        if Layer.TRACKS in options.layers:
+            bev = draw_track_ids(bev, frame.tracks, options.view)
         picture = compose_picture(bev, options.view, camera_panel(frame, options), frame.title)
         path = out / f"{stem}_{index:04d}.png"
         write_png(path, picture)
@@ -775,11 +877,12 @@ def scene_frame_from_synced(
     heatmap_bev: BevRaster | None = None,
     view: BevView | None = None,
     map_resolution_m: float = 0.2,
+    tracks: TrackMarks | None = None,
 ) -> SceneFrame:
     """A `SceneFrame` of a synchronized keyframe: its lidar points and intensity, its ground truth,
     the drivable area cropped around its pose on `view`'s extent, and its cameras (each folding in
     the ego motion between the lidar and the camera timestamps). Predictions and the heatmap come
-    from the caller (fusion output), already in this frame's ego frame."""
+    from the caller (fusion output), already in this frame's ego frame, and so do the tracks."""
     view = view if view is not None else BevView()
     if frame.lidar is not None:
         points_ego = frame.lidar.points_ego.astype(np.float32)
@@ -806,4 +909,5 @@ def scene_frame_from_synced(
         map_bev=map_bev,
         heatmap_bev=heatmap_bev,
         cameras=cameras,
+        tracks=tracks,
     )

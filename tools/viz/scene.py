@@ -60,10 +60,12 @@ def scene_frames_for_viewing(
     probe = ReplayRequest(dataroot=Path(dataroot), version=version, out_dir=Path("."))
     log = open_log(probe)
     predictions = None
+    tracks = None
     options = FrameOptions(num_sweeps=num_sweeps, image_scale=reader_image_scale(log, VIEWER_IMAGE_WIDTH_PX))
     if run_dir is not None:
         run_predictions = RunPredictions(run_dir)
         predictions = run_predictions
+        tracks = run_predictions.tracks_at
         predicted = set(run_predictions.sample_tokens)
         if scene is None:
             scene = next((name for name in log.scene_names if predicted & set(log.sample_tokens(name))), None)
@@ -84,4 +86,4 @@ def scene_frames_for_viewing(
     tokens = log.sample_tokens(scene)
     if not tokens:
         raise InputError(f"scene {scene!r} has no keyframes")
-    return SceneFrames(lambda token: log.frame(token, options), tokens, predictions), scene
+    return SceneFrames(lambda token: log.frame(token, options), tokens, predictions, tracks=tracks), scene

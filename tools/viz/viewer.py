@@ -7,7 +7,7 @@ window shows the six camera images with the boxes projected into them. Keys:
     N / Right   next frame            P / Left   previous frame
     Space       play / pause          R          back to the top-down view
     H / I / C   colour points by height / intensity / camera colour
-    1 2 3 4 5   toggle points / ground-truth boxes / predictions / map / heatmap
+    1 2 3 4 5 6 toggle points / ground-truth boxes / predictions / map / heatmap / tracks
     Q / Esc     quit
 
 It uses Open3D's classic OpenGL visualizer (GLFW), which runs on any X display, including Xvfb with
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.se3 import yaw_from_quaternion
+from avfusion.calibration.se3 import SE3, yaw_from_quaternion
 from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.submission import validate_results
 from avfusion.tools.viz.render import (
@@ -40,6 +40,7 @@ from avfusion.tools.viz.render import (
     PointColoring,
     RenderOptions,
     SceneFrame,
+    TrackMarks,
     camera_panel,
     ground_plane,
     scene_frame_from_synced,
@@ -58,6 +59,7 @@ LAYER_KEYS: dict[str, Layer] = {
     "3": Layer.PRED_BOXES,
     "4": Layer.MAP,
     "5": Layer.HEATMAP,
+    "6": Layer.TRACKS,
 }
 COLORING_KEYS: dict[str, PointColoring] = {
     "H": PointColoring.HEIGHT,
@@ -309,6 +311,7 @@ class SceneFrames(Sequence[SceneFrame]):
         sample_tokens: the frames, in playback order.
         predictions: frame -> (boxes in its ego frame, heatmap), or None to show sensors and ground truth only.
         view: the BEV extent (the map raster is cropped to it).
+        tracks: frame -> its tracks (ego frame), or None to draw none.
     """
 
     def __init__(
@@ -317,21 +320,24 @@ class SceneFrames(Sequence[SceneFrame]):
         sample_tokens: Sequence[str],
         predictions: Callable[[SyncedFrame], Predictions] | None = None,
         view: BevView | None = None,
+        tracks: Callable[[SyncedFrame], TrackMarks | None] | None = None,
     ) -> None:
         self._load_frame = load_frame
         self._tokens = tuple(sample_tokens)
         self._predictions = predictions
         self._view = view if view is not None else BevView()
+        self._tracks = tracks
 
     def __len__(self) -> int:
         return len(self._tokens)
 
     def __getitem__(self, index):  # type: ignore[override]
         if isinstance(index, slice):  # still lazy: the frames of the slice, loaded when asked for
-            return SceneFrames(self._load_frame, self._tokens[index], self._predictions, self._view)
+            return SceneFrames(self._load_frame, self._tokens[index], self._predictions, self._view, self._tracks)
         frame = self._load_frame(self._tokens[index])
         boxes, heatmap = self._predictions(frame) if self._predictions is not None else (None, None)
-        return scene_frame_from_synced(frame, boxes, heatmap, self._view)
+        tracks = self._tracks(frame) if self._tracks is not None else None
+        return scene_frame_from_synced(frame, boxes, heatmap, self._view, tracks=tracks)
 
 
 class RunPredictions:
@@ -361,10 +367,19 @@ class RunPredictions:
                 score=columns.score[rows],
                 attribute=columns.attribute[rows],
             )
+        tracking_path = self.run_dir / "tracking_submission.json"
+        self._tracks = RunTracks.read(tracking_path, list(columns.sample_tokens)) if tracking_path.is_file() else None
 
     @property
     def sample_tokens(self) -> tuple[str, ...]:
         return tuple(self._boxes_global)
+
+    def tracks_at(self, frame: SyncedFrame) -> TrackMarks | None:
+        """The run's tracks present in `frame` (from `tracking_submission.json`, None when the run
+        has none), in its ego frame, with trails over the last `TRAIL_KEYFRAMES` keyframes."""
+        if self._tracks is None:
+            return None
+        return self._tracks.marks_at(frame.sample_token, frame.global_from_ego.inverse())
 
     def __call__(self, frame: SyncedFrame) -> Predictions:
         boxes_global = self._boxes_global.get(frame.sample_token)
@@ -372,6 +387,56 @@ class RunPredictions:
         heatmap_path = self.run_dir / "bev" / f"{frame.sample_token}.npz"
         heatmap = read_bev_heatmap(heatmap_path) if heatmap_path.is_file() else None
         return boxes, heatmap
+
+
+# Trails reach this many keyframes back (3 s at nuScenes' 2 Hz).
+TRAIL_KEYFRAMES = 6
+
+
+class RunTracks:
+    """A tracking submission as track histories: per sample (in the file's order, which is the
+    replay's plan order), each track's centre and velocity (global frame)."""
+
+    def __init__(self, sample_tokens: Sequence[str], boxes: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> None:
+        self._position = {token: i for i, token in enumerate(sample_tokens)}
+        self._tokens = tuple(sample_tokens)
+        self._boxes = boxes
+
+    @staticmethod
+    def read(path: Path, sample_tokens: Sequence[str]) -> RunTracks:
+        from avfusion.eval.tracking import read_tracking_results
+
+        payload = read_tracking_results(path, sample_tokens)
+        boxes = {
+            token: [(r["tracking_id"], np.array(r["translation"][:2], np.float64), np.array(r["velocity"], np.float64)) for r in records]
+            for token, records in payload["results"].items()
+        }
+        return RunTracks(sample_tokens, boxes)
+
+    def marks_at(self, sample_token: str, ego_from_global: SE3) -> TrackMarks | None:
+        position = self._position.get(sample_token)
+        if position is None:
+            return None
+        history: dict[str, list[np.ndarray]] = {}
+        for token in self._tokens[max(0, position - TRAIL_KEYFRAMES) : position + 1]:
+            for track_id, xy, _ in self._boxes.get(token, []):
+                history.setdefault(track_id, []).append(xy)
+        present = self._boxes.get(sample_token, [])
+        if not present:
+            return None
+
+        def to_ego(xy: np.ndarray) -> np.ndarray:
+            points = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
+            return ego_from_global.apply(points)[:, :2]
+
+        velocity = np.array([v for _, _, v in present])
+        velocity_ego = ego_from_global.apply_vectors(np.concatenate([velocity, np.zeros((len(velocity), 1))], axis=1))[:, :2]
+        return TrackMarks(
+            track_id=tuple(track_id for track_id, _, _ in present),
+            position_xy=to_ego(np.array([xy for _, xy, _ in present])),
+            velocity_xy=velocity_ego,
+            trails=tuple(to_ego(np.array(history[track_id])) for track_id, _, _ in present),
+        )
 
 
 def read_bev_heatmap(path: str | Path) -> BevRaster:

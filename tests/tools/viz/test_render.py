@@ -310,3 +310,46 @@ def test_offscreen_render_draws_boxes_where_the_ground_truth_is(tmp_path: Path) 
     patch_right = picture[int(row) - 3 : int(row) + 3, int(col_right) - 3 : int(col_right) + 3].reshape(-1, 3)
     patch_left = picture[int(row) - 3 : int(row) + 3, int(col_left) - 3 : int(col_left) + 3].reshape(-1, 3)
     assert np.median(patch_right.sum(axis=1)) > np.median(patch_left.sum(axis=1)) + 60
+
+
+def _two_tracks() -> render.TrackMarks:
+    """Track 3 came from (0, 0) to (2, 0) and moves at 4 m/s along +x; track 4 stands at (-5, 5)."""
+    return render.TrackMarks(
+        track_id=("scene-3", "scene-4"),
+        position_xy=np.array([[2.0, 0.0], [-5.0, 5.0]]),
+        velocity_xy=np.array([[4.0, 0.0], [0.0, 0.0]]),
+        trails=(np.array([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]]), np.array([[-5.0, 5.0]])),
+    )
+
+
+def test_track_segments_trail_and_velocity_arrow() -> None:
+    segments, colors = render.track_segments(_two_tracks())
+    # Track 3: two trail segments, then the arrow's shaft (1 s ahead: to x = 6 m) and two barbs;
+    # track 4 stands still and has a one-point trail: nothing to draw.
+    assert segments.shape == (5, 2, 3) and colors.shape == (5, 3)
+    np.testing.assert_allclose(segments[:2, :, :2], [[[0, 0], [1, 0]], [[1, 0], [2, 0]]])
+    np.testing.assert_allclose(segments[2, :, :2], [[2.0, 0.0], [2.0 + 4.0 * render.ARROW_HORIZON_S, 0.0]])
+    # The barbs start at the tip and point back.
+    assert np.all(segments[3:, 0, 0] == segments[2, 1, 0]) and np.all(segments[3:, 1, 0] < segments[2, 1, 0])
+    assert np.all(segments[..., 2] == render.TRACK_Z_M)
+    assert np.all(colors == render.track_color("scene-3"))
+
+
+def test_track_colours_are_stable_and_distinct() -> None:
+    ids = [f"scene-{i}" for i in range(12)]
+    colors = np.array([render.track_color(i) for i in ids], dtype=np.int64)
+    np.testing.assert_array_equal(colors, np.array([render.track_color(i) for i in ids]))
+    assert len({tuple(c) for c in colors.tolist()}) == len(ids)
+
+
+def test_track_ids_are_written_beside_their_tracks() -> None:
+    view = render.BevView(x_range_m=(-10.0, 10.0), y_range_m=(-10.0, 10.0), pixels_per_m=10.0)
+    bev = np.zeros((view.height_px, view.width_px, 3), np.uint8)
+    drawn = render.draw_track_ids(bev, _two_tracks(), view)
+    assert not bev.any()  # the input is not changed
+    for k, track_id in enumerate(("scene-3", "scene-4")):
+        column, row = render.bev_pixel_from_ego(_two_tracks().position_xy[k : k + 1], view)[0].astype(int)
+        patch = drawn[max(0, row - 20) : row, column : column + 30].astype(np.int64)
+        # Anti-aliased text: some pixels close to the track's colour.
+        near = np.abs(patch - render.track_color(track_id).astype(np.int64)).max(axis=2) < 40
+        assert near.sum() >= 3, track_id
