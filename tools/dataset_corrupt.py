@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avfusion.datasets.corrupt import write_corrupted_copy
 from avfusion.sensors.corruptions import CORRUPTION_TYPES, Corruption
 
 
@@ -27,7 +28,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.datasets.corrupt import write_corrupted_copy
 
     corruption = Corruption.parse(f"{args.type}:{args.severity}")
     copy = write_corrupted_copy(args.dataroot, args.version, args.out, corruption, seed=args.seed,

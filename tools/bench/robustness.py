@@ -36,7 +36,8 @@ from avfusion.datasets.frames import open_frames, resolve_split
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.eval.data import load_ground_truth
-from avfusion.eval.submission import detection_records
+from avfusion.eval.detection import evaluate
+from avfusion.eval.submission import detection_records, submission_meta, validate_results
 from avfusion.fileio import write_bytes_atomic
 from avfusion.fusion.config import MapConfig
 from avfusion.sensors.corruptions import (
@@ -79,7 +80,9 @@ def ground_truth_subset(ground_truth: Any, sample_tokens: Sequence[str]) -> Any:
     chosen = boxes.select(rows)
     chosen = dataclasses.replace(chosen, sample_tokens=tokens, sample_index=new_position[chosen.sample_index])
     racks = ground_truth.bike_racks
-    rack_rows = np.flatnonzero(new_position[racks.sample_index] >= 0) if len(racks.sample_index) else np.zeros(0, np.int64)
+    rack_rows = (
+        np.flatnonzero(new_position[racks.sample_index] >= 0) if len(racks.sample_index) else np.zeros(0, np.int64)
+    )
     racks = dataclasses.replace(
         racks,
         sample_index=new_position[racks.sample_index[rack_rows]],
@@ -94,8 +97,6 @@ def ground_truth_subset(ground_truth: Any, sample_tokens: Sequence[str]) -> Any:
 
 def score(ground_truth: Any, records: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     """NDS and mAP of one run's submission records (every sample of `ground_truth` present)."""
-    from avfusion.eval.detection import evaluate
-    from avfusion.eval.submission import submission_meta, validate_results
 
     payload = {"meta": submission_meta(use_camera=True, use_lidar=True, use_map=True),
                "results": {token: records[token] for token in ground_truth.sample_tokens}}  # fmt: skip
@@ -214,7 +215,10 @@ def run(args: argparse.Namespace) -> int:
     first = next(iter(detectors.values())).config
     options = FrameOptions(num_sweeps=first.lidar.num_sweeps, image_scale=first.camera.decode_scale, load_boxes=False)
     for name, detector in detectors.items():
-        if (detector.config.lidar.num_sweeps, detector.config.camera.decode_scale) != (options.num_sweeps, options.image_scale):
+        if (detector.config.lidar.num_sweeps, detector.config.camera.decode_scale) != (
+            options.num_sweeps,
+            options.image_scale,
+        ):
             raise InputError(f"--models {name}: reads frames with other options than the default model "
                              "(num_sweeps / decode_scale); bench it on its own")  # fmt: skip
     frames = open_frames(args.dataroot, args.version, split, args.scenes or None, options)
@@ -243,7 +247,9 @@ def run(args: argparse.Namespace) -> int:
                 start = time.perf_counter()
                 detections = detector.detect(seen)
                 detect_ms.append((time.perf_counter() - start) * 1e3)
-                records[name][run_name][frame.sample_token] = detection_records(frame.sample_token, detections.boxes_global)
+                records[name][run_name][frame.sample_token] = detection_records(
+                    frame.sample_token, detections.boxes_global
+                )
         previous = frame
     host = host_state_facts(host_before)
 
@@ -251,7 +257,9 @@ def run(args: argparse.Namespace) -> int:
     for name in detectors:
         runs: dict[str, dict[str, dict[str, float]]] = {CLEAN: {CLEAN: score(ground_truth, records[name][CLEAN])}}
         for corruption in corruptions:
-            runs.setdefault(corruption.type, {})[str(corruption.severity)] = score(ground_truth, records[name][str(corruption)])
+            runs.setdefault(corruption.type, {})[str(corruption.severity)] = score(
+                ground_truth, records[name][str(corruption)]
+            )
         results[name] = {"checkpoint": str(models[name]) if models[name] else "shipped default weights",
                          "runs": runs, **resistance(runs)}  # fmt: skip
 

@@ -25,25 +25,25 @@ from pathlib import Path
 from typing import Any
 
 from avfusion.datasets.nuscenes_log import NuScenesLog
+from avfusion.eval.detection import evaluate_results_file
+from avfusion.eval.submission import submission_meta, write_results
+from avfusion.eval.tracking import evaluate_tracking, write_tracking_results
 from avfusion.tools.bench.common import BenchReport, HostCpuTimes, Timing, host_state_facts
+from avfusion.tools.replay.engine import run_replay
+from avfusion.tools.replay.tracking import track_results
+from avfusion.tools.replay.types import PROGRESS_NAME, FrameResult, ReplayRequest
 
 TP_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 COLUMNS = ("NDS", "mAP", "mATE", "mAOE", "mAVE", "mAAE", "AMOTA", "AMOTP", "IDS", "tracker_ms_per_frame")
 
 
 def _detection_row(path: Path, dataroot: str, version: str, split: str) -> dict[str, Any]:
-    from avfusion.eval.detection import evaluate_results_file
 
     metrics = evaluate_results_file(path, dataroot, version, split).evaluation.metrics
     return {"NDS": metrics.nd_score, "mAP": metrics.mean_ap, **{TP_NAMES[k]: v for k, v in metrics.tp_errors.items()}}
 
 
 def run(args: argparse.Namespace) -> int:
-    from avfusion.eval.submission import submission_meta, write_results
-    from avfusion.eval.tracking import evaluate_tracking, write_tracking_results
-    from avfusion.tools.replay.engine import run_replay
-    from avfusion.tools.replay.tracking import track_results
-    from avfusion.tools.replay.types import PROGRESS_NAME, FrameResult, ReplayRequest
 
     out = Path(args.out)
     replay_dir = out / "replay"
@@ -83,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
         report.ours.append(per_frame)
         folder = out / mode
         write_results(folder / "submission.json", dict(zip(tokens, tracked.detection_records)), meta, tokens)
-        write_tracking_results(folder / "tracking_submission.json", dict(zip(tokens, tracked.tracking_records)), meta, tokens)
+        write_tracking_results(
+            folder / "tracking_submission.json", dict(zip(tokens, tracked.tracking_records)), meta, tokens
+        )
         row = _detection_row(folder / "submission.json", args.dataroot, args.version, args.split)
         tracking = evaluate_tracking(folder / "tracking_submission.json", args.dataroot, args.version, args.split,
                                      folder / "tracking_metrics", plots=False)  # fmt: skip
@@ -110,7 +112,8 @@ def markdown_table(table: dict[str, dict[str, Any]]) -> str:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "tracking", help="detection only / online / offline tracking: NDS, mAP, mAVE, mAOE, AMOTA, AMOTP, IDS, ms per frame"
+        "tracking",
+        help="detection only / online / offline tracking: NDS, mAP, mAVE, mAOE, AMOTA, AMOTP, IDS, ms per frame",
     )
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")

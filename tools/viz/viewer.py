@@ -32,6 +32,7 @@ from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3, yaw_from_quaternion
 from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.submission import validate_results
+from avfusion.eval.tracking import read_tracking_results
 from avfusion.tools.viz.render import (
     BACKGROUND_RGB,
     BevRaster,
@@ -404,7 +405,6 @@ class RunTracks:
 
     @staticmethod
     def read(path: Path, sample_tokens: Sequence[str]) -> RunTracks:
-        from avfusion.eval.tracking import read_tracking_results
 
         payload = read_tracking_results(path, sample_tokens)
         boxes = {
