@@ -108,7 +108,9 @@ class Boxes3D:
         if n and (label.min() < 0 or label.max() >= len(DETECTION_CLASSES)):
             raise ValueError(f"Boxes3D.label must be in [0, {len(DETECTION_CLASSES)}), got {np.unique(label).tolist()}")
         if n and (attribute.min() < -1 or attribute.max() >= len(ATTRIBUTES)):
-            raise ValueError(f"Boxes3D.attribute must be in [-1, {len(ATTRIBUTES)}), got {np.unique(attribute).tolist()}")
+            raise ValueError(
+                f"Boxes3D.attribute must be in [-1, {len(ATTRIBUTES)}), got {np.unique(attribute).tolist()}"
+            )
         for name in ("instance_token", "token"):
             tokens = tuple(getattr(self, name))
             if tokens and len(tokens) != n:
@@ -129,7 +131,9 @@ class Boxes3D:
 
     @staticmethod
     def empty() -> Boxes3D:
-        return Boxes3D(center=np.zeros((0, 3)), size_wlh=np.zeros((0, 3)), yaw_rad=np.zeros(0), label=np.zeros(0, np.int64))
+        return Boxes3D(
+            center=np.zeros((0, 3)), size_wlh=np.zeros((0, 3)), yaw_rad=np.zeros(0), label=np.zeros(0, np.int64)
+        )
 
     @staticmethod
     def concat(parts: Sequence[Boxes3D]) -> Boxes3D:
@@ -224,7 +228,8 @@ class Boxes3D:
         # Angles through the scalar C routines: the same box gives the same bits in every run
         # (`libm_elementwise`), whatever the memory layout of these arrays.
         heading = np.stack(
-            [libm_elementwise(math.cos, self.yaw_rad), libm_elementwise(math.sin, self.yaw_rad), np.zeros(len(self))], axis=1
+            [libm_elementwise(math.cos, self.yaw_rad), libm_elementwise(math.sin, self.yaw_rad), np.zeros(len(self))],
+            axis=1,
         )
         heading_target = heading @ rotation.T
         velocity3 = np.concatenate([self.velocity_xy, np.zeros((len(self), 1))], axis=1)

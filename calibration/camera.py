@@ -121,11 +121,7 @@ def _project(image_from_cam: np.ndarray, points_cam: np.ndarray, width: int, hei
     np.divide(homogeneous[:, :2], depth[:, None], out=uv, where=in_front[:, None])
     with np.errstate(invalid="ignore"):
         in_image = (
-            in_front
-            & (uv[:, 0] >= -0.5)
-            & (uv[:, 0] < width - 0.5)
-            & (uv[:, 1] >= -0.5)
-            & (uv[:, 1] < height - 0.5)
+            in_front & (uv[:, 0] >= -0.5) & (uv[:, 0] < width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < height - 0.5)
         )
     return Projection(uv=uv, depth=depth, in_image=in_image)
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.errors import InputError
@@ -156,7 +157,9 @@ def _planned_changes(log: NuScenesLog, root: Path, corruption: Corruption, seed:
         for scene in log.scene_names:
             path = gnss_path(root, scene)
             if path.is_file():
-                changes[path.relative_to(root).as_posix()] = _noisy_gnss_file(path, log.scene_location(scene), level, seed)
+                changes[path.relative_to(root).as_posix()] = _noisy_gnss_file(
+                    path, log.scene_location(scene), level, seed
+                )
         return changes
     if kind == "map_removal":
         for filename in sorted({str(f) for f in index.map_filename}):
@@ -177,11 +180,13 @@ def _planned_changes(log: NuScenesLog, root: Path, corruption: Corruption, seed:
                 if previous is not None:
                     old_lidar, old_sweeps, old_cameras = previous
                     if lidar_sd >= 0 and old_lidar >= 0 and rng(token, LIDAR_NAME).random() < FRAME_PROBABILITY[level]:
-                        for new, old in zip([lidar_sd, *sweeps], [old_lidar, *old_sweeps]):
+                        for new, old in zip([lidar_sd, *sweeps], [old_lidar, *old_sweeps], strict=False):
                             changes[str(index.sd_filename[new])] = _copy_of(root / str(index.sd_filename[old]))
                     for name, sd in cameras.items():
                         if name in old_cameras and rng(token, name).random() < FRAME_PROBABILITY[level]:
-                            changes[str(index.sd_filename[sd])] = _copy_of(root / str(index.sd_filename[old_cameras[name]]))
+                            changes[str(index.sd_filename[sd])] = _copy_of(
+                                root / str(index.sd_filename[old_cameras[name]])
+                            )
             else:
                 if corruption.touches_lidar and lidar_sd >= 0:
                     frame_rng = rng(token, LIDAR_NAME)
@@ -190,13 +195,17 @@ def _planned_changes(log: NuScenesLog, root: Path, corruption: Corruption, seed:
                             # Spatial misalignment: the keyframe and its sweeps get one transform.
                             file_rng = (_copy_rng(frame_rng) if kind == "spatial_misalignment"
                                         else rng(token, f"{LIDAR_NAME}/{index.sd_token[sd]}"))  # fmt: skip
-                            changes[str(index.sd_filename[sd])] = _corrupted_cloud(root / str(index.sd_filename[sd]), corruption, file_rng)
+                            changes[str(index.sd_filename[sd])] = _corrupted_cloud(
+                                root / str(index.sd_filename[sd]), corruption, file_rng
+                            )
                 if corruption.touches_cameras:
                     for name, sd in cameras.items():
                         camera_rng = rng(token, name)
                         if kind == "missing_camera" and camera_rng.random() >= FRAME_PROBABILITY[level]:
                             continue
-                        changes[str(index.sd_filename[sd])] = _corrupted_image(root / str(index.sd_filename[sd]), corruption, camera_rng)
+                        changes[str(index.sd_filename[sd])] = _corrupted_image(
+                            root / str(index.sd_filename[sd]), corruption, camera_rng
+                        )
             previous = (lidar_sd, sweeps, cameras)
     return changes
 
@@ -219,7 +228,7 @@ def _past_sweeps(index, keyframe_sd: int) -> list[int]:
 
 
 def _copy_of(path: Path) -> Change:
-    return lambda: path.read_bytes()
+    return path.read_bytes
 
 
 def _corrupted_cloud(path: Path, corruption: Corruption, rng: np.random.Generator) -> Change:
@@ -251,7 +260,7 @@ def _noisy_gnss_file(path: Path, location: str, level: int, seed: int) -> Change
     def make() -> bytes:
         payload = json.loads(path.read_text())
         log = read_gnss_json(path)
-        for record, fix in zip(payload["fixes"], log.fixes):
+        for record, fix in zip(payload["fixes"], log.fixes, strict=False):
             noisy = noisy_gnss_fix(fix, location, GNSS_SIGMA_M[level], GNSS_SIGMA_HEADING_DEG[level],
                                    sensor_rng(seed, "gnss_noise", f"{log.scene_name}/{fix.timestamp_us}", GNSS_NAME))  # fmt: skip
             record.update(latitude=noisy.latitude_deg, longitude=noisy.longitude_deg, altitude=noisy.altitude_m,

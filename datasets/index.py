@@ -171,7 +171,9 @@ def index_cache_path(dataroot: Path, version: str) -> Path:
     return cache_root() / "index" / f"{dataroot.resolve().name}-{version}-{key}.npz"
 
 
-def open_index(dataroot: str | os.PathLike[str], version: str, use_cache: bool = True, verbose: bool = False) -> tuple[LogIndex, bool]:
+def open_index(
+    dataroot: str | os.PathLike[str], version: str, use_cache: bool = True, verbose: bool = False
+) -> tuple[LogIndex, bool]:
     """The index of `dataroot`/`version`, from the cache when it is current; (index, came_from_cache)."""
     root = Path(dataroot)
     check_tables_present(root, version)
@@ -212,10 +214,16 @@ def _load_devkit(root: Path, version: str, verbose: bool):  # -> nuscenes.NuScen
         # reverse index: name the record if a field check finds it, else the dangling token.
         _check_raw_tables(root, version)
         if isinstance(error, KeyError):
-            raise InputError(f"{root / version}: inconsistent tables, a record refers to the missing token {error}") from error
+            raise InputError(
+                f"{root / version}: inconsistent tables, a record refers to the missing token {error}"
+            ) from error
         if isinstance(error, IndexError):
-            raise InputError(f"{root / version}: the map table is empty (nuScenes needs at least one map record)") from error
-        raise InputError(f"{root / version}: nuscenes-devkit cannot index the tables ({type(error).__name__}: {error})") from error
+            raise InputError(
+                f"{root / version}: the map table is empty (nuScenes needs at least one map record)"
+            ) from error
+        raise InputError(
+            f"{root / version}: nuscenes-devkit cannot index the tables ({type(error).__name__}: {error})"
+        ) from error
     except json.JSONDecodeError as error:
         for name in TABLE_NAMES:
             path = root / version / f"{name}.json"
@@ -257,10 +265,14 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         calib_token.append(record["token"])
         calib_translation.append(record["translation"])
         calib_rotation.append(
-            validated_unit_quaternion(record["rotation"], f"{table_dir / 'calibrated_sensor.json'} token {record['token']}")
+            validated_unit_quaternion(
+                record["rotation"], f"{table_dir / 'calibrated_sensor.json'} token {record['token']}"
+            )
         )
         intrinsic = record.get("camera_intrinsic") or []
-        calib_intrinsic.append(np.asarray(intrinsic, dtype=np.float64) if len(intrinsic) == 3 else np.full((3, 3), np.nan))
+        calib_intrinsic.append(
+            np.asarray(intrinsic, dtype=np.float64) if len(intrinsic) == 3 else np.full((3, 3), np.nan)
+        )
 
     # map file per location, through the logs each map record lists
     location_of_log = {log["token"]: log["location"] for log in nusc.log}
@@ -293,7 +305,9 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         while token in sample_exists:  # a dangling next token ends the chain, as the devkit tolerates
             sample = nusc.get("sample", token)
             if token in sample_position or len(tokens) > len(nusc.sample):
-                raise InputError(f"{table_dir / 'sample.json'}: the next-chain of scene {scene['name']} loops at sample {token}")
+                raise InputError(
+                    f"{table_dir / 'sample.json'}: the next-chain of scene {scene['name']} loops at sample {token}"
+                )
             sample_position[token] = len(sample_token) + len(tokens)
             tokens.append(token)
             stamps.append(sample["timestamp"])
@@ -377,7 +391,9 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         sample_timestamp_us=np.array(sample_timestamp, dtype=np.int64),
         sample_scene=np.array(sample_scene, dtype=np.int64),
         sample_keyframe=sample_keyframe,
-        sample_ann_start=np.concatenate([[0], np.cumsum(ann_counts)[:-1]]).astype(np.int64) if len(ann_counts) else np.zeros(0, np.int64),
+        sample_ann_start=np.concatenate([[0], np.cumsum(ann_counts)[:-1]]).astype(np.int64)
+        if len(ann_counts)
+        else np.zeros(0, np.int64),
         sample_ann_count=ann_counts,
         sd_token=strings([sd["token"] for sd in kept]),
         sd_channel=np.array([channel_index[sd["channel"]] for sd in kept], dtype=np.int64),

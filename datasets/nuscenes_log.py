@@ -178,7 +178,9 @@ class NuScenesLog:
     # --- calibration and poses -------------------------------------------------------------
     def _pose_is_finite(self, sd: int) -> bool:
         """Whether the ego pose of sample_data `sd` is usable (the index keeps non-finite ones as NaN)."""
-        return bool(np.isfinite(self.index.sd_pose_translation[sd]).all() and np.isfinite(self.index.sd_pose_rotation[sd]).all())
+        return bool(
+            np.isfinite(self.index.sd_pose_translation[sd]).all() and np.isfinite(self.index.sd_pose_rotation[sd]).all()
+        )
 
     def _bad_pose_reason(self, sd: int) -> str:
         return f"bad ego pose: the ego_pose of sample_data {self.index.sd_token[sd]} is not finite"
@@ -203,14 +205,18 @@ class NuScenesLog:
     def pose_track(self, scene_name: str) -> PoseTrack:
         """Ego poses of every kept sample_data of a scene (lidar and cameras), by time."""
         scene = self._scene_index(scene_name)
-        good = np.isfinite(self.index.sd_pose_translation).all(axis=1) & np.isfinite(self.index.sd_pose_rotation).all(axis=1)
+        good = np.isfinite(self.index.sd_pose_translation).all(axis=1) & np.isfinite(self.index.sd_pose_rotation).all(
+            axis=1
+        )
         rows = np.flatnonzero((self.index.sd_scene == scene) & good)
         if rows.size == 0:
             raise InputError(f"scene {scene_name!r}: no sample_data of it has a finite ego pose")
         stamps = self.index.sd_timestamp_us[rows]
         _, first = np.unique(stamps, return_index=True)  # records sharing a timestamp share the pose
         rows = rows[first]
-        return PoseTrack(self.index.sd_timestamp_us[rows], self.index.sd_pose_translation[rows], self.index.sd_pose_rotation[rows])
+        return PoseTrack(
+            self.index.sd_timestamp_us[rows], self.index.sd_pose_translation[rows], self.index.sd_pose_rotation[rows]
+        )
 
     def ego_pose_at(self, scene_name: str, timestamp_us: int) -> SE3:
         """`global_from_ego` at any time inside the scene (interpolated between recorded poses)."""
@@ -234,7 +240,9 @@ class NuScenesLog:
             size_wlh=self.index.ann_size_wlh[rows],
             yaw_rad=libm_elementwise(math.atan2, rotations[:, 1, 0], rotations[:, 0, 0]),
             velocity_xy=self.index.ann_velocity[rows, :2],
-            label=np.array([CLASS_INDEX[CATEGORY_TO_CLASS[str(self.index.ann_category[r])]] for r in rows], dtype=np.int64),
+            label=np.array(
+                [CLASS_INDEX[CATEGORY_TO_CLASS[str(self.index.ann_category[r])]] for r in rows], dtype=np.int64
+            ),
             attribute=self.index.ann_attribute[rows],
             num_lidar_pts=self.index.ann_num_lidar_pts[rows],
             instance_token=tuple(str(t) for t in self.index.ann_instance_token[rows]),
@@ -311,16 +319,22 @@ class NuScenesLog:
             sd = int(self.index.sd_prev[sd])
         return sources, passed_over
 
-    def _camera_record(self, s: int, scene: int, name: str, lidar_us: int, sync: SyncConfig) -> tuple[int | None, int | None, str]:
+    def _camera_record(
+        self, s: int, scene: int, name: str, lidar_us: int, sync: SyncConfig
+    ) -> tuple[int | None, int | None, str]:
         """(sample_data index, skew, reason): the sample's keyframe image, else the nearest in the stream."""
         channel = CHANNELS.index(name)
         sd = int(self.index.sample_keyframe[s, channel])
         if sd >= 0:
             skew = int(self.index.sd_timestamp_us[sd]) - lidar_us
             if abs(skew) > sync.camera_tolerance_us:
-                return None, skew, (
-                    f"skew too large: keyframe image is {skew / 1000:+.1f} ms from the lidar "
-                    f"(tolerance {sync.camera_tolerance_us / 1000:.1f} ms)"
+                return (
+                    None,
+                    skew,
+                    (
+                        f"skew too large: keyframe image is {skew / 1000:+.1f} ms from the lidar "
+                        f"(tolerance {sync.camera_tolerance_us / 1000:.1f} ms)"
+                    ),
                 )
             return sd, skew, ""
         stream = self._stream(scene, channel)

@@ -51,8 +51,21 @@ CLASS_CATEGORY = {
     "motorcycle": "vehicle.motorcycle", "bicycle": "vehicle.bicycle", "traffic_cone": "movable_object.trafficcone",
     "barrier": "movable_object.barrier",
 }  # fmt: skip
-TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-               "scene", "sample", "sample_data", "sample_annotation", "map")
+TABLE_NAMES = (
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
+)
 
 
 def find_realdata(explicit: str | os.PathLike[str] | None = None, *, start: Path | None = None) -> Path:
@@ -64,6 +77,7 @@ def find_realdata(explicit: str | os.PathLike[str] | None = None, *, start: Path
         InputError: nothing found (the message lists where it looked), or `explicit` /
             `$AVFUSION_REALDATA` names a folder without the fixture.
     """
+
     def holds_fixture(folder: Path) -> bool:
         return (folder / FIXTURE_SUBDIR / INFO_NAME).is_file()
 
@@ -192,8 +206,12 @@ def _token(*parts: object) -> str:
 
 
 def _pose(token: str, pose: SE3, timestamp_us: int) -> dict:
-    return {"token": token, "timestamp": int(timestamp_us), "rotation": pose.quaternion.tolist(),
-            "translation": pose.translation.tolist()}
+    return {
+        "token": token,
+        "timestamp": int(timestamp_us),
+        "rotation": pose.quaternion.tolist(),
+        "translation": pose.translation.tolist(),
+    }
 
 
 def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
@@ -204,39 +222,101 @@ def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
     and annotation tokens, so those are derived from the record's identity."""
     tables: dict[str, list[dict]] = {name: [] for name in TABLE_NAMES}
     log_token, scene_token = _token("log", LOGFILE), _token("scene", SCENE_NAME)
-    tables["log"].append({"token": log_token, "logfile": LOGFILE, "vehicle": "n015", "date_captured": "2018-07-24",
-                          "location": LOCATION})
-    tables["map"].append({"token": ONENORTH_MAP_TOKEN, "log_tokens": [log_token], "category": "semantic_prior",
-                          "filename": f"maps/{ONENORTH_MAP_TOKEN}.png"})
-    tables["scene"].append({"token": scene_token, "name": SCENE_NAME, "log_token": log_token, "nbr_samples": 1,
-                            "first_sample_token": keyframe.sample_token, "last_sample_token": keyframe.sample_token,
-                            "description": "real nuScenes v1.0-mini keyframe (first sample of scene-0061)"})
-    tables["sample"].append({"token": keyframe.sample_token, "timestamp": keyframe.timestamp_us,
-                             "scene_token": scene_token, "prev": "", "next": ""})
+    tables["log"].append(
+        {"token": log_token, "logfile": LOGFILE, "vehicle": "n015", "date_captured": "2018-07-24", "location": LOCATION}
+    )
+    tables["map"].append(
+        {
+            "token": ONENORTH_MAP_TOKEN,
+            "log_tokens": [log_token],
+            "category": "semantic_prior",
+            "filename": f"maps/{ONENORTH_MAP_TOKEN}.png",
+        }
+    )
+    tables["scene"].append(
+        {
+            "token": scene_token,
+            "name": SCENE_NAME,
+            "log_token": log_token,
+            "nbr_samples": 1,
+            "first_sample_token": keyframe.sample_token,
+            "last_sample_token": keyframe.sample_token,
+            "description": "real nuScenes v1.0-mini keyframe (first sample of scene-0061)",
+        }
+    )
+    tables["sample"].append(
+        {
+            "token": keyframe.sample_token,
+            "timestamp": keyframe.timestamp_us,
+            "scene_token": scene_token,
+            "prev": "",
+            "next": "",
+        }
+    )
     for token, level, description in VISIBILITY_LEVELS:
         tables["visibility"].append({"token": token, "level": level, "description": description})
     for name in ATTRIBUTES:
         tables["attribute"].append({"token": _token("attribute", name), "name": name, "description": ""})
 
     no_intrinsic: list[list[float]] = []  # the lidar's calibrated_sensor record has none
-    channels = [(LIDAR_CHANNEL, "lidar", keyframe.ego_from_lidar, no_intrinsic, keyframe.lidar_path, keyframe.timestamp_us,
-                 _token("sample_data", LIDAR_CHANNEL), keyframe.global_from_ego, 0, 0)]
+    channels = [
+        (
+            LIDAR_CHANNEL,
+            "lidar",
+            keyframe.ego_from_lidar,
+            no_intrinsic,
+            keyframe.lidar_path,
+            keyframe.timestamp_us,
+            _token("sample_data", LIDAR_CHANNEL),
+            keyframe.global_from_ego,
+            0,
+            0,
+        )
+    ]
     for name, camera in sorted(keyframe.cameras.items()):
-        channels.append((name, "camera", camera.ego_from_camera, camera.intrinsics.tolist(), camera.path,
-                         camera.timestamp_us, camera.token, camera.global_from_camera_ego, 1600, 900))
+        channels.append(
+            (
+                name,
+                "camera",
+                camera.ego_from_camera,
+                camera.intrinsics.tolist(),
+                camera.path,
+                camera.timestamp_us,
+                camera.token,
+                camera.global_from_camera_ego,
+                1600,
+                900,
+            )
+        )
     for channel, modality, ego_from_sensor, intrinsic, path, timestamp_us, token, pose, width, height in channels:
         sensor_token, calibration_token = _token("sensor", channel), _token("calibrated_sensor", channel)
         tables["sensor"].append({"token": sensor_token, "channel": channel, "modality": modality})
-        tables["calibrated_sensor"].append({"token": calibration_token, "sensor_token": sensor_token,
-                                            "translation": ego_from_sensor.translation.tolist(),
-                                            "rotation": ego_from_sensor.quaternion.tolist(),
-                                            "camera_intrinsic": intrinsic})
+        tables["calibrated_sensor"].append(
+            {
+                "token": calibration_token,
+                "sensor_token": sensor_token,
+                "translation": ego_from_sensor.translation.tolist(),
+                "rotation": ego_from_sensor.quaternion.tolist(),
+                "camera_intrinsic": intrinsic,
+            }
+        )
         tables["ego_pose"].append(_pose(token, pose, timestamp_us))
-        tables["sample_data"].append({
-            "token": token, "sample_token": keyframe.sample_token, "ego_pose_token": token,
-            "calibrated_sensor_token": calibration_token, "filename": f"samples/{channel}/{path.name}",
-            "fileformat": "pcd" if modality == "lidar" else "jpg", "width": width, "height": height,
-            "timestamp": int(timestamp_us), "is_key_frame": True, "prev": "", "next": ""})
+        tables["sample_data"].append(
+            {
+                "token": token,
+                "sample_token": keyframe.sample_token,
+                "ego_pose_token": token,
+                "calibrated_sensor_token": calibration_token,
+                "filename": f"samples/{channel}/{path.name}",
+                "fileformat": "pcd" if modality == "lidar" else "jpg",
+                "width": width,
+                "height": height,
+                "timestamp": int(timestamp_us),
+                "is_key_frame": True,
+                "prev": "",
+                "next": "",
+            }
+        )
 
     boxes = keyframe.boxes_global
     used = sorted({CLASS_CATEGORY[DETECTION_CLASSES[label]] for label in boxes.label})
@@ -247,19 +327,37 @@ def fixture_tables(keyframe: RealKeyframe) -> dict[str, list[dict]]:
         instance_token, annotation_token = _token("instance", index), _token("sample_annotation", index)
         box_width, box_length, box_height = (float(v) for v in boxes.size_wlh[index])
         rotation = SE3.from_yaw(float(boxes.yaw_rad[index]), np.zeros(3)).quaternion.tolist()
-        tables["instance"].append({"token": instance_token, "category_token": _token("category", category),
-                                   "nbr_annotations": 1, "first_annotation_token": annotation_token,
-                                   "last_annotation_token": annotation_token})
-        tables["sample_annotation"].append({
-            "token": annotation_token, "sample_token": keyframe.sample_token, "instance_token": instance_token,
-            "visibility_token": "", "attribute_tokens": [], "translation": boxes.center[index].tolist(),
-            "size": [box_width, box_length, box_height], "rotation": rotation, "num_lidar_pts": int(boxes.num_lidar_pts[index]),
-            "num_radar_pts": int(keyframe.num_radar_pts[index]), "prev": "", "next": ""})
+        tables["instance"].append(
+            {
+                "token": instance_token,
+                "category_token": _token("category", category),
+                "nbr_annotations": 1,
+                "first_annotation_token": annotation_token,
+                "last_annotation_token": annotation_token,
+            }
+        )
+        tables["sample_annotation"].append(
+            {
+                "token": annotation_token,
+                "sample_token": keyframe.sample_token,
+                "instance_token": instance_token,
+                "visibility_token": "",
+                "attribute_tokens": [],
+                "translation": boxes.center[index].tolist(),
+                "size": [box_width, box_length, box_height],
+                "rotation": rotation,
+                "num_lidar_pts": int(boxes.num_lidar_pts[index]),
+                "num_radar_pts": int(keyframe.num_radar_pts[index]),
+                "prev": "",
+                "next": "",
+            }
+        )
     return tables
 
 
-def write_fixture_dataroot(realdata_root: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                           version: str = "v1.0-mini") -> Path:
+def write_fixture_dataroot(
+    realdata_root: str | os.PathLike[str], out_dir: str | os.PathLike[str], version: str = "v1.0-mini"
+) -> Path:
     """Write the fixture keyframe as a nuScenes-format dataroot into `out_dir` (see the module
     docstring) and return it. `out_dir` must be absent or empty (`InputError` otherwise)."""
     keyframe = read_fixture(realdata_root)
@@ -268,8 +366,11 @@ def write_fixture_dataroot(realdata_root: str | os.PathLike[str], out_dir: str |
         raise InputError(f"output {out} exists and is not an empty directory")
     tables = fixture_tables(keyframe)
     for record in tables["sample_data"]:
-        source = keyframe.lidar_path if record["fileformat"] == "pcd" else next(
-            c.path for c in keyframe.cameras.values() if c.token == record["token"])
+        source = (
+            keyframe.lidar_path
+            if record["fileformat"] == "pcd"
+            else next(c.path for c in keyframe.cameras.values() if c.token == record["token"])
+        )
         target = out / record["filename"]
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)

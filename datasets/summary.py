@@ -76,15 +76,26 @@ def summarize_log(log: NuScenesLog, sync: SyncConfig | None = None) -> LogSummar
     sync = SyncConfig() if sync is None else sync
     index = log.index
     scenes = [i for i, name in enumerate(index.scene_name) if str(name) in set(log.scene_names)]
-    samples = np.concatenate(
-        [np.arange(index.scene_sample_start[i], index.scene_sample_start[i] + index.scene_sample_count[i]) for i in scenes]
-    ) if scenes else np.zeros(0, np.int64)
+    samples = (
+        np.concatenate(
+            [
+                np.arange(index.scene_sample_start[i], index.scene_sample_start[i] + index.scene_sample_count[i])
+                for i in scenes
+            ]
+        )
+        if scenes
+        else np.zeros(0, np.int64)
+    )
     in_scenes = np.isin(index.sd_scene, scenes)
     channel_counts = Counter(int(c) for c in index.sd_channel[in_scenes])
     durations = [
-        (index.sample_timestamp_us[index.scene_sample_start[i] + index.scene_sample_count[i] - 1]
-         - index.sample_timestamp_us[index.scene_sample_start[i]]) * 1e-6
-        for i in scenes if index.scene_sample_count[i] > 0
+        (
+            index.sample_timestamp_us[index.scene_sample_start[i] + index.scene_sample_count[i] - 1]
+            - index.sample_timestamp_us[index.scene_sample_start[i]]
+        )
+        * 1e-6
+        for i in scenes
+        if index.scene_sample_count[i] > 0
     ]
     lidar_sd = index.sample_keyframe[samples, CHANNELS.index(LIDAR_NAME)]
     camera_stats = []
@@ -148,10 +159,14 @@ def describe_frame(frame: SyncedFrame) -> str:
             f"{g.speed_m_s:.1f} m/s  skew {frame.skew_us['GNSS'] / 1000:+.1f} ms"
         )
     if frame.map is not None:
-        lines.append(f"{'MAP':<16}{frame.map.drivable.shape[1]}x{frame.map.drivable.shape[0]} px at {frame.map.resolution_m} m")
+        lines.append(
+            f"{'MAP':<16}{frame.map.drivable.shape[1]}x{frame.map.drivable.shape[0]} px at {frame.map.resolution_m} m"
+        )
     for name, reason in frame.missing.items():
         lines.append(f"{name:<16}MISSING: {reason}")
     if frame.gt_boxes is not None:
         counts = Counter(DETECTION_CLASSES[i] for i in frame.gt_boxes.label)
-        lines.append(f"{'GT boxes':<16}{len(frame.gt_boxes)}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        lines.append(
+            f"{'GT boxes':<16}{len(frame.gt_boxes)}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        )
     return "\n".join(lines)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.boxset import EvalBoxSet
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 
 NELEM = 101  # recall bins 0.00, 0.01, ..., 1.00
 TP_METRICS: tuple[str, ...] = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
@@ -210,13 +210,22 @@ def greedy_match(
     gt_xy = np.asarray(gt_xy, np.float64)
     pred_xy = np.asarray(pred_xy, np.float64)
     return _greedy_match_cells(
-        gt_order, np.ascontiguousarray(gt_xy[:, 0]), np.ascontiguousarray(gt_xy[:, 1]), start, end,
-        np.ascontiguousarray(pred_xy[:, 0]), np.ascontiguousarray(pred_xy[:, 1]), np.argsort(pred_rank), thresholds,
+        gt_order,
+        np.ascontiguousarray(gt_xy[:, 0]),
+        np.ascontiguousarray(gt_xy[:, 1]),
+        start,
+        end,
+        np.ascontiguousarray(pred_xy[:, 0]),
+        np.ascontiguousarray(pred_xy[:, 1]),
+        np.argsort(pred_rank),
+        thresholds,
     )
 
 
 @numba.njit(cache=True, nogil=True)
-def _greedy_match_cells(gt_order, gt_x, gt_y, start, end, pred_x, pred_y, pred_order, thresholds):  # pragma: no cover - compiled
+def _greedy_match_cells(
+    gt_order, gt_x, gt_y, start, end, pred_x, pred_y, pred_order, thresholds
+):  # pragma: no cover - compiled
     """`greedy_match`'s loop: prediction p's candidates are gt_order[start[p]:end[p]] (ascending
     rows); predictions choose in `pred_order`. The distance is computed as the reference does."""
     n_ths, n_pred = thresholds.shape[0], pred_x.shape[0]
@@ -293,7 +302,9 @@ def accumulate_all(
 
     def group_data(names: list[str]) -> dict[tuple[str, float], MetricData]:
         labels = [CLASS_INDEX[name] for name in names]
-        return _accumulate_classes(gt.select(np.isin(gt.label, labels)), pred.select(np.isin(pred.label, labels)), names, dist_ths)
+        return _accumulate_classes(
+            gt.select(np.isin(gt.label, labels)), pred.select(np.isin(pred.label, labels)), names, dist_ths
+        )
 
     with ThreadPoolExecutor(max_workers=len(groups)) as pool:
         parts = list(pool.map(group_data, groups))

@@ -63,7 +63,9 @@ class EvalBoxSet:
         if n > 1 and np.any(np.diff(self.sample_index) < 0):
             raise ValueError("EvalBoxSet rows must be grouped by sample (sample_index non-decreasing)")
         if n and (self.label.min() < 0 or self.label.max() >= len(DETECTION_CLASSES)):
-            raise ValueError(f"EvalBoxSet.label must index DETECTION_CLASSES, got range {self.label.min()}..{self.label.max()}")
+            raise ValueError(
+                f"EvalBoxSet.label must index DETECTION_CLASSES, got range {self.label.min()}..{self.label.max()}"
+            )
         if n and (self.attribute.min() < -1 or self.attribute.max() >= len(ATTRIBUTES)):
             raise ValueError("EvalBoxSet.attribute must be -1 or an index into ATTRIBUTES")
 

@@ -185,8 +185,16 @@ def validate_ground_truth(ground_truth: GroundTruth) -> None:
     norm = np.sqrt(np.einsum("ij,ij->i", boxes.rotation_wxyz, boxes.rotation_wxyz))
     checks = (
         ("translation", ~np.isfinite(boxes.translation).all(axis=1), "must be finite"),
-        ("size", ~(np.isfinite(boxes.size_wlh).all(axis=1) & (boxes.size_wlh > 0).all(axis=1)), "must be finite and > 0"),
-        ("rotation", ~(np.isfinite(boxes.rotation_wxyz).all(axis=1) & (norm > 0)), "must be a finite, non-zero quaternion"),
+        (
+            "size",
+            ~(np.isfinite(boxes.size_wlh).all(axis=1) & (boxes.size_wlh > 0).all(axis=1)),
+            "must be finite and > 0",
+        ),
+        (
+            "rotation",
+            ~(np.isfinite(boxes.rotation_wxyz).all(axis=1) & (norm > 0)),
+            "must be a finite, non-zero quaternion",
+        ),
     )
     for name, bad, expected in checks:
         rows = np.flatnonzero(bad)
@@ -194,7 +202,9 @@ def validate_ground_truth(ground_truth: GroundTruth) -> None:
             row = int(rows[0])
             sample = int(boxes.sample_index[row])
             in_sample = row - int(np.searchsorted(boxes.sample_index, sample, side="left"))
-            values = {"translation": boxes.translation, "size": boxes.size_wlh, "rotation": boxes.rotation_wxyz}[name][row]
+            values = {"translation": boxes.translation, "size": boxes.size_wlh, "rotation": boxes.rotation_wxyz}[name][
+                row
+            ]
             raise InputError(
                 f"{version_dir / 'sample_annotation.json'}: ground truth of sample {boxes.sample_tokens[sample]} "
                 f"box {in_sample}: {name} {expected}, found {values.tolist()} ({rows.size} such boxes)"
@@ -222,7 +232,9 @@ def _split_samples(dataroot: str | os.PathLike[str], version: str, split: str) -
         if _lookup(scene_name_of, scene_token, "scene", f"sample {token!r}") in wanted_scenes:
             split_tokens.append(token)
     if not split_tokens:
-        raise InputError(f"split {split!r} has no samples in {version_dir} (its scenes: {sorted(wanted_scenes)[:5]}...)")
+        raise InputError(
+            f"split {split!r} has no samples in {version_dir} (its scenes: {sorted(wanted_scenes)[:5]}...)"
+        )
     position_of_sample = {token: position for position, token in enumerate(split_tokens)}
     return SplitSamples(split_tokens, position_of_sample, timestamp_of_sample, predefined)
 
@@ -284,7 +296,9 @@ def _lidar_ego_translations(
         if record.get("token") in wanted_poses
     }
     rows = [
-        _lookup(translation_of_pose, pose_token_of_sample[token], "ego_pose", f"LIDAR_TOP sample_data of sample {token!r}")
+        _lookup(
+            translation_of_pose, pose_token_of_sample[token], "ego_pose", f"LIDAR_TOP sample_data of sample {token!r}"
+        )
         for token in split_tokens
     ]
     return np.array(rows, np.float64).reshape(len(split_tokens), 3)
@@ -297,13 +311,16 @@ def _annotations(
     position_of_sample: dict[str, int],
     timestamp_of_sample: dict[str, int],
 ) -> tuple[EvalBoxSet, BikeRacks]:
-    categories = {_field(c, "token", "category"): _field(c, "name", "category") for c in read_table(dataroot, version, "category")}
+    categories = {
+        _field(c, "token", "category"): _field(c, "name", "category") for c in read_table(dataroot, version, "category")
+    }
     category_of_instance = {
         _field(i, "token", "instance"): _field(i, "category_token", "instance")
         for i in read_table(dataroot, version, "instance")
     }
     attribute_name_of = {
-        _field(a, "token", "attribute"): _field(a, "name", "attribute") for a in read_table(dataroot, version, "attribute")
+        _field(a, "token", "attribute"): _field(a, "name", "attribute")
+        for a in read_table(dataroot, version, "attribute")
     }
     annotations = read_table(dataroot, version, "sample_annotation")
     row_of_annotation = {_field(a, "token", "sample_annotation"): row for row, a in enumerate(annotations)}
@@ -317,7 +334,9 @@ def _annotations(
             continue
         owner = f"sample_annotation {annotation['token']!r}"
         instance_token = _field(annotation, "instance_token", "sample_annotation")
-        category = _lookup(categories, _lookup(category_of_instance, instance_token, "instance", owner), "category", owner)
+        category = _lookup(
+            categories, _lookup(category_of_instance, instance_token, "instance", owner), "category", owner
+        )
         if category == BIKE_RACK_CATEGORY:
             rack_rows.append(row)
         class_name = CATEGORY_TO_CLASS.get(category)
@@ -337,9 +356,7 @@ def _annotations(
         kept_labels.append(CLASS_INDEX[class_name])
 
     rows = np.array(kept_rows, np.int64)
-    sample_index = np.array(
-        [position_of_sample[annotations[row]["sample_token"]] for row in kept_rows], np.int64
-    )
+    sample_index = np.array([position_of_sample[annotations[row]["sample_token"]] for row in kept_rows], np.int64)
     # Group by sample in split order; a stable sort keeps the table order within a sample.
     order = np.argsort(sample_index, kind="stable")
     rows, sample_index = rows[order], sample_index[order]
@@ -375,16 +392,20 @@ def _annotations(
     return boxes, bike_racks
 
 
-def _float_rows(records: list[dict[str, Any]], rows: list[int], key: str, width: int, positive: bool = False) -> np.ndarray:
+def _float_rows(
+    records: list[dict[str, Any]], rows: list[int], key: str, width: int, positive: bool = False
+) -> np.ndarray:
     """(len(rows), width) float64 of the field `key` of sample_annotation records, each of which
     must be a list of `width` finite JSON numbers (not strings, not booleans, none beyond float64),
     all > 0 with `positive`."""
     values = [_field(records[row], key, "sample_annotation") for row in rows]
-    for row, value in zip(rows, values):
+    for row, value in zip(rows, values, strict=False):
         if not _is_number_list(value, width) or (positive and not all(x > 0 for x in value)):
             shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:60] + "..."
             expected = f"{width} finite numbers" + (" > 0" if positive else "")
-            raise InputError(f"sample_annotation {records[row].get('token')!r}: {key} must be {expected}, found {shown}")
+            raise InputError(
+                f"sample_annotation {records[row].get('token')!r}: {key} must be {expected}, found {shown}"
+            )
     return np.array(values, np.float64).reshape(len(rows), width)
 
 
@@ -433,7 +454,12 @@ def _velocities(
 
     def seconds(rows_: np.ndarray) -> np.ndarray:
         stamps = [
-            _lookup(timestamp_of_sample, annotations[row]["sample_token"], "sample", f"sample_annotation {annotations[row]['token']!r}")
+            _lookup(
+                timestamp_of_sample,
+                annotations[row]["sample_token"],
+                "sample",
+                f"sample_annotation {annotations[row]['token']!r}",
+            )
             for row in rows_.tolist()
         ]
         return 1e-6 * np.array(stamps, np.float64)
@@ -505,7 +531,9 @@ def _predictions_from(
         raise FileFormatError(path, f"not valid JSON ({error})") from None
     except RepeatedKey as error:
         # A parser keeps the last copy of a repeated key: a sample listed twice would lose boxes.
-        raise ResultsProblems(str(path), [f"sample {error.key}: listed more than once (in 'results' or one of its boxes)"]) from None
+        raise ResultsProblems(
+            str(path), [f"sample {error.key}: listed more than once (in 'results' or one of its boxes)"]
+        ) from None
     columns = validate_results(
         payload, ground_truth.sample_tokens, max_boxes_per_sample=config.max_boxes_per_sample, source=str(path)
     )

@@ -176,9 +176,16 @@ def rack_frames(racks: BikeRacks) -> tuple[np.ndarray, np.ndarray]:
     origins = np.zeros((len(racks.sample_index), 3))
     edges = np.zeros((len(racks.sample_index), 3, 3))
     for rack in range(len(racks.sample_index)):
-        w, l, h = racks.size_wlh[rack]
+        width, length, height = racks.size_wlh[rack]
         rotation = _rotation_matrix(racks.rotation_wxyz[rack])
-        local = np.array([[l / 2, w / 2, h / 2], [-l / 2, w / 2, h / 2], [l / 2, -w / 2, h / 2], [l / 2, w / 2, -h / 2]])
+        local = np.array(
+            [
+                [length / 2, width / 2, height / 2],
+                [-length / 2, width / 2, height / 2],
+                [length / 2, -width / 2, height / 2],
+                [length / 2, width / 2, -height / 2],
+            ]
+        )
         corners = local @ rotation.T + racks.translation[rack]
         origins[rack] = corners[0]
         edges[rack] = corners[1:] - corners[0]
@@ -236,7 +243,9 @@ def metrics_of_filtered(gt: EvalBoxSet, pred: EvalBoxSet, config: DetectionConfi
         }
         tp_data = metric_data[(name, config.dist_th_tp_m)]
         label_tp_errors[name] = {
-            metric: math.nan if metric in UNDEFINED_TP_METRICS.get(name, ()) else calc_tp(tp_data, config.min_recall, metric)
+            metric: math.nan
+            if metric in UNDEFINED_TP_METRICS.get(name, ())
+            else calc_tp(tp_data, config.min_recall, metric)
             for metric in TP_METRICS
         }
     metrics = DetectionMetrics(

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
+from avfusion.labels import ATTRIBUTES, CLASS_INDEX, DETECTION_CLASSES
 
 
 def boxset_from_eval_boxes(eval_boxes: Any) -> EvalBoxSet:
@@ -37,7 +37,9 @@ def boxset_from_eval_boxes(eval_boxes: Any) -> EvalBoxSet:
         velocity_xy=np.array([np.asarray(box.velocity, np.float64)[:2] for box in boxes], np.float64),
         label=np.array([CLASS_INDEX[box.detection_name] for box in boxes], np.int64),
         score=np.array([box.detection_score for box in boxes], np.float64),
-        attribute=np.array([ATTRIBUTES.index(box.attribute_name) if box.attribute_name else -1 for box in boxes], np.int64),
+        attribute=np.array(
+            [ATTRIBUTES.index(box.attribute_name) if box.attribute_name else -1 for box in boxes], np.int64
+        ),
         num_pts=np.array([box.num_pts for box in boxes], np.int64),
     )
 

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from avfusion.fileio import write_bytes_atomic, write_json_atomic
 from avfusion.eval.algo import TP_METRICS
 from avfusion.eval.config import DetectionConfig, default_config
 from avfusion.eval.detection import (
@@ -28,6 +27,7 @@ from avfusion.eval.detection import (
     evaluate_distance_bands,
     evaluate_results_file,
 )
+from avfusion.fileio import write_bytes_atomic, write_json_atomic
 
 TP_SHORT_NAMES = {"trans_err": "mATE", "scale_err": "mASE", "orient_err": "mAOE", "vel_err": "mAVE", "attr_err": "mAAE"}
 TP_COLUMN = {"trans_err": "ATE", "scale_err": "ASE", "orient_err": "AOE", "vel_err": "AVE", "attr_err": "AAE"}
@@ -164,7 +164,12 @@ def plot_class_pr(ax: Any, evaluation: DetectionEvaluation, class_name: str) -> 
         md = evaluation.metric_data[(class_name, threshold)]
         ap = metrics.label_aps[class_name][threshold]
         ax.plot(md.recall, md.precision, color=f"C{i}", label=f"{threshold:g} m: AP {ap:.3f}")
-    _style_pr_axis(ax, config.min_recall, config.min_precision, f"{PRETTY_CLASS[class_name]}: AP {metrics.mean_dist_aps[class_name]:.3f}")
+    _style_pr_axis(
+        ax,
+        config.min_recall,
+        config.min_precision,
+        f"{PRETTY_CLASS[class_name]}: AP {metrics.mean_dist_aps[class_name]:.3f}",
+    )
     ax.legend(loc="lower left", fontsize=8)
 
 
@@ -181,7 +186,12 @@ def plot_class_tp(ax: Any, evaluation: DetectionEvaluation, class_name: str) -> 
         if math.isnan(value) or last < first:
             continue
         curve = md.error(metric)
-        ax.plot(md.recall[: last + 1], curve[: last + 1], color=f"C{i}", label=f"{TP_COLUMN[metric]}: {value:.3f} ({TP_UNITS[metric]})")
+        ax.plot(
+            md.recall[: last + 1],
+            curve[: last + 1],
+            color=f"C{i}",
+            label=f"{TP_COLUMN[metric]}: {value:.3f} ({TP_UNITS[metric]})",
+        )
         plotted = True
     ax.set_xlim(0, 1)
     ax.set_xlabel("Recall")
@@ -201,7 +211,12 @@ def plot_dist_pr(ax: Any, evaluation: DetectionEvaluation, threshold: float) -> 
     config = metrics.config
     for name in config.class_names:
         md = evaluation.metric_data[(name, threshold)]
-        ax.plot(md.recall, md.precision, color=CLASS_COLORS[name], label=f"{PRETTY_CLASS[name]}: {metrics.label_aps[name][threshold]:.3f}")
+        ax.plot(
+            md.recall,
+            md.precision,
+            color=CLASS_COLORS[name],
+            label=f"{PRETTY_CLASS[name]}: {metrics.label_aps[name][threshold]:.3f}",
+        )
     _style_pr_axis(ax, config.min_recall, config.min_precision, f"Match distance {threshold:g} m")
     ax.legend(loc="lower left", fontsize=7, ncol=2)
 
@@ -215,7 +230,12 @@ def plot_distance_bands(ax: Any, bands: BandResults) -> None:
     width = 0.8 / len(bands)
     for i, (band, band_eval) in enumerate(bands):
         values = [band_eval.metrics.mean_dist_aps[n] for n in class_names]
-        ax.bar(x + (i - (len(bands) - 1) / 2) * width, values, width, label=f"{band_label(band)}: mAP {band_eval.metrics.mean_ap:.3f}")
+        ax.bar(
+            x + (i - (len(bands) - 1) / 2) * width,
+            values,
+            width,
+            label=f"{band_label(band)}: mAP {band_eval.metrics.mean_ap:.3f}",
+        )
     ax.set_xticks(x, [PRETTY_CLASS[n] for n in class_names], rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("AP")
@@ -231,17 +251,28 @@ def write_plots(plot_dir: Path, evaluation: DetectionEvaluation, bands: BandResu
 
     figure = Figure(figsize=(20, 9), layout="constrained")
     grid = figure.subplots(2, 6)
-    for ax, name in zip(grid.flat, config.class_names):
+    for ax, name in zip(grid.flat, config.class_names, strict=False):
         plot_class_pr(ax, evaluation, name)
     errors = metrics.tp_errors
     ax = grid.flat[len(config.class_names)]
     names = list(TP_METRICS)
-    ax.bar([TP_SHORT_NAMES[m] for m in names], [0 if math.isnan(errors[m]) else errors[m] for m in names], color=[f"C{i}" for i in range(5)])
+    ax.bar(
+        [TP_SHORT_NAMES[m] for m in names],
+        [0 if math.isnan(errors[m]) else errors[m] for m in names],
+        color=[f"C{i}" for i in range(5)],
+    )
     ax.set_title("Mean TP errors")
     ax.grid(axis="y", alpha=0.3)
     ax = grid.flat[len(config.class_names) + 1]
     ax.axis("off")
-    ax.text(0.05, 0.6, f"mAP  {metrics.mean_ap:.4f}\nNDS  {metrics.nd_score:.4f}", fontsize=20, family="monospace", transform=ax.transAxes)
+    ax.text(
+        0.05,
+        0.6,
+        f"mAP  {metrics.mean_ap:.4f}\nNDS  {metrics.nd_score:.4f}",
+        fontsize=20,
+        family="monospace",
+        transform=ax.transAxes,
+    )
     figure.suptitle("nuScenes detection: precision-recall per class")
     written.append(_save(figure, plot_dir / "summary.png"))
 

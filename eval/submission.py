@@ -25,11 +25,11 @@ from typing import Any
 import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.se3 import quaternion_from_yaw
 from avfusion.errors import InputError
+from avfusion.eval.boxset import EvalBoxSet
 from avfusion.fileio import write_json_atomic
 from avfusion.labels import ATTRIBUTE_INDEX, ATTRIBUTES, CLASS_INDEX, DEFAULT_ATTRIBUTE, DETECTION_CLASSES
-from avfusion.calibration.se3 import quaternion_from_yaw
-from avfusion.eval.boxset import EvalBoxSet
 
 MAX_BOXES_PER_SAMPLE = 500
 MAX_LISTED_PROBLEMS = 50
@@ -94,7 +94,13 @@ def check_sample_keys_unique(sample_keys: Sequence[str], source: str = "results"
             repeated.append(key)
         seen.add(key)
     if repeated:
-        raise ResultsProblems(source, [f"sample {key}: listed more than once in 'results' (only one list of boxes per sample)" for key in repeated])
+        raise ResultsProblems(
+            source,
+            [
+                f"sample {key}: listed more than once in 'results' (only one list of boxes per sample)"
+                for key in repeated
+            ],
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -115,7 +121,9 @@ def validate_results(
     """
     problems: list[str] = []
     if not isinstance(payload, dict):
-        raise ResultsProblems(source, [f"expected a JSON object with 'meta' and 'results', found {type(payload).__name__}"])
+        raise ResultsProblems(
+            source, [f"expected a JSON object with 'meta' and 'results', found {type(payload).__name__}"]
+        )
     if "meta" not in payload:
         problems.append("missing top-level field 'meta' (an object such as {\"use_lidar\": true, ...})")
     elif not isinstance(payload["meta"], dict):
@@ -132,7 +140,10 @@ def validate_results(
     extra = [token for token in results if token not in split]
     missing = [token for token in split_sample_tokens if token not in results]
     problems += [f"sample {token}: not a sample of the evaluated split" for token in extra]
-    problems += [f"sample {token}: missing from 'results' (every sample of the split needs an entry, [] if empty)" for token in missing]
+    problems += [
+        f"sample {token}: missing from 'results' (every sample of the split needs an entry, [] if empty)"
+        for token in missing
+    ]
     for token, boxes in results.items():
         if not isinstance(boxes, list):
             problems.append(f"sample {token}: expected a list of boxes, found {type(boxes).__name__}")
@@ -182,10 +193,16 @@ def _columns_fast(results: dict[str, list[Any]]) -> EvalBoxSet | None:
         score = np.fromiter(scores, np.float64, count=n)
     except OverflowError:
         return None
-    label = np.fromiter((CLASS_INDEX.get(name, -1) if isinstance(name, str) else -1 for name in fields["detection_name"]), np.int64, count=n)
+    label = np.fromiter(
+        (CLASS_INDEX.get(name, -1) if isinstance(name, str) else -1 for name in fields["detection_name"]),
+        np.int64,
+        count=n,
+    )
     attribute_index = {"": -1, **ATTRIBUTE_INDEX}
     attribute = np.fromiter(
-        (attribute_index.get(name, -2) if isinstance(name, str) else -2 for name in fields["attribute_name"]), np.int64, count=n
+        (attribute_index.get(name, -2) if isinstance(name, str) else -2 for name in fields["attribute_name"]),
+        np.int64,
+        count=n,
     )
     num_pts = np.full(n, -1, np.int64)
     if any("num_pts" in box for box in all_boxes):
@@ -288,7 +305,7 @@ def _field_problems(box: dict[str, Any], token: str) -> Iterable[tuple[str, str]
     if "attribute_name" in box:
         name = box["attribute_name"]
         if not isinstance(name, str) or (name != "" and name not in ATTRIBUTE_INDEX):
-            yield "attribute_name", f"unknown attribute {name!r}, expected \"\" or one of {list(ATTRIBUTES)}"
+            yield "attribute_name", f'unknown attribute {name!r}, expected "" or one of {list(ATTRIBUTES)}'
     if "num_pts" in box and (type(box["num_pts"]) is not int or not 0 <= box["num_pts"] <= _INT64_MAX):
         yield "num_pts", f"expected an integer from 0 to 2**63 - 1, found {_shown(box['num_pts'])}"
     if "ego_translation" in box:

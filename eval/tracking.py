@@ -132,7 +132,9 @@ def check_tracking_results(payload: Any, split_sample_tokens: Sequence[str], sou
             if not isinstance(box, dict):
                 raise bad(f"{where}: expected an object, found {type(box).__name__}")
             if "tracking_name" not in box and "detection_name" in box:
-                raise bad(f"{where}: a detection record (detection_name, no tracking_name): this is a detection submission, not a tracking one")
+                raise bad(
+                    f"{where}: a detection record (detection_name, no tracking_name): this is a detection submission, not a tracking one"
+                )
             for key in TRACKING_FIELDS:
                 if key not in box:
                     raise bad(f"{where} field {key}: missing")
@@ -141,7 +143,9 @@ def check_tracking_results(payload: Any, split_sample_tokens: Sequence[str], sou
                 raise bad(f"{where} {problem}")
             track_id = box["tracking_id"]
             if track_id in seen_ids:
-                raise bad(f"{where} field tracking_id: {track_id!r} repeats box {seen_ids[track_id]} of the same sample")
+                raise bad(
+                    f"{where} field tracking_id: {track_id!r} repeats box {seen_ids[track_id]} of the same sample"
+                )
             seen_ids[track_id] = index
 
 
@@ -212,7 +216,9 @@ def split_sample_tokens(dataroot: str | os.PathLike[str], version: str, split: s
     scene_names, _ = split_scene_names(dataroot, version, split)
     wanted = set(scene_names)
     scene_name_of = {scene["token"]: scene["name"] for scene in read_table(dataroot, version, "scene")}
-    tokens = [s["token"] for s in read_table(dataroot, version, "sample") if scene_name_of.get(s["scene_token"]) in wanted]
+    tokens = [
+        s["token"] for s in read_table(dataroot, version, "sample") if scene_name_of.get(s["scene_token"]) in wanted
+    ]
     if not tokens:
         raise InputError(f"split {split!r} has no samples in {Path(dataroot) / version}")
     return tokens

@@ -63,7 +63,7 @@ class MapNoise:
         height, width = patch.shape
         for row, column, rows, columns in self.holes:
             r0, c0 = int(row * height), int(column * width)
-            result[r0:r0 + max(1, int(rows * height)), c0:c0 + max(1, int(columns * width))] = 0.0
+            result[r0 : r0 + max(1, int(rows * height)), c0 : c0 + max(1, int(columns * width))] = 0.0
         return result
 
 
@@ -74,7 +74,10 @@ def draw_map_noise(rng: np.random.Generator, config: AugmentConfig) -> MapNoise:
     if rng.random() < config.map_wrong_probability:
         distance = rng.uniform(*config.map_wrong_offset_m)
         angle = rng.uniform(-np.pi, np.pi)
-        shift, rotation = (float(distance * np.cos(angle)), float(distance * np.sin(angle))), float(rng.uniform(-np.pi, np.pi))
+        shift, rotation = (
+            (float(distance * np.cos(angle)), float(distance * np.sin(angle))),
+            float(rng.uniform(-np.pi, np.pi)),
+        )
     elif rng.random() < config.map_shift_probability:
         shift = (float(rng.uniform(-1, 1) * config.map_shift_max_m), float(rng.uniform(-1, 1) * config.map_shift_max_m))
         rotation = float(rng.uniform(-1, 1) * config.map_rotation_max_rad)
@@ -197,8 +200,14 @@ def draw_augmentation(
     image_scale = float(1.0 + rng.uniform(0.0, config.image_scale_jitter))
     # Drawn last and only when enabled, so that runs without map noise draw exactly as before.
     map_noise = draw_map_noise(rng, config) if has_map and config.map_noise_enabled else MapNoise()
-    return SampleAugmentation(rotation_rad=rotation_rad, scale=scale, flip_y=flip_y, image_scale=image_scale,
-                              drop=frozenset(drop), map_noise=map_noise)
+    return SampleAugmentation(
+        rotation_rad=rotation_rad,
+        scale=scale,
+        flip_y=flip_y,
+        image_scale=image_scale,
+        drop=frozenset(drop),
+        map_noise=map_noise,
+    )
 
 
 def corrupt_for_training(
@@ -233,7 +242,11 @@ def corrupt_for_training(
             camera = stale_camera(camera, old)
         if rng.random() < config.photometric_probability:
             severity = int(rng.integers(1, 4))
-            image = brightness_image(camera.image, severity) if rng.random() < 0.5 else darkness_image(camera.image, severity, rng)
+            image = (
+                brightness_image(camera.image, severity)
+                if rng.random() < 0.5
+                else darkness_image(camera.image, severity, rng)
+            )
             camera = dataclasses.replace(camera, image=image)
         if config.extrinsic_sigma_deg > 0:
             rotation = Rotation.from_rotvec(np.deg2rad(rng.normal(0.0, config.extrinsic_sigma_deg, 3))).as_matrix()

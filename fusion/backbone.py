@@ -18,7 +18,9 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
 
 
 class BEVBackbone(nn.Module):
-    def __init__(self, in_channels: int, stage_channels: tuple[int, ...], stage_blocks: tuple[int, ...], neck_channels: int) -> None:
+    def __init__(
+        self, in_channels: int, stage_channels: tuple[int, ...], stage_blocks: tuple[int, ...], neck_channels: int
+    ) -> None:
         super().__init__()
         stages, necks = [], []
         previous = in_channels
@@ -27,7 +29,11 @@ class BEVBackbone(nn.Module):
             layers += [conv_bn_relu(channels, channels) for _ in range(blocks)]
             stages.append(nn.Sequential(*layers))
             scale = 2**level
-            neck = [nn.Conv2d(channels, neck_channels, 1, bias=False), nn.BatchNorm2d(neck_channels), nn.ReLU(inplace=True)]
+            neck = [
+                nn.Conv2d(channels, neck_channels, 1, bias=False),
+                nn.BatchNorm2d(neck_channels),
+                nn.ReLU(inplace=True),
+            ]
             if scale > 1:
                 neck.append(nn.Upsample(scale_factor=scale, mode="nearest"))
             necks.append(nn.Sequential(*neck))

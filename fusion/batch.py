@@ -134,11 +134,17 @@ class FusionBatch:
         if self.pillar_features.ndim != 3 or self.pillar_features.shape[2] != 5:
             raise ValueError(f"FusionBatch.pillar_features must be (V, P, 5), got {tuple(self.pillar_features.shape)}")
         if tuple(self.pillar_num_points.shape) != (pillars,):
-            raise ValueError(f"FusionBatch.pillar_num_points must be ({pillars},), got {tuple(self.pillar_num_points.shape)}")
+            raise ValueError(
+                f"FusionBatch.pillar_num_points must be ({pillars},), got {tuple(self.pillar_num_points.shape)}"
+            )
         if tuple(self.pillar_coords_bij.shape) != (pillars, 3):
-            raise ValueError(f"FusionBatch.pillar_coords_bij must be ({pillars}, 3), got {tuple(self.pillar_coords_bij.shape)}")
+            raise ValueError(
+                f"FusionBatch.pillar_coords_bij must be ({pillars}, 3), got {tuple(self.pillar_coords_bij.shape)}"
+            )
         if self.images.ndim != 5 or self.images.shape[:3] != (batch, len(CAMERA_NAMES), 3):
-            raise ValueError(f"FusionBatch.images must be ({batch}, {len(CAMERA_NAMES)}, 3, h, w), got {tuple(self.images.shape)}")
+            raise ValueError(
+                f"FusionBatch.images must be ({batch}, {len(CAMERA_NAMES)}, 3, h, w), got {tuple(self.images.shape)}"
+            )
         if tuple(self.bev_from_ego.shape) != (batch, 4, 4):
             raise ValueError(f"FusionBatch.bev_from_ego must be ({batch}, 4, 4), got {tuple(self.bev_from_ego.shape)}")
         if self.map_bev.ndim != 4 or self.map_bev.shape[:2] != (batch, 1):
@@ -318,7 +324,11 @@ def camera_input(
 
 
 def depth_target(
-    points_ego: np.ndarray, intrinsics: np.ndarray, ego_from_camera: np.ndarray, image_aug: np.ndarray, config: FusionConfig
+    points_ego: np.ndarray,
+    intrinsics: np.ndarray,
+    ego_from_camera: np.ndarray,
+    image_aug: np.ndarray,
+    config: FusionConfig,
 ) -> np.ndarray:
     """`(h', w')` int64 depth bin of the nearest lidar return per camera feature pixel; -1 none.
 
@@ -412,7 +422,9 @@ def collate(
         points_ego_for_depth = frame.lidar.points_ego[:, :3] if (with_targets and frame.lidar is not None) else None
         keyframe_points_ego = None
         if guided_lift and has_lidar[b] and frame.lidar is not None:
-            keyframe_points_ego = frame.lidar.ego_from_lidar.apply(frame.lidar.points[frame.lidar.points[:, 4] == 0, :3])
+            keyframe_points_ego = frame.lidar.ego_from_lidar.apply(
+                frame.lidar.points[frame.lidar.points[:, 4] == 0, :3]
+            )
         for k, name in enumerate(CAMERA_NAMES):
             if name not in frame.cameras or "camera" in dropped or name in dropped:
                 continue
@@ -421,11 +433,13 @@ def collate(
             )
             has_camera[b, k] = True
             if depth_bins is not None and points_ego_for_depth is not None:
-                depth_bins[b, k] = depth_target(points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k],
-                                                image_aug[b, k], config)
+                depth_bins[b, k] = depth_target(
+                    points_ego_for_depth, intrinsics[b, k], ego_from_camera[b, k], image_aug[b, k], config
+                )
             if lidar_depth_bins is not None and keyframe_points_ego is not None:
-                lidar_depth_bins[b, k] = depth_target(keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k],
-                                                      image_aug[b, k], config)
+                lidar_depth_bins[b, k] = depth_target(
+                    keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k], image_aug[b, k], config
+                )
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:

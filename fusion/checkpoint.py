@@ -60,4 +60,7 @@ def check_weights_finite(path: object, state: Any) -> None:
             raise FileFormatError(path, f"weight {name!r} is not a tensor ({type(tensor).__name__})")
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
-            raise FileFormatError(path, f"weight {name!r} has {bad} NaN or infinite value(s) of {tensor.numel()}: refusing a diverged checkpoint")
+            raise FileFormatError(
+                path,
+                f"weight {name!r} has {bad} NaN or infinite value(s) of {tensor.numel()}: refusing a diverged checkpoint",
+            )

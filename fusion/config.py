@@ -65,8 +65,12 @@ class GridConfig:
     def point_range_m(self) -> tuple[float, float, float, float, float, float]:
         """(x_min, y_min, z_min, x_max, y_max, z_max), the voxelizer's convention."""
         return (
-            self.x_range_m[0], self.y_range_m[0], self.z_range_m[0],
-            self.x_range_m[1], self.y_range_m[1], self.z_range_m[1],
+            self.x_range_m[0],
+            self.y_range_m[0],
+            self.z_range_m[0],
+            self.x_range_m[1],
+            self.y_range_m[1],
+            self.z_range_m[1],
         )
 
 
@@ -223,7 +227,9 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "nms_radius_m", tuple(float(v) for v in self.nms_radius_m))
         if len(self.nms_radius_m) != len(DETECTION_CLASSES):
-            raise ValueError(f"DecodeConfig.nms_radius_m needs {len(DETECTION_CLASSES)} values, got {self.nms_radius_m}")
+            raise ValueError(
+                f"DecodeConfig.nms_radius_m needs {len(DETECTION_CLASSES)} values, got {self.nms_radius_m}"
+            )
         if not 0 < self.max_boxes <= 500:
             raise ValueError(f"DecodeConfig.max_boxes must be in 1..500 (nuScenes' limit), got {self.max_boxes}")
 
@@ -297,8 +303,12 @@ class AugmentConfig:
 
     @property
     def map_noise_enabled(self) -> bool:
-        return (self.map_shift_probability + self.map_holes_probability + self.map_blank_probability
-                + self.map_wrong_probability) > 0.0
+        return (
+            self.map_shift_probability
+            + self.map_holes_probability
+            + self.map_blank_probability
+            + self.map_wrong_probability
+        ) > 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +329,9 @@ class LossConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "regression_channel_weights", tuple(float(v) for v in self.regression_channel_weights))
         if len(self.regression_channel_weights) != 10:
-            raise ValueError(f"LossConfig.regression_channel_weights needs 10 values, got {self.regression_channel_weights}")
+            raise ValueError(
+                f"LossConfig.regression_channel_weights needs 10 values, got {self.regression_channel_weights}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,8 +501,9 @@ def tiny_for_tests() -> FusionConfig:
     return FusionConfig(
         grid=GridConfig(x_range_m=(-25.6, 25.6), y_range_m=(-25.6, 25.6), cell_m=1.6),
         lidar=LidarConfig(max_points_per_pillar=8, max_pillars=2048, channels=8),
-        camera=CameraConfig(input_hw=(32, 64), encoder_channels=(8, 8, 16), channels=8, num_depth_bins=8,
-                            depth_step_m=3.0),
+        camera=CameraConfig(
+            input_hw=(32, 64), encoder_channels=(8, 8, 16), channels=8, num_depth_bins=8, depth_step_m=3.0
+        ),
         map=MapConfig(channels=4),
         fuser=FuserConfig(channels=16),
         backbone=BackboneConfig(stage_channels=(16, 16, 16), stage_blocks=(1, 1, 1), neck_channels=8),

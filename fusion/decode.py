@@ -79,7 +79,9 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     _, height, width = logits.shape
     is_peak = F.max_pool2d(logits.unsqueeze(0), 3, stride=1, padding=1)[0] == logits
     threshold = config.score_threshold
-    threshold_logit = -math.inf if threshold <= 0 else math.inf if threshold >= 1 else math.log(threshold / (1 - threshold))
+    threshold_logit = (
+        -math.inf if threshold <= 0 else math.inf if threshold >= 1 else math.log(threshold / (1 - threshold))
+    )
     flat = torch.nonzero((is_peak & (logits >= threshold_logit)).reshape(-1), as_tuple=False).view(-1)
     candidate_logits = logits.reshape(-1)[flat]
     if len(flat) > config.top_k:
@@ -92,8 +94,14 @@ def decode_sample(outputs: HeadOutputs, sample: int, grid: GridConfig, config: D
     column_t = cell % width
     at_cells = lambda dense: dense[sample].detach().float().reshape(dense.shape[1], -1)[:, cell].T  # noqa: E731
     regression_t = torch.cat(
-        [at_cells(outputs.offset), at_cells(outputs.z), at_cells(outputs.log_size), at_cells(outputs.yaw_sincos),
-         at_cells(outputs.velocity)], dim=1,
+        [
+            at_cells(outputs.offset),
+            at_cells(outputs.z),
+            at_cells(outputs.log_size),
+            at_cells(outputs.yaw_sincos),
+            at_cells(outputs.velocity),
+        ],
+        dim=1,
     )  # (N, 10)
     attribute_logits_t = at_cells(outputs.attribute_logits)  # (N, A)
 

@@ -31,7 +31,11 @@ class ConvFuser(nn.Module):
         """The input channel range of each branch the fuser has (its features, then its indicator
         channel), in the order `forward` concatenates them."""
         slices, start = {}, 0
-        for name, channels in (("lidar", self.lidar_channels), ("camera", self.camera_channels), ("map", self.map_channels)):
+        for name, channels in (
+            ("lidar", self.lidar_channels),
+            ("camera", self.camera_channels),
+            ("map", self.map_channels),
+        ):
             if channels:
                 slices[name] = slice(start, start + channels + 1)
                 start += channels + 1
@@ -58,7 +62,9 @@ class ConvFuser(nn.Module):
             present = has_lidar.to(lidar.dtype).view(-1, 1, 1, 1)
             parts += [lidar * present, present.expand(-1, 1, *lidar.shape[2:])]
         if self.camera_channels:
-            assert camera is not None and camera_coverage is not None, "a fuser built with camera channels needs the camera branch"
+            assert camera is not None and camera_coverage is not None, (
+                "a fuser built with camera channels needs the camera branch"
+            )
             parts += [camera, camera_coverage]
         if self.map_channels:
             assert map_features is not None, "a fuser built with map channels needs the map branch"

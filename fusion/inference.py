@@ -48,7 +48,11 @@ class Detector:
     """A `BEVFusion` model in evaluation mode with its config, on one device."""
 
     def __init__(
-        self, model: BEVFusion, config: FusionConfig, device: str | torch.device = "cpu", voxel_backend: str | None = None
+        self,
+        model: BEVFusion,
+        config: FusionConfig,
+        device: str | torch.device = "cpu",
+        voxel_backend: str | None = None,
     ) -> None:
         """`voxel_backend`: see `fusion.batch.pillarize`; None = "cuda" on a CUDA device, else "numba"."""
         self.config = config
@@ -67,7 +71,9 @@ class Detector:
             raise InputError(f"device {device!r} requested but CUDA is not available on this machine")
         config, payload = load_checkpoint(checkpoint)
         model = BEVFusion.from_config(config)
-        state = {name: value.float() if value.is_floating_point() else value for name, value in payload["model"].items()}
+        state = {
+            name: value.float() if value.is_floating_point() else value for name, value in payload["model"].items()
+        }
         model.load_state_dict(state)
         return Detector(fuse_conv_batchnorm(model.eval()), config, device)
 

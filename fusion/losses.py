@@ -21,7 +21,11 @@ from avfusion.fusion.targets import HeadTargets
 
 
 def heatmap_focal_loss(
-    logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0, beta: float = 4.0, sample_weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 2.0,
+    beta: float = 4.0,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over cells of the focal loss, divided by the number of centres (cells with target 1).
 
@@ -49,7 +53,10 @@ def gather_at_centres(dense: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def regression_l1_loss(
-    outputs: HeadOutputs, targets: HeadTargets, channel_weights: tuple[float, ...], sample_weight: torch.Tensor | None = None
+    outputs: HeadOutputs,
+    targets: HeadTargets,
+    channel_weights: tuple[float, ...],
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted L1 over the 10 regression channels at object centres, per object (`sample_weight` `(B,)` scales a sample's objects)."""
     predicted = gather_at_centres(outputs.regression(), targets.index)  # (B, M, 10)
@@ -62,7 +69,9 @@ def regression_l1_loss(
     return (error * weights).sum() / targets.mask.sum().clamp(min=1)
 
 
-def attribute_loss(outputs: HeadOutputs, targets: HeadTargets, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+def attribute_loss(
+    outputs: HeadOutputs, targets: HeadTargets, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean cross-entropy over the objects that have an attribute (`sample_weight` `(B,)` scales a sample's terms)."""
     logits = gather_at_centres(outputs.attribute_logits, targets.index)  # (B, M, A)
     has = targets.mask & (targets.attribute >= 0)
@@ -74,7 +83,9 @@ def attribute_loss(outputs: HeadOutputs, targets: HeadTargets, sample_weight: to
     return per_object.mean()
 
 
-def depth_loss(outputs: HeadOutputs, depth_target_bin: torch.Tensor, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+def depth_loss(
+    outputs: HeadOutputs, depth_target_bin: torch.Tensor, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy of each camera feature pixel's depth distribution where lidar gives a bin.
 
     Args:
@@ -92,7 +103,9 @@ def depth_loss(outputs: HeadOutputs, depth_target_bin: torch.Tensor, sample_weig
     if sample_weight is None:
         return F.cross_entropy(per_pixel, target[valid])
     cameras = depth_target_bin.shape[1]
-    camera_weight = sample_weight.to(per_pixel.dtype)[torch.div(outputs.depth_camera_index, cameras, rounding_mode="floor")]
+    camera_weight = sample_weight.to(per_pixel.dtype)[
+        torch.div(outputs.depth_camera_index, cameras, rounding_mode="floor")
+    ]
     pixel_weight = camera_weight.view(-1, 1, 1).expand_as(valid)[valid]
     return (F.cross_entropy(per_pixel, target[valid], reduction="none") * pixel_weight).mean()
 
@@ -109,7 +122,8 @@ def total_loss(
     w = sample_weight
     parts = {
         "heatmap": heatmap_focal_loss(outputs.heatmap_logits, targets.heatmap, sample_weight=w) * config.heatmap_weight,
-        "regression": regression_l1_loss(outputs, targets, config.regression_channel_weights, w) * config.regression_weight,
+        "regression": regression_l1_loss(outputs, targets, config.regression_channel_weights, w)
+        * config.regression_weight,
         "attribute": attribute_loss(outputs, targets, w) * config.attribute_weight,
     }
     if depth_target_bin is not None:

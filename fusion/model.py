@@ -29,16 +29,23 @@ class ModeTrunk(nn.Module):
         self.fuser, self.backbone, self.head = fuser, backbone, head
 
 
-def _trunk_modules(config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int
-                   ) -> tuple[ConvFuser, BEVBackbone, CenterHead]:
+def _trunk_modules(
+    config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int
+) -> tuple[ConvFuser, BEVBackbone, CenterHead]:
     """A fuser over the given branch channels (0 = branch absent), and the backbone and head after it."""
     fuser = ConvFuser.from_config(config.fuser, lidar_channels, camera_channels, map_channels)
     backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
     return fuser, backbone, CenterHead.from_config(config.head, backbone.out_channels)
 
 
-def _trunk_outputs(fuser: ConvFuser, backbone: BEVBackbone, head: CenterHead, fuser_inputs: tuple, depth_logits: torch.Tensor,
-                   camera_index: torch.Tensor) -> HeadOutputs:
+def _trunk_outputs(
+    fuser: ConvFuser,
+    backbone: BEVBackbone,
+    head: CenterHead,
+    fuser_inputs: tuple,
+    depth_logits: torch.Tensor,
+    camera_index: torch.Tensor,
+) -> HeadOutputs:
     return head(backbone(fuser(*fuser_inputs)), depth_logits, camera_index)
 
 
@@ -50,8 +57,12 @@ def _select(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | 
     return None if tensor is None else tensor.index_select(0, index)
 
 
-def merge_by_sample(parts: list[tuple[torch.Tensor, HeadOutputs]], batch_size: int, depth_logits: torch.Tensor,
-                    camera_index: torch.Tensor) -> HeadOutputs:
+def merge_by_sample(
+    parts: list[tuple[torch.Tensor, HeadOutputs]],
+    batch_size: int,
+    depth_logits: torch.Tensor,
+    camera_index: torch.Tensor,
+) -> HeadOutputs:
     """One `HeadOutputs` of `batch_size` samples from trunk outputs of disjoint sample subsets
     (`(index (B_i,), outputs)` pairs covering every sample once); the per-camera depth logits are
     the branch's own, not a trunk's."""
@@ -114,9 +125,16 @@ class BEVFusion(nn.Module):
         if train.builds_camera_free_trunk:
             camera_free = ModeTrunk(*_trunk_modules(config, lidar_channels, 0, map_channels))
         return BEVFusion(
-            lidar=lidar, camera=camera, map=map_encoder, fuser=fuser, backbone=backbone, head=head,
-            depth_bins=config.camera.num_depth_bins, feature_hw=config.camera.feature_hw,
-            lidar_free=lidar_free, camera_free=camera_free,
+            lidar=lidar,
+            camera=camera,
+            map=map_encoder,
+            fuser=fuser,
+            backbone=backbone,
+            head=head,
+            depth_bins=config.camera.num_depth_bins,
+            feature_hw=config.camera.feature_hw,
+            lidar_free=lidar_free,
+            camera_free=camera_free,
         )
 
     def trunk_of_each_sample(self, modality: ModalityMask) -> torch.Tensor:
@@ -161,5 +179,7 @@ class BEVFusion(nn.Module):
             trunk, trunk_inputs = trunks[mode]
             where = torch.nonzero(route == mode, as_tuple=False).view(-1)  # (B_mode,)
             selected = tuple(_select(t, where) for t in trunk_inputs)
-            parts.append((where, _trunk_outputs(trunk.fuser, trunk.backbone, trunk.head, selected, depth_logits, camera_index)))
+            parts.append(
+                (where, _trunk_outputs(trunk.fuser, trunk.backbone, trunk.head, selected, depth_logits, camera_index))
+            )
         return merge_by_sample(parts, batch.batch_size, depth_logits, camera_index)

@@ -47,10 +47,14 @@ class HeadTargets:
         if tuple(self.mask.shape) != (batch, objects) or tuple(self.attribute.shape) != (batch, objects):
             raise ValueError(f"HeadTargets.mask/attribute must be ({batch}, {objects})")
         if tuple(self.regression.shape) != (batch, objects, REGRESSION_CHANNELS):
-            raise ValueError(f"HeadTargets.regression must be ({batch}, {objects}, 10), got {tuple(self.regression.shape)}")
+            raise ValueError(
+                f"HeadTargets.regression must be ({batch}, {objects}, 10), got {tuple(self.regression.shape)}"
+            )
 
     def to(self, device: torch.device | str) -> HeadTargets:
-        return HeadTargets(*(t.to(device) for t in (self.heatmap, self.index, self.mask, self.regression, self.attribute)))
+        return HeadTargets(
+            *(t.to(device) for t in (self.heatmap, self.index, self.mask, self.regression, self.attribute))
+        )
 
 
 def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float) -> float:
@@ -120,9 +124,16 @@ def build_head_targets(boxes_per_sample: Sequence[Boxes3D], config: FusionConfig
             mask[b, slot] = True
             yaw = boxes.yaw_rad[n]
             regression[b, slot] = (
-                column_f[n] - column, row_f[n] - row, boxes.center[n, 2],
-                math.log(max(w_m, 1e-3)), math.log(max(l_m, 1e-3)), math.log(max(h_m, 1e-3)),
-                math.sin(yaw), math.cos(yaw), boxes.velocity_xy[n, 0], boxes.velocity_xy[n, 1],
+                column_f[n] - column,
+                row_f[n] - row,
+                boxes.center[n, 2],
+                math.log(max(w_m, 1e-3)),
+                math.log(max(l_m, 1e-3)),
+                math.log(max(h_m, 1e-3)),
+                math.sin(yaw),
+                math.cos(yaw),
+                boxes.velocity_xy[n, 0],
+                boxes.velocity_xy[n, 1],
             )
             attribute[b, slot] = boxes.attribute[n]
     return HeadTargets(

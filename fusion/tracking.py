@@ -114,7 +114,9 @@ class FrameDetections:
         interpolated = np.zeros(n, bool) if self.interpolated is None else self.interpolated
         object.__setattr__(self, "interpolated", _column("interpolated", interpolated, (n,), bool))
         if n and (self.label.min() < 0 or self.label.max() >= len(DETECTION_CLASSES)):
-            raise ValueError(f"FrameDetections.label must be in [0, {len(DETECTION_CLASSES)}), got {np.unique(self.label).tolist()}")
+            raise ValueError(
+                f"FrameDetections.label must be in [0, {len(DETECTION_CLASSES)}), got {np.unique(self.label).tolist()}"
+            )
         if not (np.isfinite(self.center).all() and np.isfinite(self.yaw_rad).all() and np.isfinite(self.score).all()):
             raise ValueError(f"FrameDetections {self.sample_token}: centre, yaw and score must be finite")
 
@@ -190,24 +192,74 @@ class TrackerConfig:
     """
 
     gate_m: tuple[float, ...] = _per_class(
-        {"car": 3.0, "truck": 4.0, "bus": 4.5, "trailer": 4.0, "construction_vehicle": 3.0, "pedestrian": 1.5,
-         "motorcycle": 3.0, "bicycle": 2.5, "traffic_cone": 1.0, "barrier": 1.0}
+        {
+            "car": 3.0,
+            "truck": 4.0,
+            "bus": 4.5,
+            "trailer": 4.0,
+            "construction_vehicle": 3.0,
+            "pedestrian": 1.5,
+            "motorcycle": 3.0,
+            "bicycle": 2.5,
+            "traffic_cone": 1.0,
+            "barrier": 1.0,
+        }
     )
     max_speed_mps: tuple[float, ...] = _per_class(
-        {"car": 20.0, "truck": 18.0, "bus": 16.0, "trailer": 16.0, "construction_vehicle": 8.0, "pedestrian": 3.0,
-         "motorcycle": 20.0, "bicycle": 9.0, "traffic_cone": 0.0, "barrier": 0.0}
+        {
+            "car": 20.0,
+            "truck": 18.0,
+            "bus": 16.0,
+            "trailer": 16.0,
+            "construction_vehicle": 8.0,
+            "pedestrian": 3.0,
+            "motorcycle": 20.0,
+            "bicycle": 9.0,
+            "traffic_cone": 0.0,
+            "barrier": 0.0,
+        }
     )
     accel_std_mps2: tuple[float, ...] = _per_class(
-        {"car": 1.5, "truck": 1.2, "bus": 1.0, "trailer": 1.0, "construction_vehicle": 1.0, "pedestrian": 0.8,
-         "motorcycle": 2.0, "bicycle": 1.2, "traffic_cone": 0.1, "barrier": 0.1}
+        {
+            "car": 1.5,
+            "truck": 1.2,
+            "bus": 1.0,
+            "trailer": 1.0,
+            "construction_vehicle": 1.0,
+            "pedestrian": 0.8,
+            "motorcycle": 2.0,
+            "bicycle": 1.2,
+            "traffic_cone": 0.1,
+            "barrier": 0.1,
+        }
     )
     position_std_m: tuple[float, ...] = _per_class(
-        {"car": 0.3, "truck": 0.5, "bus": 0.6, "trailer": 0.6, "construction_vehicle": 0.5, "pedestrian": 0.2,
-         "motorcycle": 0.3, "bicycle": 0.3, "traffic_cone": 0.15, "barrier": 0.3}
+        {
+            "car": 0.3,
+            "truck": 0.5,
+            "bus": 0.6,
+            "trailer": 0.6,
+            "construction_vehicle": 0.5,
+            "pedestrian": 0.2,
+            "motorcycle": 0.3,
+            "bicycle": 0.3,
+            "traffic_cone": 0.15,
+            "barrier": 0.3,
+        }
     )
     initial_speed_std_mps: tuple[float, ...] = _per_class(
-        {"car": 10.0, "truck": 8.0, "bus": 8.0, "trailer": 8.0, "construction_vehicle": 4.0, "pedestrian": 1.5,
-         "motorcycle": 10.0, "bicycle": 5.0, "traffic_cone": 0.1, "barrier": 0.1}
+        {
+            "car": 10.0,
+            "truck": 8.0,
+            "bus": 8.0,
+            "trailer": 8.0,
+            "construction_vehicle": 4.0,
+            "pedestrian": 1.5,
+            "motorcycle": 10.0,
+            "bicycle": 5.0,
+            "traffic_cone": 0.1,
+            "barrier": 0.1,
+        }
     )
     min_score: float = 0.25
     max_gap_s: float = 1.6
@@ -227,11 +279,15 @@ class TrackerConfig:
         for name in ("gate_m", "max_speed_mps", "accel_std_mps2", "position_std_m", "initial_speed_std_mps"):
             values = getattr(self, name)
             if len(values) != len(DETECTION_CLASSES) or not all(math.isfinite(v) and v >= 0 for v in values):
-                raise ValueError(f"TrackerConfig.{name} needs {len(DETECTION_CLASSES)} finite values >= 0, got {values}")
+                raise ValueError(
+                    f"TrackerConfig.{name} needs {len(DETECTION_CLASSES)} finite values >= 0, got {values}"
+                )
         if not self.max_gap_s > 0:
             raise ValueError(f"TrackerConfig.max_gap_s must be > 0, got {self.max_gap_s}")
         if self.min_hits < 1 or self.bridge_max_frames < 0:
-            raise ValueError(f"TrackerConfig: min_hits >= 1 and bridge_max_frames >= 0, got {self.min_hits}, {self.bridge_max_frames}")
+            raise ValueError(
+                f"TrackerConfig: min_hits >= 1 and bridge_max_frames >= 0, got {self.min_hits}, {self.bridge_max_frames}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,7 +398,9 @@ def _cut_reason(previous_us: int, timestamp_us: int, max_gap_s: float) -> str | 
     return None
 
 
-def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", config: TrackerConfig = TrackerConfig()) -> SceneTracks:
+def track_scene(
+    frames: Sequence[FrameDetections], mode: TrackMode = "offline", config: TrackerConfig = TrackerConfig()
+) -> SceneTracks:
     """Track one scene's keyframes (in the order given, which should be time order).
 
     Args:
@@ -374,7 +432,10 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 active = []
             else:
                 dt_s = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
-                transitions = {label: _transition(dt_s, config.accel_std_mps2[label]) for label in sorted({t.label for t in active})}
+                transitions = {
+                    label: _transition(dt_s, config.accel_std_mps2[label])
+                    for label in sorted({t.label for t in active})
+                }
                 for track in active:
                     f, q = transitions[track.label]
                     track.kf.predict(F=f, Q=q)
@@ -393,7 +454,9 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
             # Weak detections may continue the tracks with a velocity that found no confident one.
             left = [t for i, t in enumerate(tracks) if i not in set(matched_tracks) and t.hits >= 2]
             weak_tracks, weak_boxes = _associate(left, frame, weak, label, config, widen=False)
-            pairs = [(tracks[i], b) for i, b in zip(matched_tracks, matched_boxes)] + [(left[i], b) for i, b in zip(weak_tracks, weak_boxes)]
+            pairs = [(tracks[i], b) for i, b in zip(matched_tracks, matched_boxes, strict=False)] + [
+                (left[i], b) for i, b in zip(weak_tracks, weak_boxes, strict=False)
+            ]
             for track, box in pairs:
                 track.kf.update(frame.center[box, :2].reshape(2, 1))
                 # The step was recorded as missed by the prediction; it is a hit after all.
@@ -405,8 +468,10 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 online_velocity[index][box] = track.kf.x[2:, 0]
                 online_position[index][box] = track.kf.x[:2, 0]
                 online_settled[index][box] = track.hits >= config.min_hits
-                online_score[index][box] = frame.score[box] * (1.0 if track.hits >= config.min_hits else config.online_short_track_factor)
-            taken = set(int(b) for b in matched_boxes)
+                online_score[index][box] = frame.score[box] * (
+                    1.0 if track.hits >= config.min_hits else config.online_short_track_factor
+                )
+            taken = {int(b) for b in matched_boxes}
             for box in boxes.tolist():
                 if box in taken:
                     continue
@@ -417,7 +482,9 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
                 _count_hit(track, frame, box)
                 box_track[index][box] = track.track_id
                 online_velocity[index][box] = track.kf.x[2:, 0]
-                online_score[index][box] = frame.score[box] * (1.0 if config.min_hits <= 1 else config.online_short_track_factor)
+                online_score[index][box] = frame.score[box] * (
+                    1.0 if config.min_hits <= 1 else config.online_short_track_factor
+                )
                 tracks.append(track)
             for track in tracks:
                 # A track seen once ends at its first miss: most are false positives, and keeping
@@ -432,7 +499,9 @@ def track_scene(frames: Sequence[FrameDetections], mode: TrackMode = "offline", 
     finished.sort(key=lambda t: t.track_id)
     if mode == "online":
         out = tuple(
-            _online_frame(frame, box_track[i], online_position[i], online_velocity[i], online_settled[i], online_score[i], config)
+            _online_frame(
+                frame, box_track[i], online_position[i], online_velocity[i], online_settled[i], online_score[i], config
+            )
             for i, frame in enumerate(frames)
         )
     else:
@@ -461,7 +530,11 @@ def _associate(
     gate = np.array(
         [
             config.gate_m[label]
-            + (config.max_speed_mps[label] * (frame.timestamp_us - t.last_hit_us) * 1e-6 if widen and t.hits < 2 else 0.0)
+            + (
+                config.max_speed_mps[label] * (frame.timestamp_us - t.last_hit_us) * 1e-6
+                if widen and t.hits < 2
+                else 0.0
+            )
             for t in tracks
         ]
     )
@@ -534,7 +607,11 @@ def _offline_frames(
         if last > 1:
             kf = track.kf
             xs, _, _, _ = kf.rts_smoother(
-                xs[:, :, None], np.array(track.ps[:last]), np.array(track.fs[:last]), np.array(track.qs[:last]), inv=small_inverse
+                xs[:, :, None],
+                np.array(track.ps[:last]),
+                np.array(track.fs[:last]),
+                np.array(track.qs[:last]),
+                inv=small_inverse,
             )
             xs = xs[:, :, 0]
         steps_frames = track.frames[:last]
@@ -542,18 +619,20 @@ def _offline_frames(
         step_velocity = xs[:, 2:]
         hit_frames = [steps_frames[k] for k in hit_steps]
         hit_boxes = [steps_boxes[k] for k in hit_steps]
-        det_yaw = np.array([frames[f].yaw_rad[b] for f, b in zip(hit_frames, hit_boxes)])
-        det_score = np.array([frames[f].score[b] for f, b in zip(hit_frames, hit_boxes)])
+        det_yaw = np.array([frames[f].yaw_rad[b] for f, b in zip(hit_frames, hit_boxes, strict=False)])
+        det_score = np.array([frames[f].score[b] for f, b in zip(hit_frames, hit_boxes, strict=False)])
         reference = _heading_reference(xs[:, :2], step_velocity, det_yaw, det_score, np.array(hit_steps), config)
         settled_yaw = _flip_towards(det_yaw, reference[hit_steps])
         if config.heading_from_motion:
             speed = np.hypot(step_velocity[hit_steps, 0], step_velocity[hit_steps, 1])
             moving = (speed > config.moving_speed_mps) & _travels(xs[:, :2], config)
-            settled_yaw = np.where(moving, np.arctan2(step_velocity[hit_steps, 1], step_velocity[hit_steps, 0]), settled_yaw)
+            settled_yaw = np.where(
+                moving, np.arctan2(step_velocity[hit_steps, 1], step_velocity[hit_steps, 0]), settled_yaw
+            )
         mean_score = float(det_score.mean())
         factor = 1.0 if len(hit_steps) >= config.min_hits else config.short_track_factor
         track_score = factor * ((1.0 - config.track_score_weight) * det_score + config.track_score_weight * mean_score)
-        for j, (f, b) in enumerate(zip(hit_frames, hit_boxes)):
+        for j, (f, b) in enumerate(zip(hit_frames, hit_boxes, strict=False)):
             k = hit_steps[j]
             velocity[f][b] = step_velocity[k]
             yaw[f][b] = settled_yaw[j]
@@ -575,8 +654,16 @@ def _offline_frames(
                 heading = _interpolate_angle(settled_yaw[j], settled_yaw[j + 1], alpha)
                 bridge_score = config.bridge_score_factor * min(track_score[j], track_score[j + 1])
                 added[f].append(
-                    (track.track_id, np.array([xs[k, 0], xs[k, 1], z]), size, heading, xs[k, 2:].copy(), bridge_score,
-                     track.label, int(frames[f0].attribute[b0]))
+                    (
+                        track.track_id,
+                        np.array([xs[k, 0], xs[k, 1], z]),
+                        size,
+                        heading,
+                        xs[k, 2:].copy(),
+                        bridge_score,
+                        track.label,
+                        int(frames[f0].attribute[b0]),
+                    )
                 )
     out = []
     for i, frame in enumerate(frames):
@@ -611,7 +698,12 @@ def _travels(step_position: np.ndarray, config: TrackerConfig) -> bool:
 
 
 def _heading_reference(
-    step_position: np.ndarray, step_velocity: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, hit_steps: np.ndarray, config: TrackerConfig
+    step_position: np.ndarray,
+    step_velocity: np.ndarray,
+    det_yaw: np.ndarray,
+    det_score: np.ndarray,
+    hit_steps: np.ndarray,
+    config: TrackerConfig,
 ) -> np.ndarray:
     """Per step of a track, the direction (rad) its heading should agree with (within 90 degrees).
 
@@ -621,7 +713,9 @@ def _heading_reference(
     detected headings, taken about their common axis.
     """
     speed = np.hypot(step_velocity[:, 0], step_velocity[:, 1])
-    moving = np.flatnonzero(speed > config.moving_speed_mps) if _travels(step_position, config) else np.zeros(0, np.int64)
+    moving = (
+        np.flatnonzero(speed > config.moving_speed_mps) if _travels(step_position, config) else np.zeros(0, np.int64)
+    )
     if len(moving):
         motion = np.arctan2(step_velocity[:, 1], step_velocity[:, 0])
         steps = np.arange(len(step_velocity))
@@ -631,8 +725,9 @@ def _heading_reference(
         return np.full(len(step_velocity), np.nan)
     # The axis of the headings (mean of doubled angles), then the direction along it that most of
     # the score-weighted headings point to.
-    axis = 0.5 * math.atan2(float(np.sum(det_score * np.sin(2 * det_yaw))), float(np.sum(det_score * np.cos(2 * det_yaw))))
+    axis = 0.5 * math.atan2(
+        float(np.sum(det_score * np.sin(2 * det_yaw))), float(np.sum(det_score * np.cos(2 * det_yaw)))
+    )
     vote = float(np.sum(det_score * np.sign(np.cos(det_yaw - axis))))
     direction = axis if vote >= 0 else axis + math.pi
     return np.full(len(step_velocity), direction)
-

@@ -42,7 +42,14 @@ from avfusion.fusion.warmstart import warm_start
 from avfusion.sensors.types import SyncedFrame
 
 # What a run writes into its folder: a folder holding any of them is an earlier run.
-RUN_FILES: tuple[str, ...] = ("config.json", "checkpoint_last.pt", "weights.pt", "loss_log.jsonl", "loss.png", "warm_start.json")
+RUN_FILES: tuple[str, ...] = (
+    "config.json",
+    "checkpoint_last.pt",
+    "weights.pt",
+    "loss_log.jsonl",
+    "loss.png",
+    "warm_start.json",
+)
 
 
 class TrainingDiverged(InputError):
@@ -70,7 +77,9 @@ def check_batch_fits(num_frames: int, batch_size: int, world: int) -> None:
     """A batch must fit in the samples each rank gets (else an epoch has no step)."""
     if num_frames < world * batch_size:
         per_rank = f" per rank ({world} ranks)" if world > 1 else ""
-        raise InputError(f"--batch-size {batch_size} is larger than the {num_frames // world} training samples{per_rank}")
+        raise InputError(
+            f"--batch-size {batch_size} is larger than the {num_frames // world} training samples{per_rank}"
+        )
 
 
 def config_differences(saved: FusionConfig, wanted: FusionConfig) -> list[str]:
@@ -120,7 +129,9 @@ class _StepBatches(torch.utils.data.Dataset):
     they are built in the training process or in loader workers, nor on resuming.
     """
 
-    def __init__(self, frames: Sequence[SyncedFrame], config: FusionConfig, steps_per_epoch: int, rank: int, world: int) -> None:
+    def __init__(
+        self, frames: Sequence[SyncedFrame], config: FusionConfig, steps_per_epoch: int, rank: int, world: int
+    ) -> None:
         self.frames, self.config = frames, config
         self.steps_per_epoch, self.rank, self.world = steps_per_epoch, rank, world
 
@@ -145,11 +156,16 @@ class _StepBatches(torch.utils.data.Dataset):
             # Its own stream, so that the draws below are the same with it on or off.
             corruption_rng = np.random.default_rng([train_cfg.seed, step, self.rank, 1])
             batch_frames = [corrupt_for_training(f, self._previous(int(i), f), self.config.augment, corruption_rng)
-                            for i, f in zip(chosen, batch_frames)]  # fmt: skip
+                            for i, f in zip(chosen, batch_frames, strict=False)]  # fmt: skip
         use = self.config.train
         augmentations = [
-            draw_augmentation(rng, self.config.augment, has_map=f.map is not None,
-                              has_lidar_branch=use.use_lidar, has_camera_branch=use.use_camera)
+            draw_augmentation(
+                rng,
+                self.config.augment,
+                has_map=f.map is not None,
+                has_lidar_branch=use.use_lidar,
+                has_camera_branch=use.use_camera,
+            )
             for f in batch_frames
         ]
         # Every sample once per trunk: as drawn for the main trunk, without lidar for the lidar-free
@@ -159,8 +175,9 @@ class _StepBatches(torch.utils.data.Dataset):
             twins.append([lidar_free_copy(a) for a in augmentations])
         if use.builds_camera_free_trunk:
             twins.append([camera_free_copy(a) for a in augmentations])
-        return collate(batch_frames * len(twins), self.config, augmentations=[a for twin in twins for a in twin],
-                       with_targets=True)
+        return collate(
+            batch_frames * len(twins), self.config, augmentations=[a for twin in twins for a in twin], with_targets=True
+        )
 
 
 def plot_loss_log(log_path: Path, png_path: Path) -> None:
@@ -293,7 +310,11 @@ def train(
         weights = sample_weights(batch.modality.lidar, config.loss, config.train.use_lidar)
         loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weights)
         if not math.isfinite(float(loss.detach())):
-            kept = f"the last checkpoint {checkpoint_path} is kept" if checkpoint_path.is_file() else "no checkpoint was written yet"
+            kept = (
+                f"the last checkpoint {checkpoint_path} is kept"
+                if checkpoint_path.is_file()
+                else "no checkpoint was written yet"
+            )
             raise TrainingDiverged(
                 f"train: the loss became {float(loss.detach())} at step {step} (learning rate "
                 f"{scheduler.get_last_lr()[0]:.3g}; non-finite parts: "
@@ -309,12 +330,23 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", epoch=epoch)
         if rank == 0:
-            record = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0], "total": float(loss.detach()), "losses": losses}
+            record = {
+                "epoch": epoch,
+                "step": step,
+                "lr": scheduler.get_last_lr()[0],
+                "total": float(loss.detach()),
+                "losses": losses,
+            }
             with open(log_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             if step % checkpoint_every == 0 or step == last_step:
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch}
+                state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                }
                 save_checkpoint(checkpoint_path, config, state)
                 plot_loss_log(log_path, out / "loss.png")
     bar.close()

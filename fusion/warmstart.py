@@ -70,9 +70,13 @@ class WarmStart:
     camera_free_trunk_source: str | None = None
 
     def to_dict(self) -> dict:
-        return {"trunk": self.trunk_source, "branches": dict(self.branch_sources),
-                "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs), "lidar_free_trunk": self.lidar_free_trunk_source,
-                "camera_free_trunk": self.camera_free_trunk_source}
+        return {
+            "trunk": self.trunk_source,
+            "branches": dict(self.branch_sources),
+            "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs),
+            "lidar_free_trunk": self.lidar_free_trunk_source,
+            "camera_free_trunk": self.camera_free_trunk_source,
+        }
 
 
 def _has(config: FusionConfig, branch: str) -> bool:
@@ -145,7 +149,9 @@ def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, con
         if _has(source_config, dropped) or not _has(source_config, kept):
             continue
         if _has(source_config, "map") != _has(config, "map"):
-            raise InputError(f"warm start: {path} differs in having a map branch, so its trunk cannot be the {mode} trunk")
+            raise InputError(
+                f"warm start: {path} differs in having a map branch, so its trunk cannot be the {mode} trunk"
+            )
         _check_trunk_config(path, source_config, config)
         state = payload["model"]
         for name, tensor in target.items():

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.spatial.transform import Rotation
+
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.sensors.types import LIDAR_NAME, CameraFrame, LidarSweep, SyncedFrame
-from scipy.spatial.transform import Rotation
 
 FROZEN_HISTORY = 4
 STATUS_OK = "ok"
@@ -142,8 +143,9 @@ class CalibrationCheckConfig:
         return np.arange(-count, count + 1) * self.grid_step_deg
 
 
-def _edge_jumps(ranges: np.ndarray, before: np.ndarray, after: np.ndarray,
-                config: CalibrationCheckConfig) -> tuple[np.ndarray, np.ndarray]:
+def _edge_jumps(
+    ranges: np.ndarray, before: np.ndarray, after: np.ndarray, config: CalibrationCheckConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Per point, the depth jump to a farther neighbour on one side when the surface continues
     smoothly on the other (a step of at most a third of the jump there), else 0, and that
     neighbour's index (-1 none; `before` / `after` use -1 for no neighbour). Continuous surfaces
@@ -199,16 +201,34 @@ def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.n
     starts = np.searchsorted(ring, np.arange(ring.max() + 2)) if n else np.zeros(1, np.int64)
     for r in range(len(starts) - 2):
         lo, mid, hi = starts[r], starts[r + 1], starts[r + 2]
-        if lo == mid or mid == hi:
+        if mid in (lo, hi):
             continue
         upper_az = azimuth[mid:hi]
-        slot = np.clip(np.searchsorted(upper_az, azimuth[lo:mid]), 1, hi - mid - 1) if hi - mid > 1 else np.zeros(mid - lo, np.int64)
-        nearest = np.where(np.abs(upper_az[slot - 1] - azimuth[lo:mid]) < np.abs(upper_az[slot] - azimuth[lo:mid]), slot - 1, slot) if hi - mid > 1 else slot
+        slot = (
+            np.clip(np.searchsorted(upper_az, azimuth[lo:mid]), 1, hi - mid - 1)
+            if hi - mid > 1
+            else np.zeros(mid - lo, np.int64)
+        )
+        nearest = (
+            np.where(
+                np.abs(upper_az[slot - 1] - azimuth[lo:mid]) < np.abs(upper_az[slot] - azimuth[lo:mid]), slot - 1, slot
+            )
+            if hi - mid > 1
+            else slot
+        )
         close = np.abs(upper_az[nearest] - azimuth[lo:mid]) <= gap
         ring_above[lo:mid] = np.where(close, mid + nearest, -1)
         lower_az = azimuth[lo:mid]
-        slot = np.clip(np.searchsorted(lower_az, upper_az), 1, mid - lo - 1) if mid - lo > 1 else np.zeros(hi - mid, np.int64)
-        nearest = np.where(np.abs(lower_az[slot - 1] - upper_az) < np.abs(lower_az[slot] - upper_az), slot - 1, slot) if mid - lo > 1 else slot
+        slot = (
+            np.clip(np.searchsorted(lower_az, upper_az), 1, mid - lo - 1)
+            if mid - lo > 1
+            else np.zeros(hi - mid, np.int64)
+        )
+        nearest = (
+            np.where(np.abs(lower_az[slot - 1] - upper_az) < np.abs(lower_az[slot] - upper_az), slot - 1, slot)
+            if mid - lo > 1
+            else slot
+        )
         close = np.abs(lower_az[nearest] - upper_az) <= gap
         ring_below[mid:hi] = np.where(close, lo + nearest, -1)
     along, along_partner = _edge_jumps(ranges, prev_in_ring, next_in_ring, config)
@@ -245,8 +265,9 @@ def edge_map(image: np.ndarray, config: CalibrationCheckConfig) -> np.ndarray | 
     return (config.edge_alpha * edges + (1.0 - config.edge_alpha) * spread).astype(np.float32)
 
 
-def alignment_scores(points_cam: np.ndarray, weights: np.ndarray, edges: np.ndarray,
-                     intrinsics: CameraIntrinsics, rotations: np.ndarray) -> np.ndarray:
+def alignment_scores(
+    points_cam: np.ndarray, weights: np.ndarray, edges: np.ndarray, intrinsics: CameraIntrinsics, rotations: np.ndarray
+) -> np.ndarray:
     """`(G,)` agreement of edge points `(K, 3)` (camera frame) rotated by each of `rotations`
     `(G, 3, 3)` with the spread edge map: sum of weight x edge value at the projection (bilinear;
     0 outside the image or behind the camera)."""
@@ -258,7 +279,9 @@ def alignment_scores(points_cam: np.ndarray, weights: np.ndarray, edges: np.ndar
     padded = np.full((-(-total // _REMAP_COLUMNS) * _REMAP_COLUMNS, 2), -10.0, dtype=np.float32)
     padded[:total] = np.where(projection.in_image[:, None], projection.uv, -10.0)
     grid = padded.reshape(-1, _REMAP_COLUMNS, 2)
-    sampled = cv2.remap(edges, grid[..., 0], grid[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    sampled = cv2.remap(
+        edges, grid[..., 0], grid[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+    )
     return (sampled.reshape(-1)[:total].reshape(g, k) * weights[None, :]).sum(axis=1)
 
 
@@ -324,8 +347,14 @@ class CalibrationCheck:
     def reset(self) -> None:
         self._states.clear()
 
-    def check_camera(self, camera: CameraFrame, points_lidar: np.ndarray, weights: np.ndarray,
-                     camera_from_lidar: SE3, firing_offset_s: np.ndarray | None = None) -> CameraCalibrationVerdict:
+    def check_camera(
+        self,
+        camera: CameraFrame,
+        points_lidar: np.ndarray,
+        weights: np.ndarray,
+        camera_from_lidar: SE3,
+        firing_offset_s: np.ndarray | None = None,
+    ) -> CameraCalibrationVerdict:
         """Add one frame of one camera to its sums and judge it (see the module docstring).
         `firing_offset_s`: each edge's firing time minus the camera's exposure (None: all in time)."""
         if firing_offset_s is not None:
@@ -350,7 +379,9 @@ class CalibrationCheck:
         if len(weights) > self.config.max_edge_points:
             strongest = np.sort(np.argsort(-weights, kind="stable")[: self.config.max_edge_points])
             points_cam, weights = points_cam[strongest], weights[strongest]
-        state.scores += alignment_scores(points_cam, weights, edges, camera.intrinsics, self._rotations).reshape(n, n, n)
+        state.scores += alignment_scores(points_cam, weights, edges, camera.intrinsics, self._rotations).reshape(
+            n, n, n
+        )
         state.frames += 1
         return self._verdict(state, None)
 
@@ -414,8 +445,9 @@ class CheckResult:
 class SensorChecks:
     """The frozen-sensor and calibration checks over the keyframes of one scene at a time."""
 
-    def __init__(self, calibration: CalibrationCheckConfig | None = CalibrationCheckConfig(),
-                 history: int = FROZEN_HISTORY) -> None:
+    def __init__(
+        self, calibration: CalibrationCheckConfig | None = CalibrationCheckConfig(), history: int = FROZEN_HISTORY
+    ) -> None:
         self._history = history
         self.calibration = CalibrationCheck(calibration) if calibration is not None else None
         self._scene: str | None = None
@@ -458,7 +490,9 @@ class SensorChecks:
             for name in list(cameras):
                 camera_from_lidar = frame.ego_from_camera_at_lidar_time(name).inverse() @ lidar.ego_from_lidar
                 exposure_s = (cameras[name].timestamp_us - lidar.timestamp_us) * 1e-6
-                verdict = self.calibration.check_camera(cameras[name], points, weights, camera_from_lidar, firing_s - exposure_s)
+                verdict = self.calibration.check_camera(
+                    cameras[name], points, weights, camera_from_lidar, firing_s - exposure_s
+                )
                 verdicts[name] = verdict
                 if verdict.status == STATUS_SUSPECT:
                     missing[name] = f"calibration suspect: extrinsic off by about {verdict.offset_norm_deg:.1f} deg"

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from avfusion.calibration.geodesy import geodetic_from_map, map_from_geodetic
 from avfusion.errors import InputError
 from avfusion.sensors.types import (
@@ -112,22 +113,30 @@ class Corruption:
     def __post_init__(self) -> None:
         if self.type not in CORRUPTION_TYPES:
             raise InputError(f"unknown corruption type {self.type!r}; known: {', '.join(CORRUPTION_TYPES)}")
-        if isinstance(self.severity, bool) or not isinstance(self.severity, (int, np.integer)) or self.severity not in SEVERITIES:
+        if (
+            isinstance(self.severity, bool)
+            or not isinstance(self.severity, (int, np.integer))
+            or self.severity not in SEVERITIES
+        ):
             raise InputError(f"corruption {self.type}: severity {self.severity!r} is not one of {list(SEVERITIES)}")
         object.__setattr__(self, "severity", int(self.severity))
 
     @staticmethod
     def parse(text: str) -> Corruption:
-        """"TYPE:SEVERITY" -> `Corruption`; InputError naming what was given and what is known."""
+        """ "TYPE:SEVERITY" -> `Corruption`; InputError naming what was given and what is known."""
         type_name, sep, severity_text = str(text).strip().partition(":")
         if not sep:
-            raise InputError(f"corruption {text!r} must be TYPE:SEVERITY, e.g. fog:2; types: {', '.join(CORRUPTION_TYPES)}")
+            raise InputError(
+                f"corruption {text!r} must be TYPE:SEVERITY, e.g. fog:2; types: {', '.join(CORRUPTION_TYPES)}"
+            )
         if type_name not in CORRUPTION_TYPES:
             raise InputError(f"unknown corruption type {type_name!r} in {text!r}; known: {', '.join(CORRUPTION_TYPES)}")
         try:
             severity = int(severity_text)
         except ValueError:
-            raise InputError(f"corruption {text!r}: severity {severity_text!r} is not one of {list(SEVERITIES)}") from None
+            raise InputError(
+                f"corruption {text!r}: severity {severity_text!r} is not one of {list(SEVERITIES)}"
+            ) from None
         return Corruption(type_name, severity)
 
     def __str__(self) -> str:
@@ -210,8 +219,9 @@ def _ranges(points: np.ndarray) -> np.ndarray:
     return np.linalg.norm(points[:, :3].astype(np.float64), axis=1)
 
 
-def _move_along_ray(points: np.ndarray, rows: np.ndarray, ranges: np.ndarray, new_range: np.ndarray,
-                    intensity: np.ndarray) -> None:
+def _move_along_ray(
+    points: np.ndarray, rows: np.ndarray, ranges: np.ndarray, new_range: np.ndarray, intensity: np.ndarray
+) -> None:
     """In place on a private copy: rows `rows` moved to `new_range` along their own ray, new intensity."""
     scale = new_range / np.maximum(ranges[rows], 1e-6)
     points[rows, :3] = (points[rows, :3] * scale[:, None]).astype(np.float32)
@@ -263,8 +273,9 @@ def snow_points(points: np.ndarray, severity: int, rng: np.random.Generator) -> 
     return out[kept], kept
 
 
-def corrupt_cloud(points: np.ndarray, ring: np.ndarray | None, corruption: Corruption,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def corrupt_cloud(
+    points: np.ndarray, ring: np.ndarray | None, corruption: Corruption, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The point-level part of a lidar corruption on one cloud: `(points', kept)` (see the module
     docstring). Frame-level draws (whether spatial misalignment hits this frame, temporal
     misalignment) are `corrupt_frame`'s; here spatial misalignment always applies.
@@ -385,7 +396,9 @@ def snow_image(image: np.ndarray, severity: int, rng: np.random.Generator) -> np
     and their coverage, so the image looks like the full-size one downscaled."""
     height, width = image.shape[:2]
     scale = _width_scale(image)
-    flakes = rng.poisson(SNOW_FLAKE_DENSITY[severity - 1] / scale**2, (height, width)) * rng.uniform(0.6, 1.0, (height, width))
+    flakes = rng.poisson(SNOW_FLAKE_DENSITY[severity - 1] / scale**2, (height, width)) * rng.uniform(
+        0.6, 1.0, (height, width)
+    )
     size = max(3, round(SNOW_FLAKE_AREA_PX * scale) | 1)
     kernel = motion_blur_kernel(size, float(rng.uniform(60.0, 120.0)), size / 3.0)
     layer = cv2.filter2D(flakes.astype(np.float32), -1, kernel, borderType=cv2.BORDER_REFLECT)
@@ -418,8 +431,9 @@ def corrupt_image(image: np.ndarray, corruption: Corruption, rng: np.random.Gene
 # GNSS
 
 
-def noisy_gnss_fix(fix: GnssFix, location: str, sigma_m: float, sigma_heading_deg: float,
-                   rng: np.random.Generator) -> GnssFix:
+def noisy_gnss_fix(
+    fix: GnssFix, location: str, sigma_m: float, sigma_heading_deg: float, rng: np.random.Generator
+) -> GnssFix:
     """`fix` moved by Gaussian noise: horizontal position (sigma metres per axis, in the
     location's map frame) and heading (sigma degrees)."""
     xyz = map_from_geodetic(location, np.array([[fix.latitude_deg, fix.longitude_deg, fix.altitude_m]]))
@@ -449,8 +463,9 @@ def stale_camera(current: CameraFrame, previous: CameraFrame) -> CameraFrame:
     return dataclasses.replace(current, image=previous.image, intrinsics=previous.intrinsics)
 
 
-def corrupt_frame(frame: SyncedFrame, corruption: Corruption, seed: int = 0,
-                  previous: SyncedFrame | None = None) -> SyncedFrame:
+def corrupt_frame(
+    frame: SyncedFrame, corruption: Corruption, seed: int = 0, previous: SyncedFrame | None = None
+) -> SyncedFrame:
     """`frame` as the corrupted sensors deliver it (see the module docstring).
 
     Args:
@@ -475,7 +490,11 @@ def corrupt_frame(frame: SyncedFrame, corruption: Corruption, seed: int = 0,
                 changes["lidar"] = stale_lidar(lidar, previous.lidar)
             for name, camera in frame.cameras.items():
                 old = previous.cameras.get(name)
-                if old is not None and old.image.shape == camera.image.shape and rng(name).random() < FRAME_PROBABILITY[index]:
+                if (
+                    old is not None
+                    and old.image.shape == camera.image.shape
+                    and rng(name).random() < FRAME_PROBABILITY[index]
+                ):
                     cameras[name] = stale_camera(camera, old)
             changes["cameras"] = cameras
     elif kind == "gnss_noise":

@@ -41,7 +41,9 @@ def check_image_complete(path: Path, data: bytes) -> None:
     if data.startswith(_JPEG_START):
         last_scan = data.rfind(_JPEG_START_OF_SCAN)
         if last_scan < 0 or data.find(_JPEG_END, last_scan + 2) < 0:
-            raise UnreadableSensorFile(path, "truncated JPEG", f"no end-of-image marker after the last scan ({len(data)} bytes)")
+            raise UnreadableSensorFile(
+                path, "truncated JPEG", f"no end-of-image marker after the last scan ({len(data)} bytes)"
+            )
     elif data.startswith(_PNG_SIGNATURE) and _PNG_END_CHUNK not in data[-32:]:
         raise UnreadableSensorFile(path, "truncated PNG", f"no IEND chunk at the end ({len(data)} bytes)")
 
@@ -95,7 +97,9 @@ def read_camera_image(
     else:
         if (height, width) != (intrinsics.height, intrinsics.width):
             raise UnreadableSensorFile(
-                file_path, "image size mismatch", f"image is {width}x{height}, calibration says {intrinsics.width}x{intrinsics.height}"
+                file_path,
+                "image size mismatch",
+                f"image is {width}x{height}, calibration says {intrinsics.width}x{intrinsics.height}",
             )
         new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
         bgr = cv2.resize(bgr, (new_width, new_height), interpolation=cv2.INTER_AREA)

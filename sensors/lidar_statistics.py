@@ -191,14 +191,25 @@ def compare(reference: SweepStatistics, candidate: SweepStatistics) -> dict[str,
     reference's box counts as weights (in "doublings"; JS does not apply)."""
     a, b = reference.normalised(), candidate.normalised()
     result = {
-        "ring": Distance(_js(reference.ring_returns.astype(float), candidate.ring_returns.astype(float)),
-                         float(np.mean(np.abs(a["ring_return_rate"] - b["ring_return_rate"]))), "returns per firing"),
-        "range": Distance(_js(a["range"], b["range"]), _wasserstein(_centres(RANGE_EDGES_M), a["range"], b["range"]), "m"),
-        "height": Distance(_js(a["height"], b["height"]),
-                           _wasserstein(_centres(HEIGHT_EDGES_M), a["height"], b["height"]), "m"),
-        "intensity": Distance(_js(a["intensity"], b["intensity"]),
-                              _wasserstein(_centres(INTENSITY_EDGES), a["intensity"], b["intensity"]), "0-255"),
-        "share": Distance(_js(a["share"], b["share"]), float(np.abs(a["share"] - b["share"]).sum() / 2), "fraction moved"),
+        "ring": Distance(
+            _js(reference.ring_returns.astype(float), candidate.ring_returns.astype(float)),
+            float(np.mean(np.abs(a["ring_return_rate"] - b["ring_return_rate"]))),
+            "returns per firing",
+        ),
+        "range": Distance(
+            _js(a["range"], b["range"]), _wasserstein(_centres(RANGE_EDGES_M), a["range"], b["range"]), "m"
+        ),
+        "height": Distance(
+            _js(a["height"], b["height"]), _wasserstein(_centres(HEIGHT_EDGES_M), a["height"], b["height"]), "m"
+        ),
+        "intensity": Distance(
+            _js(a["intensity"], b["intensity"]),
+            _wasserstein(_centres(INTENSITY_EDGES), a["intensity"], b["intensity"]),
+            "0-255",
+        ),
+        "share": Distance(
+            _js(a["share"], b["share"]), float(np.abs(a["share"] - b["share"]).sum() / 2), "fraction moved"
+        ),
     }
     ref_table, cand_table = reference.box_table(), candidate.box_table()
     weights, gaps = [], []

@@ -82,8 +82,9 @@ def wall_cells(points_ego: np.ndarray, config: MapCheckConfig) -> np.ndarray:
     return (unique[walls] + 0.5) * config.wall_cell_m
 
 
-def check_map(raster: MapRaster, global_from_ego: SE3, points_ego: np.ndarray | None,
-              config: MapCheckConfig = MapCheckConfig()) -> str | None:
+def check_map(
+    raster: MapRaster, global_from_ego: SE3, points_ego: np.ndarray | None, config: MapCheckConfig = MapCheckConfig()
+) -> str | None:
     """Why the map should be treated as missing at this pose, or None when it is believable.
 
     Args:

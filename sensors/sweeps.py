@@ -115,8 +115,14 @@ def accumulate_sweeps(sources: Sequence[SweepSource], min_distance_m: float = 1.
     return AccumulatedSweeps(sweep=sweep, skipped_paths=tuple(skipped), skipped_reasons=tuple(reasons))
 
 
-def read_single_sweep(path: str | os.PathLike[str], timestamp_us: int, ego_from_lidar: SE3, global_from_ego: SE3,
-                      token: str = "", min_distance_m: float = 0.0) -> LidarSweep:
+def read_single_sweep(
+    path: str | os.PathLike[str],
+    timestamp_us: int,
+    ego_from_lidar: SE3,
+    global_from_ego: SE3,
+    token: str = "",
+    min_distance_m: float = 0.0,
+) -> LidarSweep:
     """One sweep as a `LidarSweep` (time lag 0), optionally without the points near the sensor."""
     source = SweepSource(Path(path), timestamp_us, ego_from_lidar, global_from_ego, token)
     return accumulate_sweeps([source], min_distance_m=min_distance_m).sweep

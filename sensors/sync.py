@@ -69,7 +69,9 @@ def match_nearest(target_us: int, timestamps_us: np.ndarray, tolerance_us: int) 
     skew = int(t[best]) - int(target_us)
     if abs(skew) > tolerance_us:
         return StreamMatch(
-            None, skew, f"skew too large: nearest sample is {skew / 1000:+.1f} ms away (tolerance {tolerance_us / 1000:.1f} ms)"
+            None,
+            skew,
+            f"skew too large: nearest sample is {skew / 1000:+.1f} ms away (tolerance {tolerance_us / 1000:.1f} ms)",
         )
     return StreamMatch(best, skew)
 
@@ -83,7 +85,9 @@ class SyncResult:
     missing: Mapping[str, str] = field(default_factory=dict)
 
 
-def synchronize(lidar_timestamp_us: int, streams: Mapping[str, np.ndarray], config: SyncConfig = SyncConfig()) -> SyncResult:
+def synchronize(
+    lidar_timestamp_us: int, streams: Mapping[str, np.ndarray], config: SyncConfig = SyncConfig()
+) -> SyncResult:
     """Match every stream (name -> sorted timestamps) to the lidar time with its tolerance."""
     indices: dict[str, int] = {}
     skews: dict[str, int] = {}
@@ -148,9 +152,7 @@ class PoseTrack:
         """
         t = self.timestamps_us
         if timestamp_us < t[0] - max_extrapolation_us or timestamp_us > t[-1] + max_extrapolation_us:
-            raise InputError(
-                f"no ego pose at {timestamp_us} us: the pose track covers {int(t[0])}..{int(t[-1])} us"
-            )
+            raise InputError(f"no ego pose at {timestamp_us} us: the pose track covers {int(t[0])}..{int(t[-1])} us")
         right = int(np.searchsorted(t, timestamp_us, side="left"))
         if right < len(t) and t[right] == timestamp_us:
             return SE3(quaternion_to_matrix(self.quaternions[right]), self.translations[right])
@@ -162,4 +164,3 @@ class PoseTrack:
         translation = (1.0 - alpha) * self.translations[left] + alpha * self.translations[right]
         rotation = quaternion_to_matrix(quaternion_slerp(self.quaternions[left], self.quaternions[right], alpha))
         return SE3(rotation, translation)
-

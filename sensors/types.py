@@ -69,7 +69,9 @@ class LidarSweep:
         if not isinstance(self.ego_from_lidar, SE3) or not isinstance(self.global_from_ego, SE3):
             raise ValueError("LidarSweep.ego_from_lidar and global_from_ego must be SE3")
         if self.ring is not None and (
-            not isinstance(self.ring, np.ndarray) or self.ring.shape != (points.shape[0],) or self.ring.dtype != np.int16
+            not isinstance(self.ring, np.ndarray)
+            or self.ring.shape != (points.shape[0],)
+            or self.ring.dtype != np.int16
         ):
             raise ValueError(
                 f"LidarSweep.ring must be int16 of shape ({points.shape[0]},), got "

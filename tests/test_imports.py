@@ -39,8 +39,10 @@ ALLOWED: dict[str, set[str]] = {
 
 # Function-level imports of our own modules, and why each is not at the top of its module.
 LAZY_IMPORTS: dict[tuple[str, str], str] = {
-    ("avfusion.fusion.ops.voxelize", "avfusion.fusion.ops.voxelize_cuda"):
-        "numba.cuda reads NUMBA_ENABLE_CUDASIM when first imported; CUDA only when asked for",
+    (
+        "avfusion.fusion.ops.voxelize",
+        "avfusion.fusion.ops.voxelize_cuda",
+    ): "numba.cuda reads NUMBA_ENABLE_CUDASIM when first imported; CUDA only when asked for",
     ("avfusion.tools.replay.engine", "avfusion.tools.replay.ray_runner"): "Ray is optional",
     # The eval JSON loaders: replaced with msgspec in a separate change (issue 19, item 2).
     ("avfusion.eval.data", "avfusion.eval.fastload"): "import cycle data <-> fastload",

@@ -15,7 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--sample", required=True, metavar="TOKEN", help="sample (keyframe) token")
     parser.add_argument("--sweeps", type=int, default=10, help="lidar sweeps to accumulate, keyframe included")
-    parser.add_argument("--image-scale", type=float, default=1.0, help="decode images at this scale (1, 0.5, 0.25, 0.125 fastest)")
+    parser.add_argument(
+        "--image-scale", type=float, default=1.0, help="decode images at this scale (1, 0.5, 0.25, 0.125 fastest)"
+    )
     parser.add_argument("--camera-tolerance-ms", type=float, default=75.0)
     parser.add_argument("--gnss-tolerance-ms", type=float, default=100.0)
     parser.add_argument("--no-map", action="store_true", help="do not load the map raster (large for real logs)")

@@ -54,9 +54,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--cache", type=Path, help="demo folder (default: $AVFUSION_CACHE/demo or ~/.cache/avfusion/demo)")
+    parser.add_argument(
+        "--cache", type=Path, help="demo folder (default: $AVFUSION_CACHE/demo or ~/.cache/avfusion/demo)"
+    )
     parser.add_argument("--checkpoint", type=Path, help="fusion weights (default: the shipped weights)")
-    parser.add_argument("--pictures", type=int, default=DEMO_PICTURES, help=f"fused-BEV pictures to render ({DEMO_PICTURES})")
+    parser.add_argument(
+        "--pictures", type=int, default=DEMO_PICTURES, help=f"fused-BEV pictures to render ({DEMO_PICTURES})"
+    )
     parser.add_argument("--remake-log", action="store_true", help="write the synthetic demo log again")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help=f"seed of the synthetic world ({DEMO_SEED})")
     parser.set_defaults(func=run)
@@ -72,7 +76,12 @@ def run(args: argparse.Namespace) -> int:
     run_dir = paths.run(time.strftime("%Y%m%d-%H%M%S"))
     print(f"replaying {DEMO_SPLIT} of {log_root} into {run_dir}")
     request = ReplayRequest(
-        dataroot=log_root, version=DEMO_VERSION, split=DEMO_SPLIT, out_dir=run_dir, checkpoint=args.checkpoint, save_bev=True
+        dataroot=log_root,
+        version=DEMO_VERSION,
+        split=DEMO_SPLIT,
+        out_dir=run_dir,
+        checkpoint=args.checkpoint,
+        save_bev=True,
     )
     outcome = run_replay(request)
     print(summary_table(outcome))
@@ -94,8 +103,12 @@ def run(args: argparse.Namespace) -> int:
     if rendered:
         print(f"  pictures       {pictures_dir}")
     print("next:")
-    print(f"  avfusion viz --dataroot {log_root} --version {DEMO_VERSION} --run {run_dir}    (a window; needs a display)")
-    print(f"  avfusion eval --dataroot {log_root} --version {DEMO_VERSION} --split {DEMO_SPLIT} --results {outcome.submission_path} --out {run_dir / 'eval'}")
+    print(
+        f"  avfusion viz --dataroot {log_root} --version {DEMO_VERSION} --run {run_dir}    (a window; needs a display)"
+    )
+    print(
+        f"  avfusion eval --dataroot {log_root} --version {DEMO_VERSION} --split {DEMO_SPLIT} --results {outcome.submission_path} --out {run_dir / 'eval'}"
+    )
     return 0
 
 
@@ -108,8 +121,13 @@ def ensure_demo_log(paths: DemoPaths, seed: int = DEMO_SEED, remake: bool = Fals
         return paths.log
     print(f"making the synthetic demo log in {paths.log} (once) ...")
     return make_synthetic_log(
-        paths.log, num_scenes=DEMO_SCENES, seconds=DEMO_SECONDS, seed=seed, version=DEMO_VERSION,
-        image_scale=DEMO_IMAGE_SCALE, progress=True,
+        paths.log,
+        num_scenes=DEMO_SCENES,
+        seconds=DEMO_SECONDS,
+        seed=seed,
+        version=DEMO_VERSION,
+        image_scale=DEMO_IMAGE_SCALE,
+        progress=True,
     )
 
 
@@ -118,8 +136,23 @@ def render_pictures(log_root: Path, run_dir: Path, pictures_dir: Path, count: in
     renderer without a graphics driver can abort its process, and the demo's results must survive
     that. Returns whether the pictures were made."""
     command = [
-        sys.executable, "-m", "avfusion.tools.cli", "viz", "--dataroot", str(log_root), "--version", DEMO_VERSION,
-        "--run", str(run_dir), "--headless", "--out", str(pictures_dir), "--frames", str(count), "--color", "camera",
+        sys.executable,
+        "-m",
+        "avfusion.tools.cli",
+        "viz",
+        "--dataroot",
+        str(log_root),
+        "--version",
+        DEMO_VERSION,
+        "--run",
+        str(run_dir),
+        "--headless",
+        "--out",
+        str(pictures_dir),
+        "--frames",
+        str(count),
+        "--color",
+        "camera",
     ]
     print(f"rendering {count} fused-BEV pictures ...")
     result = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -47,8 +47,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --corrupt draws (default 0)")
     parser.add_argument(
-        "--checks", action="store_true",
-        help="run the online sensor checks (frozen sensors, camera calibration; about 0.1 s a frame)"
+        "--checks",
+        action="store_true",
+        help="run the online sensor checks (frozen sensors, camera calibration; about 0.1 s a frame)",
     )
     parser.add_argument(
         "--track",

@@ -22,8 +22,13 @@ from avfusion.fusion.train import export_weights, train
 
 def config_from_args(args: argparse.Namespace) -> FusionConfig:
     return configure(
-        args.preset, args.config, args.modalities,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed,
+        args.preset,
+        args.config,
+        args.modalities,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        seed=args.seed,
     )
 
 
@@ -44,11 +49,21 @@ def run(args: argparse.Namespace) -> int:
     options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
     frames = open_frames(args.dataroot, args.version, args.split, scenes, options, keep_in_memory=args.cache_frames)
     result = train(
-        config, frames, args.out, resume=args.resume, device=args.device, amp=args.amp,
-        max_steps=args.max_steps, checkpoint_every=args.checkpoint_every, workers=args.workers,
-        init_from=args.init_from or (), overwrite=args.force,
+        config,
+        frames,
+        args.out,
+        resume=args.resume,
+        device=args.device,
+        amp=args.amp,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+        workers=args.workers,
+        init_from=args.init_from or (),
+        overwrite=args.force,
     )
-    print(f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}")
+    print(
+        f"trained {result.steps} steps in {result.seconds:.0f} s on {len(frames)} samples; weights: {result.weights_path}"
+    )
     print("final losses: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items()))
     if args.export:
         export_weights(result.weights_path, args.export)
@@ -60,8 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train the BEV fusion network on a nuScenes-format log")
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")
-    parser.add_argument("--split", default="train",
-                        help="split name (train -> synth_train for synthetic logs; all = every scene)")
+    parser.add_argument(
+        "--split", default="train", help="split name (train -> synth_train for synthetic logs; all = every scene)"
+    )
     parser.add_argument("--scenes", default=None, help="comma-separated scene names (instead of / within --split)")
     parser.add_argument("--out", required=True, help="run folder: config.json, checkpoints, weights, loss log + plot")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -74,14 +90,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
-    parser.add_argument("--force", action="store_true", help="replace an earlier run in --out (its weights, checkpoint and loss log)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an earlier run in --out (its weights, checkpoint and loss log)"
+    )
     parser.add_argument("--workers", type=int, default=0, help="loader processes preparing the next batches")
-    parser.add_argument("--cache-frames", action="store_true",
-                        help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)")
-    parser.add_argument("--init-from", action="append", default=None, metavar="CKPT",
-                        help="warm-start from a checkpoint (repeatable): the first gives its branches, fuser, "
-                        "backbone and head; later ones only the branches still missing, e.g. a lidar,map model "
-                        "then a camera,map model; the fuser inputs of branches the first lacks start at zero")
+    parser.add_argument(
+        "--cache-frames",
+        action="store_true",
+        help="keep every frame in memory once read (about 3 MB a frame with the CPU preset)",
+    )
+    parser.add_argument(
+        "--init-from",
+        action="append",
+        default=None,
+        metavar="CKPT",
+        help="warm-start from a checkpoint (repeatable): the first gives its branches, fuser, "
+        "backbone and head; later ones only the branches still missing, e.g. a lidar,map model "
+        "then a camera,map model; the fuser inputs of branches the first lacks start at zero",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU only)")
     parser.add_argument("--export", default=None, help="also write small float16 weights here (+ .json config)")

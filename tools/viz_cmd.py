@@ -67,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
         with tqdm(total=len(frames), unit="frame", desc=f"render {scene_name}") as bar:
             rendered = render_scene(
-                frames, args.out, options, fps=args.fps, stem=scene_name, video=not args.no_video,
+                frames,
+                args.out,
+                options,
+                fps=args.fps,
+                stem=scene_name,
+                video=not args.no_video,
                 progress=lambda _index: bar.update(1),
             )
         print(f"{len(rendered.pictures)} pictures of {scene_name} in {args.out}")

@@ -69,7 +69,9 @@ def _rays_in_camera(camera: CameraSpec, scale: float) -> tuple[np.ndarray, tuple
     return rays_cam, (intrinsics.height, intrinsics.width)
 
 
-def camera_rays(camera: CameraSpec, scale: float, global_from_ego: SE3) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+def camera_rays(
+    camera: CameraSpec, scale: float, global_from_ego: SE3
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """Origins `(h*w, 3)`, unit directions `(h*w, 3)` (map frame) through the pixel centres of the
     camera's image resized by `scale`, row-major, and `(h, w)`."""
     rays_cam, shape = _rays_in_camera(camera, float(scale))
@@ -95,9 +97,17 @@ def ground_colors(layout: LocationLayout, xy: np.ndarray) -> np.ndarray:
     return colors
 
 
-def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, directions: np.ndarray,
-               distance: np.ndarray, triangle: np.ndarray, normal: np.ndarray, sun_direction: np.ndarray,
-               rng: np.random.Generator) -> np.ndarray:
+def shade_hits(
+    mesh: SceneMesh,
+    layout: LocationLayout,
+    origins: np.ndarray,
+    directions: np.ndarray,
+    distance: np.ndarray,
+    triangle: np.ndarray,
+    normal: np.ndarray,
+    sun_direction: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """RGB float32 colours `(N, 3)` of ray hits (sky where `triangle == -1`), without noise: the
     reference twin of `shading.shade_image` (which the generator uses)."""
     del rng  # shading is deterministic; sensor noise is added by the caller
@@ -109,8 +119,9 @@ def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, dir
     if ground.size:
         points = origins[ground, :2] + directions[ground, :2] * distance[ground, None]
         base[ground] = ground_colors(layout, points)
-    facade = np.flatnonzero(hit & (material == int(Material.BUILDING)) & (mesh.agent[safe] < 0)
-                            & (np.abs(normal[:, 2]) < 0.5))
+    facade = np.flatnonzero(
+        hit & (material == int(Material.BUILDING)) & (mesh.agent[safe] < 0) & (np.abs(normal[:, 2]) < 0.5)
+    )
     if facade.size:
         points = origins[facade] + directions[facade] * distance[facade, None]
         n_facade = normal[facade]
@@ -127,7 +138,8 @@ def shade_hits(mesh: SceneMesh, layout: LocationLayout, origins: np.ndarray, dir
     sky = np.flatnonzero(~hit)
     elevation = np.clip(directions[sky, 2], 0.0, 1.0).astype(np.float32)[:, None]
     colors[sky] = (1 - elevation) * np.array([205.0, 218.0, 232.0], np.float32) + elevation * np.array(
-        [95.0, 140.0, 205.0], np.float32)
+        [95.0, 140.0, 205.0], np.float32
+    )
     return colors
 
 
@@ -153,8 +165,13 @@ def camera_ray_bundle(camera: CameraSpec, scale: float, global_from_ego: SE3) ->
     camera's image resized by `scale`, row-major, and `(h, w)`: `camera_rays`, compiled."""
     intrinsics = camera.intrinsics(scale)
     global_from_camera = global_from_ego @ camera.ego_from_camera()
-    rays = pinhole_rays(np.linalg.inv(intrinsics.matrix), global_from_camera.rotation, global_from_camera.translation,
-                        intrinsics.height, intrinsics.width)
+    rays = pinhole_rays(
+        np.linalg.inv(intrinsics.matrix),
+        global_from_camera.rotation,
+        global_from_camera.translation,
+        intrinsics.height,
+        intrinsics.width,
+    )
     return rays, (intrinsics.height, intrinsics.width)
 
 
@@ -163,19 +180,44 @@ def cast_camera(caster: RayCaster, camera: CameraSpec, global_from_ego: SE3, cas
     rays, (h, w) = camera_ray_bundle(camera, cast_scale, global_from_ego)
     hits = caster.cast_packed(rays)
     agent = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1).reshape(h, w)
-    return CameraCast(hits.triangle.astype(np.int32).reshape(h, w), hits.distance_m.astype(np.float32).reshape(h, w),
-                      agent, global_from_ego @ camera.ego_from_camera())
+    return CameraCast(
+        hits.triangle.astype(np.int32).reshape(h, w),
+        hits.distance_m.astype(np.float32).reshape(h, w),
+        agent,
+        global_from_ego @ camera.ego_from_camera(),
+    )
 
 
-def shade_camera(cast: CameraCast, mesh: SceneMesh, loops: np.ndarray, camera: CameraSpec, output_scale: float,
-                 shade_scale: float, sun_direction: np.ndarray, noise_seed: int) -> np.ndarray:
+def shade_camera(
+    cast: CameraCast,
+    mesh: SceneMesh,
+    loops: np.ndarray,
+    camera: CameraSpec,
+    output_scale: float,
+    shade_scale: float,
+    sun_direction: np.ndarray,
+    noise_seed: int,
+) -> np.ndarray:
     """Shade a cast at `shade_scale` x 1600 x 900 (`shading.shade_image`) and resize it (bilinear,
     `cv2.resize`) to `output_scale` x 1600 x 900; returns `(H, W, 3)` uint8 RGB. Releases the GIL
     while shading and resizing."""
     shade = camera.intrinsics(shade_scale)
-    image = shade_image(cast.triangle, cast.distance_m, np.linalg.inv(shade.matrix), cast.global_from_camera.rotation,
-                        cast.global_from_camera.translation, triangle_planes(mesh.vertices, mesh.triangles), mesh.material, mesh.agent, mesh.color_rgb,
-                        loops, sun_direction, noise_seed, shade.height, shade.width)
+    image = shade_image(
+        cast.triangle,
+        cast.distance_m,
+        np.linalg.inv(shade.matrix),
+        cast.global_from_camera.rotation,
+        cast.global_from_camera.translation,
+        triangle_planes(mesh.vertices, mesh.triangles),
+        mesh.material,
+        mesh.agent,
+        mesh.color_rgb,
+        loops,
+        sun_direction,
+        noise_seed,
+        shade.height,
+        shade.width,
+    )
     output = camera.intrinsics(output_scale)
     if (shade.height, shade.width) != (output.height, output.width):
         image = cv2.resize(image, (output.width, output.height), interpolation=cv2.INTER_LINEAR)
@@ -187,21 +229,37 @@ def shading_scale(render_scale: float) -> float:
     return max(float(render_scale), SHADE_SCALE)
 
 
-def render_camera(caster: RayCaster, layout: LocationLayout, camera: CameraSpec, global_from_ego: SE3,
-                  output_scale: float, render_scale: float, sun_direction: np.ndarray,
-                  rng: np.random.Generator) -> RenderedImage:
+def render_camera(
+    caster: RayCaster,
+    layout: LocationLayout,
+    camera: CameraSpec,
+    global_from_ego: SE3,
+    output_scale: float,
+    render_scale: float,
+    sun_direction: np.ndarray,
+    rng: np.random.Generator,
+) -> RenderedImage:
     """Render one camera image at `output_scale` x 1600 x 900: ray-cast at `render_scale` of that,
     shaded at `shading_scale(render_scale)` of it (textures sharp, silhouettes at the cast
     resolution), resized to the output. `rng` gives the sensor noise's seed (one draw)."""
     noise_seed = int(rng.integers(0, 2**63))
     cast = cast_camera(caster, camera, global_from_ego, output_scale * render_scale)
-    image = shade_camera(cast, caster.mesh, loop_table(layout), camera, output_scale,
-                         output_scale * shading_scale(render_scale), sun_direction, noise_seed)
+    image = shade_camera(
+        cast,
+        caster.mesh,
+        loop_table(layout),
+        camera,
+        output_scale,
+        output_scale * shading_scale(render_scale),
+        sun_direction,
+        noise_seed,
+    )
     return RenderedImage(image, cast.agent, render_scale)
 
 
-def box_ray_interval(origins: np.ndarray, directions: np.ndarray, center: np.ndarray, size_wlh: np.ndarray,
-                      yaw: float) -> tuple[np.ndarray, np.ndarray]:
+def box_ray_interval(
+    origins: np.ndarray, directions: np.ndarray, center: np.ndarray, size_wlh: np.ndarray, yaw: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Entry and exit distances `(N,)` of rays through an upright box (slab method); entry > exit
     where a ray misses."""
     c, s = np.cos(yaw), np.sin(yaw)
@@ -217,9 +275,15 @@ def box_ray_interval(origins: np.ndarray, directions: np.ndarray, center: np.nda
     return t_near, t_far
 
 
-def visible_fractions(caster: RayCaster, cameras: tuple[CameraSpec, ...], global_from_ego: SE3,
-                      agent_indices: np.ndarray, centers: np.ndarray, sizes_wlh: np.ndarray,
-                      yaws: np.ndarray) -> np.ndarray:
+def visible_fractions(
+    caster: RayCaster,
+    cameras: tuple[CameraSpec, ...],
+    global_from_ego: SE3,
+    agent_indices: np.ndarray,
+    centers: np.ndarray,
+    sizes_wlh: np.ndarray,
+    yaws: np.ndarray,
+) -> np.ndarray:
     """Visible fraction in [0, 1] of each listed agent's box over all cameras (0 if in no image).
 
     Only the coarse rays inside some box's image rectangle are cast (the others count for nothing).
@@ -265,8 +329,18 @@ def visible_fractions(caster: RayCaster, cameras: tuple[CameraSpec, ...], global
         distance = np.full(h * w, np.inf)
         owner[needed] = np.where(hits.triangle >= 0, caster.mesh.agent[np.maximum(hits.triangle, 0)], -1)
         distance[needed] = hits.distance_m
-        seen, hidden = count_box_rays(rays[:, :3], rays[:, 3:], owner, distance, w, rects, agent_indices[candidates],
-                                      centers[candidates], sizes_wlh[candidates], yaws[candidates])
+        seen, hidden = count_box_rays(
+            rays[:, :3],
+            rays[:, 3:],
+            owner,
+            distance,
+            w,
+            rects,
+            agent_indices[candidates],
+            centers[candidates],
+            sizes_wlh[candidates],
+            yaws[candidates],
+        )
         visible[candidates] += seen
         occluded[candidates] += hidden
     total = visible + occluded

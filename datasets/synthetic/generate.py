@@ -77,8 +77,21 @@ from avfusion.fileio import write_json_atomic
 
 MARKER_NAME = ".avfusion-synthetic.json"
 MARKER_FORMAT = 1
-TABLE_NAMES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-               "scene", "sample", "sample_data", "sample_annotation", "map")
+TABLE_NAMES = (
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
+)
 SWEEPS_PER_SAMPLE = 10
 ANNOTATION_RANGE_M = 75.0  # agents annotated within this xy distance of the ego
 SCENE_RADIUS_M = 110.0  # world geometry ray-cast around the ego (lidar range is 100 m)
@@ -105,8 +118,9 @@ class GenerationReport:
     num_sweeps: int = 0
     num_images: int = 0
     num_annotations: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=lambda: {"world": 0.0, "lidar": 0.0, "cameras": 0.0,
-                                                                      "annotations": 0.0, "writing": 0.0})
+    stage_seconds: dict[str, float] = field(
+        default_factory=lambda: {"world": 0.0, "lidar": 0.0, "cameras": 0.0, "annotations": 0.0, "writing": 0.0}
+    )
 
 
 def scene_name(seed: int, scene_index: int) -> str:
@@ -126,8 +140,15 @@ def num_samples_for(seconds: float) -> int:
     return max(1, round(seconds * 2.0))
 
 
-def _validate(out_dir: Path, num_scenes: object, seconds: object, seed: object, version: object,
-              image_scale: object, render_scale: object) -> None:
+def _validate(
+    out_dir: Path,
+    num_scenes: object,
+    seconds: object,
+    seed: object,
+    version: object,
+    image_scale: object,
+    render_scale: object,
+) -> None:
     if isinstance(num_scenes, bool) or not isinstance(num_scenes, (int, np.integer)) or num_scenes < 1:
         raise InputError(f"number of scenes must be an integer >= 1, got {num_scenes!r}")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not np.isfinite(seconds) or seconds <= 0:
@@ -150,10 +171,19 @@ def _validate(out_dir: Path, num_scenes: object, seconds: object, seed: object, 
             )
 
 
-def make_synthetic_log(out_dir: str | Path, *, num_scenes: int, seconds: float, seed: int,
-                       version: str = "v1.0-mini", image_scale: float = 1.0, annotations_only: bool = False,
-                       progress: bool = True, render_scale: float = DEFAULT_RENDER_SCALE,
-                       gnss_noise: GnssNoise | None = None) -> Path:
+def make_synthetic_log(
+    out_dir: str | Path,
+    *,
+    num_scenes: int,
+    seconds: float,
+    seed: int,
+    version: str = "v1.0-mini",
+    image_scale: float = 1.0,
+    annotations_only: bool = False,
+    progress: bool = True,
+    render_scale: float = DEFAULT_RENDER_SCALE,
+    gnss_noise: GnssNoise | None = None,
+) -> Path:
     """Generate a synthetic nuScenes-format log into `out_dir` and return its path (the dataroot).
 
     Args:
@@ -170,14 +200,33 @@ def make_synthetic_log(out_dir: str | Path, *, num_scenes: int, seconds: float, 
     Raises:
         InputError: invalid arguments, or `out_dir` exists and is neither empty nor a synthetic log.
     """
-    return generate_log(out_dir, num_scenes=num_scenes, seconds=seconds, seed=seed, version=version,
-                        image_scale=image_scale, annotations_only=annotations_only, progress=progress,
-                        render_scale=render_scale, gnss_noise=gnss_noise).path
+    return generate_log(
+        out_dir,
+        num_scenes=num_scenes,
+        seconds=seconds,
+        seed=seed,
+        version=version,
+        image_scale=image_scale,
+        annotations_only=annotations_only,
+        progress=progress,
+        render_scale=render_scale,
+        gnss_noise=gnss_noise,
+    ).path
 
 
-def generate_log(out_dir: str | Path, *, num_scenes: int, seconds: float, seed: int, version: str = "v1.0-mini",
-                 image_scale: float = 1.0, annotations_only: bool = False, progress: bool = True,
-                 render_scale: float = DEFAULT_RENDER_SCALE, gnss_noise: GnssNoise | None = None) -> GenerationReport:
+def generate_log(
+    out_dir: str | Path,
+    *,
+    num_scenes: int,
+    seconds: float,
+    seed: int,
+    version: str = "v1.0-mini",
+    image_scale: float = 1.0,
+    annotations_only: bool = False,
+    progress: bool = True,
+    render_scale: float = DEFAULT_RENDER_SCALE,
+    gnss_noise: GnssNoise | None = None,
+) -> GenerationReport:
     """`make_synthetic_log`, returning a `GenerationReport` with the time spent per stage."""
     out = Path(out_dir)
     _validate(out, num_scenes, seconds, seed, version, image_scale, render_scale)
@@ -187,9 +236,19 @@ def generate_log(out_dir: str | Path, *, num_scenes: int, seconds: float, seed: 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     report = GenerationReport(out)
     try:
-        _generate_into(staging, report, num_scenes=int(num_scenes), seconds=float(seconds), seed=seed,
-                       version=version, image_scale=float(image_scale), annotations_only=bool(annotations_only),
-                       progress=progress, render_scale=float(render_scale), noise=noise)
+        _generate_into(
+            staging,
+            report,
+            num_scenes=int(num_scenes),
+            seconds=float(seconds),
+            seed=seed,
+            version=version,
+            image_scale=float(image_scale),
+            annotations_only=bool(annotations_only),
+            progress=progress,
+            render_scale=float(render_scale),
+            noise=noise,
+        )
         marker = {
             "generator": "avfusion.datasets.synthetic",
             "format": MARKER_FORMAT,
@@ -224,9 +283,20 @@ class _Tables:
         self.rows[table].append(record)
 
 
-def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, seconds: float, seed: int,
-                   version: str, image_scale: float, annotations_only: bool, progress: bool, render_scale: float,
-                   noise: GnssNoise) -> None:
+def _generate_into(
+    root: Path,
+    report: GenerationReport,
+    *,
+    num_scenes: int,
+    seconds: float,
+    seed: int,
+    version: str,
+    image_scale: float,
+    annotations_only: bool,
+    progress: bool,
+    render_scale: float,
+    noise: GnssNoise,
+) -> None:
     stages = report.stage_seconds
     tables = _Tables({name: [] for name in TABLE_NAMES})
     for name, rows in vocabulary_tables(seed).items():
@@ -239,8 +309,10 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
     sweeps_per_scene = (n_samples - 1) * SWEEPS_PER_SAMPLE + 1
     steps = num_scenes * (n_samples if annotations_only else sweeps_per_scene)
     splits: dict[str, list[str]] = {"synth_train": [], "synth_val": [], "synth_all": []}
-    with (tqdm(total=steps, desc="synthetic log", unit="sweep", disable=not progress) as bar,
-          ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="synthetic") as workers):
+    with (
+        tqdm(total=steps, desc="synthetic log", unit="sweep", disable=not progress) as bar,
+        ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="synthetic") as workers,
+    ):
         for scene_index, location in enumerate(scene_locations):
             started = time.perf_counter()
             if location not in layouts:
@@ -248,9 +320,21 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
             layout = layouts[location]
             world = build_scene_world(seed, scene_index, layout, seconds)
             stages["world"] += time.perf_counter() - started
-            log_token = _write_scene(root, tables, report, world, seed=seed, scene_index=scene_index,
-                                     n_samples=n_samples, image_scale=image_scale, annotations_only=annotations_only,
-                                     render_scale=render_scale, noise=noise, bar=bar, workers=workers)
+            log_token = _write_scene(
+                root,
+                tables,
+                report,
+                world,
+                seed=seed,
+                scene_index=scene_index,
+                n_samples=n_samples,
+                image_scale=image_scale,
+                annotations_only=annotations_only,
+                render_scale=render_scale,
+                noise=noise,
+                bar=bar,
+                workers=workers,
+            )
             map_logs.setdefault(location, []).append(log_token)
             splits[split_of(scene_index, num_scenes)].append(scene_name(seed, scene_index))
             splits["synth_all"].append(scene_name(seed, scene_index))
@@ -264,8 +348,10 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
             raise RuntimeError(f"PNG encoding of the {location} map failed")
         (root / "maps").mkdir(exist_ok=True)
         (root / filename).write_bytes(png.tobytes())
-        tables.add("map", {"token": token, "log_tokens": map_logs[location], "category": "semantic_prior",
-                           "filename": filename})
+        tables.add(
+            "map",
+            {"token": token, "log_tokens": map_logs[location], "category": "semantic_prior", "filename": filename},
+        )
     table_dir = root / version
     table_dir.mkdir(parents=True, exist_ok=True)
     for name in TABLE_NAMES:
@@ -277,13 +363,30 @@ def _generate_into(root: Path, report: GenerationReport, *, num_scenes: int, sec
 
 
 def _pose_record(token: str, xy: np.ndarray, yaw: float, timestamp_us: int) -> dict:
-    return {"token": token, "timestamp": int(timestamp_us), "rotation": quaternion_from_yaw(yaw).tolist(),
-            "translation": [float(xy[0]), float(xy[1]), 0.0]}
+    return {
+        "token": token,
+        "timestamp": int(timestamp_us),
+        "rotation": quaternion_from_yaw(yaw).tolist(),
+        "translation": [float(xy[0]), float(xy[1]), 0.0],
+    }
 
 
-def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: SceneWorld, *, seed: int,
-                 scene_index: int, n_samples: int, image_scale: float, annotations_only: bool, render_scale: float,
-                 noise: GnssNoise, bar: tqdm, workers: ThreadPoolExecutor) -> str:
+def _write_scene(
+    root: Path,
+    tables: _Tables,
+    report: GenerationReport,
+    world: SceneWorld,
+    *,
+    seed: int,
+    scene_index: int,
+    n_samples: int,
+    image_scale: float,
+    annotations_only: bool,
+    render_scale: float,
+    noise: GnssNoise,
+    bar: tqdm,
+    workers: ThreadPoolExecutor,
+) -> str:
     """Simulate and record one scene (its own log); returns the log token."""
     stages = report.stage_seconds
     layout = world.layout
@@ -293,24 +396,45 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
     logfile = f"n900-{date:%Y-%m-%d-%H-%M-%S}+0000"
     log_token = make_token(seed, "log", scene_index)
     scene_token = make_token(seed, "scene", scene_index)
-    tables.add("log", {"token": log_token, "logfile": logfile, "vehicle": "n900",
-                       "date_captured": f"{date:%Y-%m-%d}", "location": layout.location})
+    tables.add(
+        "log",
+        {
+            "token": log_token,
+            "logfile": logfile,
+            "vehicle": "n900",
+            "date_captured": f"{date:%Y-%m-%d}",
+            "location": layout.location,
+        },
+    )
 
     # Calibration (one record per sensor per log, as in nuScenes).
     calibration_tokens: dict[str, str] = {}
     lidar_token = make_token(seed, "calibrated_sensor", scene_index, LIDAR_CHANNEL)
     calibration_tokens[LIDAR_CHANNEL] = lidar_token
-    tables.add("calibrated_sensor", {"token": lidar_token, "sensor_token": make_token(seed, "sensor", LIDAR_CHANNEL),
-                                     "translation": EGO_FROM_LIDAR.translation.tolist(),
-                                     "rotation": EGO_FROM_LIDAR.quaternion.tolist(), "camera_intrinsic": []})
+    tables.add(
+        "calibrated_sensor",
+        {
+            "token": lidar_token,
+            "sensor_token": make_token(seed, "sensor", LIDAR_CHANNEL),
+            "translation": EGO_FROM_LIDAR.translation.tolist(),
+            "rotation": EGO_FROM_LIDAR.quaternion.tolist(),
+            "camera_intrinsic": [],
+        },
+    )
     for camera in CAMERAS:
         token = make_token(seed, "calibrated_sensor", scene_index, camera.channel)
         calibration_tokens[camera.channel] = token
         ego_from_camera = camera.ego_from_camera()
-        tables.add("calibrated_sensor", {"token": token, "sensor_token": make_token(seed, "sensor", camera.channel),
-                                         "translation": ego_from_camera.translation.tolist(),
-                                         "rotation": ego_from_camera.quaternion.tolist(),
-                                         "camera_intrinsic": camera.intrinsics(image_scale).matrix.tolist()})
+        tables.add(
+            "calibrated_sensor",
+            {
+                "token": token,
+                "sensor_token": make_token(seed, "sensor", camera.channel),
+                "translation": ego_from_camera.translation.tolist(),
+                "rotation": ego_from_camera.quaternion.tolist(),
+                "camera_intrinsic": camera.intrinsics(image_scale).matrix.tolist(),
+            },
+        )
 
     # Timeline: sweeps at 20 Hz with a little trigger jitter; keyframes every tenth sweep.
     timing_rng = np.random.default_rng(stable_seed(seed, "timing", scene_index))
@@ -319,17 +443,34 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
     sweep_us[0] = start_us
     sample_tokens = [make_token(seed, "sample", scene_index, i) for i in range(n_samples)]
     for i, token in enumerate(sample_tokens):
-        tables.add("sample", {"token": token, "timestamp": int(sweep_us[i * SWEEPS_PER_SAMPLE]), "scene_token": scene_token,
-                              "prev": sample_tokens[i - 1] if i > 0 else "",
-                              "next": sample_tokens[i + 1] if i + 1 < n_samples else ""})
-    tables.add("scene", {"token": scene_token, "name": name, "log_token": log_token, "nbr_samples": n_samples,
-                         "first_sample_token": sample_tokens[0], "last_sample_token": sample_tokens[-1],
-                         "description": f"synthetic drive around a block in {layout.location}, "
-                                        f"{len(world.agents)} agents"})
+        tables.add(
+            "sample",
+            {
+                "token": token,
+                "timestamp": int(sweep_us[i * SWEEPS_PER_SAMPLE]),
+                "scene_token": scene_token,
+                "prev": sample_tokens[i - 1] if i > 0 else "",
+                "next": sample_tokens[i + 1] if i + 1 < n_samples else "",
+            },
+        )
+    tables.add(
+        "scene",
+        {
+            "token": scene_token,
+            "name": name,
+            "log_token": log_token,
+            "nbr_samples": n_samples,
+            "first_sample_token": sample_tokens[0],
+            "last_sample_token": sample_tokens[-1],
+            "description": f"synthetic drive around a block in {layout.location}, {len(world.agents)} agents",
+        },
+    )
 
     lidar_tokens = [make_token(seed, "sample_data", scene_index, LIDAR_CHANNEL, k) for k in range(n_sweeps)]
-    camera_tokens = {camera.channel: [make_token(seed, "sample_data", scene_index, camera.channel, i)
-                                      for i in range(n_samples)] for camera in CAMERAS}
+    camera_tokens = {
+        camera.channel: [make_token(seed, "sample_data", scene_index, camera.channel, i) for i in range(n_samples)]
+        for camera in CAMERAS
+    }
     instance_tokens = [make_token(seed, "instance", scene_index, a) for a in range(len(world.agents))]
     annotations_of: dict[int, list[dict]] = {}
     category_tokens = {name: make_token(seed, "category", name) for name in set(world.agents.category)}
@@ -348,11 +489,23 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
         folder = "samples" if keyframe else "sweeps"
         filename = f"{folder}/{LIDAR_CHANNEL}/{logfile}__{LIDAR_CHANNEL}__{timestamp}.pcd.bin"
         tables.add("ego_pose", _pose_record(lidar_tokens[k], xy, yaw, timestamp))
-        tables.add("sample_data", {
-            "token": lidar_tokens[k], "sample_token": sample_tokens[sample_index], "ego_pose_token": lidar_tokens[k],
-            "calibrated_sensor_token": lidar_token, "filename": filename, "fileformat": "pcd", "width": 0,
-            "height": 0, "timestamp": timestamp, "is_key_frame": keyframe,
-            "prev": lidar_tokens[k - 1] if k > 0 else "", "next": lidar_tokens[k + 1] if k + 1 < n_sweeps else ""})
+        tables.add(
+            "sample_data",
+            {
+                "token": lidar_tokens[k],
+                "sample_token": sample_tokens[sample_index],
+                "ego_pose_token": lidar_tokens[k],
+                "calibrated_sensor_token": lidar_token,
+                "filename": filename,
+                "fileformat": "pcd",
+                "width": 0,
+                "height": 0,
+                "timestamp": timestamp,
+                "is_key_frame": keyframe,
+                "prev": lidar_tokens[k - 1] if k > 0 else "",
+                "next": lidar_tokens[k + 1] if k + 1 < n_sweeps else "",
+            },
+        )
         report.num_sweeps += 1
         if annotations_only and not keyframe:
             continue
@@ -360,8 +513,9 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
         started = time.perf_counter()
         states = world.agent_states(t_s, attributes=keyframe)
         caster = RayCaster(build_scene_mesh(layout.structures, shapes, states, xy, SCENE_RADIUS_M))
-        sweep = simulate_sweep(caster, layout, world.ego_poses, t_s,
-                               np.random.default_rng(stable_seed(seed, "lidar", scene_index, k)))
+        sweep = simulate_sweep(
+            caster, layout, world.ego_poses, t_s, np.random.default_rng(stable_seed(seed, "lidar", scene_index, k))
+        )
         stages["lidar"] += time.perf_counter() - started
         if not annotations_only:
             pending.append(workers.submit(_write_file, root / filename, sweep.points.tobytes()))
@@ -374,21 +528,36 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
         global_from_ego = SE3.from_yaw(yaw, (float(xy[0]), float(xy[1]), 0.0))
         annotated = np.flatnonzero(np.hypot(*(states.center[:, :2] - xy).T) <= ANNOTATION_RANGE_M)
         points = np.bincount(sweep.agent[sweep.agent >= 0], minlength=len(world.agents))
-        fractions = visible_fractions(caster, CAMERAS, global_from_ego, annotated, states.center[annotated],
-                                      world.agents.size_wlh[annotated], states.yaw_rad[annotated])
+        fractions = visible_fractions(
+            caster,
+            CAMERAS,
+            global_from_ego,
+            annotated,
+            states.center[annotated],
+            world.agents.size_wlh[annotated],
+            states.yaw_rad[annotated],
+        )
         for agent, fraction in zip(annotated, fractions, strict=True):
             attribute = states.attribute[agent]
             if attribute and attribute not in attribute_tokens:
                 attribute_tokens[attribute] = make_token(seed, "attribute", attribute)
             width, length, height = world.agents.size_wlh[agent]
-            annotations_of.setdefault(int(agent), []).append({
-                "token": make_token(seed, "sample_annotation", scene_index, sample_index, int(agent)),
-                "sample_token": sample_tokens[sample_index], "instance_token": instance_tokens[agent],
-                "visibility_token": visibility_token(float(fraction)),
-                "attribute_tokens": [attribute_tokens[attribute]] if attribute else [],
-                "translation": states.center[agent].tolist(), "size": [float(width), float(length), float(height)],
-                "rotation": quaternion_from_yaw(states.yaw_rad[agent]).tolist(), "prev": "", "next": "",
-                "num_lidar_pts": int(points[agent]), "num_radar_pts": 0})
+            annotations_of.setdefault(int(agent), []).append(
+                {
+                    "token": make_token(seed, "sample_annotation", scene_index, sample_index, int(agent)),
+                    "sample_token": sample_tokens[sample_index],
+                    "instance_token": instance_tokens[agent],
+                    "visibility_token": visibility_token(float(fraction)),
+                    "attribute_tokens": [attribute_tokens[attribute]] if attribute else [],
+                    "translation": states.center[agent].tolist(),
+                    "size": [float(width), float(length), float(height)],
+                    "rotation": quaternion_from_yaw(states.yaw_rad[agent]).tolist(),
+                    "prev": "",
+                    "next": "",
+                    "num_lidar_pts": int(points[agent]),
+                    "num_radar_pts": 0,
+                }
+            )
         report.num_annotations += len(annotated)
         stages["annotations"] += time.perf_counter() - started
 
@@ -401,26 +570,51 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
             intrinsics = camera.intrinsics(image_scale)
             filename = f"samples/{camera.channel}/{logfile}__{camera.channel}__{camera_us}.jpg"
             tables.add("ego_pose", _pose_record(token, camera_xy, camera_yaw, camera_us))
-            tables.add("sample_data", {
-                "token": token, "sample_token": sample_tokens[sample_index], "ego_pose_token": token,
-                "calibrated_sensor_token": calibration_tokens[camera.channel], "filename": filename,
-                "fileformat": "jpg", "width": intrinsics.width, "height": intrinsics.height, "timestamp": camera_us,
-                "is_key_frame": True, "prev": tokens[sample_index - 1] if sample_index > 0 else "",
-                "next": tokens[sample_index + 1] if sample_index + 1 < n_samples else ""})
+            tables.add(
+                "sample_data",
+                {
+                    "token": token,
+                    "sample_token": sample_tokens[sample_index],
+                    "ego_pose_token": token,
+                    "calibrated_sensor_token": calibration_tokens[camera.channel],
+                    "filename": filename,
+                    "fileformat": "jpg",
+                    "width": intrinsics.width,
+                    "height": intrinsics.height,
+                    "timestamp": camera_us,
+                    "is_key_frame": True,
+                    "prev": tokens[sample_index - 1] if sample_index > 0 else "",
+                    "next": tokens[sample_index + 1] if sample_index + 1 < n_samples else "",
+                },
+            )
             if annotations_only:
                 continue
             started = time.perf_counter()
             camera_states = world.agent_states(camera_t, attributes=False)
-            camera_caster = RayCaster(build_scene_mesh(layout.structures, shapes, camera_states, camera_xy,
-                                                       SCENE_RADIUS_M))
+            camera_caster = RayCaster(
+                build_scene_mesh(layout.structures, shapes, camera_states, camera_xy, SCENE_RADIUS_M)
+            )
             global_from_ego_at_camera = SE3.from_yaw(camera_yaw, (float(camera_xy[0]), float(camera_xy[1]), 0.0))
             cast = cast_camera(camera_caster, camera, global_from_ego_at_camera, image_scale * render_scale)
-            noise_seed = int(np.random.default_rng(stable_seed(seed, "camera", scene_index, k, camera.channel))
-                             .integers(0, 2**63))
+            noise_seed = int(
+                np.random.default_rng(stable_seed(seed, "camera", scene_index, k, camera.channel)).integers(0, 2**63)
+            )
             stages["cameras"] += time.perf_counter() - started
             # Shading, JPEG encoding and writing release the GIL: they overlap the next ray casts.
-            pending.append(workers.submit(_shade_and_write, root / filename, cast, camera_caster.mesh, loops, camera,
-                                          image_scale, image_scale * shading_scale(render_scale), sun, noise_seed))
+            pending.append(
+                workers.submit(
+                    _shade_and_write,
+                    root / filename,
+                    cast,
+                    camera_caster.mesh,
+                    loops,
+                    camera,
+                    image_scale,
+                    image_scale * shading_scale(render_scale),
+                    sun,
+                    noise_seed,
+                )
+            )
             report.num_images += 1
             _collect(pending, stages, keep=MAX_PENDING)
         report.num_samples += 1
@@ -433,21 +627,43 @@ def _write_scene(root: Path, tables: _Tables, report: GenerationReport, world: S
             record["prev"] = agent_annotations[i - 1]["token"] if i > 0 else ""
             record["next"] = agent_annotations[i + 1]["token"] if i + 1 < len(agent_annotations) else ""
             tables.add("sample_annotation", record)
-        tables.add("instance", {"token": instance_tokens[agent],
-                                "category_token": category_tokens[world.agents.category[agent]],
-                                "nbr_annotations": len(agent_annotations), "first_annotation_token": agent_annotations[0]["token"],
-                                "last_annotation_token": agent_annotations[-1]["token"]})
+        tables.add(
+            "instance",
+            {
+                "token": instance_tokens[agent],
+                "category_token": category_tokens[world.agents.category[agent]],
+                "nbr_annotations": len(agent_annotations),
+                "first_annotation_token": agent_annotations[0]["token"],
+                "last_annotation_token": agent_annotations[-1]["token"],
+            },
+        )
 
     # GNSS over the scene's span.
     started = time.perf_counter()
     duration_s = (int(sweep_us[-1]) - start_us) * 1e-6
-    fixes = simulate_fixes(layout.location, world.ego_poses, world.ego_speeds, start_us, duration_s, noise,
-                           np.random.default_rng(stable_seed(seed, "gnss", scene_index)))
+    fixes = simulate_fixes(
+        layout.location,
+        world.ego_poses,
+        world.ego_speeds,
+        start_us,
+        duration_s,
+        noise,
+        np.random.default_rng(stable_seed(seed, "gnss", scene_index)),
+    )
     gnss_dir = root / "gnss"
     gnss_dir.mkdir(exist_ok=True)
     with open(gnss_dir / f"{name}.json", "w") as handle:
-        json.dump({"scene_token": scene_token, "scene_name": name, "location": layout.location,
-                   "rate_hz": GNSS_RATE_HZ, "fixes": fixes}, handle, indent=0)
+        json.dump(
+            {
+                "scene_token": scene_token,
+                "scene_name": name,
+                "location": layout.location,
+                "rate_hz": GNSS_RATE_HZ,
+                "fixes": fixes,
+            },
+            handle,
+            indent=0,
+        )
     stages["writing"] += time.perf_counter() - started
     return log_token
 
@@ -467,8 +683,17 @@ def _write_file(path: Path, payload: bytes) -> dict[str, float]:
     return {"writing": time.perf_counter() - started}
 
 
-def _shade_and_write(path: Path, cast: CameraCast, mesh: SceneMesh, loops: np.ndarray, camera: CameraSpec,
-                     image_scale: float, shade_scale: float, sun: np.ndarray, noise_seed: int) -> dict[str, float]:
+def _shade_and_write(
+    path: Path,
+    cast: CameraCast,
+    mesh: SceneMesh,
+    loops: np.ndarray,
+    camera: CameraSpec,
+    image_scale: float,
+    shade_scale: float,
+    sun: np.ndarray,
+    noise_seed: int,
+) -> dict[str, float]:
     """Shade one cast camera image, encode it as JPEG and write it; returns seconds per stage."""
     started = time.perf_counter()
     image = shade_camera(cast, mesh, loops, camera, image_scale, shade_scale, sun, noise_seed)

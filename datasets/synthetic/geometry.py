@@ -156,15 +156,33 @@ def agent_parts(category: str, label: int, rider: bool, moving: bool = False) ->
 # Frustum triangles over its 8 vertices (bottom 0-3, top 4-7, counter-clockwise from above),
 # wound so that normals point outward.
 _FRUSTUM_TRIANGLES = np.array(
-    [[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4], [1, 2, 6], [1, 6, 5], [2, 3, 7], [2, 7, 6],
-     [3, 0, 4], [3, 4, 7]],
+    [
+        [0, 2, 1],
+        [0, 3, 2],
+        [4, 5, 6],
+        [4, 6, 7],
+        [0, 1, 5],
+        [0, 5, 4],
+        [1, 2, 6],
+        [1, 6, 5],
+        [2, 3, 7],
+        [2, 7, 6],
+        [3, 0, 4],
+        [3, 4, 7],
+    ],
     dtype=np.int64,
 )
 _SQUARE = np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
 
 
-def frustum_vertices(center_xy: np.ndarray, z0: np.ndarray, z1: np.ndarray, bottom_xy: np.ndarray,
-                     top_xy: np.ndarray, yaw_rad: np.ndarray) -> np.ndarray:
+def frustum_vertices(
+    center_xy: np.ndarray,
+    z0: np.ndarray,
+    z1: np.ndarray,
+    bottom_xy: np.ndarray,
+    top_xy: np.ndarray,
+    yaw_rad: np.ndarray,
+) -> np.ndarray:
     """`(N, 8, 3)` vertices of N upright frustums: rectangles of sizes `bottom_xy`/`top_xy` `(N, 2)`
     at heights `z0`/`z1` `(N,)`, centred on `center_xy` `(N, 2)`, rotated by `yaw_rad` `(N,)`."""
     local = np.concatenate([_SQUARE[None] * bottom_xy[:, None, :], _SQUARE[None] * top_xy[:, None, :]], axis=1)
@@ -196,8 +214,10 @@ class SceneMesh:
     def __post_init__(self) -> None:
         t = len(self.triangles)
         if self.vertices.ndim != 2 or self.vertices.shape[1] != 3 or self.triangles.shape != (t, 3):
-            raise ValueError(f"SceneMesh needs vertices (V, 3) and triangles (T, 3), got {self.vertices.shape}, "
-                             f"{self.triangles.shape}")
+            raise ValueError(
+                f"SceneMesh needs vertices (V, 3) and triangles (T, 3), got {self.vertices.shape}, "
+                f"{self.triangles.shape}"
+            )
         for name, shape in (("material", (t,)), ("color_rgb", (t, 3)), ("agent", (t,))):
             if getattr(self, name).shape != shape:
                 raise ValueError(f"SceneMesh.{name} must have shape {shape}, got {getattr(self, name).shape}")
@@ -238,8 +258,12 @@ class AgentShapes:
     def of(agents: Agents) -> AgentShapes:
         owners, rows, materials, colors = [], [], [], []
         for index in range(len(agents)):
-            parts = agent_parts(agents.category[index], int(agents.label[index]), bool(agents.rider[index]),
-                                moving=bool(agents.profile[index] >= 0))
+            parts = agent_parts(
+                agents.category[index],
+                int(agents.label[index]),
+                bool(agents.rider[index]),
+                moving=bool(agents.profile[index] >= 0),
+            )
             width, length, height = agents.size_wlh[index]
             for part in parts:
                 owners.append(index)
@@ -249,8 +273,12 @@ class AgentShapes:
                     colors.append(agents.color_rgb[index])
                 else:
                     colors.append(MATERIAL_COLORS.get(part[8], (128, 128, 128)))
-        return AgentShapes(np.array(owners, np.int64), np.array(rows, np.float64).reshape(-1, 8),
-                           np.array(materials, np.int64), np.array(colors, np.uint8).reshape(-1, 3))
+        return AgentShapes(
+            np.array(owners, np.int64),
+            np.array(rows, np.float64).reshape(-1, 8),
+            np.array(materials, np.int64),
+            np.array(colors, np.uint8).reshape(-1, 3),
+        )
 
 
 def agent_mesh(shapes: AgentShapes, states: AgentStates, which: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -261,21 +289,29 @@ def agent_mesh(shapes: AgentShapes, states: AgentStates, which: np.ndarray) -> t
     table = shapes.table[keep]
     yaw = states.yaw_rad[owner]
     c, s = np.cos(yaw), np.sin(yaw)
-    center_xy = states.center[owner, :2] + np.stack([c * table[:, 0] - s * table[:, 1], s * table[:, 0] + c * table[:, 1]], -1)
+    center_xy = states.center[owner, :2] + np.stack(
+        [c * table[:, 0] - s * table[:, 1], s * table[:, 0] + c * table[:, 1]], -1
+    )
     floor = np.zeros(len(owner))  # agents stand on the ground (z = 0): their box floor
     vertices = frustum_vertices(center_xy, floor + table[:, 2], floor + table[:, 3], table[:, 4:6], table[:, 6:8], yaw)
     return vertices, shapes.material[keep], shapes.color_rgb[keep], owner
 
 
-def build_scene_mesh(structures: StaticBoxes, shapes: AgentShapes, states: AgentStates, center_xy: np.ndarray,
-                     radius_m: float) -> SceneMesh:
+def build_scene_mesh(
+    structures: StaticBoxes, shapes: AgentShapes, states: AgentStates, center_xy: np.ndarray, radius_m: float
+) -> SceneMesh:
     """The mesh of everything within `radius_m` (m, xy) of `center_xy`, plus the ground quad."""
     reach = np.hypot(structures.size_xyz[:, 0], structures.size_xyz[:, 1]) / 2
     near_static = np.hypot(*(structures.center[:, :2] - center_xy).T) < radius_m + reach
     static = structures.select(near_static)
-    static_vertices = frustum_vertices(static.center[:, :2], static.center[:, 2] - static.size_xyz[:, 2] / 2,
-                                       static.center[:, 2] + static.size_xyz[:, 2] / 2, static.size_xyz[:, :2],
-                                       static.size_xyz[:, :2], static.yaw_rad)
+    static_vertices = frustum_vertices(
+        static.center[:, :2],
+        static.center[:, 2] - static.size_xyz[:, 2] / 2,
+        static.center[:, 2] + static.size_xyz[:, 2] / 2,
+        static.size_xyz[:, :2],
+        static.size_xyz[:, :2],
+        static.yaw_rad,
+    )
     near_agents = np.hypot(*(states.center[:, :2] - center_xy).T) < radius_m
     agent_vertices, agent_materials, agent_colors, agent_owners = agent_mesh(shapes, states, near_agents)
 
@@ -290,16 +326,22 @@ def build_scene_mesh(structures: StaticBoxes, shapes: AgentShapes, states: Agent
     # Ground: one quad of +-(radius + 200) m around the centre.
     half = radius_m + 200.0
     gx, gy = float(center_xy[0]), float(center_xy[1])
-    ground = np.array([[gx - half, gy - half, 0], [gx + half, gy - half, 0], [gx + half, gy + half, 0],
-                       [gx - half, gy + half, 0]])
+    ground = np.array(
+        [[gx - half, gy - half, 0], [gx + half, gy - half, 0], [gx + half, gy + half, 0], [gx - half, gy + half, 0]]
+    )
     base = count * 8
     vertices = np.concatenate([frustums.reshape(-1, 3), ground]).astype(np.float32)
     triangles = np.concatenate([triangles, np.array([[base, base + 1, base + 2], [base, base + 2, base + 3]])])
     materials = np.concatenate([materials, [int(M.GROUND)] * 2])
     colors = np.concatenate([colors, np.zeros((2, 3), np.uint8)])
     owners = np.concatenate([owners, [-1, -1]])
-    return SceneMesh(vertices, triangles.astype(np.int64), materials.astype(np.int64), colors.astype(np.uint8),
-                     owners.astype(np.int64))
+    return SceneMesh(
+        vertices,
+        triangles.astype(np.int64),
+        materials.astype(np.int64),
+        colors.astype(np.uint8),
+        owners.astype(np.int64),
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -323,8 +365,10 @@ class RayCaster:
     def __init__(self, mesh: SceneMesh) -> None:
         self.mesh = mesh
         self._scene = o3d.t.geometry.RaycastingScene()
-        self._scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.vertices, np.float32)),
-                                  o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.triangles, np.uint32)))
+        self._scene.add_triangles(
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.vertices, np.float32)),
+            o3d.core.Tensor.from_numpy(np.ascontiguousarray(mesh.triangles, np.uint32)),
+        )
 
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
         """Cast rays from `origins` `(N, 3)` along unit `directions` `(N, 3)` (map frame)."""

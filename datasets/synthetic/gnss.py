@@ -54,8 +54,15 @@ class GnssNoise:
                 raise InputError(f"GNSS {name} must lie in [0, 1], got {value}")
 
 
-def simulate_fixes(location: str, ego_poses_at, ego_speed_at, start_us: int, duration_s: float, noise: GnssNoise,
-                   rng: np.random.Generator) -> list[dict]:
+def simulate_fixes(
+    location: str,
+    ego_poses_at,
+    ego_speed_at,
+    start_us: int,
+    duration_s: float,
+    noise: GnssNoise,
+    rng: np.random.Generator,
+) -> list[dict]:
     """Fixes from `start_us` over `duration_s` at 10 Hz (minus dropouts), in the file format.
 
     Args:
@@ -78,7 +85,7 @@ def simulate_fixes(location: str, ego_poses_at, ego_speed_at, start_us: int, dur
     if rng.random() < noise.outage_probability and n > 10:
         length = int(rng.integers(10, 31))
         start = int(rng.integers(0, max(1, n - length)))
-        keep[start:start + length] = False
+        keep[start : start + length] = False
     fixes = []
     for i in np.flatnonzero(keep):
         fixes.append(

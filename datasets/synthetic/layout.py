@@ -94,8 +94,13 @@ class StaticBoxes:
 
     def __post_init__(self) -> None:
         n = np.shape(self.center)[0]
-        for name, shape in (("center", (n, 3)), ("size_xyz", (n, 3)), ("yaw_rad", (n,)), ("material", (n,)),
-                            ("color_rgb", (n, 3))):
+        for name, shape in (
+            ("center", (n, 3)),
+            ("size_xyz", (n, 3)),
+            ("yaw_rad", (n,)),
+            ("material", (n,)),
+            ("color_rgb", (n, 3)),
+        ):
             if np.shape(getattr(self, name)) != shape:
                 raise ValueError(f"StaticBoxes.{name} must have shape {shape}, got {np.shape(getattr(self, name))}")
 
@@ -103,8 +108,9 @@ class StaticBoxes:
         return int(self.center.shape[0])
 
     def select(self, mask: np.ndarray) -> StaticBoxes:
-        return StaticBoxes(self.center[mask], self.size_xyz[mask], self.yaw_rad[mask], self.material[mask],
-                           self.color_rgb[mask])
+        return StaticBoxes(
+            self.center[mask], self.size_xyz[mask], self.yaw_rad[mask], self.material[mask], self.color_rgb[mask]
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -141,8 +147,16 @@ class LocationLayout:
 
 def _building_colors(rng: np.random.Generator, n: int) -> np.ndarray:
     palette = np.array(
-        [[186, 176, 160], [150, 140, 130], [205, 200, 190], [120, 110, 105], [170, 120, 100], [140, 150, 160],
-         [200, 185, 150], [95, 100, 110]],
+        [
+            [186, 176, 160],
+            [150, 140, 130],
+            [205, 200, 190],
+            [120, 110, 105],
+            [170, 120, 100],
+            [140, 150, 160],
+            [200, 185, 150],
+            [95, 100, 110],
+        ],
         dtype=np.float64,
     )
     base = palette[rng.integers(0, len(palette), n)]
@@ -178,7 +192,9 @@ def _buildings_along(loop: LoopRoad, rng: np.random.Generator, inside: bool) -> 
 
 def _footprint_corners(footprint: tuple[float, ...]) -> np.ndarray:
     x, y, sx, sy = footprint[:4]
-    return np.array([[x - sx / 2, y - sy / 2], [x + sx / 2, y - sy / 2], [x + sx / 2, y + sy / 2], [x - sx / 2, y + sy / 2]])
+    return np.array(
+        [[x - sx / 2, y - sy / 2], [x + sx / 2, y - sy / 2], [x + sx / 2, y + sy / 2], [x - sx / 2, y + sy / 2]]
+    )
 
 
 def build_location_layout(seed: int, location: str) -> LocationLayout:
@@ -220,7 +236,9 @@ def build_location_layout(seed: int, location: str) -> LocationLayout:
                 if np.any(corners < cell_lo) or np.any(corners > cell_hi):
                     continue
                 lo, hi = corners.min(axis=0), corners.max(axis=0)
-                if any(np.all(lo < other.max(axis=0) + 1.0) and np.all(hi > other.min(axis=0) - 1.0) for other in accepted):
+                if any(
+                    np.all(lo < other.max(axis=0) + 1.0) and np.all(hi > other.min(axis=0) - 1.0) for other in accepted
+                ):
                     continue
                 accepted.append(corners)
                 x, y, sx, sy, height = footprint
@@ -237,9 +255,20 @@ def build_location_layout(seed: int, location: str) -> LocationLayout:
                 else:
                     trunk_height = rng.uniform(2.2, 3.2)
                     canopy = rng.uniform(2.5, 4.0)
-                    add((xy[0], xy[1], trunk_height / 2), (0.35, 0.35, trunk_height), heading, Material.TRUNK, (92, 70, 52))
-                    add((xy[0], xy[1], trunk_height + canopy / 2), (canopy, canopy, canopy), heading + 0.4,
-                        Material.FOLIAGE, (58 + int(rng.integers(0, 30)), 110 + int(rng.integers(0, 40)), 52))
+                    add(
+                        (xy[0], xy[1], trunk_height / 2),
+                        (0.35, 0.35, trunk_height),
+                        heading,
+                        Material.TRUNK,
+                        (92, 70, 52),
+                    )
+                    add(
+                        (xy[0], xy[1], trunk_height + canopy / 2),
+                        (canopy, canopy, canopy),
+                        heading + 0.4,
+                        Material.FOLIAGE,
+                        (58 + int(rng.integers(0, 30)), 110 + int(rng.integers(0, 40)), 52),
+                    )
                 s += rng.uniform(12.0, 20.0)
         _street_clutter(loop, rng, add)
         del loop_index
@@ -283,8 +312,13 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
         kerb_s = np.arange(count) * (length / count) + length / count / 2
         xy, heading = loop.pose_at(kerb_s, offset)
         for (x, y), h in zip(xy, heading, strict=True):
-            add((x, y, KERB_HEIGHT_M / 2), (length / count + 0.02, KERB_WIDTH_M, KERB_HEIGHT_M), h, Material.GROUND,
-                (200, 200, 196))
+            add(
+                (x, y, KERB_HEIGHT_M / 2),
+                (length / count + 0.02, KERB_WIDTH_M, KERB_HEIGHT_M),
+                h,
+                Material.GROUND,
+                (200, 200, 196),
+            )
         # Street furniture between the lights and trees (which stand every 12-20 m on this line).
         offset = side * FURNITURE_OFFSET_M
         length = float(loop.perimeter_at(offset))
@@ -300,8 +334,13 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
                 height = rng.uniform(2.2, 3.0)
                 add((x, y, height / 2), (0.08, 0.08, height), h, Material.POLE, (150, 152, 155))
                 plate = rng.uniform(0.5, 0.9)
-                add((x, y, height + plate / 2 - 0.1), (plate, 0.04, plate), h, Material.REFLECTOR,
-                    (30 + int(rng.integers(0, 200)), 60 + int(rng.integers(0, 120)), 160))
+                add(
+                    (x, y, height + plate / 2 - 0.1),
+                    (plate, 0.04, plate),
+                    h,
+                    Material.REFLECTOR,
+                    (30 + int(rng.integers(0, 200)), 60 + int(rng.integers(0, 120)), 160),
+                )
             elif kind < 0.85:  # a litter bin or a utility box
                 w, d, t = (0.5, 0.5, 1.0) if rng.random() < 0.6 else (0.9, 0.45, 1.3)
                 add((x, y, t / 2), (w, d, t), h, Material.BIN, (40 + int(rng.integers(0, 60)), 90, 60))
@@ -322,8 +361,13 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
             if kind < 0.3:  # hedge
                 height = rng.uniform(0.6, 1.6)
                 for (x, y), h in zip(xy, heading, strict=True):
-                    add((x, y, height / 2), (run / pieces + 0.05, EDGE_DEPTH_M, height), h, Material.FOLIAGE,
-                        (50 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 40)), 45))
+                    add(
+                        (x, y, height / 2),
+                        (run / pieces + 0.05, EDGE_DEPTH_M, height),
+                        h,
+                        Material.FOLIAGE,
+                        (50 + int(rng.integers(0, 30)), 100 + int(rng.integers(0, 40)), 45),
+                    )
             elif kind < 0.5:  # fence or railing
                 height = rng.uniform(0.9, 1.8)
                 for (x, y), h in zip(xy, heading, strict=True):
@@ -337,8 +381,13 @@ def _street_clutter(loop: LoopRoad, rng: np.random.Generator, add) -> None:
                     if rng.random() < 0.7:
                         size = rng.uniform(0.6, 1.8)
                         height = rng.uniform(0.5, 1.6)
-                        add((x, y, height / 2), (size, min(size, 0.6), height), h + rng.uniform(-0.15, 0.15),
-                            Material.FOLIAGE, (45 + int(rng.integers(0, 35)), 95 + int(rng.integers(0, 50)), 40))
+                        add(
+                            (x, y, height / 2),
+                            (size, min(size, 0.6), height),
+                            h + rng.uniform(-0.15, 0.15),
+                            Material.FOLIAGE,
+                            (45 + int(rng.integers(0, 35)), 95 + int(rng.integers(0, 50)), 40),
+                        )
             s += run + rng.uniform(1.0, 12.0)
 
 

@@ -71,8 +71,9 @@ SIDEWALK_REFLECTIVITY = 24.0
 PLAZA_REFLECTIVITY = 15.0
 # By `shading.ground_classes` class (verge, sidewalk, road, white paint, yellow paint): the
 # compiled twin of `ground_reflectivity`.
-GROUND_CLASS_REFLECTIVITY = np.array([PLAZA_REFLECTIVITY, SIDEWALK_REFLECTIVITY, ROAD_REFLECTIVITY,
-                                      MARKING_REFLECTIVITY, MARKING_REFLECTIVITY])
+GROUND_CLASS_REFLECTIVITY = np.array(
+    [PLAZA_REFLECTIVITY, SIDEWALK_REFLECTIVITY, ROAD_REFLECTIVITY, MARKING_REFLECTIVITY, MARKING_REFLECTIVITY]
+)
 
 # The car's body in the ego frame (x forward, y left, z up): (x range, y half width, z range).
 # The cabin roof 0.38 m below the sensor catches about half of the lowest beams (fore and aft),
@@ -107,12 +108,20 @@ def _ego_body_distances() -> np.ndarray:
     boxes = [EGO_ROOF, EGO_BODY, EGO_WINDSCREEN]
     center_xy = np.array([[(b[0][0] + b[0][1]) / 2, 0.0] for b in boxes])
     size_xy = np.array([[b[0][1] - b[0][0], 2 * b[1]] for b in boxes])
-    vertices = frustum_vertices(center_xy, np.array([b[2][0] for b in boxes]), np.array([b[2][1] for b in boxes]),
-                                size_xy, size_xy, np.zeros(len(boxes)))
+    vertices = frustum_vertices(
+        center_xy,
+        np.array([b[2][0] for b in boxes]),
+        np.array([b[2][1] for b in boxes]),
+        size_xy,
+        size_xy,
+        np.zeros(len(boxes)),
+    )
     triangles = (_FRUSTUM_TRIANGLES[None] + 8 * np.arange(len(boxes))[:, None, None]).reshape(-1, 3)
     scene = o3d.t.geometry.RaycastingScene()
-    scene.add_triangles(o3d.core.Tensor.from_numpy(np.ascontiguousarray(vertices.reshape(-1, 3), np.float32)),
-                        o3d.core.Tensor.from_numpy(np.ascontiguousarray(triangles, np.uint32)))
+    scene.add_triangles(
+        o3d.core.Tensor.from_numpy(np.ascontiguousarray(vertices.reshape(-1, 3), np.float32)),
+        o3d.core.Tensor.from_numpy(np.ascontiguousarray(triangles, np.uint32)),
+    )
     directions = firing_directions_ego().reshape(-1, 3)
     origins = np.broadcast_to(EGO_FROM_LIDAR.translation, directions.shape)
     rays = np.concatenate([origins, directions], axis=1).astype(np.float32)
@@ -179,11 +188,24 @@ def _material_reflectivity() -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray, normal: np.ndarray,
-                    directions: np.ndarray, origins: np.ndarray, material: np.ndarray, owner: np.ndarray,
-                    reflectivity: np.ndarray, ground_reflectivity: np.ndarray, loops: np.ndarray,
-                    rotation: np.ndarray, translation: np.ndarray, seed: np.uint64, points: np.ndarray,
-                    agent: np.ndarray) -> None:
+def _returns_kernel(
+    body: np.ndarray,
+    distance: np.ndarray,
+    triangle: np.ndarray,
+    normal: np.ndarray,
+    directions: np.ndarray,
+    origins: np.ndarray,
+    material: np.ndarray,
+    owner: np.ndarray,
+    reflectivity: np.ndarray,
+    ground_reflectivity: np.ndarray,
+    loops: np.ndarray,
+    rotation: np.ndarray,
+    translation: np.ndarray,
+    seed: np.uint64,
+    points: np.ndarray,
+    agent: np.ndarray,
+) -> None:
     """Returns of one sweep from its first hits (see `simulate_sweep`); writes `points` `(n, 5)` and `agent` `(n,)`.
 
     Per ray: a dropout (1.5 %, rising to 51.5 % from 60 m to the maximum range; more on dark and
@@ -212,8 +234,14 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
             if on_body:
                 surface, cosine = reflectivity[_EGO_BODY], 0.7
             else:
-                surface, cosine = 0.0, abs(normal[i, 0] * directions[i, 0] + normal[i, 1] * directions[i, 1]
-                                           + normal[i, 2] * directions[i, 2])
+                surface, cosine = (
+                    0.0,
+                    abs(
+                        normal[i, 0] * directions[i, 0]
+                        + normal[i, 1] * directions[i, 1]
+                        + normal[i, 2] * directions[i, 2]
+                    ),
+                )
                 if scene_hit:
                     if material[tri] == _GROUND:
                         surface = ground_reflectivity[ground_class(px, py, loops) % GROUND_KERB_FLAG]
@@ -222,9 +250,10 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
                     if owner[tri] >= 0:
                         key = np.uint64(1 << 40) + np.uint64(owner[tri])
                     else:
-                        key = (np.uint64(math.floor(px / 2.0) + (1 << 20)) * np.uint64(1 << 21)
-                               + np.uint64(math.floor(py / 2.0) + (1 << 20))) * np.uint64(64) \
-                            + np.uint64(math.floor(pz / 2.0) + 32)
+                        key = (
+                            np.uint64(math.floor(px / 2.0) + (1 << 20)) * np.uint64(1 << 21)
+                            + np.uint64(math.floor(py / 2.0) + (1 << 20))
+                        ) * np.uint64(64) + np.uint64(math.floor(pz / 2.0) + 32)
                     texture = math.exp(TEXTURE_SIGMA * irwin_hall_normal(hash_bits(np.uint64(_TEXTURE_SEED), key)))
                     if material[tri] == _GLASS:
                         drop_probability += GLASS_DROPOUT
@@ -244,15 +273,15 @@ def _returns_kernel(body: np.ndarray, distance: np.ndarray, triangle: np.ndarray
             px, py, pz, intensity = origins[firing, 0], origins[firing, 1], origins[firing, 2], 0.0
         scene_hit = scene_hit and valid
         for row in range(3):
-            points[i, row] = (rotation[row, 0] * px + rotation[row, 1] * py + rotation[row, 2] * pz
-                              + translation[row])
+            points[i, row] = rotation[row, 0] * px + rotation[row, 1] * py + rotation[row, 2] * pz + translation[row]
         points[i, 3] = intensity
         points[i, 4] = i % LIDAR_BEAMS
         agent[i] = owner[tri] if scene_hit else -1
 
 
-def simulate_sweep(caster: RayCaster, layout: LocationLayout, ego_poses_at, sweep_time_s: float,
-                   rng: np.random.Generator) -> SimulatedSweep:
+def simulate_sweep(
+    caster: RayCaster, layout: LocationLayout, ego_poses_at, sweep_time_s: float, rng: np.random.Generator
+) -> SimulatedSweep:
     """Simulate the sweep whose timestamp is `sweep_time_s` (seconds from the scene start).
 
     Args:
@@ -270,8 +299,10 @@ def simulate_sweep(caster: RayCaster, layout: LocationLayout, ego_poses_at, swee
     dy = s[:, None] * directions_ego[..., 0] + c[:, None] * directions_ego[..., 1]
     directions = np.stack([dx, dy, directions_ego[..., 2]], axis=-1)  # (F, B, 3) map frame
     mount = EGO_FROM_LIDAR.translation
-    origin = np.stack([xy[:, 0] + c * mount[0] - s * mount[1], xy[:, 1] + s * mount[0] + c * mount[1],
-                       np.full(yaw.shape, mount[2])], axis=-1)  # (F, 3)
+    origin = np.stack(
+        [xy[:, 0] + c * mount[0] - s * mount[1], xy[:, 1] + s * mount[0] + c * mount[1], np.full(yaw.shape, mount[2])],
+        axis=-1,
+    )  # (F, 3)
     origins = np.broadcast_to(origin[:, None, :], directions.shape)  # (F, B, 3)
 
     # Rays that hit the car's own body first never reach the scene: cast only the others.
@@ -291,8 +322,22 @@ def simulate_sweep(caster: RayCaster, layout: LocationLayout, ego_poses_at, swee
     lidar_from_global = (global_from_ego @ EGO_FROM_LIDAR).inverse()
     points = np.empty((body.size, 5), np.float32)
     agent = np.empty(body.size, np.int64)
-    _returns_kernel(body, distance, triangle, normal, np.ascontiguousarray(directions.reshape(-1, 3)), origin,
-                    caster.mesh.material, caster.mesh.agent, _material_reflectivity(), GROUND_CLASS_REFLECTIVITY,
-                    loop_table(layout), lidar_from_global.rotation, lidar_from_global.translation,
-                    np.uint64(rng.integers(0, 2**63)), points, agent)
+    _returns_kernel(
+        body,
+        distance,
+        triangle,
+        normal,
+        np.ascontiguousarray(directions.reshape(-1, 3)),
+        origin,
+        caster.mesh.material,
+        caster.mesh.agent,
+        _material_reflectivity(),
+        GROUND_CLASS_REFLECTIVITY,
+        loop_table(layout),
+        lidar_from_global.rotation,
+        lidar_from_global.translation,
+        np.uint64(rng.integers(0, 2**63)),
+        points,
+        agent,
+    )
     return SimulatedSweep(points, agent)

@@ -99,7 +99,11 @@ def firing_directions_ego() -> np.ndarray:
     elevation = np.radians(LIDAR_ELEVATIONS_DEG)
     cos_e = np.cos(elevation)[None, :]
     directions = np.stack(
-        [np.cos(yaw)[:, None] * cos_e, np.sin(yaw)[:, None] * cos_e, np.broadcast_to(np.sin(elevation), (yaw.size, elevation.size))],
+        [
+            np.cos(yaw)[:, None] * cos_e,
+            np.sin(yaw)[:, None] * cos_e,
+            np.broadcast_to(np.sin(elevation), (yaw.size, elevation.size)),
+        ],
         axis=-1,
     )
     directions.flags.writeable = False

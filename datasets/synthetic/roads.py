@@ -103,7 +103,7 @@ def arc_position(xy: object, a: float, b: float, r: float) -> np.ndarray:
     corner = (dx != 0) & (dy != 0)
     phi = np.arctan2(dy, dx)  # polar angle around the corner centre
     # Which corner: the signs of dx, dy.
-    for (sgx, sgy, start, phi0) in [
+    for sgx, sgy, start, phi0 in [
         (1, -1, sx, -0.5 * np.pi),
         (1, 1, sx + arc + sy, 0.0),
         (-1, 1, 2 * sx + 2 * arc + sy, 0.5 * np.pi),

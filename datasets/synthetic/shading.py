@@ -47,8 +47,13 @@ _GROUND, _BUILDING, _GLASS = int(Material.GROUND), int(Material.BUILDING), int(M
 
 def loop_table(layout: LocationLayout) -> np.ndarray:
     """`(L, 5)` float64 rows `(centre x, centre y, half x, half y, corner radius)` of the layout's loops."""
-    return np.array([(loop.center_xy[0], loop.center_xy[1], loop.half_x_m, loop.half_y_m, loop.corner_radius_m)
-                     for loop in layout.loops], dtype=np.float64).reshape(-1, 5)
+    return np.array(
+        [
+            (loop.center_xy[0], loop.center_xy[1], loop.half_x_m, loop.half_y_m, loop.corner_radius_m)
+            for loop in layout.loops
+        ],
+        dtype=np.float64,
+    ).reshape(-1, 5)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -121,8 +126,9 @@ def ground_class(x: float, y: float, loops: np.ndarray) -> int:
         elif abs(magnitude - _EDGE_LINE_M) < _EDGE_HALF_WIDTH_M:
             kind = GROUND_PAINT
         elif abs(magnitude - LANE_WIDTH_M) < _DIVIDER_HALF_WIDTH_M:
-            arc = _arc_position(x - loops[nearest, 0], y - loops[nearest, 1], loops[nearest, 2], loops[nearest, 3],
-                                loops[nearest, 4])
+            arc = _arc_position(
+                x - loops[nearest, 0], y - loops[nearest, 1], loops[nearest, 2], loops[nearest, 3], loops[nearest, 4]
+            )
             if arc % _DASH_PERIOD_M < _DASH_LENGTH_M:
                 kind = GROUND_PAINT
     if abs(magnitude - ROAD_HALF_WIDTH_M) < _KERB_HALF_WIDTH_M:
@@ -172,15 +178,23 @@ def _pinhole_rays_kernel(inv_k: np.ndarray, rotation: np.ndarray, origin: np.nda
                 out[row, col, 3 + axis] = rotation[axis, 0] * cx + rotation[axis, 1] * cy + rotation[axis, 2] * cz
 
 
-def pinhole_rays(inv_intrinsics: np.ndarray, global_from_camera_rotation: np.ndarray, camera_origin: np.ndarray,
-                 height: int, width: int) -> np.ndarray:
+def pinhole_rays(
+    inv_intrinsics: np.ndarray,
+    global_from_camera_rotation: np.ndarray,
+    camera_origin: np.ndarray,
+    height: int,
+    width: int,
+) -> np.ndarray:
     """`(height * width, 6)` float32 rays `(origin, unit direction)` (map frame) through the pixel
     centres of an image, row-major; the layout Open3D's `cast_rays` takes. Pixel `(row, col)`'s
     camera-frame direction is `inv_intrinsics @ (col, row, 1)`, normalized (as in `shade_image`)."""
     out = np.empty((height, width, 6), np.float32)
-    _pinhole_rays_kernel(np.ascontiguousarray(inv_intrinsics, np.float64),
-                         np.ascontiguousarray(global_from_camera_rotation, np.float64),
-                         np.ascontiguousarray(camera_origin, np.float64), out)
+    _pinhole_rays_kernel(
+        np.ascontiguousarray(inv_intrinsics, np.float64),
+        np.ascontiguousarray(global_from_camera_rotation, np.float64),
+        np.ascontiguousarray(camera_origin, np.float64),
+        out,
+    )
     return out.reshape(-1, 6)
 
 
@@ -209,10 +223,22 @@ def irwin_hall_normal(bits: np.uint64) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _shade_kernel(cast_triangle: np.ndarray, cast_distance: np.ndarray, inv_k: np.ndarray, rotation: np.ndarray,
-                  origin: np.ndarray, planes: np.ndarray, material: np.ndarray, agent: np.ndarray,
-                  color: np.ndarray, loops: np.ndarray, sun: np.ndarray, noise_seed: np.uint64,
-                  noise_std: float, out: np.ndarray) -> None:
+def _shade_kernel(
+    cast_triangle: np.ndarray,
+    cast_distance: np.ndarray,
+    inv_k: np.ndarray,
+    rotation: np.ndarray,
+    origin: np.ndarray,
+    planes: np.ndarray,
+    material: np.ndarray,
+    agent: np.ndarray,
+    color: np.ndarray,
+    loops: np.ndarray,
+    sun: np.ndarray,
+    noise_seed: np.uint64,
+    noise_std: float,
+    out: np.ndarray,
+) -> None:
     height, width = out.shape[0], out.shape[1]
     cast_h, cast_w = cast_triangle.shape
     sy, sx = cast_h / height, cast_w / width
@@ -274,11 +300,23 @@ def _shade_kernel(cast_triangle: np.ndarray, cast_distance: np.ndarray, inv_k: n
                 out[row, col, c] = np.uint8(min(max(math.floor(value + 0.5), 0.0), 255.0))
 
 
-def shade_image(cast_triangle: np.ndarray, cast_distance: np.ndarray, inv_intrinsics: np.ndarray,
-                global_from_camera_rotation: np.ndarray, camera_origin: np.ndarray, planes: np.ndarray,
-                material: np.ndarray, agent: np.ndarray, color_rgb: np.ndarray, loops: np.ndarray,
-                sun_direction: np.ndarray, noise_seed: int, height: int, width: int,
-                noise_std: float = NOISE_STD) -> np.ndarray:
+def shade_image(
+    cast_triangle: np.ndarray,
+    cast_distance: np.ndarray,
+    inv_intrinsics: np.ndarray,
+    global_from_camera_rotation: np.ndarray,
+    camera_origin: np.ndarray,
+    planes: np.ndarray,
+    material: np.ndarray,
+    agent: np.ndarray,
+    color_rgb: np.ndarray,
+    loops: np.ndarray,
+    sun_direction: np.ndarray,
+    noise_seed: int,
+    height: int,
+    width: int,
+    noise_std: float = NOISE_STD,
+) -> np.ndarray:
     """Shade an `(height, width, 3)` uint8 RGB image from a ray-cast at a coarser (or equal) resolution.
 
     Each pixel takes the triangle of the nearest cast ray, intersects its own ray with that
@@ -297,19 +335,40 @@ def shade_image(cast_triangle: np.ndarray, cast_distance: np.ndarray, inv_intrin
         loops: `loop_table(layout)`; sun_direction: `(3,)` unit vector towards the sun.
     """
     out = np.empty((height, width, 3), np.uint8)
-    _shade_kernel(np.ascontiguousarray(cast_triangle, np.int32), np.ascontiguousarray(cast_distance, np.float32),
-                  np.ascontiguousarray(inv_intrinsics, np.float64),
-                  np.ascontiguousarray(global_from_camera_rotation, np.float64),
-                  np.ascontiguousarray(camera_origin, np.float64), planes, material, agent, color_rgb, loops,
-                  np.ascontiguousarray(sun_direction, np.float64), np.uint64(noise_seed), float(noise_std), out)
+    _shade_kernel(
+        np.ascontiguousarray(cast_triangle, np.int32),
+        np.ascontiguousarray(cast_distance, np.float32),
+        np.ascontiguousarray(inv_intrinsics, np.float64),
+        np.ascontiguousarray(global_from_camera_rotation, np.float64),
+        np.ascontiguousarray(camera_origin, np.float64),
+        planes,
+        material,
+        agent,
+        color_rgb,
+        loops,
+        np.ascontiguousarray(sun_direction, np.float64),
+        np.uint64(noise_seed),
+        float(noise_std),
+        out,
+    )
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_box_rays_kernel(origins: np.ndarray, directions: np.ndarray, owner: np.ndarray, distance: np.ndarray,
-                           width: int, rects: np.ndarray, agents: np.ndarray, centers: np.ndarray,
-                           half_lwh: np.ndarray, yaws: np.ndarray, visible: np.ndarray,
-                           occluded: np.ndarray) -> None:
+def _count_box_rays_kernel(
+    origins: np.ndarray,
+    directions: np.ndarray,
+    owner: np.ndarray,
+    distance: np.ndarray,
+    width: int,
+    rects: np.ndarray,
+    agents: np.ndarray,
+    centers: np.ndarray,
+    half_lwh: np.ndarray,
+    yaws: np.ndarray,
+    visible: np.ndarray,
+    occluded: np.ndarray,
+) -> None:
     bo = np.empty(3)  # ray origin and direction in the box frame (x along the length)
     bd = np.empty(3)
     for k in range(rects.shape[0]):
@@ -338,9 +397,18 @@ def _count_box_rays_kernel(origins: np.ndarray, directions: np.ndarray, owner: n
                     occluded[k] += 1
 
 
-def count_box_rays(origins: np.ndarray, directions: np.ndarray, owner: np.ndarray, distance_m: np.ndarray,
-                   width: int, rects: np.ndarray, agents: np.ndarray, centers: np.ndarray, sizes_wlh: np.ndarray,
-                   yaws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def count_box_rays(
+    origins: np.ndarray,
+    directions: np.ndarray,
+    owner: np.ndarray,
+    distance_m: np.ndarray,
+    width: int,
+    rects: np.ndarray,
+    agents: np.ndarray,
+    centers: np.ndarray,
+    sizes_wlh: np.ndarray,
+    yaws: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each of K upright boxes, count the rays of its pixel rectangle that enter the box and
     first hit the box's agent (visible) or something else nearer than the box (occluded).
 
@@ -356,9 +424,18 @@ def count_box_rays(origins: np.ndarray, directions: np.ndarray, owner: np.ndarra
     visible = np.zeros(len(agents), np.int64)
     occluded = np.zeros(len(agents), np.int64)
     half_lwh = np.ascontiguousarray(np.asarray(sizes_wlh, np.float64)[:, [1, 0, 2]] / 2)
-    _count_box_rays_kernel(origins, directions,
-                           np.ascontiguousarray(owner, np.int64), np.ascontiguousarray(distance_m, np.float64),
-                           int(width), np.ascontiguousarray(rects, np.int64), np.ascontiguousarray(agents, np.int64),
-                           np.ascontiguousarray(centers, np.float64), half_lwh,
-                           np.ascontiguousarray(yaws, np.float64), visible, occluded)
+    _count_box_rays_kernel(
+        origins,
+        directions,
+        np.ascontiguousarray(owner, np.int64),
+        np.ascontiguousarray(distance_m, np.float64),
+        int(width),
+        np.ascontiguousarray(rects, np.int64),
+        np.ascontiguousarray(agents, np.int64),
+        np.ascontiguousarray(centers, np.float64),
+        half_lwh,
+        np.ascontiguousarray(yaws, np.float64),
+        visible,
+        occluded,
+    )
     return visible, occluded

@@ -75,6 +75,8 @@ def vocabulary_tables(seed: int) -> dict[str, list[dict]]:
     ]
     visibility = [{"token": token, "level": level, "description": text} for token, level, text in VISIBILITY_LEVELS]
     sensor = [{"token": make_token(seed, "sensor", LIDAR_CHANNEL), "channel": LIDAR_CHANNEL, "modality": "lidar"}]
-    sensor += [{"token": make_token(seed, "sensor", channel), "channel": channel, "modality": "camera"}
-               for channel in CAMERA_CHANNELS]
+    sensor += [
+        {"token": make_token(seed, "sensor", channel), "channel": channel, "modality": "camera"}
+        for channel in CAMERA_CHANNELS
+    ]
     return {"category": category, "attribute": attribute, "visibility": visibility, "sensor": sensor}

@@ -76,13 +76,31 @@ CYCLE_TRACK_GAP_MEAN_M = 400.0
 CYCLE_PARKING_GAP_MIN_M, CYCLE_PARKING_GAP_MEAN_M = 8.0, 300.0
 
 BODY_COLORS = np.array(
-    [[200, 30, 30], [30, 60, 170], [230, 230, 230], [25, 25, 25], [140, 140, 145], [20, 110, 60], [210, 170, 30],
-     [120, 30, 110], [60, 150, 200], [170, 90, 40]],
+    [
+        [200, 30, 30],
+        [30, 60, 170],
+        [230, 230, 230],
+        [25, 25, 25],
+        [140, 140, 145],
+        [20, 110, 60],
+        [210, 170, 30],
+        [120, 30, 110],
+        [60, 150, 200],
+        [170, 90, 40],
+    ],
     dtype=np.uint8,
 )
 CLOTHES_COLORS = np.array(
-    [[180, 40, 40], [40, 80, 160], [230, 220, 60], [40, 140, 70], [220, 120, 30], [150, 60, 150], [245, 245, 245],
-     [30, 30, 30]],
+    [
+        [180, 40, 40],
+        [40, 80, 160],
+        [230, 220, 60],
+        [40, 140, 70],
+        [220, 120, 30],
+        [150, 60, 150],
+        [245, 245, 245],
+        [30, 30, 30],
+    ],
     dtype=np.uint8,
 )
 
@@ -103,7 +121,9 @@ class SpeedProfiles:
 
     def __post_init__(self) -> None:
         if self.distance_m.shape != self.speed_m_s.shape or self.distance_m.ndim != 2:
-            raise ValueError(f"SpeedProfiles arrays must both be (P, T), got {self.distance_m.shape}, {self.speed_m_s.shape}")
+            raise ValueError(
+                f"SpeedProfiles arrays must both be (P, T), got {self.distance_m.shape}, {self.speed_m_s.shape}"
+            )
 
     def at(self, profile: np.ndarray, t_s: float) -> tuple[np.ndarray, np.ndarray]:
         """`(distance_m, speed_m_s)` of profiles `profile` (index array) at time `t_s` (linear interpolation)."""
@@ -310,15 +330,39 @@ class _Builder:
         size[2] *= scale_h
         return np.maximum(size, 0.3 * mean)
 
-    def add(self, category: str, size_wlh: np.ndarray, offset: float, s0: float, direction: int, profile: int,
-            *, yaw_extra: float = 0.0, rider: bool = False, sitting: bool = False, static_attribute: str = "",
-            color: np.ndarray | None = None) -> None:
+    def add(
+        self,
+        category: str,
+        size_wlh: np.ndarray,
+        offset: float,
+        s0: float,
+        direction: int,
+        profile: int,
+        *,
+        yaw_extra: float = 0.0,
+        rider: bool = False,
+        sitting: bool = False,
+        static_attribute: str = "",
+        color: np.ndarray | None = None,
+    ) -> None:
         if color is None:
             palette = CLOTHES_COLORS if category.startswith("human") else BODY_COLORS
             color = palette[self.rng.integers(0, len(palette))]
-        self.rows.append(dict(category=category, size=size_wlh, offset=offset, s0=s0, direction=direction,
-                              profile=profile, yaw_extra=yaw_extra, rider=rider, sitting=sitting,
-                              static_attribute=static_attribute, color=color))
+        self.rows.append(
+            dict(
+                category=category,
+                size=size_wlh,
+                offset=offset,
+                s0=s0,
+                direction=direction,
+                profile=profile,
+                yaw_extra=yaw_extra,
+                rider=rider,
+                sitting=sitting,
+                static_attribute=static_attribute,
+                color=color,
+            )
+        )
 
     def build(self) -> Agents:
         rows = self.rows
@@ -383,8 +427,16 @@ def build_scene_world(seed: int, scene_index: int, layout: LocationLayout, durat
             tracks[offset] = track(offset)
         return tracks[offset]
 
-    def place(category: str, size: np.ndarray, offset: float, centre_s: float, direction: int, profile: int,
-              extent_m: float | None = None, **kwargs) -> bool:
+    def place(
+        category: str,
+        size: np.ndarray,
+        offset: float,
+        centre_s: float,
+        direction: int,
+        profile: int,
+        extent_m: float | None = None,
+        **kwargs,
+    ) -> bool:
         extent = size[1] if extent_m is None else extent_m
         t = get_track(offset)
         lo, hi = centre_s - extent / 2 - 0.4, centre_s + extent / 2 + 0.4
@@ -400,20 +452,58 @@ def build_scene_world(seed: int, scene_index: int, layout: LocationLayout, durat
     # ---- guaranteed cast near the start --------------------------------------------------------
     strip_ego = ego_side * PARKING_STRIP_M
     strip_far = -ego_side * PARKING_STRIP_M
-    _work_zone(builder, place, rng, loop, strip_ego, arc_near_ego(strip_ego, rng.uniform(9.5, 14.0)), ego_direction,
-               facing=ego_direction)
+    _work_zone(
+        builder,
+        place,
+        rng,
+        loop,
+        strip_ego,
+        arc_near_ego(strip_ego, rng.uniform(9.5, 14.0)),
+        ego_direction,
+        facing=ego_direction,
+    )
     bus_category = "vehicle.bus.rigid" if rng.random() < 0.85 else "vehicle.bus.bendy"
-    place(bus_category, builder.size(bus_category), strip_far, arc_near_ego(strip_far, rng.uniform(8, 20)),
-          -ego_direction, -1, static_attribute="vehicle.stopped")
-    place("vehicle.truck", builder.size("vehicle.truck"), strip_far, arc_near_ego(strip_far, rng.uniform(28, 34)),
-          -ego_direction, -1, static_attribute="vehicle.parked")
-    place("vehicle.trailer", builder.size("vehicle.trailer"), strip_far, arc_near_ego(strip_far, rng.uniform(-22, -14)),
-          -ego_direction, -1, static_attribute="vehicle.parked")
+    place(
+        bus_category,
+        builder.size(bus_category),
+        strip_far,
+        arc_near_ego(strip_far, rng.uniform(8, 20)),
+        -ego_direction,
+        -1,
+        static_attribute="vehicle.stopped",
+    )
+    place(
+        "vehicle.truck",
+        builder.size("vehicle.truck"),
+        strip_far,
+        arc_near_ego(strip_far, rng.uniform(28, 34)),
+        -ego_direction,
+        -1,
+        static_attribute="vehicle.parked",
+    )
+    place(
+        "vehicle.trailer",
+        builder.size("vehicle.trailer"),
+        strip_far,
+        arc_near_ego(strip_far, rng.uniform(-22, -14)),
+        -ego_direction,
+        -1,
+        static_attribute="vehicle.parked",
+    )
     for category, ahead in (("vehicle.bicycle", 5.0), ("vehicle.motorcycle", 9.0)):
         offset = ego_side * CYCLE_PARKING_M
         size = builder.size(category, scale_h=0.78)
-        place(category, size, offset, arc_near_ego(offset, ahead + rng.uniform(0, 2)), ego_direction, -1,
-              extent_m=size[0], yaw_extra=np.pi / 2, rider=False)
+        place(
+            category,
+            size,
+            offset,
+            arc_near_ego(offset, ahead + rng.uniform(0, 2)),
+            ego_direction,
+            -1,
+            extent_m=size[0],
+            yaw_extra=np.pi / 2,
+            rider=False,
+        )
     # Keep the ego's side of the road clear of parked vehicles up to the work zone, so the parked
     # cycles and the first cones stand in view.
     strip_arc = arc_near_ego(strip_ego, 0.0)
@@ -441,9 +531,18 @@ def build_scene_world(seed: int, scene_index: int, layout: LocationLayout, durat
             offset = side * walk
             profile = new_profile(rng.uniform(0.9, 1.6), False)
             direction = int(rng.choice([-1, 1]))
-            _fill_stream(builder, place, rng, get_track(offset), offset, direction, profile,
-                         categories=("human.pedestrian.adult", "human.pedestrian.child"), weights=(0.9, 0.1),
-                         gap_mean_m=WALK_GAP_MEAN_M)
+            _fill_stream(
+                builder,
+                place,
+                rng,
+                get_track(offset),
+                offset,
+                direction,
+                profile,
+                categories=("human.pedestrian.adult", "human.pedestrian.child"),
+                weights=(0.9, 0.1),
+                gap_mean_m=WALK_GAP_MEAN_M,
+            )
         offset = side * STAND_OFFSET_M
         t = get_track(offset)
         s = rng.uniform(0, 10)
@@ -452,41 +551,89 @@ def build_scene_world(seed: int, scene_index: int, layout: LocationLayout, durat
             sitting = bool(rng.random() < 0.2)
             if sitting:
                 size[2] = rng.uniform(1.0, 1.3)
-            place("human.pedestrian.adult", size, offset, s, int(rng.choice([-1, 1])), -1,
-                  yaw_extra=float(rng.uniform(-np.pi, np.pi)), extent_m=1.2, sitting=sitting)
+            place(
+                "human.pedestrian.adult",
+                size,
+                offset,
+                s,
+                int(rng.choice([-1, 1])),
+                -1,
+                yaw_extra=float(rng.uniform(-np.pi, np.pi)),
+                extent_m=1.2,
+                sitting=sitting,
+            )
             s += 3.0 + rng.exponential(STAND_GAP_MEAN_M)
         offset = side * CYCLE_TRACK_M
         profile = new_profile(rng.uniform(3.0, 6.5), False)
-        _fill_stream(builder, place, rng, get_track(offset), offset, int(np.sign(offset)) * keep, profile,
-                     categories=("vehicle.bicycle",), weights=(1.0,), gap_mean_m=CYCLE_TRACK_GAP_MEAN_M, rider=True)
+        _fill_stream(
+            builder,
+            place,
+            rng,
+            get_track(offset),
+            offset,
+            int(np.sign(offset)) * keep,
+            profile,
+            categories=("vehicle.bicycle",),
+            weights=(1.0,),
+            gap_mean_m=CYCLE_TRACK_GAP_MEAN_M,
+            rider=True,
+        )
         offset = side * CYCLE_PARKING_M
         t = get_track(offset)
         s = rng.uniform(0, 20)
         while s < t.perimeter_m:
             category = "vehicle.bicycle" if rng.random() < 0.6 else "vehicle.motorcycle"
             size = builder.size(category, scale_h=0.78)
-            place(category, size, offset, s, int(rng.choice([-1, 1])), -1, extent_m=size[0] + 0.3,
-                  yaw_extra=np.pi / 2)
+            place(category, size, offset, s, int(rng.choice([-1, 1])), -1, extent_m=size[0] + 0.3, yaw_extra=np.pi / 2)
             s += CYCLE_PARKING_GAP_MIN_M + rng.exponential(CYCLE_PARKING_GAP_MEAN_M)
 
-    distance = np.concatenate([np.zeros((len(speeds), 1)), np.cumsum(
-        0.5 * (np.stack(speeds)[:, 1:] + np.stack(speeds)[:, :-1]) * PROFILE_STEP_S, axis=1)], axis=1)
+    distance = np.concatenate(
+        [
+            np.zeros((len(speeds), 1)),
+            np.cumsum(0.5 * (np.stack(speeds)[:, 1:] + np.stack(speeds)[:, :-1]) * PROFILE_STEP_S, axis=1),
+        ],
+        axis=1,
+    )
     zero_index = round((0.0 - times[0]) / PROFILE_STEP_S)
-    distance -= distance[:, zero_index:zero_index + 1]
+    distance -= distance[:, zero_index : zero_index + 1]
     profiles = SpeedProfiles(float(times[0]), distance, np.stack(speeds))
-    return SceneWorld(layout, loop_index, float(ego_offset), float(ego_s0), ego_direction, profiles,
-                      builder.build(), float(duration_s))
+    return SceneWorld(
+        layout,
+        loop_index,
+        float(ego_offset),
+        float(ego_s0),
+        ego_direction,
+        profiles,
+        builder.build(),
+        float(duration_s),
+    )
 
 
-def _work_zone(builder: _Builder, place, rng: np.random.Generator, loop: LoopRoad, offset: float, start_s: float,
-               along: int, facing: int) -> float:
+def _work_zone(
+    builder: _Builder,
+    place,
+    rng: np.random.Generator,
+    loop: LoopRoad,
+    offset: float,
+    start_s: float,
+    along: int,
+    facing: int,
+) -> float:
     """A work zone in a parking strip, laid out along `along` (+1/-1 in arc length) from `start_s`:
     a taper of cones, a row of barriers across the strip, the construction vehicle, a worker."""
     s = start_s
     for _ in range(int(rng.integers(3, 6))):
         size = builder.size("movable_object.trafficcone")
-        place("movable_object.trafficcone", size, offset, s, facing, -1, extent_m=0.7,
-              yaw_extra=float(rng.uniform(0, np.pi)))
+        place(
+            "movable_object.trafficcone",
+            size,
+            offset,
+            s,
+            facing,
+            -1,
+            extent_m=0.7,
+            yaw_extra=float(rng.uniform(0, np.pi)),
+        )
         s += along * rng.uniform(2.5, 3.5)
     for _ in range(int(rng.integers(2, 4))):
         size = builder.size("movable_object.barrier")
@@ -495,14 +642,31 @@ def _work_zone(builder: _Builder, place, rng: np.random.Generator, loop: LoopRoa
         s += along * (size[1] + rng.uniform(0.8, 2.0))
     size = builder.size("vehicle.construction")
     s += along * (size[1] / 2 + 1.0)
-    place("vehicle.construction", size, offset, s, facing, -1, static_attribute="vehicle.parked",
-          color=np.array([235, 180, 20], dtype=np.uint8))
+    place(
+        "vehicle.construction",
+        size,
+        offset,
+        s,
+        facing,
+        -1,
+        static_attribute="vehicle.parked",
+        color=np.array([235, 180, 20], dtype=np.uint8),
+    )
     end_s = s + along * (size[1] / 2 + 1.0)
     worker_offset = float(np.sign(offset) * STAND_OFFSET_M)
     size = builder.size("human.pedestrian.construction_worker")
     worker_s = float(loop.transfer_arc(s, offset, worker_offset))
-    place("human.pedestrian.construction_worker", size, worker_offset, worker_s, facing, -1, extent_m=1.2,
-          yaw_extra=float(rng.uniform(-np.pi, np.pi)), color=np.array([250, 120, 20], dtype=np.uint8))
+    place(
+        "human.pedestrian.construction_worker",
+        size,
+        worker_offset,
+        worker_s,
+        facing,
+        -1,
+        extent_m=1.2,
+        yaw_extra=float(rng.uniform(-np.pi, np.pi)),
+        color=np.array([250, 120, 20], dtype=np.uint8),
+    )
     return end_s
 
 
@@ -568,9 +732,19 @@ def _fill_parking(builder: _Builder, place, rng, loop: LoopRoad, track: _Track, 
         s += PARKING_GAP_MIN_M + rng.exponential(PARKING_GAP_MEAN_M)
 
 
-def _fill_stream(builder: _Builder, place, rng, track: _Track, offset: float, direction: int, profile: int,
-                 categories: tuple[str, ...], weights: tuple[float, ...], gap_mean_m: float,
-                 rider: bool = False) -> None:
+def _fill_stream(
+    builder: _Builder,
+    place,
+    rng,
+    track: _Track,
+    offset: float,
+    direction: int,
+    profile: int,
+    categories: tuple[str, ...],
+    weights: tuple[float, ...],
+    gap_mean_m: float,
+    rider: bool = False,
+) -> None:
     """Agents moving along a sidewalk or cycle track at the stream's common speed."""
     s = rng.uniform(0.0, gap_mean_m)
     while s < track.perimeter_m:

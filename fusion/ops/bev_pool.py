@@ -42,8 +42,12 @@ def bev_cell_index(
     column = torch.floor((points[..., 0] - x_range_m[0]) / cell_m).long()
     row = torch.floor((points[..., 1] - y_range_m[0]) / cell_m).long()
     inside = (
-        (column >= 0) & (column < width) & (row >= 0) & (row < height)
-        & (points[..., 2] >= z_range_m[0]) & (points[..., 2] < z_range_m[1])
+        (column >= 0)
+        & (column < width)
+        & (row >= 0)
+        & (row < height)
+        & (points[..., 2] >= z_range_m[0])
+        & (points[..., 2] < z_range_m[1])
     )
     if batch_index is None:
         batch_index = torch.arange(batch, device=points.device)

@@ -130,9 +130,7 @@ def _scatter_inputs(features: Any, point_voxel_index: Any, num_voxels: int) -> t
     if feats.ndim != 2 or feats.dtype != np.float32:
         raise ValueError(f"features must be (N, C) float32, got shape {feats.shape} {feats.dtype}")
     if index.shape != (feats.shape[0],) or index.dtype != np.int32:
-        raise ValueError(
-            f"point_voxel_index must be ({feats.shape[0]},) int32, got shape {index.shape} {index.dtype}"
-        )
+        raise ValueError(f"point_voxel_index must be ({feats.shape[0]},) int32, got shape {index.shape} {index.dtype}")
     if num_voxels < 0 or (index.size and int(index.max()) >= num_voxels):
         raise ValueError(f"point_voxel_index holds voxels beyond num_voxels={num_voxels}")
     return np.ascontiguousarray(feats), np.ascontiguousarray(index)

@@ -163,9 +163,7 @@ class _PartitionScratch:
         self.splits = np.empty(0, np.int64)
         self.sizes = np.empty(0, np.int64)
 
-    def reserve(
-        self, max_local: int, num_parts: int, num_cells: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
+    def reserve(self, max_local: int, num_parts: int, num_cells: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Grow to T partitions of L local voxels; return the dense cell table (empty when the grid
         is large), the (T, 2**max_bits) hash tables (T rows of 1 entry with a dense table), and the
         log2 size each hash table starts at."""
@@ -233,10 +231,28 @@ class _CallPlan:
         route_points, route_keys, route_locals, route_slots = routes.arrays(num_points, num_parts, num_parts, 4)
         part_keys, part_counts, part_first, local_to_voxel = scratch.local[: 4 * num_parts * capacity].reshape(4, -1)
         return cls(
-            num_points, num_parts, capacity, dense_table, tables, start_bits, scratch.sample, scratch.sync,
-            scratch.splits, scratch.sizes, routes.key_stage.rows(num_parts), routes.key_stage.key_rows(num_parts),
-            route_points, route_keys, route_locals, route_slots, routes.counts, routes.drops, part_keys, part_counts,
-            part_first, local_to_voxel,
+            num_points,
+            num_parts,
+            capacity,
+            dense_table,
+            tables,
+            start_bits,
+            scratch.sample,
+            scratch.sync,
+            scratch.splits,
+            scratch.sizes,
+            routes.key_stage.rows(num_parts),
+            routes.key_stage.key_rows(num_parts),
+            route_points,
+            route_keys,
+            route_locals,
+            route_slots,
+            routes.counts,
+            routes.drops,
+            part_keys,
+            part_counts,
+            part_first,
+            local_to_voxel,
         )
 
 
@@ -297,15 +313,49 @@ class Voxelizer:
         return self._features, self._point_voxel_index[:num_points]
 
     def _run(
-        self, plan: _CallPlan, num_workers: int, points: np.ndarray, point_voxel_index: np.ndarray,
-        features: np.ndarray, coords_zyx: np.ndarray, num_points: np.ndarray, fresh: bool,
+        self,
+        plan: _CallPlan,
+        num_workers: int,
+        points: np.ndarray,
+        point_voxel_index: np.ndarray,
+        features: np.ndarray,
+        coords_zyx: np.ndarray,
+        num_points: np.ndarray,
+        fresh: bool,
     ) -> tuple[int, int, int, int, int]:
         return _hard_voxelize_kernel(
-            num_workers, plan.sync, points, self._range_min, self._voxel_size, self._grid, plan.sample, plan.splits,
-            plan.stage, plan.block_keys, plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table,
-            plan.tables, plan.start_bits, plan.capacity, self.config.max_voxels, plan.part_keys, plan.part_counts,
-            plan.part_first, plan.sizes, plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index,
-            features, coords_zyx, num_points, self._filled, fresh, plan.drops,
+            num_workers,
+            plan.sync,
+            points,
+            self._range_min,
+            self._voxel_size,
+            self._grid,
+            plan.sample,
+            plan.splits,
+            plan.stage,
+            plan.block_keys,
+            plan.route_points,
+            plan.route_keys,
+            plan.route_counts,
+            plan.dense_table,
+            plan.tables,
+            plan.start_bits,
+            plan.capacity,
+            self.config.max_voxels,
+            plan.part_keys,
+            plan.part_counts,
+            plan.part_first,
+            plan.sizes,
+            plan.route_locals,
+            plan.route_slots,
+            plan.local_to_voxel,
+            point_voxel_index,
+            features,
+            coords_zyx,
+            num_points,
+            self._filled,
+            fresh,
+            plan.drops,
         )
 
     def _voxelize(self, points: np.ndarray, fresh: bool, num_parts: int | None = None) -> Voxels:
@@ -336,7 +386,13 @@ class Voxelizer:
             features, point_voxel_index = self._output_buffers(n, points.shape[1])
             coords_zyx, num_points = self._coords_zyx, self._num_points
         num_local, num_nan, num_out_of_range, num_voxel_overflow, num_point_overflow = self._run(
-            plan, num_workers, points, point_voxel_index, features, coords_zyx, num_points,
+            plan,
+            num_workers,
+            points,
+            point_voxel_index,
+            features,
+            coords_zyx,
+            num_points,
             fresh,
         )
         num_voxels = min(num_local, config.max_voxels)
@@ -344,8 +400,14 @@ class Voxelizer:
         coords_zyx = coords_zyx[:num_voxels]
         num_points = num_points[:num_voxels]
         return Voxels(
-            features, coords_zyx, num_points, point_voxel_index, num_nan=num_nan, num_out_of_range=num_out_of_range,
-            num_voxel_overflow=num_voxel_overflow, num_point_overflow=num_point_overflow,
+            features,
+            coords_zyx,
+            num_points,
+            point_voxel_index,
+            num_nan=num_nan,
+            num_out_of_range=num_out_of_range,
+            num_voxel_overflow=num_voxel_overflow,
+            num_point_overflow=num_point_overflow,
         )
 
 
@@ -387,8 +449,17 @@ def dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVo
     grid = _grid_array(config)
     whole_grid = np.array([0, config.num_cells], np.int64)  # one partition owns every cell
     _route_points_kernel(
-        points, config.range_min_f32, config.voxel_size_f32, grid, whole_grid, routes.key_stage.rows(num_chunks),
-        routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
+        points,
+        config.range_min_f32,
+        config.voxel_size_f32,
+        grid,
+        whole_grid,
+        routes.key_stage.rows(num_chunks),
+        routes.key_stage.key_rows(num_chunks),
+        route_points,
+        route_keys,
+        routes.counts,
+        point_voxel_index,
         routes.drops,
     )
     num_voxels = _assign_dynamic_kernel(
@@ -398,6 +469,9 @@ def dynamic_voxelize_numba(points: np.ndarray, config: VoxelConfig) -> DynamicVo
     _decode_keys_kernel(scratch.voxel_keys, grid, coords_zyx)
     drops = routes.drops.sum(axis=0)
     return DynamicVoxels(
-        point_voxel_index, coords_zyx, scratch.counts[:num_voxels].copy(),
-        num_nan=int(drops[0]), num_out_of_range=int(drops[1]),
+        point_voxel_index,
+        coords_zyx,
+        scratch.counts[:num_voxels].copy(),
+        num_nan=int(drops[0]),
+        num_out_of_range=int(drops[1]),
     )

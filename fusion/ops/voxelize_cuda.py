@@ -172,7 +172,9 @@ def _round_take_kernel(point_voxel_index, slot, round_min, round_index, voxel_po
 
 
 @cuda.jit
-def _finish_hard_kernel(points, voxel_points, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, stats):  # pragma: no cover
+def _finish_hard_kernel(
+    points, voxel_points, counts, voxel_keys, grid_xyz, features, coords_zyx, num_points, stats
+):  # pragma: no cover
     v = cuda.grid(1)
     if v >= features.shape[0]:
         return
@@ -303,7 +305,9 @@ def _voxel_ids(keys: Any, table: Any, max_voxels: int, stats: Any, point_voxel_i
     num_voxels = min(num_cells_seen, max_voxels)
     voxel_keys = cuda.device_array(max(num_voxels, 1), np.int32)
     counts = cuda.to_device(np.zeros(max(num_voxels, 1), np.int32))
-    _voxel_ids_kernel[_blocks(n), _THREADS](keys, table, ranks, max_voxels, point_voxel_index, voxel_keys, counts, stats)
+    _voxel_ids_kernel[_blocks(n), _THREADS](
+        keys, table, ranks, max_voxels, point_voxel_index, voxel_keys, counts, stats
+    )
     return voxel_keys, counts, num_voxels
 
 
@@ -342,9 +346,14 @@ def voxelize_cuda(points: Any, config: VoxelConfig) -> Voxels:
         host_stats = stats.copy_to_host()
         cuda.synchronize()
     return Voxels(
-        outputs.finish(features), outputs.finish(coords), outputs.finish(num_points), outputs.finish(pvi),
-        num_nan=int(host_stats[0]), num_out_of_range=int(host_stats[1]),
-        num_voxel_overflow=int(host_stats[2]), num_point_overflow=int(host_stats[4]),
+        outputs.finish(features),
+        outputs.finish(coords),
+        outputs.finish(num_points),
+        outputs.finish(pvi),
+        num_nan=int(host_stats[0]),
+        num_out_of_range=int(host_stats[1]),
+        num_voxel_overflow=int(host_stats[2]),
+        num_point_overflow=int(host_stats[4]),
     )
 
 
@@ -372,8 +381,11 @@ def dynamic_voxelize_cuda(points: Any, config: VoxelConfig) -> DynamicVoxels:
         host_stats = stats.copy_to_host()
         cuda.synchronize()
     return DynamicVoxels(
-        outputs.finish(pvi), outputs.finish(coords), outputs.finish(num_points),
-        num_nan=int(host_stats[0]), num_out_of_range=int(host_stats[1]),
+        outputs.finish(pvi),
+        outputs.finish(coords),
+        outputs.finish(num_points),
+        num_nan=int(host_stats[0]),
+        num_out_of_range=int(host_stats[1]),
     )
 
 
@@ -382,7 +394,12 @@ def _empty_voxels(outputs: _Outputs, config: VoxelConfig, num_features: int) -> 
         return outputs.finish(outputs.empty(shape, dtype)[0])
 
     return Voxels(
-        make((0, config.max_points_per_voxel, num_features), np.float32), make((0, 3), np.int32),
-        make((0,), np.int32), make((0,), np.int32),
-        num_nan=0, num_out_of_range=0, num_voxel_overflow=0, num_point_overflow=0,
+        make((0, config.max_points_per_voxel, num_features), np.float32),
+        make((0, 3), np.int32),
+        make((0,), np.int32),
+        make((0,), np.int32),
+        num_nan=0,
+        num_out_of_range=0,
+        num_voxel_overflow=0,
+        num_point_overflow=0,
     )

@@ -208,8 +208,19 @@ def _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, sp
 
 @njit(cache=True)
 def _route_chunk(
-    c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys, route_counts,
-    point_voxel_index, drops,
+    c,
+    points,
+    range_min,
+    voxel_size,
+    grid_xyz,
+    splits,
+    stage,
+    block_keys,
+    route_points,
+    route_keys,
+    route_counts,
+    point_voxel_index,
+    drops,
 ):  # pragma: no cover - jitted
     """Chunk c of `_route_points_kernel`."""
     gx, gy, gz = grid_xyz[0], grid_xyz[1], grid_xyz[2]
@@ -258,8 +269,18 @@ def _route_chunk(
 
 @njit(parallel=True, cache=True)
 def _route_points_kernel(
-    points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys, route_counts,
-    point_voxel_index, drops,
+    points,
+    range_min,
+    voxel_size,
+    grid_xyz,
+    splits,
+    stage,
+    block_keys,
+    route_points,
+    route_keys,
+    route_counts,
+    point_voxel_index,
+    drops,
 ):  # pragma: no cover - jitted
     """The cell key of every point, and the points routed to the partitions that own their cells.
 
@@ -278,8 +299,19 @@ def _route_points_kernel(
     """
     for c in prange(route_points.shape[0]):
         _route_chunk(
-            np.int64(c), points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
-            route_counts, point_voxel_index, drops,
+            np.int64(c),
+            points,
+            range_min,
+            voxel_size,
+            grid_xyz,
+            splits,
+            stage,
+            block_keys,
+            route_points,
+            route_keys,
+            route_counts,
+            point_voxel_index,
+            drops,
         )
 
 
@@ -410,8 +442,22 @@ def _rehash(table, bits, part_keys, first_local, size):  # pragma: no cover - ji
 
 @njit(cache=True)
 def _number_partition(
-    t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local, part_keys,
-    part_counts, part_first, part_sizes, route_locals, route_slots, drops,
+    t,
+    route_points,
+    route_keys,
+    route_counts,
+    splits,
+    dense_table,
+    tables,
+    start_bits,
+    max_local,
+    part_keys,
+    part_counts,
+    part_first,
+    part_sizes,
+    route_locals,
+    route_slots,
+    drops,
 ):  # pragma: no cover - jitted
     """Partition t of the numbering stage of `_hard_voxelize_kernel`."""
     dense = dense_table.shape[0] > 0
@@ -504,8 +550,26 @@ def _first_seen_numbers(t, part_first, part_sizes, max_local, max_voxels, local_
 
 @njit(cache=True)
 def _fill_partition(
-    t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local, part_keys,
-    part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx, num_points, filled, fresh, drops,
+    t,
+    points,
+    route_points,
+    route_locals,
+    route_slots,
+    route_counts,
+    part_first,
+    part_sizes,
+    max_local,
+    part_keys,
+    part_counts,
+    local_to_voxel,
+    point_voxel_index,
+    grid_xyz,
+    features,
+    coords_zyx,
+    num_points,
+    filled,
+    fresh,
+    drops,
     num_voxels,
 ):  # pragma: no cover - jitted
     """Partition t of the fill stage of `_hard_voxelize_kernel`. num_voxels: V = min(all local
@@ -605,10 +669,36 @@ def _wait_until_done(sync, counter, target):  # pragma: no cover - jitted
 
 @njit(cache=True)
 def _hard_worker(
-    sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points,
-    route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys, part_counts,
-    part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index, features, coords_zyx,
-    num_points, filled, fresh, drops,
+    sync,
+    points,
+    range_min,
+    voxel_size,
+    grid_xyz,
+    splits,
+    stage,
+    block_keys,
+    route_points,
+    route_keys,
+    route_counts,
+    dense_table,
+    tables,
+    start_bits,
+    max_local,
+    max_voxels,
+    part_keys,
+    part_counts,
+    part_first,
+    part_sizes,
+    route_locals,
+    route_slots,
+    local_to_voxel,
+    point_voxel_index,
+    features,
+    coords_zyx,
+    num_points,
+    filled,
+    fresh,
+    drops,
 ):  # pragma: no cover - jitted
     """One worker of `_hard_voxelize_kernel`: runs the three stages, taking each stage's items
     (chunks, then partitions) by claims, and waits for the others' items of a stage before it
@@ -619,8 +709,19 @@ def _hard_worker(
     c = _atomic_add(sync, claim, 1)
     while c < num_chunks:
         _route_chunk(
-            c, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys, route_points, route_keys,
-            route_counts, point_voxel_index, drops,
+            c,
+            points,
+            range_min,
+            voxel_size,
+            grid_xyz,
+            splits,
+            stage,
+            block_keys,
+            route_points,
+            route_keys,
+            route_counts,
+            point_voxel_index,
+            drops,
         )
         _atomic_add(sync, done, 1)
         c = _atomic_add(sync, claim, 1)
@@ -629,8 +730,22 @@ def _hard_worker(
     t = _atomic_add(sync, claim, 1)
     while t < num_parts:
         _number_partition(
-            t, route_points, route_keys, route_counts, splits, dense_table, tables, start_bits, max_local,
-            part_keys, part_counts, part_first, part_sizes, route_locals, route_slots, drops,
+            t,
+            route_points,
+            route_keys,
+            route_counts,
+            splits,
+            dense_table,
+            tables,
+            start_bits,
+            max_local,
+            part_keys,
+            part_counts,
+            part_first,
+            part_sizes,
+            route_locals,
+            route_slots,
+            drops,
         )
         _atomic_add(sync, done, 1)
         t = _atomic_add(sync, claim, 1)
@@ -643,19 +758,65 @@ def _hard_worker(
     t = _atomic_add(sync, claim, 1)
     while t < num_parts:
         _fill_partition(
-            t, points, route_points, route_locals, route_slots, route_counts, part_first, part_sizes, max_local,
-            part_keys, part_counts, local_to_voxel, point_voxel_index, grid_xyz, features, coords_zyx,
-            num_points, filled, fresh, drops, num_voxels,
+            t,
+            points,
+            route_points,
+            route_locals,
+            route_slots,
+            route_counts,
+            part_first,
+            part_sizes,
+            max_local,
+            part_keys,
+            part_counts,
+            local_to_voxel,
+            point_voxel_index,
+            grid_xyz,
+            features,
+            coords_zyx,
+            num_points,
+            filled,
+            fresh,
+            drops,
+            num_voxels,
         )
         t = _atomic_add(sync, claim, 1)
 
 
 @njit(parallel=True, cache=True)
 def _hard_voxelize_kernel(
-    num_workers, sync, points, range_min, voxel_size, grid_xyz, sample, splits, stage, block_keys, route_points,
-    route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys, part_counts,
-    part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index, features, coords_zyx,
-    num_points, filled, fresh, drops,
+    num_workers,
+    sync,
+    points,
+    range_min,
+    voxel_size,
+    grid_xyz,
+    sample,
+    splits,
+    stage,
+    block_keys,
+    route_points,
+    route_keys,
+    route_counts,
+    dense_table,
+    tables,
+    start_bits,
+    max_local,
+    max_voxels,
+    part_keys,
+    part_counts,
+    part_first,
+    part_sizes,
+    route_locals,
+    route_slots,
+    local_to_voxel,
+    point_voxel_index,
+    features,
+    coords_zyx,
+    num_points,
+    filled,
+    fresh,
+    drops,
 ):  # pragma: no cover - jitted
     """Hard voxelization's three stages in one parallel region of num_workers workers
     (`_hard_worker`), with C = route_points.shape[0] chunks of points and T = part_sizes.shape[0]
@@ -705,10 +866,36 @@ def _hard_voxelize_kernel(
     _partition_splits_kernel(points, range_min, voxel_size, grid_xyz, sample, splits)
     for _worker in prange(num_workers):
         _hard_worker(
-            sync, points, range_min, voxel_size, grid_xyz, splits, stage, block_keys,
-            route_points, route_keys, route_counts, dense_table, tables, start_bits, max_local, max_voxels, part_keys,
-            part_counts, part_first, part_sizes, route_locals, route_slots, local_to_voxel, point_voxel_index,
-            features, coords_zyx, num_points, filled, fresh, drops,
+            sync,
+            points,
+            range_min,
+            voxel_size,
+            grid_xyz,
+            splits,
+            stage,
+            block_keys,
+            route_points,
+            route_keys,
+            route_counts,
+            dense_table,
+            tables,
+            start_bits,
+            max_local,
+            max_voxels,
+            part_keys,
+            part_counts,
+            part_first,
+            part_sizes,
+            route_locals,
+            route_slots,
+            local_to_voxel,
+            point_voxel_index,
+            features,
+            coords_zyx,
+            num_points,
+            filled,
+            fresh,
+            drops,
         )
     num_local = 0
     for t in range(part_sizes.shape[0]):

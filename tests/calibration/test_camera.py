@@ -63,8 +63,11 @@ def test_intrinsics_validation() -> None:
 
 def test_rig_derived_matrices_and_projection() -> None:
     rng = np.random.default_rng(1)
-    ego_from_cams = [SE3.from_yaw(yaw, rng.normal(size=3)) @ SE3.from_matrix(
-        np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]])) for yaw in (0.0, np.pi)]
+    ego_from_cams = [
+        SE3.from_yaw(yaw, rng.normal(size=3))
+        @ SE3.from_matrix(np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1.0]]))
+        for yaw in (0.0, np.pi)
+    ]
     intrinsics = [CameraIntrinsics(K, 1600, 900)] * 2
     rig = CameraRig.from_cameras(["CAM_FRONT", "CAM_BACK"], intrinsics, ego_from_cams)
     for k, transform in enumerate(ego_from_cams):

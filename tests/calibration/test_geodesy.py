@@ -70,8 +70,11 @@ def test_hand_worked_north_and_east() -> None:
 def test_heading_conventions() -> None:
     # yaw 0 = east = heading 90; yaw pi/2 = north = heading 0; yaw -pi/2 = south = 180
     np.testing.assert_allclose(heading_deg_from_yaw(np.array([0.0, np.pi / 2, -np.pi / 2, np.pi])), [90, 0, 180, 270])
-    np.testing.assert_allclose(yaw_from_heading_deg(np.array([90.0, 0.0, 180.0, 270.0, 45.0])),
-                               [0.0, np.pi / 2, -np.pi / 2, np.pi, np.pi / 4], atol=1e-12)
+    np.testing.assert_allclose(
+        yaw_from_heading_deg(np.array([90.0, 0.0, 180.0, 270.0, 45.0])),
+        [0.0, np.pi / 2, -np.pi / 2, np.pi, np.pi / 4],
+        atol=1e-12,
+    )
     rng = np.random.default_rng(1)
     yaws = rng.uniform(-np.pi, np.pi, 100)
     np.testing.assert_allclose(yaw_from_heading_deg(heading_deg_from_yaw(yaws)), yaws, atol=1e-12)

@@ -84,13 +84,36 @@ def camera_matrix(name: str) -> list[list[float]]:
 def write_log(root: Path) -> Path:
     """Write the tiny log under `root` and return `root`."""
     rng = np.random.default_rng(1234)
-    tables: dict[str, list[dict]] = {name: [] for name in (
-        "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-        "scene", "sample", "sample_data", "sample_annotation", "map")}
+    tables: dict[str, list[dict]] = {
+        name: []
+        for name in (
+            "category",
+            "attribute",
+            "visibility",
+            "instance",
+            "sensor",
+            "calibrated_sensor",
+            "ego_pose",
+            "log",
+            "scene",
+            "sample",
+            "sample_data",
+            "sample_annotation",
+            "map",
+        )
+    }
     for name in ("vehicle.car", "human.pedestrian.adult", "static_object.bicycle_rack"):
         tables["category"].append({"token": token("cat", name.replace(".", "")), "name": name, "description": ""})
-    for name in ("vehicle.moving", "vehicle.parked", "vehicle.stopped", "pedestrian.moving", "pedestrian.standing",
-                 "pedestrian.sitting_lying_down", "cycle.with_rider", "cycle.without_rider"):
+    for name in (
+        "vehicle.moving",
+        "vehicle.parked",
+        "vehicle.stopped",
+        "pedestrian.moving",
+        "pedestrian.standing",
+        "pedestrian.sitting_lying_down",
+        "cycle.with_rider",
+        "cycle.without_rider",
+    ):
         tables["attribute"].append({"token": token("attr", name.replace(".", "")), "name": name, "description": ""})
     for level in range(1, 5):
         tables["visibility"].append({"token": str(level), "level": f"v{level}", "description": ""})
@@ -103,17 +126,39 @@ def write_log(root: Path) -> Path:
             translation, rotation, intrinsic = LIDAR_TRANSLATION, LIDAR_ROTATION, []
         else:
             calibration = camera_ego_from_camera(channel)
-            translation, rotation, intrinsic = (calibration.translation.tolist(), calibration.quaternion.tolist(),
-                                                camera_matrix(channel))
-        tables["calibrated_sensor"].append({"token": token("calib", channel), "sensor_token": token("sensor", channel),
-                                            "translation": translation, "rotation": rotation,
-                                            "camera_intrinsic": intrinsic})
+            translation, rotation, intrinsic = (
+                calibration.translation.tolist(),
+                calibration.quaternion.tolist(),
+                camera_matrix(channel),
+            )
+        tables["calibrated_sensor"].append(
+            {
+                "token": token("calib", channel),
+                "sensor_token": token("sensor", channel),
+                "translation": translation,
+                "rotation": rotation,
+                "camera_intrinsic": intrinsic,
+            }
+        )
 
     log_token = token("log")
-    tables["log"].append({"token": log_token, "logfile": "n000-tiny", "vehicle": "n000", "date_captured": "2020-01-01",
-                          "location": LOCATION})
-    tables["map"].append({"token": MAP_TOKEN, "log_tokens": [log_token], "category": "semantic_prior",
-                          "filename": f"maps/{MAP_TOKEN}.png"})
+    tables["log"].append(
+        {
+            "token": log_token,
+            "logfile": "n000-tiny",
+            "vehicle": "n000",
+            "date_captured": "2020-01-01",
+            "location": LOCATION,
+        }
+    )
+    tables["map"].append(
+        {
+            "token": MAP_TOKEN,
+            "log_tokens": [log_token],
+            "category": "semantic_prior",
+            "filename": f"maps/{MAP_TOKEN}.png",
+        }
+    )
     (root / "maps").mkdir(parents=True)
     drivable = np.zeros((120, 100), np.uint8)  # 10 m x 12 m: not where the ego is, only format matters here
     drivable[:60] = 255
@@ -122,12 +167,26 @@ def write_log(root: Path) -> Path:
     sample_times = [T0_US + k * KEYFRAME_PERIOD_US for k in range(NUM_SAMPLES)]
     sample_tokens = [token("sample", k) for k in range(NUM_SAMPLES)]
     for k, (sample_token, stamp) in enumerate(zip(sample_tokens, sample_times, strict=True)):
-        tables["sample"].append({"token": sample_token, "timestamp": stamp, "scene_token": token("scene"),
-                                 "prev": sample_tokens[k - 1] if k else "",
-                                 "next": sample_tokens[k + 1] if k + 1 < NUM_SAMPLES else ""})
-    tables["scene"].append({"token": token("scene"), "name": SCENE, "description": "tiny", "log_token": log_token,
-                            "nbr_samples": NUM_SAMPLES, "first_sample_token": sample_tokens[0],
-                            "last_sample_token": sample_tokens[-1]})
+        tables["sample"].append(
+            {
+                "token": sample_token,
+                "timestamp": stamp,
+                "scene_token": token("scene"),
+                "prev": sample_tokens[k - 1] if k else "",
+                "next": sample_tokens[k + 1] if k + 1 < NUM_SAMPLES else "",
+            }
+        )
+    tables["scene"].append(
+        {
+            "token": token("scene"),
+            "name": SCENE,
+            "description": "tiny",
+            "log_token": log_token,
+            "nbr_samples": NUM_SAMPLES,
+            "first_sample_token": sample_tokens[0],
+            "last_sample_token": sample_tokens[-1],
+        }
+    )
 
     def next_sample_token(stamp: int) -> str:
         for sample_token, sample_time in zip(sample_tokens, sample_times, strict=True):
@@ -143,19 +202,41 @@ def write_log(root: Path) -> Path:
             extension = "pcd.bin" if channel == "LIDAR_TOP" else "jpg"
             filename = f"{folder}/{channel}/n000-tiny__{channel}__{stamp}.{extension}"
             pose = ego_pose_at(stamp)
-            tables["ego_pose"].append({"token": tokens[i], "timestamp": stamp, "translation": pose.translation.tolist(),
-                                       "rotation": pose.quaternion.tolist()})
-            tables["sample_data"].append({
-                "token": tokens[i], "sample_token": next_sample_token(stamp), "ego_pose_token": tokens[i],
-                "calibrated_sensor_token": token("calib", channel), "timestamp": stamp, "fileformat": extension[:3],
-                "is_key_frame": is_key, "height": 0 if channel == "LIDAR_TOP" else IMAGE_H,
-                "width": 0 if channel == "LIDAR_TOP" else IMAGE_W, "filename": filename,
-                "prev": tokens[i - 1] if i else "", "next": tokens[i + 1] if i + 1 < len(stamps) else ""})
+            tables["ego_pose"].append(
+                {
+                    "token": tokens[i],
+                    "timestamp": stamp,
+                    "translation": pose.translation.tolist(),
+                    "rotation": pose.quaternion.tolist(),
+                }
+            )
+            tables["sample_data"].append(
+                {
+                    "token": tokens[i],
+                    "sample_token": next_sample_token(stamp),
+                    "ego_pose_token": tokens[i],
+                    "calibrated_sensor_token": token("calib", channel),
+                    "timestamp": stamp,
+                    "fileformat": extension[:3],
+                    "is_key_frame": is_key,
+                    "height": 0 if channel == "LIDAR_TOP" else IMAGE_H,
+                    "width": 0 if channel == "LIDAR_TOP" else IMAGE_W,
+                    "filename": filename,
+                    "prev": tokens[i - 1] if i else "",
+                    "next": tokens[i + 1] if i + 1 < len(stamps) else "",
+                }
+            )
             path = root / filename
             path.parent.mkdir(parents=True, exist_ok=True)
             if channel == "LIDAR_TOP":
-                points = np.column_stack([rng.uniform(-30, 30, (300, 2)), rng.uniform(-2, 2, 300),
-                                          rng.uniform(0, 255, 300), rng.integers(0, 32, 300)]).astype(np.float32)
+                points = np.column_stack(
+                    [
+                        rng.uniform(-30, 30, (300, 2)),
+                        rng.uniform(-2, 2, 300),
+                        rng.uniform(0, 255, 300),
+                        rng.integers(0, 32, 300),
+                    ]
+                ).astype(np.float32)
                 points[:20, :2] = rng.uniform(-0.9, 0.9, (20, 2))  # roof returns, removed by min_distance
                 points.tofile(path)
             else:
@@ -176,28 +257,51 @@ def write_log(root: Path) -> Path:
 
     # annotations: a car driving north at 5 m/s, a standing pedestrian (1 sample only), a bicycle rack
     instances = []
-    for name, category, first in (("car", "vehicle.car", 0), ("ped", "human.pedestrian.adult", 1),
-                                  ("rack", "static_object.bicycle_rack", 0)):
+    for name, category, first in (
+        ("car", "vehicle.car", 0),
+        ("ped", "human.pedestrian.adult", 1),
+        ("rack", "static_object.bicycle_rack", 0),
+    ):
         count = NUM_SAMPLES if name == "car" else 1
         ann_tokens = [token("ann", name, k) for k in range(first, first + count)]
-        instances.append({"token": token("inst", name), "category_token": token("cat", category.replace(".", "")),
-                          "nbr_annotations": count, "first_annotation_token": ann_tokens[0],
-                          "last_annotation_token": ann_tokens[-1]})
+        instances.append(
+            {
+                "token": token("inst", name),
+                "category_token": token("cat", category.replace(".", "")),
+                "nbr_annotations": count,
+                "first_annotation_token": ann_tokens[0],
+                "last_annotation_token": ann_tokens[-1],
+            }
+        )
         for j, k in enumerate(range(first, first + count)):
             t = (sample_times[k] - T0_US) * 1e-6
             if name == "car":
-                center, size, yaw, attribute = [510.0, 805.0 + 5.0 * t, 0.9], [1.9, 4.6, 1.7], np.pi / 2, "vehicle.moving"
+                center, size, yaw, attribute = (
+                    [510.0, 805.0 + 5.0 * t, 0.9],
+                    [1.9, 4.6, 1.7],
+                    np.pi / 2,
+                    "vehicle.moving",
+                )
             elif name == "ped":
                 center, size, yaw, attribute = [497.0, 801.0, 0.8], [0.7, 0.7, 1.8], -0.4, "pedestrian.standing"
             else:
                 center, size, yaw, attribute = [490.0, 790.0, 0.6], [2.6, 10.0, 1.4], 0.1, None
-            tables["sample_annotation"].append({
-                "token": ann_tokens[j], "sample_token": sample_tokens[k], "instance_token": token("inst", name),
-                "visibility_token": "4",
-                "attribute_tokens": [token("attr", attribute.replace(".", ""))] if attribute else [],
-                "translation": center, "size": size, "rotation": quaternion_from_yaw(yaw).tolist(),
-                "prev": ann_tokens[j - 1] if j else "", "next": ann_tokens[j + 1] if j + 1 < count else "",
-                "num_lidar_pts": 12 + k, "num_radar_pts": 0})
+            tables["sample_annotation"].append(
+                {
+                    "token": ann_tokens[j],
+                    "sample_token": sample_tokens[k],
+                    "instance_token": token("inst", name),
+                    "visibility_token": "4",
+                    "attribute_tokens": [token("attr", attribute.replace(".", ""))] if attribute else [],
+                    "translation": center,
+                    "size": size,
+                    "rotation": quaternion_from_yaw(yaw).tolist(),
+                    "prev": ann_tokens[j - 1] if j else "",
+                    "next": ann_tokens[j + 1] if j + 1 < count else "",
+                    "num_lidar_pts": 12 + k,
+                    "num_radar_pts": 0,
+                }
+            )
     tables["instance"] = instances
 
     table_dir = root / VERSION
@@ -214,11 +318,22 @@ def write_log(root: Path) -> Path:
             continue
         pose = ego_pose_at(stamp)
         lat, lon, alt = geodetic_from_map(LOCATION, pose.translation[None])[0]
-        fixes.append({"timestamp": stamp + 3_000, "latitude": lat, "longitude": lon, "altitude": alt,
-                      "heading": heading_deg_from_yaw(pose.yaw_rad), "speed": 10.2})
+        fixes.append(
+            {
+                "timestamp": stamp + 3_000,
+                "latitude": lat,
+                "longitude": lon,
+                "altitude": alt,
+                "heading": heading_deg_from_yaw(pose.yaw_rad),
+                "speed": 10.2,
+            }
+        )
     (root / "gnss").mkdir()
-    (root / "gnss" / f"{SCENE}.json").write_text(json.dumps({
-        "scene_token": token("scene"), "scene_name": SCENE, "location": LOCATION, "rate_hz": 10, "fixes": fixes}))
+    (root / "gnss" / f"{SCENE}.json").write_text(
+        json.dumps(
+            {"scene_token": token("scene"), "scene_name": SCENE, "location": LOCATION, "rate_hz": 10, "fixes": fixes}
+        )
+    )
     return root
 
 
@@ -253,8 +368,12 @@ SYNTHETIC_OPTIONS = {"num_scenes": 1, "seconds": 2.0, "seed": 11, "image_scale":
 @pytest.fixture(scope="session")
 def synthetic_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated log with lidar, cameras, GNSS, map and annotations; tests must not modify it."""
-    return make_synthetic_log(tmp_path_factory.mktemp("synthetic-session") / "log", version=SYNTHETIC_VERSION,
-                              progress=False, **SYNTHETIC_OPTIONS)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("synthetic-session") / "log",
+        version=SYNTHETIC_VERSION,
+        progress=False,
+        **SYNTHETIC_OPTIONS,
+    )
 
 
 @pytest.fixture

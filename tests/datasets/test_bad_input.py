@@ -52,7 +52,9 @@ def test_non_unit_calibration_quaternion(tiny_log_copy) -> None:
         records[0]["rotation"] = [2.0 * v for v in records[0]["rotation"]]
 
     edit_table(root, "calibrated_sensor", scale_first)
-    with pytest.raises(InputError, match=r"calibrated_sensor.json token calib_LIDAR_TOP.*not a unit quaternion \(norm 2"):
+    with pytest.raises(
+        InputError, match=r"calibrated_sensor.json token calib_LIDAR_TOP.*not a unit quaternion \(norm 2"
+    ):
         NuScenesLog.open(root, VERSION)
 
 
@@ -63,9 +65,11 @@ def test_timestamps_out_of_order(tiny_log_copy) -> None:
         records[1]["timestamp"], records[2]["timestamp"] = records[2]["timestamp"], records[1]["timestamp"]
 
     edit_table(root, "sample", swap)
-    with pytest.raises(InputError, match=r"sample.json: samples of scene scene-tiny-0001: timestamps out of order at entries 1 and 2 \(sample_1"):
+    with pytest.raises(
+        InputError,
+        match=r"sample.json: samples of scene scene-tiny-0001: timestamps out of order at entries 1 and 2 \(sample_1",
+    ):
         NuScenesLog.open(root, VERSION)
-
 
 
 def test_sweep_timestamps_out_of_order(tiny_log_copy) -> None:
@@ -76,7 +80,9 @@ def test_sweep_timestamps_out_of_order(tiny_log_copy) -> None:
         lidar["timestamp"] -= 200_000
 
     edit_table(root, "sample_data", make_sweep_older)
-    with pytest.raises(InputError, match=r"timestamps out of order: LIDAR_TOP record sd_lidartop_3-.* is not after its prev"):
+    with pytest.raises(
+        InputError, match=r"timestamps out of order: LIDAR_TOP record sd_lidartop_3-.* is not after its prev"
+    ):
         NuScenesLog.open(root, VERSION)
 
 
@@ -100,7 +106,11 @@ def test_missing_files_are_reported_in_the_frame(tiny_log_copy) -> None:
     assert frame.gnss is None and frame.missing["GNSS"].startswith("no GNSS file")
     for png in (root / "maps").glob("*.png"):
         png.unlink()
-    assert fresh.frame(tokens[2], FrameOptions(load_lidar=False, load_images=False)).missing["MAP"].startswith("file missing")
+    assert (
+        fresh.frame(tokens[2], FrameOptions(load_lidar=False, load_images=False))
+        .missing["MAP"]
+        .startswith("file missing")
+    )
 
 
 def test_bad_lidar_files_make_the_lidar_missing(tiny_log_copy) -> None:

@@ -46,7 +46,9 @@ def test_every_command_resolves_a_name_in_the_same_order(tiny_log_copy) -> None:
     # A devkit name of this version is the devkit's list, whatever splits.json holds.
     mini = resolve_split(root, "v1.0-mini", "mini_val")
     assert mini.predefined and "scene-0103" in mini.scene_names
-    with pytest.raises(InputError, match=r"split 'train' is a nuscenes-devkit split of the 'trainval' version, not of 'v1.0-tiny'"):
+    with pytest.raises(
+        InputError, match=r"split 'train' is a nuscenes-devkit split of the 'trainval' version, not of 'v1.0-tiny'"
+    ):
         resolve_split(root, VERSION, "train")
     with pytest.raises(InputError, match=r"unknown split 'nope' .*splits.json defines \['custom', 'synth_val'\]"):
         NuScenesLog.open(root, VERSION, split="nope")

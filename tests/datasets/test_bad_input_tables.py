@@ -32,9 +32,19 @@ def edit_table(root: Path, name: str, edit) -> None:
         ("sample_data", "calibrated_sensor_token", None, "field 'calibrated_sensor_token' is missing"),
         ("instance", "category_token", None, "field 'category_token' is missing"),
         # Fields only avfusion reads.
-        ("sample_annotation", "size", ["1.5", 4.0, 1.6], r"field 'size' must be a list of 3 finite numbers > 0, found \['1.5'"),
+        (
+            "sample_annotation",
+            "size",
+            ["1.5", 4.0, 1.6],
+            r"field 'size' must be a list of 3 finite numbers > 0, found \['1.5'",
+        ),
         ("sample_annotation", "size", [1.5, -4.0, 1.6], "field 'size' must be a list of 3 finite numbers > 0"),
-        ("sample_annotation", "translation", [1.0, math.nan, 0.0], "field 'translation' must be a list of 3 finite numbers"),
+        (
+            "sample_annotation",
+            "translation",
+            [1.0, math.nan, 0.0],
+            "field 'translation' must be a list of 3 finite numbers",
+        ),
         ("sample_annotation", "attribute_tokens", "attr", "field 'attribute_tokens' must be a list of strings"),
         ("calibrated_sensor", "rotation", [1.0, 0.0, 0.0], "field 'rotation' must be a list of 4 finite numbers"),
         ("sample", "timestamp", "1600000000000000", "field 'timestamp' must be a finite number of microseconds"),
@@ -65,7 +75,11 @@ def test_bad_row_is_one_line_error_naming_table_token_field(tiny_log_copy, table
 
 def test_check_table_names_the_record_without_a_token(tmp_path: Path) -> None:
     with pytest.raises(FileFormatError, match=r"scene.json: record 1: field 'token' is missing"):
-        check_table(tmp_path / "scene.json", "scene", [{"token": "a", "name": "n", "log_token": "l", "first_sample_token": "s"}, {}])
+        check_table(
+            tmp_path / "scene.json",
+            "scene",
+            [{"token": "a", "name": "n", "log_token": "l", "first_sample_token": "s"}, {}],
+        )
     with pytest.raises(FileFormatError, match=r"scene.json: record 0: expected an object, found list"):
         check_table(tmp_path / "scene.json", "scene", [[]])
     with pytest.raises(FileFormatError, match=r"expected a JSON list of scene records, found dict"):
@@ -92,7 +106,9 @@ def test_non_finite_ego_pose_makes_its_sensors_missing(tiny_log_copy, tiny_log: 
     spoilt = log.frame(token, NO_MAP)
     if sample_data[lidar_token]["ego_pose_token"] == sample_data[front_token]["ego_pose_token"]:
         pytest.fail("the fixture's lidar and camera share an ego pose")
-    assert spoilt.lidar is None and spoilt.missing["LIDAR_TOP"].startswith(f"bad ego pose: the ego_pose of sample_data {lidar_token}")
+    assert spoilt.lidar is None and spoilt.missing["LIDAR_TOP"].startswith(
+        f"bad ego pose: the ego_pose of sample_data {lidar_token}"
+    )
     assert "CAM_FRONT" not in spoilt.cameras and spoilt.missing["CAM_FRONT"].startswith("bad ego pose")
     assert len(spoilt.cameras) == 5
     # The frame's pose comes from its neighbours; the ground truth is still in the ego frame.
@@ -101,8 +117,15 @@ def test_non_finite_ego_pose_makes_its_sensors_missing(tiny_log_copy, tiny_log: 
     # Every other frame reads as before, and the pose track skips the bad poses.
     later = log.sample_tokens()[2]
     long_chain = FrameOptions(load_map=False, num_sweeps=40)  # reaches back past the spoilt keyframe
-    assert log.frame(later, long_chain).missing["LIDAR_TOP_SWEEPS"].startswith("past sweep bad ego pose: 1 past sweep(s) left out")
+    assert (
+        log.frame(later, long_chain)
+        .missing["LIDAR_TOP_SWEEPS"]
+        .startswith("past sweep bad ego pose: 1 past sweep(s) left out")
+    )
     for other in log.sample_tokens():
         if other != token:
             assert "LIDAR_TOP" not in log.frame(other, NO_MAP).missing
-    assert len(log.pose_track(spoilt.scene_name)) == len(NuScenesLog.open(tiny_log, VERSION).pose_track(spoilt.scene_name)) - 2
+    assert (
+        len(log.pose_track(spoilt.scene_name))
+        == len(NuScenesLog.open(tiny_log, VERSION).pose_track(spoilt.scene_name)) - 2
+    )

@@ -13,8 +13,9 @@ from avfusion.fusion.config import tiny_for_tests
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    return make_synthetic_log(tmp_path_factory.mktemp("train") / "log", num_scenes=1, seconds=1.0, seed=31,
-                              progress=False)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("train") / "log", num_scenes=1, seconds=1.0, seed=31, progress=False
+    )
 
 
 def test_frames_kept_in_memory_are_read_once_and_equal_fresh_reads(tiny_log) -> None:

@@ -54,8 +54,12 @@ def log(tiny_log: Path) -> NuScenesLog:
 
 @pytest.fixture(scope="module")
 def synthetic(synthetic_log: Path) -> Subject:
-    return Subject("synthetic", synthetic_log, NuScenesLog.open(synthetic_log, SYNTHETIC_VERSION),
-                   NuScenes(version=SYNTHETIC_VERSION, dataroot=str(synthetic_log), verbose=False))
+    return Subject(
+        "synthetic",
+        synthetic_log,
+        NuScenesLog.open(synthetic_log, SYNTHETIC_VERSION),
+        NuScenes(version=SYNTHETIC_VERSION, dataroot=str(synthetic_log), verbose=False),
+    )
 
 
 @pytest.fixture(scope="module", params=["tiny", "synthetic"])
@@ -63,8 +67,9 @@ def subject(request: pytest.FixtureRequest) -> Subject:
     """Each log in turn, for the comparisons that hold on any nuScenes-format log."""
     if request.param == "synthetic":
         return request.getfixturevalue("synthetic")
-    return Subject("tiny", request.getfixturevalue("tiny_log"), request.getfixturevalue("log"),
-                   request.getfixturevalue("nusc"))
+    return Subject(
+        "tiny", request.getfixturevalue("tiny_log"), request.getfixturevalue("log"), request.getfixturevalue("nusc")
+    )
 
 
 def wrap_rad(angle: object) -> np.ndarray:
@@ -103,10 +108,13 @@ def test_multisweep_equals_devkit(subject: Subject) -> None:
     most_sweeps = 0
     for sample_token in log.sample_tokens():
         for nsweeps in (1, 5, 10):
-            frame = log.frame(sample_token, FrameOptions(num_sweeps=nsweeps, load_images=False, load_map=False,
-                                                         load_gnss=False, load_boxes=False))
+            frame = log.frame(
+                sample_token,
+                FrameOptions(num_sweeps=nsweeps, load_images=False, load_map=False, load_gnss=False, load_boxes=False),
+            )
             reference, times = LidarPointCloud.from_file_multisweep(
-                nusc, nusc.get("sample", sample_token), "LIDAR_TOP", "LIDAR_TOP", nsweeps=nsweeps)
+                nusc, nusc.get("sample", sample_token), "LIDAR_TOP", "LIDAR_TOP", nsweeps=nsweeps
+            )
             ours = frame.lidar.points
             assert ours.shape == (reference.points.shape[1], 5)
             np.testing.assert_allclose(ours[:, :4], reference.points.T, atol=1e-4)
@@ -144,8 +152,9 @@ def test_gt_boxes_equal_devkit_annotations(subject: Subject) -> None:
             np.testing.assert_allclose(boxes_global.center[n], record["translation"], atol=1e-9)
             np.testing.assert_allclose(boxes_global.size_wlh[n], record["size"], atol=0)
             assert abs(wrap_rad(boxes_global.yaw_rad[n] - devkit_yaw(Quaternion(record["rotation"])))) < 1e-9
-            np.testing.assert_allclose(boxes_global.velocity_xy[n], nusc.box_velocity(ann_token)[:2], atol=1e-9,
-                                       equal_nan=True)
+            np.testing.assert_allclose(
+                boxes_global.velocity_xy[n], nusc.box_velocity(ann_token)[:2], atol=1e-9, equal_nan=True
+            )
             assert boxes_global.num_lidar_pts[n] == record["num_lidar_pts"]
             assert DETECTION_CLASSES[boxes_global.label[n]] == category_to_detection_name(record["category_name"])
             names = [nusc.get("attribute", t)["name"] for t in record["attribute_tokens"]]
@@ -166,8 +175,9 @@ def test_gt_box_velocities_by_hand(log: NuScenesLog) -> None:
 def test_gt_boxes_in_ego_frame_match_devkit_get_sample_data(subject: Subject) -> None:
     nusc, log = subject.nusc, subject.log
     for sample_token in log.sample_tokens():
-        frame = log.frame(sample_token, FrameOptions(load_lidar=False, load_images=False, load_map=False,
-                                                     load_gnss=False))
+        frame = log.frame(
+            sample_token, FrameOptions(load_lidar=False, load_images=False, load_map=False, load_gnss=False)
+        )
         # the devkit gives boxes in the lidar sensor frame with full 3D orientation; moved to the ego
         # frame they must equal ours (whose yaw is the heading projected on the ego's xy plane)
         lidar_sd = nusc.get("sample_data", nusc.get("sample", sample_token)["data"]["LIDAR_TOP"])
@@ -204,8 +214,9 @@ def test_camera_chain_and_projection_equal_devkit(subject: Subject) -> None:
         lidar_pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
         # the devkit's chain (as in map_pointcloud_to_image): lidar -> ego(t_lidar) -> global -> ego(t_cam) -> cam
         chain = [
-            transform_matrix(camera_calibration["translation"], Quaternion(camera_calibration["rotation"]),
-                             inverse=True),
+            transform_matrix(
+                camera_calibration["translation"], Quaternion(camera_calibration["rotation"]), inverse=True
+            ),
             transform_matrix(camera_pose["translation"], Quaternion(camera_pose["rotation"]), inverse=True),
             transform_matrix(lidar_pose["translation"], Quaternion(lidar_pose["rotation"])),
             transform_matrix(lidar_calibration["translation"], Quaternion(lidar_calibration["rotation"])),
@@ -217,8 +228,9 @@ def test_camera_chain_and_projection_equal_devkit(subject: Subject) -> None:
         points_cam = points_lidar @ devkit_cam_from_lidar[:3, :3].T + devkit_cam_from_lidar[:3, 3]
         in_front = points_cam[:, 2] > 0.1
         assert in_front.sum() > 10
-        devkit_uv = view_points(points_cam[in_front].T, np.array(camera_calibration["camera_intrinsic"]),
-                                normalize=True)[:2].T
+        devkit_uv = view_points(
+            points_cam[in_front].T, np.array(camera_calibration["camera_intrinsic"]), normalize=True
+        )[:2].T
         np.testing.assert_allclose(projection.uv[k][in_front], devkit_uv, atol=1e-6)
         assert camera.image.shape == (camera_sd["height"], camera_sd["width"], 3)
 
@@ -266,8 +278,11 @@ def test_gnss_fixes_follow_the_ego_poses(subject: Subject) -> None:
         xy_map = map_from_geodetic(gnss.location, lla)[:, :2]
         poses = [track.pose_at(f.timestamp_us) for f in fixes]
         errors_m = np.linalg.norm(xy_map - np.array([p.translation[:2] for p in poses]), axis=1)
-        heading_errors = np.abs(wrap_rad(yaw_from_heading_deg(np.array([f.heading_deg for f in fixes]))
-                                         - np.array([p.yaw_rad for p in poses])))
+        heading_errors = np.abs(
+            wrap_rad(
+                yaw_from_heading_deg(np.array([f.heading_deg for f in fixes])) - np.array([p.yaw_rad for p in poses])
+            )
+        )
         if subject.name == "tiny":
             assert errors_m.max() < 0.05 and heading_errors.max() < 0.01
         else:
@@ -287,8 +302,9 @@ def test_gnss_fixes_follow_the_ego_poses(subject: Subject) -> None:
 def test_frame_gnss_is_the_nearest_fix(subject: Subject) -> None:
     log = subject.log
     for sample_token in log.sample_tokens():
-        frame = log.frame(sample_token, FrameOptions(load_lidar=False, load_images=False, load_map=False,
-                                                     load_boxes=False))
+        frame = log.frame(
+            sample_token, FrameOptions(load_lidar=False, load_images=False, load_map=False, load_boxes=False)
+        )
         fixes = read_gnss_json(gnss_path(subject.root, frame.scene_name)).fixes
         nearest = min(fixes, key=lambda f: abs(f.timestamp_us - frame.timestamp_us))
         skew_us = nearest.timestamp_us - frame.timestamp_us
@@ -316,8 +332,9 @@ def test_ego_poses_round_trip_through_lat_lon_and_match_devkit_export_poses(subj
 def test_map_crop_under_the_ego_is_drivable_and_agrees_with_devkit_mask(synthetic: Subject) -> None:
     nusc, log = synthetic.nusc, synthetic.log
     for sample_token in log.sample_tokens():
-        frame = log.frame(sample_token, FrameOptions(load_lidar=False, load_images=False, load_gnss=False,
-                                                     load_boxes=False))
+        frame = log.frame(
+            sample_token, FrameOptions(load_lidar=False, load_images=False, load_gnss=False, load_boxes=False)
+        )
         assert frame.map is not None and frame.map.location == frame.location
         under_ego = frame.map.crop_bev(frame.global_from_ego, (-1.0, 1.0), (-1.0, 1.0), 0.25)
         assert under_ego.shape == (8, 8) and under_ego.min() > 0.99
@@ -339,8 +356,10 @@ def test_map_crop_under_the_ego_is_drivable_and_agrees_with_devkit_mask(syntheti
 def test_camera_without_keyframe_uses_nearest_image(log: NuScenesLog) -> None:
     frame = log.frame(log.sample_tokens()[1], FrameOptions(load_lidar=False, load_map=False))
     assert frame.skew_us["CAM_BACK_LEFT"] == 30_000
-    tight = log.frame(log.sample_tokens()[1], FrameOptions(load_lidar=False, load_map=False,
-                                                           sync=SyncConfig(camera_tolerance_us=25_000)))
+    tight = log.frame(
+        log.sample_tokens()[1],
+        FrameOptions(load_lidar=False, load_map=False, sync=SyncConfig(camera_tolerance_us=25_000)),
+    )
     assert "CAM_BACK_LEFT" not in tight.cameras
     assert tight.missing["CAM_BACK_LEFT"].startswith("skew too large: nearest sample is +30.0 ms")
     # a keyframe image beyond the tolerance is refused too, with the reason

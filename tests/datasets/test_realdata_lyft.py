@@ -39,8 +39,9 @@ def test_lyft_tables_load_and_frame_reports_missing_files(lyft_root: Path) -> No
     # the lidar-time ego pose equals the devkit's record
     lidar_sd = nusc.get("sample_data", nusc.sample[0]["data"]["LIDAR_TOP"])
     pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
-    np.testing.assert_allclose(frame.global_from_ego.matrix, transform_matrix(pose["translation"],
-                               Quaternion(pose["rotation"])), atol=1e-9)
+    np.testing.assert_allclose(
+        frame.global_from_ego.matrix, transform_matrix(pose["translation"], Quaternion(pose["rotation"])), atol=1e-9
+    )
 
 
 def test_lyft_camera_calibration_matches_devkit(lyft_root: Path) -> None:
@@ -53,8 +54,11 @@ def test_lyft_camera_calibration_matches_devkit(lyft_root: Path) -> None:
         record = nusc.get("sample_data", sample["data"][name])
         sd = int(np.flatnonzero(log.index.sd_token == record["token"])[0])
         calibration = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
-        np.testing.assert_allclose(log._calibration(sd).matrix, transform_matrix(calibration["translation"],
-                                   Quaternion(calibration["rotation"])), atol=1e-9)
+        np.testing.assert_allclose(
+            log._calibration(sd).matrix,
+            transform_matrix(calibration["translation"], Quaternion(calibration["rotation"])),
+            atol=1e-9,
+        )
         intrinsics = log._intrinsics(sd)
         np.testing.assert_allclose(intrinsics.matrix, calibration["camera_intrinsic"], atol=0)
         assert (intrinsics.width, intrinsics.height) == (record["width"], record["height"])
@@ -67,7 +71,8 @@ def test_lyft_ground_truth_and_rgba_map_are_read(lyft_root: Path) -> None:
     # the excerpt's four annotations are Lyft `car`s: all four become detection-class cars
     records = [nusc.get("sample_annotation", token) for token in nusc.sample[0]["anns"]]
     assert {nusc.get("instance", r["instance_token"])["category_token"] for r in records} == {
-        c["token"] for c in nusc.category if c["name"] == "car"}
+        c["token"] for c in nusc.category if c["name"] == "car"
+    }
     boxes = log.gt_boxes_global(log.sample_tokens()[0])
     assert boxes is not None and len(boxes) == 4 and len(frame.gt_boxes) == 4
     assert [DETECTION_CLASSES[label] for label in boxes.label] == ["car"] * 4

@@ -21,15 +21,34 @@ from avfusion.errors import InputError
 from avfusion.labels import DETECTION_CLASSES, category_to_detection_class
 
 VERSION = "v1.0-mini"
-TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log",
-          "scene", "sample", "sample_data", "sample_annotation", "map")
+TABLES = (
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sensor",
+    "calibrated_sensor",
+    "ego_pose",
+    "log",
+    "scene",
+    "sample",
+    "sample_data",
+    "sample_annotation",
+    "map",
+)
 
 
 @pytest.fixture(scope="module")
 def annotations_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """2 scenes x 4 s, tables only."""
-    return make_synthetic_log(tmp_path_factory.mktemp("synthetic") / "log", num_scenes=2, seconds=4.0, seed=7,
-                              annotations_only=True, progress=False)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("synthetic") / "log",
+        num_scenes=2,
+        seconds=4.0,
+        seed=7,
+        annotations_only=True,
+        progress=False,
+    )
 
 
 def _tables(root: Path) -> dict[str, list[dict]]:
@@ -71,8 +90,14 @@ def test_camera_fires_when_the_beam_crosses_it() -> None:
 
 
 def test_split_rule() -> None:
-    assert [split_of(i, 6) for i in range(6)] == ["synth_train", "synth_val", "synth_train", "synth_train",
-                                                  "synth_train", "synth_val"]
+    assert [split_of(i, 6) for i in range(6)] == [
+        "synth_train",
+        "synth_val",
+        "synth_train",
+        "synth_train",
+        "synth_train",
+        "synth_val",
+    ]
     assert split_of(0, 1) == "synth_val"
 
 
@@ -156,7 +181,9 @@ def test_instances_and_annotation_chains(annotations_log: Path) -> None:
 def test_every_class_with_lidar_points_in_every_scene(annotations_log: Path) -> None:
     tables = _tables(annotations_log)
     categories = {r["token"]: r["name"] for r in tables["category"]}
-    instance_class = {r["token"]: category_to_detection_class(categories[r["category_token"]]) for r in tables["instance"]}
+    instance_class = {
+        r["token"]: category_to_detection_class(categories[r["category_token"]]) for r in tables["instance"]
+    }
     scene_of_sample = {r["token"]: r["scene_token"] for r in tables["sample"]}
     seen: dict[str, set[str]] = defaultdict(set)
     for record in tables["sample_annotation"]:
@@ -189,17 +216,45 @@ def test_devkit_loads_and_scores_ground_truth_perfectly(annotations_log: Path) -
             if name is None or record["num_lidar_pts"] == 0:  # the devkit drops such GT, not predictions
                 continue
             velocity = nusc.box_velocity(token)[:2]
-            attribute = nusc.get("attribute", record["attribute_tokens"][0])["name"] if record["attribute_tokens"] else ""
-            boxes.append({"sample_token": sample["token"], "translation": record["translation"], "size": record["size"],
-                          "rotation": record["rotation"],
-                          "velocity": [0.0, 0.0] if np.any(np.isnan(velocity)) else velocity.tolist(),
-                          "detection_name": name, "detection_score": 1.0, "attribute_name": attribute})
+            attribute = (
+                nusc.get("attribute", record["attribute_tokens"][0])["name"] if record["attribute_tokens"] else ""
+            )
+            boxes.append(
+                {
+                    "sample_token": sample["token"],
+                    "translation": record["translation"],
+                    "size": record["size"],
+                    "rotation": record["rotation"],
+                    "velocity": [0.0, 0.0] if np.any(np.isnan(velocity)) else velocity.tolist(),
+                    "detection_name": name,
+                    "detection_score": 1.0,
+                    "attribute_name": attribute,
+                }
+            )
         results[sample["token"]] = boxes
     result_path = annotations_log.parent / "gt_results.json"
-    result_path.write_text(json.dumps({"meta": {"use_camera": False, "use_lidar": True, "use_radar": False,
-                                                "use_map": False, "use_external": False}, "results": results}))
-    evaluation = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(result_path), "synth_val",
-                               str(annotations_log.parent / "eval"), verbose=False)
+    result_path.write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "use_camera": False,
+                    "use_lidar": True,
+                    "use_radar": False,
+                    "use_map": False,
+                    "use_external": False,
+                },
+                "results": results,
+            }
+        )
+    )
+    evaluation = DetectionEval(
+        nusc,
+        config_factory("detection_cvpr_2019"),
+        str(result_path),
+        "synth_val",
+        str(annotations_log.parent / "eval"),
+        verbose=False,
+    )
     metrics, _ = evaluation.evaluate()
     summary = metrics.serialize()
     assert summary["mean_ap"] == pytest.approx(1.0)
@@ -249,7 +304,8 @@ def test_gnss_follows_the_ego_path(annotations_log: Path) -> None:
     tables = _tables(annotations_log)
     logs = {r["token"]: r for r in tables["log"]}
     lidar_poses = sorted(
-        (poses["timestamp"], poses) for poses in tables["ego_pose"]
+        (poses["timestamp"], poses)
+        for poses in tables["ego_pose"]
         if poses["token"] in {r["token"] for r in tables["sample_data"] if r["fileformat"] == "pcd"}
     )
     for scene in tables["scene"]:
@@ -270,8 +326,15 @@ def test_gnss_follows_the_ego_path(annotations_log: Path) -> None:
         close = np.abs(pose_times[nearest] - scene_times) < 30_000
         errors = np.linalg.norm(xy[inside][close] - pose_xy[nearest[close]], axis=1)
         assert np.median(errors) < 3.0 and errors.max() < 8.0
-        heading_error = np.angle(np.exp(1j * (yaw_from_heading_deg(np.array([f["heading"] for f in fixes]))[inside][close]
-                                              - pose_yaw[nearest[close]])))
+        heading_error = np.angle(
+            np.exp(
+                1j
+                * (
+                    yaw_from_heading_deg(np.array([f["heading"] for f in fixes]))[inside][close]
+                    - pose_yaw[nearest[close]]
+                )
+            )
+        )
         assert np.median(np.abs(heading_error)) < np.radians(5)
 
 

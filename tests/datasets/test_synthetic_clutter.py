@@ -41,7 +41,8 @@ def test_kerbs_line_the_road_and_clutter_stays_off_road_and_tracks() -> None:
     # Everything else new stands off the road, and its footprint (half diagonal) clears the
     # walking lines and the parked cycles' reach.
     clutter = np.isin(s.material, [Material.WALL, Material.FENCE, Material.BIN]) | (
-        (s.material == Material.FOLIAGE) & (s.center[:, 2] < 1.0))
+        (s.material == Material.FOLIAGE) & (s.center[:, 2] < 1.0)
+    )
     offset = _offsets(layout, s.center[clutter])
     half = 0.5 * np.hypot(s.size_xyz[clutter, 0], s.size_xyz[clutter, 1])
     across = 0.5 * np.minimum(s.size_xyz[clutter, 0], s.size_xyz[clutter, 1])

@@ -37,8 +37,9 @@ def test_ground_classes_equal_the_numpy_colours_and_reflectivity(scene) -> None:
     kerb = classes >= shading.GROUND_KERB_FLAG
     colours = np.where(kerb[:, None], shading.KERB_RGB, shading.GROUND_RGB[classes % shading.GROUND_KERB_FLAG])
     np.testing.assert_array_equal(colours, cameras.ground_colors(layout, xy))
-    np.testing.assert_array_equal(GROUND_CLASS_REFLECTIVITY[classes % shading.GROUND_KERB_FLAG],
-                                  ground_reflectivity(layout, xy))
+    np.testing.assert_array_equal(
+        GROUND_CLASS_REFLECTIVITY[classes % shading.GROUND_KERB_FLAG], ground_reflectivity(layout, xy)
+    )
     # every class occurs, dashes included
     assert set(np.unique(classes % shading.GROUND_KERB_FLAG)) == {0, 1, 2, 3, 4} and kerb.any()
 
@@ -53,8 +54,9 @@ def test_ground_class_by_hand() -> None:
     # sidewalk on the kerb, 12 sidewalk, 30 verge
     cases = {-80.15: 4, -83.0: 2, -87.0: 3, -89.9: 1 + 8, -92.0: 1, -110.0: 0}
     ys = np.array(list(cases))
-    np.testing.assert_array_equal(shading.ground_classes(layout, np.stack([np.full(ys.size, x), ys], 1)),
-                                  list(cases.values()))
+    np.testing.assert_array_equal(
+        shading.ground_classes(layout, np.stack([np.full(ys.size, x), ys], 1)), list(cases.values())
+    )
     # dashed divider 3.5 m out: the centre line's arc length starts at x = -80 on the bottom
     # straight (corner centres at +-80), paint for arc mod 9 < 3
     arcs = np.array([1.0, 4.0, 10.0, 13.0])
@@ -78,15 +80,37 @@ def test_shading_kernel_equals_the_numpy_twin_at_the_cast_resolution(scene) -> N
     camera = CAMERAS[0]
     origins, directions, (h, w) = cameras.camera_rays(camera, 0.25, global_from_ego)
     hits = caster.cast(origins, directions)
-    expected = cameras.shade_hits(caster.mesh, layout, origins, directions, hits.distance_m, hits.triangle,
-                                  hits.normal, sun, np.random.default_rng(0))
+    expected = cameras.shade_hits(
+        caster.mesh,
+        layout,
+        origins,
+        directions,
+        hits.distance_m,
+        hits.triangle,
+        hits.normal,
+        sun,
+        np.random.default_rng(0),
+    )
     expected = np.clip(np.round(expected), 0, 255).reshape(h, w, 3)
     cast = cameras.cast_camera(caster, camera, global_from_ego, 0.25)
     mesh = caster.mesh
-    ours = shading.shade_image(cast.triangle, cast.distance_m, np.linalg.inv(camera.intrinsics(0.25).matrix),
-                               cast.global_from_camera.rotation, cast.global_from_camera.translation,
-                               shading.triangle_planes(mesh.vertices, mesh.triangles), mesh.material, mesh.agent,
-                               mesh.color_rgb, shading.loop_table(layout), sun, 0, h, w, noise_std=0.0)
+    ours = shading.shade_image(
+        cast.triangle,
+        cast.distance_m,
+        np.linalg.inv(camera.intrinsics(0.25).matrix),
+        cast.global_from_camera.rotation,
+        cast.global_from_camera.translation,
+        shading.triangle_planes(mesh.vertices, mesh.triangles),
+        mesh.material,
+        mesh.agent,
+        mesh.color_rgb,
+        shading.loop_table(layout),
+        sun,
+        0,
+        h,
+        w,
+        noise_std=0.0,
+    )
     difference = np.abs(ours.astype(int) - expected.astype(int)).max(axis=2)
     # float32 (Open3D) vs float64 (plane) distances: rounding differs by a level at most, and a
     # point on a paint edge may fall on either side
@@ -113,8 +137,9 @@ def test_shading_noise_is_a_function_of_seed_and_pixel(scene) -> None:
 
 
 def test_near_normal_draws_have_unit_variance() -> None:
-    draws = np.array([shading.irwin_hall_normal(np.uint64(shading.hash_bits(np.uint64(3), np.uint64(i))))
-                      for i in range(20_000)])
+    draws = np.array(
+        [shading.irwin_hall_normal(np.uint64(shading.hash_bits(np.uint64(3), np.uint64(i)))) for i in range(20_000)]
+    )
     assert abs(draws.mean()) < 0.03 and abs(draws.std() - 1.0) < 0.03 and np.abs(draws).max() <= 3.0
 
 
@@ -130,13 +155,15 @@ def test_box_ray_counts_equal_the_slab_test(scene) -> None:
     distance = rng.uniform(1.0, 40.0, h * w)
     rects = np.array([[0, w, 0, h], [w // 4, w // 2, h // 3, h], [0, 5, 0, 5]])
     agents = np.array([0, 1, 2])
-    visible, occluded = shading.count_box_rays(rays[:, :3], rays[:, 3:], owner, distance, w, rects, agents, forward,
-                                               sizes, yaws)
+    visible, occluded = shading.count_box_rays(
+        rays[:, :3], rays[:, 3:], owner, distance, w, rects, agents, forward, sizes, yaws
+    )
     for k in range(3):
         rows, cols = np.arange(rects[k, 2], rects[k, 3]), np.arange(rects[k, 0], rects[k, 1])
         index = (rows[:, None] * w + cols[None, :]).reshape(-1)
-        t_near, t_far = cameras.box_ray_interval(rays[index, :3].astype(np.float64), rays[index, 3:].astype(np.float64),
-                                                 forward[k], sizes[k], yaws[k])
+        t_near, t_far = cameras.box_ray_interval(
+            rays[index, :3].astype(np.float64), rays[index, 3:].astype(np.float64), forward[k], sizes[k], yaws[k]
+        )
         enters = (t_near <= t_far) & (t_far > 0)
         assert visible[k] == np.count_nonzero(enters & (owner[index] == k))
         assert occluded[k] == np.count_nonzero(enters & (owner[index] != k) & (distance[index] < np.maximum(t_near, 0)))

@@ -48,6 +48,7 @@ def test_sweep_shape_rings_and_ranges_like_the_real_sweep(scene, realdata_root: 
     assert abs(len(ours) - len(real)) <= 0.15 * len(real)
     np.testing.assert_array_equal(np.unique(ours[:, 4]), np.arange(32))
     np.testing.assert_array_equal(np.bincount(ours[:, 4].astype(int)), np.bincount(real[:, 4].astype(int)))
+
     # per-ring elevation (median over returns beyond the car) within 0.5 deg of the real sensor's
     # (whose beams are not exactly evenly spaced); the lowest rings mostly see the car's own roof
     def ring_elevations(points: np.ndarray) -> np.ndarray:
@@ -87,16 +88,20 @@ def test_lidar_hits_on_agents_lie_in_their_boxes(scene) -> None:
     # inside the box up to the range noise (2 cm, 4 sigma) and the ego's motion during the sweep
     # (compensated exactly, so only rounding remains)
     margin = 0.1
-    inside = (np.abs(along) <= size[:, 1] / 2 + margin) & (np.abs(across) <= size[:, 0] / 2 + margin) & (
-        np.abs(local[:, 2]) <= size[:, 2] / 2 + margin)
+    inside = (
+        (np.abs(along) <= size[:, 1] / 2 + margin)
+        & (np.abs(across) <= size[:, 0] / 2 + margin)
+        & (np.abs(local[:, 2]) <= size[:, 2] / 2 + margin)
+    )
     assert inside.mean() > 0.99
 
 
 def test_projected_lidar_points_fall_on_their_agent_in_the_image(scene) -> None:
     layout, _world, _states, caster, sweep, global_from_ego = scene
     camera = CAMERAS[0]
-    rendered = render_camera(caster, layout, camera, global_from_ego, 0.5, 1.0, np.array([0.0, 0.0, 1.0]),
-                             np.random.default_rng(0))
+    rendered = render_camera(
+        caster, layout, camera, global_from_ego, 0.5, 1.0, np.array([0.0, 0.0, 1.0]), np.random.default_rng(0)
+    )
     intrinsics = camera.intrinsics(0.5)
     camera_from_lidar = (global_from_ego @ camera.ego_from_camera()).inverse() @ global_from_ego @ EGO_FROM_LIDAR
     hit = sweep.agent >= 0
@@ -113,8 +118,14 @@ def test_projected_lidar_points_fall_on_their_agent_in_the_image(scene) -> None:
 
 @pytest.fixture(scope="module")
 def full_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_synthetic_log(tmp_path_factory.mktemp("synthetic-full") / "log", num_scenes=1, seconds=1.0, seed=5,
-                              image_scale=0.25, progress=False)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("synthetic-full") / "log",
+        num_scenes=1,
+        seconds=1.0,
+        seed=5,
+        image_scale=0.25,
+        progress=False,
+    )
 
 
 def test_full_log_files(full_log: Path) -> None:

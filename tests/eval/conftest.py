@@ -85,9 +85,24 @@ def _attribute_group(category: str) -> str | None:
 def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_scene: int = 8) -> Path:
     """Write a nuScenes-format database under `root` (see the module docstring); returns `root`."""
     rng = np.random.default_rng(seed)
-    tables: dict[str, list[dict[str, Any]]] = {name: [] for name in (
-        "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
-        "log", "scene", "sample", "sample_data", "sample_annotation", "map")}
+    tables: dict[str, list[dict[str, Any]]] = {
+        name: []
+        for name in (
+            "category",
+            "attribute",
+            "visibility",
+            "instance",
+            "sensor",
+            "calibrated_sensor",
+            "ego_pose",
+            "log",
+            "scene",
+            "sample",
+            "sample_data",
+            "sample_annotation",
+            "map",
+        )
+    }
     category_token = {}
     for name in CATEGORIES:
         category_token[name] = _token(rng)
@@ -104,17 +119,36 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
         sensor = _token(rng)
         tables["sensor"].append({"token": sensor, "channel": channel, "modality": modality})
         calibration[channel] = _token(rng)
-        tables["calibrated_sensor"].append({
-            "token": calibration[channel], "sensor_token": sensor, "translation": [0.94, 0.0, 1.84],
-            "rotation": _quaternion(-math.pi / 2), "camera_intrinsic": []})
+        tables["calibrated_sensor"].append(
+            {
+                "token": calibration[channel],
+                "sensor_token": sensor,
+                "translation": [0.94, 0.0, 1.84],
+                "rotation": _quaternion(-math.pi / 2),
+                "camera_intrinsic": [],
+            }
+        )
     log_token = _token(rng)
-    tables["log"].append({"token": log_token, "logfile": "fixture-log", "vehicle": "fixture",
-                          "date_captured": "2026-01-01", "location": "singapore-onenorth"})
+    tables["log"].append(
+        {
+            "token": log_token,
+            "logfile": "fixture-log",
+            "vehicle": "fixture",
+            "date_captured": "2026-01-01",
+            "location": "singapore-onenorth",
+        }
+    )
     map_token = _token(rng)
     (root / "maps").mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(root / "maps" / f"{map_token}.png")
-    tables["map"].append({"token": map_token, "log_tokens": [log_token], "category": "semantic_prior",
-                          "filename": f"maps/{map_token}.png"})
+    tables["map"].append(
+        {
+            "token": map_token,
+            "log_tokens": [log_token],
+            "category": "semantic_prior",
+            "filename": f"maps/{map_token}.png",
+        }
+    )
 
     scene_names = []
     timestamp = 1_600_000_000_000_000
@@ -128,63 +162,130 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
         agents = []
         for _ in range(rng.integers(14, 22)):
             category = CATEGORIES[rng.integers(len(CATEGORIES) - 2)] if rng.random() > 0.05 else "animal"
-            agents.append({
-                "category": category, "instance": _token(rng),
-                # Cones and barriers near the path (their range is 30 m), the rest up to 60 m away.
-                "xy": ego_xy + rng.uniform(-60, 60, 2) * (0.4 if category.startswith("movable") else 1.0),
-                "v": rng.normal(0, 3, 2) if not category.startswith("movable") else np.zeros(2),
-                "yaw": rng.uniform(-math.pi, math.pi),
-                "first": int(rng.integers(0, samples_per_scene)),
-                "gap": bool(rng.random() < 0.15),
-                "single": bool(rng.random() < 0.1),
-                "attr": rng.random(),
-            })
+            agents.append(
+                {
+                    "category": category,
+                    "instance": _token(rng),
+                    # Cones and barriers near the path (their range is 30 m), the rest up to 60 m away.
+                    "xy": ego_xy + rng.uniform(-60, 60, 2) * (0.4 if category.startswith("movable") else 1.0),
+                    "v": rng.normal(0, 3, 2) if not category.startswith("movable") else np.zeros(2),
+                    "yaw": rng.uniform(-math.pi, math.pi),
+                    "first": int(rng.integers(0, samples_per_scene)),
+                    "gap": bool(rng.random() < 0.15),
+                    "single": bool(rng.random() < 0.1),
+                    "attr": rng.random(),
+                }
+            )
         # A bike rack near the ego with one bicycle in it and one just outside it.
         rack_xy = ego_xy + np.array([8.0, 5.0])
-        agents.append({"category": "static_object.bicycle_rack", "instance": _token(rng), "xy": rack_xy,
-                       "v": np.zeros(2), "yaw": 0.3, "first": 0, "gap": False, "single": False, "attr": 1.0})
+        agents.append(
+            {
+                "category": "static_object.bicycle_rack",
+                "instance": _token(rng),
+                "xy": rack_xy,
+                "v": np.zeros(2),
+                "yaw": 0.3,
+                "first": 0,
+                "gap": False,
+                "single": False,
+                "attr": 1.0,
+            }
+        )
         for offset in ((0.5, 0.2), (0.0, 6.0)):
-            agents.append({"category": "vehicle.bicycle", "instance": _token(rng), "xy": rack_xy + np.array(offset),
-                           "v": np.zeros(2), "yaw": 0.3, "first": 0, "gap": False, "single": False, "attr": 0.5})
+            agents.append(
+                {
+                    "category": "vehicle.bicycle",
+                    "instance": _token(rng),
+                    "xy": rack_xy + np.array(offset),
+                    "v": np.zeros(2),
+                    "yaw": 0.3,
+                    "first": 0,
+                    "gap": False,
+                    "single": False,
+                    "attr": 0.5,
+                }
+            )
         sample_tokens = [_token(rng) for _ in range(samples_per_scene)]
         annotations_before_scene = len(tables["sample_annotation"])
         last_ann: dict[str, dict[str, Any]] = {}
         for k, sample_token in enumerate(sample_tokens):
             t = timestamp + k * 500_000
-            tables["sample"].append({"token": sample_token, "timestamp": t, "scene_token": scene_token,
-                                     "prev": sample_tokens[k - 1] if k else "",
-                                     "next": sample_tokens[k + 1] if k + 1 < samples_per_scene else ""})
+            tables["sample"].append(
+                {
+                    "token": sample_token,
+                    "timestamp": t,
+                    "scene_token": scene_token,
+                    "prev": sample_tokens[k - 1] if k else "",
+                    "next": sample_tokens[k + 1] if k + 1 < samples_per_scene else "",
+                }
+            )
             ego_k = ego_xy + 5.0 * k * np.array([math.cos(ego_heading), math.sin(ego_heading)])
             # A non-key-frame lidar sweep just before the key frame, at a different pose: the metric
             # must use the key frame's pose.
-            for channel, key_frame, dt, shift in (("LIDAR_TOP", False, -50_000, 2.5), ("LIDAR_TOP", True, 0, 0.0),
-                                                  ("CAM_FRONT", True, 10_000, 0.3)):
+            for channel, key_frame, dt, shift in (
+                ("LIDAR_TOP", False, -50_000, 2.5),
+                ("LIDAR_TOP", True, 0, 0.0),
+                ("CAM_FRONT", True, 10_000, 0.3),
+            ):
                 sd_token = _token(rng)
-                tables["sample_data"].append({
-                    "token": sd_token, "sample_token": sample_token, "ego_pose_token": sd_token,
-                    "calibrated_sensor_token": calibration[channel], "timestamp": t + dt,
-                    "fileformat": "pcd" if channel == "LIDAR_TOP" else "jpg", "is_key_frame": key_frame,
-                    "height": 0, "width": 0, "filename": f"samples/{channel}/{sd_token}", "prev": "", "next": ""})
-                tables["ego_pose"].append({"token": sd_token, "timestamp": t + dt,
-                                           "translation": [*(ego_k - shift), 0.0],
-                                           "rotation": _quaternion(ego_heading)})
+                tables["sample_data"].append(
+                    {
+                        "token": sd_token,
+                        "sample_token": sample_token,
+                        "ego_pose_token": sd_token,
+                        "calibrated_sensor_token": calibration[channel],
+                        "timestamp": t + dt,
+                        "fileformat": "pcd" if channel == "LIDAR_TOP" else "jpg",
+                        "is_key_frame": key_frame,
+                        "height": 0,
+                        "width": 0,
+                        "filename": f"samples/{channel}/{sd_token}",
+                        "prev": "",
+                        "next": "",
+                    }
+                )
+                tables["ego_pose"].append(
+                    {
+                        "token": sd_token,
+                        "timestamp": t + dt,
+                        "translation": [*(ego_k - shift), 0.0],
+                        "rotation": _quaternion(ego_heading),
+                    }
+                )
             for agent in agents:
                 if k < agent["first"] or (agent["single"] and k != agent["first"]):
                     continue
-                if agent["gap"] and k in (agent["first"] + 1, agent["first"] + 2, agent["first"] + 3, agent["first"] + 4):
+                if agent["gap"] and k in (
+                    agent["first"] + 1,
+                    agent["first"] + 2,
+                    agent["first"] + 3,
+                    agent["first"] + 4,
+                ):
                     continue  # a 2.5 s hole in the track: no velocity across it
                 category = agent["category"]
                 xy = agent["xy"] + agent["v"] * 0.5 * k
                 group = _attribute_group(category)
-                attrs = [] if group is None or agent["attr"] < 0.1 else [attribute_token[ATTRIBUTES_OF[group][int(agent["attr"] * 10) % len(ATTRIBUTES_OF[group])]]]
+                attrs = (
+                    []
+                    if group is None or agent["attr"] < 0.1
+                    else [attribute_token[ATTRIBUTES_OF[group][int(agent["attr"] * 10) % len(ATTRIBUTES_OF[group])]]]
+                )
                 distance = float(np.linalg.norm(xy - ego_k))
                 num_lidar = 0 if rng.random() < 0.08 else int(max(1, 400 / (1 + distance)))
-                ann = {"token": _token(rng), "sample_token": sample_token, "instance_token": agent["instance"],
-                       "visibility_token": "4", "attribute_tokens": attrs,
-                       "translation": [float(xy[0]), float(xy[1]), float(rng.uniform(0.5, 1.5))],
-                       "size": [s * float(rng.uniform(0.9, 1.1)) for s in SIZES[category]],
-                       "rotation": _quaternion(agent["yaw"]), "num_lidar_pts": num_lidar,
-                       "num_radar_pts": int(rng.integers(0, 3)), "prev": "", "next": ""}
+                ann = {
+                    "token": _token(rng),
+                    "sample_token": sample_token,
+                    "instance_token": agent["instance"],
+                    "visibility_token": "4",
+                    "attribute_tokens": attrs,
+                    "translation": [float(xy[0]), float(xy[1]), float(rng.uniform(0.5, 1.5))],
+                    "size": [s * float(rng.uniform(0.9, 1.1)) for s in SIZES[category]],
+                    "rotation": _quaternion(agent["yaw"]),
+                    "num_lidar_pts": num_lidar,
+                    "num_radar_pts": int(rng.integers(0, 3)),
+                    "prev": "",
+                    "next": "",
+                }
                 previous = last_ann.get(agent["instance"])
                 if previous is not None:
                     previous["next"] = ann["token"]
@@ -197,12 +298,26 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
         for agent in agents:
             anns = annotations_of.get(agent["instance"], [])
             if anns:
-                tables["instance"].append({"token": agent["instance"], "category_token": category_token[agent["category"]],
-                                           "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
-                                           "last_annotation_token": anns[-1]["token"]})
-        tables["scene"].append({"token": scene_token, "name": name, "description": "", "log_token": log_token,
-                                "nbr_samples": samples_per_scene, "first_sample_token": sample_tokens[0],
-                                "last_sample_token": sample_tokens[-1]})
+                tables["instance"].append(
+                    {
+                        "token": agent["instance"],
+                        "category_token": category_token[agent["category"]],
+                        "nbr_annotations": len(anns),
+                        "first_annotation_token": anns[0]["token"],
+                        "last_annotation_token": anns[-1]["token"],
+                    }
+                )
+        tables["scene"].append(
+            {
+                "token": scene_token,
+                "name": name,
+                "description": "",
+                "log_token": log_token,
+                "nbr_samples": samples_per_scene,
+                "first_sample_token": sample_tokens[0],
+                "last_sample_token": sample_tokens[-1],
+            }
+        )
         timestamp += 100_000_000
     # Shuffle the annotation table so that table order differs from sample order.
     order = rng.permutation(len(tables["sample_annotation"]))
@@ -212,7 +327,9 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
     for name, records in tables.items():
         (version_dir / f"{name}.json").write_text(json.dumps(records))
     split_at = max(1, scenes // 3)
-    (version_dir / "splits.json").write_text(json.dumps({"synth_train": scene_names[:split_at], SPLIT: scene_names[split_at:]}))
+    (version_dir / "splits.json").write_text(
+        json.dumps({"synth_train": scene_names[:split_at], SPLIT: scene_names[split_at:]})
+    )
     return root
 
 
@@ -230,34 +347,41 @@ def make_predictions(dataroot: Path, *, seed: int, split: str = SPLIT, version: 
             yaw = 2 * math.atan2(boxes.rotation_wxyz[row, 3], boxes.rotation_wxyz[row, 0]) + rng.normal(0, 0.3)
             velocity = np.nan_to_num(boxes.velocity_xy[row]) + rng.normal(0, 0.7, 2)
             label = int(boxes.label[row]) if rng.random() < 0.93 else int(rng.integers(len(DETECTION_CLASSES)))
-            results[token].append({
-                "sample_token": token,
-                "translation": (boxes.translation[row] + rng.normal(0, [0.6, 0.6, 0.2])).tolist(),
-                "size": (boxes.size_wlh[row] * rng.uniform(0.8, 1.25, 3)).tolist(),
-                "rotation": _quaternion(yaw),
-                "velocity": velocity.tolist(),
-                "detection_name": DETECTION_CLASSES[label],
-                "detection_score": round(float(rng.uniform(0.05, 1.0)), 2),
-                "attribute_name": ATTRIBUTES[int(boxes.attribute[row])] if boxes.attribute[row] >= 0 and rng.random() < 0.8
-                else ("" if rng.random() < 0.5 else ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]),
-            })
+            results[token].append(
+                {
+                    "sample_token": token,
+                    "translation": (boxes.translation[row] + rng.normal(0, [0.6, 0.6, 0.2])).tolist(),
+                    "size": (boxes.size_wlh[row] * rng.uniform(0.8, 1.25, 3)).tolist(),
+                    "rotation": _quaternion(yaw),
+                    "velocity": velocity.tolist(),
+                    "detection_name": DETECTION_CLASSES[label],
+                    "detection_score": round(float(rng.uniform(0.05, 1.0)), 2),
+                    "attribute_name": ATTRIBUTES[int(boxes.attribute[row])]
+                    if boxes.attribute[row] >= 0 and rng.random() < 0.8
+                    else ("" if rng.random() < 0.5 else ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]),
+                }
+            )
     for position, token in enumerate(gt.sample_tokens):
         ego = gt.ego_translation[position]
         for _ in range(rng.integers(0, 8)):
             label = int(rng.integers(len(DETECTION_CLASSES)))
-            results[token].append({
-                "sample_token": token,
-                "translation": (ego + np.array([*rng.uniform(-55, 55, 2), 1.0])).tolist(),
-                "size": rng.uniform(0.4, 5.0, 3).tolist(),
-                "rotation": _quaternion(float(rng.uniform(-math.pi, math.pi))),
-                "velocity": rng.normal(0, 2, 2).tolist(),
-                "detection_name": DETECTION_CLASSES[label],
-                "detection_score": round(float(rng.uniform(0.0, 0.6)), 2),
-                "attribute_name": "",
-            })
+            results[token].append(
+                {
+                    "sample_token": token,
+                    "translation": (ego + np.array([*rng.uniform(-55, 55, 2), 1.0])).tolist(),
+                    "size": rng.uniform(0.4, 5.0, 3).tolist(),
+                    "rotation": _quaternion(float(rng.uniform(-math.pi, math.pi))),
+                    "velocity": rng.normal(0, 2, 2).tolist(),
+                    "detection_name": DETECTION_CLASSES[label],
+                    "detection_score": round(float(rng.uniform(0.0, 0.6)), 2),
+                    "attribute_name": "",
+                }
+            )
         rng.shuffle(results[token])
-    return {"meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False,
-                     "use_external": False}, "results": results}
+    return {
+        "meta": {"use_camera": False, "use_lidar": True, "use_radar": False, "use_map": False, "use_external": False},
+        "results": results,
+    }
 
 
 @pytest.fixture(scope="session")

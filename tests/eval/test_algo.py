@@ -107,7 +107,9 @@ def _random_sets(rng: np.random.Generator, n_samples: int) -> tuple[EvalBoxSet, 
         for _ in range(rng.integers(0, 12)):
             cls = classes[rng.integers(len(classes))]
             xy = rng.uniform(-8, 8, 2)
-            attr = -1 if cls in ("barrier", "traffic_cone") or rng.random() < 0.2 else int(rng.integers(len(ATTRIBUTES)))
+            attr = (
+                -1 if cls in ("barrier", "traffic_cone") or rng.random() < 0.2 else int(rng.integers(len(ATTRIBUTES)))
+            )
             v = (np.nan, np.nan) if rng.random() < 0.2 else tuple(rng.normal(0, 2, 2))
             wlh = tuple(rng.uniform(0.5, 4.0, 3))
             yaw = rng.uniform(-np.pi, np.pi)
@@ -151,7 +153,11 @@ def test_accumulate_calc_ap_calc_tp_equal_the_devkit(seed):
             ours = ours_all[(cls, threshold)]
             for field in ("recall", "precision", "confidence", *algo.TP_METRICS):
                 np.testing.assert_allclose(
-                    getattr(ours, field), getattr(theirs, field), rtol=0, atol=1e-12, err_msg=f"{cls} {threshold} {field}"
+                    getattr(ours, field),
+                    getattr(theirs, field),
+                    rtol=0,
+                    atol=1e-12,
+                    err_msg=f"{cls} {threshold} {field}",
                 )
             assert algo.calc_ap(ours, 0.1, 0.1) == pytest.approx(devkit_algo.calc_ap(theirs, 0.1, 0.1), abs=1e-12)
             for metric in algo.TP_METRICS:
@@ -194,7 +200,9 @@ def test_accumulating_class_groups_on_threads_gives_the_same_numbers(workers):
     ths = (0.5, 1.0, 2.0, 4.0)
     one = algo.accumulate_all(gt, pred, DETECTION_CLASSES, ths)
     groups = algo._class_groups(gt, pred, DETECTION_CLASSES, workers)
-    assert 2 <= len(groups) <= workers and sorted(name for group in groups for name in group) == sorted(DETECTION_CLASSES)
+    assert 2 <= len(groups) <= workers and sorted(name for group in groups for name in group) == sorted(
+        DETECTION_CLASSES
+    )
     threaded = algo.accumulate_all(gt, pred, DETECTION_CLASSES, ths, workers=workers)
     assert list(threaded) == list(one)  # the same keys in the same order
     matched = 0
@@ -204,4 +212,6 @@ def test_accumulating_class_groups_on_threads_gives_the_same_numbers(workers):
         matched += int(np.any(data.precision > 0))
     assert matched > 10  # the case has true positives in many (class, threshold) cells
     subset = ("truck", "car", "barrier")
-    assert list(algo.accumulate_all(gt, pred, subset, ths, workers=2)) == list(algo.accumulate_all(gt, pred, subset, ths))
+    assert list(algo.accumulate_all(gt, pred, subset, ths, workers=2)) == list(
+        algo.accumulate_all(gt, pred, subset, ths)
+    )

@@ -55,7 +55,9 @@ def _spoil_first_annotation(root: Path, edit) -> str:
         (lambda r: r["rotation"].__setitem__(0, 10**400), "rotation must be 4 finite numbers"),
     ],
 )
-def test_bad_ground_truth_is_named_by_every_reader(log_copy: Path, tmp_path: Path, predictions_for, edit, expected) -> None:
+def test_bad_ground_truth_is_named_by_every_reader(
+    log_copy: Path, tmp_path: Path, predictions_for, edit, expected
+) -> None:
     results = tmp_path / "results.json"
     results.write_text(json.dumps(predictions_for(log_copy, seed=5)))
     token = _spoil_first_annotation(log_copy, edit)
@@ -69,7 +71,9 @@ def test_bad_ground_truth_is_named_by_every_reader(log_copy: Path, tmp_path: Pat
 def test_a_split_without_annotations_is_an_error(log_copy: Path) -> None:
     (log_copy / VERSION / "sample_annotation.json").write_text("[]")
     for load in GROUND_TRUTH_LOADERS:
-        with pytest.raises(InputError, match=f"split '{SPLIT}' of .*: its 32 samples have no annotations of the detection classes"):
+        with pytest.raises(
+            InputError, match=f"split '{SPLIT}' of .*: its 32 samples have no annotations of the detection classes"
+        ):
             load(log_copy, VERSION, SPLIT)
 
 
@@ -111,7 +115,9 @@ def test_a_sample_listed_twice_is_named(payload: dict, ground_truth, tmp_path: P
         ("num_pts", "-3", "field num_pts: expected an integer from 0 to 2**63 - 1"),
     ],
 )
-def test_numbers_a_float64_cannot_hold_are_named(payload: dict, ground_truth, tmp_path: Path, field, literal, expected) -> None:
+def test_numbers_a_float64_cannot_hold_are_named(
+    payload: dict, ground_truth, tmp_path: Path, field, literal, expected
+) -> None:
     payload = copy.deepcopy(payload)
     token = _first_token(payload)
     box = payload["results"][token][0]

@@ -13,8 +13,21 @@ def test_bench_eval_times_both_sides_and_checks_the_metrics(minimal_log, tmp_pat
     bench_eval.add_parser(parser.add_subparsers())
     out = tmp_path / "bench.json"
     args = parser.parse_args(
-        ["eval", "--dataroot", str(minimal_log), "--split", "synth_val", "--boxes-per-sample", "20",
-         "--our-repeats", "2", "--cache-dir", str(tmp_path / "cache"), "--json", str(out)]
+        [
+            "eval",
+            "--dataroot",
+            str(minimal_log),
+            "--split",
+            "synth_val",
+            "--boxes-per-sample",
+            "20",
+            "--our-repeats",
+            "2",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--json",
+            str(out),
+        ]
     )
     assert args.func(args) == 0
     figures = json.loads(out.read_text())

@@ -104,8 +104,13 @@ def test_perfect_predictions_score_perfect_ap(minimal_log, tmp_path):
     # The evaluated ground truth itself as predictions (score 1): AP 1 for every class that has any.
     # (Unfiltered it would not be: the copies of boxes without lidar points would be false positives.)
     boxes = filter_boxes(gt.boxes, gt, config)
-    perfect = type(boxes)(**{**{name: getattr(boxes, name) for name in boxes.__slots__}, "score": np.ones(len(boxes)),
-                             "num_pts": np.full(len(boxes), -1)})
+    perfect = type(boxes)(
+        **{
+            **{name: getattr(boxes, name) for name in boxes.__slots__},
+            "score": np.ones(len(boxes)),
+            "num_pts": np.full(len(boxes), -1),
+        }
+    )
     evaluation = evaluate(gt, perfect, config)
     for name, aps in evaluation.metrics.label_aps.items():
         if evaluation.num_gt[name]:
@@ -129,7 +134,12 @@ def test_results_of_a_devkit_builtin_split_keep_file_order(minimal_log, tmp_path
 def test_every_metric_equals_the_devkit_on_a_generated_synthetic_log(tmp_path_factory, predictions_for, tmp_path):
     # The project's own synthetic world (annotations only), not this folder's hand-written tables.
     dataroot = synthetic.make_synthetic_log(
-        tmp_path_factory.mktemp("synthetic") / "log", num_scenes=2, seconds=4, seed=31, annotations_only=True, progress=False
+        tmp_path_factory.mktemp("synthetic") / "log",
+        num_scenes=2,
+        seconds=4,
+        seed=31,
+        annotations_only=True,
+        progress=False,
     )
     payload = predictions_for(dataroot, seed=4)
     results_path = tmp_path / "results.json"
@@ -160,8 +170,20 @@ def test_select_picks_rows_as_indexing_does():
     for rows in (mask, np.flatnonzero(mask), np.zeros(n, bool), np.arange(n), []):
         picked = boxes.select(rows)
         index = np.asarray(rows, np.int64) if len(rows) == 0 else rows
-        for name in ("sample_index", "translation", "size_wlh", "rotation_wxyz", "velocity_xy", "label", "score", "attribute", "num_pts"):
+        for name in (
+            "sample_index",
+            "translation",
+            "size_wlh",
+            "rotation_wxyz",
+            "velocity_xy",
+            "label",
+            "score",
+            "attribute",
+            "num_pts",
+        ):
             expected = getattr(boxes, name)[index]
-            assert getattr(picked, name).dtype == expected.dtype and np.array_equal(getattr(picked, name), expected), name
+            assert getattr(picked, name).dtype == expected.dtype and np.array_equal(getattr(picked, name), expected), (
+                name
+            )
     with pytest.raises(IndexError):
         boxes.select(mask[:-1])

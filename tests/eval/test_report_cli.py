@@ -25,8 +25,21 @@ def results_file(minimal_log, predictions_for, tmp_path_factory):
 
 def test_eval_command_writes_the_report(minimal_log, results_file, tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["eval", "--results", str(results_file), "--dataroot", str(minimal_log), "--version", VERSION,
-                 "--split", SPLIT, "--out", str(out)])
+    code = main(
+        [
+            "eval",
+            "--results",
+            str(results_file),
+            "--dataroot",
+            str(minimal_log),
+            "--version",
+            VERSION,
+            "--split",
+            SPLIT,
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "mAP:" in printed and "NDS:" in printed and "30+ m" in printed and "traffic_cone" in printed
@@ -57,8 +70,22 @@ def test_eval_command_bad_results_exit_2_with_one_line(minimal_log, results_file
     payload["results"][token][0]["detection_name"] = "dragon"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(payload))
-    code = main(["eval", "--results", str(bad), "--dataroot", str(minimal_log), "--version", VERSION,
-                 "--split", SPLIT, "--out", str(tmp_path / "out"), "--no-plots"])
+    code = main(
+        [
+            "eval",
+            "--results",
+            str(bad),
+            "--dataroot",
+            str(minimal_log),
+            "--version",
+            VERSION,
+            "--split",
+            SPLIT,
+            "--out",
+            str(tmp_path / "out"),
+            "--no-plots",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -67,7 +94,20 @@ def test_eval_command_bad_results_exit_2_with_one_line(minimal_log, results_file
 
 
 def test_eval_command_unknown_split_exit_2(minimal_log, results_file, tmp_path, capsys):
-    code = main(["eval", "--results", str(results_file), "--dataroot", str(minimal_log), "--version", VERSION,
-                 "--split", "nonexistent", "--out", str(tmp_path / "out")])
+    code = main(
+        [
+            "eval",
+            "--results",
+            str(results_file),
+            "--dataroot",
+            str(minimal_log),
+            "--version",
+            VERSION,
+            "--split",
+            "nonexistent",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 2
     assert "unknown split 'nonexistent'" in capsys.readouterr().err

@@ -154,8 +154,16 @@ def test_written_results_load_and_score_in_the_devkit_unchanged(minimal_log, tmp
 
 def test_write_results_refuses_a_bad_box_and_leaves_no_file(tmp_path):
     path = tmp_path / "bad.json"
-    record = {"sample_token": "s", "translation": [0, 0, 0], "size": [1, 1, 1], "rotation": [1, 0, 0, 0],
-              "velocity": [0, 0], "detection_name": "car", "detection_score": math.nan, "attribute_name": ""}
+    record = {
+        "sample_token": "s",
+        "translation": [0, 0, 0],
+        "size": [1, 1, 1],
+        "rotation": [1, 0, 0, 0],
+        "velocity": [0, 0],
+        "detection_name": "car",
+        "detection_score": math.nan,
+        "attribute_name": "",
+    }
     with pytest.raises(InputError, match="sample s box 0 field detection_score"):
         write_results(path, {"s": [record]}, submission_meta(use_camera=True, use_lidar=False))
     assert not path.exists() and not list(tmp_path.iterdir())

@@ -43,9 +43,16 @@ def ground_truth_tracks(dataroot: Path) -> dict[str, list[dict]]:
         if ann["sample_token"] not in results or name is None or ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
             continue
         results[ann["sample_token"]].append(
-            {"sample_token": ann["sample_token"], "translation": ann["translation"], "size": ann["size"],
-             "rotation": ann["rotation"], "velocity": [0.0, 0.0], "tracking_id": ann["instance_token"],
-             "tracking_name": name, "tracking_score": 0.9}  # fmt: skip
+            {
+                "sample_token": ann["sample_token"],
+                "translation": ann["translation"],
+                "size": ann["size"],
+                "rotation": ann["rotation"],
+                "velocity": [0.0, 0.0],
+                "tracking_id": ann["instance_token"],
+                "tracking_name": name,
+                "tracking_score": 0.9,
+            }
         )
     return results
 
@@ -74,8 +81,16 @@ def spoiled(results: dict[str, list[dict]]) -> dict[str, list[dict]]:
             boxes.pop()
         x = 200.0 + 2.0 * position
         boxes.append(
-            {"sample_token": token, "translation": [x, 5.0, 1.0], "size": [1.9, 4.6, 1.7], "rotation": [1.0, 0.0, 0.0, 0.0],
-             "velocity": [4.0, 0.0], "tracking_id": "false-track", "tracking_name": "car", "tracking_score": 0.5}  # fmt: skip
+            {
+                "sample_token": token,
+                "translation": [x, 5.0, 1.0],
+                "size": [1.9, 4.6, 1.7],
+                "rotation": [1.0, 0.0, 0.0, 0.0],
+                "velocity": [4.0, 0.0],
+                "tracking_id": "false-track",
+                "tracking_name": "car",
+                "tracking_score": 0.5,
+            }
         )
     return out
 
@@ -114,7 +129,11 @@ def test_errors_are_counted_and_equal_the_devkit(minimal_log, tmp_path):
             for name, per_class in value.items():
                 for class_name, number in per_class.items():
                     other = ours[key][name][class_name]
-                    assert (math.isnan(number) and math.isnan(other)) or abs(number - other) <= 1e-9, (key, name, class_name)
+                    assert (math.isnan(number) and math.isnan(other)) or abs(number - other) <= 1e-9, (
+                        key,
+                        name,
+                        class_name,
+                    )
         else:
             assert (math.isnan(value) and math.isnan(ours[key])) or abs(value - ours[key]) <= 1e-9, key
     assert (out / "metrics_details.json").is_file()
@@ -125,7 +144,13 @@ def test_plots_are_written(minimal_log, tmp_path):
     path.write_text(json.dumps(submission(ground_truth_tracks(minimal_log))))
     report = evaluate_tracking(path, minimal_log, VERSION, SPLIT, tmp_path / "report", plots=True)
     names = {p.relative_to(tmp_path / "report").as_posix() for p in report.written}
-    assert {"metrics_summary.json", "metrics_details.json", "plots/summary.pdf", "plots/mota.pdf", "plots/ids.pdf"} <= names
+    assert {
+        "metrics_summary.json",
+        "metrics_details.json",
+        "plots/summary.pdf",
+        "plots/mota.pdf",
+        "plots/ids.pdf",
+    } <= names
     assert not list((tmp_path / "report").glob(".tracking-eval.*"))
 
 

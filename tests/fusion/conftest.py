@@ -21,8 +21,14 @@ from avfusion.sensors.map_raster import MapRaster
 from avfusion.sensors.types import CameraFrame, GnssFix, LidarSweep, SyncedFrame
 
 LOCATION = "singapore-onenorth"
-CAMERA_YAW_DEG = {"CAM_FRONT": 0, "CAM_FRONT_RIGHT": -55, "CAM_BACK_RIGHT": -110, "CAM_BACK": 180,
-                  "CAM_BACK_LEFT": 110, "CAM_FRONT_LEFT": 55}
+CAMERA_YAW_DEG = {
+    "CAM_FRONT": 0,
+    "CAM_FRONT_RIGHT": -55,
+    "CAM_BACK_RIGHT": -110,
+    "CAM_BACK": 180,
+    "CAM_BACK_LEFT": 110,
+    "CAM_FRONT_LEFT": 55,
+}
 # LIDAR_TOP: x right, y forward, z up, 1.8 m above the ego origin.
 EGO_FROM_LIDAR = SE3.from_yaw(np.pi / 2, np.array([0.9, 0.0, 1.8]))
 
@@ -44,12 +50,22 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     timestamp_us = 1_600_000_000_000_000 + seed * 500_000
     global_from_ego = SE3.from_yaw(0.3, np.array([100.0, 100.0, 0.0]))
     labels = np.arange(num_boxes) % 10
-    center = np.column_stack([rng.uniform(-20, 20, num_boxes), rng.uniform(-20, 20, num_boxes), np.full(num_boxes, 0.8)])
-    size = np.column_stack([rng.uniform(0.6, 2.5, num_boxes), rng.uniform(0.6, 5.0, num_boxes), np.full(num_boxes, 1.6)])
+    center = np.column_stack(
+        [rng.uniform(-20, 20, num_boxes), rng.uniform(-20, 20, num_boxes), np.full(num_boxes, 0.8)]
+    )
+    size = np.column_stack(
+        [rng.uniform(0.6, 2.5, num_boxes), rng.uniform(0.6, 5.0, num_boxes), np.full(num_boxes, 1.6)]
+    )
     attribute = np.where(labels < 5, 5, np.where(labels == 5, 2, np.where(labels < 8, 0, -1)))
-    boxes = Boxes3D(center=center, size_wlh=size, yaw_rad=rng.uniform(-np.pi, np.pi, num_boxes),
-                    velocity_xy=rng.normal(0, 2, (num_boxes, 2)), label=labels, attribute=attribute,
-                    num_lidar_pts=np.full(num_boxes, 50))
+    boxes = Boxes3D(
+        center=center,
+        size_wlh=size,
+        yaw_rad=rng.uniform(-np.pi, np.pi, num_boxes),
+        velocity_xy=rng.normal(0, 2, (num_boxes, 2)),
+        label=labels,
+        attribute=attribute,
+        num_lidar_pts=np.full(num_boxes, 50),
+    )
     ground = np.column_stack([rng.uniform(-50, 50, 4000), rng.uniform(-50, 50, 4000), np.zeros(4000)])
     on_boxes = []
     for corners in boxes.corners():
@@ -61,16 +77,23 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     time_lag = rng.choice([0.0, 0.05, 0.1], len(points_ego))
     lidar = LidarSweep(
         points=np.column_stack([lidar_points, intensity, time_lag]).astype(np.float32),
-        timestamp_us=timestamp_us, ego_from_lidar=EGO_FROM_LIDAR, global_from_ego=global_from_ego,
+        timestamp_us=timestamp_us,
+        ego_from_lidar=EGO_FROM_LIDAR,
+        global_from_ego=global_from_ego,
     )
     height, width = image_hw
     focal = 1260.0 * width / 1600.0
     cameras = {}
     for name in CAMERA_NAMES:
-        intrinsics = CameraIntrinsics(np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]), width, height)
+        intrinsics = CameraIntrinsics(
+            np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]), width, height
+        )
         cameras[name] = CameraFrame(
-            name=name, image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8), intrinsics=intrinsics,
-            ego_from_camera=ego_from_camera(CAMERA_YAW_DEG[name]), global_from_ego=global_from_ego,
+            name=name,
+            image=rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+            intrinsics=intrinsics,
+            ego_from_camera=ego_from_camera(CAMERA_YAW_DEG[name]),
+            global_from_ego=global_from_ego,
             timestamp_us=timestamp_us,
         )
     drivable = np.zeros((400, 400), dtype=np.uint8)  # 0.5 m pixels: 200 m x 200 m
@@ -78,9 +101,17 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
     lla = geodetic_from_map(LOCATION, global_from_ego.translation[None, :])[0]
     gnss = GnssFix(timestamp_us, lla[0], lla[1], lla[2], float(heading_deg_from_yaw(global_from_ego.yaw_rad)), 5.0)
     return SyncedFrame(
-        sample_token=f"sample-{seed}", scene_name="scene-test", location=LOCATION, timestamp_us=timestamp_us,
-        global_from_ego=global_from_ego, lidar=lidar, cameras=cameras, gnss=gnss,
-        skew_us=dict.fromkeys(CAMERA_NAMES, 0), missing={}, gt_boxes=boxes,
+        sample_token=f"sample-{seed}",
+        scene_name="scene-test",
+        location=LOCATION,
+        timestamp_us=timestamp_us,
+        global_from_ego=global_from_ego,
+        lidar=lidar,
+        cameras=cameras,
+        gnss=gnss,
+        skew_us=dict.fromkeys(CAMERA_NAMES, 0),
+        missing={},
+        gt_boxes=boxes,
         map=MapRaster(LOCATION, drivable, resolution_m=0.5),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import corrupt_for_training
@@ -14,7 +15,9 @@ from avfusion.sensors.types import CAMERA_NAMES, CameraFrame, LidarSweep, Synced
 def frame(token: str, seed: int = 0, timestamp_us: int = 1_000_000) -> SyncedFrame:
     """32 rings x 40 random points and six random 45 x 80 images."""
     rng = np.random.default_rng(seed)
-    points = np.concatenate([rng.uniform(-30, 30, (1280, 3)), rng.uniform(0, 100, (1280, 1)), np.zeros((1280, 1))], axis=1)
+    points = np.concatenate(
+        [rng.uniform(-30, 30, (1280, 3)), rng.uniform(0, 100, (1280, 1)), np.zeros((1280, 1))], axis=1
+    )
     ring = np.repeat(np.arange(32), 40).astype(np.int16)
     lidar = LidarSweep(points.astype(np.float32), timestamp_us, SE3.identity(), SE3.identity(), ring=ring)
     intrinsics = CameraIntrinsics(np.array([[40.0, 0, 40], [0, 40, 22], [0, 0, 1]]), 80, 45)

@@ -30,14 +30,18 @@ def test_an_earlier_run_is_neither_overwritten_nor_mixed(frame_factory, tmp_path
     out = tmp_path / "run"
     train(_config(), frames, out, progress=False, max_steps=1)
     weights = (out / "weights.pt").read_bytes()
-    with pytest.raises(InputError, match=r"--out .*run already holds a training run \(config.json, checkpoint_last.pt, weights.pt"):
+    with pytest.raises(
+        InputError, match=r"--out .*run already holds a training run \(config.json, checkpoint_last.pt, weights.pt"
+    ):
         train(_config(), frames, out, progress=False, max_steps=1)
     assert (out / "weights.pt").read_bytes() == weights
     # --force replaces it: the loss log starts again.
     train(_config(), frames, out, progress=False, max_steps=1, overwrite=True)
     assert len((out / "loss_log.jsonl").read_text().splitlines()) == 1
     # A resume with another config names what differs.
-    with pytest.raises(InputError, match=r"--resume: .*checkpoint_last.pt was made with another config \(train.learning_rate differ"):
+    with pytest.raises(
+        InputError, match=r"--resume: .*checkpoint_last.pt was made with another config \(train.learning_rate differ"
+    ):
         train(_config(learning_rate=1e-4), frames, out, resume=True, progress=False)
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match=r"--out .*file: is a file, not a run folder"):
@@ -93,7 +97,10 @@ def test_a_loss_that_turns_nan_stops_with_a_clear_error(frame_factory, tmp_path:
     frames = [frame_factory(seed) for seed in range(2)]
     # A learning rate this large sends the weights to infinity within a few steps.
     config = _config(learning_rate=1e30, grad_clip_norm=1e30, epochs=20)
-    with pytest.raises(TrainingDiverged, match=r"train: the loss became (nan|inf) at step \d+ \(learning rate .*stopped.*try a lower --lr"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"train: the loss became (nan|inf) at step \d+ \(learning rate .*stopped.*try a lower --lr",
+    ):
         train(config, frames, tmp_path / "run", progress=False, checkpoint_every=1000)
     assert not (tmp_path / "run" / "weights.pt").exists()
 

@@ -12,8 +12,19 @@ from avfusion.fusion.ops.bev_pool import bev_cell_index, bev_pool, bev_pool_refe
 
 def test_hand_worked_cells() -> None:
     # Grid x, y in [0, 2) m with 1 m cells: 2 x 2 cells; z in [0, 1).
-    points = torch.tensor([[[0.5, 0.5, 0.5], [1.5, 0.5, 0.5], [0.5, 1.5, 0.5], [1.99, 1.0, 0.0],
-                            [2.0, 0.5, 0.5], [0.5, -0.01, 0.5], [0.5, 0.5, 1.0]]])
+    points = torch.tensor(
+        [
+            [
+                [0.5, 0.5, 0.5],
+                [1.5, 0.5, 0.5],
+                [0.5, 1.5, 0.5],
+                [1.99, 1.0, 0.0],
+                [2.0, 0.5, 0.5],
+                [0.5, -0.01, 0.5],
+                [0.5, 0.5, 1.0],
+            ]
+        ]
+    )
     index = bev_cell_index(points, (0.0, 2.0), (0.0, 2.0), (0.0, 1.0), 1.0)
     # (row = y cell) * 2 + (column = x cell); outside x, outside y, z at the open upper bound -> -1.
     assert index.tolist() == [0, 1, 2, 3, -1, -1, -1]
@@ -53,7 +64,9 @@ def test_gradients_match_gradcheck_and_twin() -> None:
     assert torch.autograd.gradcheck(lambda f: bev_pool_reference(f, index, batch, (height, width)), (features,))
     weights = torch.randn(batch, channels, height, width, generator=generator, dtype=torch.float64)
     (fast_grad,) = torch.autograd.grad((bev_pool(features, index, batch, (height, width)) * weights).sum(), features)
-    (ref_grad,) = torch.autograd.grad((bev_pool_reference(features, index, batch, (height, width)) * weights).sum(), features)
+    (ref_grad,) = torch.autograd.grad(
+        (bev_pool_reference(features, index, batch, (height, width)) * weights).sum(), features
+    )
     torch.testing.assert_close(fast_grad, ref_grad)
     # A point outside the grid receives no gradient.
     assert bool((fast_grad[index < 0] == 0).all())

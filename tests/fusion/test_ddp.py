@@ -40,8 +40,17 @@ def test_two_process_gloo_training_step(tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), str(HERE / "conftest.py"), str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(HERE / "conftest.py"),
+        str(out),
+    ]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for rank in (0, 1):

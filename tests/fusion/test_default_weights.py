@@ -31,8 +31,9 @@ def test_default_weights_are_shipped_small_and_match_their_config() -> None:
 
 @pytest.fixture(scope="module")
 def demo_log(tmp_path_factory):
-    return make_synthetic_log(tmp_path_factory.mktemp("demo") / "log", num_scenes=1, seconds=1.0, seed=424242,
-                              progress=False)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("demo") / "log", num_scenes=1, seconds=1.0, seed=424242, progress=False
+    )
 
 
 def test_default_weights_detect_on_the_demo_log(demo_log) -> None:

@@ -26,9 +26,13 @@ def test_collate_gives_the_keyframe_returns_depth_bins_only_where_lidar_is_used(
     assert 0 < keyframe.sum() < len(keyframe)  # the fixture mixes sweeps, so the filter matters
     points = frame.lidar.ego_from_lidar.apply(frame.lidar.points[keyframe, :3])
     for k in range(len(CAMERA_NAMES)):
-        expected = depth_target(points, batch.rig.intrinsics[0, k].double().numpy(),
-                                batch.rig.ego_from_camera[0, k].double().numpy(),
-                                batch.rig.image_aug[0, k].double().numpy(), config)
+        expected = depth_target(
+            points,
+            batch.rig.intrinsics[0, k].double().numpy(),
+            batch.rig.ego_from_camera[0, k].double().numpy(),
+            batch.rig.image_aug[0, k].double().numpy(),
+            config,
+        )
         np.testing.assert_array_equal(batch.lidar_depth_bin[0, k].numpy(), expected)
     assert int((batch.lidar_depth_bin >= 0).sum()) > 0
     # Without lidar in the sample: no measured depth anywhere.
@@ -50,8 +54,11 @@ def _lift_inputs(config: FusionConfig, seed: int = 0):
     ego_from_camera = torch.eye(4)
     ego_from_camera[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     ego_from_camera[2, 3] = 1.5
-    rig = BatchedRig(intrinsics.expand(1, cameras, 3, 3).clone(), ego_from_camera.expand(1, cameras, 4, 4).clone(),
-                     torch.eye(3).expand(1, cameras, 3, 3).clone())
+    rig = BatchedRig(
+        intrinsics.expand(1, cameras, 3, 3).clone(),
+        ego_from_camera.expand(1, cameras, 4, 4).clone(),
+        torch.eye(3).expand(1, cameras, 3, 3).clone(),
+    )
     features = torch.randn(cameras, 8, feature_h, feature_w, generator=generator)
     return features, rig, torch.eye(4).unsqueeze(0), torch.arange(cameras)
 
@@ -62,7 +69,9 @@ def test_lift_at_given_bins_equals_a_certain_prediction_and_minus_one_keeps_the_
     lift = DepthLift(8, config.camera, config.grid)
     features, rig, bev_from_ego, camera_index = _lift_inputs(config)
     feature_h, feature_w = config.camera.feature_hw
-    bins = torch.randint(0, config.camera.num_depth_bins, (2, feature_h, feature_w), generator=torch.Generator().manual_seed(1))
+    bins = torch.randint(
+        0, config.camera.num_depth_bins, (2, feature_h, feature_w), generator=torch.Generator().manual_seed(1)
+    )
     guided = lift(features, rig, bev_from_ego, camera_index, bins)
     # The same lift whose depth logits put everything into those bins.
     certain = DepthLift(8, config.camera, config.grid)
@@ -84,8 +93,10 @@ def test_lift_at_given_bins_equals_a_certain_prediction_and_minus_one_keeps_the_
     torch.testing.assert_close(guided.depth_logits, lift(features, rig, bev_from_ego, camera_index).depth_logits)
     # No return anywhere: exactly the predicted lift.
     none = torch.full_like(bins, -1)
-    torch.testing.assert_close(lift(features, rig, bev_from_ego, camera_index, none).features,
-                               lift(features, rig, bev_from_ego, camera_index).features)
+    torch.testing.assert_close(
+        lift(features, rig, bev_from_ego, camera_index, none).features,
+        lift(features, rig, bev_from_ego, camera_index).features,
+    )
 
 
 def test_guided_training_step_reaches_every_parameter_and_lidar_changes_the_camera_bev(frame_factory) -> None:

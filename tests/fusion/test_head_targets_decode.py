@@ -72,16 +72,24 @@ def test_targets_skip_boxes_without_lidar_points() -> None:
     config = FusionConfig(grid=GridConfig(x_range_m=(-16.0, 16.0), y_range_m=(-16.0, 16.0), cell_m=0.8))
     base = _boxes()
     centres = np.array([[1.2, -3.0, 0.9], [10.0, 7.6, 1.1], [-8.0, 4.0, 0.8]])
-    boxes = Boxes3D(center=centres, size_wlh=np.repeat(base.size_wlh[:1], 3, axis=0), yaw_rad=np.zeros(3),
-                    velocity_xy=np.zeros((3, 2)), label=np.array([0, 0, 0]), attribute=np.array([5, 5, 5]),
-                    num_lidar_pts=np.array([0, 3, -1]))
+    boxes = Boxes3D(
+        center=centres,
+        size_wlh=np.repeat(base.size_wlh[:1], 3, axis=0),
+        yaw_rad=np.zeros(3),
+        velocity_xy=np.zeros((3, 2)),
+        label=np.array([0, 0, 0]),
+        attribute=np.array([5, 5, 5]),
+        num_lidar_pts=np.array([0, 3, -1]),
+    )
     targets = build_head_targets([boxes], config)
     width = 40
     kept_cells = sorted(int(c) for c in targets.index[0][targets.mask[0]])
     # Box 1: column (10 + 16) / 0.8 = 32.5, row (7.6 + 16) / 0.8 = 29.5; box 2: column 10, row 25.
     assert kept_cells == sorted([29 * width + 32, 25 * width + 10])
     assert targets.heatmap[0, 0, 16, 21] < 1.0  # box 0's centre cell holds no peak
-    everything = build_head_targets([boxes], config.replace(head=dataclasses.replace(config.head, min_target_lidar_points=0)))
+    everything = build_head_targets(
+        [boxes], config.replace(head=dataclasses.replace(config.head, min_target_lidar_points=0))
+    )
     assert int(everything.mask.sum()) == 3 and everything.heatmap[0, 0, 16, 21] == 1.0
 
 
@@ -98,9 +106,15 @@ def _outputs_from_targets(config: FusionConfig, boxes: Boxes3D) -> HeadOutputs:
     regression = regression.view(1, 10, height, width)
     heatmap_logits = torch.where(targets.heatmap == 1.0, torch.tensor(20.0), torch.tensor(-20.0))
     return HeadOutputs(
-        heatmap_logits=heatmap_logits, offset=regression[:, 0:2], z=regression[:, 2:3], log_size=regression[:, 3:6],
-        yaw_sincos=regression[:, 6:8], velocity=regression[:, 8:10], attribute_logits=attribute.view(1, 8, height, width),
-        depth_logits=torch.zeros(0, 4, 2, 2), depth_camera_index=torch.zeros(0, dtype=torch.int64),
+        heatmap_logits=heatmap_logits,
+        offset=regression[:, 0:2],
+        z=regression[:, 2:3],
+        log_size=regression[:, 3:6],
+        yaw_sincos=regression[:, 6:8],
+        velocity=regression[:, 8:10],
+        attribute_logits=attribute.view(1, 8, height, width),
+        depth_logits=torch.zeros(0, 4, 2, 2),
+        depth_camera_index=torch.zeros(0, dtype=torch.int64),
     )
 
 
@@ -132,9 +146,15 @@ def test_decode_caps_at_max_boxes_and_threshold() -> None:
     generator = torch.Generator().manual_seed(0)
     zeros = lambda c: torch.zeros(1, c, height, width)  # noqa: E731
     outputs = HeadOutputs(
-        heatmap_logits=torch.randn(1, 10, height, width, generator=generator) * 3, offset=zeros(2), z=zeros(1),
-        log_size=zeros(3), yaw_sincos=zeros(2), velocity=zeros(2), attribute_logits=zeros(8),
-        depth_logits=torch.zeros(0, 4, 2, 2), depth_camera_index=torch.zeros(0, dtype=torch.int64),
+        heatmap_logits=torch.randn(1, 10, height, width, generator=generator) * 3,
+        offset=zeros(2),
+        z=zeros(1),
+        log_size=zeros(3),
+        yaw_sincos=zeros(2),
+        velocity=zeros(2),
+        attribute_logits=zeros(8),
+        depth_logits=torch.zeros(0, 4, 2, 2),
+        depth_camera_index=torch.zeros(0, dtype=torch.int64),
     )
     capped = decode_sample(outputs, 0, config.grid, DecodeConfig(max_boxes=50, score_threshold=0.0))
     assert len(capped) == 50 and np.all(np.diff(capped.score) <= 0)
@@ -169,9 +189,15 @@ def test_depth_loss_uses_only_pixels_with_lidar() -> None:
     logits = torch.zeros(1, 4, 1, 2)
     logits[0, 2, 0, 0] = 10.0
     outputs = HeadOutputs(
-        heatmap_logits=torch.zeros(1, 1, 1, 1), offset=torch.zeros(1, 2, 1, 1), z=torch.zeros(1, 1, 1, 1),
-        log_size=torch.zeros(1, 3, 1, 1), yaw_sincos=torch.zeros(1, 2, 1, 1), velocity=torch.zeros(1, 2, 1, 1),
-        attribute_logits=torch.zeros(1, 8, 1, 1), depth_logits=logits, depth_camera_index=torch.tensor([1]),
+        heatmap_logits=torch.zeros(1, 1, 1, 1),
+        offset=torch.zeros(1, 2, 1, 1),
+        z=torch.zeros(1, 1, 1, 1),
+        log_size=torch.zeros(1, 3, 1, 1),
+        yaw_sincos=torch.zeros(1, 2, 1, 1),
+        velocity=torch.zeros(1, 2, 1, 1),
+        attribute_logits=torch.zeros(1, 8, 1, 1),
+        depth_logits=logits,
+        depth_camera_index=torch.tensor([1]),
     )
     target = torch.full((1, 2, 1, 2), -1, dtype=torch.int64)
     target[0, 1, 0, 0] = 2  # camera slot 1, pixel (0, 0): bin 2; pixel (0, 1) has no lidar

@@ -17,8 +17,13 @@ def test_off_by_default_and_the_other_draws_unchanged_when_on() -> None:
     rng = np.random.default_rng(5)
     plain = [draw_augmentation(rng, config) for _ in range(20)]
     assert all(a.map_noise == MapNoise() for a in plain)
-    noisy_config = dataclasses.replace(config, map_shift_probability=0.5, map_holes_probability=0.5,
-                                       map_blank_probability=0.2, map_wrong_probability=0.2)
+    noisy_config = dataclasses.replace(
+        config,
+        map_shift_probability=0.5,
+        map_holes_probability=0.5,
+        map_blank_probability=0.2,
+        map_wrong_probability=0.2,
+    )
     # Noise is drawn after everything else: the first sample's geometry and drops are the same.
     first_plain = draw_augmentation(np.random.default_rng(9), config)
     first_noisy = draw_augmentation(np.random.default_rng(9), noisy_config)
@@ -47,6 +52,6 @@ def test_shift_moves_the_patch_and_holes_blank_cells(frame_factory) -> None:
     patched = map_patch(frame, config, SampleAugmentation(map_noise=holes))
     rows, cols = clean.shape
     assert np.all(patched[: rows // 2, : cols // 2] == 0.0)
-    np.testing.assert_array_equal(patched[rows // 2:], clean[rows // 2:])
+    np.testing.assert_array_equal(patched[rows // 2 :], clean[rows // 2 :])
     blank = map_patch(frame, config, SampleAugmentation(map_noise=MapNoise(blank=True)))
     assert blank.shape == clean.shape and not blank.any()

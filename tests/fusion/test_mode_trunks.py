@@ -24,8 +24,9 @@ HEAD_FIELDS = ("heatmap_logits", "offset", "z", "log_size", "yaw_sincos", "veloc
 def _config(*, lidar: bool = True, camera: bool = True, free: bool = True, camera_free: bool = False) -> FusionConfig:
     base = tiny_for_tests()
     base = base.replace(camera=dataclasses.replace(base.camera, lift_at_lidar_depth=True))
-    train = dataclasses.replace(base.train, use_lidar=lidar, use_camera=camera, lidar_free_trunk=free,
-                                camera_free_trunk=camera_free)
+    train = dataclasses.replace(
+        base.train, use_lidar=lidar, use_camera=camera, lidar_free_trunk=free, camera_free_trunk=camera_free
+    )
     return base.replace(train=train)
 
 
@@ -54,8 +55,9 @@ def _randomised(model: BEVFusion, seed: int) -> BEVFusion:
 
 def _assert_same(found, expected, sample_found: int, sample_expected: int) -> None:
     for name in HEAD_FIELDS:
-        torch.testing.assert_close(getattr(found, name)[sample_found], getattr(expected, name)[sample_expected],
-                                   rtol=1e-5, atol=1e-5, msg=name)
+        torch.testing.assert_close(
+            getattr(found, name)[sample_found], getattr(expected, name)[sample_expected], rtol=1e-5, atol=1e-5, msg=name
+        )
 
 
 def _saved_single_models(tmp_path, lidar_seed: int, camera_seed: int) -> tuple:
@@ -131,15 +133,18 @@ def test_warm_start_takes_the_lidar_free_trunk_from_the_camera_model(tmp_path, f
     with torch.no_grad():
         fused.eval()
         # Without lidar the fused model computes the camera model; with lidar, the lidar model.
-        _assert_same(fused(collate([frame], config, drop={"lidar"})), camera_model(collate([frame], camera_config)), 0, 0)
+        _assert_same(
+            fused(collate([frame], config, drop={"lidar"})), camera_model(collate([frame], camera_config)), 0, 0
+        )
         _assert_same(fused(collate([frame], config)), lidar_model(collate([frame], lidar_config)), 0, 0)
     # No camera-only source: the trunk keeps its initialisation, and the report says so.
     _assert_trunk_kept_without_source(config, "lidar_free", [tmp_path / "lidar.pt"])
 
 
 def test_lidar_free_copy_keeps_the_geometry_and_restores_the_cameras() -> None:
-    drawn = SampleAugmentation(rotation_rad=0.2, scale=1.03, flip_y=True, image_scale=1.04,
-                               drop=frozenset({"camera", "map"}))
+    drawn = SampleAugmentation(
+        rotation_rad=0.2, scale=1.03, flip_y=True, image_scale=1.04, drop=frozenset({"camera", "map"})
+    )
     copy = lidar_free_copy(drawn)
     assert copy.drop == frozenset({"lidar", "map"})
     assert (copy.rotation_rad, copy.scale, copy.flip_y, copy.image_scale) == (0.2, 1.03, True, 1.04)
@@ -162,8 +167,17 @@ def test_a_training_step_pairs_every_sample_and_trains_both_trunks(frame_factory
     loss, _ = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
     assert torch.isfinite(loss)
     loss.backward()
-    for prefix in ("lidar.", "camera.", "map.", "fuser.", "backbone.", "head.", "lidar_free.fuser.",
-                   "lidar_free.backbone.", "lidar_free.head."):
+    for prefix in (
+        "lidar.",
+        "camera.",
+        "map.",
+        "fuser.",
+        "backbone.",
+        "head.",
+        "lidar_free.fuser.",
+        "lidar_free.backbone.",
+        "lidar_free.head.",
+    ):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(float(g.abs().sum()) for g in grads) > 0, prefix
@@ -227,8 +241,9 @@ def test_warm_start_takes_the_camera_free_trunk_from_the_lidar_model(tmp_path, f
 
 
 def test_camera_free_copy_keeps_the_geometry_and_lidar_and_drops_every_camera() -> None:
-    drawn = SampleAugmentation(rotation_rad=-0.1, scale=0.97, flip_y=True, image_scale=1.02,
-                               drop=frozenset({"lidar", "CAM_FRONT", "map"}))
+    drawn = SampleAugmentation(
+        rotation_rad=-0.1, scale=0.97, flip_y=True, image_scale=1.02, drop=frozenset({"lidar", "CAM_FRONT", "map"})
+    )
     copy = camera_free_copy(drawn)
     assert copy.drop == frozenset({"camera", "map"})
     assert (copy.rotation_rad, copy.scale, copy.flip_y, copy.image_scale) == (-0.1, 0.97, True, 1.02)
@@ -240,7 +255,11 @@ def test_a_training_step_with_both_trunks_runs_every_sample_three_times(frame_fa
     batch = _StepBatches(frames, config, steps_per_epoch=2, rank=0, world=1)[0]
     per_step = config.train.batch_size
     assert batch.batch_size == 3 * per_step
-    assert batch.sample_tokens[:per_step] == batch.sample_tokens[per_step : 2 * per_step] == batch.sample_tokens[2 * per_step :]
+    assert (
+        batch.sample_tokens[:per_step]
+        == batch.sample_tokens[per_step : 2 * per_step]
+        == batch.sample_tokens[2 * per_step :]
+    )
     model = BEVFusion.from_config(config).train()
     route = model.trunk_of_each_sample(batch.modality).tolist()
     assert route == [MAIN] * per_step + [LIDAR_FREE] * per_step + [CAMERA_FREE] * per_step
@@ -249,8 +268,18 @@ def test_a_training_step_with_both_trunks_runs_every_sample_three_times(frame_fa
     loss, _ = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss)
     assert torch.isfinite(loss)
     loss.backward()
-    for prefix in ("lidar.", "camera.", "map.", "fuser.", "backbone.", "head.", "lidar_free.", "camera_free.fuser.",
-                   "camera_free.backbone.", "camera_free.head."):
+    for prefix in (
+        "lidar.",
+        "camera.",
+        "map.",
+        "fuser.",
+        "backbone.",
+        "head.",
+        "lidar_free.",
+        "camera_free.fuser.",
+        "camera_free.backbone.",
+        "camera_free.head.",
+    ):
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(prefix)]
         assert grads and all(g is not None for g in grads), prefix
         assert sum(float(g.abs().sum()) for g in grads) > 0, prefix

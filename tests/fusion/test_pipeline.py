@@ -22,9 +22,19 @@ def test_one_training_step_has_finite_loss_and_gradients_in_every_branch(frame_f
     config = tiny_for_tests()
     frames = [frame_factory(0), frame_factory(1)]
     rng = np.random.default_rng(0)
-    augmentations = [draw_augmentation(rng, config.augment.__class__(drop_lidar_probability=0.0,
-                     drop_cameras_probability=0.0, drop_one_camera_probability=0.0, drop_map_probability=0.0),
-                     has_map=True) for _ in frames]
+    augmentations = [
+        draw_augmentation(
+            rng,
+            config.augment.__class__(
+                drop_lidar_probability=0.0,
+                drop_cameras_probability=0.0,
+                drop_one_camera_probability=0.0,
+                drop_map_probability=0.0,
+            ),
+            has_map=True,
+        )
+        for _ in frames
+    ]
     batch = collate(frames, config, augmentations=augmentations, with_targets=True)
     assert bool(batch.modality.lidar.all()) and bool(batch.modality.camera.all()) and bool(batch.modality.map.all())
     assert int(batch.targets.mask.sum()) == 12  # 6 boxes each, all within +-25.6 m
@@ -136,13 +146,15 @@ def test_depth_target_keeps_the_nearest_return_per_feature_pixel() -> None:
     config = tiny_for_tests()  # input 32 x 64, stride 8 -> 4 x 8 feature pixels; bins of 3 m from 1 m
     intrinsics = np.array([[32.0, 0.0, 31.5], [0.0, 32.0, 15.5], [0.0, 0.0, 1.0]])
     ego_from_camera = np.eye(4)  # the camera frame is the ego frame here: z is depth
-    points = np.array([
-        [0.0, 0.0, 10.0],   # u = 31.5, v = 15.5 -> feature (row 16 // 8, col 32 // 8) = (2, 4), bin 3
-        [0.0, 0.0, 5.0],    # same pixel, nearer: bin 1 wins
-        [0.0, 0.0, 20.0],   # same pixel, farther
-        [-31.0, -15.0, 31.0],  # u = 0.5, v = 0.5 -> feature (0, 0), but bin 10 is past the 8 bins
-        [1.0, 0.0, -5.0],   # behind the camera
-    ])
+    points = np.array(
+        [
+            [0.0, 0.0, 10.0],  # u = 31.5, v = 15.5 -> feature (row 16 // 8, col 32 // 8) = (2, 4), bin 3
+            [0.0, 0.0, 5.0],  # same pixel, nearer: bin 1 wins
+            [0.0, 0.0, 20.0],  # same pixel, farther
+            [-31.0, -15.0, 31.0],  # u = 0.5, v = 0.5 -> feature (0, 0), but bin 10 is past the 8 bins
+            [1.0, 0.0, -5.0],  # behind the camera
+        ]
+    )
     target = depth_target(points, intrinsics, ego_from_camera, np.eye(3), config)
     assert target.shape == (4, 8)
     assert target[2, 4] == 1
@@ -172,8 +184,10 @@ def test_modality_dropout_never_leaves_a_single_modality_model_without_its_senso
     draws = {}
     for branches in ((True, True), (True, False), (False, True)):
         rng = np.random.default_rng(7)
-        draws[branches] = [draw_augmentation(rng, config, has_lidar_branch=branches[0], has_camera_branch=branches[1])
-                           for _ in range(400)]
+        draws[branches] = [
+            draw_augmentation(rng, config, has_lidar_branch=branches[0], has_camera_branch=branches[1])
+            for _ in range(400)
+        ]
     fused = [a.drop for a in draws[True, True]]
     lidar_drops = sum("lidar" in d for d in fused) / len(fused)
     camera_drops = sum("camera" in d for d in fused) / len(fused)
@@ -199,7 +213,11 @@ def test_sample_weights_scale_each_samples_terms_linearly(frame_factory) -> None
         return total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weight)[1]
 
     plain, ones = parts(None), parts(torch.ones(2))
-    first, second, mixed = parts(torch.tensor([1.0, 0.0])), parts(torch.tensor([0.0, 1.0])), parts(torch.tensor([0.3, 2.0]))
+    first, second, mixed = (
+        parts(torch.tensor([1.0, 0.0])),
+        parts(torch.tensor([0.0, 1.0])),
+        parts(torch.tensor([0.3, 2.0])),
+    )
     for name in plain:
         assert ones[name] == pytest.approx(plain[name], rel=1e-5)
         assert first[name] > 0 and second[name] > 0, name

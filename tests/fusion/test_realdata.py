@@ -35,7 +35,12 @@ def test_real_keyframe_boxes_match_the_published_annotation(realdata_root, tmp_p
 
 def test_match_counts_by_hand() -> None:
     gt = Boxes3D(center=[[0, 0, 0], [10, 0, 0]], size_wlh=[[1, 1, 1]] * 2, yaw_rad=[0, 0], label=[0, 5])
-    predicted = Boxes3D(center=[[0.7, 0, 0], [10.2, 0, 0], [0.1, 0, 0]], size_wlh=[[1, 1, 1]] * 3,
-                        yaw_rad=[0, 0, 0], label=[0, 5, 5], score=[0.9, 0.8, 0.95])
+    predicted = Boxes3D(
+        center=[[0.7, 0, 0], [10.2, 0, 0], [0.1, 0, 0]],
+        size_wlh=[[1, 1, 1]] * 3,
+        yaw_rad=[0, 0, 0],
+        label=[0, 5, 5],
+        score=[0.9, 0.8, 0.95],
+    )
     # The car is 0.7 m off; the pedestrian 0.2 m off; the third box has the wrong class for the car.
     assert match_counts(predicted, gt) == {0.5: 1, 1.0: 2, 2.0: 2, 4.0: 2}

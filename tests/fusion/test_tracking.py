@@ -16,7 +16,9 @@ from avfusion.labels import CLASS_INDEX
 DT_US = 500_000  # keyframes at 2 Hz
 
 
-def make_frame(index: int, boxes: list[tuple[str, float, float, float, float]], timestamp_us: int | None = None) -> FrameDetections:
+def make_frame(
+    index: int, boxes: list[tuple[str, float, float, float, float]], timestamp_us: int | None = None
+) -> FrameDetections:
     """A keyframe from (class, x, y, yaw, score) tuples; z = 1 m, a car-sized box, no velocity."""
     n = len(boxes)
     return FrameDetections(
@@ -86,7 +88,7 @@ def test_crossing_online_is_causal():
     assert angle_diff(out.frames[3].yaw_rad[0], 0.0) < 1e-12
     # A frame's output does not depend on later frames.
     prefix = track_scene(frames[:3], "online")
-    for a, b in zip(prefix.frames, out.frames[:3]):
+    for a, b in zip(prefix.frames, out.frames[:3], strict=False):
         np.testing.assert_array_equal(a.velocity_xy, b.velocity_xy)
         np.testing.assert_array_equal(a.yaw_rad, b.yaw_rad)
         np.testing.assert_array_equal(a.score, b.score)
@@ -296,8 +298,21 @@ def random_scene(seed: int, num_frames: int = 12) -> list[FrameDetections]:
 
 def frame_bytes(frames) -> bytes:
     return b"".join(
-        f.sample_token.encode() + b"".join(np.ascontiguousarray(getattr(f, name)).tobytes() for name in
-                                           ("center", "size_wlh", "yaw_rad", "velocity_xy", "score", "label", "attribute", "track_id", "interpolated"))
+        f.sample_token.encode()
+        + b"".join(
+            np.ascontiguousarray(getattr(f, name)).tobytes()
+            for name in (
+                "center",
+                "size_wlh",
+                "yaw_rad",
+                "velocity_xy",
+                "score",
+                "label",
+                "attribute",
+                "track_id",
+                "interpolated",
+            )
+        )
         for f in frames
     )
 
@@ -318,12 +333,21 @@ def test_box_order_within_a_frame_does_not_matter(mode):
     for f in frames:
         p = rng.permutation(len(f))
         shuffled.append(
-            FrameDetections(f.sample_token, f.timestamp_us, f.center[p], f.size_wlh[p], f.yaw_rad[p], f.velocity_xy[p],
-                            f.score[p], f.label[p], f.attribute[p])
+            FrameDetections(
+                f.sample_token,
+                f.timestamp_us,
+                f.center[p],
+                f.size_wlh[p],
+                f.yaw_rad[p],
+                f.velocity_xy[p],
+                f.score[p],
+                f.label[p],
+                f.attribute[p],
+            )
         )
     a = track_scene(frames, mode)
     b = track_scene(shuffled, mode)
-    for fa, fb in zip(a.frames, b.frames):
+    for fa, fb in zip(a.frames, b.frames, strict=False):
         key_a = np.lexsort((fa.center[:, 1], fa.center[:, 0]))
         key_b = np.lexsort((fb.center[:, 1], fb.center[:, 0]))
         for name in ("center", "velocity_xy", "yaw_rad", "score", "track_id"):
@@ -332,7 +356,16 @@ def test_box_order_within_a_frame_does_not_matter(mode):
 
 def test_inputs_are_checked():
     with pytest.raises(ValueError, match="center must have shape"):
-        FrameDetections("s", 0, np.zeros((2, 2)), np.zeros((2, 3)), np.zeros(2), np.zeros((2, 2)), np.zeros(2),
-                        np.zeros(2, np.int64), np.zeros(2, np.int64))
+        FrameDetections(
+            "s",
+            0,
+            np.zeros((2, 2)),
+            np.zeros((2, 3)),
+            np.zeros(2),
+            np.zeros((2, 2)),
+            np.zeros(2),
+            np.zeros(2, np.int64),
+            np.zeros(2, np.int64),
+        )
     with pytest.raises(ValueError, match="mode"):
         track_scene([], "smoothed")  # type: ignore[arg-type]

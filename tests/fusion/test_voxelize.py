@@ -135,7 +135,10 @@ def test_hard_voxelization_hand_worked(backend: str) -> None:
     np.testing.assert_array_equal(voxels.num_points, [2, 2, 1])
     np.testing.assert_array_equal(voxels.point_voxel_index, [0, 1, 0, 0, -1, -1, 2, -1, 1, -1])
     assert (voxels.num_nan, voxels.num_out_of_range, voxels.num_voxel_overflow, voxels.num_point_overflow) == (
-        1, 2, 1, 1,
+        1,
+        2,
+        1,
+        1,
     )
     assert voxels.coords_zyx.dtype == np.int32 and voxels.num_points.dtype == np.int32
     assert len(voxels) == 3
@@ -267,8 +270,13 @@ def test_voxelizer_views_equal_fresh_results_call_after_call() -> None:
     # must read as zeros, and voxels beyond the current count must not leak into the views.
     config = VoxelConfig((-3, -3, -1, 3, 3, 1), (0.25, 0.25, 0.5), 4, 300)
     voxelizer = Voxelizer(config)
-    clouds = [random_cloud(20, 3000, config), random_cloud(21, 200, config), random_cloud(22, 3000, config),
-              HAND_POINTS[:, :3].copy(), np.repeat(random_cloud(23, 50, config), 3, axis=0)]
+    clouds = [
+        random_cloud(20, 3000, config),
+        random_cloud(21, 200, config),
+        random_cloud(22, 3000, config),
+        HAND_POINTS[:, :3].copy(),
+        np.repeat(random_cloud(23, 50, config), 3, axis=0),
+    ]
     clouds[3] = np.concatenate([clouds[3], np.zeros((10, 2), np.float32)], axis=1)
     held = []
     for cloud in [*clouds, clouds[0]]:
@@ -383,8 +391,16 @@ def test_torch_tensors_in_and_out_without_copies() -> None:
 
 def test_voxels_validates_shapes() -> None:
     with pytest.raises(ValueError, match=r"coords_zyx \(2, 3\)"):
-        Voxels(np.zeros((3, 2, 4), np.float32), np.zeros((2, 3), np.int32), np.zeros(3, np.int32),
-               np.zeros(5, np.int32), 0, 0, 0, 0)
+        Voxels(
+            np.zeros((3, 2, 4), np.float32),
+            np.zeros((2, 3), np.int32),
+            np.zeros(3, np.int32),
+            np.zeros(5, np.int32),
+            0,
+            0,
+            0,
+            0,
+        )
     with pytest.raises(ValueError, match="int32"):
         DynamicVoxels(np.zeros(5, np.int64), np.zeros((2, 3), np.int32), np.zeros(2, np.int32), 0, 0)
 
@@ -463,9 +479,7 @@ def test_splits_start_at_the_x_column_quantiles_of_the_sample(num_parts: int) ->
     sample = np.empty(512, np.int32)
     splits = np.empty(num_parts + 1, np.int64)
     grid = np.asarray(config.grid_size_xyz, np.int32)
-    voxelize_kernels._partition_splits_kernel(
-        cloud, config.range_min_f32, config.voxel_size_f32, grid, sample, splits
-    )
+    voxelize_kernels._partition_splits_kernel(cloud, config.range_min_f32, config.voxel_size_f32, grid, sample, splits)
     fx = (cloud[:: max(1, len(cloud) // 512), 0] - config.range_min_f32[0]) / config.voxel_size_f32[0]
     columns = np.sort(fx[(fx >= 0) & (fx < grid[0])].astype(np.int32)[:512])
     gyz = int(grid[1]) * int(grid[2])
@@ -503,8 +517,19 @@ def test_points_on_slab_faces_and_points_without_a_cell_in_any_slab(
     yz = rng.uniform(0, 2, size=(480, 2)).astype(np.float32)
     cloud = np.concatenate([x[:, None], yz, np.arange(480, dtype=np.float32)[:, None]], axis=1)[rng.permutation(480)]
     inf = np.inf
-    invalid = np.float32([[4.5, NAN, 1, -1], [3.5, 1, NAN, -2], [NAN, 1, 1, -3], [-inf, 1, 1, -4], [-0.5, 1, 1, -5],
-                          [8.0, 1, 1, -6], [inf, 1, 1, -7], [5.5, 2.0, 1, -8], [6.5, 1, -0.1, -9]])
+    invalid = np.float32(
+        [
+            [4.5, NAN, 1, -1],
+            [3.5, 1, NAN, -2],
+            [NAN, 1, 1, -3],
+            [-inf, 1, 1, -4],
+            [-0.5, 1, 1, -5],
+            [8.0, 1, 1, -6],
+            [inf, 1, 1, -7],
+            [5.5, 2.0, 1, -8],
+            [6.5, 1, -0.1, -9],
+        ]
+    )
     cloud = np.concatenate([cloud[:200], invalid, cloud[200:], invalid])
     voxels = partitioned(cloud, config, num_parts)
     assert (voxels.num_nan, voxels.num_out_of_range) == (6, 12)
@@ -516,8 +541,9 @@ def test_partitions_of_empty_and_all_dropped_clouds(num_parts: int) -> None:
     empty = partitioned(np.zeros((0, 4), np.float32), SMALL, num_parts)
     assert empty.features.shape == (0, 2, 4) and empty.point_voxel_index.shape == (0,)
     inf = np.inf
-    dropped = np.array([[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1], [inf, 1, 1], [1, -inf, 1], [NAN, inf, 0]],
-                       np.float32)
+    dropped = np.array(
+        [[NAN, 0, 0], [9, 9, 9], [-1, 0, 0], [0, NAN, 1], [inf, 1, 1], [1, -inf, 1], [NAN, inf, 0]], np.float32
+    )
     voxels = partitioned(dropped, SMALL, num_parts)
     assert voxels.num_voxels == 0 and (voxels.num_nan, voxels.num_out_of_range) == (3, 4)
     assert_voxels_equal(partitioned(HAND_POINTS, SMALL, num_parts), voxelize(HAND_POINTS, SMALL, backend="reference"))
@@ -553,10 +579,14 @@ def test_decoding_a_key_by_multiplying_equals_integer_division(grid_xyz: tuple[i
     gx, gy, gz = grid_xyz
     num_cells = gx * gy * gz
     rng = np.random.default_rng(7)
-    keys = np.concatenate([
-        rng.integers(0, num_cells, 2000), [0, num_cells - 1, gz - 1, gz, gy * gz - 1, gy * gz],
-        np.arange(1, min(gx, 50)) * gy * gz - 1, np.arange(1, min(gy, 50)) * gz,
-    ])
+    keys = np.concatenate(
+        [
+            rng.integers(0, num_cells, 2000),
+            [0, num_cells - 1, gz - 1, gz, gy * gz - 1, gy * gz],
+            np.arange(1, min(gx, 50)) * gy * gz - 1,
+            np.arange(1, min(gy, 50)) * gz,
+        ]
+    )
     decoder = voxelize_kernels._key_decoder(np.array(grid_xyz, np.int32))
     for key in keys[(keys >= 0) & (keys < num_cells)]:
         expected = (key % gz, (key // gz) % gy, key // (gy * gz))
@@ -567,10 +597,13 @@ def test_decoding_a_key_by_multiplying_equals_integer_division(grid_xyz: tuple[i
 def test_dividing_by_multiplying_is_exact_for_int32_numerators(divisor: int) -> None:
     rng = np.random.default_rng(divisor)
     top = 2**31 - 1
-    numerators = np.concatenate([
-        rng.integers(0, 2**31, 5000), [0, 1, divisor - 1, divisor, divisor + 1, top, top - 1],
-        [top // divisor * divisor, top // divisor * divisor - 1],
-    ]).astype(np.uint64)
+    numerators = np.concatenate(
+        [
+            rng.integers(0, 2**31, 5000),
+            [0, 1, divisor - 1, divisor, divisor + 1, top, top - 1],
+            [top // divisor * divisor, top // divisor * divisor - 1],
+        ]
+    ).astype(np.uint64)
     multiplier, shift = voxelize_kernels._divider(np.int64(divisor))
     assert top * int(multiplier) < 2**64  # the uint64 product cannot wrap
     np.testing.assert_array_equal((numerators * np.uint64(multiplier)) >> np.uint64(shift), numerators // divisor)
@@ -585,9 +618,9 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
     config = RANDOM_CONFIGS[3]
     cloud = random_cloud(70 + n, max(n, 1), config)[:n]
     if n:
-        cloud[:: 5, 0] = np.inf
-        cloud[1:: 7, 1] = -np.inf
-        cloud[2:: 11, 2] = NAN
+        cloud[::5, 0] = np.inf
+        cloud[1::7, 1] = -np.inf
+        cloud[2::11, 2] = NAN
     grid = np.asarray(config.grid_size_xyz, np.int32)
     # Uneven key ranges, one of them empty when there are 5 partitions.
     inner = np.sort(np.random.default_rng(n).integers(0, config.num_cells, num_parts - 1))
@@ -598,8 +631,17 @@ def test_routing_pass_equals_numpy_per_point(num_chunks: int, num_parts: int, n:
     route_points, route_keys = routes.arrays(n, num_chunks, num_parts, 2)
     point_voxel_index = np.full(n, 7, np.int32)
     voxelize_kernels._route_points_kernel(
-        cloud, config.range_min_f32, config.voxel_size_f32, grid, splits, routes.key_stage.rows(num_chunks),
-        routes.key_stage.key_rows(num_chunks), route_points, route_keys, routes.counts, point_voxel_index,
+        cloud,
+        config.range_min_f32,
+        config.voxel_size_f32,
+        grid,
+        splits,
+        routes.key_stage.rows(num_chunks),
+        routes.key_stage.key_rows(num_chunks),
+        route_points,
+        route_keys,
+        routes.counts,
+        point_voxel_index,
         routes.drops,
     )
     scaled = (cloud[:, :3] - config.range_min_f32) / config.voxel_size_f32  # float32 throughout
@@ -674,17 +716,46 @@ def test_stages_run_by_more_workers_than_items_equal_the_reference(num_parts: in
     plan = voxelize_cpu._CallPlan.build(voxelizer._scratch, config, len(cloud), num_parts)
     features, point_voxel_index = voxelizer._output_buffers(len(cloud), cloud.shape[1])
     totals = voxelize_kernels._hard_voxelize_kernel(
-        8, plan.sync, cloud, voxelizer._range_min,
-        voxelizer._voxel_size, voxelizer._grid, plan.sample, plan.splits, plan.stage, plan.block_keys,
-        plan.route_points, plan.route_keys, plan.route_counts, plan.dense_table, plan.tables, plan.start_bits,
-        plan.capacity, config.max_voxels, plan.part_keys, plan.part_counts, plan.part_first, plan.sizes,
-        plan.route_locals, plan.route_slots, plan.local_to_voxel, point_voxel_index, features, voxelizer._coords_zyx,
-        voxelizer._num_points, voxelizer._filled, False, plan.drops,
+        8,
+        plan.sync,
+        cloud,
+        voxelizer._range_min,
+        voxelizer._voxel_size,
+        voxelizer._grid,
+        plan.sample,
+        plan.splits,
+        plan.stage,
+        plan.block_keys,
+        plan.route_points,
+        plan.route_keys,
+        plan.route_counts,
+        plan.dense_table,
+        plan.tables,
+        plan.start_bits,
+        plan.capacity,
+        config.max_voxels,
+        plan.part_keys,
+        plan.part_counts,
+        plan.part_first,
+        plan.sizes,
+        plan.route_locals,
+        plan.route_slots,
+        plan.local_to_voxel,
+        point_voxel_index,
+        features,
+        voxelizer._coords_zyx,
+        voxelizer._num_points,
+        voxelizer._filled,
+        False,
+        plan.drops,
     )
     num_voxels = min(totals[0], config.max_voxels)
     voxels = Voxels(
-        features[:num_voxels], voxelizer._coords_zyx[:num_voxels], voxelizer._num_points[:num_voxels],
-        point_voxel_index, *totals[1:],
+        features[:num_voxels],
+        voxelizer._coords_zyx[:num_voxels],
+        voxelizer._num_points[:num_voxels],
+        point_voxel_index,
+        *totals[1:],
     )
     assert_voxels_equal(voxels, voxelize(cloud, config, backend="reference"))
     assert plan.sync[voxelize_kernels.STAGE_FILL * 2 * voxelize_kernels.SYNC_STRIDE] == num_parts + 8

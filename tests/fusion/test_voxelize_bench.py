@@ -48,15 +48,31 @@ def test_torch_unique_peer_hand_worked() -> None:
 def test_bench_voxelize_on_the_real_sweep(realdata_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench.json"
     realdata = realdata_root.parents[1]
-    code = main(["bench", "voxelize", "--points", "40000", "--repeats", "1", "--no-jit-timing",
-                 "--realdata", str(realdata), "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            "voxelize",
+            "--points",
+            "40000",
+            "--repeats",
+            "1",
+            "--no-jit-timing",
+            "--realdata",
+            str(realdata),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     payload = json.loads(out.read_text())
     assert payload["points"] == 40000
     for name in ("voxels", "pillars"):
         cpu = payload[name]["cpu"]
         assert list(cpu["methods"]) == [
-            "numba_voxelizer", "numba_voxelizer_1_thread", "numba_voxelize_fresh", "numba_voxelize_fresh_1_thread",
+            "numba_voxelizer",
+            "numba_voxelizer_1_thread",
+            "numba_voxelize_fresh",
+            "numba_voxelize_fresh_1_thread",
         ]
         assert cpu["facts"]["numba_voxelizer_1_thread_ratio_vs_numpy_reference"] > 0
         assert cpu["facts"]["identical_voxelizer_views_to_voxelize"] is True

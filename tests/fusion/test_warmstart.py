@@ -49,8 +49,11 @@ def test_fused_model_warm_started_from_lidar_then_camera_computes_the_lidar_mode
     torch.manual_seed(3)
     fused = BEVFusion.from_config(fused_config)
     report = warm_start(fused, fused_config, [folder / "lidar.pt", folder / "camera.pt"])
-    assert report.branch_sources == {"lidar": str(folder / "lidar.pt"), "map": str(folder / "lidar.pt"),
-                                     "camera": str(folder / "camera.pt")}
+    assert report.branch_sources == {
+        "lidar": str(folder / "lidar.pt"),
+        "map": str(folder / "lidar.pt"),
+        "camera": str(folder / "camera.pt"),
+    }
     assert report.zeroed_fuser_inputs == ("camera",)
 
     # Branches come from their sources; the map from the first one that has it (the trunk).
@@ -58,7 +61,9 @@ def test_fused_model_warm_started_from_lidar_then_camera_computes_the_lidar_mode
     for name, value in fused_state.items():
         if name.startswith("camera."):
             torch.testing.assert_close(value, camera_state[name], rtol=0, atol=0, msg=name)
-        elif name.startswith(("lidar.", "map.", "backbone.", "head.")) or (name.startswith("fuser.") and "layers.0." not in name):
+        elif name.startswith(("lidar.", "map.", "backbone.", "head.")) or (
+            name.startswith("fuser.") and "layers.0." not in name
+        ):
             torch.testing.assert_close(value, lidar_state[name], rtol=0, atol=0, msg=name)
     weight = fused_state["fuser.layers.0.weight"]
     slices = fused.fuser.input_slices()

@@ -9,6 +9,8 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
+
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.sensors.checks import (
@@ -21,7 +23,6 @@ from avfusion.sensors.checks import (
     content_digest,
 )
 from avfusion.sensors.types import LIDAR_NAME, CameraFrame, LidarSweep, SyncedFrame
-from scipy.spatial.transform import Rotation
 
 CAMERA = "CAM_FRONT"
 INTRINSICS = CameraIntrinsics(np.array([[160.0, 0.0, 99.5], [0.0, 160.0, 55.5], [0.0, 0.0, 1.0]]), 200, 112)
@@ -88,14 +89,20 @@ def scene_frame(index: int, error_deg: tuple[float, float, float] = (0.0, 0.0, 0
     lidar = LidarSweep(points, timestamp, SE3.identity(), SE3.identity(), token=f"l{index}", ring=ring)
     stored = EGO_FROM_CAMERA @ SE3(Rotation.from_rotvec(np.deg2rad(error_deg)).as_matrix(), np.zeros(3))
     # The cast cloud spans 140 of 360 degrees from its seam: 50 to 31 ms before the lidar time.
-    camera = CameraFrame(CAMERA, render(layout, rng), INTRINSICS, stored, SE3.identity(), timestamp - 40_000, f"c{index}")
-    return SyncedFrame(f"t{index}", scene, "boston-seaport", timestamp, SE3.identity(), lidar, {CAMERA: camera}, None, {}, {})
+    camera = CameraFrame(
+        CAMERA, render(layout, rng), INTRINSICS, stored, SE3.identity(), timestamp - 40_000, f"c{index}"
+    )
+    return SyncedFrame(
+        f"t{index}", scene, "boston-seaport", timestamp, SE3.identity(), lidar, {CAMERA: camera}, None, {}, {}
+    )
 
 
 # --- calibration ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error_deg", [(0.0, 2.0, 0.0), (2.0, 0.0, 0.0), (0.0, -1.5, 1.0)], ids=["yaw", "pitch", "mixed"])
+@pytest.mark.parametrize(
+    "error_deg", [(0.0, 2.0, 0.0), (2.0, 0.0, 0.0), (0.0, -1.5, 1.0)], ids=["yaw", "pitch", "mixed"]
+)
 def test_a_rotated_extrinsic_is_suspect_with_its_offset(error_deg: tuple[float, float, float]) -> None:
     checks = SensorChecks()
     for index in range(6):
@@ -165,7 +172,9 @@ def test_repeated_camera_is_dropped_and_repeated_lidar_gives_way_to_the_fresh_cl
     first = dataclasses.replace(first, lidar=dataclasses.replace(first.lidar, global_from_ego=SE3.identity()))
     # Keyframe 1 repeats keyframe 0's image and cloud under its own time and a new pose.
     stale_camera = dataclasses.replace(second.cameras[CAMERA], image=first.cameras[CAMERA].image)
-    stale_lidar = dataclasses.replace(second.lidar, points=first.lidar.points, ring=first.lidar.ring, global_from_ego=moved_pose)
+    stale_lidar = dataclasses.replace(
+        second.lidar, points=first.lidar.points, ring=first.lidar.ring, global_from_ego=moved_pose
+    )
     stale = dataclasses.replace(second, lidar=stale_lidar, cameras={CAMERA: stale_camera})
     checks = SensorChecks(calibration=None)
     assert checks.check(first).frozen == {}

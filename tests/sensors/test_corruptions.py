@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from avfusion.calibration.camera import CameraIntrinsics
 from avfusion.calibration.se3 import SE3
 from avfusion.errors import InputError
@@ -43,7 +44,9 @@ def frame(token: str, scene: str = "scene-a", seed: int = 0, timestamp_us: int =
     lidar = LidarSweep(points, timestamp_us, SE3.identity(), SE3.identity(), token=f"{token}-lidar", ring=ring)
     intrinsics = CameraIntrinsics(np.array([[40.0, 0, 40], [0, 40, 22], [0, 0, 1]]), 80, 45)
     cameras = {
-        name: CameraFrame(name, image(seed * 10 + k), intrinsics, SE3.identity(), SE3.identity(), timestamp_us, f"{token}-{name}")
+        name: CameraFrame(
+            name, image(seed * 10 + k), intrinsics, SE3.identity(), SE3.identity(), timestamp_us, f"{token}-{name}"
+        )
         for k, name in enumerate(CAMERA_NAMES)
     }
     gnss = GnssFix(timestamp_us, 42.34, -71.05, 0.0, 90.0, 5.0)
@@ -71,7 +74,9 @@ def test_parse_round_trip_and_bad_input() -> None:
 # --- clouds -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("severity", "kept_rings"), [(1, list(range(0, 32, 2))), (2, [0, 4, 8, 12, 16, 20, 24, 28]), (3, [0, 8, 16, 24])])
+@pytest.mark.parametrize(
+    ("severity", "kept_rings"), [(1, list(range(0, 32, 2))), (2, [0, 4, 8, 12, 16, 20, 24, 28]), (3, [0, 8, 16, 24])]
+)
 def test_beam_reduction_keeps_exactly_the_right_rings(severity: int, kept_rings: list[int]) -> None:
     points, ring = cloud()
     out, kept = C.corrupt_cloud(points, ring, Corruption("beams_reducing", severity), sensor_rng(0, "b", "t", "L"))
@@ -151,7 +156,9 @@ def test_snow_adds_near_returns_and_loses_far_ones() -> None:
 # --- images -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("corruption", [c for c in ALL if c.touches_cameras and c.type != "temporal_misalignment"], ids=str)
+@pytest.mark.parametrize(
+    "corruption", [c for c in ALL if c.touches_cameras and c.type != "temporal_misalignment"], ids=str
+)
 def test_image_corruptions_keep_shape_dtype_and_repeat_by_seed(corruption: Corruption) -> None:
     picture = image()
     before = picture.copy()
@@ -208,10 +215,14 @@ def test_a_stale_frame_is_the_previous_keyframes_data_under_the_current_time() -
         else:
             np.testing.assert_array_equal(camera.image, current.cameras[name].image)
     # Severity 3 hits each sensor with probability 0.6: over many tokens, about that share.
-    draws = [corrupt_frame(frame(f"t{k}", seed=2), Corruption("temporal_misalignment", 3), 0, previous) for k in range(40)]
+    draws = [
+        corrupt_frame(frame(f"t{k}", seed=2), Corruption("temporal_misalignment", 3), 0, previous) for k in range(40)
+    ]
     share = np.mean([np.array_equal(d.lidar.points, previous.lidar.points) for d in draws])
     assert 0.4 < share < 0.8
-    assert any(np.array_equal(d.lidar.points, previous.lidar.points) and d.lidar.timestamp_us == 1_000_000 for d in draws)
+    assert any(
+        np.array_equal(d.lidar.points, previous.lidar.points) and d.lidar.timestamp_us == 1_000_000 for d in draws
+    )
     # The first keyframe of a scene has no previous one: unchanged.
     assert corrupt_frame(current, Corruption("temporal_misalignment", 3), 0, None) is current
     assert hits <= len(CAMERA_NAMES)

@@ -21,7 +21,11 @@ def test_pixel_convention_row_zero_is_north() -> None:
     drivable[0, 0] = 255  # the north-west pixel: x in [0, 0.1), y in [19.9, 20.0)
     raster = MapRaster("boston-seaport", drivable)
     assert raster.is_drivable(np.array([[0.05, 19.95], [0.05, 0.05], [0.15, 19.95], [-1.0, 19.95]])).tolist() == [
-        True, False, False, False]
+        True,
+        False,
+        False,
+        False,
+    ]
     np.testing.assert_allclose(raster.pixel_from_map([[0.05, 19.95]]), [[0.0, 0.0]], atol=1e-12)
     assert raster.size_m == pytest.approx((30.0, 20.0))
 
@@ -61,8 +65,10 @@ def test_validation() -> None:
 
 def test_lyft_rgba_prior_is_every_pixel_with_no_white_channel() -> None:
     pixels = np.array(
-        [[[255, 255, 255, 255], [128, 128, 128, 255], [254, 254, 254, 255]],
-         [[255, 200, 200, 255], [200, 200, 255, 255], [100, 100, 100, 0]]],
+        [
+            [[255, 255, 255, 255], [128, 128, 128, 255], [254, 254, 254, 255]],
+            [[255, 200, 200, 255], [200, 200, 255, 255], [100, 100, 100, 0]],
+        ],
         np.uint8,
     )
     # white background off; grey on; near-white on; a 255 in any channel off; transparent off

@@ -35,7 +35,9 @@ def test_pcd_round_trip_and_empty(tmp_path: Path) -> None:
 def test_pcd_truncated(tmp_path: Path, size: int) -> None:
     path = tmp_path / "bad.pcd.bin"
     path.write_bytes(b"\0" * size)
-    with pytest.raises(FileFormatError, match=f"bad.pcd.bin: truncated lidar file: size {size} bytes is not a multiple of 20"):
+    with pytest.raises(
+        FileFormatError, match=f"bad.pcd.bin: truncated lidar file: size {size} bytes is not a multiple of 20"
+    ):
         read_pcd_bin(path)
 
 
@@ -52,7 +54,10 @@ def test_pcd_nan_and_missing(tmp_path: Path) -> None:
 
 
 def test_real_truncated_fixture_reads(realdata_root: Path) -> None:
-    path = realdata_root / "tests/data/nuscenes/samples/LIDAR_TOP/n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470948018.pcd.bin"
+    path = (
+        realdata_root
+        / "tests/data/nuscenes/samples/LIDAR_TOP/n015-2018-08-02-17-16-37+0800__LIDAR_TOP__1533201470948018.pcd.bin"
+    )
     points = read_pcd_bin(path)
     assert points.shape == (100, 5)
     assert set(np.unique(points[:, 4])).issubset(set(range(32)))  # the ring index column
@@ -61,7 +66,7 @@ def test_real_truncated_fixture_reads(realdata_root: Path) -> None:
 def make_image(tmp_path: Path, width: int = 64, height: int = 36) -> Path:
     image = np.zeros((height, width, 3), np.uint8)
     image[:, :, 2] = 255  # red in BGR order
-    image[:, width // 2:, 0] = 255
+    image[:, width // 2 :, 0] = 255
     path = tmp_path / "img.png"
     cv2.imwrite(str(path), image)
     return path
@@ -120,13 +125,23 @@ def test_empty_and_truncated_images_are_unreadable_not_half_grey(tmp_path: Path,
 
 
 def write_gnss(path: Path, fixes: list[dict]) -> Path:
-    path.write_text(json.dumps({"scene_token": "t", "scene_name": "scene-1", "location": "boston-seaport",
-                                "rate_hz": 10, "fixes": fixes}))
+    path.write_text(
+        json.dumps(
+            {"scene_token": "t", "scene_name": "scene-1", "location": "boston-seaport", "rate_hz": 10, "fixes": fixes}
+        )
+    )
     return path
 
 
 def fix(timestamp: int) -> dict:
-    return {"timestamp": timestamp, "latitude": 42.34, "longitude": -71.05, "altitude": 3.0, "heading": 45.0, "speed": 2.0}
+    return {
+        "timestamp": timestamp,
+        "latitude": 42.34,
+        "longitude": -71.05,
+        "altitude": 3.0,
+        "heading": 45.0,
+        "speed": 2.0,
+    }
 
 
 def test_gnss_reader(tmp_path: Path) -> None:

@@ -48,14 +48,18 @@ def lidar_boxes(demo: dict) -> Boxes3D:
 def test_cam_from_lidar_chain_equals_devkit_chain_through_global(realdata_root: Path) -> None:
     # sensor2lidar was chained by mmdet3d through the global frame with each sensor's own ego pose
     for info in json.loads((realdata_root / V0X_INFO).read_text())["infos"]:
-        global_from_lidar = SE3.from_quaternion(info["ego2global_rotation"], info["ego2global_translation"]) @ \
-            SE3.from_quaternion(info["lidar2ego_rotation"], info["lidar2ego_translation"])
+        global_from_lidar = SE3.from_quaternion(
+            info["ego2global_rotation"], info["ego2global_translation"]
+        ) @ SE3.from_quaternion(info["lidar2ego_rotation"], info["lidar2ego_translation"])
         for camera in info["cams"].values():
-            global_from_camera = SE3.from_quaternion(camera["ego2global_rotation"], camera["ego2global_translation"]) @ \
-                SE3.from_quaternion(camera["sensor2ego_rotation"], camera["sensor2ego_translation"])
+            global_from_camera = SE3.from_quaternion(
+                camera["ego2global_rotation"], camera["ego2global_translation"]
+            ) @ SE3.from_quaternion(camera["sensor2ego_rotation"], camera["sensor2ego_translation"])
             lidar_from_camera = global_from_lidar.inverse() @ global_from_camera
             np.testing.assert_allclose(lidar_from_camera.rotation, array(camera["sensor2lidar_rotation"]), atol=1e-6)
-            np.testing.assert_allclose(lidar_from_camera.translation, array(camera["sensor2lidar_translation"]), atol=1e-6)
+            np.testing.assert_allclose(
+                lidar_from_camera.translation, array(camera["sensor2lidar_translation"]), atol=1e-6
+            )
 
 
 def test_rig_pixels_equal_devkit_chain_and_view_points(realdata_root: Path) -> None:
@@ -73,19 +77,24 @@ def test_rig_pixels_equal_devkit_chain_and_view_points(realdata_root: Path) -> N
             names.append(name)
             intrinsics.append(CameraIntrinsics(array(camera["cam_intrinsic"]), 1600, 900))
             ego_from_camera.append(global_from_ego.inverse() @ camera_pose @ calibration)
-            cam_from_lidar = np.linalg.multi_dot([
-                transform_matrix(camera["sensor2ego_translation"], Quaternion(camera["sensor2ego_rotation"]),
-                                 inverse=True),
-                transform_matrix(camera["ego2global_translation"], Quaternion(camera["ego2global_rotation"]),
-                                 inverse=True),
-                transform_matrix(info["ego2global_translation"], Quaternion(info["ego2global_rotation"])),
-                transform_matrix(info["lidar2ego_translation"], Quaternion(info["lidar2ego_rotation"])),
-            ])
+            cam_from_lidar = np.linalg.multi_dot(
+                [
+                    transform_matrix(
+                        camera["sensor2ego_translation"], Quaternion(camera["sensor2ego_rotation"]), inverse=True
+                    ),
+                    transform_matrix(
+                        camera["ego2global_translation"], Quaternion(camera["ego2global_rotation"]), inverse=True
+                    ),
+                    transform_matrix(info["ego2global_translation"], Quaternion(info["ego2global_rotation"])),
+                    transform_matrix(info["lidar2ego_translation"], Quaternion(info["lidar2ego_rotation"])),
+                ]
+            )
             points_cam = points_lidar @ cam_from_lidar[:3, :3].T + cam_from_lidar[:3, 3]
             in_front.append(points_cam[:, 2] > 0.1)
             devkit_uv.append(view_points(points_cam.T, array(camera["cam_intrinsic"]), normalize=True)[:2].T)
         projection = CameraRig.from_cameras(names, intrinsics, ego_from_camera).project_ego(
-            ego_from_lidar.apply(points_lidar))
+            ego_from_lidar.apply(points_lidar)
+        )
         assert sum(mask.sum() for mask in in_front) >= 50
         for k in range(len(names)):
             np.testing.assert_allclose(projection.uv[k][in_front[k]], devkit_uv[k][in_front[k]], atol=1e-6)
@@ -101,7 +110,8 @@ def test_real_sweep_pixels_equal_devkit_view_points(realdata_root: Path, demo: d
         camera = demo["images"][name]
         cam_from_lidar = array(camera["lidar2cam"])
         projection = CameraIntrinsics(array(camera["cam2img"]), 1600, 900).project(
-            SE3.from_matrix(cam_from_lidar).apply(points))
+            SE3.from_matrix(cam_from_lidar).apply(points)
+        )
         points_cam = points @ cam_from_lidar[:3, :3].T + cam_from_lidar[:3, 3]
         in_front = points_cam[:, 2] > 0.1
         devkit_uv = view_points(points_cam[in_front].T, array(camera["cam2img"]), normalize=True)[:2].T
@@ -141,7 +151,8 @@ def test_gt_box_centres_project_to_the_devkit_centre_2d(demo: dict) -> None:
     for name in CAMERA_NAMES:
         camera = demo["images"][name]
         projection = CameraIntrinsics(array(camera["cam2img"]), 1600, 900).project(
-            SE3.from_matrix(array(camera["lidar2cam"])).apply(boxes.center))
+            SE3.from_matrix(array(camera["lidar2cam"])).apply(boxes.center)
+        )
         for instance in demo["cam_instances"][name]:
             distance = np.linalg.norm(projection.uv - np.array(instance["center_2d"]), axis=1)
             assert np.nanmin(distance) < 1e-3  # float32 rounding of the stored centre

@@ -27,8 +27,11 @@ def test_match_nearest_hand_worked() -> None:
 
 
 def test_synchronize_reports_each_stream() -> None:
-    result = synchronize(1_000_000, {"CAM_FRONT": np.array([960_000, 1_040_000]), "CAM_BACK": np.array([900_000]),
-                                     "GNSS": np.array([920_000])}, SyncConfig(camera_tolerance_us=50_000))
+    result = synchronize(
+        1_000_000,
+        {"CAM_FRONT": np.array([960_000, 1_040_000]), "CAM_BACK": np.array([900_000]), "GNSS": np.array([920_000])},
+        SyncConfig(camera_tolerance_us=50_000),
+    )
     assert dict(result.indices) == {"CAM_FRONT": 0, "GNSS": 0}
     assert dict(result.skew_us) == {"CAM_FRONT": -40_000, "GNSS": -80_000}
     assert result.missing["CAM_BACK"].startswith("skew too large: nearest sample is -100.0 ms")

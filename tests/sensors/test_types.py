@@ -14,8 +14,14 @@ EGO_FROM_CAMERA = SE3.from_matrix(np.array([[0, 0, 1, 1.5], [-1, 0, 0, 0], [0, -
 
 
 def camera(name: str, global_from_ego: SE3, timestamp_us: int) -> CameraFrame:
-    return CameraFrame(name, np.zeros((100, 200, 3), np.uint8), CameraIntrinsics(K, 200, 100), EGO_FROM_CAMERA,
-                       global_from_ego, timestamp_us)
+    return CameraFrame(
+        name,
+        np.zeros((100, 200, 3), np.uint8),
+        CameraIntrinsics(K, 200, 100),
+        EGO_FROM_CAMERA,
+        global_from_ego,
+        timestamp_us,
+    )
 
 
 def test_lidar_sweep_validation() -> None:
@@ -29,11 +35,23 @@ def test_lidar_sweep_validation() -> None:
 
 def test_camera_frame_validation() -> None:
     with pytest.raises(ValueError, match=r"\(H, W, 3\), got \(100, 200\)"):
-        CameraFrame("CAM_FRONT", np.zeros((100, 200), np.uint8), CameraIntrinsics(K, 200, 100), SE3.identity(),
-                    SE3.identity(), 0)
+        CameraFrame(
+            "CAM_FRONT",
+            np.zeros((100, 200), np.uint8),
+            CameraIntrinsics(K, 200, 100),
+            SE3.identity(),
+            SE3.identity(),
+            0,
+        )
     with pytest.raises(ValueError, match="intrinsics are for 200x100, image is 100x100"):
-        CameraFrame("CAM_FRONT", np.zeros((100, 100, 3), np.uint8), CameraIntrinsics(K, 200, 100), SE3.identity(),
-                    SE3.identity(), 0)
+        CameraFrame(
+            "CAM_FRONT",
+            np.zeros((100, 100, 3), np.uint8),
+            CameraIntrinsics(K, 200, 100),
+            SE3.identity(),
+            SE3.identity(),
+            0,
+        )
 
 
 def test_gnss_fix_validation() -> None:
@@ -49,9 +67,18 @@ def test_camera_rig_includes_ego_motion_between_lidar_and_camera_time() -> None:
     # The ego moves 1 m forward (+x global, yaw 0) between the lidar and the camera exposure.
     pose_lidar = SE3.from_yaw(0.0, [100.0, 200.0, 0.0])
     pose_camera = SE3.from_yaw(0.0, [101.0, 200.0, 0.0])
-    frame = SyncedFrame("s", "scene-1", "boston-seaport", 1_000_000, pose_lidar, None,
-                        {"CAM_FRONT": camera("CAM_FRONT", pose_camera, 1_020_000)}, None,
-                        {"CAM_FRONT": 20_000}, {"LIDAR_TOP": "file missing"})
+    frame = SyncedFrame(
+        "s",
+        "scene-1",
+        "boston-seaport",
+        1_000_000,
+        pose_lidar,
+        None,
+        {"CAM_FRONT": camera("CAM_FRONT", pose_camera, 1_020_000)},
+        None,
+        {"CAM_FRONT": 20_000},
+        {"LIDAR_TOP": "file missing"},
+    )
     rig = frame.camera_rig()
     assert rig.names == ("CAM_FRONT",)
     # the camera sits 1.5 m ahead of the ego origin at its own time, so 2.5 m ahead of the lidar-time ego
@@ -66,5 +93,15 @@ def test_camera_rig_includes_ego_motion_between_lidar_and_camera_time() -> None:
 
 def test_synced_frame_rejects_misnamed_camera() -> None:
     with pytest.raises(ValueError, match="CAM_BACK"):
-        SyncedFrame("s", "scene-1", "boston-seaport", 0, SE3.identity(), None,
-                    {"CAM_BACK": camera("CAM_FRONT", SE3.identity(), 0)}, None, {}, {})
+        SyncedFrame(
+            "s",
+            "scene-1",
+            "boston-seaport",
+            0,
+            SE3.identity(),
+            None,
+            {"CAM_BACK": camera("CAM_FRONT", SE3.identity(), 0)},
+            None,
+            {},
+            {},
+        )

@@ -15,8 +15,9 @@ from avfusion.tools.cli import main
 
 @pytest.fixture(scope="module")
 def tiny_log(tmp_path_factory):
-    return make_synthetic_log(tmp_path_factory.mktemp("ablation") / "log", num_scenes=1, seconds=1.5, seed=47,
-                              progress=False)
+    return make_synthetic_log(
+        tmp_path_factory.mktemp("ablation") / "log", num_scenes=1, seconds=1.5, seed=47, progress=False
+    )
 
 
 def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_log, tmp_path) -> None:
@@ -24,16 +25,39 @@ def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_lo
     config_path.write_text(json.dumps(tiny_for_tests().to_dict()))
     out = tmp_path / "runs"
     report = tmp_path / "ablation.json"
-    code = main([
-        "bench", "ablation", "--dataroot", str(tiny_log), "--train-split", "all", "--val-split", "all",
-        "--out", str(out), "--config", str(config_path), "--epochs", "1", "--max-steps", "1", "--staged",
-        "--threads", "1", "--json", str(report),
-    ])
+    code = main(
+        [
+            "bench",
+            "ablation",
+            "--dataroot",
+            str(tiny_log),
+            "--train-split",
+            "all",
+            "--val-split",
+            "all",
+            "--out",
+            str(out),
+            "--config",
+            str(config_path),
+            "--epochs",
+            "1",
+            "--max-steps",
+            "1",
+            "--staged",
+            "--threads",
+            "1",
+            "--json",
+            str(report),
+        ]
+    )
     assert code == 0
     # Stage one: the single-modality models from scratch; stage two: the three from warm starts.
     for name in ("lidar_only_stage1", "camera_only_stage1"):
         assert (out / name / "weights.pt").is_file() and not (out / name / "warm_start.json").exists()
-    starts = {name: json.loads((out / name / "warm_start.json").read_text()) for name in ("fused", "lidar_only", "camera_only")}
+    starts = {
+        name: json.loads((out / name / "warm_start.json").read_text())
+        for name in ("fused", "lidar_only", "camera_only")
+    }
     assert starts["fused"]["trunk"] == str(out / "lidar_only_stage1" / "weights.pt")
     assert starts["fused"]["branches"]["camera"] == str(out / "camera_only_stage1" / "weights.pt")
     assert starts["fused"]["zeroed_fuser_inputs"] == ["camera"]
@@ -42,8 +66,16 @@ def test_staged_ablation_trains_warm_started_models_and_scores_every_row(tiny_lo
     facts = json.loads(report.read_text())["facts"]
     assert len(facts["load_average_1_5_15_min"]) == 3  # the host state beside the per-frame timings
     table = facts["table"]
-    assert set(table) == {"fused", "lidar_only", "camera_only", "fused -camera", "fused -lidar",
-                          "fused -CAM_FRONT", "fused -map", "fused gnss_noise"}
+    assert set(table) == {
+        "fused",
+        "lidar_only",
+        "camera_only",
+        "fused -camera",
+        "fused -lidar",
+        "fused -CAM_FRONT",
+        "fused -map",
+        "fused gnss_noise",
+    }
     for name, row in table.items():
         assert 0.0 <= row["NDS"] <= 1.0 and 0.0 <= row["mAP"] <= 1.0, name
         assert all(math.isfinite(row[k]) for k in ("mATE", "mASE", "mAOE", "mAVE", "mAAE")), name

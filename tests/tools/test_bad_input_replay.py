@@ -70,7 +70,16 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def request(log_root: Path, out: Path, checkpoint: Path, **changes) -> ReplayRequest:
-    return ReplayRequest(**{"dataroot": log_root, "version": VERSION, "out_dir": out, "checkpoint": checkpoint, "torch_threads": 1, **changes})
+    return ReplayRequest(
+        **{
+            "dataroot": log_root,
+            "version": VERSION,
+            "out_dir": out,
+            "checkpoint": checkpoint,
+            "torch_threads": 1,
+            **changes,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +89,9 @@ def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPath
 
 def _same_outputs(out: Path, reference: Path) -> None:
     for name in OUTPUTS:
-        assert (out / name).read_bytes() == (reference / name).read_bytes(), f"{name} differs from the uninterrupted run"
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), (
+            f"{name} differs from the uninterrupted run"
+        )
 
 
 # --- sensor files ------------------------------------------------------------------------------
@@ -125,7 +136,9 @@ def test_a_torn_last_line_is_dropped_a_corrupt_middle_line_is_an_error(tmp_path:
         assert sorted(ProgressLog(path).read(_plan(4))) == [0, 1]
         assert path.read_text() == _line(0) + _line(1)  # cut off, so appends start on a fresh line
     path.write_text(_line(0) + '{"position": 1, "sce\n' + _line(2) + _line(3))
-    with pytest.raises(FileFormatError, match=r"progress.jsonl: line 2 of 4 is not a frame record .*only the last line can be torn"):
+    with pytest.raises(
+        FileFormatError, match=r"progress.jsonl: line 2 of 4 is not a frame record .*only the last line can be torn"
+    ):
         ProgressLog(path).read(_plan(4))
     path.write_text(_line(0) + _line(7))
     with pytest.raises(FileFormatError, match="frame t7 at position 7 is not in this replay's plan"):
@@ -135,8 +148,19 @@ def test_a_torn_last_line_is_dropped_a_corrupt_middle_line_is_an_error(tmp_path:
 # --- the run folder ----------------------------------------------------------------------------
 
 
-def test_out_problems_are_one_line_errors(log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    base = ["replay", "--dataroot", str(log_root), "--version", VERSION, "--checkpoint", str(checkpoint), "--no-progress"]
+def test_out_problems_are_one_line_errors(
+    log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    base = [
+        "replay",
+        "--dataroot",
+        str(log_root),
+        "--version",
+        VERSION,
+        "--checkpoint",
+        str(checkpoint),
+        "--no-progress",
+    ]
     (tmp_path / "a_file").write_text("x")
     assert main([*base, "--out", str(tmp_path / "a_file")]) == 2
     err = capsys.readouterr().err.strip()
@@ -162,7 +186,9 @@ def test_resume_refuses_another_device(full_run, log_root: Path, checkpoint: Pat
         run_replay(request(log_root, out, checkpoint, resume=True, device="meta"), progress=False)
 
 
-def test_kill_at_several_points_resumes_to_the_same_bytes(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_kill_at_several_points_resumes_to_the_same_bytes(
+    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     """Interrupted after each frame in turn, with what a kill leaves behind (a torn progress line,
     a half-written temporary file), then resumed: the same bytes as the uninterrupted run."""
     for stop_after in range(1, full_run.num_frames):
@@ -253,7 +279,9 @@ def _kill_one_replay_worker() -> bool:
 
 
 @pytest.mark.heavy
-def test_a_dead_ray_worker_is_replaced_then_named_with_resume(log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_dead_ray_worker_is_replaced_then_named_with_resume(
+    log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch
+) -> None:
     pytest.importorskip("ray")
     import avfusion.tools.replay.ray_runner as ray_runner
 
@@ -273,7 +301,14 @@ def test_a_dead_ray_worker_is_replaced_then_named_with_resume(log_root: Path, ch
     monkeypatch.setattr(ray_runner, "MAX_WORKER_RESTARTS", 0)
     killed.clear()
     out = tmp_path / "ray_lost"
-    with pytest.raises(ray_runner.ReplayWorkerLost, match=r"replay: the Ray worker of scene\(s\) .* died 1 time\(s\) .*continue with --resume"):
-        run_replay(request(log_root, out, checkpoint, torch_threads=2, ray_address="local", ray_workers=2), progress=False, on_frame=kill_once)
+    with pytest.raises(
+        ray_runner.ReplayWorkerLost,
+        match=r"replay: the Ray worker of scene\(s\) .* died 1 time\(s\) .*continue with --resume",
+    ):
+        run_replay(
+            request(log_root, out, checkpoint, torch_threads=2, ray_address="local", ray_workers=2),
+            progress=False,
+            on_frame=kill_once,
+        )
     run_replay(request(log_root, out, checkpoint, torch_threads=2, resume=True), progress=False)
     _same_outputs(out, reference.out_dir)

@@ -18,7 +18,10 @@ def test_without_cuda_one_line_and_exit_2(tmp_path: Path) -> None:
     # CUDA_VISIBLE_DEVICES="" hides any GPU, so this is the no-GPU path on every machine.
     result = subprocess.run(
         [sys.executable, "-m", "avfusion.tools.cli", "bench", "gpu", "--json", str(tmp_path / "out.json")],
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, check=False,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -48,7 +51,9 @@ def test_train_figures_from_the_loss_log(tmp_path: Path) -> None:
 
 
 def test_a_step_that_runs_out_of_time_is_recorded() -> None:
-    code, seconds, tail = gpu.run_step([sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"], 2.0)
+    code, seconds, tail = gpu.run_step(
+        [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"], 2.0
+    )
     assert code is None and seconds < 20 and "started" in tail
     result = gpu.StepResult(code, seconds, {}, tail).as_dict()
     assert result["timed_out"] is True and result["returncode"] is None

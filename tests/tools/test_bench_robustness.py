@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from avfusion.errors import InputError
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.data import BikeRacks, GroundTruth

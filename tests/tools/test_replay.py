@@ -80,7 +80,9 @@ def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPath
 
 
 def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
-    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True, track="off"), progress=False)
+    outcome = run_replay(
+        request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True, track="off"), progress=False
+    )
     log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
     tokens = log.sample_tokens()
     assert outcome.num_frames == len(tokens) == 2
@@ -131,9 +133,9 @@ def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Pa
     results = [FrameResult.from_json(line) for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
     tracked = track_results(results, [log.sample_timestamp_us(t) for t in tokens], "offline")
     assert json.loads(outcome.submission_path.read_text())["results"] == json.loads(
-        json.dumps(dict(zip(tokens, tracked.detection_records)))
+        json.dumps(dict(zip(tokens, tracked.detection_records, strict=False)))
     )
-    assert tracking["results"] == json.loads(json.dumps(dict(zip(tokens, tracked.tracking_records))))
+    assert tracking["results"] == json.loads(json.dumps(dict(zip(tokens, tracked.tracking_records, strict=False))))
     summary = json.loads(outcome.summary_path.read_text())
     assert summary["tracking"]["mode"] == "offline" and summary["tracking"]["cuts"] == []
     assert summary["tracking"]["tracks"] == tracked.num_tracks
@@ -144,7 +146,9 @@ def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Pa
         assert "no tracked boxes" in summary["evaluation"]["tracking_skipped"]
 
 
-def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(
+    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     from avfusion.tools.replay.engine import finish_run
     from avfusion.tools.replay.frames import open_log, plan_replay
     from avfusion.tools.replay.types import FrameResult
@@ -173,7 +177,9 @@ def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(full_run,
     assert [c["sample_token"] for c in cuts] == [second]
 
 
-def test_resume_after_interrupt_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_resume_after_interrupt_gives_identical_submission(
+    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "interrupted"
     seen = []
 
@@ -194,7 +200,9 @@ def test_resume_after_interrupt_gives_identical_submission(full_run, log_root: P
     resumed = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
     assert resumed.frames_replayed_now == full_run.num_frames - 1
     assert resumed.submission_path.read_bytes() == full_run.submission_path.read_bytes()
-    assert (out / "tracking_submission.json").read_bytes() == (full_run.out_dir / "tracking_submission.json").read_bytes()
+    assert (out / "tracking_submission.json").read_bytes() == (
+        full_run.out_dir / "tracking_submission.json"
+    ).read_bytes()
     assert resumed.health_path.read_bytes() == full_run.health_path.read_bytes()
     assert len((out / "progress.jsonl").read_text().splitlines()) == full_run.num_frames
 
@@ -252,8 +260,19 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
     return code, captured.out, captured.err
 
 
-def test_cli_replay_and_bad_input(log_root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["replay", "--dataroot", str(log_root), "--version", VERSION, "--checkpoint", str(checkpoint), "--no-progress"]
+def test_cli_replay_and_bad_input(
+    log_root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = [
+        "replay",
+        "--dataroot",
+        str(log_root),
+        "--version",
+        VERSION,
+        "--checkpoint",
+        str(checkpoint),
+        "--no-progress",
+    ]
     code, out, _ = _cli([*base, "--split", SPLIT, "--out", str(tmp_path / "ok")], capsys)
     assert code == 0
     assert "evaluation: mAP" in out and "network" in out and "submission:" in out
@@ -276,7 +295,9 @@ def test_cli_replay_and_bad_input(log_root: Path, checkpoint: Path, tmp_path: Pa
     other = tmp_path / "other.pt"
     torch.manual_seed(1)
     save_checkpoint(other, small_config(), {"model": BEVFusion.from_config(FusionConfig()).state_dict()})
-    code, _, err = _cli([*base[:5], "--checkpoint", str(other), "--out", str(tmp_path / "bad_ckpt"), "--no-progress"], capsys)
+    code, _, err = _cli(
+        [*base[:5], "--checkpoint", str(other), "--out", str(tmp_path / "bad_ckpt"), "--no-progress"], capsys
+    )
     assert code == 2 and "do not fit" in err and str(other) in err
 
 
@@ -296,10 +317,16 @@ def test_shard_scenes_balances_whole_scenes() -> None:
 
 
 @pytest.mark.heavy
-def test_ray_local_cluster_gives_identical_submission(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
-    outcome = run_replay(request(log_root, tmp_path / "ray", checkpoint, ray_address="local", ray_workers=2), progress=False)
+def test_ray_local_cluster_gives_identical_submission(
+    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    outcome = run_replay(
+        request(log_root, tmp_path / "ray", checkpoint, ray_address="local", ray_workers=2), progress=False
+    )
     assert outcome.submission_path.read_bytes() == full_run.submission_path.read_bytes()
-    assert (tmp_path / "ray" / "tracking_submission.json").read_bytes() == (full_run.out_dir / "tracking_submission.json").read_bytes()
+    assert (tmp_path / "ray" / "tracking_submission.json").read_bytes() == (
+        full_run.out_dir / "tracking_submission.json"
+    ).read_bytes()
     assert outcome.health_path.read_bytes() == full_run.health_path.read_bytes()
     with outcome.latency_path.open() as handle:
         assert [row["sample_token"] for row in csv.DictReader(handle)] == list(

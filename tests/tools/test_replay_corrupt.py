@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
 from avfusion.fusion.checkpoint import save_checkpoint
@@ -128,7 +129,7 @@ def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, check
         outcome = run_replay(request, progress=False)
         return [json.loads(line) for line in outcome.health_path.read_text().splitlines()]
 
-    for record, expected in zip(health(stale, tmp_path / "run_stale"), repeated):
+    for record, expected in zip(health(stale, tmp_path / "run_stale"), repeated, strict=False):
         assert set(record["frozen"]) == expected
         for name in expected - {LIDAR_NAME}:
             assert record["missing"][name].startswith("frozen")  # a frozen camera is dropped

@@ -37,15 +37,18 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def replayed(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = make_synthetic_log(tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=1.0, seed=5,
-                              image_scale=0.25, progress=False)
+    root = make_synthetic_log(
+        tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=1.0, seed=5, image_scale=0.25, progress=False
+    )
     torch.manual_seed(0)
     config = FusionConfig(grid=GridConfig(cell_m=1.6))
     checkpoint = tmp_path_factory.mktemp("weights") / "w.pt"
     save_checkpoint(checkpoint, config, {"model": BEVFusion.from_config(config).state_dict()})
     run_dir = tmp_path_factory.mktemp("runs") / "run"
-    run_replay(ReplayRequest(dataroot=root, version=VERSION, out_dir=run_dir, checkpoint=checkpoint, save_bev=True),
-               progress=False)
+    run_replay(
+        ReplayRequest(dataroot=root, version=VERSION, out_dir=run_dir, checkpoint=checkpoint, save_bev=True),
+        progress=False,
+    )
     return root, run_dir
 
 
@@ -60,16 +63,39 @@ def test_run_predictions_read_back_the_submission(replayed: tuple[Path, Path]) -
     back_to_global = boxes_ego.transform(frame.global_from_ego)
     np.testing.assert_allclose(back_to_global.center, [r["translation"] for r in records], atol=1e-9)
     np.testing.assert_allclose(back_to_global.score, [r["detection_score"] for r in records])
-    assert heatmap is not None and heatmap.values.shape == (64, 64) and 0.0 <= heatmap.values.min() <= heatmap.values.max() <= 1.0
+    assert (
+        heatmap is not None
+        and heatmap.values.shape == (64, 64)
+        and 0.0 <= heatmap.values.min() <= heatmap.values.max() <= 1.0
+    )
 
 
 def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path, tmp_path: Path) -> None:
     root, run_dir = replayed
     out = tmp_path / "pictures"
-    command = [sys.executable, "-m", "avfusion.tools.cli", "viz", "--dataroot", str(root), "--version", VERSION,
-               "--run", str(run_dir), "--headless", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "AVFUSION_CACHE": str(cache)},
-                            check=False)
+    command = [
+        sys.executable,
+        "-m",
+        "avfusion.tools.cli",
+        "viz",
+        "--dataroot",
+        str(root),
+        "--version",
+        VERSION,
+        "--run",
+        str(run_dir),
+        "--headless",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "AVFUSION_CACHE": str(cache)},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = NuScenesLog.open(root, VERSION)
     scene = log.scene_names[0]
@@ -82,7 +108,12 @@ def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path
     gt = log.frame(log.sample_tokens(scene)[0], FrameOptions(load_images=False, load_lidar=False)).gt_boxes
     view = render.BevView()
     (x0, x1), (y0, y1) = view.x_range_m, view.y_range_m
-    inside = (gt.center[:, 0] > x0 + 3) & (gt.center[:, 0] < x1 - 3) & (gt.center[:, 1] > y0 + 3) & (gt.center[:, 1] < y1 - 3)
+    inside = (
+        (gt.center[:, 0] > x0 + 3)
+        & (gt.center[:, 0] < x1 - 3)
+        & (gt.center[:, 1] > y0 + 3)
+        & (gt.center[:, 1] < y1 - 3)
+    )
     checked = 0
     for label in np.unique(gt.label[inside]):
         boxes = gt[gt.label == label]  # all of them: a box at the picture's edge draws there too
@@ -91,8 +122,12 @@ def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path
         assert len(rows) > 0, f"no pixels of class {label}'s colour"
         corners_px = render.bev_pixel_from_ego(boxes.bev_corners().reshape(-1, 2), view).reshape(len(boxes), 4, 2)
         low, high = corners_px.min(axis=1) - 4, corners_px.max(axis=1) + 4  # (B, 2) each
-        on_some_box = ((cols[:, None] >= low[None, :, 0]) & (cols[:, None] <= high[None, :, 0])
-                       & (rows[:, None] >= low[None, :, 1]) & (rows[:, None] <= high[None, :, 1])).any(axis=1)
+        on_some_box = (
+            (cols[:, None] >= low[None, :, 0])
+            & (cols[:, None] <= high[None, :, 0])
+            & (rows[:, None] >= low[None, :, 1])
+            & (rows[:, None] <= high[None, :, 1])
+        ).any(axis=1)
         # Nearly every pixel of the class colour is on one of its boxes (a predicted box cannot
         # take it: predictions are faded), and most boxes got some.
         assert on_some_box.mean() > 0.95, (label, on_some_box.mean())

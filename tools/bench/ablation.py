@@ -106,13 +106,15 @@ def run(args: argparse.Namespace) -> int:
     for name in ("lidar_only", "camera_only"):
         if name in detectors:
             rows[name] = (detectors[name], frozenset(), False)
-    rows.update({
-        "fused -camera": (fused, frozenset({"camera"}), False),
-        "fused -lidar": (fused, frozenset({"lidar"}), False),
-        "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
-        "fused -map": (fused, frozenset({"map"}), False),
-        "fused gnss_noise": (fused_gnss, frozenset(), True),
-    })
+    rows.update(
+        {
+            "fused -camera": (fused, frozenset({"camera"}), False),
+            "fused -lidar": (fused, frozenset({"lidar"}), False),
+            "fused -CAM_FRONT": (fused, frozenset({"CAM_FRONT"}), False),
+            "fused -map": (fused, frozenset({"map"}), False),
+            "fused gnss_noise": (fused_gnss, frozenset(), True),
+        }
+    )
     split = resolve_split(args.dataroot, args.version, args.val_split).name
     options = FrameOptions(
         num_sweeps=fused.config.lidar.num_sweeps, image_scale=fused.config.camera.decode_scale, load_boxes=False
@@ -164,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown_table(table: dict[str, dict]) -> str:
     columns = ["NDS", "mAP", "mATE", "mASE", "mAOE", "mAVE", "mAAE"]
-    lines = ["| model / sensors | " + " | ".join(columns) + " | classes with AP > 0 |",
-             "|---|" + "---|" * (len(columns) + 1)]
+    lines = [
+        "| model / sensors | " + " | ".join(columns) + " | classes with AP > 0 |",
+        "|---|" + "---|" * (len(columns) + 1),
+    ]
     for name, row in table.items():
         nonzero = sum(1 for ap in row["AP_per_class"].values() if ap > 0)
         values = " | ".join(f"{row[c]:.3f}" for c in columns)
@@ -174,7 +178,9 @@ def markdown_table(table: dict[str, dict]) -> str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("ablation", help="fused vs single-modality models and sensor-loss rows, nuScenes metrics")
+    parser = subparsers.add_parser(
+        "ablation", help="fused vs single-modality models and sensor-loss rows, nuScenes metrics"
+    )
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--train-split", default="train")
@@ -184,14 +190,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lidar-only", default=None, help="checkpoint of the lidar(+map) model")
     parser.add_argument("--camera-only", default=None, help="checkpoint of the camera(+map) model")
     parser.add_argument("--config", default=None, help="FusionConfig JSON for models trained here")
-    parser.add_argument("--no-train", action="store_true", help="skip the rows of models not given instead of training them")
+    parser.add_argument(
+        "--no-train", action="store_true", help="skip the rows of models not given instead of training them"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch and Numba threads (0 = default)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--staged", action="store_true",
-                        help="train here in two stages: single-modality models, then all three from warm starts")
+    parser.add_argument(
+        "--staged",
+        action="store_true",
+        help="train here in two stages: single-modality models, then all three from warm starts",
+    )
     parser.add_argument("--frames", type=int, default=None, help="score only the first N val samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.set_defaults(func=run)
-

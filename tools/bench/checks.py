@@ -24,9 +24,12 @@ import dataclasses
 import time
 
 import numpy as np
+from scipy.spatial.transform import Rotation
+
 from avfusion.calibration.se3 import SE3
-from avfusion.datasets.frames import open_frames, resolve_split
+from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.splits import resolve_split
 from avfusion.errors import InputError
 from avfusion.sensors.checks import (
     FROZEN_HISTORY,
@@ -43,7 +46,6 @@ from avfusion.tools.bench.common import (
     Timing,
     host_state_facts,
 )
-from scipy.spatial.transform import Rotation
 
 
 def miscalibrated(frame: SyncedFrame, errors_deg: dict[str, np.ndarray]) -> SyncedFrame:
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.warmup < 0:
         raise InputError(f"--warmup must be >= 0, got {args.warmup}")
-    split = resolve_split(args.dataroot, args.version, args.split) if args.split else None
+    split = resolve_split(args.dataroot, args.version, args.split).name if args.split else None
     options = FrameOptions(num_sweeps=args.num_sweeps, image_scale=args.image_scale, load_boxes=False)
     frames = open_frames(args.dataroot, args.version, split, args.scenes or None, options)
     stale_corruption = Corruption("temporal_misalignment", 3)
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         counts["clean_frozen"] += len(clean.frozen)
         bad = streams["miscalibrated"].check(miscalibrated(frame, errors))
         if index >= args.warmup:
-            for name, verdict in clean.calibration.items():
+            for verdict in clean.calibration.values():
                 counts["clean_camera_frames"] += 1
                 counts["clean_suspect"] += verdict.status == STATUS_SUSPECT
             for name, verdict in bad.calibration.items():
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             counts["repeats"] += repeat
             counts["repeats_found"] += repeat and sensor in found
             counts["stale_false_frozen"] += (not repeat) and sensor in found
-        recent = (recent + [digests])[-FROZEN_HISTORY:]
+        recent = [*recent, digests][-FROZEN_HISTORY:]
         previous, index = frame, index + 1
     host = host_state_facts(host_before)
 
@@ -145,7 +147,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("checks", help="online sensor checks: miscalibration and frozen-sensor detection rates, ms")
+    parser = subparsers.add_parser(
+        "checks", help="online sensor checks: miscalibration and frozen-sensor detection rates, ms"
+    )
     parser.add_argument("--dataroot", required=True)
     parser.add_argument("--version", default="v1.0-mini")
     parser.add_argument("--split", default=None, help="split (default: every scene)")

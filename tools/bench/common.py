@@ -107,8 +107,10 @@ def set_threads(threads: int) -> None:
     import torch
 
     if threads > numba.config.NUMBA_NUM_THREADS:
-        raise InputError(f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
-                         "allows in this environment; unset it or pass fewer threads")
+        raise InputError(
+            f"--threads {threads} is more than NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
+            "allows in this environment; unset it or pass fewer threads"
+        )
     torch.set_num_threads(threads)
     numba.set_num_threads(threads)
 

@@ -60,14 +60,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=2024, help="seed of the log and the predictions")
     parser.add_argument("--dataroot", default=None, help="evaluate this existing log instead of generating one")
     parser.add_argument("--version", default="v1.0-mini", help="table version (default v1.0-mini)")
-    parser.add_argument("--split", default=None, help="split to evaluate (default: synth_val, or the larger synthetic split)")
+    parser.add_argument(
+        "--split", default=None, help="split to evaluate (default: synth_val, or the larger synthetic split)"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of the devkit (default 1: it takes minutes)")
     parser.add_argument(
-        "--our-repeats", type=int, default=3,
+        "--our-repeats",
+        type=int,
+        default=3,
         help="timed runs of ours (default 3: a few seconds each, so a load spike on the shared machine can "
         "swamp one run, while the devkit's single run spans minutes of load; the median is reported)",
     )
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE), help=f"where generated inputs are kept (default {DEFAULT_CACHE})")
+    parser.add_argument(
+        "--cache-dir", default=str(DEFAULT_CACHE), help=f"where generated inputs are kept (default {DEFAULT_CACHE})"
+    )
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)
 
@@ -89,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         outputs["devkit"] = run_devkit_eval(dataroot, version, split, results_path, config, devkit_dir)
         return outputs["devkit"]
 
-    print(f"timing ours ({args.our_repeats} run(s) after 1 warm-up) and the devkit ({args.repeats} run(s)) on {len(gt.sample_tokens)} samples ...")
+    print(
+        f"timing ours ({args.our_repeats} run(s) after 1 warm-up) and the devkit ({args.repeats} run(s)) on {len(gt.sample_tokens)} samples ..."
+    )
     load_before = os.getloadavg()
     report = BenchReport(f"bench eval: {split} of {dataroot}, {len(gt.sample_tokens)} samples, {n_pred} predictions")
     report.ours.append(time_call("avfusion_eval", ours, repeats=args.our_repeats, warmup=1))
@@ -148,16 +156,26 @@ def prepare_inputs(args: argparse.Namespace) -> tuple[str, str, str, str]:
     if args.dataroot is not None:
         dataroot = args.dataroot
         split = args.split or "synth_val"
-        cache = Path(args.cache_dir) / f"results-{_slug(Path(dataroot).resolve())}-{args.version}-{split}-k{args.boxes_per_sample}-seed{args.seed}"
+        cache = (
+            Path(args.cache_dir)
+            / f"results-{_slug(Path(dataroot).resolve())}-{args.version}-{split}-k{args.boxes_per_sample}-seed{args.seed}"
+        )
     else:
         cache = Path(args.cache_dir) / f"log-s{args.scenes}-t{args.seconds:g}-seed{args.seed}"
         dataroot = str(cache / "dataroot")
         if not (cache / "dataroot.complete").exists():
-            print(f"generating an annotations-only log of {args.scenes} scenes x {args.seconds:g} s into {dataroot} (cached) ...")
+            print(
+                f"generating an annotations-only log of {args.scenes} scenes x {args.seconds:g} s into {dataroot} (cached) ..."
+            )
             shutil.rmtree(dataroot, ignore_errors=True)
             make_synthetic_log(
-                dataroot, num_scenes=args.scenes, seconds=args.seconds, seed=args.seed, version=args.version,
-                annotations_only=True, progress=True,
+                dataroot,
+                num_scenes=args.scenes,
+                seconds=args.seconds,
+                seed=args.seed,
+                version=args.version,
+                annotations_only=True,
+                progress=True,
             )
             (cache / "dataroot.complete").write_text("ok\n")
         split = args.split or _largest_synthetic_split(dataroot, args.version)
@@ -191,19 +209,29 @@ def make_benchmark_results(dataroot: str, version: str, split: str, boxes_per_sa
     for position, token in enumerate(gt.sample_tokens):
         rows = np.flatnonzero(boxes.sample_index == position)
         keep = rows[rng.random(len(rows)) < 0.85]
-        keep = np.concatenate([keep, keep[rng.random(len(keep)) < 0.1]])[: boxes_per_sample]
+        keep = np.concatenate([keep, keep[rng.random(len(keep)) < 0.1]])[:boxes_per_sample]
         n_true, n_false = len(keep), max(0, boxes_per_sample - len(keep))
         q = boxes.rotation_wxyz[keep]
-        yaw = np.concatenate([2 * np.arctan2(q[:, 3], q[:, 0]) + rng.normal(0, 0.2, n_true), rng.uniform(-np.pi, np.pi, n_false)])
+        yaw = np.concatenate(
+            [2 * np.arctan2(q[:, 3], q[:, 0]) + rng.normal(0, 0.2, n_true), rng.uniform(-np.pi, np.pi, n_false)]
+        )
         ego = gt.ego_translation[position]
-        translation = np.concatenate([
-            boxes.translation[keep] + rng.normal(0, [0.5, 0.5, 0.1], (n_true, 3)),
-            ego + np.column_stack([rng.uniform(-60, 60, (n_false, 2)), rng.uniform(0, 2, n_false)]),
-        ])
-        size = np.concatenate([boxes.size_wlh[keep] * rng.uniform(0.9, 1.1, (n_true, 3)), rng.uniform(0.5, 5.0, (n_false, 3))])
-        velocity = np.concatenate([np.nan_to_num(boxes.velocity_xy[keep]) + rng.normal(0, 0.5, (n_true, 2)), rng.normal(0, 2, (n_false, 2))])
+        translation = np.concatenate(
+            [
+                boxes.translation[keep] + rng.normal(0, [0.5, 0.5, 0.1], (n_true, 3)),
+                ego + np.column_stack([rng.uniform(-60, 60, (n_false, 2)), rng.uniform(0, 2, n_false)]),
+            ]
+        )
+        size = np.concatenate(
+            [boxes.size_wlh[keep] * rng.uniform(0.9, 1.1, (n_true, 3)), rng.uniform(0.5, 5.0, (n_false, 3))]
+        )
+        velocity = np.concatenate(
+            [np.nan_to_num(boxes.velocity_xy[keep]) + rng.normal(0, 0.5, (n_true, 2)), rng.normal(0, 2, (n_false, 2))]
+        )
         label = np.concatenate([boxes.label[keep], rng.integers(0, len(DETECTION_CLASSES), n_false)])
-        attribute = np.concatenate([np.where(rng.random(n_true) < 0.8, boxes.attribute[keep], -1), np.full(n_false, -1)])
+        attribute = np.concatenate(
+            [np.where(rng.random(n_true) < 0.8, boxes.attribute[keep], -1), np.full(n_false, -1)]
+        )
         score = np.round(np.concatenate([rng.uniform(0.3, 1.0, n_true), rng.uniform(0.0, 0.6, n_false)]), 2)
         results[token] = [
             {

@@ -46,8 +46,13 @@ LOG_SEED = 2025
 OUTPUT_TAIL_CHARS = 2000
 
 # The most each step may take (seconds); the budget may give it less.
-STEP_LIMITS_S = {"synthetic_log": 120.0, "gpu_tests": 90.0, "bench_voxelize": 60.0, "bench_infer": 80.0,
-                 "train_amp": 150.0}
+STEP_LIMITS_S = {
+    "synthetic_log": 120.0,
+    "gpu_tests": 90.0,
+    "bench_voxelize": 60.0,
+    "bench_infer": 80.0,
+    "train_amp": 150.0,
+}
 
 
 def require_cuda() -> str:
@@ -90,8 +95,9 @@ def run_step(command: list[str], limit_s: float, env: dict[str, str] | None = No
     if limit_s <= 0:
         return None, 0.0, "no time left in the budget"
     try:
-        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=limit_s,
-                              check=False)
+        done = subprocess.run(
+            command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=limit_s, check=False
+        )
     except subprocess.TimeoutExpired as expired:
         # The partial output comes as bytes (or None), whatever `text` asked for.
         text = "".join(
@@ -116,7 +122,9 @@ def junit_counts(path: Path) -> dict[str, int]:
         return {}
     root = ElementTree.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
-    counts = {key: sum(int(suite.get(key, 0)) for suite in suites) for key in ("tests", "failures", "errors", "skipped")}
+    counts = {
+        key: sum(int(suite.get(key, 0)) for suite in suites) for key in ("tests", "failures", "errors", "skipped")
+    }
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
     return counts
 
@@ -137,23 +145,78 @@ def step_commands(work: Path, train_steps: int) -> dict[str, list[str]]:
     log = str(work / "log")
     return {
         "synthetic_log": _cli(
-            "dataset", "make-synthetic", "--out", log, "--scenes", "1", "--seconds", f"{LOG_SECONDS:g}",
-            "--seed", str(LOG_SEED), "--version", LOG_VERSION, "--image-scale", f"{LOG_IMAGE_SCALE:g}", "--no-progress",
+            "dataset",
+            "make-synthetic",
+            "--out",
+            log,
+            "--scenes",
+            "1",
+            "--seconds",
+            f"{LOG_SECONDS:g}",
+            "--seed",
+            str(LOG_SEED),
+            "--version",
+            LOG_VERSION,
+            "--image-scale",
+            f"{LOG_IMAGE_SCALE:g}",
+            "--no-progress",
         ),
-        "gpu_tests": [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-                      f"--junitxml={work / 'gpu_tests.xml'}", "tests"],
+        "gpu_tests": [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "gpu",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={work / 'gpu_tests.xml'}",
+            "tests",
+        ],
         "bench_voxelize": _cli(
-            "bench", "voxelize", "--source", "synthetic", "--dataroot", log, "--no-jit-timing",
-            "--json", str(work / "bench_voxelize.json"),
+            "bench",
+            "voxelize",
+            "--source",
+            "synthetic",
+            "--dataroot",
+            log,
+            "--no-jit-timing",
+            "--json",
+            str(work / "bench_voxelize.json"),
         ),
         "bench_infer": _cli(
-            "bench", "infer", "--dataroot", log, "--version", LOG_VERSION, "--device", "cuda", "--frames", "15",
-            "--json", str(work / "bench_infer.json"),
+            "bench",
+            "infer",
+            "--dataroot",
+            log,
+            "--version",
+            LOG_VERSION,
+            "--device",
+            "cuda",
+            "--frames",
+            "15",
+            "--json",
+            str(work / "bench_infer.json"),
         ),
         "train_amp": _cli(
-            "train", "--dataroot", log, "--version", LOG_VERSION, "--split", "all", "--preset", "gpu", "--amp",
-            "--device", "cuda", "--max-steps", str(train_steps), "--checkpoint-every", str(train_steps),
-            "--out", str(work / "train_amp"),
+            "train",
+            "--dataroot",
+            log,
+            "--version",
+            LOG_VERSION,
+            "--split",
+            "all",
+            "--preset",
+            "gpu",
+            "--amp",
+            "--device",
+            "cuda",
+            "--max-steps",
+            str(train_steps),
+            "--checkpoint-every",
+            str(train_steps),
+            "--out",
+            str(work / "train_amp"),
         ),
     }
 
@@ -219,7 +282,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "gpu", help="on a CUDA GPU: the GPU tests, bench voxelize / infer on CUDA and 100 AMP train steps, one JSON"
     )
     parser.add_argument("--json", default="gpu-check.json", help="where to write the figures (gpu-check.json)")
-    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                        help=f"seconds for all steps together ({DEFAULT_BUDGET_S:g})")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=DEFAULT_BUDGET_S,
+        help=f"seconds for all steps together ({DEFAULT_BUDGET_S:g})",
+    )
     parser.add_argument("--train-steps", type=int, default=100, help="AMP training steps (100)")
     parser.set_defaults(func=run)

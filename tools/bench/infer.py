@@ -39,11 +39,16 @@ def run(args: argparse.Namespace) -> int:
     config = detector.config
     dataroot = args.dataroot
     if dataroot is None:
-        dataroot = str(make_synthetic_log(tempfile.mkdtemp(prefix="avfusion-bench-infer-"), num_scenes=1,
-                                          seconds=max(2, args.frames // 2 + 1), seed=12345, progress=True))
-    options = FrameOptions(
-        num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=False
-    )
+        dataroot = str(
+            make_synthetic_log(
+                tempfile.mkdtemp(prefix="avfusion-bench-infer-"),
+                num_scenes=1,
+                seconds=max(2, args.frames // 2 + 1),
+                seed=12345,
+                progress=True,
+            )
+        )
+    options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale, load_boxes=False)
     frames = open_frames(dataroot, args.version, args.split, None, options)
     count = min(args.frames, len(frames))
     methods = {"ours": detector}
@@ -72,16 +77,22 @@ def run(args: argparse.Namespace) -> int:
                 continue
             stages_ms = detections.timings_ms
             voxelize_ms = stages_ms.get("voxelize", 0.0)
-            for stage, value in (("read_sync", read_ms), ("voxelize", voxelize_ms),
-                                 ("prepare", stages_ms["prepare"] - voxelize_ms),
-                                 ("network", stages_ms["network"]), ("decode", stages_ms["decode"])):
+            for stage, value in (
+                ("read_sync", read_ms),
+                ("voxelize", voxelize_ms),
+                ("prepare", stages_ms["prepare"] - voxelize_ms),
+                ("network", stages_ms["network"]),
+                ("decode", stages_ms["decode"]),
+            ):
                 stages[name][stage].append(value)
             totals[name].append(total_ms)
             if name == "ours":
                 boxes.append(len(detections.boxes_ego))
 
-    title = (f"bench infer: full loop (read+sync, voxelize, prepare, network, decode) over {count} frames of "
-             f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)")
+    title = (
+        f"bench infer: full loop (read+sync, voxelize, prepare, network, decode) over {count} frames of "
+        f"{dataroot} ({args.device}, {torch.get_num_threads()} torch threads)"
+    )
     report = BenchReport(title, skipped=skipped)
     report.ours.append(Timing("full_loop", tuple(totals["ours"])))
     if "spconv_voxelizer" in methods:

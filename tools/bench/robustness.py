@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from avfusion.datasets.frames import open_frames, resolve_split
+from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
+from avfusion.datasets.splits import resolve_split
 from avfusion.errors import InputError
 from avfusion.eval.data import load_ground_truth
 from avfusion.eval.detection import evaluate
@@ -211,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         config = detector.config.replace(map=MapConfig(channels=detector.config.map.channels, pose_source="gnss"))
         gnss_detectors[name] = type(detector)(detector.model, config, detector.device, detector.voxel_backend)
 
-    split = resolve_split(args.dataroot, args.version, args.split)
+    split = resolve_split(args.dataroot, args.version, args.split).name
     first = next(iter(detectors.values())).config
     options = FrameOptions(num_sweeps=first.lidar.num_sweeps, image_scale=first.camera.decode_scale, load_boxes=False)
     for name, detector in detectors.items():

@@ -46,20 +46,31 @@ def run(args: argparse.Namespace) -> int:
 
     def generate(annotations_only: bool) -> None:
         reports[annotations_only] = generate_log(
-            workdir / ("annotations" if annotations_only else "full"), num_scenes=args.scenes, seconds=args.seconds,
-            seed=args.seed, image_scale=args.image_scale, annotations_only=annotations_only, progress=False, **extra)
+            workdir / ("annotations" if annotations_only else "full"),
+            num_scenes=args.scenes,
+            seconds=args.seconds,
+            seed=args.seed,
+            image_scale=args.image_scale,
+            annotations_only=annotations_only,
+            progress=False,
+            **extra,
+        )
 
     load_before = os.getloadavg()[0]
     try:
         full = time_call("generate_full", lambda: generate(False), repeats=args.repeats, warmup=0)
         annotations = time_call("generate_annotations_only", lambda: generate(True), repeats=args.repeats, warmup=0)
-        report = BenchReport(f"synthetic log: {args.scenes} scenes x {args.seconds:g} s, images at "
-                             f"{args.image_scale:g} x 1600x900", ours=[full, annotations])
+        report = BenchReport(
+            f"synthetic log: {args.scenes} scenes x {args.seconds:g} s, images at {args.image_scale:g} x 1600x900",
+            ours=[full, annotations],
+        )
         # Both rows are modes of our generator; no other nuScenes-format generator runs here to compare.
         report.facts["peer"] = "none (no other nuScenes-format log generator runs on this machine)"
         full_report = reports[False]
         report.facts["seconds_per_scene_second"] = round(full.median_ms / 1e3 / scene_seconds, 3)
-        report.facts["seconds_per_scene_second_annotations_only"] = round(annotations.median_ms / 1e3 / scene_seconds, 3)
+        report.facts["seconds_per_scene_second_annotations_only"] = round(
+            annotations.median_ms / 1e3 / scene_seconds, 3
+        )
         for stage, seconds in full_report.stage_seconds.items():
             report.facts[f"stage_{stage}_s_per_scene_second"] = round(seconds / scene_seconds, 3)
         root = full_report.path

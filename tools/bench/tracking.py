@@ -82,9 +82,11 @@ def run(args: argparse.Namespace) -> int:
         per_frame = Timing(f"{mode}_tracker_per_frame", tuple(run.tracker_ms / len(results) for run in runs[1:]))
         report.ours.append(per_frame)
         folder = out / mode
-        write_results(folder / "submission.json", dict(zip(tokens, tracked.detection_records)), meta, tokens)
+        write_results(
+            folder / "submission.json", dict(zip(tokens, tracked.detection_records, strict=False)), meta, tokens
+        )
         write_tracking_results(
-            folder / "tracking_submission.json", dict(zip(tokens, tracked.tracking_records)), meta, tokens
+            folder / "tracking_submission.json", dict(zip(tokens, tracked.tracking_records, strict=False)), meta, tokens
         )
         row = _detection_row(folder / "submission.json", args.dataroot, args.version, args.split)
         tracking = evaluate_tracking(folder / "tracking_submission.json", args.dataroot, args.version, args.split,

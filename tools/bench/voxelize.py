@@ -116,9 +116,7 @@ def load_sweeps(source: str, dataroot: str | None, realdata: Path) -> tuple[list
 # ---------------------------------------------------------------------------------------------
 
 
-def spconv_voxelizer(
-    config: VoxelConfig, num_features: int, device: str = "cpu"
-) -> tuple[Any | None, str]:
+def spconv_voxelizer(config: VoxelConfig, num_features: int, device: str = "cpu") -> tuple[Any | None, str]:
     """spconv's PointToVoxel on `device` ("cpu" or "cuda"), or (None, why it is unavailable).
 
     On "cuda" it needs spconv's CUDA build (spconv-cu1xx; the `peers` extra installs the CPU one):
@@ -197,7 +195,9 @@ def _same_voxel_set(ours: Voxels, peer: tuple[Any, ...]) -> bool:
     """The same voxel coordinates with the same point counts, in any order."""
     ours_rows = np.column_stack([_host(ours.coords_zyx), _host(ours.num_points)])
     peer_rows = np.column_stack([_host(peer[1]), _host(peer[2])])
-    return ours_rows.shape == peer_rows.shape and np.array_equal(np.unique(ours_rows, axis=0), np.unique(peer_rows, axis=0))
+    return ours_rows.shape == peer_rows.shape and np.array_equal(
+        np.unique(ours_rows, axis=0), np.unique(peer_rows, axis=0)
+    )
 
 
 def _host(array: Any) -> np.ndarray:
@@ -331,8 +331,10 @@ def bench_cpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
     report.facts["timed_modes"] = TIMED_MODES
     report.facts["voxels"] = ours.num_voxels
     report.facts["points_dropped"] = {
-        "out_of_range": ours.num_out_of_range, "nan": ours.num_nan,
-        "voxel_overflow": ours.num_voxel_overflow, "point_overflow": ours.num_point_overflow,
+        "out_of_range": ours.num_out_of_range,
+        "nan": ours.num_nan,
+        "voxel_overflow": ours.num_voxel_overflow,
+        "point_overflow": ours.num_point_overflow,
     }
     report.facts["hash_table_bytes"] = 4 << hash_table_bits(min(config.max_voxels, cloud.shape[0]))
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
@@ -380,8 +382,9 @@ def bench_gpu(cloud: np.ndarray, config: VoxelConfig, name: str, repeats: int) -
         # spconv's GPU kernels number voxels in their own (hash) order: compare the voxel sets.
         report.facts["identical_to_spconv_cuda"] = same_voxels(ours, spconv_result)
         report.facts["same_voxel_set_as_spconv_cuda"] = _same_voxel_set(ours, spconv_result)
-    report.facts["identical_to_numba_cpu"] = same_voxels(ours, tuple(
-        getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points")))
+    report.facts["identical_to_numba_cpu"] = same_voxels(
+        ours, tuple(getattr(voxelize(cloud, config), f) for f in ("features", "coords_zyx", "num_points"))
+    )
     report.facts["frames_per_s"] = 1000.0 / report.ours[0].median_ms
     return report
 
@@ -404,8 +407,9 @@ def jit_compile_times() -> dict[str, float]:
         env = {**os.environ, "NUMBA_CACHE_DIR": cache_dir}
         times = {}
         for label in ("jit_cold_s", "jit_cached_s"):
-            result = subprocess.run([sys.executable, "-c", _JIT_PROBE], env=env, capture_output=True, text=True,
-                                    check=True)
+            result = subprocess.run(
+                [sys.executable, "-c", _JIT_PROBE], env=env, capture_output=True, text=True, check=True
+            )
             times[label] = float(result.stdout.strip().splitlines()[-1])
     return times
 
@@ -417,10 +421,15 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
     for name, config in configs.items():
         cpu = bench_cpu(cloud, config, name, repeats)
         print(cpu.table(), end="\n\n")
-        payload[name] = {"config": {"point_cloud_range": config.point_cloud_range, "voxel_size": config.voxel_size,
-                                    "max_points_per_voxel": config.max_points_per_voxel,
-                                    "max_voxels": config.max_voxels},
-                         "cpu": cpu.as_dict()}
+        payload[name] = {
+            "config": {
+                "point_cloud_range": config.point_cloud_range,
+                "voxel_size": config.voxel_size,
+                "max_points_per_voxel": config.max_points_per_voxel,
+                "max_voxels": config.max_voxels,
+            },
+            "cpu": cpu.as_dict(),
+        }
         if torch.cuda.is_available():
             gpu = bench_gpu(cloud, config, name, repeats)
             print(gpu.table(), end="\n\n")
@@ -430,8 +439,10 @@ def run_benchmark(cloud: np.ndarray, repeats: int, jit_timing: bool) -> dict[str
             print(f"skipped GPU {name}: no CUDA GPU on this machine\n")
     if jit_timing:
         payload["jit"] = jit_compile_times()
-        print(f"Numba JIT, first hard + dynamic call: cold {payload['jit']['jit_cold_s']:.2f} s, "
-              f"from cache {payload['jit']['jit_cached_s']:.2f} s")
+        print(
+            f"Numba JIT, first hard + dynamic call: cold {payload['jit']['jit_cold_s']:.2f} s, "
+            f"from cache {payload['jit']['jit_cached_s']:.2f} s"
+        )
     return payload
 
 
@@ -455,12 +466,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--points", type=int, default=300_000, help="points in the cloud (default 300000)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per method (median reported)")
-    parser.add_argument("--source", choices=("real", "synthetic"), default="real",
-                        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)")
+    parser.add_argument(
+        "--source",
+        choices=("real", "synthetic"),
+        default="real",
+        help="tile the real nuScenes sweep, or the sweeps of a synthetic log (--dataroot)",
+    )
     parser.add_argument("--dataroot", default=None, help="synthetic log for --source synthetic")
     parser.add_argument("--realdata", default=str(DEFAULT_REALDATA), help="the shared realdata folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-jit-timing", dest="jit_timing", action="store_false",
-                        help="skip the cold / cached JIT compile measurement (two fresh interpreters)")
+    parser.add_argument(
+        "--no-jit-timing",
+        dest="jit_timing",
+        action="store_false",
+        help="skip the cold / cached JIT compile measurement (two fresh interpreters)",
+    )
     parser.add_argument("--json", default=None, help="write the figures as JSON here")
     parser.set_defaults(func=run)

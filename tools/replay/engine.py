@@ -192,7 +192,9 @@ def _prepare_run_dir(out_dir: Path, request: ReplayRequest) -> tuple[ProgressLog
             remove_stale_temporaries(out_dir / BEV_DIR_NAME)
     if request_path.is_file() or progress_path.is_file():
         if not request.resume:
-            raise InputError(f"--out {out_dir} already holds a replay; pass --resume to continue it, or choose another --out")
+            raise InputError(
+                f"--out {out_dir} already holds a replay; pass --resume to continue it, or choose another --out"
+            )
         try:
             previous = json.loads(request_path.read_text())
             threads = int(previous["torch_threads"])
@@ -258,9 +260,14 @@ def finish_run(
     latency_path = out_dir / LATENCY_NAME
     health_path = out_dir / HEALTH_NAME
     with _writing_into(out_dir):
-        write_results(submission_path, {r.sample_token: rec for r, rec in zip(ordered, records)}, meta, plan.sample_tokens)
+        write_results(
+            submission_path,
+            {r.sample_token: rec for r, rec in zip(ordered, records, strict=False)},
+            meta,
+            plan.sample_tokens,
+        )
         if tracked is not None:
-            tracking_records = {r.sample_token: rec for r, rec in zip(ordered, tracked.tracking_records)}
+            tracking_records = {r.sample_token: rec for r, rec in zip(ordered, tracked.tracking_records, strict=False)}
             write_tracking_results(tracking_path, tracking_records, meta, plan.sample_tokens)
         elif tracking_path.exists():
             tracking_path.unlink()  # from an earlier run of this folder with tracking on
@@ -330,11 +337,15 @@ def _evaluate_tracking(request: ReplayRequest, tracking_path: Path, out_dir: Pat
     """The devkit's tracking metrics of the run (the caller checked the split is scorable)."""
     if not any(json.loads(tracking_path.read_bytes())["results"].values()):
         return {"tracking_skipped": "no tracked boxes (the devkit's tracking metric needs at least one)"}
-    report = evaluate_tracking(tracking_path, request.dataroot, request.version, str(request.split), out_dir / TRACKING_METRICS_DIR_NAME)
+    report = evaluate_tracking(
+        tracking_path, request.dataroot, request.version, str(request.split), out_dir / TRACKING_METRICS_DIR_NAME
+    )
     return {"AMOTA": report.amota, "AMOTP": report.amotp, "IDS": report.ids}
 
 
-def _evaluate(request: ReplayRequest, submission_path: Path, out_dir: Path, log: Any) -> tuple[dict[str, Any], Path | None]:
+def _evaluate(
+    request: ReplayRequest, submission_path: Path, out_dir: Path, log: Any
+) -> tuple[dict[str, Any], Path | None]:
     """Score the run with avfusion's metric when it covers a whole split with annotations."""
     if request.split is None:
         return {"skipped": "no --split: the metric is defined over a split"}, None
@@ -373,8 +384,8 @@ def stage_statistics(results: Iterable[FrameResult]) -> dict[str, dict[str, floa
     """Per stage (and total): mean, median, 90th percentile and max milliseconds over frames."""
     columns: dict[str, list[float]] = {name: [] for name in (*STAGES, "total")}
     for result in results:
-        for name in columns:
-            columns[name].append(float(result.timings_ms.get(name, 0.0)))
+        for name, column in columns.items():
+            column.append(float(result.timings_ms.get(name, 0.0)))
     stats = {}
     for name, values in columns.items():
         if not values:
@@ -383,7 +394,7 @@ def stage_statistics(results: Iterable[FrameResult]) -> dict[str, dict[str, floa
         stats[name] = {
             "mean_ms": statistics.fmean(values),
             "median_ms": statistics.median(values),
-            "p90_ms": ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))],
+            "p90_ms": ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))],
             "max_ms": ordered[-1],
         }
     return stats
@@ -489,5 +500,7 @@ def summary_table(outcome: ReplayOutcome) -> str:
         else:
             lines.append(f"evaluation: mAP {evaluation['mAP']:.4f}  NDS {evaluation['NDS']:.4f}")
             if "AMOTA" in evaluation:
-                lines.append(f"tracking:   AMOTA {evaluation['AMOTA']:.4f}  AMOTP {evaluation['AMOTP']:.4f}  IDS {evaluation['IDS']}")
+                lines.append(
+                    f"tracking:   AMOTA {evaluation['AMOTA']:.4f}  AMOTP {evaluation['AMOTP']:.4f}  IDS {evaluation['IDS']}"
+                )
     return "\n".join(lines)

@@ -82,7 +82,9 @@ class FrameProcessor:
         self.log = open_log(request)
         self.detector = load_detector(request.checkpoint, request.device)
         config = self.detector.config
-        dropped_cameras = CAMERA_NAMES if "camera" in request.drop else tuple(n for n in CAMERA_NAMES if n in request.drop)
+        dropped_cameras = (
+            CAMERA_NAMES if "camera" in request.drop else tuple(n for n in CAMERA_NAMES if n in request.drop)
+        )
         self.frame_options = FrameOptions(
             # The reader options the network was trained with travel in its config.
             num_sweeps=config.lidar.num_sweeps,
@@ -114,7 +116,9 @@ class FrameProcessor:
         except InputError as error:
             timings["read"] = (time.perf_counter() - start) * 1e3
             health = {"error": str(error), "missing": {}, "skew_us": {}, "lidar_points": 0, "cameras": 0}
-            return FrameResult(planned.position, planned.scene_name, planned.sample_token, [], _complete(timings, start), health)
+            return FrameResult(
+                planned.position, planned.scene_name, planned.sample_token, [], _complete(timings, start), health
+            )
         self.checks_ms = 0.0
         frame, found = self._delivered(planned, frame)
         timings["read"] = (time.perf_counter() - start) * 1e3 - self.checks_ms
@@ -143,7 +147,9 @@ class FrameProcessor:
             "cameras": len(frame.cameras),
             **found,
         }
-        return FrameResult(planned.position, planned.scene_name, planned.sample_token, records, _complete(timings, start), health)
+        return FrameResult(
+            planned.position, planned.scene_name, planned.sample_token, records, _complete(timings, start), health
+        )
 
     def _delivered(self, planned: PlannedFrame, clean: SyncedFrame) -> tuple[SyncedFrame, dict[str, Any]]:
         """The frame as the (corrupted) sensors deliver it and the online checks hand it on, and

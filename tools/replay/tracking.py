@@ -18,7 +18,7 @@ from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import yaw_from_quaternion
 from avfusion.eval.submission import MAX_BOXES_PER_SAMPLE, detection_records
 from avfusion.eval.tracking import tracking_records
-from avfusion.fusion.tracking import FrameDetections, TrackerConfig, TrackCut, track_scene
+from avfusion.fusion.tracking import FrameDetections, TrackCut, TrackerConfig, track_scene
 from avfusion.labels import ATTRIBUTE_INDEX, CLASS_INDEX
 from avfusion.tools.replay.types import FrameResult
 
@@ -92,10 +92,11 @@ def track_results(
     results: Sequence[FrameResult],
     timestamps_us: Sequence[int],
     mode: str,
-    config: TrackerConfig = TrackerConfig(),
+    config: TrackerConfig | None = None,
 ) -> TrackedRun:
     """Track the replayed frames (`results` in plan order, `timestamps_us` their keyframe times),
-    scene by scene in that order; `mode` "online" or "offline"."""
+    scene by scene in that order; `mode` "online" or "offline"; `config` None: `TrackerConfig()`."""
+    config = TrackerConfig() if config is None else config
     detections: list[list[dict[str, Any]]] = []
     tracks: list[list[dict[str, Any]]] = []
     cuts: list[TrackCut] = []
@@ -106,7 +107,10 @@ def track_results(
         end = start
         while end < len(results) and results[end].scene_name == results[start].scene_name:
             end += 1
-        frames = [frame_detections(r.sample_token, t, r.records) for r, t in zip(results[start:end], timestamps_us[start:end])]
+        frames = [
+            frame_detections(r.sample_token, t, r.records)
+            for r, t in zip(results[start:end], timestamps_us[start:end], strict=False)
+        ]
         began = time.perf_counter()
         scene = track_scene(frames, mode=mode, config=config)  # type: ignore[arg-type]
         tracker_s += time.perf_counter() - began

@@ -29,9 +29,9 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.calibration.se3 import SE3
 from avfusion.fileio import write_bytes_atomic
 from avfusion.labels import DETECTION_CLASSES
-from avfusion.calibration.se3 import SE3
 
 if TYPE_CHECKING:
     import open3d as o3d
@@ -300,10 +300,20 @@ def box_colors(boxes: Boxes3D, predicted: bool) -> np.ndarray:
 # edges joining them, then an X across the front face so the heading reads from any side.
 _BOX_EDGES = np.array(
     [
-        [0, 1], [1, 2], [2, 3], [3, 0],
-        [4, 5], [5, 6], [6, 7], [7, 4],
-        [0, 4], [1, 5], [2, 6], [3, 7],
-        [0, 2], [1, 3],
+        [0, 1],
+        [1, 2],
+        [2, 3],
+        [3, 0],
+        [4, 5],
+        [5, 6],
+        [6, 7],
+        [7, 4],
+        [0, 4],
+        [1, 5],
+        [2, 6],
+        [3, 7],
+        [0, 2],
+        [1, 3],
     ]
 )
 
@@ -323,7 +333,9 @@ def box_wireframe_segments(boxes: Boxes3D) -> np.ndarray:
     return np.concatenate([edges, heading], axis=1)
 
 
-def segment_prisms(segments: np.ndarray, colors_rgb: np.ndarray, width_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def segment_prisms(
+    segments: np.ndarray, colors_rgb: np.ndarray, width_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thin square prisms along line segments, as a triangle mesh.
 
     segments: (S, 2, 3); colors_rgb: (S, 3) uint8. Returns (vertices (8S, 3) float64,
@@ -339,16 +351,25 @@ def segment_prisms(segments: np.ndarray, colors_rgb: np.ndarray, width_m: float)
     side_u /= np.linalg.norm(side_u, axis=1, keepdims=True)
     side_v = np.cross(direction, side_u)
     half = 0.5 * width_m
-    offsets = np.stack(
-        [(-side_u - side_v), (side_u - side_v), (side_u + side_v), (-side_u + side_v)], axis=1
-    ) * half  # (S, 4, 3)
+    offsets = (
+        np.stack([(-side_u - side_v), (side_u - side_v), (side_u + side_v), (-side_u + side_v)], axis=1) * half
+    )  # (S, 4, 3)
     vertices = np.concatenate([start[:, None] + offsets, end[:, None] + offsets], axis=1)  # (S, 8, 3)
     # Ring 0-3 at the start, 4-7 at the end: two caps and four sides, two triangles each.
     faces = np.array(
         [
-            [0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7],
-            [0, 1, 5], [0, 5, 4], [1, 2, 6], [1, 6, 5],
-            [2, 3, 7], [2, 7, 6], [3, 0, 4], [3, 4, 7],
+            [0, 2, 1],
+            [0, 3, 2],
+            [4, 5, 6],
+            [4, 6, 7],
+            [0, 1, 5],
+            [0, 5, 4],
+            [1, 2, 6],
+            [1, 6, 5],
+            [2, 3, 7],
+            [2, 7, 6],
+            [3, 0, 4],
+            [3, 4, 7],
         ],
         dtype=np.int32,
     )
@@ -456,7 +477,9 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
         geometries.append(NamedGeometry(layer.value, layer, mesh))
     if frame.tracks is not None and len(frame.tracks.track_id) and Layer.TRACKS in options.layers:
         segments, colors = track_segments(frame.tracks)
-        vertices, triangles, vertex_colors = segment_prisms(segments, colors, width_m=options.track_line_px / view.pixels_per_m)
+        vertices, triangles, vertex_colors = segment_prisms(
+            segments, colors, width_m=options.track_line_px / view.pixels_per_m
+        )
         mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(vertices), o3d.utility.Vector3iVector(triangles))
         mesh.vertex_colors = o3d.utility.Vector3dVector(vertex_colors)
         geometries.append(NamedGeometry(Layer.TRACKS.value, Layer.TRACKS, mesh))
@@ -654,7 +677,7 @@ def draw_boxes_on_camera(camera: CameraView, boxes: Boxes3D, predicted: bool, th
     uv = uv.reshape(*segments_ego.shape[:3], 2)  # (M, 15, 2, 2)
     colors = box_colors(chosen, predicted)
     height, width = image.shape[:2]
-    for box_uv, color in zip(uv, colors):
+    for box_uv, color in zip(uv, colors, strict=False):
         color = tuple(int(c) for c in color)
         for start, end in box_uv:
             ok, p0, p1 = cv2.clipLine((0, 0, width, height), _int_point(start), _int_point(end))
@@ -707,7 +730,9 @@ def camera_panel(frame: SceneFrame, options: RenderOptions, tile_width_px: int =
     return panel
 
 
-def _put_label(image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, int, int], scale: float = 0.55) -> None:
+def _put_label(
+    image: np.ndarray, text: str, origin: tuple[int, int], color: tuple[int, int, int], scale: float = 0.55
+) -> None:
     """Draw `text` in place on a picture being composed (outlined, so it reads on any background)."""
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
@@ -894,8 +919,12 @@ def scene_frame_from_synced(
         drivable = frame.map.crop_bev(frame.global_from_ego, view.x_range_m, view.y_range_m, map_resolution_m)
         map_bev = BevRaster(drivable.astype(np.float32), view.x_range_m, view.y_range_m)
     cameras = tuple(
-        CameraView(name, frame.cameras[name].image, frame.cameras[name].intrinsics,
-                   frame.ego_from_camera_at_lidar_time(name).inverse())
+        CameraView(
+            name,
+            frame.cameras[name].image,
+            frame.cameras[name].intrinsics,
+            frame.ego_from_camera_at_lidar_time(name).inverse(),
+        )
         for name in CAMERA_PANEL_ORDER
         if name in frame.cameras
     )

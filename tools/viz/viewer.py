@@ -351,7 +351,9 @@ class RunPredictions:
         try:
             payload = json.loads(path.read_bytes())
         except FileNotFoundError:
-            raise InputError(f"--run {self.run_dir}: no submission.json (is it a finished `avfusion replay` run?)") from None
+            raise InputError(
+                f"--run {self.run_dir}: no submission.json (is it a finished `avfusion replay` run?)"
+            ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise FileFormatError(path, f"not valid JSON ({error})") from None
         tokens = list(payload.get("results", {})) if isinstance(payload, dict) else []
@@ -398,7 +400,9 @@ class RunTracks:
     """A tracking submission as track histories: per sample (in the file's order, which is the
     replay's plan order), each track's centre and velocity (global frame)."""
 
-    def __init__(self, sample_tokens: Sequence[str], boxes: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]) -> None:
+    def __init__(
+        self, sample_tokens: Sequence[str], boxes: dict[str, list[tuple[str, np.ndarray, np.ndarray]]]
+    ) -> None:
         self._position = {token: i for i, token in enumerate(sample_tokens)}
         self._tokens = tuple(sample_tokens)
         self._boxes = boxes
@@ -408,7 +412,10 @@ class RunTracks:
 
         payload = read_tracking_results(path, sample_tokens)
         boxes = {
-            token: [(r["tracking_id"], np.array(r["translation"][:2], np.float64), np.array(r["velocity"], np.float64)) for r in records]
+            token: [
+                (r["tracking_id"], np.array(r["translation"][:2], np.float64), np.array(r["velocity"], np.float64))
+                for r in records
+            ]
             for token, records in payload["results"].items()
         }
         return RunTracks(sample_tokens, boxes)
@@ -430,7 +437,9 @@ class RunTracks:
             return ego_from_global.apply(points)[:, :2]
 
         velocity = np.array([v for _, _, v in present])
-        velocity_ego = ego_from_global.apply_vectors(np.concatenate([velocity, np.zeros((len(velocity), 1))], axis=1))[:, :2]
+        velocity_ego = ego_from_global.apply_vectors(np.concatenate([velocity, np.zeros((len(velocity), 1))], axis=1))[
+            :, :2
+        ]
         return TrackMarks(
             track_id=tuple(track_id for track_id, _, _ in present),
             position_xy=to_ego(np.array([xy for _, xy, _ in present])),

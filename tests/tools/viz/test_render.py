@@ -16,8 +16,8 @@ import pytest
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.camera import CameraIntrinsics
-from avfusion.labels import CLASS_INDEX
 from avfusion.calibration.se3 import SE3
+from avfusion.labels import CLASS_INDEX
 from avfusion.tools.viz import render
 
 # ego (x forward, y left, z up) -> camera (x right, y down, z forward) for a camera looking along +x.
@@ -96,7 +96,9 @@ def test_colors_from_cameras_hand_worked() -> None:
     np.testing.assert_array_equal(colors[2], render.UNSEEN_POINT_RGB)
     # The first camera that sees a point wins; a later camera only fills in what is unseen.
     back_from_ego = CAMERA_FROM_EGO_FORWARD @ SE3.from_yaw(np.pi, np.zeros(3)).inverse()  # looks along -x
-    blue = render.CameraView("CAM_BACK", np.full((100, 200, 3), (0, 0, 255), np.uint8), camera.intrinsics, back_from_ego)
+    blue = render.CameraView(
+        "CAM_BACK", np.full((100, 200, 3), (0, 0, 255), np.uint8), camera.intrinsics, back_from_ego
+    )
     colors, seen = render.colors_from_cameras(points_ego, [camera, blue])
     np.testing.assert_array_equal(seen, [True, True, True, False])
     np.testing.assert_array_equal(colors[:3], [[255, 0, 0], [0, 255, 0], [0, 0, 255]])
@@ -181,7 +183,7 @@ def test_draw_boxes_on_camera_front_and_behind() -> None:
     rows, cols = np.nonzero(mask)
     assert mask.sum() > 50
     # The box (8..12 m ahead, 2 m wide, 1.5 m tall) spans u in 99.5 +- 100*1/8 and v 49.5 +- 100*0.75/8.
-    assert 80 <= cols.min() and cols.max() <= 120 and 35 <= rows.min() and rows.max() <= 64
+    assert cols.min() >= 80 and cols.max() <= 120 and rows.min() >= 35 and rows.max() <= 64
     behind = render.draw_boxes_on_camera(black, _boxes([[-10.0, 0.0, 0.0]], [[2.0, 4.0, 1.5]], [0.0], [car]), False)
     assert not behind.any()
     # A box reaching from behind the camera to in front of it would smear across the picture: skipped.
@@ -193,8 +195,11 @@ def test_draw_boxes_on_camera_front_and_behind() -> None:
 def test_low_score_predictions_are_not_drawn() -> None:
     car = CLASS_INDEX["car"]
     predictions = Boxes3D(
-        center=np.array([[10.0, 0.0, 0.0], [20.0, 0.0, 0.0]]), size_wlh=np.ones((2, 3)), yaw_rad=np.zeros(2),
-        label=np.array([car, car]), score=np.array([0.9, 0.1]),
+        center=np.array([[10.0, 0.0, 0.0], [20.0, 0.0, 0.0]]),
+        size_wlh=np.ones((2, 3)),
+        yaw_rad=np.zeros(2),
+        label=np.array([car, car]),
+        score=np.array([0.9, 0.1]),
     )
     frame = render.SceneFrame("t", np.zeros((0, 3), np.float32), np.zeros(0, np.float32), None, predictions)
     shown = render.shown_predictions(frame, render.RenderOptions(min_pred_score=0.3))
@@ -283,7 +288,7 @@ def test_offscreen_render_draws_boxes_where_the_ground_truth_is(tmp_path: Path) 
         "out": str(tmp_path / "bev.png"),
         "out_hidden": str(tmp_path / "hidden.png"),
     }
-    result = subprocess.run(
+    result = subprocess.run(  # noqa: PLW1510 - the return code is asserted below with stderr shown
         [sys.executable, "-c", _RENDER_SCRIPT, json.dumps(spec)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -124,15 +124,19 @@ def test_viewer_window_under_xvfb_steps_with_keys(tmp_path: Path) -> None:
             display_number = pipe.readline().strip()
         assert display_number, "Xvfb did not report a display number"
         env = dict(os.environ, DISPLAY=f":{display_number}")
-        result = subprocess.run(
-            [sys.executable, "-c", _VIEWER_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
+        result = subprocess.run(  # noqa: PLW1510 - the return code is asserted below with stderr shown
+            [sys.executable, "-c", _VIEWER_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
             cwd=tmp_path,
         )
     finally:
         server.terminate()
         server.wait(timeout=10)
     assert result.returncode == 0, result.stderr[-3000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(text for text in result.stdout.splitlines() if text.startswith("RESULT"))
     report = json.loads(line[len("RESULT") :])
     pixels, first_row = report["first"]
     assert pixels > 20, report  # the car is drawn in its class colour
