@@ -168,6 +168,10 @@ def _checked_ground_truth(
     return ground_truth
 
 
+class NoGroundTruth(InputError):
+    """The split holds no annotation of a detection class: there is nothing to score."""
+
+
 def validate_ground_truth(ground_truth: GroundTruth) -> None:
     """Check ground truth as strictly as predictions are checked, on its columns (whatever reader
     made them): finite centres, sizes > 0, finite non-zero quaternions, and at least one box of a
@@ -178,7 +182,7 @@ def validate_ground_truth(ground_truth: GroundTruth) -> None:
     boxes = ground_truth.boxes
     version_dir = Path(ground_truth.dataroot) / ground_truth.version
     if len(boxes.score) == 0:
-        raise InputError(
+        raise NoGroundTruth(
             f"split {ground_truth.split!r} of {version_dir}: its {len(boxes.sample_tokens)} samples have no annotations "
             f"of the detection classes, so there is nothing to score (a test split has no ground truth)"
         )

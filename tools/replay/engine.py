@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from avfusion.errors import FileFormatError, InputError
+from avfusion.eval.data import NoGroundTruth
 from avfusion.eval.detection import evaluate_results_file
 from avfusion.eval.submission import submission_meta, write_results
 from avfusion.eval.tracking import evaluate_tracking, write_tracking_results
@@ -353,7 +354,10 @@ def _evaluate(
         return {"skipped": "--scenes replays part of the split; the metric needs all of it"}, None
     if not log.index.has_annotations:
         return {"skipped": f"{request.version} has no annotations (a test split)"}, None
-    result = evaluate_results_file(submission_path, request.dataroot, request.version, request.split)
+    try:
+        result = evaluate_results_file(submission_path, request.dataroot, request.version, request.split)
+    except NoGroundTruth as error:
+        return {"skipped": str(error)}, None
     metrics = result.evaluation.metrics
     summary_json = metrics.summary_json(meta={"split": request.split, "version": request.version})
     metrics_path = out_dir / METRICS_NAME

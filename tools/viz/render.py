@@ -54,7 +54,7 @@ CLASS_COLORS_RGB = np.array(
         [255, 120, 180],  # motorcycle: pink
         [150, 110, 255],  # bicycle: violet
         [0, 225, 200],  # traffic_cone: turquoise
-        [230, 230, 230],  # barrier: light grey
+        [235, 222, 195],  # barrier: light beige (not a neutral grey: anti-aliased white text makes those)
     ],
     dtype=np.uint8,
 )
