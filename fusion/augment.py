@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -218,7 +219,8 @@ def corrupt_for_training(
     data), or None. The input frame is not modified; with every probability 0 it is returned."""
     if not config.corrupts:
         return frame
-    changes: dict[str, object] = {}
+    # SyncedFrame field -> its new value (the fields differ in type; dataclasses.replace checks the names).
+    changes: dict[str, Any] = {}
     lidar = frame.lidar
     if lidar is not None:
         if previous is not None and previous.lidar is not None and rng.random() < config.stale_lidar_probability:

@@ -56,7 +56,7 @@ _UNREACHABLE_M = 1e6
 
 
 def _column(name: str, value: object, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    array = np.array(value, dtype=dtype)
+    array: np.ndarray = np.array(value, dtype=dtype)
     if array.size == 0 and shape[0] == 0:
         array = array.reshape(shape)
     if array.shape != shape:

@@ -280,7 +280,7 @@ def alignment_scores(
     padded[:total] = np.where(projection.in_image[:, None], projection.uv, -10.0)
     grid = padded.reshape(-1, _REMAP_COLUMNS, 2)
     sampled = cv2.remap(
-        edges, grid[..., 0], grid[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+        edges, grid[..., 0], grid[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0,)
     )
     return (sampled.reshape(-1)[:total].reshape(g, k) * weights[None, :]).sum(axis=1)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -483,7 +484,8 @@ def corrupt_frame(
 
     lidar = frame.lidar
     cameras = dict(frame.cameras)
-    changes: dict[str, object] = {}
+    # SyncedFrame field -> its new value (the fields differ in type; dataclasses.replace checks the names).
+    changes: dict[str, Any] = {}
     if kind == "temporal_misalignment":
         if previous is not None:
             if lidar is not None and previous.lidar is not None and rng(LIDAR_NAME).random() < FRAME_PROBABILITY[index]:

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     wall_ms: list[float] = []
     cpu_ms: list[float] = []
     host_before = HostCpuTimes.read()
-    scene, index, previous, errors, recent = None, 0, None, {}, []
+    errors: dict[str, np.ndarray] = {}  # camera name -> its calibration error (deg, rotation vector)
+    recent: list[dict[str, bytes]] = []  # the last frames' sensor digests
+    scene, index, previous = None, 0, None
     for position in tqdm(range(len(frames)), desc="checks", unit="frame"):
         frame = frames[position]
         if frame.scene_name != scene:

@@ -54,7 +54,7 @@ def open_log(request: ReplayRequest) -> NuScenesLog:
 
 def plan_replay(log: Any) -> ReplayPlan:
     """Every keyframe of the log's chosen scenes, in order."""
-    frames = []
+    frames: list[PlannedFrame] = []
     for scene_name in log.scene_names:
         for token in log.sample_tokens(scene_name):
             frames.append(PlannedFrame(len(frames), scene_name, token))

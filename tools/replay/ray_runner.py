@@ -94,7 +94,8 @@ def replay_on_ray(
             worker = worker_class.remote(request, bev_dir)
             # An actor runs its calls in submission order, so each worker walks its scenes in time order.
             for planned in unfinished[shard]:
-                in_flight[worker.process.remote(planned)] = (shard, planned)
+                # Ray's annotations type an actor handle's method as the plain function; it has .remote.
+                in_flight[worker.process.remote(planned)] = (shard, planned)  # type: ignore[union-attr]
 
         for shard in range(len(shards)):
             start(shard)

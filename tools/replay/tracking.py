@@ -73,6 +73,8 @@ def _most_confident(frame: FrameDetections, limit: int) -> FrameDetections:
     if len(frame) <= limit:
         return frame
     keep = np.sort(np.argsort(-frame.score, kind="stable")[:limit])
+    # FrameDetections.__post_init__ fills both (all -1 / all False when not given).
+    assert frame.track_id is not None and frame.interpolated is not None
     return FrameDetections(
         sample_token=frame.sample_token,
         timestamp_us=frame.timestamp_us,
@@ -118,6 +120,7 @@ def track_results(
         for frame in scene.frames:
             boxes = boxes_of(_most_confident(frame, MAX_BOXES_PER_SAMPLE))
             detections.append(detection_records(frame.sample_token, boxes))
+            assert frame.track_id is not None  # FrameDetections.__post_init__ fills it
             tracked = frame.track_id >= 0
             tracks.append(
                 tracking_records(

@@ -392,17 +392,17 @@ def ground_texture(
     ego y_max (as `bev_pixel_from_ego`), or None when neither raster is shown. Drivable area is a
     dark slate, the heatmap an additive warm overlay so both stay readable at once.
     """
-    show_map = map_bev is not None and Layer.MAP in layers
-    show_heatmap = heatmap_bev is not None and Layer.HEATMAP in layers
-    if not (show_map or show_heatmap):
+    shown_map = map_bev if Layer.MAP in layers else None
+    shown_heatmap = heatmap_bev if Layer.HEATMAP in layers else None
+    if shown_map is None and shown_heatmap is None:
         return None
     picture = np.empty((view.height_px, view.width_px, 3), dtype=np.float64)
     picture[:] = BACKGROUND_RGB
-    if show_map:
-        drivable = _resample_to_view(map_bev, view)
+    if shown_map is not None:
+        drivable = _resample_to_view(shown_map, view)
         picture += drivable[..., None] * (np.array([62.0, 70.0, 88.0]) - np.array(BACKGROUND_RGB))
-    if show_heatmap:
-        heat = _resample_to_view(heatmap_bev, view)
+    if shown_heatmap is not None:
+        heat = _resample_to_view(shown_heatmap, view)
         # Shown on a square-root scale: a peak of 0.3 (a fair detection) is drawn at 0.55, a
         # clear orange, while the network's faint background (< 0.02) stays under 0.14.
         level = np.sqrt(np.clip(heat, 0.0, 1.0))
@@ -439,7 +439,7 @@ class NamedGeometry:
 
     name: str
     layer: Layer | None
-    geometry: object  # open3d.geometry.PointCloud | TriangleMesh
+    geometry: o3d.geometry.PointCloud | o3d.geometry.TriangleMesh
     texture_rgb: np.ndarray | None = None  # (H, W, 3) uint8, image row 0 = the far (+x) edge
 
 
@@ -548,7 +548,8 @@ def draw_track_ids(bev_rgb: np.ndarray, tracks: TrackMarks | None, view: BevView
     for k, track_id in enumerate(tracks.track_id):
         column, row = pixels[k]
         if 0 <= column < image.shape[1] and 0 <= row < image.shape[0]:
-            color = tuple(int(c) for c in track_color(track_id))
+            red, green, blue = (int(c) for c in track_color(track_id))
+            color = (red, green, blue)
             _put_label(image, track_id.rsplit("-", 1)[-1], (int(column) + 6, int(row) - 6), color, 0.4)
     return image
 
@@ -629,9 +630,10 @@ class OffscreenBevRenderer:
             material.shader = "defaultUnlit"
             if item.layer is Layer.POINTS:
                 material.point_size = options.point_size_px
-            geometry = item.geometry
+            geometry: o3d.geometry.Geometry3D | o3d.t.geometry.Geometry = item.geometry
             if item.texture_rgb is not None:
-                material.albedo_img = self._o3d.geometry.Image(_srgb_encoded(item.texture_rgb))
+                # Open3D's stubs list only its Image and buffer types; the runtime takes numpy arrays.
+                material.albedo_img = self._o3d.geometry.Image(_srgb_encoded(item.texture_rgb))  # type: ignore[call-overload]
             elif isinstance(geometry, self._o3d.geometry.TriangleMesh):
                 # A classic mesh without texture coordinates reaches Filament with an uninitialised
                 # UV buffer; on Mesa's llvmpipe that can make one frame take minutes. The tensor
@@ -713,6 +715,7 @@ def camera_panel(frame: SceneFrame, options: RenderOptions, tile_width_px: int =
         row, column = divmod(slot, 3)
         top, left = row * tile_height_px, column * tile_width_px
         camera = by_name.get(name)
+        tile: np.ndarray
         if camera is None:
             tile = np.zeros((tile_height_px, tile_width_px, 3), dtype=np.uint8)
             _put_label(tile, f"{name}: missing", (8, 22), (200, 80, 80))
@@ -818,7 +821,7 @@ def write_mp4(path: str | Path, images_rgb: Sequence[np.ndarray], fps: float) ->
     # VideoWriter needs a file name: encode into a temporary file, then copy it in atomically.
     with tempfile.TemporaryDirectory(prefix="avfusion-mp4-") as tmp_dir:
         tmp_video = Path(tmp_dir) / "video.mp4"
-        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+        writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
         if not writer.isOpened():
             raise RuntimeError("OpenCV's VideoWriter could not open an mp4v stream")
         try:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
@@ -16,7 +17,10 @@ from avfusion.tools.replay.frames import (
 )
 from avfusion.tools.replay.types import ReplayRequest
 from avfusion.tools.viz.render import BevRaster
-from avfusion.tools.viz.viewer import RunPredictions, SceneFrames
+from avfusion.tools.viz.viewer import Predictions, RunPredictions, SceneFrames
+
+if TYPE_CHECKING:
+    from avfusion.sensors.types import SyncedFrame
 
 
 class DetectorPredictions:
@@ -59,7 +63,7 @@ def scene_frames_for_viewing(
     """
     probe = ReplayRequest(dataroot=Path(dataroot), version=version, out_dir=Path("."))
     log = open_log(probe)
-    predictions = None
+    predictions: Callable[[SyncedFrame], Predictions] | None = None
     tracks = None
     options = FrameOptions(num_sweeps=num_sweeps, image_scale=reader_image_scale(log, VIEWER_IMAGE_WIDTH_PX))
     if run_dir is not None:

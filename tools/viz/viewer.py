@@ -23,8 +23,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -49,6 +50,8 @@ from avfusion.tools.viz.render import (
 )
 
 if TYPE_CHECKING:
+    import open3d as o3d
+
     from avfusion.sensors.types import SyncedFrame
 
 # What a frame's predictions are: boxes in the frame's ego frame and the BEV heatmap, either may be None.
@@ -92,8 +95,8 @@ class BevViewer:
         self._window_size_px = window_size_px
         self._last_advance_s = 0.0
         self._frame: SceneFrame | None = None
-        self._vis = None
-        self._camera_vis = None
+        self._vis: o3d.visualization.VisualizerWithKeyCallback | None = None
+        self._camera_vis: o3d.visualization.VisualizerWithKeyCallback | None = None
         self._needs_redraw = True
         self._keep_view = False
         self._close_requested = False
@@ -203,7 +206,7 @@ class BevViewer:
         """Look straight down on the ego vehicle, forward (+x) up the window."""
         view = self.options.view
         center = [(view.x_range_m[0] + view.x_range_m[1]) / 2.0, (view.y_range_m[0] + view.y_range_m[1]) / 2.0, 0.0]
-        control = self._vis.get_view_control()
+        control = self._window().get_view_control()
         control.set_lookat(center)
         control.set_front([0.0, 0.0, 1.0])
         control.set_up([1.0, 0.0, 0.0])
@@ -211,7 +214,7 @@ class BevViewer:
 
     def capture(self) -> np.ndarray:
         """The main window's current picture, (H, W, 3) uint8 RGB."""
-        buffer = np.asarray(self._vis.capture_screen_float_buffer(do_render=True))
+        buffer = np.asarray(self._window().capture_screen_float_buffer(do_render=True))
         return np.clip(np.round(buffer * 255.0), 0, 255).astype(np.uint8)
 
     def capture_cameras(self) -> np.ndarray | None:
@@ -230,10 +233,16 @@ class BevViewer:
 
     # --- internals -------------------------------------------------------------------------
 
-    def _register_keys(self, vis: object) -> None:
+    def _window(self) -> o3d.visualization.VisualizerWithKeyCallback:
+        """The main window; RuntimeError before `open()` or after `close()`."""
+        if self._vis is None:
+            raise RuntimeError("BevViewer has no window: call open() first")
+        return self._vis
+
+    def _register_keys(self, vis: o3d.visualization.VisualizerWithKeyCallback) -> None:
         # Each callback returns True so Open3D redraws the window after it.
-        def key(action):
-            def callback(_vis: object) -> bool:
+        def key(action: Callable[[], None]) -> Callable[[o3d.visualization.Visualizer], bool]:
+            def callback(_vis: o3d.visualization.Visualizer) -> bool:
                 action()
                 return True
 
@@ -247,14 +256,14 @@ class BevViewer:
         vis.register_key_callback(ord("R"), key(self.reset_view))
         vis.register_key_callback(ord("Q"), key(self._request_close))
         for name, layer in LAYER_KEYS.items():
-            vis.register_key_callback(ord(name), key(lambda layer=layer: self.toggle_layer(layer)))
+            vis.register_key_callback(ord(name), key(partial(self.toggle_layer, layer)))
         for name, coloring in COLORING_KEYS.items():
-            vis.register_key_callback(ord(name), key(lambda coloring=coloring: self.set_coloring(coloring)))
+            vis.register_key_callback(ord(name), key(partial(self.set_coloring, coloring)))
 
     def _draw(self) -> None:
         import open3d as o3d
 
-        vis = self._vis
+        vis = self._window()
         control = vis.get_view_control()
         saved_view = control.convert_to_pinhole_camera_parameters() if self._keep_view else None
         vis.clear_geometries()
@@ -266,9 +275,13 @@ class BevViewer:
         if ground is None:
             ground_geometry = _blank_ground(self.options)
         else:
+            # `scene_geometries` makes the ground a TriangleMesh, and only with a texture.
+            assert isinstance(ground.geometry, o3d.geometry.TriangleMesh) and ground.texture_rgb is not None
             ground_geometry = ground.geometry
-            # The classic renderer reads texture rows bottom-up compared with Filament.
-            ground_geometry.textures = [o3d.geometry.Image(np.ascontiguousarray(ground.texture_rgb[::-1]))]
+            # The classic renderer reads texture rows bottom-up compared with Filament. Open3D's
+            # stubs list only its Image and buffer types; the runtime takes numpy arrays.
+            texture = np.ascontiguousarray(ground.texture_rgb[::-1])
+            ground_geometry.textures = [o3d.geometry.Image(texture)]  # type: ignore[call-overload]
         vis.add_geometry(ground_geometry, reset_bounding_box=True)
         for item in geometries:
             if item.name != "ground":
@@ -283,12 +296,14 @@ class BevViewer:
             panel = camera_panel(frame, self.options)
             self._camera_vis.clear_geometries()
             if panel is not None:
-                self._camera_vis.add_geometry(o3d.geometry.Image(np.ascontiguousarray(panel)))
+                # Open3D's stubs list only its Image and buffer types; the runtime takes numpy arrays.
+                image = o3d.geometry.Image(np.ascontiguousarray(panel))  # type: ignore[call-overload]
+                self._camera_vis.add_geometry(image)
         print(f"[{self.index + 1}/{len(self._frames)}] {frame.title}", flush=True)
         self._needs_redraw = False
 
 
-def _blank_ground(options: RenderOptions) -> object:
+def _blank_ground(options: RenderOptions) -> o3d.geometry.TriangleMesh:
     """The ground plane in the background colour, for frames with no raster shown."""
     import open3d as o3d
 
@@ -332,7 +347,13 @@ class SceneFrames(Sequence[SceneFrame]):
     def __len__(self) -> int:
         return len(self._tokens)
 
-    def __getitem__(self, index):  # type: ignore[override]
+    @overload
+    def __getitem__(self, index: int) -> SceneFrame: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> SceneFrames: ...
+
+    def __getitem__(self, index: int | slice) -> SceneFrame | SceneFrames:
         if isinstance(index, slice):  # still lazy: the frames of the slice, loaded when asked for
             return SceneFrames(self._load_frame, self._tokens[index], self._predictions, self._view, self._tracks)
         frame = self._load_frame(self._tokens[index])
@@ -454,11 +475,11 @@ def read_bev_heatmap(path: str | Path) -> BevRaster:
     try:
         with np.load(path, allow_pickle=False) as data:
             values = np.asarray(data["heatmap"], dtype=np.float32)
-            x_range = tuple(float(v) for v in data["x_range_m"])
-            y_range = tuple(float(v) for v in data["y_range_m"])
+            x_low, x_high = (float(v) for v in data["x_range_m"])
+            y_low, y_high = (float(v) for v in data["y_range_m"])
     except (OSError, KeyError, ValueError) as error:
         raise FileFormatError(path, f"not a BEV heatmap file ({error})") from None
     try:
-        return BevRaster(np.clip(values, 0.0, 1.0), x_range, y_range)
+        return BevRaster(np.clip(values, 0.0, 1.0), (x_low, x_high), (y_low, y_high))
     except ValueError as error:
         raise FileFormatError(path, str(error)) from None
