@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from avfusion.calibration.se3 import validated_unit_quaternion
-from avfusion.datasets.tables import check_table, check_tables
+from avfusion.datasets.tables import check_table, check_tables, sensor_record_problem
 from avfusion.errors import FileFormatError, InputError
 from avfusion.fileio import write_bytes_atomic
 from avfusion.labels import ATTRIBUTE_INDEX
@@ -32,7 +32,7 @@ from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 
 # An index of this version was built from tables that passed `datasets.tables.check_tables`, with
 # non-finite ego poses kept as NaN; an index of another version is rebuilt.
-INDEX_FORMAT_VERSION = 2
+INDEX_FORMAT_VERSION = 3
 TABLE_NAMES: tuple[str, ...] = (
     "category",
     "attribute",
@@ -122,6 +122,7 @@ class LogIndex:
     sd_calib: np.ndarray
     sd_pose_translation: np.ndarray  # (D, 3); NaN where the table's ego pose is not finite
     sd_pose_rotation: np.ndarray  # (D, 4) w, x, y, z; NaN likewise
+    sd_problem: np.ndarray  # why the record's file cannot be used ("" when it can): its sensor is missing
     # calibrated_sensor (K,)
     calib_token: np.ndarray
     calib_translation: np.ndarray
@@ -335,6 +336,7 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         sd_pose_translation[i] = pose["translation"]
         sd_pose_rotation[i] = validated_unit_quaternion(pose["rotation"], f"{ego_pose_path} token {pose['token']}")
     sd_timestamp = np.array([sd["timestamp"] for sd in kept], dtype=np.int64)
+    sd_problem = [sensor_record_problem(sd) for sd in kept]
     sd_prev = np.array([sd_position.get(sd["prev"], -1) for sd in kept], dtype=np.int64)
     has_prev = np.flatnonzero(sd_prev >= 0)
     backwards = has_prev[sd_timestamp[sd_prev[has_prev]] >= sd_timestamp[has_prev]]
@@ -400,13 +402,22 @@ def build_index(root: Path, version: str, stamps_json: str, verbose: bool = Fals
         sd_scene=np.array([sample_scene[sample_position[sd["sample_token"]]] for sd in kept], dtype=np.int64),
         sd_timestamp_us=sd_timestamp,
         sd_is_key_frame=np.array([bool(sd["is_key_frame"]) for sd in kept], dtype=bool),
-        sd_filename=strings([sd["filename"] for sd in kept]),
-        sd_width=np.array([sd.get("width") or 0 for sd in kept], dtype=np.int64),
-        sd_height=np.array([sd.get("height") or 0 for sd in kept], dtype=np.int64),
+        sd_filename=strings(
+            [sd["filename"] if not problem else "" for sd, problem in zip(kept, sd_problem, strict=True)]
+        ),
+        sd_width=np.array(
+            [sd.get("width") or 0 if not problem else 0 for sd, problem in zip(kept, sd_problem, strict=True)],
+            dtype=np.int64,
+        ),
+        sd_height=np.array(
+            [sd.get("height") or 0 if not problem else 0 for sd, problem in zip(kept, sd_problem, strict=True)],
+            dtype=np.int64,
+        ),
         sd_prev=sd_prev,
         sd_calib=np.array([calib_position[sd["calibrated_sensor_token"]] for sd in kept], dtype=np.int64),
         sd_pose_translation=sd_pose_translation,
         sd_pose_rotation=sd_pose_rotation,
+        sd_problem=strings(sd_problem),
         calib_token=strings(calib_token),
         calib_translation=floats(calib_translation, (3,)),
         calib_rotation=floats(calib_rotation, (4,)),

@@ -185,6 +185,13 @@ class NuScenesLog:
     def _bad_pose_reason(self, sd: int) -> str:
         return f"bad ego pose: the ego_pose of sample_data {self.index.sd_token[sd]} is not finite"
 
+    def _record_usable(self, sd: int) -> bool:
+        """Whether sample_data `sd` can be read: a finite ego pose and no faulty record field."""
+        return self._pose_is_finite(sd) and not str(self.index.sd_problem[sd])
+
+    def _unusable_reason(self, sd: int) -> str:
+        return str(self.index.sd_problem[sd]) or self._bad_pose_reason(sd)
+
     def _pose(self, sd: int) -> SE3:
         return SE3(quaternion_to_matrix(self.index.sd_pose_rotation[sd]), self.index.sd_pose_translation[sd])
 
@@ -302,7 +309,7 @@ class NuScenesLog:
         sources: list[SweepSource] = []
         passed_over: list[str] = []
         while sd >= 0 and len(sources) < num_sweeps:
-            if self._pose_is_finite(sd):
+            if self._record_usable(sd):
                 sources.append(
                     SweepSource(
                         path=self.dataroot / str(self.index.sd_filename[sd]),
@@ -313,9 +320,9 @@ class NuScenesLog:
                     )
                 )
             elif not sources:
-                raise InputError(self._bad_pose_reason(sd))
+                raise InputError(self._unusable_reason(sd))
             else:
-                passed_over.append(self._bad_pose_reason(sd))
+                passed_over.append(self._unusable_reason(sd))
             sd = int(self.index.sd_prev[sd])
         return sources, passed_over
 
@@ -365,8 +372,8 @@ class NuScenesLog:
             global_from_ego = self.pose_track(scene_name).pose_at(lidar_us, max_extrapolation_us=_POSE_GAP_HOLD_US)
 
         lidar = None
-        if options.load_lidar and not lidar_pose_ok:
-            missing[LIDAR_NAME] = self._bad_pose_reason(lidar_sd)
+        if options.load_lidar and not self._record_usable(lidar_sd):
+            missing[LIDAR_NAME] = self._unusable_reason(lidar_sd)
         elif options.load_lidar:
             try:
                 sources, passed_over = self._lidar_chain(sample_token, options.num_sweeps)
@@ -383,8 +390,8 @@ class NuScenesLog:
         cameras: dict[str, CameraFrame] = {}
         for name in options.cameras:
             sd, camera_skew, reason = self._camera_record(s, scene, name, lidar_us, options.sync)
-            if sd is not None and not self._pose_is_finite(sd):
-                reason = self._bad_pose_reason(sd)
+            if sd is not None and not self._record_usable(sd):
+                reason = self._unusable_reason(sd)
                 sd = None
             if sd is None:
                 missing[name] = reason

@@ -134,15 +134,41 @@ TABLE_FIELDS: dict[str, tuple[tuple[str, FieldCheck, bool], ...]] = {
 }
 
 
+# Fields of a sensor record whose fault costs that sensor, not the run: the record still links to
+# its sample, sensor, pose and neighbours, but its file or image size cannot be used. A bad value
+# makes the sensor missing for the frames that need the record (`sensor_record_problem`).
+SENSOR_RECORD_FIELDS: Mapping[str, frozenset[str]] = {"sample_data": frozenset({"filename", "width", "height"})}
+
+
+def sensor_record_problem(record: dict[str, Any]) -> str:
+    """What is wrong with a sample_data record's `SENSOR_RECORD_FIELDS` ("" when nothing)."""
+    for name, check, required in TABLE_FIELDS["sample_data"]:
+        if name not in SENSOR_RECORD_FIELDS["sample_data"]:
+            continue
+        if name not in record:
+            if required:
+                return f"bad record: sample_data {record.get('token')} has no field {name!r}"
+            continue
+        expected = check(record[name])
+        if expected is not None:
+            return (
+                f"bad record: sample_data {record.get('token')} field {name!r} must be {expected}, "
+                f"found {_shown(record[name])}"
+            )
+    return ""
+
+
 def check_table(path: Path, table: str, records: Any, fields: Sequence[str] | None = None) -> None:
-    """Check the records of one table (`TABLE_FIELDS[table]`, or only `fields` of it).
+    """Check the records of one table (`TABLE_FIELDS[table]`, or only `fields` of it), except the
+    `SENSOR_RECORD_FIELDS`, whose faults cost a sensor (`sensor_record_problem`).
 
     Raises:
         FileFormatError: `<path>: record <i> (token <t>): field <f> ...` for the first bad record.
     """
     if not isinstance(records, list):
         raise FileFormatError(path, f"expected a JSON list of {table} records, found {type(records).__name__}")
-    checks = [c for c in TABLE_FIELDS[table] if fields is None or c[0] in fields]
+    soft = SENSOR_RECORD_FIELDS.get(table, frozenset())
+    checks = [c for c in TABLE_FIELDS[table] if (fields is None or c[0] in fields) and c[0] not in soft]
     for position, record in enumerate(records):
         if not isinstance(record, dict):
             raise FileFormatError(path, f"record {position}: expected an object, found {type(record).__name__}")

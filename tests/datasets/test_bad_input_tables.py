@@ -1,5 +1,6 @@
 """Bad table rows: a one-line error naming the table file, the record's token and the field, raised
-when the index is built; a non-finite ego pose makes its sensors missing instead."""
+when the index is built; a non-finite ego pose, or a sensor record whose file or image size is
+unusable, makes its sensors missing instead."""
 
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ def edit_table(root: Path, name: str, edit) -> None:
         ("sample_annotation", "attribute_tokens", "attr", "field 'attribute_tokens' must be a list of strings"),
         ("calibrated_sensor", "rotation", [1.0, 0.0, 0.0], "field 'rotation' must be a list of 4 finite numbers"),
         ("sample", "timestamp", "1600000000000000", "field 'timestamp' must be a finite number of microseconds"),
-        ("sample_data", "filename", 12, "field 'filename' must be a string"),
         ("map", "log_tokens", None, "field 'log_tokens' is missing"),
     ],
 )
@@ -129,3 +129,33 @@ def test_non_finite_ego_pose_makes_its_sensors_missing(tiny_log_copy, tiny_log: 
         len(log.pose_track(spoilt.scene_name))
         == len(NuScenesLog.open(tiny_log, VERSION).pose_track(spoilt.scene_name)) - 2
     )
+
+
+def test_bad_sensor_record_makes_its_sensor_missing(tiny_log_copy) -> None:
+    root = tiny_log_copy()
+    log = NuScenesLog.open(root, VERSION)
+    token = log.sample_tokens()[1]
+    frame = log.frame(token, NO_MAP)
+    lidar_token, front_token = frame.lidar.token, frame.cameras["CAM_FRONT"].token
+
+    def spoil(records: list[dict]) -> None:
+        for record in records:
+            if record["token"] == lidar_token:
+                record["filename"] = 12
+            elif record["token"] == front_token:
+                record["width"] = "1600"
+
+    edit_table(root, "sample_data", spoil)
+    log = NuScenesLog.open(root, VERSION)  # no error: the records still link
+    spoilt = log.frame(token, NO_MAP)
+    assert spoilt.lidar is None
+    assert spoilt.missing["LIDAR_TOP"] == (
+        f"bad record: sample_data {lidar_token} field 'filename' must be a string, found 12"
+    )
+    assert "CAM_FRONT" not in spoilt.cameras
+    assert spoilt.missing["CAM_FRONT"].startswith(f"bad record: sample_data {front_token} field 'width'")
+    assert len(spoilt.cameras) == 5
+    assert spoilt.global_from_ego.allclose(frame.global_from_ego, atol=1e-12)  # the pose is still good
+    for other in log.sample_tokens():
+        if other != token:
+            assert "LIDAR_TOP" not in log.frame(other, NO_MAP).missing
