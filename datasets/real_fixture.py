@@ -30,6 +30,7 @@ import numpy as np
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3
+from avfusion.datasets.index import TABLE_NAMES
 from avfusion.datasets.synthetic.tables import VISIBILITY_LEVELS
 from avfusion.errors import InputError
 from avfusion.fileio import write_json_atomic
@@ -51,21 +52,6 @@ CLASS_CATEGORY = {
     "motorcycle": "vehicle.motorcycle", "bicycle": "vehicle.bicycle", "traffic_cone": "movable_object.trafficcone",
     "barrier": "movable_object.barrier",
 }  # fmt: skip
-TABLE_NAMES = (
-    "category",
-    "attribute",
-    "visibility",
-    "instance",
-    "sensor",
-    "calibrated_sensor",
-    "ego_pose",
-    "log",
-    "scene",
-    "sample",
-    "sample_data",
-    "sample_annotation",
-    "map",
-)
 
 
 def find_realdata(explicit: str | os.PathLike[str] | None = None, *, start: Path | None = None) -> Path:

@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw
+from avfusion.datasets.index import TABLE_NAMES
 from avfusion.datasets.synthetic.cameras import (
     CameraCast,
     cast_camera,
@@ -77,21 +78,6 @@ from avfusion.fileio import write_json_atomic
 
 MARKER_NAME = ".avfusion-synthetic.json"
 MARKER_FORMAT = 1
-TABLE_NAMES = (
-    "category",
-    "attribute",
-    "visibility",
-    "instance",
-    "sensor",
-    "calibrated_sensor",
-    "ego_pose",
-    "log",
-    "scene",
-    "sample",
-    "sample_data",
-    "sample_annotation",
-    "map",
-)
 SWEEPS_PER_SAMPLE = 10
 ANNOTATION_RANGE_M = 75.0  # agents annotated within this xy distance of the ego
 SCENE_RADIUS_M = 110.0  # world geometry ray-cast around the ego (lidar range is 100 m)
