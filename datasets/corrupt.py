@@ -97,10 +97,17 @@ def write_corrupted_copy(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         written, linked = _build(source, staging, changes, progress)
-        write_json_atomic(staging / RECORD_NAME, {
-            "corruption": str(corruption), "seed": seed, "source": str(source), "version": version,
-            "files_written": written, "files_linked": linked,
-        })  # fmt: skip
+        write_json_atomic(
+            staging / RECORD_NAME,
+            {
+                "corruption": str(corruption),
+                "seed": seed,
+                "source": str(source),
+                "version": version,
+                "files_written": written,
+                "files_linked": linked,
+            },
+        )
         if target.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
             os.replace(target, trash / "old")
@@ -193,8 +200,11 @@ def _planned_changes(log: NuScenesLog, root: Path, corruption: Corruption, seed:
                     if kind != "spatial_misalignment" or frame_rng.random() < FRAME_PROBABILITY[level]:
                         for sd in [lidar_sd, *sweeps]:
                             # Spatial misalignment: the keyframe and its sweeps get one transform.
-                            file_rng = (_copy_rng(frame_rng) if kind == "spatial_misalignment"
-                                        else rng(token, f"{LIDAR_NAME}/{index.sd_token[sd]}"))  # fmt: skip
+                            file_rng = (
+                                _copy_rng(frame_rng)
+                                if kind == "spatial_misalignment"
+                                else rng(token, f"{LIDAR_NAME}/{index.sd_token[sd]}")
+                            )
                             changes[str(index.sd_filename[sd])] = _corrupted_cloud(
                                 root / str(index.sd_filename[sd]), corruption, file_rng
                             )
@@ -261,10 +271,19 @@ def _noisy_gnss_file(path: Path, location: str, level: int, seed: int) -> Change
         payload = json.loads(path.read_text())
         log = read_gnss_json(path)
         for record, fix in zip(payload["fixes"], log.fixes, strict=False):
-            noisy = noisy_gnss_fix(fix, location, GNSS_SIGMA_M[level], GNSS_SIGMA_HEADING_DEG[level],
-                                   sensor_rng(seed, "gnss_noise", f"{log.scene_name}/{fix.timestamp_us}", GNSS_NAME))  # fmt: skip
-            record.update(latitude=noisy.latitude_deg, longitude=noisy.longitude_deg, altitude=noisy.altitude_m,
-                          heading=noisy.heading_deg)  # fmt: skip
+            noisy = noisy_gnss_fix(
+                fix,
+                location,
+                GNSS_SIGMA_M[level],
+                GNSS_SIGMA_HEADING_DEG[level],
+                sensor_rng(seed, "gnss_noise", f"{log.scene_name}/{fix.timestamp_us}", GNSS_NAME),
+            )
+            record.update(
+                latitude=noisy.latitude_deg,
+                longitude=noisy.longitude_deg,
+                altitude=noisy.altitude_m,
+                heading=noisy.heading_deg,
+            )
         return json.dumps(payload, indent=1).encode()
 
     return make

@@ -47,11 +47,17 @@ REALDATA_ENV = "AVFUSION_REALDATA"
 LIDAR_CHANNEL = "LIDAR_TOP"
 # The nuScenes category written for each detection class (the most common one of the class).
 CLASS_CATEGORY = {
-    "car": "vehicle.car", "truck": "vehicle.truck", "bus": "vehicle.bus.rigid", "trailer": "vehicle.trailer",
-    "construction_vehicle": "vehicle.construction", "pedestrian": "human.pedestrian.adult",
-    "motorcycle": "vehicle.motorcycle", "bicycle": "vehicle.bicycle", "traffic_cone": "movable_object.trafficcone",
+    "car": "vehicle.car",
+    "truck": "vehicle.truck",
+    "bus": "vehicle.bus.rigid",
+    "trailer": "vehicle.trailer",
+    "construction_vehicle": "vehicle.construction",
+    "pedestrian": "human.pedestrian.adult",
+    "motorcycle": "vehicle.motorcycle",
+    "bicycle": "vehicle.bicycle",
+    "traffic_cone": "movable_object.trafficcone",
     "barrier": "movable_object.barrier",
-}  # fmt: skip
+}
 
 
 def find_realdata(explicit: str | os.PathLike[str] | None = None, *, start: Path | None = None) -> Path:
@@ -79,9 +85,11 @@ def find_realdata(explicit: str | os.PathLike[str] | None = None, *, start: Path
             tried.append(folder)
             if holds_fixture(folder):
                 return folder
-    raise InputError(f"real nuScenes fixture not found: set --realdata or ${REALDATA_ENV} to the folder holding "
-                     f"nuscenes_fixture/ (looked in shared/realdata and realdata beside {tried[0].parents[1]} "
-                     "and its parents, and beside the installed source)")  # fmt: skip
+    raise InputError(
+        f"real nuScenes fixture not found: set --realdata or ${REALDATA_ENV} to the folder holding "
+        f"nuscenes_fixture/ (looked in shared/realdata and realdata beside {tried[0].parents[1]} "
+        "and its parents, and beside the installed source)"
+    )
 
 
 def _ancestors(starts: Iterable[Path]) -> list[Path]:
@@ -162,28 +170,43 @@ def read_fixture(realdata_root: str | os.PathLike[str]) -> RealKeyframe:
     cameras = {}
     for name, record in sample["images"].items():
         ego_from_camera = _ndarray(record["cam2ego"])
-        global_from_camera_ego = (global_from_ego.matrix @ ego_from_lidar.matrix
-                                  @ np.linalg.inv(_ndarray(record["lidar2cam"])) @ np.linalg.inv(ego_from_camera))  # fmt: skip
+        global_from_camera_ego = (
+            global_from_ego.matrix
+            @ ego_from_lidar.matrix
+            @ np.linalg.inv(_ndarray(record["lidar2cam"]))
+            @ np.linalg.inv(ego_from_camera)
+        )
         cameras[name] = RealCamera(
-            name=name, path=folder / Path(record["img_path"]).name, intrinsics=_ndarray(record["cam2img"])[:3, :3],
-            ego_from_camera=SE3.from_matrix(ego_from_camera), global_from_camera_ego=SE3.from_matrix(global_from_camera_ego),
-            timestamp_us=round(float(record["timestamp"]) * 1e6), token=str(record["sample_data_token"]),
-        )  # fmt: skip
+            name=name,
+            path=folder / Path(record["img_path"]).name,
+            intrinsics=_ndarray(record["cam2img"])[:3, :3],
+            ego_from_camera=SE3.from_matrix(ego_from_camera),
+            global_from_camera_ego=SE3.from_matrix(global_from_camera_ego),
+            timestamp_us=round(float(record["timestamp"]) * 1e6),
+            token=str(record["sample_data_token"]),
+        )
     kept = [b for b in sample["instances"] if b["bbox_label_3d"] >= 0]
     boxes = np.array([b["bbox_3d"] for b in kept], dtype=np.float64).reshape(-1, 7)
     velocity = np.nan_to_num(np.array([b["velocity"] for b in kept], dtype=np.float64).reshape(-1, 2))
     boxes_lidar = Boxes3D(
-        center=boxes[:, :3], size_wlh=boxes[:, [4, 3, 5]], yaw_rad=boxes[:, 6], velocity_xy=velocity,
+        center=boxes[:, :3],
+        size_wlh=boxes[:, [4, 3, 5]],
+        yaw_rad=boxes[:, 6],
+        velocity_xy=velocity,
         label=np.array([CLASS_INDEX[categories[b["bbox_label_3d"]]] for b in kept], dtype=np.int64),
         num_lidar_pts=np.array([b["num_lidar_pts"] for b in kept], dtype=np.int64),
-    )  # fmt: skip
+    )
     return RealKeyframe(
-        sample_token=str(sample["token"]), timestamp_us=round(float(sample["timestamp"]) * 1e6),
-        lidar_path=lidar_path, ego_from_lidar=ego_from_lidar,
-        global_from_ego=global_from_ego, cameras=cameras, boxes_lidar=boxes_lidar,
+        sample_token=str(sample["token"]),
+        timestamp_us=round(float(sample["timestamp"]) * 1e6),
+        lidar_path=lidar_path,
+        ego_from_lidar=ego_from_lidar,
+        global_from_ego=global_from_ego,
+        cameras=cameras,
+        boxes_lidar=boxes_lidar,
         num_radar_pts=np.array([b["num_radar_pts"] for b in kept], dtype=np.int64),
         instances_in_file=len(sample["instances"]),
-    )  # fmt: skip
+    )
 
 
 def _token(*parts: object) -> str:

@@ -239,9 +239,14 @@ def result_columns_valid(columns: EvalBoxSet) -> bool:
     them: `columns_values_valid`, and `num_pts` >= 0 where given (-1 stands for "not given").
     A reader whose columns fail it hands the file to `validate_results`, which names the box."""
     return columns_values_valid(
-        columns.translation, columns.size_wlh, columns.rotation_wxyz, columns.velocity_xy,
-        columns.score, columns.label, columns.attribute,
-    ) and not np.any(columns.num_pts < -1)  # fmt: skip
+        columns.translation,
+        columns.size_wlh,
+        columns.rotation_wxyz,
+        columns.velocity_xy,
+        columns.score,
+        columns.label,
+        columns.attribute,
+    ) and not np.any(columns.num_pts < -1)
 
 
 def columns_values_valid(

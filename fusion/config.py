@@ -283,8 +283,14 @@ class AugmentConfig:
     extrinsic_sigma_deg: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("beam_drop_probability", "point_drop_probability", "point_drop_max_fraction",
-                     "stale_lidar_probability", "stale_camera_probability", "photometric_probability"):  # fmt: skip
+        for name in (
+            "beam_drop_probability",
+            "point_drop_probability",
+            "point_drop_max_fraction",
+            "stale_lidar_probability",
+            "stale_camera_probability",
+            "photometric_probability",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
         if self.point_jitter_sigma_m < 0 or self.extrinsic_sigma_deg < 0:
@@ -293,9 +299,17 @@ class AugmentConfig:
     @property
     def corrupts(self) -> bool:
         """Whether any corruption augmentation is on."""
-        return any((self.beam_drop_probability, self.point_drop_probability, self.point_jitter_sigma_m,
-                    self.stale_lidar_probability, self.stale_camera_probability, self.photometric_probability,
-                    self.extrinsic_sigma_deg))  # fmt: skip
+        return any(
+            (
+                self.beam_drop_probability,
+                self.point_drop_probability,
+                self.point_jitter_sigma_m,
+                self.stale_lidar_probability,
+                self.stale_camera_probability,
+                self.photometric_probability,
+                self.extrinsic_sigma_deg,
+            )
+        )
 
     @property
     def needs_previous_frame(self) -> bool:

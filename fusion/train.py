@@ -155,8 +155,10 @@ class _StepBatches(torch.utils.data.Dataset):
         if self.config.augment.corrupts:
             # Its own stream, so that the draws below are the same with it on or off.
             corruption_rng = np.random.default_rng([train_cfg.seed, step, self.rank, 1])
-            batch_frames = [corrupt_for_training(f, self._previous(int(i), f), self.config.augment, corruption_rng)
-                            for i, f in zip(chosen, batch_frames, strict=False)]  # fmt: skip
+            batch_frames = [
+                corrupt_for_training(f, self._previous(int(i), f), self.config.augment, corruption_rng)
+                for i, f in zip(chosen, batch_frames, strict=False)
+            ]
         use = self.config.train
         augmentations = [
             draw_augmentation(

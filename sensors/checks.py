@@ -328,8 +328,13 @@ class CameraCalibrationVerdict:
         return float(np.linalg.norm(self.offset_deg))
 
     def as_json(self) -> dict[str, object]:
-        return {"status": self.status, "offset_deg": [round(v, 3) for v in self.offset_deg],
-                "offset_norm_deg": round(self.offset_norm_deg, 3), "frames": self.frames, "gain": round(self.gain, 4)}  # fmt: skip
+        return {
+            "status": self.status,
+            "offset_deg": [round(v, 3) for v in self.offset_deg],
+            "offset_norm_deg": round(self.offset_norm_deg, 3),
+            "frames": self.frames,
+            "gain": round(self.gain, 4),
+        }
 
 
 class CalibrationCheck:
@@ -373,8 +378,13 @@ class CalibrationCheck:
         uv = camera.intrinsics.project(points_cam).uv
         margin = camera.intrinsics.fx * np.tan(np.deg2rad(self.config.grid_half_width_deg * 1.5))
         with np.errstate(invalid="ignore"):
-            near_view = (points_cam[:, 2] > 1.0) & (uv[:, 0] > -margin) & (uv[:, 0] < camera.intrinsics.width + margin) & (
-                uv[:, 1] > -margin) & (uv[:, 1] < camera.intrinsics.height + margin)  # fmt: skip
+            near_view = (
+                (points_cam[:, 2] > 1.0)
+                & (uv[:, 0] > -margin)
+                & (uv[:, 0] < camera.intrinsics.width + margin)
+                & (uv[:, 1] > -margin)
+                & (uv[:, 1] < camera.intrinsics.height + margin)
+            )
         points_cam, weights = points_cam[near_view], weights[near_view]
         if len(weights) > self.config.max_edge_points:
             strongest = np.sort(np.argsort(-weights, kind="stable")[: self.config.max_edge_points])
@@ -391,8 +401,13 @@ class CalibrationCheck:
         3 x 3 x 3 block around the node was less accurate on the seed-2000 log: its peaks are
         not quadratic over a whole grid step.)"""
         i, j, k = np.unravel_index(int(np.argmax(state.scores)), state.scores.shape)
-        return np.array([_peak(state.scores[:, j, k], self.grid), _peak(state.scores[i, :, k], self.grid),
-                         _peak(state.scores[i, j, :], self.grid)])  # fmt: skip
+        return np.array(
+            [
+                _peak(state.scores[:, j, k], self.grid),
+                _peak(state.scores[i, :, k], self.grid),
+                _peak(state.scores[i, j, :], self.grid),
+            ]
+        )
 
     def _verdict(self, state: CameraCalibrationState, status: str | None) -> CameraCalibrationVerdict:
         best = float(state.scores.max())

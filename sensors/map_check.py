@@ -95,8 +95,10 @@ def check_map(
     """
     fraction = drivable_fraction_near(raster, global_from_ego, config.drivable_radius_m)
     if fraction < config.min_drivable_fraction:
-        return (f"no drivable area around the ego: {100 * fraction:.1f}% of the {config.drivable_radius_m:g} m disk "
-                f"is drivable (needs {100 * config.min_drivable_fraction:g}%)")  # fmt: skip
+        return (
+            f"no drivable area around the ego: {100 * fraction:.1f}% of the {config.drivable_radius_m:g} m disk "
+            f"is drivable (needs {100 * config.min_drivable_fraction:g}%)"
+        )
     if points_ego is None or len(points_ego) == 0:
         return None
     xyz = np.asarray(points_ego, dtype=np.float64)[:, :3]
@@ -106,13 +108,17 @@ def check_map(
     if len(near_ground) >= config.min_ground_returns:
         on_drivable = float(raster.is_drivable(_to_map_xy(global_from_ego, near_ground[:, :2])).mean())
         if on_drivable < config.min_ground_on_drivable:
-            return (f"disagrees with the lidar's ground: {100 * on_drivable:.0f}% of the ground returns "
-                    f"{config.ground_inner_m:g}-{config.ground_outer_m:g} m from the ego lie on drivable pixels "
-                    f"(needs {100 * config.min_ground_on_drivable:g}%)")  # fmt: skip
+            return (
+                f"disagrees with the lidar's ground: {100 * on_drivable:.0f}% of the ground returns "
+                f"{config.ground_inner_m:g}-{config.ground_outer_m:g} m from the ego lie on drivable pixels "
+                f"(needs {100 * config.min_ground_on_drivable:g}%)"
+            )
     walls = wall_cells(xyz, config)
     if len(walls) >= config.min_wall_cells:
         on_drivable = float(raster.is_drivable(_to_map_xy(global_from_ego, walls)).mean())
         if on_drivable > config.max_walls_on_drivable:
-            return (f"disagrees with the lidar's walls: {100 * on_drivable:.0f}% of {len(walls)} wall cells lie on "
-                    f"drivable pixels (allows {100 * config.max_walls_on_drivable:g}%)")  # fmt: skip
+            return (
+                f"disagrees with the lidar's walls: {100 * on_drivable:.0f}% of {len(walls)} wall cells lie on "
+                f"drivable pixels (allows {100 * config.max_walls_on_drivable:g}%)"
+            )
     return None

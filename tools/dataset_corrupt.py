@@ -30,7 +30,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
 
     corruption = Corruption.parse(f"{args.type}:{args.severity}")
-    copy = write_corrupted_copy(args.dataroot, args.version, args.out, corruption, seed=args.seed,
-                                overwrite=args.overwrite, progress=not args.no_progress)  # fmt: skip
+    copy = write_corrupted_copy(
+        args.dataroot,
+        args.version,
+        args.out,
+        corruption,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
     print(f"wrote {copy.path}: {corruption}, {copy.files_written} files corrupted, {copy.files_linked} linked")
     return 0

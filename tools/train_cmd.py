@@ -34,8 +34,11 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
 
 def check_counts(args: argparse.Namespace) -> None:
     """One-line errors for counts that make no run: --max-steps and --checkpoint-every >= 1, --workers >= 0."""
-    for flag, value, least in (("--max-steps", args.max_steps, 1), ("--checkpoint-every", args.checkpoint_every, 1),
-                               ("--workers", args.workers, 0)):  # fmt: skip
+    for flag, value, least in (
+        ("--max-steps", args.max_steps, 1),
+        ("--checkpoint-every", args.checkpoint_every, 1),
+        ("--workers", args.workers, 0),
+    ):
         if value is not None and value < least:
             raise InputError(f"{flag} must be >= {least}, got {value}")
     if args.resume and args.force:

@@ -99,8 +99,24 @@ def _run(tmp_path: Path, dataroot: Path, payload: dict, name: str) -> tuple[int,
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(payload))
     out = tmp_path / f"{name}_report"
-    code = main(["eval", "--task", "tracking", "--results", str(path), "--dataroot", str(dataroot), "--version", VERSION,
-                 "--split", SPLIT, "--out", str(out), "--no-plots"])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--task",
+            "tracking",
+            "--results",
+            str(path),
+            "--dataroot",
+            str(dataroot),
+            "--version",
+            VERSION,
+            "--split",
+            SPLIT,
+            "--out",
+            str(out),
+            "--no-plots",
+        ]
+    )
     return code, path, out
 
 

@@ -21,8 +21,17 @@ def frame(token: str, seed: int = 0, timestamp_us: int = 1_000_000) -> SyncedFra
     ring = np.repeat(np.arange(32), 40).astype(np.int16)
     lidar = LidarSweep(points.astype(np.float32), timestamp_us, SE3.identity(), SE3.identity(), ring=ring)
     intrinsics = CameraIntrinsics(np.array([[40.0, 0, 40], [0, 40, 22], [0, 0, 1]]), 80, 45)
-    cameras = {n: CameraFrame(n, rng.integers(0, 256, (45, 80, 3), dtype=np.uint8), intrinsics, SE3.identity(),
-                              SE3.identity(), timestamp_us) for n in CAMERA_NAMES}  # fmt: skip
+    cameras = {
+        n: CameraFrame(
+            n,
+            rng.integers(0, 256, (45, 80, 3), dtype=np.uint8),
+            intrinsics,
+            SE3.identity(),
+            SE3.identity(),
+            timestamp_us,
+        )
+        for n in CAMERA_NAMES
+    }
     return SyncedFrame(token, "s", "boston-seaport", timestamp_us, SE3.identity(), lidar, cameras, None, {}, {})
 
 
@@ -36,8 +45,9 @@ def test_beam_and_point_dropping_and_jitter() -> None:
     f = frame("a")
     beams = corrupt_for_training(f, None, AugmentConfig(beam_drop_probability=1.0), np.random.default_rng(0))
     assert set(np.unique(beams.lidar.ring) % 2) == {0} and len(beams.lidar) in (len(f.lidar) // 2, len(f.lidar) // 4)
-    dropped = corrupt_for_training(f, None, AugmentConfig(point_drop_probability=1.0, point_drop_max_fraction=0.5),
-                                   np.random.default_rng(1))  # fmt: skip
+    dropped = corrupt_for_training(
+        f, None, AugmentConfig(point_drop_probability=1.0, point_drop_max_fraction=0.5), np.random.default_rng(1)
+    )
     assert len(f.lidar) // 2 - 100 < len(dropped.lidar) <= len(f.lidar)
     assert dropped.lidar.ring.shape == (len(dropped.lidar),)
     jittered = corrupt_for_training(f, None, AugmentConfig(point_jitter_sigma_m=0.05), np.random.default_rng(2))
@@ -48,8 +58,9 @@ def test_beam_and_point_dropping_and_jitter() -> None:
 
 def test_stale_data_photometric_noise_and_extrinsic_perturbation() -> None:
     previous, f = frame("p", seed=1, timestamp_us=500_000), frame("a", seed=2)
-    stale = corrupt_for_training(f, previous, AugmentConfig(stale_lidar_probability=1.0, stale_camera_probability=1.0),
-                                 np.random.default_rng(0))  # fmt: skip
+    stale = corrupt_for_training(
+        f, previous, AugmentConfig(stale_lidar_probability=1.0, stale_camera_probability=1.0), np.random.default_rng(0)
+    )
     np.testing.assert_array_equal(stale.lidar.points, previous.lidar.points)
     assert stale.lidar.timestamp_us == f.lidar.timestamp_us
     for name in CAMERA_NAMES:

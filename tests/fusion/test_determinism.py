@@ -38,8 +38,12 @@ def test_box_transform_is_bit_stable_across_layouts() -> None:
     rng = np.random.default_rng(5)
     n = 300
     pose = SE3.from_quaternion([0.9, 0.01, -0.02, 0.43] / np.linalg.norm([0.9, 0.01, -0.02, 0.43]), [100.0, -50.0, 1.0])
-    base = dict(center=rng.normal(size=(n, 3)) * 30, size_wlh=rng.uniform(0.5, 4, (n, 3)),
-                velocity_xy=rng.normal(size=(n, 2)), label=rng.integers(0, 10, n))  # fmt: skip
+    base = dict(
+        center=rng.normal(size=(n, 3)) * 30,
+        size_wlh=rng.uniform(0.5, 4, (n, 3)),
+        velocity_xy=rng.normal(size=(n, 2)),
+        label=rng.integers(0, 10, n),
+    )
     yaw_columns = rng.uniform(-np.pi, np.pi, (n, 3))
     reference = Boxes3D(yaw_rad=yaw_columns[:, 1].copy(), **base).transform(pose)
     strided = Boxes3D(yaw_rad=yaw_columns[:, 1], **base).transform(pose)

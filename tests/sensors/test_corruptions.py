@@ -29,8 +29,14 @@ def cloud(rings: int = 32, per_ring: int = 50, seed: int = 0) -> tuple[np.ndarra
     azimuth = rng.uniform(-np.pi, np.pi, n)
     elevation = np.deg2rad(-30.0 + 40.0 * ring / max(rings - 1, 1))
     distance = rng.uniform(5.0, 60.0, n)
-    xyz = np.stack([distance * np.cos(elevation) * np.cos(azimuth), distance * np.cos(elevation) * np.sin(azimuth),
-                    distance * np.sin(elevation)], axis=1)  # fmt: skip
+    xyz = np.stack(
+        [
+            distance * np.cos(elevation) * np.cos(azimuth),
+            distance * np.cos(elevation) * np.sin(azimuth),
+            distance * np.sin(elevation),
+        ],
+        axis=1,
+    )
     points = np.concatenate([xyz, rng.uniform(1, 100, (n, 1)), np.zeros((n, 1))], axis=1).astype(np.float32)
     return points, ring
 

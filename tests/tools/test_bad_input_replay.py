@@ -235,8 +235,19 @@ def test_sigkill_at_several_points_resumes_to_the_same_bytes(log_root: Path, che
     by another process: the same bytes as an uninterrupted process. Every run is a fresh process
     of the same environment: the network's last bits depend on how torch's thread pool was set up
     (a pool started with 2 threads and cut to 1 computes otherwise than one started with 1)."""
-    argv = [sys.executable, "-m", "avfusion.tools.cli", "replay", "--dataroot", str(log_root), "--version", VERSION,
-            "--checkpoint", str(checkpoint), "--no-progress"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "avfusion.tools.cli",
+        "replay",
+        "--dataroot",
+        str(log_root),
+        "--version",
+        VERSION,
+        "--checkpoint",
+        str(checkpoint),
+        "--no-progress",
+    ]
 
     def replay(out: Path, *extra: str) -> subprocess.Popen:
         return subprocess.Popen([*argv, "--out", str(out), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

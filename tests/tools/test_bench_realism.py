@@ -77,9 +77,13 @@ def test_realdata_figures_by_hand() -> None:
         label=[0, 5, 5],
         num_lidar_pts=[40, 6, 0],
     )
-    predicted = Boxes3D(center=[[11, 0, 0], [20.5, 0, 0], [25, 0, 0], [30.2, 0, 0], [5, 5, 0]],
-                        size_wlh=[[1, 1, 1]] * 5, yaw_rad=[0] * 5, label=[0, 5, 5, 5, 8],
-                        score=[0.5, 0.2, 0.9, 0.35, 0.4])  # fmt: skip
+    predicted = Boxes3D(
+        center=[[11, 0, 0], [20.5, 0, 0], [25, 0, 0], [30.2, 0, 0], [5, 5, 0]],
+        size_wlh=[[1, 1, 1]] * 5,
+        yaw_rad=[0] * 5,
+        label=[0, 5, 5, 5, 8],
+        score=[0.5, 0.2, 0.9, 0.35, 0.4],
+    )
     metrics = SimpleNamespace(
         mean_ap=0.25, nd_score=0.3, mean_dist_aps={"car": 0.5, "pedestrian": 0.1, "traffic_cone": 0.0}
     )

@@ -35,9 +35,18 @@ def test_ra_is_the_mean_ratio_over_severities_and_mra_the_mean_over_the_ten_type
 
 def _boxes(tokens: tuple[str, ...], sample_index: list[int]) -> EvalBoxSet:
     n = len(sample_index)
-    return EvalBoxSet(tokens, np.array(sample_index, np.int64), np.arange(3 * n, dtype=float).reshape(n, 3),
-                      np.ones((n, 3)), np.tile([1.0, 0, 0, 0], (n, 1)), np.zeros((n, 2)), np.zeros(n, np.int64),
-                      np.full(n, -1.0), np.full(n, -1, np.int64), np.ones(n, np.int64))  # fmt: skip
+    return EvalBoxSet(
+        tokens,
+        np.array(sample_index, np.int64),
+        np.arange(3 * n, dtype=float).reshape(n, 3),
+        np.ones((n, 3)),
+        np.tile([1.0, 0, 0, 0], (n, 1)),
+        np.zeros((n, 2)),
+        np.zeros(n, np.int64),
+        np.full(n, -1.0),
+        np.full(n, -1, np.int64),
+        np.ones(n, np.int64),
+    )
 
 
 def test_ground_truth_subset_keeps_the_chosen_samples_boxes() -> None:

@@ -75,8 +75,24 @@ def keyframe_files(root: Path) -> list[dict[str, str]]:
 
 
 def corrupt(log_root: Path, out: Path, kind: str, severity: int, *extra: str) -> int:
-    return main(["dataset", "corrupt", "--dataroot", str(log_root), "--version", VERSION, "--type", kind,
-                 "--severity", str(severity), "--out", str(out), "--no-progress", *extra])  # fmt: skip
+    return main(
+        [
+            "dataset",
+            "corrupt",
+            "--dataroot",
+            str(log_root),
+            "--version",
+            VERSION,
+            "--type",
+            kind,
+            "--severity",
+            str(severity),
+            "--out",
+            str(out),
+            "--no-progress",
+            *extra,
+        ]
+    )
 
 
 def test_beam_reduction_copy_links_the_rest_and_loads_in_the_devkit(log_root: Path, tmp_path: Path) -> None:
@@ -118,8 +134,10 @@ def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, check
     # keyframe that got the previous one's data after that one got its own predecessor's is late,
     # not a repeat: nothing delivered before equals it).
     delivered = [{name: (stale / path).read_bytes() for name, path in keyframe.items()} for keyframe in files]
-    repeated = [{name for name, data in now.items() if any(data == old[name] for old in delivered[max(0, k - 4):k])}
-                for k, now in enumerate(delivered)]  # fmt: skip
+    repeated = [
+        {name for name, data in now.items() if any(data == old[name] for old in delivered[max(0, k - 4) : k])}
+        for k, now in enumerate(delivered)
+    ]
     assert any(repeated), "severity 3 should repeat some sensor of three keyframes"
 
     def health(root: Path, out: Path) -> list[dict]:
@@ -139,8 +157,19 @@ def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, check
 
 
 def test_replay_corrupt_enters_the_resume_identity(log_root: Path, checkpoint: Path, tmp_path: Path, capsys) -> None:
-    args = ["replay", "--dataroot", str(log_root), "--version", VERSION, "--checkpoint", str(checkpoint),
-            "--out", str(tmp_path / "run"), "--no-eval", "--no-progress"]  # fmt: skip
+    args = [
+        "replay",
+        "--dataroot",
+        str(log_root),
+        "--version",
+        VERSION,
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "run"),
+        "--no-eval",
+        "--no-progress",
+    ]
     assert main([*args, "--corrupt", "points_reducing:2"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["corrupt"] == "points_reducing:2"

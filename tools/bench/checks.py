@@ -52,10 +52,13 @@ def miscalibrated(frame: SyncedFrame, errors_deg: dict[str, np.ndarray]) -> Sync
     """`frame` with each camera's stored extrinsic rotated by its error (rotation vector, camera
     frame, degrees): `ego_from_camera_stored = ego_from_camera @ R(error)`."""
     cameras = {
-        name: dataclasses.replace(camera, ego_from_camera=camera.ego_from_camera @ SE3(
-            Rotation.from_rotvec(np.deg2rad(errors_deg[name])).as_matrix(), np.zeros(3)))
+        name: dataclasses.replace(
+            camera,
+            ego_from_camera=camera.ego_from_camera
+            @ SE3(Rotation.from_rotvec(np.deg2rad(errors_deg[name])).as_matrix(), np.zeros(3)),
+        )
         for name, camera in frame.cameras.items()
-    }  # fmt: skip
+    }
     return dataclasses.replace(frame, cameras=cameras)
 
 
@@ -77,9 +80,17 @@ def run(args: argparse.Namespace) -> int:
     stale_corruption = Corruption("temporal_misalignment", 3)
 
     streams = {"clean": SensorChecks(), "miscalibrated": SensorChecks(), "stale": SensorChecks(calibration=None)}
-    counts = {"clean_camera_frames": 0, "clean_suspect": 0, "clean_frozen": 0, "miscalibrated_camera_frames": 0,
-              "miscalibrated_suspect": 0, "repeats": 0, "repeats_found": 0, "stale_sensor_frames": 0,
-              "stale_false_frozen": 0}  # fmt: skip
+    counts = {
+        "clean_camera_frames": 0,
+        "clean_suspect": 0,
+        "clean_frozen": 0,
+        "miscalibrated_camera_frames": 0,
+        "miscalibrated_suspect": 0,
+        "repeats": 0,
+        "repeats_found": 0,
+        "stale_sensor_frames": 0,
+        "stale_false_frozen": 0,
+    }
     offset_errors: list[float] = []
     wall_ms: list[float] = []
     cpu_ms: list[float] = []

@@ -52,8 +52,11 @@ from avfusion.tools.replay.types import ReplayRequest
 MATCH_DISTANCES_M = (0.5, 1.0, 2.0, 4.0)
 MATCH_DISTANCE_M = 2.0
 SCORE_THRESHOLD = 0.3
-MODES = (("fused", frozenset({"map", "gnss"})), ("lidar-only", frozenset({"map", "gnss", "camera"})),
-         ("camera-only", frozenset({"map", "gnss", "lidar"})))  # fmt: skip
+MODES = (
+    ("fused", frozenset({"map", "gnss"})),
+    ("lidar-only", frozenset({"map", "gnss", "camera"})),
+    ("camera-only", frozenset({"map", "gnss", "lidar"})),
+)
 
 
 def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
@@ -69,15 +72,28 @@ def real_keyframe(realdata_root: str | Path, decode_scale: float = 0.125):
     cameras = {}
     for name, camera in keyframe.cameras.items():
         image, intrinsics = read_camera_image(camera.path, CameraIntrinsics(camera.intrinsics, 1600, 900), decode_scale)
-        cameras[name] = CameraFrame(name=name, image=image, intrinsics=intrinsics, ego_from_camera=camera.ego_from_camera,
-                                    global_from_ego=camera.global_from_camera_ego, timestamp_us=camera.timestamp_us,
-                                    token=camera.token)  # fmt: skip
+        cameras[name] = CameraFrame(
+            name=name,
+            image=image,
+            intrinsics=intrinsics,
+            ego_from_camera=camera.ego_from_camera,
+            global_from_ego=camera.global_from_camera_ego,
+            timestamp_us=camera.timestamp_us,
+            token=camera.token,
+        )
     return SyncedFrame(
-        sample_token=keyframe.sample_token, scene_name=SCENE_NAME, location=LOCATION,
-        timestamp_us=keyframe.timestamp_us, global_from_ego=keyframe.global_from_ego, lidar=lidar, cameras=cameras,
-        gnss=None, skew_us={n: c.timestamp_us - keyframe.timestamp_us for n, c in cameras.items()},
-        missing={"map": "not in the fixture", "GNSS": "not in the fixture"}, gt_boxes=keyframe.boxes_ego,
-    )  # fmt: skip
+        sample_token=keyframe.sample_token,
+        scene_name=SCENE_NAME,
+        location=LOCATION,
+        timestamp_us=keyframe.timestamp_us,
+        global_from_ego=keyframe.global_from_ego,
+        lidar=lidar,
+        cameras=cameras,
+        gnss=None,
+        skew_us={n: c.timestamp_us - keyframe.timestamp_us for n, c in cameras.items()},
+        missing={"map": "not in the fixture", "GNSS": "not in the fixture"},
+        gt_boxes=keyframe.boxes_ego,
+    )
 
 
 def match_counts(predicted, ground_truth, distances_m=MATCH_DISTANCES_M) -> dict[float, int]:
@@ -109,9 +125,10 @@ def submission_boxes(path: Path, sample_token: str):
     return Boxes3D(
         center=np.array([r["translation"] for r in records], dtype=np.float64).reshape(n, 3),
         size_wlh=np.array([r["size"] for r in records], dtype=np.float64).reshape(n, 3),
-        yaw_rad=np.zeros(n), label=np.array([CLASS_INDEX[r["detection_name"]] for r in records], dtype=np.int64),
+        yaw_rad=np.zeros(n),
+        label=np.array([CLASS_INDEX[r["detection_name"]] for r in records], dtype=np.int64),
         score=np.array([r["detection_score"] for r in records], dtype=np.float64),
-    )  # fmt: skip
+    )
 
 
 def mode_figures(predicted, ground_truth, metrics) -> dict[str, Any]:
@@ -141,8 +158,12 @@ def mode_figures(predicted, ground_truth, metrics) -> dict[str, Any]:
             "precision_at_0.3": round(hits / kept, 3) if kept else None,
             "ap": None if label is None else round(metrics.mean_dist_aps[DETECTION_CLASSES[label]], 4),
         }
-    return {"classes": rows, "mAP": round(metrics.mean_ap, 4), "NDS": round(metrics.nd_score, 4),
-            "max_score": round(float(predicted.score.max()), 3) if len(predicted) else None}  # fmt: skip
+    return {
+        "classes": rows,
+        "mAP": round(metrics.mean_ap, 4),
+        "NDS": round(metrics.nd_score, 4),
+        "max_score": round(float(predicted.score.max()), 3) if len(predicted) else None,
+    }
 
 
 def run_mode(
@@ -151,8 +172,16 @@ def run_mode(
     """`avfusion replay` then `avfusion eval` (their library calls) on the dataroot; returns
     (the results file, the devkit metrics, the replay's sensor-health summary)."""
 
-    request = ReplayRequest(dataroot=dataroot, version=version, out_dir=run_dir / "replay", split=split,
-                            checkpoint=checkpoint, drop=drop, device=device, evaluate=False)  # fmt: skip
+    request = ReplayRequest(
+        dataroot=dataroot,
+        version=version,
+        out_dir=run_dir / "replay",
+        split=split,
+        checkpoint=checkpoint,
+        drop=drop,
+        device=device,
+        evaluate=False,
+    )
     outcome = run_replay(request, progress=False)
     report = evaluate_and_report(outcome.submission_path, dataroot, version, split, run_dir / "eval", plots=False)
     return outcome.submission_path, report.evaluation.metrics, outcome.summary["sensor_health"]
@@ -170,8 +199,10 @@ def table(figures: dict[str, dict[str, Any]]) -> str:
         for name, row in result["classes"].items():
             precision = "-" if row["precision_at_0.3"] is None else f"{row['precision_at_0.3']:.2f}"
             ap = "" if row["ap"] is None else f"{row['ap']:.3f}"
-            lines.append(f"  {name:<22}{row['gt_with_points']:>10}{row['matched_at_0.3']:>9}{row['matched_any_score']:>8}"
-                         f"{row['predictions_at_0.3']:>10}{precision:>10}{ap:>8}")  # fmt: skip
+            lines.append(
+                f"  {name:<22}{row['gt_with_points']:>10}{row['matched_at_0.3']:>9}{row['matched_any_score']:>8}"
+                f"{row['predictions_at_0.3']:>10}{precision:>10}{ap:>8}"
+            )
     return "\n".join(lines)
 
 
@@ -184,13 +215,17 @@ def run(args: argparse.Namespace) -> int:
         dataroot = write_fixture_dataroot(realdata, work / "dataroot")
         keyframe = read_fixture(realdata)
         ground_truth = keyframe.boxes_global
-        checkpoints = {"fused": args.checkpoint, "lidar-only": args.lidar_checkpoint or args.checkpoint,
-                       "camera-only": args.camera_checkpoint or args.checkpoint}  # fmt: skip
+        checkpoints = {
+            "fused": args.checkpoint,
+            "lidar-only": args.lidar_checkpoint or args.checkpoint,
+            "camera-only": args.camera_checkpoint or args.checkpoint,
+        }
         figures: dict[str, dict[str, Any]] = {}
         for mode, drop in MODES:
             checkpoint = None if checkpoints[mode] is None else Path(checkpoints[mode])
-            submission, metrics, health = run_mode(dataroot, "v1.0-mini", REAL_SPLIT, work / mode, checkpoint, drop,
-                                                   args.device)  # fmt: skip
+            submission, metrics, health = run_mode(
+                dataroot, "v1.0-mini", REAL_SPLIT, work / mode, checkpoint, drop, args.device
+            )
             figures[mode] = mode_figures(submission_boxes(submission, keyframe.sample_token), ground_truth, metrics)
             figures[mode]["checkpoint"] = "shipped default" if checkpoint is None else str(checkpoint)
             figures[mode]["dropped"] = sorted(drop)
@@ -220,9 +255,12 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("realdata", help="replay + eval on the real nuScenes keyframe: matches, mAP, NDS")
-    parser.add_argument("--realdata", default=None,
-                        help="folder holding nuscenes_fixture/ (default: $AVFUSION_REALDATA, else shared/realdata "
-                             "beside the working directory or a parent, or beside the source)")  # fmt: skip
+    parser.add_argument(
+        "--realdata",
+        default=None,
+        help="folder holding nuscenes_fixture/ (default: $AVFUSION_REALDATA, else shared/realdata "
+        "beside the working directory or a parent, or beside the source)",
+    )
     parser.add_argument("--checkpoint", default=None, help="weights for every mode (default: the shipped weights)")
     parser.add_argument("--lidar-checkpoint", default=None, help="weights for the lidar-only row")
     parser.add_argument("--camera-checkpoint", default=None, help="weights for the camera-only row")

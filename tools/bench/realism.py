@@ -92,9 +92,16 @@ def comparison(real, synthetic) -> dict[str, Any]:
     """Side-by-side figures and distances (plain data for the printout and the JSON)."""
 
     distances = ls.compare(real, synthetic)
-    figures: dict[str, Any] = {"distances": {name: {"jensen_shannon": round(d.jensen_shannon, 4),
-                                                    "wasserstein": None if d.wasserstein is None else round(d.wasserstein, 4),
-                                                    "unit": d.unit} for name, d in distances.items()}}  # fmt: skip
+    figures: dict[str, Any] = {
+        "distances": {
+            name: {
+                "jensen_shannon": round(d.jensen_shannon, 4),
+                "wasserstein": None if d.wasserstein is None else round(d.wasserstein, 4),
+                "unit": d.unit,
+            }
+            for name, d in distances.items()
+        }
+    }
     for name, statistics in (("real", real), ("synthetic", synthetic)):
         normalised = statistics.normalised()
         figures[name] = {
@@ -105,9 +112,13 @@ def comparison(real, synthetic) -> dict[str, Any]:
             "height_quantiles_m": _quantiles(statistics.height_counts, ls.HEIGHT_EDGES_M),
             "intensity_quantiles": _quantiles(statistics.intensity_counts, ls.INTENSITY_EDGES),
             "share": {n: round(float(v), 4) for n, v in zip(ls.SHARE_NAMES, normalised["share"], strict=True)},
-            "histograms": {"range": statistics.range_counts.tolist(), "height": statistics.height_counts.tolist(),
-                           "intensity": statistics.intensity_counts.tolist(), "ring": statistics.ring_returns.tolist()},
-        }  # fmt: skip
+            "histograms": {
+                "range": statistics.range_counts.tolist(),
+                "height": statistics.height_counts.tolist(),
+                "intensity": statistics.intensity_counts.tolist(),
+                "ring": statistics.ring_returns.tolist(),
+            },
+        }
     boxes: dict[str, dict[str, Any]] = {}
     real_table, synthetic_table = real.box_table(), synthetic.box_table()
     for label, distance_bin in sorted(set(real_table) | set(synthetic_table)):
@@ -200,12 +211,16 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(real_value, dict):
             real_value, synthetic_value = list(real_value.values()), list(synthetic_value.values())
         d = distances[name]
-        lines.append(f"{name:<22}{real_value!s:>44}{synthetic_value!s:>44}{d['jensen_shannon']:8.3f}"
-                     f"{d['wasserstein']:9.3f}  {d['unit']}")  # fmt: skip
+        lines.append(
+            f"{name:<22}{real_value!s:>44}{synthetic_value!s:>44}{d['jensen_shannon']:8.3f}"
+            f"{d['wasserstein']:9.3f}  {d['unit']}"
+        )
     d = distances["ring"]
-    lines.append(f"{'ring return rate':<22}{'mean ' + format(np.mean(figures['real']['ring_return_rate']), '.3f'):>44}"
-                 f"{'mean ' + format(np.mean(figures['synthetic']['ring_return_rate']), '.3f'):>44}"
-                 f"{d['jensen_shannon']:8.3f}{d['wasserstein']:9.3f}  {d['unit']}")  # fmt: skip
+    lines.append(
+        f"{'ring return rate':<22}{'mean ' + format(np.mean(figures['real']['ring_return_rate']), '.3f'):>44}"
+        f"{'mean ' + format(np.mean(figures['synthetic']['ring_return_rate']), '.3f'):>44}"
+        f"{d['jensen_shannon']:8.3f}{d['wasserstein']:9.3f}  {d['unit']}"
+    )
     lines.append(
         f"{'returns per sweep':<22}{figures['real']['returns_per_sweep']:>44}"
         f"{figures['synthetic']['returns_per_sweep']:>44}"
@@ -214,8 +229,10 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"{'boxes (class, distance)':<30}{'real n':>8}{'real median':>13}{'synth n':>9}{'synth median':>14}")
     for key, row in figures["box_points"].items():
         if row["real_boxes"]:
-            lines.append(f"{key:<30}{row['real_boxes']:>8}{row['real_median_points']!s:>13}"
-                         f"{row['synthetic_boxes']:>9}{row['synthetic_median_points']!s:>14}")  # fmt: skip
+            lines.append(
+                f"{key:<30}{row['real_boxes']:>8}{row['real_median_points']!s:>13}"
+                f"{row['synthetic_boxes']:>9}{row['synthetic_median_points']!s:>14}"
+            )
     d = distances["box_points"]
     lines.append(f"box points distance: {d['wasserstein']:.3f} ({d['unit']}, weighted by the real boxes)")
     lines.append(

@@ -99,8 +99,10 @@ def ground_truth_subset(ground_truth: Any, sample_tokens: Sequence[str]) -> Any:
 def score(ground_truth: Any, records: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
     """NDS and mAP of one run's submission records (every sample of `ground_truth` present)."""
 
-    payload = {"meta": submission_meta(use_camera=True, use_lidar=True, use_map=True),
-               "results": {token: records[token] for token in ground_truth.sample_tokens}}  # fmt: skip
+    payload = {
+        "meta": submission_meta(use_camera=True, use_lidar=True, use_map=True),
+        "results": {token: records[token] for token in ground_truth.sample_tokens},
+    }
     predictions = validate_results(payload, ground_truth.sample_tokens)
     metrics = evaluate(ground_truth, predictions).metrics
     return {"NDS": float(metrics.nd_score), "mAP": float(metrics.mean_ap)}
@@ -112,8 +114,11 @@ def resistance(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     ra = {}
     for type_name in CORRUPTION_TYPES:
         if type_name in runs:
-            values = [runs[type_name][str(s)]["NDS"] / clean if clean > 0 else float("nan") for s in SEVERITIES
-                      if str(s) in runs[type_name]]  # fmt: skip
+            values = [
+                runs[type_name][str(s)]["NDS"] / clean if clean > 0 else float("nan")
+                for s in SEVERITIES
+                if str(s) in runs[type_name]
+            ]
             ra[type_name] = float(np.mean(values)) if values else float("nan")
     present = {t: ra[t] for t in MULTICORRUPT_TYPES if t in ra}
     mean = float(np.mean(list(present.values()))) if present else None
@@ -166,8 +171,11 @@ def markdown_table(models: dict[str, dict[str, Any]], types: Sequence[str]) -> s
             maps = " | ".join(f"{by_severity[str(s)]['mAP']:.4f}" if str(s) in by_severity else "-" for s in SEVERITIES)
             lines.append(f"| {type_name} | {nds} | {maps} | {result['RA'][type_name]:.3f} |")
         mra = result["mRA"]
-        lines.append(f"mRA (ten MultiCorrupt types): {mra:.4f}" if mra is not None else
-                     f"mRA of the types run: {result['mRA_of_types_run']:.4f} (not all ten types run)")  # fmt: skip
+        lines.append(
+            f"mRA (ten MultiCorrupt types): {mra:.4f}"
+            if mra is not None
+            else f"mRA of the types run: {result['mRA_of_types_run']:.4f} (not all ten types run)"
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -220,8 +228,10 @@ def run(args: argparse.Namespace) -> int:
             options.num_sweeps,
             options.image_scale,
         ):
-            raise InputError(f"--models {name}: reads frames with other options than the default model "
-                             "(num_sweeps / decode_scale); bench it on its own")  # fmt: skip
+            raise InputError(
+                f"--models {name}: reads frames with other options than the default model "
+                "(num_sweeps / decode_scale); bench it on its own"
+            )
     frames = open_frames(args.dataroot, args.version, split, args.scenes or None, options)
     count = len(frames) if args.frames is None else min(args.frames, len(frames))
     tokens = list(frames.tokens[:count])
@@ -261,13 +271,18 @@ def run(args: argparse.Namespace) -> int:
             runs.setdefault(corruption.type, {})[str(corruption.severity)] = score(
                 ground_truth, records[name][str(corruption)]
             )
-        results[name] = {"checkpoint": str(models[name]) if models[name] else "shipped default weights",
-                         "runs": runs, **resistance(runs)}  # fmt: skip
+        results[name] = {
+            "checkpoint": str(models[name]) if models[name] else "shipped default weights",
+            "runs": runs,
+            **resistance(runs),
+        }
 
     types = list(dict.fromkeys(c.type for c in corruptions))
     print(markdown_table(results, types))
-    report = BenchReport(f"bench robustness: {count} samples of {args.dataroot} split {split}, "
-                         f"{len(run_names)} runs x {len(detectors)} model(s), seed {args.seed}")  # fmt: skip
+    report = BenchReport(
+        f"bench robustness: {count} samples of {args.dataroot} split {split}, "
+        f"{len(run_names)} runs x {len(detectors)} model(s), seed {args.seed}"
+    )
     report.ours.append(Timing("detect_per_frame", tuple(detect_ms)))
     for type_name, times in corrupt_ms.items():
         if times:

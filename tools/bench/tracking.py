@@ -89,10 +89,23 @@ def run(args: argparse.Namespace) -> int:
             folder / "tracking_submission.json", dict(zip(tokens, tracked.tracking_records, strict=False)), meta, tokens
         )
         row = _detection_row(folder / "submission.json", args.dataroot, args.version, args.split)
-        tracking = evaluate_tracking(folder / "tracking_submission.json", args.dataroot, args.version, args.split,
-                                     folder / "tracking_metrics", plots=False)  # fmt: skip
-        row.update({"AMOTA": tracking.amota, "AMOTP": tracking.amotp, "IDS": tracking.ids,
-                    "tracker_ms_per_frame": per_frame.median_ms, "tracks": tracked.num_tracks})  # fmt: skip
+        tracking = evaluate_tracking(
+            folder / "tracking_submission.json",
+            args.dataroot,
+            args.version,
+            args.split,
+            folder / "tracking_metrics",
+            plots=False,
+        )
+        row.update(
+            {
+                "AMOTA": tracking.amota,
+                "AMOTP": tracking.amotp,
+                "IDS": tracking.ids,
+                "tracker_ms_per_frame": per_frame.median_ms,
+                "tracks": tracked.num_tracks,
+            }
+        )
         table[mode] = row
     report.facts["table"] = table
     report.facts.update(host_state_facts(host_before))
