@@ -15,6 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -211,6 +212,28 @@ def draw_augmentation(
     )
 
 
+def randomize_image_domain(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`(H, W, 3)` uint8 RGB -> the same scene as another camera and renderer might show it: a
+    random white balance (per-channel gain 0.8-1.2), exposure (gain 0.6-1.5) and gamma (0.7-1.4);
+    a multiplicative low-frequency texture (+-15%); Gaussian blur (sigma up to 1.2 px, half the
+    time); sensor noise (sigma up to 0.03 of full scale); vignetting (up to 40% darker corners).
+    Shape and dtype are kept."""
+    height, width = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    x = x * rng.uniform(0.8, 1.2, 3).astype(np.float32) * np.float32(rng.uniform(0.6, 1.5))
+    x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.7, 1.4))
+    texture = cv2.resize(rng.uniform(-1.0, 1.0, (8, 8)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    x = x * (1.0 + np.float32(rng.uniform(0.0, 0.15)) * texture)[..., None]
+    if rng.random() < 0.5:
+        x = cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.2)))
+    x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), x.shape).astype(np.float32)
+    rows = (np.arange(height, dtype=np.float32) - (height - 1) / 2) / (height / 2)
+    cols = (np.arange(width, dtype=np.float32) - (width - 1) / 2) / (width / 2)
+    radius2 = (rows[:, None] ** 2 + cols[None, :] ** 2) / 2.0  # 0 at the centre, 1 in the corners
+    x = x * (1.0 - np.float32(rng.uniform(0.0, 0.4)) * radius2)[..., None]
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def corrupt_for_training(
     frame: SyncedFrame, previous: SyncedFrame | None, config: AugmentConfig, rng: np.random.Generator
 ) -> SyncedFrame:
@@ -250,6 +273,8 @@ def corrupt_for_training(
                 else darkness_image(camera.image, severity, rng)
             )
             camera = dataclasses.replace(camera, image=image)
+        if rng.random() < config.image_domain_probability:
+            camera = dataclasses.replace(camera, image=randomize_image_domain(camera.image, rng))
         if config.extrinsic_sigma_deg > 0:
             rotation = Rotation.from_rotvec(np.deg2rad(rng.normal(0.0, config.extrinsic_sigma_deg, 3))).as_matrix()
             camera = dataclasses.replace(camera, ego_from_camera=camera.ego_from_camera @ SE3(rotation, np.zeros(3)))

@@ -281,6 +281,11 @@ class AugmentConfig:
     stale_camera_probability: float = 0.0
     photometric_probability: float = 0.0
     extrinsic_sigma_deg: float = 0.0
+    # Image-domain randomisation (`fusion.augment.randomize_image_domain`): with this probability
+    # per image, random colour balance, exposure and gamma, a low-frequency texture, blur, sensor
+    # noise and lens vignetting, so that the camera branch does not learn the synthetic renderer's
+    # exact look and carries over to real photographs.
+    image_domain_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -290,6 +295,7 @@ class AugmentConfig:
             "stale_lidar_probability",
             "stale_camera_probability",
             "photometric_probability",
+            "image_domain_probability",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -308,6 +314,7 @@ class AugmentConfig:
                 self.stale_camera_probability,
                 self.photometric_probability,
                 self.extrinsic_sigma_deg,
+                self.image_domain_probability,
             )
         )
 
@@ -476,11 +483,31 @@ _COMPONENT_TYPES: dict[str, type] = {
 }
 
 
+# The training recipe's robustness augmentation (issue: noisy, misaligned and frozen sensors; a map
+# that is wrong): a noisy map, degraded lidar, stale sensors, photometric noise and image-domain
+# randomisation, small camera extrinsic errors. Modality dropout is the mode trunks' job.
+ROBUST_AUGMENT = AugmentConfig(
+    drop_lidar_probability=0.0,
+    drop_cameras_probability=0.0,
+    map_shift_probability=0.2,
+    map_holes_probability=0.2,
+    map_blank_probability=0.05,
+    map_wrong_probability=0.05,
+    beam_drop_probability=0.1,
+    point_drop_probability=0.1,
+    stale_lidar_probability=0.05,
+    stale_camera_probability=0.05,
+    photometric_probability=0.1,
+    image_domain_probability=0.5,
+    extrinsic_sigma_deg=0.2,
+)
+
+
 def cpu_default() -> FusionConfig:
     """Sized for >= 5 frames/s end to end on a 2-core CPU: 128x128 grid at 0.8 m, 1/8-scale images."""
     return FusionConfig(
         camera=CameraConfig(lift_at_lidar_depth=True),
-        augment=AugmentConfig(drop_lidar_probability=0.0, drop_cameras_probability=0.0),
+        augment=ROBUST_AUGMENT,
         train=TrainConfig(lidar_free_trunk=True, camera_free_trunk=True),
     )
 
