@@ -222,7 +222,9 @@ def randomize_image_domain(image: np.ndarray, rng: np.random.Generator) -> np.nd
     x = image.astype(np.float32) / 255.0
     x = x * rng.uniform(0.8, 1.2, 3).astype(np.float32) * np.float32(rng.uniform(0.6, 1.5))
     x = np.clip(x, 0.0, 1.0) ** np.float32(rng.uniform(0.7, 1.4))
-    texture = cv2.resize(rng.uniform(-1.0, 1.0, (8, 8)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    texture = cv2.resize(
+        rng.uniform(-1.0, 1.0, (8, 8)).astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC
+    )
     x = x * (1.0 + np.float32(rng.uniform(0.0, 0.15)) * texture)[..., None]
     if rng.random() < 0.5:
         x = cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.2)))

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from avfusion.calibration.boxes import Boxes3D
+from avfusion.calibration.camera import CameraRig
 from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import SampleAugmentation
-from avfusion.fusion.config import CAMERA_NAMES, FusionConfig
+from avfusion.fusion.config import CAMERA_NAMES, PAINT_CHANNELS, FusionConfig
 from avfusion.fusion.ops.voxelize import Backend, VoxelConfig, voxelize
+from avfusion.fusion.paint import paint_points
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
 
@@ -131,8 +133,11 @@ class FusionBatch:
     def __post_init__(self) -> None:
         batch = len(self.sample_tokens)
         pillars = self.pillar_features.shape[0]
-        if self.pillar_features.ndim != 3 or self.pillar_features.shape[2] != 5:
-            raise ValueError(f"FusionBatch.pillar_features must be (V, P, 5), got {tuple(self.pillar_features.shape)}")
+        if self.pillar_features.ndim != 3 or self.pillar_features.shape[2] not in (5, 5 + PAINT_CHANNELS):
+            raise ValueError(
+                f"FusionBatch.pillar_features must be (V, P, 5) or painted (V, P, {5 + PAINT_CHANNELS}), "
+                f"got {tuple(self.pillar_features.shape)}"
+            )
         if tuple(self.pillar_num_points.shape) != (pillars,):
             raise ValueError(
                 f"FusionBatch.pillar_num_points must be ({pillars},), got {tuple(self.pillar_num_points.shape)}"
@@ -399,26 +404,31 @@ def collate(
     has_lidar = np.zeros(batch, dtype=bool)
     has_camera = np.zeros((batch, cameras), dtype=bool)
     has_map = np.zeros(batch, dtype=bool)
-    depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if with_targets else None
+    depth_targets = with_targets and config.builds_camera_branch
+    depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if depth_targets else None
     use = config.train
-    guided_lift = config.camera.lift_at_lidar_depth and use.use_lidar and use.use_camera
+    guided_lift = config.camera.lift_at_lidar_depth and use.use_lidar and config.builds_camera_branch
     lidar_depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if guided_lift else None
     boxes_bev: list[Boxes3D] = []
+
+    def add_pillars(b: int, points: np.ndarray) -> None:
+        start = time.perf_counter()
+        features, counts, coords_ij = pillarize(points, config, voxel_backend)
+        if timings_ms is not None:
+            timings_ms["voxelize"] = timings_ms.get("voxelize", 0.0) + (time.perf_counter() - start) * 1e3
+        if len(counts):
+            has_lidar[b] = True
+            pillar_features.append(features)
+            pillar_counts.append(counts)
+            pillar_coords.append(np.concatenate([np.full((len(counts), 1), b), coords_ij], axis=1))
 
     for b, (frame, aug) in enumerate(zip(frames, augmentations, strict=True)):
         dropped = set(drop) | set(aug.drop)
         bev_from_ego[b] = aug.bev_from_ego
         points = None if "lidar" in dropped else lidar_points_bev(frame, aug)
-        if points is not None and len(points):
-            start = time.perf_counter()
-            features, counts, coords_ij = pillarize(points, config, voxel_backend)
-            if timings_ms is not None:
-                timings_ms["voxelize"] = timings_ms.get("voxelize", 0.0) + (time.perf_counter() - start) * 1e3
-            if len(counts):
-                has_lidar[b] = True
-                pillar_features.append(features)
-                pillar_counts.append(counts)
-                pillar_coords.append(np.concatenate([np.full((len(counts), 1), b), coords_ij], axis=1))
+        # A painted cloud is pillarized after the cameras are read (below).
+        if points is not None and len(points) and not config.paints_points:
+            add_pillars(b, points)
         points_ego_for_depth = frame.lidar.points_ego[:, :3] if (with_targets and frame.lidar is not None) else None
         keyframe_points_ego = None
         if guided_lift and has_lidar[b] and frame.lidar is not None:
@@ -440,6 +450,17 @@ def collate(
                 lidar_depth_bins[b, k] = depth_target(
                     keyframe_points_ego, intrinsics[b, k], ego_from_camera[b, k], image_aug[b, k], config
                 )
+        if config.paints_points and points is not None and len(points) and frame.lidar is not None:
+            present = np.flatnonzero(has_camera[b])
+            rig = CameraRig(
+                tuple(CAMERA_NAMES[k] for k in present),
+                intrinsics[b, present],
+                ego_from_camera[b, present],
+                image_aug[b, present],
+                (cam_h, cam_w),
+            )
+            points_ego = frame.lidar.ego_from_lidar.apply(frame.lidar.points[:, :3])
+            add_pillars(b, np.concatenate([points, paint_points(points_ego, rig, images[b, present])], axis=1))
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:
@@ -455,7 +476,7 @@ def collate(
         counts_t = torch.from_numpy(np.concatenate(pillar_counts))
         coords_t = torch.from_numpy(np.concatenate(pillar_coords).astype(np.int64))
     else:
-        features_t = torch.zeros((0, points_per_pillar, 5))
+        features_t = torch.zeros((0, points_per_pillar, 5 + (PAINT_CHANNELS if config.paints_points else 0)))
         counts_t = torch.zeros(0, dtype=torch.int64)
         coords_t = torch.zeros((0, 3), dtype=torch.int64)
     return FusionBatch(
@@ -473,6 +494,6 @@ def collate(
         map_bev=torch.from_numpy(map_bev),
         modality=ModalityMask(torch.from_numpy(has_lidar), torch.from_numpy(has_camera), torch.from_numpy(has_map)),
         targets=build_head_targets(boxes_bev, config) if with_targets else None,
-        depth_target_bin=torch.from_numpy(depth_bins) if with_targets else None,
+        depth_target_bin=None if depth_bins is None else torch.from_numpy(depth_bins),
         lidar_depth_bin=None if lidar_depth_bins is None else torch.from_numpy(lidar_depth_bins),
     )

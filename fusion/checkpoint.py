@@ -16,7 +16,7 @@ import torch
 
 from avfusion.errors import FileFormatError, InputError
 from avfusion.fileio import write_bytes_atomic
-from avfusion.fusion.config import FusionConfig
+from avfusion.fusion.config import FUSION_STRATEGIES, FusionConfig
 
 FORMAT = "avfusion-bevfusion-1"
 
@@ -64,3 +64,27 @@ def check_weights_finite(path: object, state: Any) -> None:
                 path,
                 f"weight {name!r} has {bad} NaN or infinite value(s) of {tensor.numel()}: refusing a diverged checkpoint",
             )
+
+
+def weights_for_strategy(strategy: str, checkpoint: str | os.PathLike[str] | None) -> Path | None:
+    """The weights to run for `--fusion strategy`: `checkpoint` when given and trained for that
+    strategy, else the shipped weights of that strategy (`weights/<strategy>.pt`, or the default
+    weights when they are that strategy's; None means the default weights). `InputError` names
+    what was given and what is known when nothing fits."""
+    if strategy not in FUSION_STRATEGIES:
+        raise InputError(f"--fusion {strategy!r} is not one of {', '.join(FUSION_STRATEGIES)}")
+    if checkpoint is not None:
+        config, _ = load_checkpoint(checkpoint)
+        if config.fuser.strategy != strategy:
+            raise InputError(
+                f"--fusion {strategy}: {checkpoint} holds weights for {config.fuser.strategy} fusion; "
+                f"drop --fusion or give weights trained with --fusion {strategy}"
+            )
+        return Path(checkpoint)
+    shipped = DEFAULT_WEIGHTS.parent / f"{strategy}.pt"
+    if shipped.is_file():
+        return shipped
+    if load_checkpoint(None)[0].fuser.strategy == strategy:
+        return None
+    known = sorted(p.stem for p in DEFAULT_WEIGHTS.parent.glob("*.pt"))
+    raise InputError(f"--fusion {strategy}: no shipped weights for it (shipped: {', '.join(known)})")

@@ -164,11 +164,31 @@ class MapConfig:
             raise ValueError(f"MapConfig.pose_source must be 'ego_pose' or 'gnss', got {self.pose_source!r}")
 
 
+FUSION_STRATEGIES: tuple[str, ...] = ("early", "intermediate", "gated", "late")
+# Camera colour (3, normalised as the camera branch's input) and a seen flag per painted point.
+PAINT_CHANNELS = 4
+
+
 @dataclass(frozen=True, slots=True)
 class FuserConfig:
-    """Concatenation of the branch BEV maps and modality masks, then a conv to `channels`."""
+    """How and where the modalities meet (`FUSION_STRATEGIES`); `channels` out of the BEV fuser.
+
+    - "early": point painting. Every lidar point carries the colour of the camera pixel it
+      projects to and a seen-by-a-camera flag into the lidar encoder; there is no camera BEV branch.
+    - "intermediate": the branch BEV maps and modality indicators concatenated, then a 3x3 conv.
+    - "gated": as intermediate, but each branch's map is first weighed per BEV cell by a gate in
+      [0, 1] computed from all the maps (`fuser.GatedFuser`), so the network can turn a bad input down.
+    - "late": the camera-free and lidar-free trunks' boxes merged per class by a learned score
+      model over the pair (`fusion.late`); `late_model` holds its coefficients.
+    """
 
     channels: int = 32
+    strategy: str = "intermediate"
+    late_model: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.strategy not in FUSION_STRATEGIES:
+            raise InputError(f"fusion strategy {self.strategy!r} is not one of {', '.join(FUSION_STRATEGIES)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,6 +452,28 @@ class FusionConfig:
     def replace(self, **components: Any) -> FusionConfig:
         return dataclasses.replace(self, **components)
 
+    @property
+    def strategy(self) -> str:
+        return self.fuser.strategy
+
+    @property
+    def paints_points(self) -> bool:
+        """Whether lidar points carry camera paint (early fusion with cameras in the model)."""
+        return self.fuser.strategy == "early" and self.train.use_camera and self.train.use_lidar
+
+    @property
+    def builds_lidar_free_trunk(self) -> bool:
+        return self.train.builds_lidar_free_trunk and self.builds_camera_branch
+
+    @property
+    def builds_camera_free_trunk(self) -> bool:
+        return self.train.builds_camera_free_trunk and self.builds_camera_branch
+
+    @property
+    def builds_camera_branch(self) -> bool:
+        """Whether the model has a camera BEV branch (early fusion uses the images for paint only)."""
+        return self.train.use_camera and self.fuser.strategy != "early"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -557,16 +599,32 @@ PRESETS = {"cpu": cpu_default, "gpu": gpu_large, "tiny": tiny_for_tests}
 MODALITIES = ("lidar", "camera", "map")
 
 
+def with_strategy(config: FusionConfig, strategy: str) -> FusionConfig:
+    """`config` with the fusion strategy `strategy` (see `FuserConfig`). Early fusion has no camera
+    branch, so no mode trunks either; it learns to do without paint from camera dropout instead."""
+    if strategy not in FUSION_STRATEGIES:
+        raise InputError(f"--fusion {strategy!r} is not one of {', '.join(FUSION_STRATEGIES)}")
+    config = config.replace(fuser=dataclasses.replace(config.fuser, strategy=strategy))
+    if strategy == "early":
+        config = config.replace(
+            train=dataclasses.replace(config.train, lidar_free_trunk=False, camera_free_trunk=False),
+            augment=dataclasses.replace(config.augment, drop_cameras_probability=0.15),
+        )
+    return config
+
+
 def configure(
     preset: str = "cpu",
     config_path: str | None = None,
     modalities: str | None = None,
+    fusion: str | None = None,
     **train_overrides: object,
 ) -> FusionConfig:
     """A preset (or a saved config JSON) with `TrainConfig` fields replaced where a value is given.
 
     `modalities`: comma-separated branches to build, e.g. "lidar,map"; at least one of lidar and
-    camera. `train_overrides` with the value None are left as the config has them.
+    camera. `fusion`: a strategy of `FUSION_STRATEGIES` (None: the config's). `train_overrides`
+    with the value None are left as the config has them.
     """
     config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
     # Values are checked by `train_value_problem` below, and again by `TrainConfig` itself.
@@ -583,4 +641,6 @@ def configure(
         changes.update(use_lidar="lidar" in chosen, use_camera="camera" in chosen, use_map="map" in chosen)
     if changes:
         config = config.replace(train=dataclasses.replace(config.train, **changes))
+    if fusion is not None:
+        config = with_strategy(config, fusion)
     return config

@@ -1,4 +1,5 @@
-"""Fuser: concatenate the branch BEV maps with modality indicators, then a 3x3 conv.
+"""Fusers: concatenate the branch BEV maps with modality indicators, then a 3x3 conv
+(`ConvFuser`, intermediate fusion), optionally after weighing each branch per cell (`GatedFuser`).
 
 A missing input is zero in its channels *and* announced by an indicator channel, so the network
 can tell "no lidar here" from "lidar saw nothing here": the lidar and map indicators are 1 where
@@ -43,7 +44,36 @@ class ConvFuser(nn.Module):
 
     @staticmethod
     def from_config(config: FuserConfig, lidar_channels: int, camera_channels: int, map_channels: int) -> ConvFuser:
+        if config.strategy == "gated" and sum(c > 0 for c in (lidar_channels, camera_channels, map_channels)) > 1:
+            return GatedFuser(lidar_channels, camera_channels, map_channels, config.channels)
         return ConvFuser(lidar_channels, camera_channels, map_channels, config.channels)
+
+    def branch_inputs(
+        self,
+        lidar: torch.Tensor | None,
+        camera: torch.Tensor | None,
+        camera_coverage: torch.Tensor | None,
+        map_features: torch.Tensor | None,
+        has_lidar: torch.Tensor,
+        has_map: torch.Tensor,
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`(features, indicator)` per branch the fuser has, in `input_slices` order; a missing
+        sensor's features are zero."""
+        parts = []
+        if self.lidar_channels:
+            assert lidar is not None, "a fuser built with lidar channels needs the lidar branch"
+            present = has_lidar.to(lidar.dtype).view(-1, 1, 1, 1)
+            parts.append((lidar * present, present.expand(-1, 1, *lidar.shape[2:])))
+        if self.camera_channels:
+            assert camera is not None and camera_coverage is not None, (
+                "a fuser built with camera channels needs the camera branch"
+            )
+            parts.append((camera, camera_coverage))
+        if self.map_channels:
+            assert map_features is not None, "a fuser built with map channels needs the map branch"
+            present = has_map.to(map_features.dtype).view(-1, 1, 1, 1)
+            parts.append((map_features * present, present.expand(-1, 1, *map_features.shape[2:])))
+        return parts
 
     def forward(
         self,
@@ -56,18 +86,44 @@ class ConvFuser(nn.Module):
     ) -> torch.Tensor:
         """Branch maps `(B, C_x, H, W)` (None for a branch the model does not have), `camera_coverage`
         `(B, 1, H, W)`, `has_lidar`/`has_map` `(B,)` bool -> `(B, channels, H, W)`."""
-        parts = []
-        if self.lidar_channels:
-            assert lidar is not None, "a fuser built with lidar channels needs the lidar branch"
-            present = has_lidar.to(lidar.dtype).view(-1, 1, 1, 1)
-            parts += [lidar * present, present.expand(-1, 1, *lidar.shape[2:])]
-        if self.camera_channels:
-            assert camera is not None and camera_coverage is not None, (
-                "a fuser built with camera channels needs the camera branch"
-            )
-            parts += [camera, camera_coverage]
-        if self.map_channels:
-            assert map_features is not None, "a fuser built with map channels needs the map branch"
-            present = has_map.to(map_features.dtype).view(-1, 1, 1, 1)
-            parts += [map_features * present, present.expand(-1, 1, *map_features.shape[2:])]
-        return self.layers(torch.cat(parts, dim=1))
+        parts = self.branch_inputs(lidar, camera, camera_coverage, map_features, has_lidar, has_map)
+        return self.layers(torch.cat([t for part in parts for t in part], dim=1))
+
+
+class GatedFuser(ConvFuser):
+    """Gated fusion: a 3x3 conv over all branch maps and indicators gives one gate in [0, 1] per
+    branch and BEV cell; each branch's features are multiplied by their gate (its indicator is
+    kept), then the `ConvFuser` conv runs as usual. The gate sees every modality, so where one
+    disagrees with the others (a noisy or misaligned sensor) the network can turn it down.
+
+    The gate starts near open (weights 0, bias 3: sigmoid 0.95), so a warm start from an
+    intermediate model begins close to what that model computed. `last_gate` keeps the gate of
+    the latest forward pass `(B, branches, H, W)` for `--save-bev` and the viewer.
+    """
+
+    def __init__(self, lidar_channels: int, camera_channels: int, map_channels: int, channels: int) -> None:
+        super().__init__(lidar_channels, camera_channels, map_channels, channels)
+        branches = [c for c in (lidar_channels, camera_channels, map_channels) if c]
+        in_channels = sum(branches) + len(branches)
+        self.gate = nn.Conv2d(in_channels, len(branches), 3, padding=1)
+        nn.init.zeros_(self.gate.weight)
+        nn.init.constant_(self.gate.bias, 3.0)
+        self.branch_names = tuple(self.input_slices())
+        self.last_gate: torch.Tensor | None = None
+
+    def forward(
+        self,
+        lidar: torch.Tensor | None,
+        camera: torch.Tensor | None,
+        camera_coverage: torch.Tensor | None,
+        map_features: torch.Tensor | None,
+        has_lidar: torch.Tensor,
+        has_map: torch.Tensor,
+    ) -> torch.Tensor:
+        parts = self.branch_inputs(lidar, camera, camera_coverage, map_features, has_lidar, has_map)
+        gate = torch.sigmoid(self.gate(torch.cat([t for part in parts for t in part], dim=1)))  # (B, branches, H, W)
+        self.last_gate = gate.detach()
+        gated = []
+        for k, (features, indicator) in enumerate(parts):
+            gated += [features * gate[:, k : k + 1], indicator]
+        return self.layers(torch.cat(gated, dim=1))

@@ -15,15 +15,18 @@ import time
 from collections.abc import Collection
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from avfusion.calibration.boxes import Boxes3D
 from avfusion.errors import InputError
 from avfusion.fusion.batch import DROPPABLE, collate
 from avfusion.fusion.checkpoint import load_checkpoint
 from avfusion.fusion.config import FusionConfig
 from avfusion.fusion.decode import Detections, decode_sample
+from avfusion.fusion.late import FEATURE_NAMES, LateScoreModel, merge
 from avfusion.fusion.model import BEVFusion
 from avfusion.sensors.types import SyncedFrame
 
@@ -44,6 +47,26 @@ def fuse_conv_batchnorm(model: ModuleT) -> ModuleT:
     return model
 
 
+def late_model_of(config: FusionConfig) -> LateScoreModel | None:
+    """The late-fusion score model a config carries (`FuserConfig.late_model`: the gate in metres,
+    then the weights in `late.FEATURE_NAMES` order); None for the other strategies. A late config
+    without a fitted model is refused: its boxes would have no meaningful scores."""
+    if config.fuser.strategy != "late":
+        return None
+    values = config.fuser.late_model
+    if len(values) != 1 + len(FEATURE_NAMES):
+        raise InputError(
+            f"late-fusion weights need a fitted score model ({1 + len(FEATURE_NAMES)} values in "
+            f"fuser.late_model), found {len(values)}: fit one with `avfusion train --fusion late`"
+        )
+    return LateScoreModel(np.asarray(values[1:], dtype=np.float64), float(values[0]))
+
+
+def late_model_values(model: LateScoreModel) -> tuple[float, ...]:
+    """`FuserConfig.late_model` of a fitted score model (see `late_model_of`)."""
+    return (float(model.gate_m), *(float(w) for w in model.weights))
+
+
 class Detector:
     """A `BEVFusion` model in evaluation mode with its config, on one device."""
 
@@ -59,6 +82,7 @@ class Detector:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.voxel_backend = voxel_backend or ("cuda" if self.device.type == "cuda" else "numba")
+        self.late_model = late_model_of(config)
 
     def with_voxel_backend(self, voxel_backend: str) -> Detector:
         """The same model (shared, not copied) pillarizing with another backend."""
@@ -82,6 +106,25 @@ class Detector:
         unknown = sorted(set(drop) - DROPPABLE)
         if unknown:
             raise InputError(f"cannot drop unknown sensors {unknown}; known: {sorted(DROPPABLE)}")
+        if self.late_model is not None:
+            return self._detect_late(frame, frozenset(drop))
+        boxes_ego, timings = self._boxes_ego(frame, frozenset(drop))
+        return Detections(frame.sample_token, boxes_ego, boxes_ego.transform(frame.global_from_ego), timings)
+
+    def _detect_late(self, frame: SyncedFrame, drop: frozenset[str]) -> Detections:
+        """Late fusion: the camera-free trunk's and the lidar-free trunk's boxes (each run as if
+        the other sensor were missing) merged by the learned score model (`fusion.late`)."""
+        assert self.late_model is not None
+        lidar_boxes, timings = self._boxes_ego(frame, drop | {"camera"})
+        camera_boxes, camera_timings = self._boxes_ego(frame, drop | {"lidar"})
+        for name, value in camera_timings.items():
+            timings[name] = timings.get(name, 0.0) + value
+        start = time.perf_counter()
+        boxes_ego = merge(lidar_boxes, camera_boxes, self.late_model)
+        timings["decode"] += (time.perf_counter() - start) * 1e3
+        return Detections(frame.sample_token, boxes_ego, boxes_ego.transform(frame.global_from_ego), timings)
+
+    def _boxes_ego(self, frame: SyncedFrame, drop: frozenset[str]) -> tuple[Boxes3D, dict[str, float]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         batch = collate(
@@ -96,6 +139,5 @@ class Detector:
         timings["network"] = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         boxes_ego = decode_sample(outputs, 0, self.config.grid, self.config.decode)
-        boxes_global = boxes_ego.transform(frame.global_from_ego)
         timings["decode"] = (time.perf_counter() - start) * 1e3
-        return Detections(frame.sample_token, boxes_ego, boxes_global, timings)
+        return boxes_ego, timings

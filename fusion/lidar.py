@@ -5,28 +5,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfusion.fusion.config import GridConfig, LidarConfig
+from avfusion.fusion.config import PAINT_CHANNELS, GridConfig, LidarConfig
 from avfusion.fusion.ops.bev_pool import bev_pool
 
 
 class PillarEncoder(nn.Module):
-    """Pillars `(V, P, 5)` -> BEV features `(B, C, H, W)`.
+    """Pillars `(V, P, 5 + paint)` -> BEV features `(B, C, H, W)`.
 
-    Each point (x, y, z in the BEV frame, intensity, time lag) is decorated with its offset from the
-    pillar's point mean (3) and from the pillar centre in x, y (2), mapped by a shared linear layer,
-    and max-pooled over the pillar's points; the pillar vector lands in its grid cell.
+    Each point (x, y, z in the BEV frame, intensity, time lag, and with early fusion its camera
+    paint) is decorated with its offset from the pillar's point mean (3) and from the pillar centre
+    in x, y (2), mapped by a shared linear layer, and max-pooled over the pillar's points; the
+    pillar vector lands in its grid cell. The linear layer's columns: the 5 raw features, the 5
+    offsets, then the paint.
     """
 
-    def __init__(self, channels: int, grid: GridConfig) -> None:
+    def __init__(self, channels: int, grid: GridConfig, paint_channels: int = 0) -> None:
         super().__init__()
         self.grid = grid
-        self.linear = nn.Linear(10, channels, bias=False)
+        self.paint_channels = paint_channels
+        self.linear = nn.Linear(10 + paint_channels, channels, bias=False)
         self.norm = nn.BatchNorm1d(channels)
         self.channels = channels
 
     @staticmethod
-    def from_config(lidar: LidarConfig, grid: GridConfig) -> PillarEncoder:
-        return PillarEncoder(lidar.channels, grid)
+    def from_config(lidar: LidarConfig, grid: GridConfig, painted: bool = False) -> PillarEncoder:
+        """`painted`: the points carry `PAINT_CHANNELS` more features (early fusion, `fusion.paint`)."""
+        return PillarEncoder(lidar.channels, grid, PAINT_CHANNELS if painted else 0)
 
     def decorate(self, features: torch.Tensor, num_points: torch.Tensor, coords_bij: torch.Tensor) -> torch.Tensor:
         """`(V, P, 5)` -> `(V, P, 10)` decorated point features; padded rows are zero."""
@@ -41,14 +45,14 @@ class PillarEncoder(nn.Module):
         to_center = xyz[..., :2] - torch.stack([center_x, center_y], dim=-1)[:, None, :]
         # Intensity in nuScenes is 0-255; keep all inputs near unit scale.
         scaled = torch.cat([features[..., :3], features[..., 3:4] * (1.0 / 255.0), features[..., 4:5]], dim=-1)
-        decorated = torch.cat([scaled, xyz - mean, to_center], dim=-1)  # (V, P, 10)
+        decorated = torch.cat([scaled, xyz - mean, to_center, features[..., 5:]], dim=-1)  # (V, P, 10 + paint)
         return decorated * valid_f
 
     def point_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The linear layer folded onto raw point features: `decorate` is affine in the points, so
         `linear(decorate(p)) = p @ W_point^T - (mean @ W_mean^T + centre @ W_centre^T)`.
 
-        Returns `W_point` `(C, 5)`, `W_mean` `(C, 3)`, `W_centre` `(C, 2)`.
+        Returns `W_point` `(C, 5 + paint)`, `W_mean` `(C, 3)`, `W_centre` `(C, 2)`.
         """
         weight = self.linear.weight  # (C, 10)
         scale = weight.new_tensor([1.0, 1.0, 1.0, 1.0 / 255.0, 1.0])
@@ -56,7 +60,7 @@ class PillarEncoder(nn.Module):
         w_mean, w_centre = weight[:, 5:8], weight[:, 8:10]
         w_point = w_point + torch.cat([w_mean, w_mean.new_zeros(w_mean.shape[0], 2)], dim=1)
         w_point = w_point + torch.cat([w_centre, w_centre.new_zeros(w_centre.shape[0], 3)], dim=1)
-        return w_point, w_mean, w_centre
+        return torch.cat([w_point, weight[:, 10:]], dim=1), w_mean, w_centre
 
     def forward(
         self, features: torch.Tensor, num_points: torch.Tensor, coords_bij: torch.Tensor, batch_size: int

@@ -3,6 +3,8 @@ that reads a `FusionConfig`."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -30,10 +32,12 @@ class ModeTrunk(nn.Module):
 
 
 def _trunk_modules(
-    config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int
+    config: FusionConfig, lidar_channels: int, camera_channels: int, map_channels: int, main: bool = True
 ) -> tuple[ConvFuser, BEVBackbone, CenterHead]:
-    """A fuser over the given branch channels (0 = branch absent), and the backbone and head after it."""
-    fuser = ConvFuser.from_config(config.fuser, lidar_channels, camera_channels, map_channels)
+    """A fuser over the given branch channels (0 = branch absent), and the backbone and head after it.
+    The strategy's fuser is the main trunk's; a mode trunk (one sensor, `main` False) concatenates."""
+    fuser_config = config.fuser if main else dataclasses.replace(config.fuser, strategy="intermediate")
+    fuser = ConvFuser.from_config(fuser_config, lidar_channels, camera_channels, map_channels)
     backbone = BEVBackbone.from_config(config.backbone, fuser.channels)
     return fuser, backbone, CenterHead.from_config(config.head, backbone.out_channels)
 
@@ -112,18 +116,22 @@ class BEVFusion(nn.Module):
     @staticmethod
     def from_config(config: FusionConfig) -> BEVFusion:
         train = config.train
-        lidar = PillarEncoder.from_config(config.lidar, config.grid) if train.use_lidar else None
-        camera = CameraBranch.from_config(config.camera, config.grid) if train.use_camera else None
+        lidar = (
+            PillarEncoder.from_config(config.lidar, config.grid, painted=config.paints_points)
+            if train.use_lidar
+            else None
+        )
+        camera = CameraBranch.from_config(config.camera, config.grid) if config.builds_camera_branch else None
         map_encoder = MapEncoder.from_config(config.map) if train.use_map else None
         camera_channels = camera.channels if camera else 0
         map_channels = map_encoder.channels if map_encoder else 0
         lidar_channels = lidar.channels if lidar else 0
         fuser, backbone, head = _trunk_modules(config, lidar_channels, camera_channels, map_channels)
         lidar_free = camera_free = None
-        if train.builds_lidar_free_trunk:
-            lidar_free = ModeTrunk(*_trunk_modules(config, 0, camera_channels, map_channels))
-        if train.builds_camera_free_trunk:
-            camera_free = ModeTrunk(*_trunk_modules(config, lidar_channels, 0, map_channels))
+        if config.builds_lidar_free_trunk:
+            lidar_free = ModeTrunk(*_trunk_modules(config, 0, camera_channels, map_channels, main=False))
+        if config.builds_camera_free_trunk:
+            camera_free = ModeTrunk(*_trunk_modules(config, lidar_channels, 0, map_channels, main=False))
         return BEVFusion(
             lidar=lidar,
             camera=camera,

@@ -17,6 +17,7 @@ runs the forward pass under bfloat16 autocast (no loss scaling is needed with bf
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,12 +31,15 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from avfusion.calibration.boxes import Boxes3D
 from avfusion.errors import InputError
 from avfusion.fileio import atomic_open, write_json_atomic
 from avfusion.fusion.augment import camera_free_copy, corrupt_for_training, draw_augmentation, lidar_free_copy
 from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import load_checkpoint, save_checkpoint
 from avfusion.fusion.config import FusionConfig
+from avfusion.fusion.inference import Detector, late_model_values
+from avfusion.fusion.late import LateScoreModel, fit_late_model, pair_boxes
 from avfusion.fusion.losses import sample_weights, total_loss
 from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.warmstart import warm_start
@@ -173,9 +177,9 @@ class _StepBatches(torch.utils.data.Dataset):
         # Every sample once per trunk: as drawn for the main trunk, without lidar for the lidar-free
         # one, without cameras for the camera-free one.
         twins = [augmentations]
-        if use.builds_lidar_free_trunk:
+        if self.config.builds_lidar_free_trunk:
             twins.append([lidar_free_copy(a) for a in augmentations])
-        if use.builds_camera_free_trunk:
+        if self.config.builds_camera_free_trunk:
             twins.append([camera_free_copy(a) for a in augmentations])
         return collate(
             batch_frames * len(twins), self.config, augmentations=[a for twin in twins for a in twin], with_targets=True
@@ -369,3 +373,33 @@ def export_weights(checkpoint: str | os.PathLike[str], out_path: str | os.PathLi
     state = {name: value.half() if value.is_floating_point() else value for name, value in payload["model"].items()}
     save_checkpoint(out_path, config, {"model": state})
     write_json_atomic(Path(out_path).with_suffix(".json"), config.to_dict())
+
+
+def fit_late_fusion(
+    checkpoint: str | os.PathLike[str], frames: Sequence[SyncedFrame], out_path: str | os.PathLike[str]
+) -> LateScoreModel:
+    """Late fusion's training: the score model (`fusion.late`) fitted on `frames` (the training
+    log, never an evaluation log) to the boxes of `checkpoint`'s camera-free and lidar-free
+    trunks, each box labelled by whether a ground-truth box of its class with lidar points lies
+    within 2 m. Writes `out_path`: the checkpoint's network with the late strategy and the fitted
+    model in its config. The network itself is not retrained."""
+    config, payload = load_checkpoint(checkpoint)
+    if not (config.builds_lidar_free_trunk and config.builds_camera_free_trunk):
+        raise InputError(
+            f"--fusion late: {checkpoint} needs a lidar-free and a camera-free trunk (a fused model of the cpu preset)"
+        )
+    base = config.replace(fuser=dataclasses.replace(config.fuser, strategy="intermediate", late_model=()))
+    detector = Detector(BEVFusion.from_config(base), base)
+    state = {name: value.float() if value.is_floating_point() else value for name, value in payload["model"].items()}
+    detector.model.load_state_dict(state)
+    candidates, truths = [], []
+    for frame in tqdm(frames, desc="late fusion: trunk boxes", unit="frame"):
+        lidar = detector.detect(frame, drop={"camera"}).boxes_ego
+        camera = detector.detect(frame, drop={"lidar"}).boxes_ego
+        gt = frame.gt_boxes if frame.gt_boxes is not None else Boxes3D.empty()
+        candidates.append(pair_boxes(lidar, camera))
+        truths.append(gt[gt.num_lidar_pts != 0])
+    model = fit_late_model(candidates, truths)
+    late = config.replace(fuser=dataclasses.replace(config.fuser, strategy="late", late_model=late_model_values(model)))
+    save_checkpoint(out_path, late, {"model": payload["model"]})
+    return model

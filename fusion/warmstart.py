@@ -39,7 +39,16 @@ BRANCHES: tuple[str, ...] = ("lidar", "camera", "map")
 _TRUNK_COMPONENTS: tuple[str, ...] = ("grid", "fuser", "backbone", "head")
 # Fields that change how a component is trained or run, not what its weights compute: a camera
 # model trained without the lidar-guided lift warm-starts the camera branch of one that uses it.
-_FREE_FIELDS: dict[str, tuple[str, ...]] = {"camera": ("lift_at_lidar_depth",), "head": ("min_target_lidar_points",)}
+# A fuser's strategy and late-fusion model change what is built around the shared weights, which
+# `warm_start` matches by name and shape (a gated fuser's gate and a painted lidar encoder's paint
+# columns are new and start at their initialisation / zero).
+_FREE_FIELDS: dict[str, tuple[str, ...]] = {
+    "camera": ("lift_at_lidar_depth",),
+    "head": ("min_target_lidar_points",),
+    "fuser": ("strategy", "late_model"),
+}
+# The lidar encoder's linear layer: a painted model's has more input columns (the paint, last).
+_LIDAR_LINEAR = "lidar.linear.weight"
 
 
 def _same_weights(component: str, source: FusionConfig, config: FusionConfig) -> bool:
@@ -80,6 +89,10 @@ class WarmStart:
 
 
 def _has(config: FusionConfig, branch: str) -> bool:
+    """Whether the model built from `config` has `branch` (early fusion reads the cameras for paint
+    only, without a camera branch)."""
+    if branch == "camera":
+        return config.builds_camera_branch
     return bool(getattr(config.train, f"use_{branch}"))
 
 
@@ -105,6 +118,13 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
                 raise InputError(f"warm start: {path} has a different {branch} config than the model being trained")
             names = [name for name in target if name.startswith(branch + ".")]
             for name in names:
+                if name == _LIDAR_LINEAR and name in state and _widened(state[name], target[name]):
+                    # Unpainted source: its columns, and zero for the paint, so the painted model
+                    # starts out computing what the source did.
+                    weight = torch.zeros_like(target[name])
+                    weight[:, : state[name].shape[1]] = state[name].to(weight.dtype)
+                    new_state[name] = weight
+                    continue
                 if name not in state or state[name].shape != target[name].shape:
                     raise InputError(f"warm start: {path} lacks {name} of shape {tuple(target[name].shape)}")
                 new_state[name] = state[name].to(target[name].dtype)
@@ -120,6 +140,8 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
     trunk_prefixes = ("fuser.", "backbone.", "head.")
     fuser_weight = "fuser.layers.0.weight"
     for name in target:
+        if name.startswith("fuser.gate.") and name not in trunk_state:
+            continue  # a gated fuser's gate, new: it starts open (`fuser.GatedFuser`)
         if name.startswith(trunk_prefixes) and name != fuser_weight:
             if name not in trunk_state or trunk_state[name].shape != target[name].shape:
                 raise InputError(f"warm start: {trunk_path} lacks {name} of shape {tuple(target[name].shape)}")
@@ -138,6 +160,11 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
     new_state[fuser_weight] = weight
     model.load_state_dict(new_state)
     return WarmStart(trunk_path, branch_sources, tuple(zeroed), lidar_free_source, camera_free_source)
+
+
+def _widened(source: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether `target` is `source` with more input columns (a 2-D weight)."""
+    return source.ndim == target.ndim == 2 and source.shape[0] == target.shape[0] and source.shape[1] < target.shape[1]
 
 
 def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, config: FusionConfig) -> str | None:

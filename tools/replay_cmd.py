@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 
 from avfusion.errors import InputError
+from avfusion.fusion.checkpoint import weights_for_strategy
+from avfusion.fusion.config import FUSION_STRATEGIES
 from avfusion.sensors.corruptions import Corruption
 from avfusion.tools.replay.engine import run_replay, summary_table
 from avfusion.tools.replay.frames import parse_drop
@@ -33,6 +35,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     chosen.add_argument("--split", help="split name (devkit's or <version>/splits.json's); enables evaluation")
     chosen.add_argument("--scenes", nargs="+", default=(), metavar="NAME", help="scene names")
     parser.add_argument("--checkpoint", type=Path, help="fusion weights (default: the shipped weights)")
+    parser.add_argument(
+        "--fusion",
+        choices=FUSION_STRATEGIES,
+        help="fusion strategy: runs its shipped weights, or checks that --checkpoint was trained for it",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="RUN", help="the run folder")
     parser.add_argument("--device", default="cpu", help="torch device for the network (cpu, cuda, cuda:1)")
     parser.add_argument(
@@ -81,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir=args.out,
         split=args.split,
         scenes=tuple(args.scenes),
-        checkpoint=args.checkpoint,
+        checkpoint=(weights_for_strategy(args.fusion, args.checkpoint) if args.fusion is not None else args.checkpoint),
         drop=parse_drop(args.drop),
         device=args.device,
         resume=args.resume,

@@ -11,13 +11,15 @@ scene of the log (a log generated for training only, from its own seed).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
-from avfusion.fusion.config import PRESETS, FusionConfig, configure
-from avfusion.fusion.train import export_weights, train
+from avfusion.fusion.config import FUSION_STRATEGIES, PRESETS, FusionConfig, configure
+from avfusion.fusion.train import export_weights, fit_late_fusion, train
+from avfusion.sensors.types import SyncedFrame
 
 
 def config_from_args(args: argparse.Namespace) -> FusionConfig:
@@ -25,6 +27,7 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
         args.preset,
         args.config,
         args.modalities,
+        fusion=args.fusion,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     scenes = args.scenes.split(",") if args.scenes else None
     options = FrameOptions(num_sweeps=config.lidar.num_sweeps, image_scale=config.camera.decode_scale)
+    if args.fusion == "late":
+        return run_late(args, open_frames(args.dataroot, args.version, args.split, scenes, options))
     frames = open_frames(args.dataroot, args.version, args.split, scenes, options, keep_in_memory=args.cache_frames)
     result = train(
         config,
@@ -74,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_late(args: argparse.Namespace, frames: Sequence[SyncedFrame]) -> int:
+    """`--fusion late`: fit the late-fusion score model over the trunks of one fused model."""
+    if not args.init_from or len(args.init_from) != 1:
+        raise InputError("--fusion late fits a score model over one fused model's trunks: give it as one --init-from")
+    out = Path(args.out)
+    weights = out / "weights.pt"
+    if weights.exists() and not args.force:
+        raise InputError(f"--out {out} already holds weights.pt: pass --force to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    model = fit_late_fusion(args.init_from[0], frames, weights)
+    print(f"late fusion: score model fitted on {len(frames)} samples; weights: {weights}")
+    print("coefficients: " + ", ".join(f"{k} {v:.3f}" for k, v in model.to_dict()["weights"].items()))  # type: ignore[union-attr]
+    if args.export:
+        export_weights(weights, args.export)
+        print(f"exported float16 weights to {args.export} (+ {Path(args.export).with_suffix('.json').name})")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train the BEV fusion network on a nuScenes-format log")
     parser.add_argument("--dataroot", required=True)
@@ -86,6 +109,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--config", default=None, help="a FusionConfig JSON (overrides --preset)")
     parser.add_argument("--modalities", default=None, help="branches to build, e.g. lidar,map or camera,map")
+    parser.add_argument(
+        "--fusion",
+        choices=FUSION_STRATEGIES,
+        default=None,
+        help="fusion strategy (default: the preset's, intermediate); late fits its score model over "
+        "the trunks of the one --init-from fused model instead of training a network",
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
