@@ -12,6 +12,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "avfusion.tools.bench.infer",
     "avfusion.tools.bench.ablation",
     "avfusion.tools.bench.robustness",
+    "avfusion.tools.bench.fusion",
     "avfusion.tools.bench.checks",
     "avfusion.tools.bench.realdata",
     "avfusion.tools.bench.voxelize",

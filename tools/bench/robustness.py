@@ -96,8 +96,9 @@ def ground_truth_subset(ground_truth: Any, sample_tokens: Sequence[str]) -> Any:
     )
 
 
-def score(ground_truth: Any, records: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
-    """NDS and mAP of one run's submission records (every sample of `ground_truth` present)."""
+def score(ground_truth: Any, records: dict[str, list[dict[str, Any]]], full: bool = False) -> dict[str, float]:
+    """NDS and mAP of one run's submission records (every sample of `ground_truth` present);
+    with `full`, the five mean TP errors too (mATE, mASE, mAOE, mAVE, mAAE)."""
 
     payload = {
         "meta": submission_meta(use_camera=True, use_lidar=True, use_map=True),
@@ -105,7 +106,85 @@ def score(ground_truth: Any, records: dict[str, list[dict[str, Any]]]) -> dict[s
     }
     predictions = validate_results(payload, ground_truth.sample_tokens)
     metrics = evaluate(ground_truth, predictions).metrics
-    return {"NDS": float(metrics.nd_score), "mAP": float(metrics.mean_ap)}
+    result = {"NDS": float(metrics.nd_score), "mAP": float(metrics.mean_ap)}
+    if full:
+        errors = metrics.tp_errors
+        for name, key in TP_ERROR_NAMES.items():
+            result[name] = float(errors[key])
+    return result
+
+
+# The mean TP errors' short names -> their key in the metrics summary.
+TP_ERROR_NAMES = {
+    "mATE": "trans_err",
+    "mASE": "scale_err",
+    "mAOE": "orient_err",
+    "mAVE": "vel_err",
+    "mAAE": "attr_err",
+}
+
+
+@dataclasses.dataclass
+class DetectedRuns:
+    """Every model's submission records per run (clean and each corruption), and the times."""
+
+    records: dict[str, dict[str, dict[str, list]]]
+    detect_ms: dict[str, list[float]]  # model -> ms per clean frame
+    corrupt_ms: dict[str, list[float]]  # corruption type -> ms per frame
+
+
+def detect_runs(
+    detectors: dict[str, Any], frames: Any, count: int, corruptions: Sequence[Corruption], seed: int
+) -> DetectedRuns:
+    """Read each of the first `count` frames once and detect it clean and under each corruption
+    (seeded, the same draws for every model); GNSS noise runs each model with its map posed from
+    the GNSS fix."""
+    gnss_detectors = {}
+    for name, detector in detectors.items():
+        config = detector.config.replace(map=MapConfig(channels=detector.config.map.channels, pose_source="gnss"))
+        gnss_detectors[name] = type(detector)(detector.model, config, detector.device, detector.voxel_backend)
+    run_names = [CLEAN] + [str(c) for c in corruptions]
+    records: dict[str, dict[str, dict[str, list]]] = {m: {r: {} for r in run_names} for m in detectors}
+    detect_ms: dict[str, list[float]] = {m: [] for m in detectors}
+    corrupt_ms: dict[str, list[float]] = {t: [] for t in dict.fromkeys(c.type for c in corruptions)}
+    previous = None
+    for index in tqdm(range(count), desc="robustness", unit="frame"):
+        frame = frames[index]
+        if previous is not None and previous.scene_name != frame.scene_name:
+            previous = None
+        for run_name, corruption in [(CLEAN, None), *[(str(c), c) for c in corruptions]]:
+            start = time.perf_counter()
+            seen = frame if corruption is None else corrupt_frame(frame, corruption, seed, previous)
+            if corruption is not None:
+                corrupt_ms[corruption.type].append((time.perf_counter() - start) * 1e3)
+            use_gnss = corruption is not None and corruption.type == "gnss_noise"
+            for name, plain in detectors.items():
+                detector = gnss_detectors[name] if use_gnss else plain
+                start = time.perf_counter()
+                detections = detector.detect(seen)
+                if corruption is None:
+                    detect_ms[name].append((time.perf_counter() - start) * 1e3)
+                records[name][run_name][frame.sample_token] = detection_records(
+                    frame.sample_token, detections.boxes_global
+                )
+        previous = frame
+    return DetectedRuns(records, detect_ms, corrupt_ms)
+
+
+def same_frame_options(detectors: dict[str, Any]) -> FrameOptions:
+    """The reader options of the first model; `InputError` naming a model that reads otherwise."""
+    first = next(iter(detectors.values())).config
+    options = FrameOptions(num_sweeps=first.lidar.num_sweeps, image_scale=first.camera.decode_scale, load_boxes=False)
+    for name, detector in detectors.items():
+        if (detector.config.lidar.num_sweeps, detector.config.camera.decode_scale) != (
+            options.num_sweeps,
+            options.image_scale,
+        ):
+            raise InputError(
+                f"--models {name}: reads frames with other options than the first model "
+                "(num_sweeps / decode_scale); bench it on its own"
+            )
+    return options
 
 
 def resistance(runs: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -215,53 +294,18 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         set_threads(args.threads)
     detectors = {name: load_detector(path, args.device) for name, path in models.items()}
-    gnss_detectors = {}
-    for name, detector in detectors.items():
-        config = detector.config.replace(map=MapConfig(channels=detector.config.map.channels, pose_source="gnss"))
-        gnss_detectors[name] = type(detector)(detector.model, config, detector.device, detector.voxel_backend)
-
     split = resolve_split(args.dataroot, args.version, args.split).name
-    first = next(iter(detectors.values())).config
-    options = FrameOptions(num_sweeps=first.lidar.num_sweeps, image_scale=first.camera.decode_scale, load_boxes=False)
-    for name, detector in detectors.items():
-        if (detector.config.lidar.num_sweeps, detector.config.camera.decode_scale) != (
-            options.num_sweeps,
-            options.image_scale,
-        ):
-            raise InputError(
-                f"--models {name}: reads frames with other options than the default model "
-                "(num_sweeps / decode_scale); bench it on its own"
-            )
+    options = same_frame_options(detectors)
     frames = open_frames(args.dataroot, args.version, split, args.scenes or None, options)
     count = len(frames) if args.frames is None else min(args.frames, len(frames))
     tokens = list(frames.tokens[:count])
     ground_truth = ground_truth_subset(load_ground_truth(args.dataroot, args.version, split), tokens)
 
     run_names = [CLEAN] + [str(c) for c in corruptions]
-    records: dict[str, dict[str, dict[str, list]]] = {m: {r: {} for r in run_names} for m in detectors}
-    detect_ms: list[float] = []
-    corrupt_ms: dict[str, list[float]] = {t: [] for t in dict.fromkeys(c.type for c in corruptions)}
     host_before = HostCpuTimes.read()
-    previous = None
-    for index in tqdm(range(count), desc="robustness", unit="frame"):
-        frame = frames[index]
-        if previous is not None and previous.scene_name != frame.scene_name:
-            previous = None
-        for run_name, corruption in [(CLEAN, None), *[(str(c), c) for c in corruptions]]:
-            start = time.perf_counter()
-            seen = frame if corruption is None else corrupt_frame(frame, corruption, args.seed, previous)
-            if corruption is not None:
-                corrupt_ms[corruption.type].append((time.perf_counter() - start) * 1e3)
-            use_gnss = corruption is not None and corruption.type == "gnss_noise"
-            for name, plain in detectors.items():
-                detector = gnss_detectors[name] if use_gnss else plain
-                start = time.perf_counter()
-                detections = detector.detect(seen)
-                detect_ms.append((time.perf_counter() - start) * 1e3)
-                records[name][run_name][frame.sample_token] = detection_records(
-                    frame.sample_token, detections.boxes_global
-                )
-        previous = frame
+    detected = detect_runs(detectors, frames, count, corruptions, args.seed)
+    records, corrupt_ms = detected.records, detected.corrupt_ms
+    detect_ms = [ms for times in detected.detect_ms.values() for ms in times]
     host = host_state_facts(host_before)
 
     results: dict[str, dict[str, Any]] = {}
@@ -299,7 +343,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _severity(text: str) -> int:
+def parse_severity(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -320,7 +364,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=None, help="only the first N keyframes (scored on those alone)")
     parser.add_argument("--models", nargs="+", metavar="NAME=PATH", help="more models beside the default weights")
     parser.add_argument("--types", nargs="+", choices=list(CORRUPTION_TYPES), help="corruption types (default: all)")
-    parser.add_argument("--severities", nargs="+", type=_severity, help="severities (default: 1 2 3)")
+    parser.add_argument("--severities", nargs="+", type=parse_severity, help="severities (default: 1 2 3)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruptions' draws")
     parser.add_argument("--threads", type=int, default=0, help="torch and Numba threads (0 = default)")
     parser.add_argument("--device", default="cpu", help="torch device for the networks (cpu, cuda, cuda:1)")
