@@ -62,7 +62,6 @@ if TYPE_CHECKING:
     from avfusion.sensors.types import SyncedFrame
 
 
-
 @dataclass(frozen=True, slots=True)
 class Predictions:
     """What the network said about one frame, each part None when there is none: boxes in the
