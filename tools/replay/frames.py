@@ -246,7 +246,7 @@ class BevCapture:
 
     def __init__(self, model: Any) -> None:
         self._outputs: list[Any] = []
-        self._gates: list[torch.Tensor] = []
+        self._gates: list[torch.Tensor | None] = []
         model.head.register_forward_hook(lambda _m, _i, outputs: self._outputs.append(outputs))
         fuser = model.fuser
         # The gate's branches, in the order of its channels: e.g. ("lidar", "camera", "map").

@@ -3,10 +3,10 @@
 One `SceneFrame` holds everything a picture of one keyframe shows, in the ego frame at the lidar
 timestamp (x forward, y left, z up, metres): the lidar points, ground-truth and predicted boxes,
 the drivable-area map and the network's BEV heatmap (or a gated model's gate map) as rasters on
-the ground, and the camera images with what is needed to project into them. `scene_geometries` turns a frame into Open3D geometries
-(shared by the offscreen renderer here and the interactive window in `viewer.py`);
-`OffscreenBevRenderer` draws them top-down with an orthographic camera whose pixel mapping is
-`bev_pixel_from_ego`, so a test can check that a box is drawn where it is.
+the ground, and the camera images with what is needed to project into them. `scene_geometries`
+turns a frame into Open3D geometries (shared by the offscreen renderer here and the interactive
+window in `viewer.py`); `OffscreenBevRenderer` draws them top-down with an orthographic camera
+whose pixel mapping is `bev_pixel_from_ego`, so a test can check that a box is drawn where it is.
 
 Boxes are drawn as thin prisms rather than Open3D line sets: Filament's line shader does not run on
 Mesa's software Vulkan (the only renderer on a machine without a GPU), and its 1-pixel lines would
