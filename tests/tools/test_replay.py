@@ -116,6 +116,9 @@ def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: P
     assert summary["evaluation"]["NDS"] == pytest.approx(metrics.nd_score)
     assert json.loads(outcome.metrics_path.read_text())["nd_score"] == pytest.approx(metrics.nd_score)
     assert sorted(p.name for p in (tmp_path / "run" / "bev").iterdir()) == sorted(f"{t}.npz" for t in tokens)
+    # An ungated model's BEV files hold the heatmap and its extent only (no gate map).
+    with np.load(tmp_path / "run" / "bev" / f"{tokens[0]}.npz", allow_pickle=False) as kept:
+        assert kept.files == ["heatmap", "x_range_m", "y_range_m"] and kept["heatmap"].dtype == np.float16
     assert not (tmp_path / "run" / "tracking_submission.json").exists()
 
 

@@ -57,7 +57,9 @@ def test_run_predictions_read_back_the_submission(replayed: tuple[Path, Path]) -
     log = NuScenesLog.open(root, VERSION)
     token = log.sample_tokens()[0]
     frame = log.frame(token, FrameOptions(load_images=False, load_lidar=False))
-    boxes_ego, heatmap = RunPredictions(run_dir)(frame)
+    predictions = RunPredictions(run_dir)(frame)
+    boxes_ego, heatmap = predictions.boxes_ego, predictions.heatmap
+    assert predictions.gate is None  # an ungated model keeps no gate map
     records = json.loads((run_dir / "submission.json").read_text())["results"][token]
     assert len(boxes_ego) == len(records)
     back_to_global = boxes_ego.transform(frame.global_from_ego)

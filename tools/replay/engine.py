@@ -20,7 +20,8 @@
 With tracking on (`--track online|offline`, see `avfusion.fusion.tracking`), the detection
 submission carries the tracker's velocities, headings and scores; tracking runs on the finished
 frames in plan order, scene by scene.
-    bev/<token>.npz      with `save_bev`: the fused BEV heatmap (max over classes) for the viewer
+    bev/<token>.npz      with `save_bev`: the fused BEV heatmap (max over classes) for the viewer and,
+                         for a gated model, its gate map (which branch the network trusts where)
 
 The submission, latency table and health log are built from `progress.jsonl` in plan order, never
 in completion order, so a resumed run and a Ray run give byte-identical submissions to a plain one.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.submission import detection_records
 from avfusion.fileio import write_bytes_atomic
 from avfusion.fusion.batch import DROPPABLE
+from avfusion.fusion.fuser import GatedFuser
 from avfusion.fusion.inference import Detector
 from avfusion.sensors.checks import SensorChecks
 from avfusion.sensors.corruptions import Corruption, corrupt_frame
@@ -72,7 +74,7 @@ class FrameProcessor:
 
     Args:
         request: the replay (log, checkpoint, drop, device).
-        bev_dir: where to keep BEV heatmaps (None = do not keep them).
+        bev_dir: where to keep BEV heatmaps and, for a gated model, gate maps (None = do not keep them).
     """
 
     def __init__(self, request: ReplayRequest, bev_dir: Path | None = None) -> None:
@@ -103,9 +105,7 @@ class FrameProcessor:
         self._last: tuple[str, int, SyncedFrame] | None = None
         self.checks_ms = 0.0  # of the frame being processed (warm-up of a resumed scene included)
         self.bev_dir = bev_dir
-        self._heatmaps: list[Any] = []
-        if bev_dir is not None:
-            self.detector.model.head.register_forward_hook(lambda _m, _i, outputs: self._heatmaps.append(outputs))
+        self._bev = BevCapture(self.detector.model) if bev_dir is not None else None
 
     def process(self, planned: PlannedFrame) -> FrameResult:
         """Replay one keyframe; a frame whose files cannot be read at all gives no boxes and says why."""
@@ -123,7 +123,8 @@ class FrameProcessor:
         frame, found = self._delivered(planned, frame)
         timings["read"] = (time.perf_counter() - start) * 1e3 - self.checks_ms
         timings["checks"] = self.checks_ms
-        self._heatmaps.clear()
+        if self._bev is not None:
+            self._bev.clear()
         detections = self.detector.detect(frame, drop=self.request.drop)
         stage = detections.timings_ms
         timings["voxelize"] = stage.get("voxelize", 0.0)
@@ -132,9 +133,17 @@ class FrameProcessor:
         timings["decode"] = stage.get("decode", 0.0)
         write_start = time.perf_counter()
         records = detection_records(planned.sample_token, detections.boxes_global)
-        if self.bev_dir is not None and self._heatmaps:
+        heatmap = self._bev.heatmap() if self._bev is not None else None
+        if self.bev_dir is not None and self._bev is not None and heatmap is not None:
             try:
-                save_bev_heatmap(self.bev_dir, planned.sample_token, self._heatmaps[-1], self.detector.config.grid)
+                save_bev_heatmap(
+                    self.bev_dir,
+                    planned.sample_token,
+                    heatmap,
+                    self.detector.config.grid,
+                    gate=self._bev.gate(),
+                    gate_branches=self._bev.gate_branches,
+                )
             except OSError as error:
                 raise InputError(
                     f"--out: cannot write {self.bev_dir} ({error.strerror or error}); fix it and continue with --resume"
@@ -224,15 +233,68 @@ def heatmap_of(outputs: Any) -> np.ndarray:
     return outputs.heatmap_logits[0].detach().float().sigmoid().amax(dim=0).cpu().numpy()
 
 
-def save_bev_heatmap(bev_dir: Path, sample_token: str, outputs: Any, grid: Any) -> None:
-    """Keep the fused BEV heatmap of one frame: `<token>.npz` with `heatmap` (H, W) float16,
-    `x_range_m`, `y_range_m` (read back by `eval.viewer.read_bev_heatmap`)."""
-    heat = heatmap_of(outputs)
+class BevCapture:
+    """What the network computed on the BEV grid in its latest forward pass, kept for `--save-bev`
+    and the live viewer: the main trunk's head outputs (-> the heatmap) and, when the main trunk's
+    fuser is a `GatedFuser`, its gate. Forward hooks on the main trunk's modules see only the
+    forwards that trunk runs: a frame that a mode trunk takes instead (a model with a lidar-free
+    trunk given a frame without lidar) leaves both empty.
+
+    Call `clear()` before each `Detector.detect`; then `heatmap()` and `gate()` are the first
+    sample's, or None when the main trunk did not run.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._outputs: list[Any] = []
+        self._gates: list[torch.Tensor | None] = []
+        model.head.register_forward_hook(lambda _m, _i, outputs: self._outputs.append(outputs))
+        fuser = model.fuser
+        # The gate's branches, in the order of its channels: e.g. ("lidar", "camera", "map").
+        self.gate_branches: tuple[str, ...] = ()
+        if isinstance(fuser, GatedFuser):
+            self.gate_branches = tuple(fuser.branch_names)
+            fuser.register_forward_hook(lambda module, _i, _o: self._gates.append(module.last_gate))
+
+    def clear(self) -> None:
+        self._outputs.clear()
+        self._gates.clear()
+
+    def heatmap(self) -> np.ndarray | None:
+        """`heatmap_of` the latest head outputs: (H, W) float32 in [0, 1], or None."""
+        return heatmap_of(self._outputs[-1]) if self._outputs else None
+
+    def gate(self) -> np.ndarray | None:
+        """The latest gate's first sample: (K, H, W) float32 in [0, 1], channel k the weight of
+        branch `gate_branches[k]` per BEV cell (row = ego y ascending, column = ego x ascending);
+        None for an ungated model or when the main trunk did not run."""
+        if not self._gates or self._gates[-1] is None:
+            return None
+        return self._gates[-1][0].detach().float().cpu().numpy()
+
+
+def save_bev_heatmap(
+    bev_dir: Path,
+    sample_token: str,
+    heatmap: np.ndarray,
+    grid: Any,
+    gate: np.ndarray | None = None,
+    gate_branches: Sequence[str] = (),
+) -> None:
+    """Keep the fused BEV of one frame: `<token>.npz` with `heatmap` (H, W) float16 (from
+    `heatmap_of`), `x_range_m`, `y_range_m`, and for a gated model `gate` (K, H', W') float16 and
+    `gate_branches` (K,) unicode branch names (read back by `tools.viz.viewer.read_bev_heatmap` and
+    `read_bev_gate`; all loadable with allow_pickle=False). Without a gate the file holds exactly
+    the first three arrays."""
+    arrays: dict[str, np.ndarray] = {
+        "heatmap": np.asarray(heatmap).astype(np.float16),
+        "x_range_m": np.asarray(grid.x_range_m, dtype=np.float64),
+        "y_range_m": np.asarray(grid.y_range_m, dtype=np.float64),
+    }
+    if gate is not None:
+        if gate.ndim != 3 or gate.shape[0] != len(gate_branches):
+            raise ValueError(f"gate must be (K, H, W) with K = {len(gate_branches)} branches, got {gate.shape}")
+        arrays["gate"] = gate.astype(np.float16)
+        arrays["gate_branches"] = np.array(list(gate_branches), dtype=np.str_)
     buffer = io.BytesIO()
-    np.savez_compressed(
-        buffer,
-        heatmap=heat.astype(np.float16),
-        x_range_m=np.asarray(grid.x_range_m, dtype=np.float64),
-        y_range_m=np.asarray(grid.y_range_m, dtype=np.float64),
-    )
+    np.savez_compressed(buffer, **arrays)
     write_bytes_atomic(bev_dir / f"{sample_token}.npz", buffer.getvalue())

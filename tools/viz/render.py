@@ -2,11 +2,11 @@
 
 One `SceneFrame` holds everything a picture of one keyframe shows, in the ego frame at the lidar
 timestamp (x forward, y left, z up, metres): the lidar points, ground-truth and predicted boxes,
-the drivable-area map and the network's BEV heatmap as rasters on the ground, and the camera images
-with what is needed to project into them. `scene_geometries` turns a frame into Open3D geometries
-(shared by the offscreen renderer here and the interactive window in `viewer.py`);
-`OffscreenBevRenderer` draws them top-down with an orthographic camera whose pixel mapping is
-`bev_pixel_from_ego`, so a test can check that a box is drawn where it is.
+the drivable-area map and the network's BEV heatmap (or a gated model's gate map) as rasters on
+the ground, and the camera images with what is needed to project into them. `scene_geometries`
+turns a frame into Open3D geometries (shared by the offscreen renderer here and the interactive
+window in `viewer.py`); `OffscreenBevRenderer` draws them top-down with an orthographic camera
+whose pixel mapping is `bev_pixel_from_ego`, so a test can check that a box is drawn where it is.
 
 Boxes are drawn as thin prisms rather than Open3D line sets: Filament's line shader does not run on
 Mesa's software Vulkan (the only renderer on a machine without a GPU), and its 1-pixel lines would
@@ -83,6 +83,8 @@ class Layer(enum.Enum):
     MAP = "map"
     HEATMAP = "heatmap"
     TRACKS = "tracks"
+    # A gated model's per-cell branch weights; where a frame has them, drawn instead of the heatmap.
+    GATE = "gate"
 
 
 ALL_LAYERS = frozenset(Layer)
@@ -115,6 +117,60 @@ class BevRaster:
         for name, (low, high) in (("x_range_m", self.x_range_m), ("y_range_m", self.y_range_m)):
             if not high > low:
                 raise ValueError(f"BevRaster.{name} must be (low, high) with high > low, got {(low, high)}")
+
+
+# The gate map's colour composite: the weight of each branch drives one colour channel (RGB order).
+GATE_BRANCHES: tuple[str, ...] = ("lidar", "camera", "map")
+GATE_CHANNEL_NAMES: tuple[str, ...] = ("red", "green", "blue")
+# The composite covers the ground at this opacity: the drivable area stays faintly readable under it.
+GATE_OPACITY = 0.8
+
+
+@dataclass(frozen=True, slots=True)
+class BevGate:
+    """A gated fuser's weights on an ego-frame BEV grid: `values[k, i, j]` in [0, 1] is how much
+    the network lets branch `branch_names[k]` through in the cell whose centre is at
+    y = y_min + (i + 0.5) * cell_y, x = x_min + (j + 0.5) * cell_x (the grid of `BevRaster`).
+    `branch_names` are the model's branches among `GATE_BRANCHES`, in its channel order."""
+
+    values: np.ndarray  # (K, H, W) float32 in [0, 1]
+    branch_names: tuple[str, ...]
+    x_range_m: tuple[float, float]
+    y_range_m: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 3 or min(self.values.shape) < 1:
+            raise ValueError(f"BevGate.values must be (K, H, W), got shape {self.values.shape}")
+        if self.values.dtype != np.float32:
+            raise ValueError(f"BevGate.values must be float32, got {self.values.dtype}")
+        if len(self.branch_names) != self.values.shape[0]:
+            raise ValueError(
+                f"BevGate: {self.values.shape[0]} gate channels but {len(self.branch_names)} branch names "
+                f"{self.branch_names}"
+            )
+        unknown = [name for name in self.branch_names if name not in GATE_BRANCHES]
+        if unknown or len(set(self.branch_names)) != len(self.branch_names):
+            raise ValueError(f"BevGate.branch_names must be distinct names of {GATE_BRANCHES}, got {self.branch_names}")
+        for name, (low, high) in (("x_range_m", self.x_range_m), ("y_range_m", self.y_range_m)):
+            if not high > low:
+                raise ValueError(f"BevGate.{name} must be (low, high) with high > low, got {(low, high)}")
+
+
+def gate_composite(gate: BevGate) -> np.ndarray:
+    """The gate as a colour picture on its own grid: (H, W, 3) float32 in [0, 1], channel c the
+    weight of branch `GATE_BRANCHES[c]` (lidar -> red, camera -> green, map -> blue), 0 for a
+    branch the model lacks. White = every branch fully open; red = lidar alone, and so on."""
+    _, height, width = gate.values.shape
+    rgb = np.zeros((height, width, 3), dtype=np.float32)
+    for k, name in enumerate(gate.branch_names):
+        rgb[..., GATE_BRANCHES.index(name)] = np.clip(gate.values[k], 0.0, 1.0)
+    return rgb
+
+
+def gate_key_text(branch_names: Sequence[str]) -> str:
+    """The gate map's key in words, e.g. "gate: lidar=red camera=green map=blue"."""
+    colours = dict(zip(GATE_BRANCHES, GATE_CHANNEL_NAMES, strict=True))
+    return "gate: " + " ".join(f"{name}={colours[name]}" for name in GATE_BRANCHES if name in branch_names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +229,7 @@ class SceneFrame:
     heatmap_bev: BevRaster | None = None
     cameras: tuple[CameraView, ...] = ()
     tracks: TrackMarks | None = None
+    gate_bev: BevGate | None = None
 
     def __post_init__(self) -> None:
         if self.points_ego.ndim != 2 or self.points_ego.shape[1] != 3:
@@ -384,23 +441,34 @@ def segment_prisms(
 
 
 def ground_texture(
-    map_bev: BevRaster | None, heatmap_bev: BevRaster | None, view: BevView, layers: frozenset[Layer]
+    map_bev: BevRaster | None,
+    heatmap_bev: BevRaster | None,
+    view: BevView,
+    layers: frozenset[Layer],
+    gate_bev: BevGate | None = None,
 ) -> np.ndarray | None:
     """The picture laid on the ground plane under the points, on `view`'s pixel grid.
 
     Returns (view.height_px, view.width_px, 3) uint8 RGB with row 0 at ego x_max and column 0 at
-    ego y_max (as `bev_pixel_from_ego`), or None when neither raster is shown. Drivable area is a
-    dark slate, the heatmap an additive warm overlay so both stay readable at once.
+    ego y_max (as `bev_pixel_from_ego`), or None when no raster is shown. Drivable area is a
+    dark slate, the heatmap an additive warm overlay so both stay readable at once. A shown gate
+    map (`Layer.GATE` and a gate) replaces the heatmap: its `gate_composite` covers the gate's
+    grid at `GATE_OPACITY`.
     """
     shown_map = map_bev if Layer.MAP in layers else None
-    shown_heatmap = heatmap_bev if Layer.HEATMAP in layers else None
-    if shown_map is None and shown_heatmap is None:
+    shown_gate = gate_bev if Layer.GATE in layers else None
+    shown_heatmap = heatmap_bev if Layer.HEATMAP in layers and shown_gate is None else None
+    if shown_map is None and shown_heatmap is None and shown_gate is None:
         return None
     picture = np.empty((view.height_px, view.width_px, 3), dtype=np.float64)
     picture[:] = BACKGROUND_RGB
     if shown_map is not None:
         drivable = _resample_to_view(shown_map, view)
         picture += drivable[..., None] * (np.array([62.0, 70.0, 88.0]) - np.array(BACKGROUND_RGB))
+    if shown_gate is not None:
+        rgb, inside = _resample_values(gate_composite(shown_gate), shown_gate.x_range_m, shown_gate.y_range_m, view)
+        blended = (1.0 - GATE_OPACITY) * picture + GATE_OPACITY * 255.0 * rgb
+        picture = np.where(inside[..., None], blended, picture)
     if shown_heatmap is not None:
         heat = _resample_to_view(shown_heatmap, view)
         # Shown on a square-root scale: a peak of 0.3 (a fair detection) is drawn at 0.55, a
@@ -414,19 +482,30 @@ def ground_texture(
 
 def _resample_to_view(raster: BevRaster, view: BevView) -> np.ndarray:
     """Nearest-neighbour samples of `raster` at the centres of `view`'s pixels; 0 outside it."""
+    return _resample_values(raster.values, raster.x_range_m, raster.y_range_m, view)[0]
+
+
+def _resample_values(
+    values: np.ndarray, x_range_m: tuple[float, float], y_range_m: tuple[float, float], view: BevView
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest-neighbour samples at the centres of `view`'s pixels of a grid `values` (H, W, *C)
+    laid out as `BevRaster`'s over `x_range_m` x `y_range_m`. Returns (samples (H', W', *C) in
+    [0, 1], 0 outside the grid; inside (H', W') bool: the pixel centre lies on the grid)."""
     rows = np.arange(view.height_px) + 0.5
     columns = np.arange(view.width_px) + 0.5
     x_ego = view.x_range_m[1] - rows / view.pixels_per_m  # (H',)
     y_ego = view.y_range_m[1] - columns / view.pixels_per_m  # (W',)
-    height, width = raster.values.shape
-    cell_x = (raster.x_range_m[1] - raster.x_range_m[0]) / width
-    cell_y = (raster.y_range_m[1] - raster.y_range_m[0]) / height
-    raster_col = np.floor((x_ego - raster.x_range_m[0]) / cell_x).astype(np.int64)
-    raster_row = np.floor((y_ego - raster.y_range_m[0]) / cell_y).astype(np.int64)
+    height, width = values.shape[:2]
+    cell_x = (x_range_m[1] - x_range_m[0]) / width
+    cell_y = (y_range_m[1] - y_range_m[0]) / height
+    raster_col = np.floor((x_ego - x_range_m[0]) / cell_x).astype(np.int64)
+    raster_row = np.floor((y_ego - y_range_m[0]) / cell_y).astype(np.int64)
     valid = (raster_col >= 0) & (raster_col < width)
     valid_rows = (raster_row >= 0) & (raster_row < height)
-    sampled = raster.values[np.clip(raster_row, 0, height - 1)[None, :], np.clip(raster_col, 0, width - 1)[:, None]]
-    return np.clip(np.where(valid[:, None] & valid_rows[None, :], sampled, 0.0), 0.0, 1.0)
+    inside = valid[:, None] & valid_rows[None, :]  # (H', W')
+    sampled = values[np.clip(raster_row, 0, height - 1)[None, :], np.clip(raster_col, 0, width - 1)[:, None]]
+    mask = inside.reshape(inside.shape + (1,) * (values.ndim - 2))
+    return np.clip(np.where(mask, sampled, 0.0), 0.0, 1.0), inside
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +533,7 @@ def scene_geometries(frame: SceneFrame, options: RenderOptions) -> list[NamedGeo
 
     geometries: list[NamedGeometry] = []
     view = options.view
-    texture = ground_texture(frame.map_bev, frame.heatmap_bev, view, options.layers)
+    texture = ground_texture(frame.map_bev, frame.heatmap_bev, view, options.layers, frame.gate_bev)
     if texture is not None:
         geometries.append(NamedGeometry("ground", None, ground_plane(view), texture))
     if Layer.POINTS in options.layers and len(frame.points_ego):
@@ -551,6 +630,29 @@ def draw_track_ids(bev_rgb: np.ndarray, tracks: TrackMarks | None, view: BevView
             red, green, blue = (int(c) for c in track_color(track_id))
             color = (red, green, blue)
             _put_label(image, track_id.rsplit("-", 1)[-1], (int(column) + 6, int(row) - 6), color, 0.4)
+    return image
+
+
+def shown_gate(frame: SceneFrame, options: RenderOptions) -> BevGate | None:
+    """The frame's gate map when pictures draw it (`Layer.GATE` on and the frame has one)."""
+    return frame.gate_bev if Layer.GATE in options.layers else None
+
+
+def draw_gate_key(bev_rgb: np.ndarray, branch_names: Sequence[str]) -> np.ndarray:
+    """A copy of a top-down picture with the gate map's key on the line under the title: "gate:"
+    then each of the model's branches in its composite colour (`gate_key_text` in colour)."""
+    image = bev_rgb.copy()
+    left, baseline = 8, 46
+    _put_label(image, "gate:", (left, baseline), (255, 255, 255))
+    left += cv2.getTextSize("gate: ", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0]
+    for channel, name in enumerate(GATE_BRANCHES):
+        if name not in branch_names:
+            continue
+        # Pure red and blue read poorly on the dark background: the channel's colour, lightened.
+        color = [110, 110, 110]
+        color[channel] = 255
+        _put_label(image, name, (left, baseline), (color[0], color[1], color[2]))
+        left += cv2.getTextSize(name + "  ", cv2.FONT_HERSHEY_SIMPLEX, 0.55, 1)[0][0]
     return image
 
 
@@ -870,6 +972,9 @@ def render_scene(
         bev = renderer.render(frame, options)
         if Layer.TRACKS in options.layers:
             bev = draw_track_ids(bev, frame.tracks, options.view)
+        gate = shown_gate(frame, options)
+        if gate is not None:
+            bev = draw_gate_key(bev, gate.branch_names)
         picture = compose_picture(bev, options.view, camera_panel(frame, options), frame.title)
         path = out / f"{stem}_{index:04d}.png"
         write_png(path, picture)
@@ -906,11 +1011,13 @@ def scene_frame_from_synced(
     view: BevView | None = None,
     map_resolution_m: float = 0.2,
     tracks: TrackMarks | None = None,
+    gate_bev: BevGate | None = None,
 ) -> SceneFrame:
     """A `SceneFrame` of a synchronized keyframe: its lidar points and intensity, its ground truth,
     the drivable area cropped around its pose on `view`'s extent, and its cameras (each folding in
-    the ego motion between the lidar and the camera timestamps). Predictions and the heatmap come
-    from the caller (fusion output), already in this frame's ego frame, and so do the tracks."""
+    the ego motion between the lidar and the camera timestamps). Predictions, the heatmap and the
+    gate map come from the caller (fusion output), already in this frame's ego frame, and so do
+    the tracks."""
     view = view if view is not None else BevView()
     if frame.lidar is not None:
         points_ego = frame.lidar.points_ego.astype(np.float32)
@@ -942,4 +1049,5 @@ def scene_frame_from_synced(
         heatmap_bev=heatmap_bev,
         cameras=cameras,
         tracks=tracks,
+        gate_bev=gate_bev,
     )

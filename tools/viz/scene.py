@@ -10,13 +10,13 @@ from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.tools.replay.frames import (
     NUSCENES_IMAGE_WIDTH_PX,
-    heatmap_of,
+    BevCapture,
     load_detector,
     open_log,
     reader_image_scale,
 )
 from avfusion.tools.replay.types import ReplayRequest
-from avfusion.tools.viz.render import BevRaster
+from avfusion.tools.viz.render import BevGate, BevRaster
 from avfusion.tools.viz.viewer import Predictions, RunPredictions, SceneFrames
 
 if TYPE_CHECKING:
@@ -24,20 +24,24 @@ if TYPE_CHECKING:
 
 
 class DetectorPredictions:
-    """Predictions made on the spot: the detector's boxes (ego frame) and fused BEV heatmap."""
+    """Predictions made on the spot: the detector's boxes (ego frame), fused BEV heatmap and, for a
+    gated model, its gate map (both None for a frame its main trunk did not run, see `BevCapture`)."""
 
     def __init__(self, detector: Any, drop: frozenset[str] = frozenset()) -> None:
         self.detector = detector
         self.drop = drop
-        self._outputs: list[Any] = []
-        detector.model.head.register_forward_hook(lambda _m, _i, outputs: self._outputs.append(outputs))
+        self._bev = BevCapture(detector.model)
 
-    def __call__(self, frame: Any) -> tuple[Any, Any]:
-        self._outputs.clear()
+    def __call__(self, frame: Any) -> Predictions:
+        self._bev.clear()
         detections = self.detector.detect(frame, drop=self.drop)
         grid = self.detector.config.grid
-        heatmap = BevRaster(heatmap_of(self._outputs[-1]), grid.x_range_m, grid.y_range_m)
-        return detections.boxes_ego, heatmap
+        heat, gate = self._bev.heatmap(), self._bev.gate()
+        return Predictions(
+            detections.boxes_ego,
+            BevRaster(heat, grid.x_range_m, grid.y_range_m) if heat is not None else None,
+            BevGate(gate, self._bev.gate_branches, grid.x_range_m, grid.y_range_m) if gate is not None else None,
+        )
 
 
 # The viewer shows camera tiles 400 px wide: images are read at about that width.

@@ -1,13 +1,15 @@
 """The interactive Open3D window on the fused BEV, with playback through a scene.
 
 One window shows the 3D scene of `render.scene_geometries` (points, ground-truth and predicted boxes,
-the map raster and heatmap as a textured ground plane), starting from straight above; a second
-window shows the six camera images with the boxes projected into them. Keys:
+the map raster and the heatmap or a gated model's gate map as a textured ground plane), starting from
+straight above; a second window shows the six camera images with the boxes projected into them. Keys:
 
     N / Right   next frame            P / Left   previous frame
     Space       play / pause          R          back to the top-down view
     H / I / C   colour points by height / intensity / camera colour
     1 2 3 4 5 6 toggle points / ground-truth boxes / predictions / map / heatmap / tracks
+    7           toggle the gate map (a gated model's trust per cell: lidar red, camera green, map
+                blue; shown instead of the heatmap)
     Q / Esc     quit
 
 It uses Open3D's classic OpenGL visualizer (GLFW), which runs on any X display, including Xvfb with
@@ -21,8 +23,9 @@ import json
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, overload
@@ -34,8 +37,10 @@ from avfusion.calibration.se3 import SE3, yaw_from_quaternion
 from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.submission import validate_results
 from avfusion.eval.tracking import read_tracking_results
+from avfusion.tools.replay.types import BEV_DIR_NAME
 from avfusion.tools.viz.render import (
     BACKGROUND_RGB,
+    BevGate,
     BevRaster,
     BevView,
     Layer,
@@ -44,9 +49,11 @@ from avfusion.tools.viz.render import (
     SceneFrame,
     TrackMarks,
     camera_panel,
+    gate_key_text,
     ground_plane,
     scene_frame_from_synced,
     scene_geometries,
+    shown_gate,
 )
 
 if TYPE_CHECKING:
@@ -54,8 +61,16 @@ if TYPE_CHECKING:
 
     from avfusion.sensors.types import SyncedFrame
 
-# What a frame's predictions are: boxes in the frame's ego frame and the BEV heatmap, either may be None.
-Predictions = tuple[Boxes3D | None, BevRaster | None]
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    """What the network said about one frame, each part None when there is none: boxes in the
+    frame's ego frame, the fused BEV heatmap, and a gated model's gate map."""
+
+    boxes_ego: Boxes3D | None = None
+    heatmap: BevRaster | None = None
+    gate: BevGate | None = None
+
 
 LAYER_KEYS: dict[str, Layer] = {
     "1": Layer.POINTS,
@@ -64,6 +79,7 @@ LAYER_KEYS: dict[str, Layer] = {
     "4": Layer.MAP,
     "5": Layer.HEATMAP,
     "6": Layer.TRACKS,
+    "7": Layer.GATE,
 }
 COLORING_KEYS: dict[str, PointColoring] = {
     "H": PointColoring.HEIGHT,
@@ -299,7 +315,9 @@ class BevViewer:
                 # Open3D's stubs list only its Image and buffer types; the runtime takes numpy arrays.
                 image = o3d.geometry.Image(np.ascontiguousarray(panel))  # type: ignore[call-overload]
                 self._camera_vis.add_geometry(image)
-        print(f"[{self.index + 1}/{len(self._frames)}] {frame.title}", flush=True)
+        gate = shown_gate(frame, self.options)
+        key = f"  {gate_key_text(gate.branch_names)}" if gate is not None else ""
+        print(f"[{self.index + 1}/{len(self._frames)}] {frame.title}{key}", flush=True)
         self._needs_redraw = False
 
 
@@ -325,7 +343,7 @@ class SceneFrames(Sequence[SceneFrame]):
     Args:
         load_frame: sample token -> `SyncedFrame` (e.g. `NuScenesLog.frame` with reader options bound).
         sample_tokens: the frames, in playback order.
-        predictions: frame -> (boxes in its ego frame, heatmap), or None to show sensors and ground truth only.
+        predictions: frame -> its `Predictions`, or None to show sensors and ground truth only.
         view: the BEV extent (the map raster is cropped to it).
         tracks: frame -> its tracks (ego frame), or None to draw none.
     """
@@ -357,14 +375,17 @@ class SceneFrames(Sequence[SceneFrame]):
         if isinstance(index, slice):  # still lazy: the frames of the slice, loaded when asked for
             return SceneFrames(self._load_frame, self._tokens[index], self._predictions, self._view, self._tracks)
         frame = self._load_frame(self._tokens[index])
-        boxes, heatmap = self._predictions(frame) if self._predictions is not None else (None, None)
+        predictions = self._predictions(frame) if self._predictions is not None else Predictions()
         tracks = self._tracks(frame) if self._tracks is not None else None
-        return scene_frame_from_synced(frame, boxes, heatmap, self._view, tracks=tracks)
+        return scene_frame_from_synced(
+            frame, predictions.boxes_ego, predictions.heatmap, self._view, tracks=tracks, gate_bev=predictions.gate
+        )
 
 
 class RunPredictions:
     """The predictions a replay run folder holds: `submission.json` (global frame) and, when the run
-    kept them, the BEV heatmaps `bev/<sample_token>.npz`. Call it with a frame for its predictions."""
+    kept them, the BEV heatmaps (and a gated model's gate maps) `bev/<sample_token>.npz`. Call it
+    with a frame for its predictions."""
 
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
@@ -408,9 +429,10 @@ class RunPredictions:
     def __call__(self, frame: SyncedFrame) -> Predictions:
         boxes_global = self._boxes_global.get(frame.sample_token)
         boxes = boxes_global.transform(frame.global_from_ego.inverse()) if boxes_global is not None else None
-        heatmap_path = self.run_dir / "bev" / f"{frame.sample_token}.npz"
-        heatmap = read_bev_heatmap(heatmap_path) if heatmap_path.is_file() else None
-        return boxes, heatmap
+        bev_path = self.run_dir / BEV_DIR_NAME / f"{frame.sample_token}.npz"
+        if not bev_path.is_file():
+            return Predictions(boxes, None, None)
+        return Predictions(boxes, read_bev_heatmap(bev_path), read_bev_gate(bev_path))
 
 
 # Trails reach this many keyframes back (3 s at nuScenes' 2 Hz).
@@ -477,9 +499,37 @@ def read_bev_heatmap(path: str | Path) -> BevRaster:
             values = np.asarray(data["heatmap"], dtype=np.float32)
             x_low, x_high = (float(v) for v in data["x_range_m"])
             y_low, y_high = (float(v) for v in data["y_range_m"])
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as error:
         raise FileFormatError(path, f"not a BEV heatmap file ({error})") from None
     try:
         return BevRaster(np.clip(values, 0.0, 1.0), (x_low, x_high), (y_low, y_high))
+    except ValueError as error:
+        raise FileFormatError(path, str(error)) from None
+
+
+def read_bev_gate(path: str | Path) -> BevGate | None:
+    """The gate map kept with a heatmap by `avfusion replay --save-bev` for a gated model: `gate`
+    (K, H, W) (row = ego y ascending, column = ego x ascending), `gate_branches` (K,) branch names,
+    on the extent `x_range_m`, `y_range_m`. None when the file holds no gate (an ungated model)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            present = {"gate", "gate_branches"} & set(data.files)
+            if len(present) == 2:
+                values = np.asarray(data["gate"], dtype=np.float32)
+                branches = data["gate_branches"]
+                x_low, x_high = (float(v) for v in data["x_range_m"])
+                y_low, y_high = (float(v) for v in data["y_range_m"])
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError) as error:
+        raise FileFormatError(path, f"not a BEV gate file ({error})") from None
+    if not present:
+        return None
+    if len(present) == 1:
+        raise FileFormatError(path, f"has `{present.pop()}` without its pair: a gate needs `gate` and `gate_branches`")
+    if branches.dtype.kind != "U" or branches.ndim != 1:
+        raise FileFormatError(path, f"`gate_branches` must be (K,) names, got {branches.dtype} {branches.shape}")
+    try:
+        return BevGate(
+            np.clip(values, 0.0, 1.0), tuple(str(name) for name in branches), (x_low, x_high), (y_low, y_high)
+        )
     except ValueError as error:
         raise FileFormatError(path, str(error)) from None

@@ -173,6 +173,87 @@ def test_ground_texture_places_map_and_heatmap() -> None:
     np.testing.assert_array_equal(only_map[row_heat, col_heat], only_map[row_mid, col_right])
 
 
+def _hand_made_gate(branch_names=("lidar", "camera", "map")) -> render.BevGate:
+    """A 2 x 2 gate over x, y in [-10, 10): rows = ego y ascending, columns = ego x ascending."""
+    by_branch = {
+        "lidar": [[1.0, 0.0], [1.0, 0.5]],
+        "camera": [[0.0, 1.0], [1.0, 0.5]],
+        "map": [[0.0, 0.0], [1.0, 0.25]],
+    }
+    values = np.array([by_branch[name] for name in branch_names], np.float32)
+    return render.BevGate(values, tuple(branch_names), (-10.0, 10.0), (-10.0, 10.0))
+
+
+def test_gate_composite_colours_a_hand_made_gate() -> None:
+    # Cell (row 0, col 0): lidar alone -> red; (0, 1): camera alone -> green; (1, 0): all open -> white.
+    np.testing.assert_allclose(
+        render.gate_composite(_hand_made_gate()),
+        [[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 1.0, 1.0], [0.5, 0.5, 0.25]]],
+    )
+    # A model without a camera branch: its two channels in their colours, green is 0 everywhere.
+    np.testing.assert_allclose(
+        render.gate_composite(_hand_made_gate(("map", "lidar"))),
+        [[[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [[1.0, 0.0, 1.0], [0.5, 0.0, 0.25]]],
+    )
+    assert render.gate_key_text(("lidar", "map")) == "gate: lidar=red map=blue"
+    assert render.gate_key_text(("map", "camera", "lidar")) == "gate: lidar=red camera=green map=blue"
+
+
+def test_ground_texture_draws_the_gate_instead_of_the_heatmap() -> None:
+    view = render.BevView(x_range_m=(-20.0, 20.0), y_range_m=(-20.0, 20.0), pixels_per_m=1.0)
+    gate = _hand_made_gate()
+    heat = render.BevRaster(np.ones((2, 2), np.float32), (-10.0, 10.0), (-10.0, 10.0))
+    texture = render.ground_texture(None, heat, view, render.ALL_LAYERS, gate)
+    background = np.array(render.BACKGROUND_RGB, np.float64)
+
+    def expected(rgb):
+        return np.round((1 - render.GATE_OPACITY) * background + render.GATE_OPACITY * 255.0 * np.array(rgb))
+
+    # The cell centres (x, y) of the gate's cells, and off its grid.
+    centres = np.array([[-5.0, -5.0], [5.0, -5.0], [-5.0, 5.0], [5.0, 5.0], [15.0, 15.0]])
+    (c00, r00), (c01, r01), (c10, r10), (c11, r11), (c_out, r_out) = render.bev_pixel_from_ego(centres, view).astype(
+        int
+    )
+    np.testing.assert_array_equal(texture[r00, c00], expected([1.0, 0.0, 0.0]))  # lidar: red
+    np.testing.assert_array_equal(texture[r01, c01], expected([0.0, 1.0, 0.0]))  # camera: green
+    np.testing.assert_array_equal(texture[r10, c10], expected([1.0, 1.0, 1.0]))
+    np.testing.assert_array_equal(texture[r11, c11], expected([0.5, 0.5, 0.25]))
+    np.testing.assert_array_equal(texture[r_out, c_out], render.BACKGROUND_RGB)  # off the grid: untouched
+    # With the gate layer off, the heatmap comes back; a frame without a gate draws its heatmap.
+    without_gate_layer = render.ground_texture(None, heat, view, render.ALL_LAYERS - {render.Layer.GATE}, gate)
+    np.testing.assert_array_equal(without_gate_layer, render.ground_texture(None, heat, view, render.ALL_LAYERS))
+    assert without_gate_layer[r00, c00, 0] == 255 and not np.array_equal(without_gate_layer, texture)
+    only_gate = render.ground_texture(None, None, view, frozenset({render.Layer.GATE}), gate)
+    np.testing.assert_array_equal(only_gate, texture)
+    assert render.ground_texture(None, None, view, frozenset({render.Layer.HEATMAP}), gate) is None
+
+
+def test_gate_key_is_written_under_the_title() -> None:
+    bev = np.zeros((120, 400, 3), np.uint8)
+    keyed = render.draw_gate_key(bev, ("lidar", "camera"))
+    assert not bev.any()  # input not drawn on
+    rows = np.nonzero(keyed.any(axis=(1, 2)))[0]
+    assert rows.min() >= 28 and rows.max() <= 52  # one line, below the title's
+    # Each branch name in its channel's colour: red-dominant and green-dominant pixels, no blue ones.
+    red = (keyed[..., 0] > 200) & (keyed[..., 1] < 150)
+    green = (keyed[..., 1] > 200) & (keyed[..., 0] < 150)
+    blue = (keyed[..., 2] > 200) & (keyed[..., 0] < 150)
+    assert red.sum() > 10 and green.sum() > 10 and not blue.any()
+    assert np.nonzero(red)[1].max() < np.nonzero(green)[1].min()  # lidar, then camera
+
+
+def test_bev_gate_checks_its_shape_and_names() -> None:
+    values = np.zeros((2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="2 gate channels but 3 branch names"):
+        render.BevGate(values, ("lidar", "camera", "map"), (-1.0, 1.0), (-1.0, 1.0))
+    with pytest.raises(ValueError, match="distinct names"):
+        render.BevGate(values, ("lidar", "radar"), (-1.0, 1.0), (-1.0, 1.0))
+    with pytest.raises(ValueError, match="distinct names"):
+        render.BevGate(values, ("lidar", "lidar"), (-1.0, 1.0), (-1.0, 1.0))
+    with pytest.raises(ValueError, match=r"\(K, H, W\)"):
+        render.BevGate(values[0], ("lidar",), (-1.0, 1.0), (-1.0, 1.0))
+
+
 def test_draw_boxes_on_camera_front_and_behind() -> None:
     camera = _half_red_half_green_camera()
     black = render.CameraView(camera.name, np.zeros_like(camera.image), camera.intrinsics, camera.camera_from_ego)

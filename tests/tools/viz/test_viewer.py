@@ -40,7 +40,11 @@ _VIEWER_SCRIPT = textwrap.dedent(
         intrinsics = CameraIntrinsics(np.array([[100.0, 0.0, 99.5], [0.0, 100.0, 49.5], [0.0, 0.0, 1.0]]), 200, 100)
         camera_from_ego = SE3.from_matrix(np.array([[0.0, -1, 0, 0], [0, 0, -1, 0], [1, 0, 0, 0], [0, 0, 0, 1]]))
         camera = render.CameraView("CAM_FRONT", np.full((100, 200, 3), (30, 160, 60), np.uint8), intrinsics, camera_from_ego)
-        return render.SceneFrame(f"x={x_m}", points, np.zeros(2000, np.float32), gt, None, cameras=(camera,))
+        # A gate that trusts the lidar alone everywhere: the ground is drawn red while layer 7 is on.
+        gate = render.BevGate(np.stack([np.ones((10, 10), np.float32), np.zeros((10, 10), np.float32)]),
+                              ("lidar", "map"), (-40.0, 40.0), (-40.0, 40.0))
+        return render.SceneFrame(f"x={x_m}", points, np.zeros(2000, np.float32), gt, None, cameras=(camera,),
+                                 gate_bev=gate)
 
     loads = []
 
@@ -72,6 +76,9 @@ _VIEWER_SCRIPT = textwrap.dedent(
             time.sleep(0.05)
             viewer.step()
 
+    def red_ground(picture):
+        return int(((picture[..., 0] > 150) & (picture[..., 1] < 60) & (picture[..., 2] < 60)).sum())
+
     def car_rows(picture):
         mask = np.all(picture == render.CLASS_COLORS_RGB[car], axis=2)
         rows = np.nonzero(mask)[0]
@@ -83,6 +90,7 @@ _VIEWER_SCRIPT = textwrap.dedent(
     for _ in range(5):
         viewer.step()
     result["first"] = car_rows(viewer.capture())
+    result["red_ground"] = red_ground(viewer.capture())
     cameras = viewer.capture_cameras()
     # The camera window shows the panel: CAM_FRONT's green image, with the car 20 m ahead drawn on it.
     result["camera_green"] = int(np.all(np.abs(cameras.astype(int) - (30, 160, 60)) <= 3, axis=2).sum())
@@ -94,6 +102,8 @@ _VIEWER_SCRIPT = textwrap.dedent(
     press(viewer, "2")
     press(viewer, "p")
     result["after_p"] = [viewer.index] + car_rows(viewer.capture())
+    press(viewer, "7")  # hide the gate map
+    result["after_7"] = red_ground(viewer.capture())
     viewer.toggle_play()
     deadline = time.monotonic() + 20
     while viewer.playing and time.monotonic() < deadline:
@@ -145,6 +155,8 @@ def test_viewer_window_under_xvfb_steps_with_keys(tmp_path: Path) -> None:
     assert row_n > first_row + 50  # frame 1's car is 20 m behind the ego, frame 0's 20 m ahead: lower in the window
     assert report["after_2"][0] == 0  # key 2 hid the ground-truth boxes
     assert report["after_p"][0] == 0 and abs(report["after_p"][2] - first_row) < 3
+    assert report["red_ground"] > 10000 and report["after_7"] == 0  # key 7 hid the gate map
+    assert "gate: lidar=red map=blue" in result.stdout  # its key, printed with the frame's title
     assert report["camera_green"] > 5000 and report["camera_car"] == 1
     assert report["after_play"] == 2  # playback ran to the last frame and stopped
     # Keys must reach our callbacks in both windows: an unhandled "p" is Open3D's screen capture,
