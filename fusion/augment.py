@@ -227,7 +227,7 @@ def randomize_image_domain(image: np.ndarray, rng: np.random.Generator) -> np.nd
     )
     x = x * (1.0 + np.float32(rng.uniform(0.0, 0.15)) * texture)[..., None]
     if rng.random() < 0.5:
-        x = cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.2)))
+        x = np.asarray(cv2.GaussianBlur(x, (0, 0), sigmaX=float(rng.uniform(0.3, 1.2))), dtype=np.float32)
     x = x + rng.normal(0.0, rng.uniform(0.0, 0.03), x.shape).astype(np.float32)
     rows = (np.arange(height, dtype=np.float32) - (height - 1) / 2) / (height / 2)
     cols = (np.arange(width, dtype=np.float32) - (width - 1) / 2) / (width / 2)

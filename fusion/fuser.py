@@ -107,7 +107,7 @@ class GatedFuser(ConvFuser):
         in_channels = sum(branches) + len(branches)
         self.gate = nn.Conv2d(in_channels, len(branches), 3, padding=1)
         nn.init.zeros_(self.gate.weight)
-        nn.init.constant_(self.gate.bias, 3.0)
+        nn.init.constant_(self.gate.bias, 3.0)  # type: ignore[arg-type]  # built with a bias
         self.branch_names = tuple(self.input_slices())
         self.last_gate: torch.Tensor | None = None
 

@@ -66,7 +66,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "headings from the future too), online (causal) or off; writes RUN/tracking_submission.json",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in RUN")
-    parser.add_argument("--save-bev", action="store_true", help="keep each frame's BEV heatmap for `avfusion viz`")
+    parser.add_argument(
+        "--save-bev",
+        action="store_true",
+        help="keep each frame's BEV heatmap (and a gated model's gate map) for `avfusion viz`",
+    )
     parser.add_argument("--no-eval", action="store_true", help="do not score the run")
     parser.add_argument(
         "--ray",

@@ -18,6 +18,7 @@ from avfusion.datasets.frames import open_frames
 from avfusion.datasets.nuscenes_log import FrameOptions
 from avfusion.errors import InputError
 from avfusion.fusion.config import FUSION_STRATEGIES, PRESETS, FusionConfig, configure
+from avfusion.fusion.late import FEATURE_NAMES
 from avfusion.fusion.train import export_weights, fit_late_fusion, train
 from avfusion.sensors.types import SyncedFrame
 
@@ -90,7 +91,7 @@ def run_late(args: argparse.Namespace, frames: Sequence[SyncedFrame]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = fit_late_fusion(args.init_from[0], frames, weights)
     print(f"late fusion: score model fitted on {len(frames)} samples; weights: {weights}")
-    print("coefficients: " + ", ".join(f"{k} {v:.3f}" for k, v in model.to_dict()["weights"].items()))  # type: ignore[union-attr]
+    print("coefficients: " + ", ".join(f"{k} {v:.3f}" for k, v in zip(FEATURE_NAMES, model.weights, strict=True)))
     if args.export:
         export_weights(weights, args.export)
         print(f"exported float16 weights to {args.export} (+ {Path(args.export).with_suffix('.json').name})")
