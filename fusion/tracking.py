@@ -21,11 +21,14 @@ track settles, and a score that knows the track:
   that frame; the heading of a moving track is flipped to agree with that velocity; the score is
   the detection's, scored down while its track holds a single detection.
 - `offline` mode (the whole scene is known): the forward filter, then Rauch-Tung-Striebel smoothing
-  of every whole track, so each velocity uses the future too. The
-  heading of each box agrees with the smoothed motion where the track moves, with the nearest moving
-  frame of the track where it stands (an object that stops keeps the heading it arrived with), and
-  with the track's score-weighted majority where it never moves. Scores blend the detection's with
-  the track's mean; short tracks are scored down; gaps of at most `bridge_max_frames` missed
+  of every whole track, so each velocity uses the future too; a track that never gets
+  `min_displacement_m` from where it started stands, and its velocity is 0. The heading of each
+  box follows the smoothed motion where the track moves; where it stands, the detected heading is
+  turned the way the whole track votes for: each standing detection for the way it points, each
+  moving one for the way the track moves, by their scores. So an object that stops keeps the
+  heading it arrived with, while a parked object whose track drifts for a few weak detections
+  (a neighbour's, or the detector's centre wandering) keeps its own. Scores blend the detection's
+  with the track's mean; short tracks are scored down; gaps of at most `bridge_max_frames` missed
   keyframes inside a track are bridged with boxes at the smoothed positions.
 
 Keyframes out of order (a timestamp not after the previous one) or further apart than
@@ -177,7 +180,7 @@ class TrackerConfig:
             every track.
         moving_speed_mps: above this speed a track's heading follows its motion.
         min_displacement_m: offline, a track whose smoothed positions never get this far from
-            where it started is standing: its heading is its detections' majority.
+            where it started is standing: it never moves.
         min_hits: tracks with fewer detections are "short".
         short_track_factor: offline, score factor of a short track's boxes.
         online_short_track_factor: online, score factor of a box whose track has fewer than
@@ -189,8 +192,11 @@ class TrackerConfig:
         bridge_score_factor: score of a bridging box relative to the lower of its neighbours'.
         smooth_centres: move detected centres (x, y) onto the track: the smoothed one offline, the
             filtered one online.
-        settle_standing: offline, the headings of a track that never moves are turned to their
-            score-weighted majority (else they stay as detected).
+        settle_standing: offline, the standing detections' own headings vote on the way a track's
+            standing headings point (else only its motion does, and a track that never moves
+            keeps its headings as detected).
+        snap_standing: offline, the velocity of a track that never moves is exactly 0 (the
+            smoother's would be the detected centres' jitter).
         heading_from_motion: a moving box's heading is its motion's direction (instead of its
             detected heading turned by pi where it disagrees); online, once its track has
             `min_hits` detections.
@@ -270,6 +276,7 @@ class TrackerConfig:
     max_gap_s: float = 1.6
     moving_speed_mps: float = 1.0
     min_displacement_m: float = 2.0
+    snap_standing: bool = True
     min_hits: int = 2
     short_track_factor: float = 0.6
     online_short_track_factor: float = 1.0
@@ -281,7 +288,13 @@ class TrackerConfig:
     settle_standing: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("gate_m", "max_speed_mps", "accel_std_mps2", "position_std_m", "initial_speed_std_mps"):
+        for name in (
+            "gate_m",
+            "max_speed_mps",
+            "accel_std_mps2",
+            "position_std_m",
+            "initial_speed_std_mps",
+        ):
             values = getattr(self, name)
             if len(values) != len(DETECTION_CLASSES) or not all(math.isfinite(v) and v >= 0 for v in values):
                 raise ValueError(
@@ -765,6 +778,8 @@ def _offline_frames(
         return tuple(frames)
     tracks = _track_steps(history, labels, frame_dt_s)
     xs, _ = rts_smooth(tracks.x, tracks.p, tracks.dt_s, accel_var[tracks.label], tracks.length)
+    if config.snap_standing:
+        xs[~_travels(tracks, xs, config), :, 2:] = 0.0
     # The scene's boxes as one array: box b of frame i is row offset[i] + b.
     offset = np.concatenate([[0], np.cumsum([len(f) for f in frames])])
     yaw_in = np.concatenate([f.yaw_rad for f in frames])
@@ -866,6 +881,14 @@ def _interpolate_angle(a: float, b: float, alpha: float) -> float:
     return float(_wrap(np.array(a + alpha * delta)))
 
 
+def _travels(tracks: _TrackSteps, xs: np.ndarray, config: TrackerConfig) -> np.ndarray:
+    """`(M,)` bool: the track's smoothed positions (`xs` `(M, K, 4)`) get `min_displacement_m`
+    from where it started."""
+    offset = xs[..., :2] - xs[:, :1, :2]
+    travel = np.where(tracks.valid, np.hypot(offset[..., 0], offset[..., 1]), 0.0)
+    return travel.max(axis=1) >= config.min_displacement_m
+
+
 def _offline_headings(
     tracks: _TrackSteps, xs: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, config: TrackerConfig
 ) -> np.ndarray:
@@ -873,33 +896,33 @@ def _offline_headings(
 
     A step is moving where its smoothed speed exceeds `moving_speed_mps` in a track whose smoothed
     positions get `min_displacement_m` from its start. Each detected heading is turned by pi where
-    it points away from its reference direction: at a moving step the smoothed motion, at another
-    step of a moving track the motion of its nearest moving step (ties: the earlier), in a track
-    that never moves the score-weighted majority of its detected headings taken about their common
-    axis. With `heading_from_motion`, a moving step's heading is its motion's direction.
+    it points away from its reference direction: at a moving step the smoothed motion; at a
+    standing step one way along the axis of the track's standing headings, the way that the
+    track's detections vote for (score-weighted; a standing detection votes for the way it points,
+    a moving one for the way its track moves there; a tie keeps the axis as computed). With
+    `heading_from_motion`, a moving step's heading is its motion's direction.
     """
     valid = tracks.valid
     hit = tracks.box >= 0
-    position = xs[..., :2]
-    offset = position - position[:, :1]
-    travel = np.where(valid, np.hypot(offset[..., 0], offset[..., 1]), 0.0)
-    travels = travel.max(axis=1) >= config.min_displacement_m  # (M,)
+    travels = _travels(tracks, xs, config)
     speed = np.hypot(xs[..., 2], xs[..., 3])
     moving = valid & (speed > config.moving_speed_mps) & travels[:, None]  # (M, K)
     motion = np.arctan2(xs[..., 3], xs[..., 2])
-    steps = np.arange(moving.shape[1])
-    # (M, K, K): the step distance from each step to each moving step of its track.
-    distance = np.where(moving[:, None, :], np.abs(steps[:, None] - steps[None, :])[None], np.iinfo(np.int64).max)
-    nearest = np.argmin(distance, axis=2)
-    reference = np.take_along_axis(motion, nearest, axis=1)
     yaw = np.where(hit, det_yaw, 0.0)
-    weight = np.where(hit, det_score, 0.0)
-    # The axis of the headings (mean of doubled angles), then the direction along it that most of
-    # the score-weighted headings point to.
+    # The axis of the standing steps' detected headings (score-weighted mean of doubled angles),
+    # then the way along it that the track's votes favour: each standing detection votes for the
+    # way it points, each moving detection for the way its track moves, all by their scores.
+    weight = np.where(hit & ~moving, det_score, 0.0)
     axis = 0.5 * np.arctan2(np.sum(weight * np.sin(2 * yaw), axis=1), np.sum(weight * np.cos(2 * yaw), axis=1))
-    vote = np.sum(weight * np.sign(np.cos(yaw - axis[:, None])), axis=1)
-    standing = np.where(vote >= 0, axis, axis + np.pi) if config.settle_standing else np.full(len(axis), np.nan)
-    reference = np.where(moving.any(axis=1)[:, None], reference, standing[:, None])
+    read_vote = np.sum(weight * np.sign(np.cos(yaw - axis[:, None])), axis=1)
+    motion_weight = np.where(moving & hit, det_score, 0.0)
+    motion_vote = np.sum(motion_weight * np.sign(np.cos(motion - axis[:, None])), axis=1)
+    if config.settle_standing:
+        standing = np.where(motion_vote + read_vote >= 0, axis, axis + np.pi)
+    else:
+        standing = np.where(motion_vote >= 0, axis, axis + np.pi)
+        standing = np.where(moving.any(axis=1), standing, np.nan)
+    reference = np.where(moving, motion, standing[:, None])
     settled = _flip_towards(yaw, reference)
     if config.heading_from_motion:
         settled = np.where(moving, motion, settled)
