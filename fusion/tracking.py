@@ -552,13 +552,11 @@ def track_scene(
             if reason is not None:
                 cuts.append(TrackCut(frame.sample_token, reason))
                 live = _Tracks.empty()
-            elif len(live):
+            else:
                 frame_dt_s[index] = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
                 f, q = cv_transition(frame_dt_s[index], accel_var[live.label])
                 live.x, live.p = cv_predict(live.x, live.p, f, q)
                 live.box = np.full(len(live), -1, np.int64)
-            else:
-                frame_dt_s[index] = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
         order = _box_order(frame)
         confident = order[frame.score[order] >= config.min_score]
         weak = order[frame.score[order] < config.min_score]
