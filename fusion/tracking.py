@@ -8,18 +8,27 @@ track settles, and a score that knows the track:
   detection, gated per class, solved optimally with `scipy.optimize.linear_sum_assignment`. A track
   with a single detection has no velocity yet, so its gate grows by the class's top speed times
   the time since that detection.
-- Motion: a constant-velocity Kalman filter per track (`filterpy.kalman.KalmanFilter`), state
-  `(x, y, vx, vy)` in the global frame (m, m/s), measurement `(x, y)`; the process noise is white
-  acceleration with a per-class spread.
+- Motion: a constant-velocity Kalman filter per track, state `(x, y, vx, vy)` in the global
+  frame (m, m/s), measurement `(x, y)`; the process noise is white acceleration with a per-class
+  spread. The filter runs batched: all live tracks of a scene are rows of arrays, and one numpy
+  expression predicts them all, one updates every track that found a box (`cv_predict`,
+  `cv_update`), one smoothing pass runs backwards over all finished tracks (`rts_smooth`). The
+  equations are the tiny 4-state ones of `filterpy.kalman.KalmanFilter` (Joseph-form update, its
+  RTS smoother), identical for every track; one filterpy object per track cost its Python calls
+  per track and frame, several times the whole tracker's budget with a few hundred boxes a frame.
+  The tests hold the batched filter to filterpy's, track by track.
 - `online` mode (causal, as the car would run it): each box gets its track's filtered velocity at
   that frame; the heading of a moving track is flipped to agree with that velocity; the score is
   the detection's, scored down while its track holds a single detection.
 - `offline` mode (the whole scene is known): the forward filter, then Rauch-Tung-Striebel smoothing
-  of every whole track (`KalmanFilter.rts_smoother`), so each velocity uses the future too. The
-  heading of each box agrees with the smoothed motion where the track moves, with the nearest moving
-  frame of the track where it stands (an object that stops keeps the heading it arrived with), and
-  with the track's score-weighted majority where it never moves. Scores blend the detection's with
-  the track's mean; short tracks are scored down; gaps of at most `bridge_max_frames` missed
+  of every whole track, so each velocity uses the future too; a track that never gets
+  `min_displacement_m` from where it started stands, and its velocity is 0. The heading of each
+  box follows the smoothed motion where the track moves; where it stands, the detected heading is
+  turned the way the whole track votes for: each standing detection for the way it points, each
+  moving one for the way the track moves, by their scores. So an object that stops keeps the
+  heading it arrived with, while a parked object whose track drifts for a few weak detections
+  (a neighbour's, or the detector's centre wandering) keeps its own. Scores blend the detection's
+  with the track's mean; short tracks are scored down; gaps of at most `bridge_max_frames` missed
   keyframes inside a track are bridged with boxes at the smoothed positions.
 
 Keyframes out of order (a timestamp not after the previous one) or further apart than
@@ -39,7 +48,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 from scipy.optimize import linear_sum_assignment
 
 from avfusion.labels import DETECTION_CLASSES
@@ -172,7 +180,7 @@ class TrackerConfig:
             every track.
         moving_speed_mps: above this speed a track's heading follows its motion.
         min_displacement_m: offline, a track whose smoothed positions never get this far from
-            where it started is standing: its heading is its detections' majority.
+            where it started is standing: it never moves.
         min_hits: tracks with fewer detections are "short".
         short_track_factor: offline, score factor of a short track's boxes.
         online_short_track_factor: online, score factor of a box whose track has fewer than
@@ -184,8 +192,11 @@ class TrackerConfig:
         bridge_score_factor: score of a bridging box relative to the lower of its neighbours'.
         smooth_centres: move detected centres (x, y) onto the track: the smoothed one offline, the
             filtered one online.
-        settle_standing: offline, the headings of a track that never moves are turned to their
-            score-weighted majority (else they stay as detected).
+        settle_standing: offline, the standing detections' own headings vote on the way a track's
+            standing headings point (else only its motion does, and a track that never moves
+            keeps its headings as detected).
+        snap_standing: offline, the velocity of a track that never moves is exactly 0 (the
+            smoother's would be the detected centres' jitter).
         heading_from_motion: a moving box's heading is its motion's direction (instead of its
             detected heading turned by pi where it disagrees); online, once its track has
             `min_hits` detections.
@@ -265,6 +276,7 @@ class TrackerConfig:
     max_gap_s: float = 1.6
     moving_speed_mps: float = 1.0
     min_displacement_m: float = 2.0
+    snap_standing: bool = True
     min_hits: int = 2
     short_track_factor: float = 0.6
     online_short_track_factor: float = 1.0
@@ -276,7 +288,13 @@ class TrackerConfig:
     settle_standing: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("gate_m", "max_speed_mps", "accel_std_mps2", "position_std_m", "initial_speed_std_mps"):
+        for name in (
+            "gate_m",
+            "max_speed_mps",
+            "accel_std_mps2",
+            "position_std_m",
+            "initial_speed_std_mps",
+        ):
             values = getattr(self, name)
             if len(values) != len(DETECTION_CLASSES) or not all(math.isfinite(v) and v >= 0 for v in values):
                 raise ValueError(
@@ -291,96 +309,175 @@ class TrackerConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# One track
+# The constant-velocity model, batched over tracks
 
 
-@dataclass(slots=True)
-class _Track:
-    """A track being built: its filter, and per step since its first detection the filter's
-    posterior state (x, P), the transition (F, Q) into that step, the frame index and which box
-    (or -1 for a missed frame)."""
+def cv_transition(dt_s: np.ndarray | float, accel_var: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Constant-velocity transition for state (x, y, vx, vy) over `dt_s` seconds, and its white
+    acceleration process noise (discrete; per axis [[dt^4/4, dt^3/2], [dt^3/2, dt^2]] * var, as
+    `filterpy.common.Q_discrete_white_noise`).
 
-    track_id: int
-    label: int
-    kf: KalmanFilter
-    frames: list[int] = field(default_factory=list)
-    boxes: list[int] = field(default_factory=list)
-    xs: list[np.ndarray] = field(default_factory=list)
-    ps: list[np.ndarray] = field(default_factory=list)
-    fs: list[np.ndarray] = field(default_factory=list)
-    qs: list[np.ndarray] = field(default_factory=list)
-    last_hit_us: int = 0
-    hits: int = 0
-    score_sum: float = 0.0
+    Args:
+        dt_s: seconds, and accel_var: acceleration variance (m^2/s^4), broadcast to a shape `(*)`.
 
-    def record(self, frame: int, box: int, f: np.ndarray, q: np.ndarray) -> None:
-        self.frames.append(frame)
-        self.boxes.append(box)
-        self.xs.append(self.kf.x[:, 0].copy())
-        self.ps.append(self.kf.P.copy())
-        self.fs.append(f)
-        self.qs.append(q)
-
-
-def _transition(dt_s: float, accel_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """Constant-velocity transition over `dt_s` for state (x, y, vx, vy) and its white-acceleration
-    process noise (discrete, per axis [[dt^4/4, dt^3/2], [dt^3/2, dt^2]] * sigma^2)."""
-    f = np.eye(4)
-    f[0, 2] = f[1, 3] = dt_s
-    var = accel_std * accel_std
-    q = np.zeros((4, 4))
-    q[0, 0] = q[1, 1] = 0.25 * dt_s**4 * var
-    q[0, 2] = q[2, 0] = q[1, 3] = q[3, 1] = 0.5 * dt_s**3 * var
-    q[2, 2] = q[3, 3] = dt_s**2 * var
+    Returns:
+        F `(*, 4, 4)` and Q `(*, 4, 4)`.
+    """
+    dt, var = np.broadcast_arrays(np.asarray(dt_s, np.float64), np.asarray(accel_var, np.float64))
+    f = np.broadcast_to(np.eye(4), (*dt.shape, 4, 4)).copy()
+    f[..., 0, 2] = dt
+    f[..., 1, 3] = dt
+    q = np.zeros((*dt.shape, 4, 4))
+    q[..., 0, 0] = q[..., 1, 1] = 0.25 * dt**4 * var
+    q[..., 0, 2] = q[..., 2, 0] = q[..., 1, 3] = q[..., 3, 1] = 0.5 * dt**3 * var
+    q[..., 2, 2] = q[..., 3, 3] = dt**2 * var
     return f, q
 
 
-_H = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+def _mat_vec(m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """`(*, I, J) @ (*, J)` -> `(*, I)`."""
+    return (m @ v[..., None])[..., 0]
+
+
+def _transpose(m: np.ndarray) -> np.ndarray:
+    return np.swapaxes(m, -1, -2)
 
 
 def _inverse_2x2(m: np.ndarray) -> np.ndarray:
-    a, b, c, d = m[0, 0], m[0, 1], m[1, 0], m[1, 1]
-    return np.array([[d, -b], [-c, a]]) / (a * d - b * c)
-
-
-def small_inverse(m: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x2 or 4x4 matrix (the filter's innovation and the smoother's predicted
-    covariances, both symmetric positive definite) in closed form: 2x2 by its adjugate, 4x4 by
-    2x2 blocks and their Schur complement.
-
-    `numpy.linalg.inv` goes through LAPACK, whose threaded BLAS made each of these tiny inverses
-    cost about a millisecond on a busy 2-core machine, more than the whole tracker should take.
-    """
-    if m.shape == (2, 2):
-        return _inverse_2x2(m)
-    if m.shape != (4, 4):
-        raise ValueError(f"small_inverse takes (2, 2) or (4, 4), got {m.shape}")
-    a, b, c, d = m[:2, :2], m[:2, 2:], m[2:, :2], m[2:, 2:]
-    a_inv = _inverse_2x2(a)
-    s_inv = _inverse_2x2(d - c @ a_inv @ b)
-    out = np.empty((4, 4))
-    out[:2, 2:] = -a_inv @ b @ s_inv
-    out[2:, :2] = -s_inv @ c @ a_inv
-    out[:2, :2] = a_inv - out[:2, 2:] @ c @ a_inv
-    out[2:, 2:] = s_inv
+    """`(*, 2, 2)` -> its inverse by the adjugate."""
+    a, b, c, d = m[..., 0, 0], m[..., 0, 1], m[..., 1, 0], m[..., 1, 1]
+    det = a * d - b * c
+    out = np.empty(m.shape)
+    out[..., 0, 0] = d / det
+    out[..., 0, 1] = -b / det
+    out[..., 1, 0] = -c / det
+    out[..., 1, 1] = a / det
     return out
 
 
-def _new_filter(xy: np.ndarray, velocity_xy: np.ndarray, label: int, config: TrackerConfig) -> KalmanFilter:
-    kf = KalmanFilter(dim_x=4, dim_z=2)
-    velocity = velocity_xy if np.isfinite(velocity_xy).all() else np.zeros(2)
-    kf.x = np.array([[xy[0]], [xy[1]], [velocity[0]], [velocity[1]]], dtype=np.float64)
-    pos_var = config.position_std_m[label] ** 2
-    vel_var = max(config.initial_speed_std_mps[label], 1e-3) ** 2
-    kf.P = np.diag([pos_var, pos_var, vel_var, vel_var])
-    kf.H = _H
-    kf.R = np.eye(2) * pos_var
-    kf.inv = small_inverse
-    return kf
+def small_inverse(m: np.ndarray) -> np.ndarray:
+    """Inverse of `(*, 2, 2)` or `(*, 4, 4)` matrices (the filter's innovation and the smoother's
+    predicted covariances, both symmetric positive definite) in closed form: 2x2 by the adjugate,
+    4x4 by 2x2 blocks and their Schur complement. Elementwise numpy over the batch: the same bits
+    for a matrix whatever the batch it comes in, and no LAPACK call per matrix."""
+    if m.shape[-2:] == (2, 2):
+        return _inverse_2x2(m)
+    if m.shape[-2:] != (4, 4):
+        raise ValueError(f"small_inverse takes (*, 2, 2) or (*, 4, 4), got {m.shape}")
+    a, b, c, d = m[..., :2, :2], m[..., :2, 2:], m[..., 2:, :2], m[..., 2:, 2:]
+    a_inv = _inverse_2x2(a)
+    s_inv = _inverse_2x2(d - c @ a_inv @ b)
+    out = np.empty(m.shape)
+    out[..., :2, 2:] = -a_inv @ b @ s_inv
+    out[..., 2:, :2] = -s_inv @ c @ a_inv
+    out[..., :2, :2] = a_inv - out[..., :2, 2:] @ c @ a_inv
+    out[..., 2:, 2:] = s_inv
+    return out
+
+
+def cv_predict(x: np.ndarray, p: np.ndarray, f: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman prediction of T tracks: x `(T, 4)`, P `(T, 4, 4)`, F and Q `(4, 4)` or `(T, 4, 4)`;
+    returns the new (x, P): x' = F x, P' = F P F^T + Q."""
+    return _mat_vec(f, x), f @ p @ _transpose(f) + q
+
+
+def cv_update(x: np.ndarray, p: np.ndarray, z: np.ndarray, r_var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kalman update of T tracks with a measured centre each: x `(T, 4)`, P `(T, 4, 4)`, z `(T, 2)`
+    (m), r_var `(T,)` the variance of each measured coordinate (m^2). The covariance is updated in
+    Joseph form, as `filterpy.kalman.KalmanFilter.update` does; returns the new (x, P)."""
+    r = r_var[:, None, None] * np.eye(2)  # (T, 2, 2)
+    pht = p[:, :, :2]  # P H^T, (T, 4, 2)
+    gain = pht @ small_inverse(p[:, :2, :2] + r)  # (T, 4, 2)
+    x_new = x + _mat_vec(gain, z - x[:, :2])
+    i_kh = np.broadcast_to(np.eye(4), p.shape).copy()
+    i_kh[:, :, :2] -= gain
+    p_new = i_kh @ p @ _transpose(i_kh) + gain @ r @ _transpose(gain)
+    return x_new, p_new
+
+
+def rts_smooth(
+    x: np.ndarray, p: np.ndarray, dt_s: np.ndarray, accel_var: np.ndarray, length: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rauch-Tung-Striebel smoothing of M tracks at once (as `filterpy.kalman.KalmanFilter.rts_smoother`
+    does for one).
+
+    Args:
+        x: `(M, K, 4)` filtered state of each track at each of its steps (padded after its length).
+        p: `(M, K, 4, 4)` filtered covariances.
+        dt_s: `(M, K)` seconds of the transition into step k (k >= 1).
+        accel_var: `(M,)` each track's acceleration variance.
+        length: `(M,)` number of steps of each track (>= 1).
+
+    Returns:
+        Smoothed x `(M, K, 4)` and P `(M, K, 4, 4)`; padding steps as given.
+    """
+    xs, ps = x.copy(), p.copy()
+    for k in range(x.shape[1] - 2, -1, -1):
+        rows = np.flatnonzero(length > k + 1)
+        if not len(rows):
+            continue
+        f, q = cv_transition(dt_s[rows, k + 1], accel_var[rows])
+        p_k = p[rows, k]
+        p_pred = f @ p_k @ _transpose(f) + q
+        gain = p_k @ _transpose(f) @ small_inverse(p_pred)
+        xs[rows, k] = x[rows, k] + _mat_vec(gain, xs[rows, k + 1] - _mat_vec(f, x[rows, k]))
+        ps[rows, k] = p_k + gain @ (ps[rows, k + 1] - p_pred) @ _transpose(gain)
+    return xs, ps
 
 
 # ---------------------------------------------------------------------------------------------
 # The tracker
+
+
+_TRACK_COLUMNS = ("track_id", "label", "x", "p", "last_hit_us", "hits", "box")
+
+
+@dataclass(slots=True)
+class _Tracks:
+    """The live tracks of a scene (T of them, in track id order), as arrays: id and class `(T,)`,
+    state x `(T, 4)` and covariance `(T, 4, 4)` of (x, y, vx, vy), time of the last detection,
+    detections so far, and the box each track took in the current frame (-1: none)."""
+
+    track_id: np.ndarray
+    label: np.ndarray
+    x: np.ndarray
+    p: np.ndarray
+    last_hit_us: np.ndarray
+    hits: np.ndarray
+    box: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Tracks:
+        i64 = np.zeros(0, np.int64)
+        return cls(i64, i64, np.zeros((0, 4)), np.zeros((0, 4, 4)), i64, i64, i64)
+
+    def __len__(self) -> int:
+        return int(self.track_id.shape[0])
+
+    def subset(self, keep: np.ndarray) -> _Tracks:
+        return _Tracks(*(getattr(self, name)[keep] for name in _TRACK_COLUMNS))
+
+    def extended(self, other: _Tracks) -> _Tracks:
+        return _Tracks(*(np.concatenate([getattr(self, name), getattr(other, name)]) for name in _TRACK_COLUMNS))
+
+
+@dataclass(slots=True)
+class _History:
+    """Every step of every track of a scene, appended frame by frame: the track, the frame index,
+    the box it took (-1: missed), and the filter's posterior x `(4,)` and P `(4, 4)` there."""
+
+    track_id: list[np.ndarray] = field(default_factory=list)
+    frame: list[np.ndarray] = field(default_factory=list)
+    box: list[np.ndarray] = field(default_factory=list)
+    x: list[np.ndarray] = field(default_factory=list)
+    p: list[np.ndarray] = field(default_factory=list)
+
+    def record(self, index: int, tracks: _Tracks) -> None:
+        self.track_id.append(tracks.track_id)
+        self.frame.append(np.full(len(tracks), index, np.int64))
+        self.box.append(tracks.box)
+        self.x.append(tracks.x)
+        self.p.append(tracks.p)
 
 
 def _box_order(frame: FrameDetections) -> np.ndarray:
@@ -398,6 +495,24 @@ def _cut_reason(previous_us: int, timestamp_us: int, max_gap_s: float) -> str | 
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class _OnlineOutputs:
+    """Per frame (input box order): the box's track, filtered position `(N, 2)`, velocity `(N, 2)`,
+    whether its track had `min_hits` detections, and its online score."""
+
+    track_id: list[np.ndarray]
+    position: list[np.ndarray]
+    velocity: list[np.ndarray]
+    settled: list[np.ndarray]
+    score: list[np.ndarray]
+
+
+def _by_class(labels: np.ndarray) -> list[np.ndarray]:
+    """Positions of each class in `labels` (sorted or not), each in increasing order."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels, minlength=len(DETECTION_CLASSES)))[:-1])
+
+
 def track_scene(
     frames: Sequence[FrameDetections], mode: TrackMode = "offline", config: TrackerConfig = TrackerConfig()
 ) -> SceneTracks:
@@ -413,135 +528,149 @@ def track_scene(
     """
     if mode not in TRACK_MODES:
         raise ValueError(f"mode must be one of {TRACK_MODES}, got {mode!r}")
-    finished: list[_Track] = []
-    active: list[_Track] = []
+    position_var = np.square(np.array(config.position_std_m))
+    accel_var = np.square(np.array(config.accel_std_mps2))
+    speed_var = np.square(np.maximum(np.array(config.initial_speed_std_mps), 1e-3))
+    gate_m = np.array(config.gate_m)
+    max_speed_mps = np.array(config.max_speed_mps)
+    live = _Tracks.empty()
+    history = _History()
+    track_label: list[np.ndarray] = []
+    frame_dt_s = np.zeros(len(frames))
     cuts: list[TrackCut] = []
-    # Online outputs per frame, in the frame's input order.
-    online_velocity = [f.velocity_xy.copy() for f in frames]
-    online_position = [f.center[:, :2].copy() for f in frames]
-    online_settled = [np.zeros(len(f), bool) for f in frames]
-    online_score = [f.score.copy() for f in frames]
-    box_track = [np.full(len(f), -1, np.int64) for f in frames]
+    online = _OnlineOutputs(
+        track_id=[np.full(len(f), -1, np.int64) for f in frames],
+        position=[f.center[:, :2].copy() for f in frames],
+        velocity=[f.velocity_xy.copy() for f in frames],
+        settled=[np.zeros(len(f), bool) for f in frames],
+        score=[f.score.copy() for f in frames],
+    )
     next_id = 0
     for index, frame in enumerate(frames):
         if index:
             reason = _cut_reason(frames[index - 1].timestamp_us, frame.timestamp_us, config.max_gap_s)
             if reason is not None:
                 cuts.append(TrackCut(frame.sample_token, reason))
-                finished += active
-                active = []
+                live = _Tracks.empty()
             else:
-                dt_s = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
-                transitions = {
-                    label: _transition(dt_s, config.accel_std_mps2[label])
-                    for label in sorted({t.label for t in active})
-                }
-                for track in active:
-                    f, q = transitions[track.label]
-                    track.kf.predict(F=f, Q=q)
-                    track.record(index, -1, f, q)
+                frame_dt_s[index] = (frame.timestamp_us - frames[index - 1].timestamp_us) * 1e-6
+                f, q = cv_transition(frame_dt_s[index], accel_var[live.label])
+                live.x, live.p = cv_predict(live.x, live.p, f, q)
+                live.box = np.full(len(live), -1, np.int64)
         order = _box_order(frame)
-        confident = frame.score[order] >= config.min_score
-        still_active: list[_Track] = []
-        for label in range(len(DETECTION_CLASSES)):
-            of_class = frame.label[order] == label
-            boxes = order[of_class & confident]
-            weak = order[of_class & ~confident]
-            tracks = [t for t in active if t.label == label]
-            if not len(boxes) and not tracks:
-                continue
-            matched_tracks, matched_boxes = _associate(tracks, frame, boxes, label, config, widen=True)
-            # Weak detections may continue the tracks with a velocity that found no confident one.
-            left = [t for i, t in enumerate(tracks) if i not in set(matched_tracks) and t.hits >= 2]
-            weak_tracks, weak_boxes = _associate(left, frame, weak, label, config, widen=False)
-            pairs = [(tracks[i], b) for i, b in zip(matched_tracks, matched_boxes, strict=False)] + [
-                (left[i], b) for i, b in zip(weak_tracks, weak_boxes, strict=False)
-            ]
-            for track, box in pairs:
-                track.kf.update(frame.center[box, :2].reshape(2, 1))
-                # The step was recorded as missed by the prediction; it is a hit after all.
-                track.xs[-1] = track.kf.x[:, 0].copy()
-                track.ps[-1] = track.kf.P.copy()
-                track.boxes[-1] = int(box)
-                _count_hit(track, frame, int(box))
-                box_track[index][box] = track.track_id
-                online_velocity[index][box] = track.kf.x[2:, 0]
-                online_position[index][box] = track.kf.x[:2, 0]
-                online_settled[index][box] = track.hits >= config.min_hits
-                online_score[index][box] = frame.score[box] * (
-                    1.0 if track.hits >= config.min_hits else config.online_short_track_factor
-                )
-            taken = {int(b) for b in matched_boxes}
-            for box in boxes.tolist():
-                if box in taken:
-                    continue
-                kf = _new_filter(frame.center[box, :2], frame.velocity_xy[box], label, config)
-                track = _Track(next_id, label, kf)
-                next_id += 1
-                track.record(index, box, np.eye(4), np.zeros((4, 4)))
-                _count_hit(track, frame, box)
-                box_track[index][box] = track.track_id
-                online_velocity[index][box] = track.kf.x[2:, 0]
-                online_score[index][box] = frame.score[box] * (
-                    1.0 if config.min_hits <= 1 else config.online_short_track_factor
-                )
-                tracks.append(track)
-            for track in tracks:
-                # A track seen once ends at its first miss: most are false positives, and keeping
-                # them would only cost time and steal detections from their neighbours.
-                tentative = track.hits < 2 and track.last_hit_us != frame.timestamp_us
-                if tentative or (frame.timestamp_us - track.last_hit_us) * 1e-6 > config.max_gap_s:
-                    finished.append(track)
-                else:
-                    still_active.append(track)
-        active = sorted(still_active, key=lambda t: t.track_id)
-    finished += active
-    finished.sort(key=lambda t: t.track_id)
-    if mode == "online":
-        out = tuple(
-            _online_frame(
-                frame, box_track[i], online_position[i], online_velocity[i], online_settled[i], online_score[i], config
-            )
-            for i, frame in enumerate(frames)
+        confident = order[frame.score[order] >= config.min_score]
+        weak = order[frame.score[order] < config.min_score]
+        single = live.hits < 2
+        # Gates: a track with a velocity has its class's; one seen once, that grown by the distance
+        # its class can travel since.
+        gate_plain = gate_m[live.label]
+        gate_wide = gate_plain + np.where(
+            single, max_speed_mps[live.label] * (frame.timestamp_us - live.last_hit_us) * 1e-6, 0.0
         )
+        hit_rows: list[np.ndarray] = []
+        hit_boxes: list[np.ndarray] = []
+        taken = np.zeros(len(frame), bool)
+        track_classes = _by_class(live.label)
+        confident_classes = _by_class(frame.label[confident])
+        weak_classes = _by_class(frame.label[weak])
+        for label in range(len(DETECTION_CLASSES)):
+            rows = track_classes[label]
+            if not len(rows):
+                continue
+            boxes = confident[confident_classes[label]]
+            matched, cols = _associate(live.x[rows, :2], gate_wide[rows], frame.center[boxes, :2])
+            taken[boxes[cols]] = True
+            # Weak detections may continue the tracks with a velocity that found no confident one.
+            left = np.ones(len(rows), bool)
+            left[matched] = False
+            left_rows = rows[left & ~single[rows]]
+            weak_boxes = weak[weak_classes[label]]
+            weak_matched, weak_cols = _associate(
+                live.x[left_rows, :2], gate_plain[left_rows], frame.center[weak_boxes, :2]
+            )
+            hit_rows += [rows[matched], left_rows[weak_matched]]
+            hit_boxes += [boxes[cols], weak_boxes[weak_cols]]
+        if hit_rows:
+            rows, boxes = np.concatenate(hit_rows), np.concatenate(hit_boxes)
+            x, p = cv_update(live.x[rows], live.p[rows], frame.center[boxes, :2], position_var[live.label[rows]])
+            live.x[rows], live.p[rows] = x, p
+            live.hits[rows] += 1
+            live.last_hit_us[rows] = frame.timestamp_us
+            live.box[rows] = boxes
+            settled = live.hits[rows] >= config.min_hits
+            online.track_id[index][boxes] = live.track_id[rows]
+            online.velocity[index][boxes] = x[:, 2:]
+            online.position[index][boxes] = x[:, :2]
+            online.settled[index][boxes] = settled
+            online.score[index][boxes] = frame.score[boxes] * np.where(settled, 1.0, config.online_short_track_factor)
+        new_boxes = confident[~taken[confident]]
+        if len(new_boxes):
+            born = _new_tracks(frame, new_boxes, next_id, position_var, speed_var)
+            next_id += len(born)
+            track_label.append(born.label)
+            online.track_id[index][new_boxes] = born.track_id
+            online.velocity[index][new_boxes] = born.x[:, 2:]
+            online.score[index][new_boxes] = frame.score[new_boxes] * (
+                1.0 if config.min_hits <= 1 else config.online_short_track_factor
+            )
+            live = live.extended(born)
+        history.record(index, live)
+        # A track seen once ends at its first miss: most are false positives, and keeping them
+        # would only cost time and steal detections from their neighbours.
+        tentative = (live.hits < 2) & (live.last_hit_us != frame.timestamp_us)
+        stale = (frame.timestamp_us - live.last_hit_us) * 1e-6 > config.max_gap_s
+        live = live.subset(~(tentative | stale))
+    if mode == "online":
+        out = tuple(_online_frame(frame, online, i, config) for i, frame in enumerate(frames))
     else:
-        out = _offline_frames(frames, finished, box_track, config)
+        labels = np.concatenate(track_label) if track_label else np.zeros(0, np.int64)
+        out = _offline_frames(frames, history, labels, frame_dt_s, accel_var, online.track_id, config)
     return SceneTracks(frames=out, cuts=tuple(cuts), num_tracks=next_id)
 
 
-def _count_hit(track: _Track, frame: FrameDetections, box: int) -> None:
-    track.hits += 1
-    track.score_sum += float(frame.score[box])
-    track.last_hit_us = frame.timestamp_us
-
-
-def _associate(
-    tracks: Sequence[_Track], frame: FrameDetections, boxes: np.ndarray, label: int, config: TrackerConfig, widen: bool
-) -> tuple[list[int], list[int]]:
-    """Optimal gated assignment of `tracks` to the frame's `boxes` (indices) by BEV centre distance;
-    returns matched track positions and box indices, pairs in track order. With `widen`, the gate
-    of a single-detection track grows by the distance the class can travel since that detection."""
-    if not len(tracks) or not len(boxes):
-        return [], []
-    predicted = np.array([t.kf.x[:2, 0] for t in tracks])  # (T, 2)
-    detected = frame.center[boxes, :2]  # (B, 2)
-    delta = predicted[:, None, :] - detected[None, :, :]
-    dist = np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])  # (T, B)
-    gate = np.array(
-        [
-            config.gate_m[label]
-            + (
-                config.max_speed_mps[label] * (frame.timestamp_us - t.last_hit_us) * 1e-6
-                if widen and t.hits < 2
-                else 0.0
-            )
-            for t in tracks
-        ]
+def _new_tracks(
+    frame: FrameDetections, boxes: np.ndarray, first_id: int, position_var: np.ndarray, speed_var: np.ndarray
+) -> _Tracks:
+    """Tracks started at `boxes` (ids from `first_id` in that order): at the detected centre, with
+    the detected velocity where it is known (else at rest); `position_var` and `speed_var` are
+    per class `(C,)`."""
+    n = len(boxes)
+    label = frame.label[boxes]
+    velocity = frame.velocity_xy[boxes]
+    velocity = np.where(np.isfinite(velocity).all(axis=1, keepdims=True), velocity, 0.0)
+    x = np.concatenate([frame.center[boxes, :2], velocity], axis=1)
+    p = np.zeros((n, 4, 4))
+    p[:, 0, 0] = p[:, 1, 1] = position_var[label]
+    p[:, 2, 2] = p[:, 3, 3] = speed_var[label]
+    return _Tracks(
+        track_id=np.arange(first_id, first_id + n, dtype=np.int64),
+        label=label,
+        x=x,
+        p=p,
+        last_hit_us=np.full(n, frame.timestamp_us, np.int64),
+        hits=np.ones(n, np.int64),
+        box=boxes.astype(np.int64),
     )
-    cost = np.where(dist <= gate[:, None], dist, _UNREACHABLE_M)
+
+
+def _associate(predicted_xy: np.ndarray, gate_m: np.ndarray, detected_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal gated assignment of T predicted centres `(T, 2)` (each with its gate `(T,)`, m) to B
+    detected centres `(B, 2)` by BEV distance; returns the matched rows and columns (int64, in row
+    order)."""
+    if not len(predicted_xy) or not len(detected_xy):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    delta = predicted_xy[:, None, :] - detected_xy[None, :, :]
+    dist = np.sqrt(delta[..., 0] * delta[..., 0] + delta[..., 1] * delta[..., 1])  # (T, B)
+    reach = dist <= gate_m[:, None]
+    # Rows and columns without a pair inside the gate cannot be matched: leave them out of the
+    # assignment problem (most weak detections are far from every track).
+    some_rows, some_cols = np.flatnonzero(reach.any(axis=1)), np.flatnonzero(reach.any(axis=0))
+    if not len(some_rows):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cost = np.where(reach[some_rows][:, some_cols], dist[some_rows][:, some_cols], _UNREACHABLE_M)
     rows, cols = linear_sum_assignment(cost)
     keep = cost[rows, cols] < _UNREACHABLE_M
-    return rows[keep].tolist(), boxes[cols[keep]].tolist()
+    return some_rows[rows[keep]].astype(np.int64), some_cols[cols[keep]].astype(np.int64)
 
 
 def _flip_towards(yaw: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -556,27 +685,19 @@ def _wrap(angle: np.ndarray) -> np.ndarray:
     return np.where(wrapped == -np.pi, np.pi, wrapped)
 
 
-def _online_frame(
-    frame: FrameDetections,
-    track_id: np.ndarray,
-    position: np.ndarray,
-    velocity: np.ndarray,
-    settled: np.ndarray,
-    score: np.ndarray,
-    config: TrackerConfig,
-) -> FrameDetections:
-    """A frame's online output: per box its track, filtered position (`(N, 2)`) and velocity, and
-    whether its track had `min_hits` detections (`settled`)."""
+def _online_frame(frame: FrameDetections, online: _OnlineOutputs, index: int, config: TrackerConfig) -> FrameDetections:
+    """A frame's online output from the filter's values at that frame."""
+    velocity = online.velocity[index]
     speed = np.hypot(velocity[:, 0], velocity[:, 1])
     moving = speed > config.moving_speed_mps
     motion = np.arctan2(velocity[:, 1], velocity[:, 0])
     yaw = frame.yaw_rad.copy()
     yaw[moving] = _flip_towards(yaw[moving], motion[moving])
     if config.heading_from_motion:
-        yaw = np.where(moving & settled, motion, yaw)
+        yaw = np.where(moving & online.settled[index], motion, yaw)
     center = frame.center.copy()
     if config.smooth_centres:
-        center[:, :2] = position
+        center[:, :2] = online.position[index]
     return FrameDetections(
         sample_token=frame.sample_token,
         timestamp_us=frame.timestamp_us,
@@ -584,99 +705,120 @@ def _online_frame(
         size_wlh=frame.size_wlh,
         yaw_rad=yaw,
         velocity_xy=velocity,
-        score=score,
+        score=online.score[index],
         label=frame.label,
         attribute=frame.attribute,
-        track_id=track_id,
+        track_id=online.track_id[index],
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _TrackSteps:
+    """Every track of a scene as padded arrays over its steps (M tracks, K = the longest track's
+    steps; step k of track m is frame `first[m] + k`; steps at or past `length[m]` are padding).
+    A track's steps run from its first detection to its last one.
+
+    first, length, label: `(M,)` int64. box: `(M, K)` the box of the step's frame the track took
+    (-1: missed or padding). x: `(M, K, 4)` and p: `(M, K, 4, 4)` the filter's posterior state
+    (x, y, vx, vy) and covariance; dt_s: `(M, K)` seconds of the transition into each step."""
+
+    first: np.ndarray
+    length: np.ndarray
+    label: np.ndarray
+    box: np.ndarray
+    x: np.ndarray
+    p: np.ndarray
+    dt_s: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        """`(M, K)` bool: the step is part of its track."""
+        return np.arange(self.box.shape[1])[None, :] < self.length[:, None]
+
+
+def _track_steps(history: _History, labels: np.ndarray, frame_dt_s: np.ndarray) -> _TrackSteps:
+    """The recorded steps of the scene's tracks (ids 0..M-1, `labels` `(M,)`) as `_TrackSteps`."""
+    num = len(labels)
+    track_id = np.concatenate(history.track_id)
+    frame = np.concatenate(history.frame)
+    box = np.concatenate(history.box)
+    first = np.full(num, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, track_id, frame)
+    step = frame - first[track_id]
+    hit = box >= 0
+    last_hit = np.zeros(num, np.int64)
+    np.maximum.at(last_hit, track_id[hit], step[hit])
+    length = last_hit + 1
+    keep = step < length[track_id]
+    track_id, step = track_id[keep], step[keep]
+    steps = int(length.max())
+    box_steps = np.full((num, steps), -1, np.int64)
+    box_steps[track_id, step] = box[keep]
+    x = np.zeros((num, steps, 4))
+    x[track_id, step] = np.concatenate(history.x)[keep]
+    p = np.broadcast_to(np.eye(4), (num, steps, 4, 4)).copy()
+    p[track_id, step] = np.concatenate(history.p)[keep]
+    frame_of_step = np.minimum(first[:, None] + np.arange(steps)[None, :], len(frame_dt_s) - 1)
+    return _TrackSteps(first, length, labels, box_steps, x, p, frame_dt_s[frame_of_step])
+
+
 def _offline_frames(
-    frames: Sequence[FrameDetections], tracks: Sequence[_Track], box_track: Sequence[np.ndarray], config: TrackerConfig
+    frames: Sequence[FrameDetections],
+    history: _History,
+    labels: np.ndarray,
+    frame_dt_s: np.ndarray,
+    accel_var: np.ndarray,
+    box_track: Sequence[np.ndarray],
+    config: TrackerConfig,
 ) -> tuple[FrameDetections, ...]:
     """Smooth each whole track and write every box's velocity, heading and score; add bridging boxes."""
-    velocity = [f.velocity_xy.copy() for f in frames]
-    centre = [f.center.copy() for f in frames]
-    yaw = [f.yaw_rad.copy() for f in frames]
-    score = [f.score.copy() for f in frames]
-    added: list[list[tuple[int, np.ndarray, np.ndarray, float, np.ndarray, float, int, int]]] = [[] for _ in frames]
-    for track in tracks:
-        hit_steps = [k for k, box in enumerate(track.boxes) if box >= 0]
-        last = hit_steps[-1] + 1  # frames predicted after the last detection are not part of the track
-        xs = np.array(track.xs[:last])  # (K, 4)
-        if last > 1:
-            kf = track.kf
-            xs, _, _, _ = kf.rts_smoother(
-                xs[:, :, None],
-                np.array(track.ps[:last]),
-                np.array(track.fs[:last]),
-                np.array(track.qs[:last]),
-                inv=small_inverse,
-            )
-            xs = xs[:, :, 0]
-        steps_frames = track.frames[:last]
-        steps_boxes = track.boxes[:last]
-        step_velocity = xs[:, 2:]
-        hit_frames = [steps_frames[k] for k in hit_steps]
-        hit_boxes = [steps_boxes[k] for k in hit_steps]
-        det_yaw = np.array([frames[f].yaw_rad[b] for f, b in zip(hit_frames, hit_boxes, strict=False)])
-        det_score = np.array([frames[f].score[b] for f, b in zip(hit_frames, hit_boxes, strict=False)])
-        reference = _heading_reference(xs[:, :2], step_velocity, det_yaw, det_score, np.array(hit_steps), config)
-        settled_yaw = _flip_towards(det_yaw, reference[hit_steps])
-        if config.heading_from_motion:
-            speed = np.hypot(step_velocity[hit_steps, 0], step_velocity[hit_steps, 1])
-            moving = (speed > config.moving_speed_mps) & _travels(xs[:, :2], config)
-            settled_yaw = np.where(
-                moving, np.arctan2(step_velocity[hit_steps, 1], step_velocity[hit_steps, 0]), settled_yaw
-            )
-        mean_score = float(det_score.mean())
-        factor = 1.0 if len(hit_steps) >= config.min_hits else config.short_track_factor
-        track_score = factor * ((1.0 - config.track_score_weight) * det_score + config.track_score_weight * mean_score)
-        for j, (f, b) in enumerate(zip(hit_frames, hit_boxes, strict=False)):
-            k = hit_steps[j]
-            velocity[f][b] = step_velocity[k]
-            yaw[f][b] = settled_yaw[j]
-            score[f][b] = track_score[j]
-            if config.smooth_centres:
-                centre[f][b, :2] = xs[k, :2]
-        # Bridge short gaps between consecutive detections.
-        for j in range(len(hit_steps) - 1):
-            k0, k1 = hit_steps[j], hit_steps[j + 1]
-            if not 1 <= k1 - k0 - 1 <= config.bridge_max_frames:
-                continue
-            f0, b0, f1, b1 = hit_frames[j], hit_boxes[j], hit_frames[j + 1], hit_boxes[j + 1]
-            t0, t1 = frames[f0].timestamp_us, frames[f1].timestamp_us
-            for k in range(k0 + 1, k1):
-                f = steps_frames[k]
-                alpha = (frames[f].timestamp_us - t0) / (t1 - t0)
-                z = (1 - alpha) * frames[f0].center[b0, 2] + alpha * frames[f1].center[b1, 2]
-                size = (1 - alpha) * frames[f0].size_wlh[b0] + alpha * frames[f1].size_wlh[b1]
-                heading = _interpolate_angle(settled_yaw[j], settled_yaw[j + 1], alpha)
-                bridge_score = config.bridge_score_factor * min(track_score[j], track_score[j + 1])
-                added[f].append(
-                    (
-                        track.track_id,
-                        np.array([xs[k, 0], xs[k, 1], z]),
-                        size,
-                        heading,
-                        xs[k, 2:].copy(),
-                        bridge_score,
-                        track.label,
-                        int(frames[f0].attribute[b0]),
-                    )
-                )
+    if not len(labels):
+        return tuple(frames)
+    tracks = _track_steps(history, labels, frame_dt_s)
+    xs, _ = rts_smooth(tracks.x, tracks.p, tracks.dt_s, accel_var[tracks.label], tracks.length)
+    if config.snap_standing:
+        xs[~_travels(tracks, xs, config), :, 2:] = 0.0
+    # The scene's boxes as one array: box b of frame i is row offset[i] + b.
+    offset = np.concatenate([[0], np.cumsum([len(f) for f in frames])])
+    yaw_in = np.concatenate([f.yaw_rad for f in frames])
+    score_in = np.concatenate([f.score for f in frames])
+    hit = tracks.box >= 0  # (M, K)
+    frame_of_step = tracks.first[:, None] + np.arange(hit.shape[1])[None, :]
+    row = np.where(hit, offset[np.minimum(frame_of_step, len(frames) - 1)] + tracks.box, -1)  # (M, K)
+    det_yaw = np.where(hit, yaw_in[row], np.nan)
+    det_score = np.where(hit, score_in[row], 0.0)
+    yaw_out = _offline_headings(tracks, xs, det_yaw, det_score, config)
+    hits = hit.sum(axis=1)
+    mean_score = det_score.sum(axis=1) / hits
+    factor = np.where(hits >= config.min_hits, 1.0, config.short_track_factor)
+    score_out = factor[:, None] * (
+        (1.0 - config.track_score_weight) * det_score + config.track_score_weight * mean_score[:, None]
+    )
+
+    centre = np.concatenate([f.center for f in frames])
+    velocity = np.concatenate([f.velocity_xy for f in frames])
+    yaw = yaw_in.copy()
+    score = score_in.copy()
+    rows = row[hit]
+    velocity[rows] = xs[hit][:, 2:]
+    yaw[rows] = yaw_out[hit]
+    score[rows] = score_out[hit]
+    if config.smooth_centres:
+        centre[rows, :2] = xs[hit][:, :2]
+    added = _bridges(frames, tracks, xs, yaw_out, score_out, row, config)
     out = []
     for i, frame in enumerate(frames):
         extra = sorted(added[i], key=lambda item: item[0])
+        span = slice(offset[i], offset[i + 1])
         out.append(
             FrameDetections(
                 sample_token=frame.sample_token,
                 timestamp_us=frame.timestamp_us,
-                center=np.concatenate([centre[i], np.array([e[1] for e in extra]).reshape(-1, 3)]),
+                center=np.concatenate([centre[span], np.array([e[1] for e in extra]).reshape(-1, 3)]),
                 size_wlh=np.concatenate([frame.size_wlh, np.array([e[2] for e in extra]).reshape(-1, 3)]),
-                yaw_rad=np.concatenate([yaw[i], np.array([e[3] for e in extra], np.float64)]),
-                velocity_xy=np.concatenate([velocity[i], np.array([e[4] for e in extra]).reshape(-1, 2)]),
-                score=np.concatenate([score[i], np.array([e[5] for e in extra], np.float64)]),
+                yaw_rad=np.concatenate([yaw[span], np.array([e[3] for e in extra], np.float64)]),
+                velocity_xy=np.concatenate([velocity[span], np.array([e[4] for e in extra]).reshape(-1, 2)]),
+                score=np.concatenate([score[span], np.array([e[5] for e in extra], np.float64)]),
                 label=np.concatenate([frame.label, np.array([e[6] for e in extra], np.int64)]),
                 attribute=np.concatenate([frame.attribute, np.array([e[7] for e in extra], np.int64)]),
                 track_id=np.concatenate([box_track[i], np.array([e[0] for e in extra], np.int64)]),
@@ -686,48 +828,100 @@ def _offline_frames(
     return tuple(out)
 
 
+_Bridge = tuple[int, np.ndarray, np.ndarray, float, np.ndarray, float, int, int]
+
+
+def _bridges(
+    frames: Sequence[FrameDetections],
+    tracks: _TrackSteps,
+    xs: np.ndarray,
+    yaw_out: np.ndarray,
+    score_out: np.ndarray,
+    row: np.ndarray,
+    config: TrackerConfig,
+) -> list[list[_Bridge]]:
+    """Per frame, the boxes that bridge gaps of at most `bridge_max_frames` missed steps between
+    two detections of a track: (track id, centre, size, heading, velocity, score, label, attribute)
+    at the smoothed position, size and z interpolated between the two detections."""
+    added: list[list[_Bridge]] = [[] for _ in frames]
+    track, step = np.nonzero(tracks.box >= 0)  # hits in (track, step) order
+    same = track[1:] == track[:-1]
+    missed = step[1:] - step[:-1] - 1
+    for j in np.flatnonzero(same & (missed >= 1) & (missed <= config.bridge_max_frames)).tolist():
+        m, k0, k1 = int(track[j]), int(step[j]), int(step[j + 1])
+        f0, f1 = int(tracks.first[m]) + k0, int(tracks.first[m]) + k1
+        b0, b1 = int(tracks.box[m, k0]), int(tracks.box[m, k1])
+        t0, t1 = frames[f0].timestamp_us, frames[f1].timestamp_us
+        for k in range(k0 + 1, k1):
+            f = int(tracks.first[m]) + k
+            alpha = (frames[f].timestamp_us - t0) / (t1 - t0)
+            z = (1 - alpha) * frames[f0].center[b0, 2] + alpha * frames[f1].center[b1, 2]
+            size = (1 - alpha) * frames[f0].size_wlh[b0] + alpha * frames[f1].size_wlh[b1]
+            heading = _interpolate_angle(float(yaw_out[m, k0]), float(yaw_out[m, k1]), alpha)
+            bridge_score = config.bridge_score_factor * min(float(score_out[m, k0]), float(score_out[m, k1]))
+            added[f].append(
+                (
+                    m,
+                    np.array([xs[m, k, 0], xs[m, k, 1], z]),
+                    size,
+                    heading,
+                    xs[m, k, 2:].copy(),
+                    bridge_score,
+                    int(tracks.label[m]),
+                    int(frames[f0].attribute[b0]),
+                )
+            )
+    return added
+
+
 def _interpolate_angle(a: float, b: float, alpha: float) -> float:
     delta = math.atan2(math.sin(b - a), math.cos(b - a))
     return float(_wrap(np.array(a + alpha * delta)))
 
 
-def _travels(step_position: np.ndarray, config: TrackerConfig) -> bool:
-    """Whether a track's smoothed positions `(K, 2)` get `min_displacement_m` from its start."""
-    offset = step_position - step_position[0]
-    return bool(np.max(np.hypot(offset[:, 0], offset[:, 1])) >= config.min_displacement_m)
+def _travels(tracks: _TrackSteps, xs: np.ndarray, config: TrackerConfig) -> np.ndarray:
+    """`(M,)` bool: the track's smoothed positions (`xs` `(M, K, 4)`) get `min_displacement_m`
+    from where it started."""
+    offset = xs[..., :2] - xs[:, :1, :2]
+    travel = np.where(tracks.valid, np.hypot(offset[..., 0], offset[..., 1]), 0.0)
+    return travel.max(axis=1) >= config.min_displacement_m
 
 
-def _heading_reference(
-    step_position: np.ndarray,
-    step_velocity: np.ndarray,
-    det_yaw: np.ndarray,
-    det_score: np.ndarray,
-    hit_steps: np.ndarray,
-    config: TrackerConfig,
+def _offline_headings(
+    tracks: _TrackSteps, xs: np.ndarray, det_yaw: np.ndarray, det_score: np.ndarray, config: TrackerConfig
 ) -> np.ndarray:
-    """Per step of a track, the direction (rad) its heading should agree with (within 90 degrees).
+    """`(M, K)` heading of every step of every track (rad; meaningful at detected steps).
 
-    Moving steps (faster than `moving_speed_mps`, in a track that travels at least
-    `min_displacement_m`): the direction of the smoothed velocity. Other steps: that of the nearest moving
-    step (ties: the earlier one). A track that never moves: the score-weighted majority of its
-    detected headings, taken about their common axis.
+    A step is moving where its smoothed speed exceeds `moving_speed_mps` in a track whose smoothed
+    positions get `min_displacement_m` from its start. Each detected heading is turned by pi where
+    it points away from its reference direction: at a moving step the smoothed motion; at a
+    standing step one way along the axis of the track's standing headings, the way that the
+    track's detections vote for (score-weighted; a standing detection votes for the way it points,
+    a moving one for the way its track moves there; a tie keeps the axis as computed). With
+    `heading_from_motion`, a moving step's heading is its motion's direction.
     """
-    speed = np.hypot(step_velocity[:, 0], step_velocity[:, 1])
-    moving = (
-        np.flatnonzero(speed > config.moving_speed_mps) if _travels(step_position, config) else np.zeros(0, np.int64)
-    )
-    if len(moving):
-        motion = np.arctan2(step_velocity[:, 1], step_velocity[:, 0])
-        steps = np.arange(len(step_velocity))
-        nearest = moving[np.argmin(np.abs(steps[:, None] - moving[None, :]), axis=1)]
-        return motion[nearest]
-    if not config.settle_standing:
-        return np.full(len(step_velocity), np.nan)
-    # The axis of the headings (mean of doubled angles), then the direction along it that most of
-    # the score-weighted headings point to.
-    axis = 0.5 * math.atan2(
-        float(np.sum(det_score * np.sin(2 * det_yaw))), float(np.sum(det_score * np.cos(2 * det_yaw)))
-    )
-    vote = float(np.sum(det_score * np.sign(np.cos(det_yaw - axis))))
-    direction = axis if vote >= 0 else axis + math.pi
-    return np.full(len(step_velocity), direction)
+    valid = tracks.valid
+    hit = tracks.box >= 0
+    travels = _travels(tracks, xs, config)
+    speed = np.hypot(xs[..., 2], xs[..., 3])
+    moving = valid & (speed > config.moving_speed_mps) & travels[:, None]  # (M, K)
+    motion = np.arctan2(xs[..., 3], xs[..., 2])
+    yaw = np.where(hit, det_yaw, 0.0)
+    # The axis of the standing steps' detected headings (score-weighted mean of doubled angles),
+    # then the way along it that the track's votes favour: each standing detection votes for the
+    # way it points, each moving detection for the way its track moves, all by their scores.
+    weight = np.where(hit & ~moving, det_score, 0.0)
+    axis = 0.5 * np.arctan2(np.sum(weight * np.sin(2 * yaw), axis=1), np.sum(weight * np.cos(2 * yaw), axis=1))
+    read_vote = np.sum(weight * np.sign(np.cos(yaw - axis[:, None])), axis=1)
+    motion_weight = np.where(moving & hit, det_score, 0.0)
+    motion_vote = np.sum(motion_weight * np.sign(np.cos(motion - axis[:, None])), axis=1)
+    if config.settle_standing:
+        standing = np.where(motion_vote + read_vote >= 0, axis, axis + np.pi)
+    else:
+        standing = np.where(motion_vote >= 0, axis, axis + np.pi)
+        standing = np.where(moving.any(axis=1), standing, np.nan)
+    reference = np.where(moving, motion, standing[:, None])
+    settled = _flip_towards(yaw, reference)
+    if config.heading_from_motion:
+        settled = np.where(moving, motion, settled)
+    return np.where(hit, settled, np.nan)

@@ -369,3 +369,36 @@ def test_inputs_are_checked():
         )
     with pytest.raises(ValueError, match="mode"):
         track_scene([], "smoothed")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Standing objects: a drifting track end, jitter
+
+
+def test_parked_object_keeps_its_heading_when_its_track_drifts_at_the_end():
+    """A parked bus faces north (detected at pi/2, score 0.5, frames 0-9); from frame 10 on its
+    track takes four weaker boxes (0.3) that move south at 4 m/s (a neighbour's, or the detector's
+    centre wandering off). Ten standing reads outvote four moving ones: the parked frames keep
+    north, only the moving frames follow their motion."""
+    frames = [make_frame(i, [("bus", 0.0, 0.0, math.pi / 2, 0.5)]) for i in range(10)]
+    frames += [make_frame(10 + i, [("bus", 0.0, -2.0 * (i + 1), math.pi / 2, 0.3)]) for i in range(4)]
+    out = track_scene(frames, "offline")
+    assert ids_of(out.frames) == [[0]] * 14
+    yaw = np.array([f.yaw_rad[0] for f in out.frames])
+    speed = np.array([np.hypot(*f.velocity_xy[0]) for f in out.frames])
+    standing = speed <= TrackerConfig().moving_speed_mps
+    assert standing[:8].all() and not standing[-3:].any(), speed
+    assert np.all(angle_diff(yaw[standing], math.pi / 2) < 1e-12), np.degrees(yaw)
+    assert np.all(angle_diff(yaw[~standing], -math.pi / 2) < 0.1), np.degrees(yaw)
+
+
+def test_standing_track_has_zero_velocity():
+    """A parked car detected with its centre jittering by up to 0.4 m: the smoother alone leaves a
+    speed of the jitter's size; a track that never gets `min_displacement_m` from its start stands,
+    and its velocity is exactly 0."""
+    jitter = [(0.0, 0.0), (0.4, -0.2), (-0.3, 0.3), (0.2, 0.4), (-0.4, -0.1), (0.3, -0.4), (0.0, 0.2)]
+    frames = [make_frame(i, [("car", 10.0 + dx, 5.0 + dy, 0.0, 0.8)]) for i, (dx, dy) in enumerate(jitter)]
+    snapped = track_scene(frames, "offline")
+    assert all(np.array_equal(f.velocity_xy, np.zeros((1, 2))) for f in snapped.frames)
+    loose = track_scene(frames, "offline", replace(TrackerConfig(), snap_standing=False))
+    assert max(np.hypot(*f.velocity_xy[0]) for f in loose.frames) > 0.05
