@@ -217,10 +217,17 @@ def _field(records: Sequence[msgspec.Struct], name: str) -> list[Any]:
     return list(map(attrgetter(name), records))
 
 
-def vector_column(vectors: Sequence[tuple[float, ...]], width: int) -> np.ndarray:
-    """(N, width) float64 of N decoded vectors of `width` numbers each (their type says so)."""
-    n = len(vectors)
-    return np.fromiter(chain.from_iterable(vectors), np.float64, n * width).reshape(n, width)
+def vector_columns(
+    records: Sequence[msgspec.Struct], fields: tuple[str, ...], widths: tuple[int, ...]
+) -> list[np.ndarray]:
+    """The vector `fields` of `records` (each holding the given number of floats: its type says so)
+    as one (N, width) float64 array each, read in one pass over the records."""
+    n, total = len(records), sum(widths)
+    get = attrgetter(*fields)
+    rows = map(get, records) if len(fields) > 1 else zip(map(get, records))  # one tuple of vectors a record
+    table = np.fromiter(chain.from_iterable(chain.from_iterable(rows)), np.float64, n * total).reshape(n, total)
+    ends = np.cumsum(widths)
+    return [np.ascontiguousarray(table[:, end - width : end]) for end, width in zip(ends, widths, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,9 +346,7 @@ def _annotations(
     )
     if np.any(label <= _NO_CATEGORY):  # a dangling instance or category token
         return None
-    translation_all = vector_column(_field(records, "translation"), 3)
-    size_all = vector_column(_field(records, "size"), 3)
-    rotation_all = vector_column(_field(records, "rotation"), 4)
+    translation_all, size_all, rotation_all = vector_columns(records, ("translation", "size", "rotation"), (3, 3, 4))
 
     kept = np.flatnonzero(label >= 0)  # indices into `records` (and `in_split`)
     kept_records = list(map(records.__getitem__, kept.tolist()))
@@ -474,7 +479,7 @@ def _velocities(
             centres = records_at(table.texts, outside_rows, AnnotationCentre)
             if centres is None:
                 return None
-            positions[~inside] = vector_column(_field(centres, "translation"), 3)
+            (positions[~inside],) = vector_columns(centres, ("translation",), (3,))
             try:
                 seconds[~inside] = list(
                     map(seconds_of_sample.__getitem__, map(table.sample_tokens.__getitem__, outside_rows))
@@ -543,10 +548,9 @@ def results_columns_fast(
         ego_translation = np.array([value for value in ego_given if value is not msgspec.UNSET], np.float64)
         if not np.isfinite(ego_translation).all():
             return None
-    translation = vector_column(_field(boxes, "translation"), 3)
-    size_wlh = vector_column(_field(boxes, "size"), 3)
-    rotation_wxyz = vector_column(_field(boxes, "rotation"), 4)
-    velocity_xy = vector_column(_field(boxes, "velocity"), 2)
+    translation, size_wlh, rotation_wxyz, velocity_xy = vector_columns(
+        boxes, ("translation", "size", "rotation", "velocity"), (3, 3, 4, 2)
+    )
     score = np.fromiter(_field(boxes, "detection_score"), np.float64, n)
     label = np.fromiter(map(CLASS_INDEX.get, _field(boxes, "detection_name"), repeat(-1)), np.int64, n)
     attribute = np.fromiter(map(_ATTRIBUTE_OF_NAME.get, _field(boxes, "attribute_name"), repeat(-2)), np.int64, n)
