@@ -11,7 +11,8 @@ results) through `fastload`: msgspec decodes them into typed structs, checking e
 as it goes, and the joins run on whole columns. Whenever that path meets anything it does not
 plainly understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
 `load_predictions_reference`, the slow twins the tests compare against) reads the input and names
-the problem.
+the problem. `load_ground_truth_and_predictions` decodes the results file in a second process
+while it reads the tables.
 
 Facts kept from the devkit (they change numbers):
 - The samples of a split are the `sample` table's rows whose scene is in the split, in table
