@@ -11,7 +11,8 @@ results) through `fastload`: msgspec decodes them into typed structs, checking e
 as it goes, and the joins run on whole columns. Whenever that path meets anything it does not
 plainly understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
 `load_predictions_reference`, the slow twins the tests compare against) reads the input and names
-the problem.
+the problem. `load_ground_truth_and_predictions` decodes the results file in a second process
+while it reads the tables.
 
 Facts kept from the devkit (they change numbers):
 - The samples of a split are the `sample` table's rows whose scene is in the split, in table
@@ -33,11 +34,15 @@ import contextlib
 import gc
 import json
 import math
+import multiprocessing
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -64,7 +69,8 @@ from avfusion.eval.submission import (
 )
 from avfusion.labels import ATTRIBUTE_INDEX, CATEGORY_TO_CLASS, CLASS_INDEX
 
-MAX_VELOCITY_TIME_DIFF_S = 1.5  # the devkit's `box_velocity` default
+_HELPER_START_METHOD = "fork"  # see `_in_helper_process`
+ResultT = TypeVar("ResultT")
 _FLOAT64_MAX_INT = int(sys.float_info.max)
 
 
@@ -509,7 +515,8 @@ def _predictions_fast(
         data = path.read_bytes()
     except OSError:
         return None
-    return results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)
+    with gc_paused():
+        return results_columns_fast(data, split_sample_tokens, max_boxes_per_sample)
 
 
 def _predictions_from(
@@ -552,9 +559,48 @@ def load_ground_truth_and_predictions(
     config: DetectionConfig,
 ) -> tuple[GroundTruth, PredictionSet]:
     """`load_ground_truth` and then `load_predictions`: the same values and the same errors, the
-    ground truth's first."""
-    ground_truth = load_ground_truth(dataroot, version, split)
-    return ground_truth, load_predictions(results_path, ground_truth, config)
+    ground truth's first.
+
+    The results file is independent of the tables until it is checked against the split, so a
+    second process decodes it (`fastload`) while this one reads the tables (`_in_helper_process`).
+    """
+    path = Path(results_path)
+    with gc_paused():
+        samples = _split_samples(dataroot, version, split)
+        with _in_helper_process(_predictions_fast, path, samples.split_tokens, config.max_boxes_per_sample) as scanned:
+            fast = ground_truth_fast(dataroot, version, split, samples)
+            ground_truth = _checked_ground_truth(fast, dataroot, version, split, samples)
+            columns = scanned()
+        return ground_truth, _predictions_from(path, columns, ground_truth, config)
+
+
+@contextlib.contextmanager
+def _in_helper_process(function: Callable[..., ResultT], *args: Any) -> Iterator[Callable[[], ResultT]]:
+    """Start `function(*args)` in a forked process for the length of the `with` block, which gets a
+    callable that waits for its value. Where this platform cannot fork, or when the process fails
+    (killed, out of memory), the callable computes the value here instead.
+
+    A fork starts at once and has everything this process has imported; the child runs only
+    msgspec and numpy code, which takes no lock that another thread of this process could hold.
+    (`forkserver` and `spawn` would import the caller's main module again in the child, which
+    breaks scripts without an `if __name__ == "__main__"` guard.)
+    """
+    if _HELPER_START_METHOD not in multiprocessing.get_all_start_methods():
+        yield partial(function, *args)
+        return
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(_HELPER_START_METHOD))
+    try:
+        future = pool.submit(function, *args)
+
+        def result() -> ResultT:
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                return function(*args)
+
+        yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # a block that raised waits for the running call
 
 
 def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:

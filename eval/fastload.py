@@ -21,7 +21,8 @@ import json
 import operator
 import os
 from collections.abc import Iterable, Sequence
-from itertools import chain, compress, repeat
+from dataclasses import dataclass
+from itertools import chain, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,14 +98,13 @@ class AnnotationKey(msgspec.Struct, gc=False):
 class Annotation(msgspec.Struct, gc=False):
     """The rest of a `sample_annotation` record, read for the split's records only: centre (x, y, z)
     and size (w, l, h) in metres, global frame; rotation (w, x, y, z); prev/next the neighbouring
-    annotations of its instance ("" at the ends). The vectors are kept as text and decoded a
-    column at a time (`vector_column`)."""
+    annotations of its instance ("" at the ends)."""
 
     instance_token: str
     attribute_tokens: list[str]
-    translation: msgspec.Raw
-    size: msgspec.Raw
-    rotation: msgspec.Raw
+    translation: Vector3
+    size: Vector3
+    rotation: Vector4
     prev: str
     next: str
     num_lidar_pts: int
@@ -112,20 +112,19 @@ class Annotation(msgspec.Struct, gc=False):
 
 
 class AnnotationCentre(msgspec.Struct, gc=False):
-    """The centre of a `sample_annotation` record, read for the neighbours of the split's records."""
+    """The centre of a `sample_annotation` record, read for the neighbours outside the split."""
 
-    translation: msgspec.Raw
+    translation: Vector3
 
 
 class ResultBox(msgspec.Struct, gc=False):
-    """One box of a results file (see `submission`); `num_pts` and `ego_translation` are optional.
-    The vectors are kept as text and decoded a column at a time (`vector_column`)."""
+    """One box of a results file (see `submission`); `num_pts` and `ego_translation` are optional."""
 
     sample_token: str
-    translation: msgspec.Raw
-    size: msgspec.Raw
-    rotation: msgspec.Raw
-    velocity: msgspec.Raw
+    translation: Vector3
+    size: Vector3
+    rotation: Vector4
+    velocity: Vector2
     detection_name: str
     detection_score: float
     attribute_name: str
@@ -142,7 +141,7 @@ class Results(msgspec.Struct, gc=False):
 
 RecordT = TypeVar("RecordT")
 
-# A decoder per record type, made once: it compiles the type's schema.
+# Decoders made once: each compiles its type's schema.
 _TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
     Sensor: msgspec.json.Decoder(list[Sensor]),
     CalibratedSensor: msgspec.json.Decoder(list[CalibratedSensor]),
@@ -152,14 +151,11 @@ _TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
     Attribute: msgspec.json.Decoder(list[Attribute]),
     Instance: msgspec.json.Decoder(list[Instance]),
     AnnotationKey: msgspec.json.Decoder(list[AnnotationKey]),
-    Annotation: msgspec.json.Decoder(list[Annotation]),
-    AnnotationCentre: msgspec.json.Decoder(list[AnnotationCentre]),
     msgspec.Raw: msgspec.json.Decoder(list[msgspec.Raw]),
 }
-_VECTOR_DECODERS: dict[int, msgspec.json.Decoder[Any]] = {
-    2: msgspec.json.Decoder(list[Vector2]),
-    3: msgspec.json.Decoder(list[Vector3]),
-    4: msgspec.json.Decoder(list[Vector4]),
+_RECORD_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
+    Annotation: msgspec.json.Decoder(Annotation),
+    AnnotationCentre: msgspec.json.Decoder(AnnotationCentre),
 }
 _RESULTS_DECODER = msgspec.json.Decoder(Results)
 _ATTRIBUTE_OF_NAME = {"": -1, **ATTRIBUTE_INDEX}  # a results file's attribute_name -> index (-1: none)
@@ -167,8 +163,11 @@ _ATTRIBUTE_OF_NAME = {"": -1, **ATTRIBUTE_INDEX}  # a results file's attribute_n
 
 def decode_json(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
     """`data` decoded by `decoder`, or None when it is not a document that `json` reads the same way."""
-    if not _is_utf8(data):
-        return None
+    return _decode(data, decoder) if _is_utf8(data) else None
+
+
+def _decode(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
+    """`decode_json` of data already known to be UTF-8."""
     try:
         return decoder.decode(data)
     except msgspec.DecodeError:  # malformed JSON, or a field of the wrong type (ValidationError)
@@ -202,30 +201,33 @@ def _read_bytes(dataroot: str | os.PathLike[str], version: str, name: str) -> by
         return None
 
 
-def vector_column(texts: Sequence[msgspec.Raw], width: int) -> np.ndarray | None:
-    """(N, width) float64 of N JSON texts each holding `width` numbers, or None unless they all do.
-
-    Decoding a column in one call creates its numbers side by side in memory, which makes reading
-    them into the array several times faster than from numbers decoded record by record."""
-    try:
-        vectors = _VECTOR_DECODERS[width].decode(_json_list(texts))
-    except msgspec.DecodeError:
-        return None
-    return np.fromiter(chain.from_iterable(vectors), np.float64, len(texts) * width).reshape(len(texts), width)
-
-
 def records_at(texts: list[msgspec.Raw], rows: Iterable[int], record_type: type[RecordT]) -> list[RecordT] | None:
-    """The records at `rows` of a table read as `list[msgspec.Raw]` (`texts`), decoded as
-    `record_type` in one call, or None."""
+    """The records at `rows` of a table read as `list[msgspec.Raw]` (`texts`, UTF-8 checked),
+    decoded as `record_type`, or None. One record a call: joining them into one document first
+    would copy a large part of the table for nothing."""
+    decode = _RECORD_DECODERS[record_type].decode
     try:
-        return _TABLE_DECODERS[record_type].decode(_json_list(map(texts.__getitem__, rows)))
+        return list(map(decode, map(texts.__getitem__, rows)))
     except msgspec.DecodeError:
         return None
 
 
-def _json_list(texts: Iterable[msgspec.Raw]) -> bytes:
-    """The JSON list of the JSON texts `texts` (copied once: they can be a large part of a table)."""
-    return b"".join((b"[", b",".join(texts), b"]"))
+def _field(records: Sequence[msgspec.Struct], name: str) -> list[Any]:
+    """The field `name` of every record, in order (one loop in C)."""
+    return list(map(attrgetter(name), records))
+
+
+def vector_columns(
+    records: Sequence[msgspec.Struct], fields: tuple[str, ...], widths: tuple[int, ...]
+) -> list[np.ndarray]:
+    """The vector `fields` of `records` (each holding the given number of floats: its type says so)
+    as one (N, width) float64 array each, read in one pass over the records."""
+    n, total = len(records), sum(widths)
+    get = attrgetter(*fields)
+    rows = map(get, records) if len(fields) > 1 else zip(map(get, records))  # one tuple of vectors a record
+    table = np.fromiter(chain.from_iterable(chain.from_iterable(rows)), np.float64, n * total).reshape(n, total)
+    ends = np.cumsum(widths)
+    return [np.ascontiguousarray(table[:, end - width : end]) for end, width in zip(ends, widths, strict=True)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,76 +323,53 @@ def _annotations(
     attributes = read_table(dataroot, version, Attribute, "attribute")
     instances = read_table(dataroot, version, Instance, "instance")
     data = _read_bytes(dataroot, version, "sample_annotation")
-    if categories is None or attributes is None or instances is None or data is None:
+    if categories is None or attributes is None or instances is None or data is None or not _is_utf8(data):
         return None
-    keys = decode_json(data, _TABLE_DECODERS[AnnotationKey])
-    texts = decode_json(data, _TABLE_DECODERS[msgspec.Raw])
+    keys = _decode(data, _TABLE_DECODERS[AnnotationKey])
+    texts = _decode(data, _TABLE_DECODERS[msgspec.Raw])
     if keys is None or texts is None:
         return None
     labels_of = _InstanceLabels(categories, instances)
     attribute_of_token = {a.token: ATTRIBUTE_INDEX.get(a.name, _NO_ATTRIBUTE) for a in attributes}
 
-    n_all = len(keys)
-    tokens, sample_tokens = _columns(keys, ("token", "sample_token"))
-    position = np.fromiter(map(samples.position_of_sample.get, sample_tokens, repeat(-1)), np.int64, n_all)
+    tokens, sample_tokens = _field(keys, "token"), _field(keys, "sample_token")
+    position = np.fromiter(map(samples.position_of_sample.get, sample_tokens, repeat(-1)), np.int64, len(keys))
     # The split's rows grouped by sample in split order; a stable sort keeps the table order within a sample.
     in_split = np.flatnonzero(position >= 0)
     in_split = in_split[np.argsort(position[in_split], kind="stable")]
     records = records_at(texts, in_split.tolist(), Annotation)
     if records is None:
         return None
-    m = len(records)
-    instance_tokens, attribute_lists, translations, sizes, rotations, prevs, nexts, lidar_pts, radar_pts = _columns(
-        records,
-        (
-            "instance_token",
-            "attribute_tokens",
-            "translation",
-            "size",
-            "rotation",
-            "prev",
-            "next",
-            "num_lidar_pts",
-            "num_radar_pts",
-        ),
+    instance_tokens = _field(records, "instance_token")
+    label = np.fromiter(
+        map(labels_of.class_of_instance.get, instance_tokens, repeat(_NO_INSTANCE)), np.int64, len(records)
     )
-    label = np.fromiter(map(labels_of.class_of_instance.get, instance_tokens, repeat(_NO_INSTANCE)), np.int64, m)
     if np.any(label <= _NO_CATEGORY):  # a dangling instance or category token
         return None
-    translation_all = vector_column(translations, 3)
-    size_all = vector_column(sizes, 3)
-    rotation_all = vector_column(rotations, 4)
-    if translation_all is None or size_all is None or rotation_all is None:
-        return None
+    translation_all, size_all, rotation_all = vector_columns(records, ("translation", "size", "rotation"), (3, 3, 4))
 
-    keep = label >= 0
-    kept = np.flatnonzero(keep)
-    n = len(kept)
-    attribute = _attribute_column(list(compress(attribute_lists, keep)), attribute_of_token)
+    kept = np.flatnonzero(label >= 0)  # indices into `records` (and `in_split`)
+    kept_records = list(map(records.__getitem__, kept.tolist()))
+    n = len(kept_records)
+    attribute = _attribute_column(_field(kept_records, "attribute_tokens"), attribute_of_token)
     if attribute is None:
         return None
     try:
-        num_pts = np.fromiter(map(add, compress(lidar_pts, keep), compress(radar_pts, keep)), np.int64, n)
+        num_pts = np.fromiter(
+            map(add, _field(kept_records, "num_lidar_pts"), _field(kept_records, "num_radar_pts")), np.int64, n
+        )
     except OverflowError:
         return None
-    rows = in_split[kept]
-    translation = translation_all[kept]
-    velocity = _velocities(
-        texts,
-        tokens,
-        sample_tokens,
-        rows,
-        list(compress(prevs, keep)),
-        list(compress(nexts, keep)),
-        translation,
-        seconds_of_sample,
-    )
+    split_seconds = np.fromiter(map(seconds_of_sample.__getitem__, samples.split_tokens), np.float64)
+    table = _AnnotationTable(texts, tokens, sample_tokens, position, in_split, translation_all, split_seconds)
+    velocity = _velocities(table, kept, kept_records, seconds_of_sample)
     if velocity is None:
         return None
+    rows = in_split[kept]
     boxes = EvalBoxSet(
         sample_tokens=tuple(samples.split_tokens),
         sample_index=position[rows],
-        translation=translation,
+        translation=translation_all[kept],
         size_wlh=size_all[kept],
         rotation_wxyz=rotation_all[kept],
         velocity_xy=velocity,
@@ -399,7 +378,7 @@ def _annotations(
         attribute=attribute,
         num_pts=num_pts,
     )
-    racks = np.flatnonzero(np.fromiter(map(labels_of.rack_instances.__contains__, instance_tokens), bool, m))
+    racks = np.flatnonzero(np.fromiter(map(labels_of.rack_instances.__contains__, instance_tokens), bool, len(records)))
     racks = racks[np.argsort(in_split[racks], kind="stable")]  # table order
     bike_racks = BikeRacks(
         sample_index=position[in_split[racks]],
@@ -408,13 +387,6 @@ def _annotations(
         rotation_wxyz=rotation_all[racks],
     )
     return boxes, bike_racks
-
-
-def _columns(records: Sequence[msgspec.Struct], fields: tuple[str, ...]) -> list[tuple[Any, ...]]:
-    """The `fields` of `records` as one tuple per field (one pass over the records)."""
-    if not records:
-        return [()] * len(fields)
-    return list(zip(*map(attrgetter(*fields), records), strict=True))
 
 
 class _InstanceLabels:
@@ -457,54 +429,73 @@ def _attribute_column(token_lists: list[list[str]], attribute_of_token: dict[str
     return attribute
 
 
+@dataclass(frozen=True, slots=True)
+class _AnnotationTable:
+    """The `sample_annotation` table as `_annotations` read it.
+
+    texts: every record's JSON text; tokens, sample_tokens: every record's; position: (T,) int64
+    each record's sample's position in the split, -1 outside it; in_split: (M,) int64 the table
+    rows of the split's records, in the order they were decoded; translation: (M, 3) their centres;
+    split_seconds: (S,) float64 the time of each sample of the split."""
+
+    texts: list[msgspec.Raw]
+    tokens: list[str]
+    sample_tokens: list[str]
+    position: np.ndarray
+    in_split: np.ndarray
+    translation: np.ndarray
+    split_seconds: np.ndarray
+
+
 def _velocities(
-    texts: list[msgspec.Raw],
-    tokens: tuple[str, ...],
-    sample_tokens: tuple[str, ...],
-    rows: np.ndarray,
-    prev_tokens: list[str],
-    next_tokens: list[str],
-    translation: np.ndarray,
-    seconds_of_sample: dict[str, float],
+    table: _AnnotationTable, kept: np.ndarray, kept_records: list[Annotation], seconds_of_sample: dict[str, float]
 ) -> np.ndarray | None:
-    """(N, 2) as `data._velocities` for the annotations at table rows `rows` (centres
-    `translation`, neighbours `prev_tokens` / `next_tokens`), or None."""
-    n = len(rows)
+    """(N, 2) as `data._velocities` for the split's records `kept_records` (at `kept` of
+    `table.in_split`), or None.
+
+    A track's neighbours are nearly always in the split too (a track stays in its scene), so their
+    centres and times are taken from the split's columns; only the others are decoded here."""
+    n = len(kept)
     if n == 0:
         return np.zeros((0, 2))
-    # Later rows overwrite earlier ones with the same token, as in the reference path's dict; an
-    # empty prev/next means "none" and is never looked up.
-    row_of_annotation = dict(zip(tokens, range(len(tokens)), strict=True))
-    row_of_annotation.pop("", None)
+    rows = table.in_split[kept]
+    prev_tokens, next_tokens = _field(kept_records, "prev"), _field(kept_records, "next")
+    row_of_annotation = _rows_of_tokens(table.tokens, {*prev_tokens, *next_tokens} - {""})
+    index_in_split = np.full(len(table.tokens), -1, np.int64)
+    index_in_split[table.in_split] = np.arange(len(table.in_split))
     neighbours = []
     for neighbour_tokens in (prev_tokens, next_tokens):
         found = np.fromiter(map(row_of_annotation.get, neighbour_tokens, repeat(-1)), np.int64, n)
-        none = np.fromiter(map(operator.not_, neighbour_tokens), bool, n)
+        none = np.fromiter(map(operator.not_, neighbour_tokens), bool, n)  # "" at the ends of a track
         if np.any((found < 0) & ~none):
             return None  # a dangling prev/next
         neighbour_rows = np.where(none, rows, found)
-        try:
-            seconds = np.fromiter(
-                map(seconds_of_sample.__getitem__, map(sample_tokens.__getitem__, neighbour_rows.tolist())),
-                np.float64,
-                n,
-            )
-        except KeyError:  # a neighbour in a sample the log does not have
-            return None
-        is_other = neighbour_rows != rows
-        # The ends of a track are often the annotation itself: reuse its already-decoded centre.
-        positions = translation.copy()
-        other = np.flatnonzero(is_other)
-        centres = records_at(texts, neighbour_rows[other].tolist(), AnnotationCentre)
-        if centres is None:
-            return None
-        other_translation = vector_column(list(map(attrgetter("translation"), centres)), 3)
-        if other_translation is None:
-            return None
-        positions[other] = other_translation
-        neighbours.append((positions, seconds, is_other))
+        index = index_in_split[neighbour_rows]
+        inside = index >= 0
+        positions = table.translation[np.where(inside, index, 0)]
+        seconds = table.split_seconds[np.where(inside, table.position[neighbour_rows], 0)]
+        outside_rows = neighbour_rows[~inside].tolist()
+        if outside_rows:
+            centres = records_at(table.texts, outside_rows, AnnotationCentre)
+            if centres is None:
+                return None
+            (positions[~inside],) = vector_columns(centres, ("translation",), (3,))
+            try:
+                seconds[~inside] = list(
+                    map(seconds_of_sample.__getitem__, map(table.sample_tokens.__getitem__, outside_rows))
+                )
+            except KeyError:  # a neighbour in a sample the log does not have
+                return None
+        neighbours.append((positions, seconds, neighbour_rows != rows))
     (first_pos, first_s, has_prev), (last_pos, last_s, has_next) = neighbours
     return velocity_from_track(first_pos, last_pos, first_s, last_s, has_prev, has_next)
+
+
+def _rows_of_tokens(tokens: list[str], wanted: set[str]) -> dict[str, int]:
+    """The table row of each of the `wanted` tokens that the table has. A token listed twice takes
+    its last row, as in the reference path's dict of every token."""
+    rows = np.flatnonzero(np.fromiter(map(wanted.__contains__, tokens), bool, len(tokens))).tolist()
+    return dict(zip(map(tokens.__getitem__, rows), rows, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,50 +519,23 @@ def results_columns_fast(
     # Exactly the split's samples, none with too many boxes.
     if results.keys() != set(split_sample_tokens):
         return None
-    counts = [len(boxes) for boxes in results.values()]
+    counts = list(map(len, results.values()))
     if counts and max(counts) > max_boxes_per_sample:
         return None
     tokens = tuple(results)
     boxes = list(chain.from_iterable(results.values()))
     n = len(boxes)
-    (
-        sample_tokens,
-        translations,
-        sizes,
-        rotations,
-        velocities,
-        scores,
-        names,
-        attribute_names,
-        num_pts_given,
-        ego_given,
-    ) = _columns(
-        boxes,
-        (
-            "sample_token",
-            "translation",
-            "size",
-            "rotation",
-            "velocity",
-            "detection_score",
-            "detection_name",
-            "attribute_name",
-            "num_pts",
-            "ego_translation",
-        ),
-    )
     # Each box names the sample it is listed under.
-    if sample_tokens != tuple(chain.from_iterable(map(repeat, tokens, counts))):
+    if _field(boxes, "sample_token") != list(chain.from_iterable(map(repeat, tokens, counts))):
         return None
-    translation = vector_column(translations, 3)
-    size_wlh = vector_column(sizes, 3)
-    rotation_wxyz = vector_column(rotations, 4)
-    velocity_xy = vector_column(velocities, 2)
-    if translation is None or size_wlh is None or rotation_wxyz is None or velocity_xy is None:
+    num_pts_given, ego_given = _field(boxes, "num_pts"), _field(boxes, "ego_translation")
+    # A JSON decoder keeps only the last copy of a repeated key, so a sample listed twice would
+    # lose boxes silently. In a plain results file every `[` opens one array: a sample's box list
+    # and four vectors a box (five with ego_translation). Any other count (a repeated sample, a
+    # `[` inside a string, arrays in meta) sends the file to the reference path, which names a
+    # repeated sample.
+    if data.count(b"[") != len(tokens) + 5 * n - ego_given.count(msgspec.UNSET):
         return None
-    score = np.fromiter(scores, np.float64, n)
-    label = np.fromiter(map(CLASS_INDEX.get, names, repeat(-1)), np.int64, n)
-    attribute = np.fromiter(map(_ATTRIBUTE_OF_NAME.get, attribute_names, repeat(-2)), np.int64, n)
     num_pts = np.full(n, -1, np.int64)
     if num_pts_given.count(msgspec.UNSET) != n:
         try:
@@ -584,13 +548,12 @@ def results_columns_fast(
         ego_translation = np.array([value for value in ego_given if value is not msgspec.UNSET], np.float64)
         if not np.isfinite(ego_translation).all():
             return None
-    # A JSON decoder keeps only the last copy of a repeated key, so a sample listed twice would
-    # lose boxes silently. In a plain results file every `[` opens one array: a sample's box list
-    # and four vectors a box (five with ego_translation). Any other count (a repeated sample, a
-    # `[` inside a string, arrays in meta) sends the file to the reference path, which names a
-    # repeated sample.
-    if data.count(b"[") != len(tokens) + 5 * n - ego_given.count(msgspec.UNSET):
-        return None
+    translation, size_wlh, rotation_wxyz, velocity_xy = vector_columns(
+        boxes, ("translation", "size", "rotation", "velocity"), (3, 3, 4, 2)
+    )
+    score = np.fromiter(_field(boxes, "detection_score"), np.float64, n)
+    label = np.fromiter(map(CLASS_INDEX.get, _field(boxes, "detection_name"), repeat(-1)), np.int64, n)
+    attribute = np.fromiter(map(_ATTRIBUTE_OF_NAME.get, _field(boxes, "attribute_name"), repeat(-2)), np.int64, n)
     # Unknown names are -1 (class) / -2 (attribute): the shared value checks reject them.
     if not columns_values_valid(translation, size_wlh, rotation_wxyz, velocity_xy, score, label, attribute):
         return None

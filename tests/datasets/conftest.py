@@ -12,10 +12,10 @@ sensor, made once per test session; the devkit comparisons run on both.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ import pytest
 from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
 from avfusion.calibration.se3 import SE3, quaternion_from_yaw, quaternion_multiply
 from avfusion.datasets.synthetic import make_synthetic_log
+
+if TYPE_CHECKING:  # the `log_tables` fixture hands it over at run time
+    from tests.conftest import LogTables
 
 VERSION = "v1.0-tiny"
 SCENE = "scene-tiny-0001"
@@ -81,29 +84,12 @@ def camera_matrix(name: str) -> list[list[float]]:
     return [[focal, 0.0, 81.6], [0.0, focal, 49.1], [0.0, 0.0, 1.0]]
 
 
-def write_log(root: Path) -> Path:
-    """Write the tiny log under `root` and return `root`."""
+def write_log(root: Path, tables: LogTables) -> Path:
+    """Write the tiny log under `root` through an empty `LogTables` (tests/conftest.py) and return `root`."""
     rng = np.random.default_rng(1234)
-    tables: dict[str, list[dict]] = {
-        name: []
-        for name in (
-            "category",
-            "attribute",
-            "visibility",
-            "instance",
-            "sensor",
-            "calibrated_sensor",
-            "ego_pose",
-            "log",
-            "scene",
-            "sample",
-            "sample_data",
-            "sample_annotation",
-            "map",
-        )
-    }
+    rows = tables.rows
     for name in ("vehicle.car", "human.pedestrian.adult", "static_object.bicycle_rack"):
-        tables["category"].append({"token": token("cat", name.replace(".", "")), "name": name, "description": ""})
+        rows["category"].append({"token": token("cat", name.replace(".", "")), "name": name, "description": ""})
     for name in (
         "vehicle.moving",
         "vehicle.parked",
@@ -114,14 +100,11 @@ def write_log(root: Path) -> Path:
         "cycle.with_rider",
         "cycle.without_rider",
     ):
-        tables["attribute"].append({"token": token("attr", name.replace(".", "")), "name": name, "description": ""})
+        rows["attribute"].append({"token": token("attr", name.replace(".", "")), "name": name, "description": ""})
     for level in range(1, 5):
-        tables["visibility"].append({"token": str(level), "level": f"v{level}", "description": ""})
+        rows["visibility"].append({"token": str(level), "level": f"v{level}", "description": ""})
 
-    channels = ["LIDAR_TOP", *CAMERA_OFFSETS_US]
-    for channel in channels:
-        modality = "lidar" if channel == "LIDAR_TOP" else "camera"
-        tables["sensor"].append({"token": token("sensor", channel), "channel": channel, "modality": modality})
+    for channel in ["LIDAR_TOP", *CAMERA_OFFSETS_US]:
         if channel == "LIDAR_TOP":
             translation, rotation, intrinsic = LIDAR_TRANSLATION, LIDAR_ROTATION, []
         else:
@@ -131,62 +114,15 @@ def write_log(root: Path) -> Path:
                 calibration.quaternion.tolist(),
                 camera_matrix(channel),
             )
-        tables["calibrated_sensor"].append(
-            {
-                "token": token("calib", channel),
-                "sensor_token": token("sensor", channel),
-                "translation": translation,
-                "rotation": rotation,
-                "camera_intrinsic": intrinsic,
-            }
-        )
-
+        tables.add_sensor(token("sensor", channel), token("calib", channel), channel, translation, rotation, intrinsic)
     log_token = token("log")
-    tables["log"].append(
-        {
-            "token": log_token,
-            "logfile": "n000-tiny",
-            "vehicle": "n000",
-            "date_captured": "2020-01-01",
-            "location": LOCATION,
-        }
-    )
-    tables["map"].append(
-        {
-            "token": MAP_TOKEN,
-            "log_tokens": [log_token],
-            "category": "semantic_prior",
-            "filename": f"maps/{MAP_TOKEN}.png",
-        }
-    )
-    (root / "maps").mkdir(parents=True)
     drivable = np.zeros((120, 100), np.uint8)  # 10 m x 12 m: not where the ego is, only format matters here
     drivable[:60] = 255
-    cv2.imwrite(str(root / "maps" / f"{MAP_TOKEN}.png"), drivable)
+    tables.add_log_with_map(root, log_token, MAP_TOKEN, LOCATION, "n000-tiny", drivable)
 
     sample_times = [T0_US + k * KEYFRAME_PERIOD_US for k in range(NUM_SAMPLES)]
     sample_tokens = [token("sample", k) for k in range(NUM_SAMPLES)]
-    for k, (sample_token, stamp) in enumerate(zip(sample_tokens, sample_times, strict=True)):
-        tables["sample"].append(
-            {
-                "token": sample_token,
-                "timestamp": stamp,
-                "scene_token": token("scene"),
-                "prev": sample_tokens[k - 1] if k else "",
-                "next": sample_tokens[k + 1] if k + 1 < NUM_SAMPLES else "",
-            }
-        )
-    tables["scene"].append(
-        {
-            "token": token("scene"),
-            "name": SCENE,
-            "description": "tiny",
-            "log_token": log_token,
-            "nbr_samples": NUM_SAMPLES,
-            "first_sample_token": sample_tokens[0],
-            "last_sample_token": sample_tokens[-1],
-        }
-    )
+    tables.add_scene(token("scene"), SCENE, log_token, sample_tokens, sample_times)
 
     def next_sample_token(stamp: int) -> str:
         for sample_token, sample_time in zip(sample_tokens, sample_times, strict=True):
@@ -202,7 +138,7 @@ def write_log(root: Path) -> Path:
             extension = "pcd.bin" if channel == "LIDAR_TOP" else "jpg"
             filename = f"{folder}/{channel}/n000-tiny__{channel}__{stamp}.{extension}"
             pose = ego_pose_at(stamp)
-            tables["ego_pose"].append(
+            rows["ego_pose"].append(
                 {
                     "token": tokens[i],
                     "timestamp": stamp,
@@ -210,7 +146,7 @@ def write_log(root: Path) -> Path:
                     "rotation": pose.quaternion.tolist(),
                 }
             )
-            tables["sample_data"].append(
+            rows["sample_data"].append(
                 {
                     "token": tokens[i],
                     "sample_token": next_sample_token(stamp),
@@ -286,7 +222,7 @@ def write_log(root: Path) -> Path:
                 center, size, yaw, attribute = [497.0, 801.0, 0.8], [0.7, 0.7, 1.8], -0.4, "pedestrian.standing"
             else:
                 center, size, yaw, attribute = [490.0, 790.0, 0.6], [2.6, 10.0, 1.4], 0.1, None
-            tables["sample_annotation"].append(
+            rows["sample_annotation"].append(
                 {
                     "token": ann_tokens[j],
                     "sample_token": sample_tokens[k],
@@ -302,13 +238,8 @@ def write_log(root: Path) -> Path:
                     "num_radar_pts": 0,
                 }
             )
-    tables["instance"] = instances
-
-    table_dir = root / VERSION
-    table_dir.mkdir(parents=True)
-    for name, records in tables.items():
-        (table_dir / f"{name}.json").write_text(json.dumps(records))
-    (table_dir / "splits.json").write_text(json.dumps({"synth_val": [SCENE], "synth_train": []}))
+    rows["instance"] = instances
+    tables.write(root, VERSION, {"synth_val": [SCENE], "synth_train": []})
 
     # GNSS at 10 Hz with a dropout around the second keyframe
 
@@ -340,23 +271,10 @@ def write_log(root: Path) -> Path:
 CAMERA_NAMES_ORDER = list(CAMERA_OFFSETS_US)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Index caches of these tests go to a temporary folder, never the user's."""
-    cache = tmp_path_factory.mktemp("avfusion-cache")
-    previous = os.environ.get("AVFUSION_CACHE")
-    os.environ["AVFUSION_CACHE"] = str(cache)
-    yield cache
-    if previous is None:
-        os.environ.pop("AVFUSION_CACHE", None)
-    else:
-        os.environ["AVFUSION_CACHE"] = previous
-
-
 @pytest.fixture(scope="session")
-def tiny_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_log(tmp_path_factory: pytest.TempPathFactory, log_tables: type[LogTables]) -> Path:
     """The tiny log; tests must not modify it (use `tiny_log_copy`)."""
-    return write_log(tmp_path_factory.mktemp("tiny-log"))
+    return write_log(tmp_path_factory.mktemp("tiny-log"), log_tables())
 
 
 # 1 scene of 2 s: 4 keyframes, 31 lidar sweeps (the last keyframes have 9 earlier sweeps, so

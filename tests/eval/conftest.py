@@ -9,18 +9,20 @@ time gap above the velocity limit, non-key-frame lidar sweeps and ego poses that
 
 from __future__ import annotations
 
-import json
 import math
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from avfusion.eval.data import load_ground_truth
 from avfusion.labels import ATTRIBUTES, DETECTION_CLASSES
+
+if TYPE_CHECKING:  # the `log_tables` fixture hands it over at run time
+    from tests.conftest import LogTables
 
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
@@ -82,72 +84,31 @@ def _attribute_group(category: str) -> str | None:
     return None
 
 
-def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_scene: int = 8) -> Path:
-    """Write a nuScenes-format database under `root` (see the module docstring); returns `root`."""
+def write_minimal_log(root: Path, tables: LogTables, *, seed: int, scenes: int = 3, samples_per_scene: int = 8) -> Path:
+    """Write a nuScenes-format database under `root` (see the module docstring) through an empty
+    `LogTables` (tests/conftest.py); returns `root`."""
     rng = np.random.default_rng(seed)
-    tables: dict[str, list[dict[str, Any]]] = {
-        name: []
-        for name in (
-            "category",
-            "attribute",
-            "visibility",
-            "instance",
-            "sensor",
-            "calibrated_sensor",
-            "ego_pose",
-            "log",
-            "scene",
-            "sample",
-            "sample_data",
-            "sample_annotation",
-            "map",
-        )
-    }
+    rows = tables.rows
     category_token = {}
     for name in CATEGORIES:
         category_token[name] = _token(rng)
-        tables["category"].append({"token": category_token[name], "name": name, "description": name})
+        rows["category"].append({"token": category_token[name], "name": name, "description": name})
     attribute_token = {}
     for names in ATTRIBUTES_OF.values():
         for name in names:
             attribute_token[name] = _token(rng)
-            tables["attribute"].append({"token": attribute_token[name], "name": name, "description": name})
+            rows["attribute"].append({"token": attribute_token[name], "name": name, "description": name})
     for level, name in enumerate(("v0-40", "v40-60", "v60-80", "v80-100"), start=1):
-        tables["visibility"].append({"token": str(level), "level": name, "description": name})
+        rows["visibility"].append({"token": str(level), "level": name, "description": name})
     calibration = {}
-    for channel, modality in (("LIDAR_TOP", "lidar"), ("CAM_FRONT", "camera")):
+    for channel in ("LIDAR_TOP", "CAM_FRONT"):
         sensor = _token(rng)
-        tables["sensor"].append({"token": sensor, "channel": channel, "modality": modality})
         calibration[channel] = _token(rng)
-        tables["calibrated_sensor"].append(
-            {
-                "token": calibration[channel],
-                "sensor_token": sensor,
-                "translation": [0.94, 0.0, 1.84],
-                "rotation": _quaternion(-math.pi / 2),
-                "camera_intrinsic": [],
-            }
-        )
+        tables.add_sensor(sensor, calibration[channel], channel, [0.94, 0.0, 1.84], _quaternion(-math.pi / 2))
     log_token = _token(rng)
-    tables["log"].append(
-        {
-            "token": log_token,
-            "logfile": "fixture-log",
-            "vehicle": "fixture",
-            "date_captured": "2026-01-01",
-            "location": "singapore-onenorth",
-        }
-    )
     map_token = _token(rng)
-    (root / "maps").mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(root / "maps" / f"{map_token}.png")
-    tables["map"].append(
-        {
-            "token": map_token,
-            "log_tokens": [log_token],
-            "category": "semantic_prior",
-            "filename": f"maps/{map_token}.png",
-        }
+    tables.add_log_with_map(
+        root, log_token, map_token, "singapore-onenorth", "fixture-log", np.full((8, 8), 255, np.uint8)
     )
 
     scene_names = []
@@ -206,19 +167,13 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                 }
             )
         sample_tokens = [_token(rng) for _ in range(samples_per_scene)]
-        annotations_before_scene = len(tables["sample_annotation"])
+        tables.add_scene(
+            scene_token, name, log_token, sample_tokens, [timestamp + k * 500_000 for k in range(samples_per_scene)]
+        )
+        annotations_before_scene = len(rows["sample_annotation"])
         last_ann: dict[str, dict[str, Any]] = {}
         for k, sample_token in enumerate(sample_tokens):
             t = timestamp + k * 500_000
-            tables["sample"].append(
-                {
-                    "token": sample_token,
-                    "timestamp": t,
-                    "scene_token": scene_token,
-                    "prev": sample_tokens[k - 1] if k else "",
-                    "next": sample_tokens[k + 1] if k + 1 < samples_per_scene else "",
-                }
-            )
             ego_k = ego_xy + 5.0 * k * np.array([math.cos(ego_heading), math.sin(ego_heading)])
             # A non-key-frame lidar sweep just before the key frame, at a different pose: the metric
             # must use the key frame's pose.
@@ -228,7 +183,7 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                 ("CAM_FRONT", True, 10_000, 0.3),
             ):
                 sd_token = _token(rng)
-                tables["sample_data"].append(
+                rows["sample_data"].append(
                     {
                         "token": sd_token,
                         "sample_token": sample_token,
@@ -244,7 +199,7 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                         "next": "",
                     }
                 )
-                tables["ego_pose"].append(
+                rows["ego_pose"].append(
                     {
                         "token": sd_token,
                         "timestamp": t + dt,
@@ -291,14 +246,14 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                     previous["next"] = ann["token"]
                     ann["prev"] = previous["token"]
                 last_ann[agent["instance"]] = ann
-                tables["sample_annotation"].append(ann)
+                rows["sample_annotation"].append(ann)
         annotations_of: dict[str, list[dict[str, Any]]] = {}
-        for ann in tables["sample_annotation"][annotations_before_scene:]:
+        for ann in rows["sample_annotation"][annotations_before_scene:]:
             annotations_of.setdefault(ann["instance_token"], []).append(ann)
         for agent in agents:
             anns = annotations_of.get(agent["instance"], [])
             if anns:
-                tables["instance"].append(
+                rows["instance"].append(
                     {
                         "token": agent["instance"],
                         "category_token": category_token[agent["category"]],
@@ -307,30 +262,12 @@ def write_minimal_log(root: Path, *, seed: int, scenes: int = 3, samples_per_sce
                         "last_annotation_token": anns[-1]["token"],
                     }
                 )
-        tables["scene"].append(
-            {
-                "token": scene_token,
-                "name": name,
-                "description": "",
-                "log_token": log_token,
-                "nbr_samples": samples_per_scene,
-                "first_sample_token": sample_tokens[0],
-                "last_sample_token": sample_tokens[-1],
-            }
-        )
         timestamp += 100_000_000
     # Shuffle the annotation table so that table order differs from sample order.
-    order = rng.permutation(len(tables["sample_annotation"]))
-    tables["sample_annotation"] = [tables["sample_annotation"][i] for i in order]
-    version_dir = root / VERSION
-    version_dir.mkdir(parents=True, exist_ok=True)
-    for name, records in tables.items():
-        (version_dir / f"{name}.json").write_text(json.dumps(records))
+    order = rng.permutation(len(rows["sample_annotation"]))
+    rows["sample_annotation"] = [rows["sample_annotation"][i] for i in order]
     split_at = max(1, scenes // 3)
-    (version_dir / "splits.json").write_text(
-        json.dumps({"synth_train": scene_names[:split_at], SPLIT: scene_names[split_at:]})
-    )
-    return root
+    return tables.write(root, VERSION, {"synth_train": scene_names[:split_at], SPLIT: scene_names[split_at:]})
 
 
 def make_predictions(dataroot: Path, *, seed: int, split: str = SPLIT, version: str = VERSION) -> dict[str, Any]:
@@ -385,9 +322,11 @@ def make_predictions(dataroot: Path, *, seed: int, split: str = SPLIT, version: 
 
 
 @pytest.fixture(scope="session")
-def minimal_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def minimal_log(tmp_path_factory: pytest.TempPathFactory, log_tables: type[LogTables]) -> Path:
     """A 6-scene x 8-sample database (2 scenes in synth_train, 4 in synth_val)."""
-    return write_minimal_log(tmp_path_factory.mktemp("minimal_log"), seed=7, scenes=6, samples_per_scene=8)
+    return write_minimal_log(
+        tmp_path_factory.mktemp("minimal_log"), log_tables(), seed=7, scenes=6, samples_per_scene=8
+    )
 
 
 @pytest.fixture(scope="session")
@@ -397,6 +336,6 @@ def predictions_for():
 
 
 @pytest.fixture(scope="session")
-def write_log():
-    """`write_minimal_log` as a fixture."""
-    return write_minimal_log
+def write_log(log_tables: type[LogTables]) -> Callable[..., Path]:
+    """`write_minimal_log` as a fixture: `write_log(root, seed=..., scenes=..., samples_per_scene=...)`."""
+    return lambda root, **options: write_minimal_log(root, log_tables(), **options)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from decimal import Decimal, getcontext
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from avfusion.errors import InputError
+from avfusion.eval import data as eval_data
 from avfusion.eval import fastload
 from avfusion.eval.config import default_config
 from avfusion.eval.data import (
@@ -728,3 +730,18 @@ def test_loading_both_at_once_raises_what_loading_them_in_turn_raises(write_log,
         load_ground_truth_and_predictions(root, VERSION, SPLIT, path, config)
     assert str(at_once.value) == str(in_turn.value)
     assert ("sample_annotation" in str(at_once.value)) == (broken in ("table", "both"))
+
+
+def _value_unless_in_a_child(parent_pid: int, value: int) -> int:
+    """`value` in the process `parent_pid`; any other process (the helper) dies at once."""
+    if os.getpid() != parent_pid:
+        os._exit(3)
+    return value
+
+
+def test_a_helper_process_that_dies_or_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
+    with eval_data._in_helper_process(_value_unless_in_a_child, os.getpid(), 7) as value:
+        assert value() == 7  # computed here after the helper died
+    monkeypatch.setattr(eval_data, "_HELPER_START_METHOD", "a start method this platform lacks")
+    with eval_data._in_helper_process(_value_unless_in_a_child, os.getpid(), 8) as value:
+        assert value() == 8

@@ -19,72 +19,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from avfusion.errors import FileFormatError, InputError
-from avfusion.fusion.checkpoint import save_checkpoint
-from avfusion.fusion.config import BackboneConfig, CameraConfig, DecodeConfig, FusionConfig, GridConfig
-from avfusion.fusion.model import BEVFusion
 from avfusion.tools.cli import main
 from avfusion.tools.replay.engine import ProgressLog, run_replay
-from avfusion.tools.replay.types import FrameResult, PlannedFrame, ReplayPlan, ReplayRequest
+from avfusion.tools.replay.types import FrameResult, PlannedFrame, ReplayPlan
 
 VERSION = "v1.0-mini"
 OUTPUTS = ("submission.json", "sensor_health.jsonl")
-
-
-def small_config() -> FusionConfig:
-    """A fast network: 64 x 64 BEV grid at 1.6 m, 64 x 112 camera input, narrow backbone."""
-    return FusionConfig(
-        grid=GridConfig(cell_m=1.6),
-        camera=CameraConfig(input_hw=(64, 112), encoder_channels=(8, 16, 16), channels=16, num_depth_bins=12),
-        backbone=BackboneConfig(stage_channels=(16, 32), stage_blocks=(0, 1), neck_channels=8),
-        decode=DecodeConfig(max_boxes=60),
-    )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AVFUSION_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from avfusion.datasets.synthetic import make_synthetic_log
-
-    # Two scenes of two keyframes each.
-    return make_synthetic_log(
-        tmp_path_factory.mktemp("log") / "log", num_scenes=2, seconds=1.0, seed=11, image_scale=0.125, progress=False
-    )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = small_config()
-    path = tmp_path_factory.mktemp("weights") / "small.pt"
-    save_checkpoint(path, config, {"model": BEVFusion.from_config(config).state_dict()})
-    return path
-
-
-def request(log_root: Path, out: Path, checkpoint: Path, **changes) -> ReplayRequest:
-    return ReplayRequest(
-        **{
-            "dataroot": log_root,
-            "version": VERSION,
-            "out_dir": out,
-            "checkpoint": checkpoint,
-            "torch_threads": 1,
-            **changes,
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    return run_replay(request(log_root, tmp_path_factory.mktemp("runs") / "full", checkpoint), progress=False)
 
 
 def _same_outputs(out: Path, reference: Path) -> None:
@@ -97,13 +39,15 @@ def _same_outputs(out: Path, reference: Path) -> None:
 # --- sensor files ------------------------------------------------------------------------------
 
 
-def test_bad_sensor_files_cost_one_sensor_not_the_frame(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
-    root = Path(shutil.copytree(log_root, tmp_path / "log"))
+def test_bad_sensor_files_cost_one_sensor_not_the_frame(
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
+    root = Path(shutil.copytree(replay_log, tmp_path / "log"))
     lidar = sorted((root / "samples" / "LIDAR_TOP").iterdir())[0]
     lidar.write_bytes(b"")  # a zero-byte keyframe sweep: not an empty scene
     image = sorted((root / "samples" / "CAM_FRONT").iterdir())[1]
     image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])
-    outcome = run_replay(request(root, tmp_path / "run", checkpoint), progress=False)
+    outcome = run_replay(replay_request(root, tmp_path / "run", small_checkpoint), progress=False)
     health = [json.loads(line) for line in outcome.health_path.read_text().splitlines()]
     by_lidar = next(h for h in health if "LIDAR_TOP" in h["missing"])
     assert by_lidar["missing"]["LIDAR_TOP"].startswith(f"unreadable (empty lidar file): {lidar}")
@@ -149,16 +93,16 @@ def test_a_torn_last_line_is_dropped_a_corrupt_middle_line_is_an_error(tmp_path:
 
 
 def test_out_problems_are_one_line_errors(
-    log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     base = [
         "replay",
         "--dataroot",
-        str(log_root),
+        str(replay_log),
         "--version",
         VERSION,
         "--checkpoint",
-        str(checkpoint),
+        str(small_checkpoint),
         "--no-progress",
     ]
     (tmp_path / "a_file").write_text("x")
@@ -179,19 +123,21 @@ def test_out_problems_are_one_line_errors(
     assert len(err.splitlines()) == 1 and "No space left on device" in err and "--resume" in err
 
 
-def test_resume_refuses_another_device(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_resume_refuses_another_device(
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
     out = tmp_path / "run"
-    shutil.copytree(full_run.out_dir, out)
+    shutil.copytree(replay_full_run.out_dir, out)
     with pytest.raises(InputError, match=r"--resume: .* different device: \['cpu'\]"):
-        run_replay(request(log_root, out, checkpoint, resume=True, device="meta"), progress=False)
+        run_replay(replay_request(replay_log, out, small_checkpoint, resume=True, device="meta"), progress=False)
 
 
 def test_kill_at_several_points_resumes_to_the_same_bytes(
-    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
 ) -> None:
     """Interrupted after each frame in turn, with what a kill leaves behind (a torn progress line,
     a half-written temporary file), then resumed: the same bytes as the uninterrupted run."""
-    for stop_after in range(1, full_run.num_frames):
+    for stop_after in range(1, replay_full_run.num_frames):
         out = tmp_path / f"stop{stop_after}"
         seen: list[str] = []
 
@@ -201,36 +147,40 @@ def test_kill_at_several_points_resumes_to_the_same_bytes(
                 raise KeyboardInterrupt
 
         with pytest.raises(KeyboardInterrupt):
-            run_replay(request(log_root, out, checkpoint), progress=False, on_frame=interrupt)
+            run_replay(replay_request(replay_log, out, small_checkpoint), progress=False, on_frame=interrupt)
         with (out / "progress.jsonl").open("a") as handle:
             handle.write('{"position": 3, "scene_name": "sce')
         (out / ".submission.json.k1ll3d.tmp").write_text('{"meta": {}, "resu')
-        resumed = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
-        assert resumed.frames_replayed_now == full_run.num_frames - stop_after
-        _same_outputs(out, full_run.out_dir)
+        resumed = run_replay(replay_request(replay_log, out, small_checkpoint, resume=True), progress=False)
+        assert resumed.frames_replayed_now == replay_full_run.num_frames - stop_after
+        _same_outputs(out, replay_full_run.out_dir)
         assert not list(out.glob(".*.tmp"))
 
 
-def test_outputs_get_ordinary_file_modes(full_run) -> None:
+def test_outputs_get_ordinary_file_modes(replay_full_run) -> None:
     umask = os.umask(0o022)
     os.umask(umask)
     for name in (*OUTPUTS, "summary.json", "latency.csv", "replay.json"):
-        assert stat.S_IMODE((full_run.out_dir / name).stat().st_mode) == 0o666 & ~umask, name
+        assert stat.S_IMODE((replay_full_run.out_dir / name).stat().st_mode) == 0o666 & ~umask, name
 
 
 # --- determinism -------------------------------------------------------------------------------
 
 
 @pytest.mark.heavy
-def test_three_plain_runs_are_byte_identical(full_run, log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_three_plain_runs_are_byte_identical(
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
     for attempt in range(2):
         out = tmp_path / f"again{attempt}"
-        run_replay(request(log_root, out, checkpoint), progress=False)
-        _same_outputs(out, full_run.out_dir)
+        run_replay(replay_request(replay_log, out, small_checkpoint), progress=False)
+        _same_outputs(out, replay_full_run.out_dir)
 
 
 @pytest.mark.heavy
-def test_sigkill_at_several_points_resumes_to_the_same_bytes(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_sigkill_at_several_points_resumes_to_the_same_bytes(
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path
+) -> None:
     """A real kill (SIGKILL of an `avfusion replay` process) once 0, 1, 2 frames are saved, resumed
     by another process: the same bytes as an uninterrupted process. Every run is a fresh process
     of the same environment: the network's last bits depend on how torch's thread pool was set up
@@ -241,11 +191,11 @@ def test_sigkill_at_several_points_resumes_to_the_same_bytes(log_root: Path, che
         "avfusion.tools.cli",
         "replay",
         "--dataroot",
-        str(log_root),
+        str(replay_log),
         "--version",
         VERSION,
         "--checkpoint",
-        str(checkpoint),
+        str(small_checkpoint),
         "--no-progress",
     ]
 
@@ -291,19 +241,23 @@ def _kill_one_replay_worker() -> bool:
 
 @pytest.mark.heavy
 def test_a_dead_ray_worker_is_replaced_then_named_with_resume(
-    log_root: Path, checkpoint: Path, tmp_path: Path, monkeypatch
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, monkeypatch, replay_request
 ) -> None:
     pytest.importorskip("ray")
     import avfusion.tools.replay.ray_runner as ray_runner
 
-    reference = run_replay(request(log_root, tmp_path / "plain", checkpoint, torch_threads=2), progress=False)
+    reference = run_replay(
+        replay_request(replay_log, tmp_path / "plain", small_checkpoint, torch_threads=2), progress=False
+    )
     killed: list[bool] = []
 
     def kill_once(_result) -> None:
         if not killed:
             killed.append(_kill_one_replay_worker())
 
-    ray_request = request(log_root, tmp_path / "ray", checkpoint, torch_threads=2, ray_address="local", ray_workers=2)
+    ray_request = replay_request(
+        replay_log, tmp_path / "ray", small_checkpoint, torch_threads=2, ray_address="local", ray_workers=2
+    )
     outcome = run_replay(ray_request, progress=False, on_frame=kill_once)
     assert killed == [True]
     _same_outputs(outcome.out_dir, reference.out_dir)
@@ -317,9 +271,9 @@ def test_a_dead_ray_worker_is_replaced_then_named_with_resume(
         match=r"replay: the Ray worker of scene\(s\) .* died 1 time\(s\) .*continue with --resume",
     ):
         run_replay(
-            request(log_root, out, checkpoint, torch_threads=2, ray_address="local", ray_workers=2),
+            replay_request(replay_log, out, small_checkpoint, torch_threads=2, ray_address="local", ray_workers=2),
             progress=False,
             on_frame=kill_once,
         )
-    run_replay(request(log_root, out, checkpoint, torch_threads=2, resume=True), progress=False)
+    run_replay(replay_request(replay_log, out, small_checkpoint, torch_threads=2, resume=True), progress=False)
     _same_outputs(out, reference.out_dir)

@@ -17,73 +17,30 @@ import pytest
 import torch
 
 from avfusion.datasets.nuscenes_log import NuScenesLog
-from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.errors import InputError
 from avfusion.eval.detection import evaluate_results_file
 from avfusion.eval.submission import detection_records, validate_results
 from avfusion.fusion.checkpoint import save_checkpoint
-from avfusion.fusion.config import BackboneConfig, CameraConfig, DecodeConfig, FusionConfig, GridConfig
+from avfusion.fusion.config import FusionConfig
 from avfusion.fusion.model import BEVFusion
 from avfusion.tools.cli import main
 from avfusion.tools.replay.engine import run_replay
 from avfusion.tools.replay.frames import FrameProcessor, parse_drop
 from avfusion.tools.replay.ray_runner import shard_scenes
-from avfusion.tools.replay.types import STAGES, PlannedFrame, ReplayRequest
+from avfusion.tools.replay.types import STAGES, PlannedFrame
 
 VERSION = "v1.0-mini"
 SPLIT = "synth_val"
 
 
-def small_config() -> FusionConfig:
-    """A fast network: 64 x 64 BEV grid at 1.6 m, 64 x 112 camera input, narrow backbone."""
-    return FusionConfig(
-        grid=GridConfig(cell_m=1.6),
-        camera=CameraConfig(input_hw=(64, 112), encoder_channels=(8, 16, 16), channels=16, num_depth_bins=12),
-        backbone=BackboneConfig(stage_channels=(16, 32), stage_blocks=(0, 1), neck_channels=8),
-        decode=DecodeConfig(max_boxes=60),
-    )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The log index cache goes to a temporary folder, not the user's ~/.cache."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AVFUSION_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Two scenes of two keyframes each: one in synth_train, one in synth_val.
-    return make_synthetic_log(
-        tmp_path_factory.mktemp("log") / "log", num_scenes=2, seconds=1.0, seed=11, image_scale=0.125, progress=False
-    )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = small_config()
-    path = tmp_path_factory.mktemp("weights") / "small.pt"
-    save_checkpoint(path, config, {"model": BEVFusion.from_config(config).state_dict()})
-    return path
-
-
-def request(log_root: Path, out: Path, checkpoint: Path, **changes) -> ReplayRequest:
-    return ReplayRequest(dataroot=log_root, version=VERSION, out_dir=out, checkpoint=checkpoint, **changes)
-
-
-@pytest.fixture(scope="module")
-def full_run(log_root: Path, checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
-    """An uninterrupted replay of every scene (4 frames), the reference for resume and Ray."""
-    return run_replay(request(log_root, tmp_path_factory.mktemp("runs") / "full", checkpoint), progress=False)
-
-
-def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_replay_split_writes_everything_and_scores(
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
     outcome = run_replay(
-        request(log_root, tmp_path / "run", checkpoint, split=SPLIT, save_bev=True, track="off"), progress=False
+        replay_request(replay_log, tmp_path / "run", small_checkpoint, split=SPLIT, save_bev=True, track="off"),
+        progress=False,
     )
-    log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
+    log = NuScenesLog.open(replay_log, VERSION, split=SPLIT)
     tokens = log.sample_tokens()
     assert outcome.num_frames == len(tokens) == 2
 
@@ -93,7 +50,7 @@ def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: P
     assert payload["meta"]["use_lidar"] and payload["meta"]["use_camera"]
 
     # The records are exactly what the detector gives on the frames the reader builds.
-    processor = FrameProcessor(request(log_root, tmp_path / "unused", checkpoint))
+    processor = FrameProcessor(replay_request(replay_log, tmp_path / "unused", small_checkpoint))
     frame = log.frame(tokens[1], processor.frame_options)
     expected = detection_records(tokens[1], processor.detector.detect(frame).boxes_global)
     assert payload["results"][tokens[1]] == json.loads(json.dumps(expected))
@@ -111,7 +68,7 @@ def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: P
     assert all(h["lidar_points"] > 1000 and h["cameras"] == 6 and h["skew_us"]["LIDAR_TOP"] == 0 for h in health)
 
     summary = json.loads(outcome.summary_path.read_text())
-    metrics = evaluate_results_file(outcome.submission_path, log_root, VERSION, SPLIT).evaluation.metrics
+    metrics = evaluate_results_file(outcome.submission_path, replay_log, VERSION, SPLIT).evaluation.metrics
     assert summary["evaluation"]["mAP"] == pytest.approx(metrics.mean_ap)
     assert summary["evaluation"]["NDS"] == pytest.approx(metrics.nd_score)
     assert json.loads(outcome.metrics_path.read_text())["nd_score"] == pytest.approx(metrics.nd_score)
@@ -122,13 +79,13 @@ def test_replay_split_writes_everything_and_scores(log_root: Path, checkpoint: P
     assert not (tmp_path / "run" / "tracking_submission.json").exists()
 
 
-def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_replay_tracks_by_default(replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request) -> None:
     from avfusion.eval.tracking import check_tracking_results
     from avfusion.tools.replay.tracking import track_results
     from avfusion.tools.replay.types import FrameResult
 
-    outcome = run_replay(request(log_root, tmp_path / "run", checkpoint, split=SPLIT), progress=False)
-    log = NuScenesLog.open(log_root, VERSION, split=SPLIT)
+    outcome = run_replay(replay_request(replay_log, tmp_path / "run", small_checkpoint, split=SPLIT), progress=False)
+    log = NuScenesLog.open(replay_log, VERSION, split=SPLIT)
     tokens = log.sample_tokens()
     tracking = json.loads((tmp_path / "run" / "tracking_submission.json").read_text())
     check_tracking_results(tracking, tokens)
@@ -150,17 +107,17 @@ def test_replay_tracks_by_default(log_root: Path, checkpoint: Path, tmp_path: Pa
 
 
 def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(
-    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
 ) -> None:
     from avfusion.tools.replay.engine import finish_run
     from avfusion.tools.replay.frames import open_log, plan_replay
     from avfusion.tools.replay.types import FrameResult
 
-    req = request(log_root, tmp_path / "gap", checkpoint, evaluate=False)
+    req = replay_request(replay_log, tmp_path / "gap", small_checkpoint, evaluate=False)
     log = open_log(req)
     plan = plan_replay(log)
     done = {}
-    for line in (full_run.out_dir / "progress.jsonl").read_text().splitlines():
+    for line in (replay_full_run.out_dir / "progress.jsonl").read_text().splitlines():
         result = FrameResult.from_json(line)
         done[result.position] = result
     second = plan.frames[1].sample_token  # the second keyframe of the first scene
@@ -181,7 +138,7 @@ def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(
 
 
 def test_resume_after_interrupt_gives_identical_submission(
-    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
 ) -> None:
     out = tmp_path / "interrupted"
     seen = []
@@ -192,34 +149,40 @@ def test_resume_after_interrupt_gives_identical_submission(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_replay(request(log_root, out, checkpoint), progress=False, on_frame=interrupt_after_first)
+        run_replay(replay_request(replay_log, out, small_checkpoint), progress=False, on_frame=interrupt_after_first)
     assert not (out / "submission.json").exists()
     # A crash in the middle of writing the next checkpoint line leaves a torn line behind.
     with (out / "progress.jsonl").open("a") as handle:
         handle.write('{"position": 1, "scene_name": "sce')
     with pytest.raises(InputError, match="--resume"):
-        run_replay(request(log_root, out, checkpoint), progress=False)
+        run_replay(replay_request(replay_log, out, small_checkpoint), progress=False)
 
-    resumed = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
-    assert resumed.frames_replayed_now == full_run.num_frames - 1
-    assert resumed.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    resumed = run_replay(replay_request(replay_log, out, small_checkpoint, resume=True), progress=False)
+    assert resumed.frames_replayed_now == replay_full_run.num_frames - 1
+    assert resumed.submission_path.read_bytes() == replay_full_run.submission_path.read_bytes()
     assert (out / "tracking_submission.json").read_bytes() == (
-        full_run.out_dir / "tracking_submission.json"
+        replay_full_run.out_dir / "tracking_submission.json"
     ).read_bytes()
-    assert resumed.health_path.read_bytes() == full_run.health_path.read_bytes()
-    assert len((out / "progress.jsonl").read_text().splitlines()) == full_run.num_frames
+    assert resumed.health_path.read_bytes() == replay_full_run.health_path.read_bytes()
+    assert len((out / "progress.jsonl").read_text().splitlines()) == replay_full_run.num_frames
 
     # Resuming a finished run changes nothing; resuming with other settings is refused.
-    again = run_replay(request(log_root, out, checkpoint, resume=True), progress=False)
+    again = run_replay(replay_request(replay_log, out, small_checkpoint, resume=True), progress=False)
     assert again.frames_replayed_now == 0
-    assert again.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert again.submission_path.read_bytes() == replay_full_run.submission_path.read_bytes()
     with pytest.raises(InputError, match="drop"):
-        run_replay(request(log_root, out, checkpoint, resume=True, drop=frozenset({"map"})), progress=False)
+        run_replay(
+            replay_request(replay_log, out, small_checkpoint, resume=True, drop=frozenset({"map"})), progress=False
+        )
 
 
-def test_drop_cameras_reads_no_images_and_says_so(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_drop_cameras_reads_no_images_and_says_so(
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
     outcome = run_replay(
-        request(log_root, tmp_path / "run", checkpoint, split=SPLIT, drop=parse_drop("camera"), evaluate=False),
+        replay_request(
+            replay_log, tmp_path / "run", small_checkpoint, split=SPLIT, drop=parse_drop("camera"), evaluate=False
+        ),
         progress=False,
     )
     payload = json.loads(outcome.submission_path.read_text())
@@ -231,9 +194,11 @@ def test_drop_cameras_reads_no_images_and_says_so(log_root: Path, checkpoint: Pa
         parse_drop("radar")
 
 
-def test_missing_sensor_files_are_marked_and_replay_goes_on(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_missing_sensor_files_are_marked_and_replay_goes_on(
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(log_root, broken)
+    shutil.copytree(replay_log, broken)
     log = NuScenesLog.open(broken, VERSION, split=SPLIT)
     first, second = log.sample_tokens()
     tables = broken / VERSION
@@ -247,7 +212,7 @@ def test_missing_sensor_files_are_marked_and_replay_goes_on(log_root: Path, chec
     for filename in removed.values():
         (broken / filename).unlink()
 
-    outcome = run_replay(request(broken, tmp_path / "run", checkpoint, split=SPLIT), progress=False)
+    outcome = run_replay(replay_request(broken, tmp_path / "run", small_checkpoint, split=SPLIT), progress=False)
     health = {h["sample_token"]: h for h in map(json.loads, outcome.health_path.read_text().splitlines())}
     assert "file missing" in health[first]["missing"]["CAM_FRONT"] and health[first]["cameras"] == 5
     assert "file missing" in health[second]["missing"]["LIDAR_TOP"] and health[second]["lidar_points"] == 0
@@ -264,16 +229,16 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_cli_replay_and_bad_input(
-    log_root: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    replay_log: Path, small_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], small_fusion_config
 ) -> None:
     base = [
         "replay",
         "--dataroot",
-        str(log_root),
+        str(replay_log),
         "--version",
         VERSION,
         "--checkpoint",
-        str(checkpoint),
+        str(small_checkpoint),
         "--no-progress",
     ]
     code, out, _ = _cli([*base, "--split", SPLIT, "--out", str(tmp_path / "ok")], capsys)
@@ -285,9 +250,9 @@ def test_cli_replay_and_bad_input(
     (not_nuscenes / "readme.txt").write_text("hello")
     cases = {
         "not a nuScenes-format dataroot": ["replay", "--dataroot", str(not_nuscenes), "--version", VERSION],
-        "v9.9-none": ["replay", "--dataroot", str(log_root), "--version", "v9.9-none"],
-        "no_such_split": ["replay", "--dataroot", str(log_root), "--version", VERSION, "--split", "no_such_split"],
-        "scene-nope": ["replay", "--dataroot", str(log_root), "--version", VERSION, "--scenes", "scene-nope"],
+        "v9.9-none": ["replay", "--dataroot", str(replay_log), "--version", "v9.9-none"],
+        "no_such_split": ["replay", "--dataroot", str(replay_log), "--version", VERSION, "--split", "no_such_split"],
+        "scene-nope": ["replay", "--dataroot", str(replay_log), "--version", VERSION, "--scenes", "scene-nope"],
         "unknown sensor": [*base[:5], "--drop", "radar"],
     }
     for index, (expected, argv) in enumerate(cases.items()):
@@ -297,7 +262,7 @@ def test_cli_replay_and_bad_input(
     # A checkpoint whose weights belong to another configuration.
     other = tmp_path / "other.pt"
     torch.manual_seed(1)
-    save_checkpoint(other, small_config(), {"model": BEVFusion.from_config(FusionConfig()).state_dict()})
+    save_checkpoint(other, small_fusion_config, {"model": BEVFusion.from_config(FusionConfig()).state_dict()})
     code, _, err = _cli(
         [*base[:5], "--checkpoint", str(other), "--out", str(tmp_path / "bad_ckpt"), "--no-progress"], capsys
     )
@@ -321,18 +286,19 @@ def test_shard_scenes_balances_whole_scenes() -> None:
 
 @pytest.mark.heavy
 def test_ray_local_cluster_gives_identical_submission(
-    full_run, log_root: Path, checkpoint: Path, tmp_path: Path
+    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
 ) -> None:
     outcome = run_replay(
-        request(log_root, tmp_path / "ray", checkpoint, ray_address="local", ray_workers=2), progress=False
+        replay_request(replay_log, tmp_path / "ray", small_checkpoint, ray_address="local", ray_workers=2),
+        progress=False,
     )
-    assert outcome.submission_path.read_bytes() == full_run.submission_path.read_bytes()
+    assert outcome.submission_path.read_bytes() == replay_full_run.submission_path.read_bytes()
     assert (tmp_path / "ray" / "tracking_submission.json").read_bytes() == (
-        full_run.out_dir / "tracking_submission.json"
+        replay_full_run.out_dir / "tracking_submission.json"
     ).read_bytes()
-    assert outcome.health_path.read_bytes() == full_run.health_path.read_bytes()
+    assert outcome.health_path.read_bytes() == replay_full_run.health_path.read_bytes()
     with outcome.latency_path.open() as handle:
         assert [row["sample_token"] for row in csv.DictReader(handle)] == list(
-            json.loads(full_run.submission_path.read_text())["results"]
+            json.loads(replay_full_run.submission_path.read_text())["results"]
         )
     assert np.isfinite(outcome.frames_per_s)

@@ -10,19 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from avfusion.datasets.index import CHANNELS
 from avfusion.datasets.nuscenes_log import NuScenesLog
-from avfusion.fusion.checkpoint import save_checkpoint
-from avfusion.fusion.config import (
-    BackboneConfig,
-    CameraConfig,
-    DecodeConfig,
-    FusionConfig,
-    GridConfig,
-)
-from avfusion.fusion.model import BEVFusion
+from avfusion.datasets.synthetic import make_synthetic_log
 from avfusion.sensors.types import CAMERA_NAMES, LIDAR_NAME
 from avfusion.tools.cli import main
 from avfusion.tools.replay.engine import run_replay
@@ -31,35 +22,12 @@ from avfusion.tools.replay.types import ReplayRequest
 VERSION = "v1.0-mini"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AVFUSION_CACHE", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
 @pytest.fixture(scope="module")
 def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from avfusion.datasets.synthetic import make_synthetic_log
-
     # One scene of four keyframes.
     return make_synthetic_log(
         tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=2.0, seed=5, image_scale=0.125, progress=False
     )
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    config = FusionConfig(
-        grid=GridConfig(cell_m=1.6),
-        camera=CameraConfig(input_hw=(64, 112), encoder_channels=(8, 16, 16), channels=16, num_depth_bins=12),
-        backbone=BackboneConfig(stage_channels=(16, 32), stage_blocks=(0, 1), neck_channels=8),
-        decode=DecodeConfig(max_boxes=60),
-    )
-    path = tmp_path_factory.mktemp("weights") / "small.pt"
-    save_checkpoint(path, config, {"model": BEVFusion.from_config(config).state_dict()})
-    return path
 
 
 def keyframe_files(root: Path) -> list[dict[str, str]]:
@@ -126,7 +94,9 @@ def test_bad_corruption_arguments_are_one_line_errors(log_root: Path, tmp_path: 
     assert not (tmp_path / "x").exists()
 
 
-def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, checkpoint: Path, tmp_path: Path) -> None:
+def test_replay_finds_every_repeated_file_and_nothing_else(
+    log_root: Path, small_checkpoint: Path, tmp_path: Path
+) -> None:
     stale = tmp_path / "stale"
     assert corrupt(log_root, stale, "temporal_misalignment", 3) == 0
     files = keyframe_files(log_root)
@@ -142,7 +112,7 @@ def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, check
 
     def health(root: Path, out: Path) -> list[dict]:
         request = ReplayRequest(
-            dataroot=root, version=VERSION, out_dir=out, checkpoint=checkpoint, evaluate=False, checks=True
+            dataroot=root, version=VERSION, out_dir=out, checkpoint=small_checkpoint, evaluate=False, checks=True
         )
         outcome = run_replay(request, progress=False)
         return [json.loads(line) for line in outcome.health_path.read_text().splitlines()]
@@ -156,7 +126,9 @@ def test_replay_finds_every_repeated_file_and_nothing_else(log_root: Path, check
     assert all(record["frozen"] == {} for record in health(log_root, tmp_path / "run_clean"))
 
 
-def test_replay_corrupt_enters_the_resume_identity(log_root: Path, checkpoint: Path, tmp_path: Path, capsys) -> None:
+def test_replay_corrupt_enters_the_resume_identity(
+    log_root: Path, small_checkpoint: Path, tmp_path: Path, capsys
+) -> None:
     args = [
         "replay",
         "--dataroot",
@@ -164,7 +136,7 @@ def test_replay_corrupt_enters_the_resume_identity(log_root: Path, checkpoint: P
         "--version",
         VERSION,
         "--checkpoint",
-        str(checkpoint),
+        str(small_checkpoint),
         "--out",
         str(tmp_path / "run"),
         "--no-eval",

@@ -4,7 +4,6 @@ run's predictions come back from its submission, and the animation files are wri
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,15 +27,7 @@ VERSION = "v1.0-mini"
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AVFUSION_CACHE", str(path))
-        yield path
-
-
-@pytest.fixture(scope="module")
-def replayed(cache: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = make_synthetic_log(
         tmp_path_factory.mktemp("log") / "log", num_scenes=1, seconds=1.0, seed=5, image_scale=0.25, progress=False
     )
@@ -72,7 +63,7 @@ def test_run_predictions_read_back_the_submission(replayed: tuple[Path, Path]) -
     )
 
 
-def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path, tmp_path: Path) -> None:
+def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], tmp_path: Path) -> None:
     root, run_dir = replayed
     out = tmp_path / "pictures"
     command = [
@@ -95,7 +86,6 @@ def test_viz_headless_renders_the_scene(replayed: tuple[Path, Path], cache: Path
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, "AVFUSION_CACHE": str(cache)},
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]

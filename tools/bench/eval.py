@@ -1,11 +1,13 @@
 """`avfusion bench eval`: our detection metric beside nuscenes-devkit's `DetectionEval`, same inputs.
 
 Both sides are timed from files to metrics in the same run, ground-truth loading included:
-- ours: `load_ground_truth_and_predictions` (the JSON tables, and the results read and checked
-  while they are) + `evaluate` (filters, matching, APs, TP errors, NDS);
+- ours: `load_ground_truth_and_predictions` (the JSON tables; the results file decoded by a second
+  process meanwhile, then checked) + `evaluate` (filters, matching, APs, TP errors, NDS);
 - devkit: `NuScenes(version, dataroot)` (its table load) + `DetectionEval(...)` (results, ground
   truth, filters) + `.evaluate()`.
 The metrics of both must agree to 1e-9 (mAP, NDS, every AP and TP error), else the command fails.
+The ratio is of wall times; the CPU seconds of both sides (ours with its helper process) are
+reported beside it, since on a shared machine the load can change during the devkit's minutes.
 
 The inputs are an annotations-only synthetic log (`make_synthetic_log(..., annotations_only=True)`)
 and a results file made from its ground truth (kept boxes moved and resized a little, some missed,
@@ -28,8 +30,10 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,15 +88,22 @@ def run(args: argparse.Namespace) -> int:
     gt = load_ground_truth(dataroot, version, split)
     n_pred = sum(len(boxes) for boxes in json.loads(Path(results_path).read_text())["results"].values())
 
+    cpu_seconds: dict[str, list[float]] = {"avfusion_eval": [], "devkit": []}
+
     def ours() -> Any:
+        before = cpu_seconds_used()
         ground_truth, predictions = load_ground_truth_and_predictions(dataroot, version, split, results_path, config)
-        return evaluate(ground_truth, predictions.boxes, config)
+        evaluation = evaluate(ground_truth, predictions.boxes, config)
+        cpu_seconds["avfusion_eval"].append(cpu_seconds_used() - before)
+        return evaluation
 
     devkit_dir = Path(tempfile.mkdtemp(prefix="avfusion-bench-eval-devkit-"))
     outputs: dict[str, Any] = {}
 
     def devkit() -> Any:
+        before = cpu_seconds_used()
         outputs["devkit"] = run_devkit_eval(dataroot, version, split, results_path, config, devkit_dir)
+        cpu_seconds["devkit"].append(cpu_seconds_used() - before)
         return outputs["devkit"]
 
     print(
@@ -105,6 +116,12 @@ def run(args: argparse.Namespace) -> int:
     shutil.rmtree(devkit_dir, ignore_errors=True)
     load_after = os.getloadavg()
 
+    # The CPU time of the timed calls (ours without its warm-up): a load that slows the two sides'
+    # wall time unevenly changes it much less.
+    cpu_median = {
+        "avfusion_eval": float(np.median(cpu_seconds["avfusion_eval"][1:])),
+        "devkit": float(np.median(cpu_seconds["devkit"])),
+    }
     ours_summary = ours().metrics.summary_json()
     max_diff = metric_difference(ours_summary, outputs["devkit"].summary)
     report.facts.update(
@@ -118,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             "mAP": ours_summary["mean_ap"],
             "NDS": ours_summary["nd_score"],
             "max_abs_metric_difference_vs_devkit": max_diff,
+            "cpu_seconds_median": {name: round(value, 3) for name, value in cpu_median.items()},
+            "cpu_ratio_vs_devkit": round(cpu_median["devkit"] / cpu_median["avfusion_eval"], 1),
             # The machine is shared: the 1-minute load average before and after the timed runs.
             "load_average_1min_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
             "cpu_count": os.cpu_count(),
@@ -128,6 +147,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: our metrics differ from the devkit's by up to {max_diff:g}")
         return 1
     return 0
+
+
+def cpu_seconds_used() -> float:
+    """CPU seconds (user + system) of this process's threads and of its finished child processes
+    (`load_ground_truth_and_predictions` decodes the results file in one)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def metric_difference(ours: dict[str, Any], theirs: dict[str, Any]) -> float:
