@@ -120,7 +120,8 @@ class Detector:
         for name, value in camera_timings.items():
             timings[name] = timings.get(name, 0.0) + value
         start = time.perf_counter()
-        boxes_ego = merge(lidar_boxes, camera_boxes, self.late_model)
+        merged = merge(lidar_boxes, camera_boxes, self.late_model)  # highest score first
+        boxes_ego = merged[: self.config.decode.max_boxes]  # the cap a single trunk's decode keeps too
         timings["decode"] += (time.perf_counter() - start) * 1e3
         return Detections(frame.sample_token, boxes_ego, boxes_ego.transform(frame.global_from_ego), timings)
 

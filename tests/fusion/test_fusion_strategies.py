@@ -160,9 +160,12 @@ def test_late_fusion_merges_the_two_trunks_boxes_with_its_score_model(tmp_path, 
     frame = frame_factory(0)
     late = Detector.load(tmp_path / "late.pt").detect(frame)
     fused = Detector.load(tmp_path / "fused.pt")
-    expected = merge(
+    merged = merge(
         fused.detect(frame, drop={"camera"}).boxes_ego, fused.detect(frame, drop={"lidar"}).boxes_ego, score_model
     )
+    # At most `max_boxes` like any decode, the highest scores (both trunks' boxes exceed it here).
+    assert len(merged) > config.decode.max_boxes
+    expected = merged[: config.decode.max_boxes]
     assert len(late.boxes_ego) == len(expected)
     np.testing.assert_allclose(late.boxes_ego.center, expected.center, atol=1e-9)
     np.testing.assert_allclose(late.boxes_ego.score, expected.score, atol=1e-9)
@@ -170,6 +173,12 @@ def test_late_fusion_merges_the_two_trunks_boxes_with_its_score_model(tmp_path, 
 
     unfitted = config.replace(fuser=dataclasses.replace(config.fuser, strategy="late"))
     save_checkpoint(tmp_path / "unfitted.pt", unfitted, {"model": model.state_dict()})
+    capped = late_config.replace(decode=dataclasses.replace(late_config.decode, max_boxes=3))
+    save_checkpoint(tmp_path / "capped.pt", capped, {"model": model.state_dict()})
+    few = Detector.load(tmp_path / "capped.pt").detect(frame)
+    assert len(few.boxes_ego) == 3
+    np.testing.assert_allclose(few.boxes_ego.score, expected.score[:3], atol=1e-9)
+
     with pytest.raises(InputError, match="fitted score model"):
         Detector.load(tmp_path / "unfitted.pt")
 
