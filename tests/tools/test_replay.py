@@ -302,3 +302,35 @@ def test_ray_local_cluster_gives_identical_submission(
             json.loads(replay_full_run.submission_path.read_text())["results"]
         )
     assert np.isfinite(outcome.frames_per_s)
+
+
+def test_a_frame_over_the_box_limit_keeps_boxes_and_track_ids_together(monkeypatch) -> None:
+    """Bridged boxes can push a frame over the submission's limit; the least confident boxes go,
+    and their track ids with them."""
+    from avfusion.calibration.boxes import Boxes3D
+    from avfusion.eval.submission import detection_records
+    from avfusion.tools.replay import tracking as replay_tracking
+    from avfusion.tools.replay.types import FrameResult
+
+    monkeypatch.setattr(replay_tracking, "MAX_BOXES_PER_SAMPLE", 2)
+    results, timestamps = [], []
+    for k in range(4):
+        # Car A moves along x and is missed in keyframe 2 (bridged there); B and C stand still.
+        centers = [[10.0 + 2.0 * k, 0.0, 1.0], [0.0, 30.0, 1.0], [0.0, -30.0, 1.0]]
+        scores = [0.5, 0.9, 0.8]
+        keep = [0, 1, 2] if k != 2 else [1, 2]
+        boxes = Boxes3D(
+            center=np.array(centers)[keep],
+            size_wlh=np.tile([1.9, 4.5, 1.6], (len(keep), 1)),
+            yaw_rad=np.zeros(len(keep)),
+            label=np.zeros(len(keep), dtype=np.int64),
+            score=np.array(scores)[keep],
+        )
+        token = f"sample{k}"
+        results.append(FrameResult(k, "scene-a", token, detection_records(token, boxes), {}, {}))
+        timestamps.append(1_000_000 + 500_000 * k)
+    tracked = replay_tracking.track_results(results, timestamps, "offline")
+    for detections, tracks in zip(tracked.detection_records, tracked.tracking_records, strict=True):
+        assert len(detections) <= 2 and len(tracks) <= len(detections)
+        kept = {tuple(round(v, 6) for v in d["translation"]) for d in detections}
+        assert all(tuple(round(v, 6) for v in t["translation"]) in kept for t in tracks)

@@ -117,8 +117,9 @@ def track_results(
         scene = track_scene(frames, mode=mode, config=config)  # type: ignore[arg-type]
         tracker_s += time.perf_counter() - began
         scene_name = results[start].scene_name
-        for frame in scene.frames:
-            boxes = boxes_of(_most_confident(frame, MAX_BOXES_PER_SAMPLE))
+        for full_frame in scene.frames:
+            frame = _most_confident(full_frame, MAX_BOXES_PER_SAMPLE)  # boxes and their track ids alike
+            boxes = boxes_of(frame)
             detections.append(detection_records(frame.sample_token, boxes))
             assert frame.track_id is not None  # FrameDetections.__post_init__ fills it
             tracked = frame.track_id >= 0
