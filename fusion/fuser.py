@@ -87,7 +87,11 @@ class ConvFuser(nn.Module):
         """Branch maps `(B, C_x, H, W)` (None for a branch the model does not have), `camera_coverage`
         `(B, 1, H, W)`, `has_lidar`/`has_map` `(B,)` bool -> `(B, channels, H, W)`."""
         parts = self.branch_inputs(lidar, camera, camera_coverage, map_features, has_lidar, has_map)
-        return self.layers(torch.cat([t for part in parts for t in part], dim=1))
+        return self.layers(self.combine(parts))
+
+    def combine(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """The conv's input from `branch_inputs`: every branch's features and indicator, concatenated."""
+        return torch.cat([t for part in parts for t in part], dim=1)
 
 
 class GatedFuser(ConvFuser):
@@ -111,19 +115,10 @@ class GatedFuser(ConvFuser):
         self.branch_names = tuple(self.input_slices())
         self.last_gate: torch.Tensor | None = None
 
-    def forward(
-        self,
-        lidar: torch.Tensor | None,
-        camera: torch.Tensor | None,
-        camera_coverage: torch.Tensor | None,
-        map_features: torch.Tensor | None,
-        has_lidar: torch.Tensor,
-        has_map: torch.Tensor,
-    ) -> torch.Tensor:
-        parts = self.branch_inputs(lidar, camera, camera_coverage, map_features, has_lidar, has_map)
-        gate = torch.sigmoid(self.gate(torch.cat([t for part in parts for t in part], dim=1)))  # (B, branches, H, W)
+    def combine(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """As `ConvFuser.combine`, each branch's features weighed by its gate first."""
+        gate = torch.sigmoid(self.gate(super().combine(parts)))  # (B, branches, H, W)
         self.last_gate = gate.detach()
-        gated = []
-        for k, (features, indicator) in enumerate(parts):
-            gated += [features * gate[:, k : k + 1], indicator]
-        return self.layers(torch.cat(gated, dim=1))
+        return super().combine(
+            [(features * gate[:, k : k + 1], indicator) for k, (features, indicator) in enumerate(parts)]
+        )
