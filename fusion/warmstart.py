@@ -16,7 +16,8 @@ A model's lidar-free trunk (`TrainConfig.lidar_free_trunk`) comes whole from the
 without lidar that has cameras (the camera stage-one model): its fuser, backbone and head have the
 same shapes there, so on samples without lidar the warm-started model computes what that model did.
 Its camera-free trunk (`TrainConfig.camera_free_trunk`) comes likewise from the first source with
-lidar and no cameras (the lidar stage-one model).
+lidar and no cameras (the lidar stage-one model). A source that has such a trunk itself (a fused
+model trained further) supplies it instead, when it comes first.
 """
 
 from __future__ import annotations
@@ -168,11 +169,22 @@ def _widened(source: torch.Tensor, target: torch.Tensor) -> bool:
 
 
 def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, config: FusionConfig) -> str | None:
-    """Fill `new_state`'s `<mode>.*` (`lidar_free` or `camera_free`) from the first source that has
-    the one primary sensor that trunk serves -> its path (None: no such source, the trunk keeps
-    its initialisation)."""
+    """Fill `new_state`'s `<mode>.*` (`lidar_free` or `camera_free`) from the first source that
+    either has such a trunk itself (a fused model being trained further) or has the one primary
+    sensor that trunk serves -> its path (None: no such source, the trunk keeps its
+    initialisation)."""
     kept, dropped = {"lidar_free": ("camera", "lidar"), "camera_free": ("lidar", "camera")}[mode]
+    prefix = mode + "."
     for path, source_config, payload in loaded:
+        state = payload["model"]
+        if any(name.startswith(prefix) for name in state):
+            _check_trunk_config(path, source_config, config)
+            for name, tensor in target.items():
+                if name.startswith(prefix):
+                    if name not in state or state[name].shape != tensor.shape:
+                        raise InputError(f"warm start: {path} lacks {name} of shape {tuple(tensor.shape)}")
+                    new_state[name] = state[name].to(tensor.dtype)
+            return path
         if _has(source_config, dropped) or not _has(source_config, kept):
             continue
         if _has(source_config, "map") != _has(config, "map"):

@@ -131,3 +131,20 @@ def test_training_only_options_do_not_block_a_warm_start_but_weight_shapes_do(so
     save_checkpoint(folder / "deeper.pt", other, {"model": BEVFusion.from_config(other).state_dict()})
     with pytest.raises(InputError, match=r"deeper\.pt has a different camera config"):
         warm_start(BEVFusion.from_config(fused_config), fused_config, [folder / "lidar.pt", folder / "deeper.pt"])
+
+
+def test_a_fused_model_trained_further_keeps_its_own_mode_trunks(tmp_path) -> None:
+    """Warm-starting from a fused model that has lidar-free and camera-free trunks copies every
+    weight of it, the trunks included (they are not left at their initialisation)."""
+    base = tiny_for_tests()
+    config = base.replace(train=dataclasses.replace(base.train, lidar_free_trunk=True, camera_free_trunk=True))
+    source = _trained_like(config, 4)
+    assert source.lidar_free is not None and source.camera_free is not None
+    save_checkpoint(tmp_path / "fused.pt", config, {"model": source.state_dict()})
+    torch.manual_seed(5)
+    model = BEVFusion.from_config(config)
+    report = warm_start(model, config, [tmp_path / "fused.pt"])
+    assert report.lidar_free_trunk_source == report.camera_free_trunk_source == str(tmp_path / "fused.pt")
+    expected = source.state_dict()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)

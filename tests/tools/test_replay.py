@@ -106,8 +106,9 @@ def test_replay_tracks_by_default(replay_log: Path, small_checkpoint: Path, tmp_
         assert "no tracked boxes" in summary["evaluation"]["tracking_skipped"]
 
 
-def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(
-    replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
+@pytest.mark.parametrize("fault", ["gap", "out_of_order"])
+def test_keyframes_far_apart_or_out_of_order_cut_the_tracks_and_the_health_log_says_so(
+    fault: str, replay_full_run, replay_log: Path, small_checkpoint: Path, tmp_path: Path, replay_request
 ) -> None:
     from avfusion.tools.replay.engine import finish_run
     from avfusion.tools.replay.frames import open_log, plan_replay
@@ -120,18 +121,21 @@ def test_keyframes_far_apart_cut_the_tracks_and_the_health_log_says_so(
     for line in (replay_full_run.out_dir / "progress.jsonl").read_text().splitlines():
         result = FrameResult.from_json(line)
         done[result.position] = result
-    second = plan.frames[1].sample_token  # the second keyframe of the first scene
+    first, second = plan.frames[0].sample_token, plan.frames[1].sample_token  # of the first scene
+    # A gap: the second keyframe 5 s later than recorded. Out of order: it carries the first
+    # keyframe's timestamp (not after it), and the third follows it within the tracker's gate.
+    shifted_us = (
+        log.sample_timestamp_us(second) + 5_000_000 if fault == "gap" else log.sample_timestamp_us(first)
+    )
 
-    class GappedLog:
-        """The log with its second keyframe 5 s later than recorded."""
-
+    class FaultyLog:
         def sample_timestamp_us(self, token: str) -> int:
-            return log.sample_timestamp_us(token) + (5_000_000 if token == second else 0)
+            return shifted_us if token == second else log.sample_timestamp_us(token)
 
     (tmp_path / "gap").mkdir()
-    outcome = finish_run(req, plan, done, 0, 1.0, GappedLog())
+    outcome = finish_run(req, plan, done, 0, 1.0, FaultyLog())
     health = {h["sample_token"]: h for h in map(json.loads, outcome.health_path.read_text().splitlines())}
-    assert health[second]["track_cut"].startswith("gap of ")
+    assert health[second]["track_cut"].startswith("gap of " if fault == "gap" else "out of order: ")
     assert [h for t, h in health.items() if t != second and "track_cut" in h] == []
     cuts = outcome.summary["tracking"]["cuts"]
     assert [c["sample_token"] for c in cuts] == [second]
