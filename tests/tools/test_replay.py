@@ -124,9 +124,7 @@ def test_keyframes_far_apart_or_out_of_order_cut_the_tracks_and_the_health_log_s
     first, second = plan.frames[0].sample_token, plan.frames[1].sample_token  # of the first scene
     # A gap: the second keyframe 5 s later than recorded. Out of order: it carries the first
     # keyframe's timestamp (not after it), and the third follows it within the tracker's gate.
-    shifted_us = (
-        log.sample_timestamp_us(second) + 5_000_000 if fault == "gap" else log.sample_timestamp_us(first)
-    )
+    shifted_us = log.sample_timestamp_us(second) + 5_000_000 if fault == "gap" else log.sample_timestamp_us(first)
 
     class FaultyLog:
         def sample_timestamp_us(self, token: str) -> int:
