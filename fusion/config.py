@@ -352,6 +352,10 @@ class AugmentConfig:
         ) > 0.0
 
 
+# The regression channels of the yaw's sin and cos (see `LossConfig.regression_channel_weights`).
+YAW_CHANNELS = slice(6, 8)
+
+
 @dataclass(frozen=True, slots=True)
 class LossConfig:
     heatmap_weight: float = 1.0
@@ -618,12 +622,14 @@ def configure(
     config_path: str | None = None,
     modalities: str | None = None,
     fusion: str | None = None,
+    heading_weight: float | None = None,
     **train_overrides: object,
 ) -> FusionConfig:
     """A preset (or a saved config JSON) with `TrainConfig` fields replaced where a value is given.
 
     `modalities`: comma-separated branches to build, e.g. "lidar,map"; at least one of lidar and
-    camera. `fusion`: a strategy of `FUSION_STRATEGIES` (None: the config's). `train_overrides`
+    camera. `fusion`: a strategy of `FUSION_STRATEGIES` (None: the config's). `heading_weight`: the
+    loss weight of the sin and cos regression channels (None: the config's). `train_overrides`
     with the value None are left as the config has them.
     """
     config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
@@ -643,4 +649,15 @@ def configure(
         config = config.replace(train=dataclasses.replace(config.train, **changes))
     if fusion is not None:
         config = with_strategy(config, fusion)
+    if heading_weight is not None:
+        config = with_heading_weight(config, heading_weight)
     return config
+
+
+def with_heading_weight(config: FusionConfig, weight: float) -> FusionConfig:
+    """`config` with the loss weight of the yaw's sin and cos channels set to `weight` (> 0)."""
+    if not (math.isfinite(weight) and weight > 0):
+        raise InputError(f"--heading-weight must be a number > 0, got {weight}")
+    channels = list(config.loss.regression_channel_weights)
+    channels[YAW_CHANNELS] = [float(weight)] * 2
+    return config.replace(loss=dataclasses.replace(config.loss, regression_channel_weights=tuple(channels)))

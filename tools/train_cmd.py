@@ -33,6 +33,7 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         seed=args.seed,
+        heading_weight=args.heading_weight,
     )
 
 
@@ -121,6 +122,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--heading-weight",
+        type=float,
+        default=None,
+        help="loss weight of the yaw's sin and cos regression channels (default: the config's, 1)",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")

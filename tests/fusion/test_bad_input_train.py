@@ -64,11 +64,19 @@ def test_a_batch_larger_than_the_samples_is_refused(frame_factory, tmp_path: Pat
         ({"learning_rate": math.inf}, "--lr must be a finite number, got inf"),
         ({"learning_rate": -0.1}, "--lr must be > 0, got -0.1"),
         ({"seed": -2}, "--seed must be a non-negative integer, got -2"),
+        ({"heading_weight": 0.0}, "--heading-weight must be a number > 0, got 0.0"),
+        ({"heading_weight": math.nan}, "--heading-weight must be a number > 0, got nan"),
     ],
 )
 def test_train_arguments_are_checked(changes, expected) -> None:
     with pytest.raises(InputError, match=expected.replace("+", r"\+")):
         configure("cpu", **changes)
+
+
+def test_heading_weight_sets_the_sin_and_cos_channels_only() -> None:
+    config = configure("cpu", heading_weight=3.0)
+    assert config.loss.regression_channel_weights == (1.0,) * 6 + (3.0, 3.0) + (1.0, 1.0)
+    assert config.replace(loss=configure("cpu").loss) == configure("cpu")
 
 
 def test_a_config_file_with_bad_training_values_names_the_file(tmp_path: Path) -> None:
