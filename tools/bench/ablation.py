@@ -201,7 +201,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="train here in two stages: single-modality models, then all three from warm starts",
     )
-    parser.add_argument("--frames", type=int, default=None, help="score only the first N val samples")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help="detect on the first N val samples only (scored against the whole split's ground truth: a quick look)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.set_defaults(func=run)
