@@ -177,25 +177,19 @@ def _copy_mode_trunk(mode: str, target: dict, new_state: dict, loaded: list, con
     prefix = mode + "."
     for path, source_config, payload in loaded:
         state = payload["model"]
-        if any(name.startswith(prefix) for name in state):
-            _check_trunk_config(path, source_config, config)
-            for name, tensor in target.items():
-                if name.startswith(prefix):
-                    if name not in state or state[name].shape != tensor.shape:
-                        raise InputError(f"warm start: {path} lacks {name} of shape {tuple(tensor.shape)}")
-                    new_state[name] = state[name].to(tensor.dtype)
-            return path
-        if _has(source_config, dropped) or not _has(source_config, kept):
+        # A fused source names the trunk's weights as this model does; a single-sensor source
+        # holds them as its own fuser, backbone and head.
+        own_trunk = any(name.startswith(prefix) for name in state)
+        if not own_trunk and (_has(source_config, dropped) or not _has(source_config, kept)):
             continue
         if _has(source_config, "map") != _has(config, "map"):
             raise InputError(
                 f"warm start: {path} differs in having a map branch, so its trunk cannot be the {mode} trunk"
             )
         _check_trunk_config(path, source_config, config)
-        state = payload["model"]
         for name, tensor in target.items():
-            if name.startswith(mode + "."):
-                source_name = name.removeprefix(mode + ".")
+            if name.startswith(prefix):
+                source_name = name if own_trunk else name.removeprefix(prefix)
                 if source_name not in state or state[source_name].shape != tensor.shape:
                     raise InputError(f"warm start: {path} lacks {source_name} of shape {tuple(tensor.shape)}")
                 new_state[name] = state[source_name].to(tensor.dtype)
