@@ -11,8 +11,8 @@ results) through `fastload`: msgspec decodes them into typed structs, checking e
 as it goes, and the joins run on whole columns. Whenever that path meets anything it does not
 plainly understand it steps aside and the `json` + Python code below (`load_ground_truth_reference`,
 `load_predictions_reference`, the slow twins the tests compare against) reads the input and names
-the problem. `load_ground_truth_and_predictions` decodes the results file in a second process
-while it reads the tables.
+the problem. While this process decodes the annotations, a helper process finds which of them the
+split holds, then reads the ego poses and (`load_ground_truth_and_predictions`) the results file.
 
 Facts kept from the devkit (they change numbers):
 - The samples of a split are the `sample` table's rows whose scene is in the split, in table
@@ -38,11 +38,11 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +50,12 @@ from avfusion.datasets.splits import resolve_split
 from avfusion.errors import FileFormatError, InputError
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.config import DetectionConfig
-from avfusion.eval.fastload import ground_truth_fast, results_columns_fast
+from avfusion.eval.fastload import (
+    annotation_split_rows,
+    ground_truth_fast,
+    lidar_ego_translations,
+    results_columns_fast,
+)
 from avfusion.eval.inputs import (
     BIKE_RACK_CATEGORY,
     LIDAR_CHANNEL,
@@ -69,8 +74,7 @@ from avfusion.eval.submission import (
 )
 from avfusion.labels import ATTRIBUTE_INDEX, CATEGORY_TO_CLASS, CLASS_INDEX
 
-_HELPER_START_METHOD = "fork"  # see `_in_helper_process`
-ResultT = TypeVar("ResultT")
+_HELPER_START_METHOD = "fork"  # see `_in_helper_processes`
 _FLOAT64_MAX_INT = int(sys.float_info.max)
 
 
@@ -148,7 +152,10 @@ def load_ground_truth(dataroot: str | os.PathLike[str], version: str, split: str
     """
     with gc_paused():
         samples = _split_samples(dataroot, version, split)
-        fast = ground_truth_fast(dataroot, version, split, samples)
+        with _in_helper_processes(partial(annotation_split_rows, dataroot, version, samples.position_of_sample)) as (
+            split_rows,
+        ):
+            fast = ground_truth_fast(dataroot, version, split, samples, split_rows)
         return _checked_ground_truth(fast, dataroot, version, split, samples)
 
 
@@ -561,46 +568,56 @@ def load_ground_truth_and_predictions(
     """`load_ground_truth` and then `load_predictions`: the same values and the same errors, the
     ground truth's first.
 
-    The results file is independent of the tables until it is checked against the split, so a
-    second process decodes it (`fastload`) while this one reads the tables (`_in_helper_process`).
+    The results file is independent of the tables until it is checked against the split, so helper
+    processes decode it (`fastload`), and find the split's annotations and ego poses, while this one
+    reads the annotations (`_in_helper_processes`).
     """
     path = Path(results_path)
     with gc_paused():
         samples = _split_samples(dataroot, version, split)
-        with _in_helper_process(_predictions_fast, path, samples.split_tokens, config.max_boxes_per_sample) as scanned:
-            fast = ground_truth_fast(dataroot, version, split, samples)
+        with _in_helper_processes(
+            partial(annotation_split_rows, dataroot, version, samples.position_of_sample),
+            partial(lidar_ego_translations, dataroot, version, samples),
+            partial(_predictions_fast, path, samples.split_tokens, config.max_boxes_per_sample),
+        ) as (split_rows, ego_translation, scanned):
+            fast = ground_truth_fast(dataroot, version, split, samples, split_rows, ego_translation)
             ground_truth = _checked_ground_truth(fast, dataroot, version, split, samples)
             columns = scanned()
         return ground_truth, _predictions_from(path, columns, ground_truth, config)
 
 
 @contextlib.contextmanager
-def _in_helper_process(function: Callable[..., ResultT], *args: Any) -> Iterator[Callable[[], ResultT]]:
-    """Start `function(*args)` in a forked process for the length of the `with` block, which gets a
-    callable that waits for its value. Where this platform cannot fork, or when the process fails
-    (killed, out of memory), the callable computes the value here instead.
+def _in_helper_processes(*calls: Callable[[], Any]) -> Iterator[list[Callable[[], Any]]]:
+    """Start the `calls` in forked processes (one per core but this process's, at least one; the
+    calls start in the order given) for the length of the `with` block, which gets one callable per call that waits
+    for its value. Where this platform cannot fork, or when a process fails (killed, out of memory),
+    the callable computes the value here instead.
 
-    A fork starts at once and has everything this process has imported; the child runs only
+    A fork starts at once and has everything this process has imported; the children run only
     msgspec and numpy code, which takes no lock that another thread of this process could hold.
     (`forkserver` and `spawn` would import the caller's main module again in the child, which
     breaks scripts without an `if __name__ == "__main__"` guard.)
     """
     if _HELPER_START_METHOD not in multiprocessing.get_all_start_methods():
-        yield partial(function, *args)
+        yield list(calls)
         return
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(_HELPER_START_METHOD))
+    workers = max(1, min(len(calls), (os.cpu_count() or 1) - 1))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(_HELPER_START_METHOD))
     try:
-        future = pool.submit(function, *args)
+        futures = [pool.submit(call) for call in calls]
 
-        def result() -> ResultT:
-            try:
-                return future.result()
-            except BrokenProcessPool:
-                return function(*args)
+        def waiter(future: Future[Any], call: Callable[[], Any]) -> Callable[[], Any]:
+            def result() -> Any:
+                try:
+                    return future.result()
+                except BrokenProcessPool:
+                    return call()
 
-        yield result
+            return result
+
+        yield [waiter(future, call) for future, call in zip(futures, calls, strict=True)]
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # a block that raised waits for the running call
+        pool.shutdown(wait=True, cancel_futures=True)  # a block that raised waits for the running calls
 
 
 def _boxset_from_columns(columns: EvalBoxSet, ground_truth: GroundTruth) -> EvalBoxSet:

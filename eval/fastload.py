@@ -13,15 +13,21 @@ reference path never reads, a number beyond the float range): such files take th
 Two things msgspec leaves unchecked, this module checks: the UTF-8 of values it skips (fields not
 asked for), and the results file's `meta` object, which is read by `json` as the reference path
 reads it. Numbers are correctly rounded by both decoders, so the arrays are bit-identical.
+
+The tables are mapped into memory rather than read (`_mapped`): the decoder reads the page cache,
+and nothing copies the file. Finding the split's annotations (`annotation_split_rows`) needs every
+record's sample; it can run in a helper process while the caller decodes the records' texts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 import operator
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from itertools import chain, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
@@ -96,10 +102,11 @@ class AnnotationKey(msgspec.Struct, gc=False):
 
 
 class Annotation(msgspec.Struct, gc=False):
-    """The rest of a `sample_annotation` record, read for the split's records only: centre (x, y, z)
+    """A `sample_annotation` record, read for the split's records only: centre (x, y, z)
     and size (w, l, h) in metres, global frame; rotation (w, x, y, z); prev/next the neighbouring
     annotations of its instance ("" at the ends)."""
 
+    token: str
     instance_token: str
     attribute_tokens: list[str]
     translation: Vector3
@@ -140,6 +147,7 @@ class Results(msgspec.Struct, gc=False):
 
 
 RecordT = TypeVar("RecordT")
+Buffer = bytes | mmap.mmap  # what the decoders read
 
 # Decoders made once: each compiles its type's schema.
 _TABLE_DECODERS: dict[type, msgspec.json.Decoder[Any]] = {
@@ -161,12 +169,12 @@ _RESULTS_DECODER = msgspec.json.Decoder(Results)
 _ATTRIBUTE_OF_NAME = {"": -1, **ATTRIBUTE_INDEX}  # a results file's attribute_name -> index (-1: none)
 
 
-def decode_json(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
+def decode_json(data: Buffer, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
     """`data` decoded by `decoder`, or None when it is not a document that `json` reads the same way."""
     return _decode(data, decoder) if _is_utf8(data) else None
 
 
-def _decode(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
+def _decode(data: Buffer, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | None:
     """`decode_json` of data already known to be UTF-8."""
     try:
         return decoder.decode(data)
@@ -174,13 +182,20 @@ def _decode(data: bytes, decoder: msgspec.json.Decoder[RecordT]) -> RecordT | No
         return None
 
 
-def _is_utf8(data: bytes) -> bool:
+def _is_utf8(data: Buffer) -> bool:
     # msgspec checks the UTF-8 of the strings it decodes but not of those it skips, which `json`
     # refuses like any other bad byte. ASCII (the usual case) is checked a word at a time.
-    if data.isascii():
-        return True
+    if isinstance(data, bytes):
+        if data.isascii():
+            return True
+    else:
+        codes = np.frombuffer(data, np.uint8)
+        ascii_only = int(codes.max(initial=0)) < 0x80
+        del codes  # the mapping cannot close while an array looks at it
+        if ascii_only:
+            return True
     try:
-        data.decode("utf-8")
+        bytes(data).decode("utf-8")
     except UnicodeDecodeError:
         return False
     return True
@@ -190,15 +205,37 @@ def read_table(
     dataroot: str | os.PathLike[str], version: str, record_type: type[RecordT], name: str
 ) -> list[RecordT] | None:
     """`<dataroot>/<version>/<name>.json` as a list of `record_type`, or None."""
-    data = _read_bytes(dataroot, version, name)
-    return None if data is None else decode_json(data, _TABLE_DECODERS[record_type])
+    with _mapped(dataroot, version, name) as data:
+        return None if data is None else decode_json(data, _TABLE_DECODERS[record_type])
 
 
-def _read_bytes(dataroot: str | os.PathLike[str], version: str, name: str) -> bytes | None:
+@contextlib.contextmanager
+def _mapped(dataroot: str | os.PathLike[str], version: str, name: str) -> Iterator[Buffer | None]:
+    """`<dataroot>/<version>/<name>.json` mapped into memory read-only (the bytes of an empty or
+    unmappable file), or None when it cannot be read. A mapping saves copying the file: the decoder
+    reads the page cache itself. Whatever still looks into the mapping (a `msgspec.Raw`) must be
+    gone when the block ends; otherwise the mapping is left for the garbage collector to close."""
     try:
-        return (Path(dataroot) / version / f"{name}.json").read_bytes()
+        file = (Path(dataroot) / version / f"{name}.json").open("rb")
     except OSError:
-        return None
+        yield None
+        return
+    with file:
+        try:
+            view = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+            try:
+                data = file.read()
+            except OSError:
+                yield None
+                return
+            yield data
+            return
+        try:
+            yield view
+        finally:
+            with contextlib.suppress(BufferError):
+                view.close()
 
 
 def records_at(texts: list[msgspec.Raw], rows: Iterable[int], record_type: type[RecordT]) -> list[RecordT] | None:
@@ -242,17 +279,28 @@ _NO_ATTRIBUTE = -2
 
 
 def ground_truth_fast(
-    dataroot: str | os.PathLike[str], version: str, split: str, samples: SplitSamples
+    dataroot: str | os.PathLike[str],
+    version: str,
+    split: str,
+    samples: SplitSamples,
+    split_rows: Callable[[], SplitRows | None] | None = None,
+    ego_translation: Callable[[], np.ndarray | None] | None = None,
 ) -> GroundTruth | None:
-    """`data._load_ground_truth`'s answer, or None (see the module docstring)."""
+    """`data._load_ground_truth`'s answer, or None (see the module docstring).
+
+    `split_rows` and `ego_translation`, when given, wait for `annotation_split_rows` and
+    `lidar_ego_translations` computed elsewhere (a helper process, while this one reads the
+    annotations); None from them means "do it here"."""
     seconds_of_sample = _seconds_of_sample(samples.timestamp_of_sample)
     if seconds_of_sample is None:
         return None
-    ego_translation = _lidar_ego_translations(dataroot, version, samples)
-    if ego_translation is None:
-        return None
-    boxes_and_racks = _annotations(dataroot, version, samples, seconds_of_sample)
+    boxes_and_racks = _annotations(dataroot, version, samples, seconds_of_sample, split_rows)
     if boxes_and_racks is None:
+        return None
+    translations = ego_translation() if ego_translation is not None else None
+    if translations is None:
+        translations = lidar_ego_translations(dataroot, version, samples)
+    if translations is None:
         return None
     boxes, bike_racks = boxes_and_racks
     return GroundTruth(
@@ -261,7 +309,7 @@ def ground_truth_fast(
         split=split,
         predefined_split=samples.predefined,
         boxes=boxes,
-        ego_translation=ego_translation,
+        ego_translation=translations,
         bike_racks=bike_racks,
     )
 
@@ -280,7 +328,7 @@ def _seconds_of_sample(timestamp_of_sample: dict[str, int]) -> dict[str, float] 
     return dict(zip(timestamp_of_sample, seconds.tolist(), strict=True))
 
 
-def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samples: SplitSamples) -> np.ndarray | None:
+def lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samples: SplitSamples) -> np.ndarray | None:
     """(S, 3) as `data._lidar_ego_translations`, or None."""
     sensors = read_table(dataroot, version, Sensor, "sensor")
     calibrated = read_table(dataroot, version, CalibratedSensor, "calibrated_sensor")
@@ -310,34 +358,95 @@ def _lidar_ego_translations(dataroot: str | os.PathLike[str], version: str, samp
     return np.array(rows, np.float64).reshape(len(rows), 3)
 
 
+@dataclass(frozen=True, slots=True)
+class SplitRows:
+    """Where the split's records sit in `sample_annotation.json`, found from every record's sample
+    (`AnnotationKey`).
+
+    table_rows: how many records the table has; rows: (M,) int64 the table rows of the split's
+    records, grouped by sample in split order (table order within a sample); position: (M,) int64
+    the position in the split of each one's sample; tokens_unique: whether the table lists no token twice (checked only in `annotation_split_rows`),
+    so that each of the split's records is the one its token names."""
+
+    table_rows: int
+    rows: np.ndarray
+    position: np.ndarray
+    tokens_unique: bool
+
+
+def annotation_split_rows(
+    dataroot: str | os.PathLike[str], version: str, position_of_sample: Mapping[str, int]
+) -> SplitRows | None:
+    """The `SplitRows` of a dataroot's `sample_annotation.json` (made by a helper process while the
+    caller decodes the records), or None when the table cannot be read plainly.
+
+    The caller checks the file's UTF-8 and its length (it reads the file too)."""
+    with _mapped(dataroot, version, "sample_annotation") as data:
+        keys = None if data is None else _decode(data, _TABLE_DECODERS[AnnotationKey])
+    if keys is None:
+        return None
+    return _split_rows(keys, position_of_sample, check_unique=True)
+
+
+def _split_rows(keys: list[AnnotationKey], position_of_sample: Mapping[str, int], check_unique: bool) -> SplitRows:
+    sample_tokens = _field(keys, "sample_token")
+    position = np.fromiter(map(position_of_sample.get, sample_tokens, repeat(-1)), np.int64, len(sample_tokens))
+    rows = np.flatnonzero(position >= 0)
+    rows = rows[np.argsort(position[rows], kind="stable")]  # a stable sort keeps the table order
+    unique = check_unique and len(set(_field(keys, "token"))) == len(keys)
+    return SplitRows(len(keys), rows, position[rows], unique)
+
+
 def _annotations(
-    dataroot: str | os.PathLike[str], version: str, samples: SplitSamples, seconds_of_sample: dict[str, float]
+    dataroot: str | os.PathLike[str],
+    version: str,
+    samples: SplitSamples,
+    seconds_of_sample: dict[str, float],
+    split_rows: Callable[[], SplitRows | None] | None = None,
 ) -> tuple[EvalBoxSet, BikeRacks] | None:
     """What `data._annotations` gives, or None.
 
-    The table is read twice: every record's token and sample (`AnnotationKey`), and every record's
-    text; then the split's records alone are decoded in full (a split is often a small part of a
+    The table is read as every record's text (`msgspec.Raw`) and as every record's token and sample
+    (`AnnotationKey`; or `split_rows` waits for the split's rows found from them in a helper
+    process); then the split's records alone are decoded in full (a split is often a small part of a
     log, and numbers are most of the decoding's work). Each column is one pass of `map` (a loop in
     C) over the records."""
     categories = read_table(dataroot, version, Category, "category")
     attributes = read_table(dataroot, version, Attribute, "attribute")
     instances = read_table(dataroot, version, Instance, "instance")
-    data = _read_bytes(dataroot, version, "sample_annotation")
-    if categories is None or attributes is None or instances is None or data is None or not _is_utf8(data):
-        return None
-    keys = _decode(data, _TABLE_DECODERS[AnnotationKey])
-    texts = _decode(data, _TABLE_DECODERS[msgspec.Raw])
-    if keys is None or texts is None:
+    if categories is None or attributes is None or instances is None:
         return None
     labels_of = _InstanceLabels(categories, instances)
     attribute_of_token = {a.token: ATTRIBUTE_INDEX.get(a.name, _NO_ATTRIBUTE) for a in attributes}
+    with _mapped(dataroot, version, "sample_annotation") as data:
+        if data is None or not _is_utf8(data):
+            return None
+        return _annotations_in(data, labels_of, attribute_of_token, samples, seconds_of_sample, split_rows)
 
-    tokens, sample_tokens = _field(keys, "token"), _field(keys, "sample_token")
-    position = np.fromiter(map(samples.position_of_sample.get, sample_tokens, repeat(-1)), np.int64, len(keys))
-    # The split's rows grouped by sample in split order; a stable sort keeps the table order within a sample.
-    in_split = np.flatnonzero(position >= 0)
-    in_split = in_split[np.argsort(position[in_split], kind="stable")]
-    records = records_at(texts, in_split.tolist(), Annotation)
+
+def _annotations_in(
+    data: Buffer,
+    labels_of: _InstanceLabels,
+    attribute_of_token: dict[str, int],
+    samples: SplitSamples,
+    seconds_of_sample: dict[str, float],
+    split_rows: Callable[[], SplitRows | None] | None,
+) -> tuple[EvalBoxSet, BikeRacks] | None:
+    """`_annotations` of the table's bytes `data` (the records' texts look into it: they are gone
+    when this returns)."""
+    texts = _decode(data, _TABLE_DECODERS[msgspec.Raw])
+    if texts is None:
+        return None
+    split = split_rows() if split_rows is not None else None
+    keys: list[AnnotationKey] | None = None
+    if split is None or split.table_rows != len(texts):  # none, or of a file changed since
+        keys = _decode(data, _TABLE_DECODERS[AnnotationKey])
+        if keys is None:
+            return None
+        split = _split_rows(keys, samples.position_of_sample, check_unique=False)
+    rows, position = split.rows, split.position
+
+    records = records_at(texts, rows.tolist(), Annotation)
     if records is None:
         return None
     instance_tokens = _field(records, "instance_token")
@@ -348,7 +457,7 @@ def _annotations(
         return None
     translation_all, size_all, rotation_all = vector_columns(records, ("translation", "size", "rotation"), (3, 3, 4))
 
-    kept = np.flatnonzero(label >= 0)  # indices into `records` (and `in_split`)
+    kept = np.flatnonzero(label >= 0)  # indices into `records` (and the split's rows)
     kept_records = list(map(records.__getitem__, kept.tolist()))
     n = len(kept_records)
     attribute = _attribute_column(_field(kept_records, "attribute_tokens"), attribute_of_token)
@@ -361,14 +470,28 @@ def _annotations(
     except OverflowError:
         return None
     split_seconds = np.fromiter(map(seconds_of_sample.__getitem__, samples.split_tokens), np.float64)
-    table = _AnnotationTable(texts, tokens, sample_tokens, position, in_split, translation_all, split_seconds)
-    velocity = _velocities(table, kept, kept_records, seconds_of_sample)
+    prev_tokens, next_tokens = _field(kept_records, "prev"), _field(kept_records, "next")
+    table = _AnnotationTable(texts, rows, position, {}, None, translation_all, split_seconds)
+    velocity: np.ndarray | None = None
+    if split.tokens_unique:  # the neighbours are nearly always the split's records
+        table = replace(table, row_of_token=dict(zip(_field(records, "token"), rows.tolist(), strict=True)))
+        try:
+            velocity = _velocities(table, kept, prev_tokens, next_tokens, seconds_of_sample)
+        except _OutsideTheSplit:
+            velocity = None
+    if velocity is None:  # look in every record: a neighbour outside the split, or not in the table
+        keys = _decode(data, _TABLE_DECODERS[AnnotationKey]) if keys is None else keys
+        if keys is None:
+            return None
+        wanted = {*prev_tokens, *next_tokens} - {""}
+        row_of_token = _rows_of_tokens(_field(keys, "token"), wanted)
+        table = replace(table, row_of_token=row_of_token, sample_tokens=_field(keys, "sample_token"))
+        velocity = _velocities(table, kept, prev_tokens, next_tokens, seconds_of_sample)
     if velocity is None:
         return None
-    rows = in_split[kept]
     boxes = EvalBoxSet(
         sample_tokens=tuple(samples.split_tokens),
-        sample_index=position[rows],
+        sample_index=position[kept],
         translation=translation_all[kept],
         size_wlh=size_all[kept],
         rotation_wxyz=rotation_all[kept],
@@ -379,9 +502,9 @@ def _annotations(
         num_pts=num_pts,
     )
     racks = np.flatnonzero(np.fromiter(map(labels_of.rack_instances.__contains__, instance_tokens), bool, len(records)))
-    racks = racks[np.argsort(in_split[racks], kind="stable")]  # table order
+    racks = racks[np.argsort(rows[racks], kind="stable")]  # table order
     bike_racks = BikeRacks(
-        sample_index=position[in_split[racks]],
+        sample_index=position[racks],
         translation=translation_all[racks],
         size_wlh=size_all[racks],
         rotation_wxyz=rotation_all[racks],
@@ -433,49 +556,60 @@ def _attribute_column(token_lists: list[list[str]], attribute_of_token: dict[str
 class _AnnotationTable:
     """The `sample_annotation` table as `_annotations` read it.
 
-    texts: every record's JSON text; tokens, sample_tokens: every record's; position: (T,) int64
-    each record's sample's position in the split, -1 outside it; in_split: (M,) int64 the table
-    rows of the split's records, in the order they were decoded; translation: (M, 3) their centres;
+    texts: every record's JSON text; rows, position: the split's records (`SplitRows`);
+    row_of_token: the table row of each token that a prev/next of the split's records may name,
+    either of every such token (`sample_tokens`, every record's sample token, given) or of the
+    split's records only (`sample_tokens` None); translation: (M, 3) the centres of the split's records, in `rows` order;
     split_seconds: (S,) float64 the time of each sample of the split."""
 
     texts: list[msgspec.Raw]
-    tokens: list[str]
-    sample_tokens: list[str]
+    rows: np.ndarray
     position: np.ndarray
-    in_split: np.ndarray
+    row_of_token: Mapping[str, int]
+    sample_tokens: list[str] | None
     translation: np.ndarray
     split_seconds: np.ndarray
 
 
+class _OutsideTheSplit(Exception):
+    """A neighbour is not one of the split's records, whose rows are all that `row_of_token` holds."""
+
+
 def _velocities(
-    table: _AnnotationTable, kept: np.ndarray, kept_records: list[Annotation], seconds_of_sample: dict[str, float]
+    table: _AnnotationTable,
+    kept: np.ndarray,
+    prev_tokens: list[str],
+    next_tokens: list[str],
+    seconds_of_sample: dict[str, float],
 ) -> np.ndarray | None:
-    """(N, 2) as `data._velocities` for the split's records `kept_records` (at `kept` of
-    `table.in_split`), or None.
+    """(N, 2) as `data._velocities` for the split's records at `kept` of `table.rows`, whose
+    neighbours are `prev_tokens` and `next_tokens`, or None.
 
     A track's neighbours are nearly always in the split too (a track stays in its scene), so their
     centres and times are taken from the split's columns; only the others are decoded here."""
     n = len(kept)
     if n == 0:
         return np.zeros((0, 2))
-    rows = table.in_split[kept]
-    prev_tokens, next_tokens = _field(kept_records, "prev"), _field(kept_records, "next")
-    row_of_annotation = _rows_of_tokens(table.tokens, {*prev_tokens, *next_tokens} - {""})
-    index_in_split = np.full(len(table.tokens), -1, np.int64)
-    index_in_split[table.in_split] = np.arange(len(table.in_split))
+    rows = table.rows[kept]
+    index_in_split = np.full(len(table.texts), -1, np.int64)
+    index_in_split[table.rows] = np.arange(len(table.rows))
     neighbours = []
     for neighbour_tokens in (prev_tokens, next_tokens):
-        found = np.fromiter(map(row_of_annotation.get, neighbour_tokens, repeat(-1)), np.int64, n)
+        found = np.fromiter(map(table.row_of_token.get, neighbour_tokens, repeat(-1)), np.int64, n)
         none = np.fromiter(map(operator.not_, neighbour_tokens), bool, n)  # "" at the ends of a track
         if np.any((found < 0) & ~none):
+            if table.sample_tokens is None:
+                raise _OutsideTheSplit
             return None  # a dangling prev/next
         neighbour_rows = np.where(none, rows, found)
-        index = index_in_split[neighbour_rows]
-        inside = index >= 0
-        positions = table.translation[np.where(inside, index, 0)]
-        seconds = table.split_seconds[np.where(inside, table.position[neighbour_rows], 0)]
+        at = index_in_split[neighbour_rows]
+        inside = at >= 0
+        positions = table.translation[np.where(inside, at, 0)]
+        seconds = table.split_seconds[table.position[np.where(inside, at, 0)]]
         outside_rows = neighbour_rows[~inside].tolist()
         if outside_rows:
+            if table.sample_tokens is None:  # cannot be: `row_of_token` holds only the split's rows
+                raise _OutsideTheSplit
             centres = records_at(table.texts, outside_rows, AnnotationCentre)
             if centres is None:
                 return None

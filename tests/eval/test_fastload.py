@@ -13,6 +13,7 @@ import json
 import math
 import os
 from decimal import Decimal, getcontext
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,13 @@ from avfusion.eval.data import (
     load_predictions,
     load_predictions_reference,
 )
-from avfusion.eval.fastload import EgoPose, ground_truth_fast, results_columns_fast
+from avfusion.eval.fastload import (
+    EgoPose,
+    annotation_split_rows,
+    ground_truth_fast,
+    lidar_ego_translations,
+    results_columns_fast,
+)
 from avfusion.eval.submission import validate_results
 
 VERSION = "v1.0-mini"
@@ -298,11 +305,18 @@ def _assert_same_arrays(a, b) -> None:
 
 
 def _assert_fast_equals_reference(root, split: str = SPLIT, fast_taken: bool = True) -> None:
-    fast = ground_truth_fast(root, VERSION, split, _split_samples(root, VERSION, split))
+    samples = _split_samples(root, VERSION, split)
+    fast = ground_truth_fast(root, VERSION, split, samples)
     assert (fast is not None) == fast_taken
+    # As a helper process would give them: the split's rows found apart from the records.
+    split_rows = partial(annotation_split_rows, root, VERSION, samples.position_of_sample)
+    helped = ground_truth_fast(
+        root, VERSION, split, samples, split_rows, partial(lidar_ego_translations, root, VERSION, samples)
+    )
+    assert (helped is not None) == fast_taken
     loaded = load_ground_truth(root, VERSION, split)
     reference = load_ground_truth_reference(root, VERSION, split)
-    for truth in (loaded, fast) if fast is not None else (loaded,):
+    for truth in (loaded, fast, helped) if fast is not None else (loaded,):
         _assert_same_arrays(truth.boxes, reference.boxes)
         _assert_same_arrays(truth.bike_racks, reference.bike_racks)
         assert np.array_equal(truth.ego_translation.view(np.uint64), reference.ego_translation.view(np.uint64))
@@ -312,6 +326,10 @@ def _assert_fast_equals_reference(root, split: str = SPLIT, fast_taken: bool = T
 def test_fast_ground_truth_equals_the_reference_loader(minimal_log):
     for split in (SPLIT, "synth_train"):
         _assert_fast_equals_reference(minimal_log, split)
+        rows = annotation_split_rows(
+            minimal_log, VERSION, _split_samples(minimal_log, VERSION, split).position_of_sample
+        )
+        assert rows is not None and rows.tokens_unique and len(rows.rows)
     reference = load_ground_truth_reference(minimal_log, VERSION, SPLIT)
     assert len(reference.bike_racks.sample_index) and np.isnan(reference.boxes.velocity_xy).any()
     assert (reference.boxes.attribute >= 0).any() and (reference.boxes.attribute == -1).any()
@@ -352,6 +370,7 @@ def _unicode_tokens(root) -> None:
         "extra fields",
         "repeated fields",
         "duplicate tokens",
+        "annotation token repeated",
         "indented",
         "integers as numbers",
         "float timestamps",
@@ -381,6 +400,19 @@ def test_well_formed_variations_take_the_fast_path_and_equal_the_reference(write
             lambda instances: [*instances, {**instances[0], "category_token": instances[-1]["category_token"]}],
         )
         _rewrite(root, "ego_pose", lambda poses: [*poses, *[{**p, "translation": [1.0, 2.0, 3.0]} for p in poses[::5]]])
+    elif change == "annotation token repeated":
+        # A split record's token listed again, later, outside the split: its neighbours' velocities
+        # take the later record (the reference path's dict of every token keeps the last row).
+        other = _other_split_samples(root)
+
+        def repeat_one(annotations):
+            named = next(a for a in annotations if a["sample_token"] not in other and a["prev"] and a["next"])
+            sample = next(a["sample_token"] for a in annotations if a["sample_token"] in other)
+            return [*annotations, {**named, "sample_token": sample, "translation": [5.0, 6.0, 7.0]}]
+
+        _rewrite(root, "sample_annotation", repeat_one)
+        rows = annotation_split_rows(root, VERSION, _split_samples(root, VERSION, SPLIT).position_of_sample)
+        assert rows is not None and not rows.tokens_unique
     elif change == "indented":
         for table in ("sample_annotation", "sample_data", "ego_pose"):
             _rewrite(root, table, lambda records: None, indent="\t", separators=(" ,", " : "))
@@ -740,8 +772,8 @@ def _value_unless_in_a_child(parent_pid: int, value: int) -> int:
 
 
 def test_a_helper_process_that_dies_or_cannot_start_leaves_the_work_to_the_caller(monkeypatch):
-    with eval_data._in_helper_process(_value_unless_in_a_child, os.getpid(), 7) as value:
+    with eval_data._in_helper_processes(partial(_value_unless_in_a_child, os.getpid(), 7)) as (value,):
         assert value() == 7  # computed here after the helper died
     monkeypatch.setattr(eval_data, "_HELPER_START_METHOD", "a start method this platform lacks")
-    with eval_data._in_helper_process(_value_unless_in_a_child, os.getpid(), 8) as value:
+    with eval_data._in_helper_processes(partial(_value_unless_in_a_child, os.getpid(), 8)) as (value,):
         assert value() == 8

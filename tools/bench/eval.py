@@ -1,8 +1,9 @@
 """`avfusion bench eval`: our detection metric beside nuscenes-devkit's `DetectionEval`, same inputs.
 
 Both sides are timed from files to metrics in the same run, ground-truth loading included:
-- ours: `load_ground_truth_and_predictions` (the JSON tables; the results file decoded by a second
-  process meanwhile, then checked) + `evaluate` (filters, matching, APs, TP errors, NDS);
+- ours: `load_ground_truth_and_predictions` (the JSON tables, a helper process finding the split's
+  annotations, the ego poses and the results file meanwhile; then checked) + `evaluate` (filters,
+  matching, APs, TP errors, NDS);
 - devkit: `NuScenes(version, dataroot)` (its table load) + `DetectionEval(...)` (results, ground
   truth, filters) + `.evaluate()`.
 The metrics of both must agree to 1e-9 (mAP, NDS, every AP and TP error), else the command fails.
