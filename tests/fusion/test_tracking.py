@@ -402,3 +402,64 @@ def test_standing_track_has_zero_velocity():
     assert all(np.array_equal(f.velocity_xy, np.zeros((1, 2))) for f in snapped.frames)
     loose = track_scene(frames, "offline", replace(TrackerConfig(), snap_standing=False))
     assert max(np.hypot(*f.velocity_xy[0]) for f in loose.frames) > 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Parked vehicles face the traffic beside them
+
+
+def parked_street(
+    parked: list[tuple[str, float, float, float]], extra_moving=(), parked_frames=range(12)
+) -> list[FrameDetections]:
+    """A street along x with right-hand traffic: a car eastbound at y = -1.75 m and one westbound at
+    y = +1.75 m, both at 10 m/s, passing x = 5 m around t = 2.5 s; `parked` (class, x, y, detected
+    yaw) stand there in `parked_frames` (score 0.8); `extra_moving` (class, x0, y, vx) move too.
+    Boxes 0 and 1 are the moving cars, then the parked ones, then the extra ones."""
+    frames = []
+    for i in range(12):
+        t = 0.5 * i
+        boxes = [("car", -20.0 + 10.0 * t, -1.75, 0.0, 0.9), ("car", 30.0 - 10.0 * t, 1.75, math.pi, 0.9)]
+        boxes += [(name, x, y, yaw, 0.8) for name, x, y, yaw in parked if i in parked_frames]
+        boxes += [(name, x0 + vx * t, y, 0.0 if vx > 0 else math.pi, 0.7) for name, x0, y, vx in extra_moving]
+        frames.append(make_frame(i, boxes))
+    return frames
+
+
+def offline_yaws(frames, config: TrackerConfig | None = None) -> np.ndarray:
+    """(frames, boxes) offline headings in the input's box order (no box is bridged or dropped)."""
+    out = track_scene(frames, "offline", TrackerConfig() if config is None else config)
+    assert [len(f.score) for f in out.frames] == [len(f.score) for f in frames]
+    return np.array([f.yaw_rad for f in out.frames])
+
+
+def test_parked_vehicles_face_the_flow_of_the_lane_beside_them():
+    """Two parked cars read backwards in every frame: the one right of the eastbound lane faces
+    east, the one left of the westbound lane west; a parked truck likewise. The moving cars keep
+    their motion's heading."""
+    parked = [("car", 5.0, -4.5, math.pi), ("car", 8.0, 4.5, 0.0), ("truck", 20.0, -4.8, math.pi)]
+    yaw = offline_yaws(parked_street(parked))
+    assert np.all(angle_diff(yaw[:, 0], 0.0) < 1e-9) and np.all(angle_diff(yaw[:, 1], math.pi) < 1e-9)
+    assert np.all(angle_diff(yaw[:, 2], 0.0) < 1e-9)
+    assert np.all(angle_diff(yaw[:, 3], math.pi) < 1e-9)
+    assert np.all(angle_diff(yaw[:, 4], 0.0) < 1e-9)
+    # Without the rule, and for a class not in `parked_classes` (a bus), the track's own reads stand.
+    off = offline_yaws(parked_street(parked), replace(TrackerConfig(), follow_traffic=False))
+    assert np.all(angle_diff(off[:, 2], math.pi) < 1e-9) and np.all(angle_diff(off[:, 3], 0.0) < 1e-9)
+    bus = offline_yaws(parked_street([("bus", 5.0, -5.0, math.pi)]))
+    assert np.all(angle_diff(bus[:, 2], math.pi) < 1e-9)
+
+
+def test_parked_vehicles_ignore_traffic_they_cannot_tell_their_side_by():
+    """No rule where the only traffic is too far to the side, where it runs across the parked car's
+    axis, or where the parked car is seen only once; and a track that drives through the parked
+    car's place while it stands there (a drifting track, here a truck's) is not its lane's traffic."""
+    far = offline_yaws(parked_street([("car", 5.0, -12.0, math.pi)]))  # 10 m from the nearest lane
+    assert np.all(angle_diff(far[:, 2], math.pi) < 1e-9)
+    across = offline_yaws(parked_street([("car", 5.0, -4.5, -math.pi / 2)]))  # parked across the street
+    assert np.all(angle_diff(across[:, 2], -math.pi / 2) < 1e-9)
+    once = offline_yaws(parked_street([("car", 5.0, -4.5, math.pi)], parked_frames=range(12)))
+    assert np.all(angle_diff(once[:, 2], 0.0) < 1e-9)  # seen in every frame it follows the lane ...
+    frames = parked_street([("car", 5.0, -4.5, math.pi)], parked_frames={3})
+    assert angle_diff(track_scene(frames, "offline").frames[3].yaw_rad[2], math.pi) < 1e-9  # ... seen once, not
+    ghost = offline_yaws(parked_street([("car", 5.0, -4.5, math.pi)], extra_moving=[("truck", 25.0, -4.5, -8.0)]))
+    assert np.all(angle_diff(ghost[:, 2], 0.0) < 1e-9)
