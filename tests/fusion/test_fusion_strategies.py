@@ -141,7 +141,7 @@ def test_gated_and_early_warm_start_from_the_stage_one_models(tmp_path) -> None:
     gated = BEVFusion.from_config(gated_config)
     report = warm_start(gated, gated_config, sources)
     assert report.zeroed_fuser_inputs == ("camera",)
-    assert float(gated.fuser.gate.bias.min()) == 3.0  # the gate is new: it starts open
+    assert float(gated.fuser.gate.bias.min().detach()) == 3.0  # the gate is new: it starts open
     early_config = with_strategy(base, "early")
     report = warm_start(BEVFusion.from_config(early_config), early_config, sources)
     assert "camera" not in report.branch_sources
