@@ -1,16 +1,22 @@
-"""`bench robustness` pieces: RA and mRA arithmetic, the ground-truth subset, models, the heatmap."""
+"""`bench robustness` pieces: RA and mRA arithmetic, the ground-truth subset, models, the heatmap,
+the cameras-dropped reference run."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from avfusion.calibration.boxes import Boxes3D
 from avfusion.errors import InputError
 from avfusion.eval.boxset import EvalBoxSet
 from avfusion.eval.data import BikeRacks, GroundTruth
+from avfusion.fusion.config import cpu_default
 from avfusion.sensors.corruptions import MULTICORRUPT_TYPES
 from avfusion.tools.bench.robustness import (
+    CAMERA_DROPPED,
+    CLEAN,
     chosen_runs,
+    detect_runs,
     ground_truth_subset,
     heatmap_png,
     parse_models,
@@ -80,3 +86,24 @@ def test_models_and_runs_bad_input(tmp_path) -> None:
 def test_heatmap_is_a_png() -> None:
     data = heatmap_png({"default": {"fog": 0.9, "snow": 0.8}, "other": {"fog": 0.7}}, ["fog", "snow"], "t")
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+
+
+class _RecordingDetector:
+    """Stands in for `Detector`: remembers which sensors each call dropped, finds nothing."""
+
+    def __init__(self, model=None, config=None, device="cpu", voxel_backend="numba") -> None:
+        self.model, self.config, self.device, self.voxel_backend = model, config or cpu_default(), device, voxel_backend
+        self.drops: list[frozenset[str]] = []
+
+    def detect(self, frame, drop=frozenset()):
+        self.drops.append(frozenset(drop))
+        return type("Detections", (), {"boxes_global": Boxes3D.empty()})()
+
+
+def test_every_frame_is_also_detected_with_the_cameras_dropped() -> None:
+    frames = [type("Frame", (), {"sample_token": f"s{i}", "scene_name": "scene-0"})() for i in range(3)]
+    detector = _RecordingDetector()
+    runs = detect_runs({"default": detector}, frames, 3, [], seed=0)
+    assert set(runs.records["default"]) == {CLEAN, CAMERA_DROPPED}
+    assert list(runs.records["default"][CAMERA_DROPPED]) == ["s0", "s1", "s2"]
+    assert detector.drops.count(frozenset({"camera"})) == 3 and detector.drops.count(frozenset()) == 3

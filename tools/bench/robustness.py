@@ -10,6 +10,11 @@ with avfusion's nuScenes detection metric against the benchmarked samples' groun
     mRA     = mean of RA_type over the ten MultiCorrupt types (GNSS noise and map removal are
               reported beside it, not in it)
 
+Beside the corruptions, each model also detects every frame with its cameras dropped
+(`camera_dropped`, as `replay --drop camera`): a camera corruption that scores below it would have
+been better ignored. `camera_corruptions_minus_camera_dropped` gives that margin (NDS) per
+camera-only type and severity.
+
 GNSS noise only matters where the map is placed from the GNSS fix, so its runs use the model with
 its map branch posed from GNSS (`MapConfig.pose_source = "gnss"`), as `bench ablation`'s
 `gnss_noise` row does; their RA is relative to the clean model as shipped.
@@ -58,6 +63,7 @@ from avfusion.tools.bench.common import (
 from avfusion.tools.replay.frames import load_detector
 
 CLEAN = "clean"
+CAMERA_DROPPED = "camera_dropped"
 DEFAULT_MODEL = "default"
 
 
@@ -143,7 +149,7 @@ def detect_runs(
     for name, detector in detectors.items():
         config = detector.config.replace(map=MapConfig(channels=detector.config.map.channels, pose_source="gnss"))
         gnss_detectors[name] = type(detector)(detector.model, config, detector.device, detector.voxel_backend)
-    run_names = [CLEAN] + [str(c) for c in corruptions]
+    run_names = [CLEAN, CAMERA_DROPPED] + [str(c) for c in corruptions]
     records: dict[str, dict[str, dict[str, list]]] = {m: {r: {} for r in run_names} for m in detectors}
     detect_ms: dict[str, list[float]] = {m: [] for m in detectors}
     corrupt_ms: dict[str, list[float]] = {t: [] for t in dict.fromkeys(c.type for c in corruptions)}
@@ -152,6 +158,11 @@ def detect_runs(
         frame = frames[index]
         if previous is not None and previous.scene_name != frame.scene_name:
             previous = None
+        for name, detector in detectors.items():
+            dropped = detector.detect(frame, drop={"camera"})
+            records[name][CAMERA_DROPPED][frame.sample_token] = detection_records(
+                frame.sample_token, dropped.boxes_global
+            )
         for run_name, corruption in [(CLEAN, None), *[(str(c), c) for c in corruptions]]:
             start = time.perf_counter()
             seen = frame if corruption is None else corrupt_frame(frame, corruption, seed, previous)
@@ -315,11 +326,25 @@ def run(args: argparse.Namespace) -> int:
             runs.setdefault(corruption.type, {})[str(corruption.severity)] = score(
                 ground_truth, records[name][str(corruption)]
             )
+        dropped = score(ground_truth, records[name][CAMERA_DROPPED])
+        margins = {
+            str(c): runs[c.type][str(c.severity)]["NDS"] - dropped["NDS"]
+            for c in corruptions
+            if CORRUPTION_TYPES[c.type] == "camera"
+        }
         results[name] = {
             "checkpoint": str(models[name]) if models[name] else "shipped default weights",
             "runs": runs,
             **resistance(runs),
+            CAMERA_DROPPED: dropped,
+            "camera_corruptions_minus_camera_dropped": margins,
         }
+        if margins:
+            worst = min(margins, key=margins.__getitem__)
+            print(
+                f"{name}: cameras dropped NDS {dropped['NDS']:.3f}; the worst camera corruption, {worst}, "
+                f"scores {margins[worst]:+.3f} against it"
+            )
 
     types = list(dict.fromkeys(c.type for c in corruptions))
     print(markdown_table(results, types))
