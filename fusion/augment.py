@@ -23,8 +23,10 @@ from avfusion.calibration.boxes import Boxes3D
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.config import CAMERA_NAMES, AugmentConfig
 from avfusion.sensors.corruptions import (
+    Corruption,
     beams_kept,
     brightness_image,
+    corrupt_frame,
     darkness_image,
     stale_camera,
     stale_lidar,
@@ -244,6 +246,9 @@ def corrupt_for_training(
     data), or None. The input frame is not modified; with every probability 0 it is returned."""
     if not config.corrupts:
         return frame
+    if rng.random() < config.weather_probability:
+        weather = Corruption(str(rng.choice(("fog", "snow"))), int(rng.integers(1, 4)))
+        frame = corrupt_frame(frame, weather, int(rng.integers(2**31)), previous)
     # SyncedFrame field -> its new value (the fields differ in type; dataclasses.replace checks the names).
     changes: dict[str, Any] = {}
     lidar = frame.lidar

@@ -306,9 +306,13 @@ class AugmentConfig:
     # noise and lens vignetting, so that the camera branch does not learn the synthetic renderer's
     # exact look and carries over to real photographs.
     image_domain_probability: float = 0.0
+    # Weather: with this probability per sample, fog or snow (`sensors.corruptions`, either one,
+    # severity 1-3 drawn) over the lidar and every camera, drawn anew each time.
+    weather_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for name in (
+            "weather_probability",
             "beam_drop_probability",
             "point_drop_probability",
             "point_drop_max_fraction",
@@ -335,6 +339,7 @@ class AugmentConfig:
                 self.photometric_probability,
                 self.extrinsic_sigma_deg,
                 self.image_domain_probability,
+                self.weather_probability,
             )
         )
 

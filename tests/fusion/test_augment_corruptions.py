@@ -82,3 +82,26 @@ def test_stale_data_photometric_noise_and_extrinsic_perturbation() -> None:
 def test_bad_probability_is_refused() -> None:
     with pytest.raises(ValueError, match="beam_drop_probability"):
         AugmentConfig(beam_drop_probability=1.5)
+
+
+def test_weather_is_fog_or_snow_over_the_lidar_and_every_camera() -> None:
+    f = frame("a")
+    config = AugmentConfig(weather_probability=1.0)
+    assert config.corrupts
+    for seed in range(8):
+        wet = corrupt_for_training(f, None, config, np.random.default_rng(seed))
+        # Fog attenuates every intensity and loses or moves returns; snow moves returns onto flakes.
+        assert not np.array_equal(wet.lidar.points, f.lidar.points)
+        assert wet.lidar.ring.shape == (len(wet.lidar),)
+        for name in CAMERA_NAMES:
+            image = wet.cameras[name].image
+            assert image.shape == f.cameras[name].image.shape and image.dtype == np.uint8
+            assert not np.array_equal(image, f.cameras[name].image)
+        again = corrupt_for_training(f, None, config, np.random.default_rng(seed))
+        np.testing.assert_array_equal(again.lidar.points, wet.lidar.points)
+    dry = corrupt_for_training(
+        f, None, AugmentConfig(weather_probability=0.0, photometric_probability=1e-9), np.random.default_rng(0)
+    )
+    np.testing.assert_array_equal(dry.lidar.points, f.lidar.points)
+    with pytest.raises(ValueError, match="weather_probability"):
+        AugmentConfig(weather_probability=-0.1)
