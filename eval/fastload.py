@@ -27,7 +27,7 @@ import mmap
 import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain, repeat
 from operator import add, attrgetter, itemgetter
 from pathlib import Path
@@ -471,21 +471,20 @@ def _annotations_in(
         return None
     split_seconds = np.fromiter(map(seconds_of_sample.__getitem__, samples.split_tokens), np.float64)
     prev_tokens, next_tokens = _field(kept_records, "prev"), _field(kept_records, "next")
-    table = _AnnotationTable(texts, rows, position, {}, None, translation_all, split_seconds)
     velocity: np.ndarray | None = None
     if split.tokens_unique:  # the neighbours are nearly always the split's records
-        table = replace(table, row_of_token=dict(zip(_field(records, "token"), rows.tolist(), strict=True)))
-        try:
+        own_rows = dict(zip(_field(records, "token"), rows.tolist(), strict=True))
+        table = _AnnotationTable(texts, rows, position, own_rows, None, translation_all, split_seconds)
+        with contextlib.suppress(_OutsideTheSplit):
             velocity = _velocities(table, kept, prev_tokens, next_tokens, seconds_of_sample)
-        except _OutsideTheSplit:
-            velocity = None
     if velocity is None:  # look in every record: a neighbour outside the split, or not in the table
         keys = _decode(data, _TABLE_DECODERS[AnnotationKey]) if keys is None else keys
         if keys is None:
             return None
-        wanted = {*prev_tokens, *next_tokens} - {""}
-        row_of_token = _rows_of_tokens(_field(keys, "token"), wanted)
-        table = replace(table, row_of_token=row_of_token, sample_tokens=_field(keys, "sample_token"))
+        row_of_token = _rows_of_tokens(_field(keys, "token"), {*prev_tokens, *next_tokens} - {""})
+        table = _AnnotationTable(
+            texts, rows, position, row_of_token, _field(keys, "sample_token"), translation_all, split_seconds
+        )
         velocity = _velocities(table, kept, prev_tokens, next_tokens, seconds_of_sample)
     if velocity is None:
         return None

@@ -53,7 +53,7 @@ from typing import Literal
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from avfusion.labels import DETECTION_CLASSES
+from avfusion.labels import CLASS_INDEX, DETECTION_CLASSES
 
 TrackMode = Literal["online", "offline"]
 TRACK_MODES: tuple[str, ...] = ("online", "offline")
@@ -215,7 +215,8 @@ class TrackerConfig:
             (either way), and its line of travel passes within `traffic_lateral_m` of the track,
             at most `traffic_reach_m` from it along that line;
         lane_width_m: of those, the ones within this of the nearest line are the lane beside the
-            track: their votes (one per step) decide.
+            track: their votes (one per passing track) decide. A passing track that comes within
+            this of the standing track's centre while it stands is a drifting track, not traffic.
     """
 
     gate_m: tuple[float, ...] = _per_class(
@@ -328,7 +329,7 @@ class TrackerConfig:
             raise ValueError(f"TrackerConfig.max_gap_s must be > 0, got {self.max_gap_s}")
         unknown = [name for name in (*self.traffic_classes, *self.parked_classes) if name not in DETECTION_CLASSES]
         if unknown:
-            raise ValueError(f"TrackerConfig.traffic_classes: unknown classes {unknown}")
+            raise ValueError(f"TrackerConfig.traffic_classes / parked_classes: unknown classes {unknown}")
         if self.min_hits < 1 or self.bridge_max_frames < 0:
             raise ValueError(
                 f"TrackerConfig: min_hits >= 1 and bridge_max_frames >= 0, got {self.min_hits}, {self.bridge_max_frames}"
@@ -976,8 +977,8 @@ def _traffic_flow(
     it, and the way most of their steps move along the axis wins (a tie decides nothing).
     """
     flow = np.full(len(tracks.label), np.nan)
-    traffic = np.isin(tracks.label, [DETECTION_CLASSES.index(name) for name in config.traffic_classes])
-    parked = np.isin(tracks.label, [DETECTION_CLASSES.index(name) for name in config.parked_classes])
+    traffic = np.isin(tracks.label, [CLASS_INDEX[name] for name in config.traffic_classes])
+    parked = np.isin(tracks.label, [CLASS_INDEX[name] for name in config.parked_classes])
     hits = (tracks.box >= 0).sum(axis=1)
     standing = np.flatnonzero(parked & ~moving.any(axis=1) & (hits >= config.min_hits))
     speed = np.hypot(xs[..., 2], xs[..., 3])
