@@ -30,7 +30,8 @@ track settles, and a score that knows the track:
   (a neighbour's, or the detector's centre wandering) keeps its own. A parked vehicle, which no
   motion turns, faces the way the traffic in the lane beside it flows, where vehicles pass it
   (`_traffic_flow`): that settles what a detector often cannot read from a vehicle's outline.
-  Scores blend the detection's with the track's mean; short tracks are scored down; gaps of at
+  Scores blend the detection's with the track's mean; short tracks are scored down (not where the
+  scene had no other keyframe to confirm them, e.g. a one-keyframe log); gaps of at
   most `bridge_max_frames` missed keyframes inside a track are bridged with boxes at the smoothed
   positions.
 
@@ -184,7 +185,8 @@ class TrackerConfig:
         moving_speed_mps: above this speed a track's heading follows its motion.
         min_displacement_m: offline, a track whose smoothed positions never get this far from
             where it started is standing: it never moves.
-        min_hits: tracks with fewer detections are "short".
+        min_hits: tracks with fewer detections are "short" (offline: fewer than this or than the
+            keyframes of their stretch of the scene between cuts, whichever is less).
         short_track_factor: offline, score factor of a short track's boxes.
         online_short_track_factor: online, score factor of a box whose track has fewer than
             `min_hits` detections so far.
@@ -818,7 +820,12 @@ def _offline_frames(
     yaw_out = _offline_headings(tracks, xs, det_yaw, det_score, config)
     hits = hit.sum(axis=1)
     mean_score = det_score.sum(axis=1) / hits
-    factor = np.where(hits >= config.min_hits, 1.0, config.short_track_factor)
+    # A track is short when it has fewer detections than its stretch of the scene (the keyframes
+    # between two cuts) could have given it: a keyframe alone has nothing to confirm its boxes.
+    stretch = np.cumsum(frame_dt_s == 0) - 1  # the first frame and each cut start a stretch
+    stretch_frames = np.bincount(stretch)[stretch]
+    needed = np.minimum(config.min_hits, stretch_frames[tracks.first])
+    factor = np.where(hits >= needed, 1.0, config.short_track_factor)
     score_out = factor[:, None] * (
         (1.0 - config.track_score_weight) * det_score + config.track_score_weight * mean_score[:, None]
     )

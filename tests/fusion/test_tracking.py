@@ -226,6 +226,25 @@ def test_one_frame_false_positive_is_scored_down():
     assert online.frames[2].score[1] == pytest.approx(0.5 * 0.5, abs=1e-12)
 
 
+def test_a_keyframe_alone_is_not_scored_down():
+    """Offline, a track is short only against the keyframes its stretch of the scene had: a
+    one-keyframe scene, or a keyframe cut off from its neighbours by long gaps, keeps its scores;
+    a box seen once in a two-keyframe stretch is still scored down."""
+    config = TrackerConfig()
+    alone = track_scene([make_frame(0, [("car", 0.0, 0.0, 0.0, 0.6), ("pedestrian", 5.0, 0.0, 0.0, 0.4)])], "offline")
+    assert alone.frames[0].score.tolist() == pytest.approx([0.6, 0.4], abs=1e-12)
+    gap_us = int(10 * config.max_gap_s * 1e6)
+    frames = [
+        make_frame(0, [("car", 0.0, 0.0, 0.0, 0.8)]),
+        make_frame(1, [("car", 0.0, 0.0, 0.0, 0.8), ("car", 30.0, 0.0, 0.0, 0.5)]),
+        make_frame(2, [("car", 60.0, 0.0, 0.0, 0.7)], timestamp_us=DT_US + gap_us),
+    ]
+    out = track_scene(frames, "offline", config)
+    assert len(out.cuts) == 1
+    assert out.frames[1].score[1] == pytest.approx(config.short_track_factor * 0.5, abs=1e-12)
+    assert out.frames[2].score.tolist() == pytest.approx([0.7], abs=1e-12)
+
+
 def test_weak_detections_continue_tracks_but_start_none():
     """A car drives east at 10 m/s; in frames 2 and 3 the detector is unsure of it (0.1, below
     `min_score`), and in frame 1 a weak car stands 20 m away: the track goes on through the weak
