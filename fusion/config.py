@@ -628,13 +628,15 @@ def configure(
     modalities: str | None = None,
     fusion: str | None = None,
     heading_weight: float | None = None,
+    weather: float | None = None,
     **train_overrides: object,
 ) -> FusionConfig:
     """A preset (or a saved config JSON) with `TrainConfig` fields replaced where a value is given.
 
     `modalities`: comma-separated branches to build, e.g. "lidar,map"; at least one of lidar and
     camera. `fusion`: a strategy of `FUSION_STRATEGIES` (None: the config's). `heading_weight`: the
-    loss weight of the sin and cos regression channels (None: the config's). `train_overrides`
+    loss weight of the sin and cos regression channels (None: the config's). `weather`: the share of
+    training samples under fog or snow (`AugmentConfig.weather_probability`). `train_overrides`
     with the value None are left as the config has them.
     """
     config = FusionConfig.load_json(config_path) if config_path else PRESETS[preset]()
@@ -656,6 +658,10 @@ def configure(
         config = with_strategy(config, fusion)
     if heading_weight is not None:
         config = with_heading_weight(config, heading_weight)
+    if weather is not None:
+        if not (math.isfinite(weather) and 0.0 <= weather <= 1.0):
+            raise InputError(f"--weather must be a probability in [0, 1], got {weather}")
+        config = config.replace(augment=dataclasses.replace(config.augment, weather_probability=float(weather)))
     return config
 
 

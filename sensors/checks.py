@@ -11,9 +11,9 @@ found:
   into this keyframe's lidar frame through the ego poses, its time lags grown by the time since.
 - **Calibration** (Levinson and Thrun, "Automatic online calibration of cameras and lasers", RSS
   2013). Depth discontinuities along each lidar ring should project onto image edges. Per camera
-  and frame the agreement `J(R) = sum_p X_p D(project(R p))` (X_p the square root of the point's
-  depth jump to a neighbour along its ring or in the next ring, D the image's edge map spread by an inverse distance
-  transform) is evaluated for small rotations R of the stored extrinsic on a 3-D grid of
+  and frame the agreement `J(R) = sum_p X_p D(project(R p))` (X_p an edge point's weight: its
+  depth jump to a neighbour along its ring or in the next ring to the power `jump_power`, D the
+  image's edge map spread by an inverse distance transform) is evaluated for small rotations R of the stored extrinsic on a 3-D grid of
   rotation vectors (pitch about camera x, yaw about y, roll about z; +-3 degrees in 1-degree
   steps). The scores are summed over the scene's frames; their maximum, refined per axis by a
   parabola, is the running estimate of the extrinsic's error, `offset_deg`. A camera is
@@ -107,6 +107,11 @@ class CalibrationCheckConfig:
     Attributes:
         grid_half_width_deg, grid_step_deg: the rotation grid per axis, around the stored extrinsic.
         depth_jump_m: a lidar point is an edge when a ring neighbour is at least this much farther.
+        jump_power: an edge's weight is its depth jump (m) to this power. Levinson and Thrun use
+            0.5; 0 weighs every edge the same, which the tuning log preferred: a long boundary
+            with a far backdrop (a tree canopy against a facade) has large jumps but often faint
+            image contrast, and with the jumps as weights it alone pulled a correctly calibrated
+            camera's estimate to a corner of the grid.
         max_neighbour_gap_deg: ring neighbours farther apart in azimuth are not neighbours.
         min_edge_points: fewer lidar edges in a camera's view make its frame undetermined.
         min_image_contrast: an image whose grey levels' standard deviation is below this is blank.
@@ -123,6 +128,7 @@ class CalibrationCheckConfig:
     grid_half_width_deg: float = 3.0
     grid_step_deg: float = 1.0
     depth_jump_m: float = 1.0
+    jump_power: float = 0.0
     max_neighbour_gap_deg: float = 1.0
     min_edge_points: int = 40
     max_edge_points: int = 1000
@@ -164,7 +170,7 @@ def _edge_jumps(
 
 def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Depth discontinuities of the keyframe sweep: `(K, 3)` points (lidar frame, metres), `(K,)`
-    weights `sqrt(depth jump)` and `(K,)` firing times (seconds relative to the sweep's
+    depth jumps (metres) and `(K,)` firing times (seconds relative to the sweep's
     timestamp, which ends the revolution), for the near side of each edge along a ring (vertical
     edges) or between adjacent rings at the same azimuth (horizontal edges; see `_edge_jumps`).
     Empty without ring indices."""
@@ -245,7 +251,7 @@ def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.n
     far_dir = xyz[partner[edge]] / ranges[partner[edge], None]
     middle = near_dir + far_dir
     middle /= np.linalg.norm(middle, axis=1, keepdims=True)
-    return middle * ranges[edge, None], np.sqrt(jump[edge]), firing_s[edge]
+    return middle * ranges[edge, None], jump[edge], firing_s[edge]
 
 
 def edge_map(image: np.ndarray, config: CalibrationCheckConfig) -> np.ndarray | None:
@@ -356,12 +362,14 @@ class CalibrationCheck:
         self,
         camera: CameraFrame,
         points_lidar: np.ndarray,
-        weights: np.ndarray,
+        jumps_m: np.ndarray,
         camera_from_lidar: SE3,
         firing_offset_s: np.ndarray | None = None,
     ) -> CameraCalibrationVerdict:
         """Add one frame of one camera to its sums and judge it (see the module docstring).
+        `points_lidar`, `jumps_m`: the lidar edges and their depth jumps (`lidar_edges`).
         `firing_offset_s`: each edge's firing time minus the camera's exposure (None: all in time)."""
+        weights = jumps_m
         if firing_offset_s is not None:
             in_time = np.abs(firing_offset_s) <= self.config.max_time_offset_s
             points_lidar, weights = points_lidar[in_time], weights[in_time]
@@ -389,6 +397,7 @@ class CalibrationCheck:
         if len(weights) > self.config.max_edge_points:
             strongest = np.sort(np.argsort(-weights, kind="stable")[: self.config.max_edge_points])
             points_cam, weights = points_cam[strongest], weights[strongest]
+        weights = weights**self.config.jump_power
         state.scores += alignment_scores(points_cam, weights, edges, camera.intrinsics, self._rotations).reshape(
             n, n, n
         )
@@ -501,12 +510,12 @@ class SensorChecks:
 
         verdicts: dict[str, CameraCalibrationVerdict] = {}
         if self.calibration is not None and lidar is not None and LIDAR_NAME not in frozen:
-            points, weights, firing_s = lidar_edges(lidar, self.calibration.config)
+            points, jumps_m, firing_s = lidar_edges(lidar, self.calibration.config)
             for name in list(cameras):
                 camera_from_lidar = frame.ego_from_camera_at_lidar_time(name).inverse() @ lidar.ego_from_lidar
                 exposure_s = (cameras[name].timestamp_us - lidar.timestamp_us) * 1e-6
                 verdict = self.calibration.check_camera(
-                    cameras[name], points, weights, camera_from_lidar, firing_s - exposure_s
+                    cameras[name], points, jumps_m, camera_from_lidar, firing_s - exposure_s
                 )
                 verdicts[name] = verdict
                 if verdict.status == STATUS_SUSPECT:

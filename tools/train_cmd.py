@@ -34,6 +34,7 @@ def config_from_args(args: argparse.Namespace) -> FusionConfig:
         learning_rate=args.lr,
         seed=args.seed,
         heading_weight=args.heading_weight,
+        weather=args.weather,
     )
 
 
@@ -127,6 +128,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="loss weight of the yaw's sin and cos regression channels (default: the config's, 1)",
+    )
+    parser.add_argument(
+        "--weather",
+        type=float,
+        default=None,
+        help="share of training samples under fog or snow of severity 1-3 (default: the config's, 0)",
     )
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (resumable)")
     parser.add_argument("--checkpoint-every", type=int, default=50)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,12 @@ def test_a_batch_larger_than_the_samples_is_refused(frame_factory, tmp_path: Pat
         ({"seed": -2}, "--seed must be a non-negative integer, got -2"),
         ({"heading_weight": 0.0}, "--heading-weight must be a number > 0, got 0.0"),
         ({"heading_weight": math.nan}, "--heading-weight must be a number > 0, got nan"),
+        ({"weather": 1.5}, "--weather must be a probability in [0, 1], got 1.5"),
+        ({"weather": math.nan}, "--weather must be a probability in [0, 1], got nan"),
     ],
 )
 def test_train_arguments_are_checked(changes, expected) -> None:
-    with pytest.raises(InputError, match=expected.replace("+", r"\+")):
+    with pytest.raises(InputError, match=re.escape(expected)):
         configure("cpu", **changes)
 
 
@@ -77,6 +80,12 @@ def test_heading_weight_sets_the_sin_and_cos_channels_only() -> None:
     config = configure("cpu", heading_weight=3.0)
     assert config.loss.regression_channel_weights == (1.0,) * 6 + (3.0, 3.0) + (1.0, 1.0)
     assert config.replace(loss=configure("cpu").loss) == configure("cpu")
+
+
+def test_weather_sets_the_weather_share_only() -> None:
+    config = configure("cpu", weather=0.3)
+    assert config.augment.weather_probability == 0.3
+    assert config.replace(augment=configure("cpu").augment) == configure("cpu")
 
 
 def test_a_config_file_with_bad_training_values_names_the_file(tmp_path: Path) -> None:
