@@ -26,9 +26,9 @@ from avfusion.calibration.camera import CameraRig
 from avfusion.calibration.geodesy import map_from_geodetic, yaw_from_heading_deg
 from avfusion.calibration.se3 import SE3
 from avfusion.fusion.augment import SampleAugmentation
-from avfusion.fusion.config import CAMERA_NAMES, PAINT_CHANNELS, FusionConfig
+from avfusion.fusion.config import CAMERA_NAMES, PAINT_CHANNELS, PAINT_LOOKUP_CHANNELS, FusionConfig
 from avfusion.fusion.ops.voxelize import Backend, VoxelConfig, voxelize
-from avfusion.fusion.paint import paint_points
+from avfusion.fusion.paint import paint_points, point_labels
 from avfusion.fusion.targets import HeadTargets, build_head_targets
 from avfusion.sensors.types import SyncedFrame
 
@@ -115,6 +115,8 @@ class FusionBatch:
         lidar_depth_bin: `(B, K, h', w')` int64, the same from the keyframe sweep's returns, for the
             lidar-guided lift (`CameraConfig.lift_at_lidar_depth`); all -1 for a sample without
             lidar; None when the model does not lift at lidar depth.
+        pillar_point_labels: `(V, P)` int64 training label of each pillar point for the painted
+            scores (`fusion.paint.point_labels`; -1: no loss, padding included); None otherwise.
     """
 
     sample_tokens: tuple[str, ...]
@@ -129,14 +131,20 @@ class FusionBatch:
     targets: HeadTargets | None = None
     depth_target_bin: torch.Tensor | None = None
     lidar_depth_bin: torch.Tensor | None = None
+    pillar_point_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch = len(self.sample_tokens)
         pillars = self.pillar_features.shape[0]
-        if self.pillar_features.ndim != 3 or self.pillar_features.shape[2] not in (5, 5 + PAINT_CHANNELS):
+        painted = 5 + PAINT_CHANNELS
+        if self.pillar_features.ndim != 3 or self.pillar_features.shape[2] not in (
+            5,
+            painted,
+            painted + PAINT_LOOKUP_CHANNELS,
+        ):
             raise ValueError(
-                f"FusionBatch.pillar_features must be (V, P, 5) or painted (V, P, {5 + PAINT_CHANNELS}), "
-                f"got {tuple(self.pillar_features.shape)}"
+                f"FusionBatch.pillar_features must be (V, P, 5), painted (V, P, {painted}) or painted with "
+                f"the score lookup (V, P, {painted + PAINT_LOOKUP_CHANNELS}), got {tuple(self.pillar_features.shape)}"
             )
         if tuple(self.pillar_num_points.shape) != (pillars,):
             raise ValueError(
@@ -175,6 +183,7 @@ class FusionBatch:
             targets=None if self.targets is None else self.targets.to(device),
             depth_target_bin=None if self.depth_target_bin is None else self.depth_target_bin.to(device),
             lidar_depth_bin=None if self.lidar_depth_bin is None else self.lidar_depth_bin.to(device),
+            pillar_point_labels=None if self.pillar_point_labels is None else self.pillar_point_labels.to(device),
         )
 
 
@@ -410,6 +419,8 @@ def collate(
     guided_lift = config.camera.lift_at_lidar_depth and use.use_lidar and config.builds_camera_branch
     lidar_depth_bins = np.full((batch, cameras, feature_h, feature_w), -1, dtype=np.int64) if guided_lift else None
     boxes_bev: list[Boxes3D] = []
+    # Painted scores are trained on labels carried through pillarization as a last point column.
+    score_labels = with_targets and config.paints_scores
 
     def add_pillars(b: int, points: np.ndarray) -> None:
         start = time.perf_counter()
@@ -460,7 +471,14 @@ def collate(
                 (cam_h, cam_w),
             )
             points_ego = frame.lidar.ego_from_lidar.apply(frame.lidar.points[:, :3])
-            add_pillars(b, np.concatenate([points, paint_points(points_ego, rig, images[b, present])], axis=1))
+            slots = present if config.paints_scores else None
+            columns = [points, paint_points(points_ego, rig, images[b, present], slots)]
+            if score_labels:
+                gt = frame.gt_boxes if frame.gt_boxes is not None else Boxes3D.empty()
+                seen = columns[1][:, 3] > 0
+                labels = point_labels(points_ego, gt, seen, config.head.num_classes)
+                columns.append(labels[:, None].astype(np.float32))
+            add_pillars(b, np.concatenate(columns, axis=1))
         if "map" not in dropped and not ("gnss" in dropped and config.map.pose_source == "gnss"):
             patch = map_patch(frame, config, aug)
             if patch is not None:
@@ -476,9 +494,15 @@ def collate(
         counts_t = torch.from_numpy(np.concatenate(pillar_counts))
         coords_t = torch.from_numpy(np.concatenate(pillar_coords).astype(np.int64))
     else:
-        features_t = torch.zeros((0, points_per_pillar, 5 + (PAINT_CHANNELS if config.paints_points else 0)))
+        features_t = torch.zeros((0, points_per_pillar, config.point_columns + (1 if score_labels else 0)))
         counts_t = torch.zeros(0, dtype=torch.int64)
         coords_t = torch.zeros((0, 3), dtype=torch.int64)
+    labels_t = None
+    if score_labels:
+        labels_t = features_t[..., -1].round().long()
+        features_t = features_t[..., :-1].contiguous()
+        padding = torch.arange(points_per_pillar)[None, :] >= counts_t[:, None]
+        labels_t[padding] = -1
     return FusionBatch(
         sample_tokens=tuple(frame.sample_token for frame in frames),
         pillar_features=features_t,
@@ -496,4 +520,5 @@ def collate(
         targets=build_head_targets(boxes_bev, config) if with_targets else None,
         depth_target_bin=None if depth_bins is None else torch.from_numpy(depth_bins),
         lidar_depth_bin=None if lidar_depth_bins is None else torch.from_numpy(lidar_depth_bins),
+        pillar_point_labels=labels_t,
     )

@@ -167,6 +167,9 @@ class MapConfig:
 FUSION_STRATEGIES: tuple[str, ...] = ("early", "intermediate", "gated", "late")
 # Camera colour (3, normalised as the camera branch's input) and a seen flag per painted point.
 PAINT_CHANNELS = 4
+# With painted scores, what the batch also carries per point for the model to read them: the
+# camera's index in `CAMERA_NAMES` (-1: no camera sees it) and the network-input pixel (u, v).
+PAINT_LOOKUP_CHANNELS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +177,9 @@ class FuserConfig:
     """How and where the modalities meet (`FUSION_STRATEGIES`); `channels` out of the BEV fuser.
 
     - "early": point painting. Every lidar point carries the colour of the camera pixel it
-      projects to and a seen-by-a-camera flag into the lidar encoder; there is no camera BEV branch.
+      projects to, a seen-by-a-camera flag and, with `paint_scores`, the camera network's
+      per-class scores there (`fusion.paint.PaintScorer`) into the lidar encoder; there is no
+      camera BEV branch.
     - "intermediate": the branch BEV maps and modality indicators concatenated, then a 3x3 conv.
     - "gated": as intermediate, but each branch's map is first weighed per BEV cell by a gate in
       [0, 1] computed from all the maps (`fuser.GatedFuser`), so the network can turn a bad input down.
@@ -185,6 +190,8 @@ class FuserConfig:
     channels: int = 32
     strategy: str = "intermediate"
     late_model: tuple[float, ...] = ()
+    # Early fusion: paint the per-class scores too (False in configs written before they existed).
+    paint_scores: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in FUSION_STRATEGIES:
@@ -371,6 +378,9 @@ class LossConfig:
     regression_channel_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     attribute_weight: float = 0.2
     depth_weight: float = 0.5
+    # Early fusion with painted scores: cross-entropy of the scores at the lidar points against
+    # the class of the box each point lies in (`fusion.losses.paint_loss`).
+    paint_weight: float = 0.5
     # Loss weight of a training sample whose lidar was dropped (modality dropout) in a model with a
     # lidar branch. Such a sample's gradient is several times a full sample's at the start of the
     # fused stage, so with one shared trunk it steers that trunk (docs/results.md).
@@ -469,6 +479,26 @@ class FusionConfig:
     def paints_points(self) -> bool:
         """Whether lidar points carry camera paint (early fusion with cameras in the model)."""
         return self.fuser.strategy == "early" and self.train.use_camera and self.train.use_lidar
+
+    @property
+    def paints_scores(self) -> bool:
+        """Whether painted points also carry the camera network's per-class scores."""
+        return self.paints_points and self.fuser.paint_scores
+
+    @property
+    def paint_channels(self) -> int:
+        """Paint features per point the lidar encoder reads (0 without painting)."""
+        if not self.paints_points:
+            return 0
+        return PAINT_CHANNELS + (self.head.num_classes if self.paints_scores else 0)
+
+    @property
+    def point_columns(self) -> int:
+        """Columns per point of a batch's pillars: the 5 of the cloud, the paint, and where to read
+        the scores (`PAINT_LOOKUP_CHANNELS`) when the model paints them."""
+        if not self.paints_points:
+            return 5
+        return 5 + PAINT_CHANNELS + (PAINT_LOOKUP_CHANNELS if self.paints_scores else 0)
 
     @property
     def builds_lidar_free_trunk(self) -> bool:
@@ -616,6 +646,7 @@ def with_strategy(config: FusionConfig, strategy: str) -> FusionConfig:
     config = config.replace(fuser=dataclasses.replace(config.fuser, strategy=strategy))
     if strategy == "early":
         config = config.replace(
+            fuser=dataclasses.replace(config.fuser, paint_scores=True),
             train=dataclasses.replace(config.train, lidar_free_trunk=False, camera_free_trunk=False),
             augment=dataclasses.replace(config.augment, drop_cameras_probability=0.15),
         )

@@ -25,6 +25,8 @@ class HeadOutputs:
         attribute_logits: `(B, num_attributes, H, W)`.
         depth_logits: `(N, D, h', w')` depth-bin logits of the N present cameras (N = 0 without cameras).
         depth_camera_index: `(N,)` flat `b * K + k` of those cameras.
+        paint_logits: early fusion with painted scores: `(V, P, num_classes + 1)` the camera
+            network's class and background logits at each pillar point; else None.
     """
 
     heatmap_logits: torch.Tensor
@@ -36,6 +38,7 @@ class HeadOutputs:
     attribute_logits: torch.Tensor
     depth_logits: torch.Tensor
     depth_camera_index: torch.Tensor
+    paint_logits: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         batch, _, height, width = self.heatmap_logits.shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfusion.fusion.config import PAINT_CHANNELS, GridConfig, LidarConfig
+from avfusion.fusion.config import GridConfig, LidarConfig
 from avfusion.fusion.ops.bev_pool import bev_pool
 
 
@@ -28,9 +28,10 @@ class PillarEncoder(nn.Module):
         self.channels = channels
 
     @staticmethod
-    def from_config(lidar: LidarConfig, grid: GridConfig, painted: bool = False) -> PillarEncoder:
-        """`painted`: the points carry `PAINT_CHANNELS` more features (early fusion, `fusion.paint`)."""
-        return PillarEncoder(lidar.channels, grid, PAINT_CHANNELS if painted else 0)
+    def from_config(lidar: LidarConfig, grid: GridConfig, paint_channels: int = 0) -> PillarEncoder:
+        """`paint_channels`: the points carry that many more features (early fusion,
+        `FusionConfig.paint_channels`)."""
+        return PillarEncoder(lidar.channels, grid, paint_channels)
 
     def decorate(self, features: torch.Tensor, num_points: torch.Tensor, coords_bij: torch.Tensor) -> torch.Tensor:
         """`(V, P, 5)` -> `(V, P, 10)` decorated point features; padded rows are zero."""

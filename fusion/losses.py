@@ -110,15 +110,26 @@ def depth_loss(
     return (F.cross_entropy(per_pixel, target[valid], reduction="none") * pixel_weight).mean()
 
 
+def paint_loss(paint_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the painted scores' logits `(V, P, C + 1)` against each point's label
+    `(V, P)` (a class, C for background, -1 for no loss: unseen points and padding)."""
+    valid = labels >= 0
+    if not bool(valid.any()):
+        return paint_logits.sum() * 0.0
+    return F.cross_entropy(paint_logits[valid], labels[valid])
+
+
 def total_loss(
     outputs: HeadOutputs,
     targets: HeadTargets,
     depth_target_bin: torch.Tensor | None,
     config: LossConfig,
     sample_weight: torch.Tensor | None = None,
+    point_labels: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted sum and its parts (as floats, for the loss log); `sample_weight` `(B,)` scales
-    each sample's terms in every part (see `sample_weights`)."""
+    each sample's terms in every part (see `sample_weights`) but the painted scores' (per point);
+    `point_labels`: the batch's `pillar_point_labels`, for a model that paints scores."""
     w = sample_weight
     parts = {
         "heatmap": heatmap_focal_loss(outputs.heatmap_logits, targets.heatmap, sample_weight=w) * config.heatmap_weight,
@@ -128,6 +139,8 @@ def total_loss(
     }
     if depth_target_bin is not None:
         parts["depth"] = depth_loss(outputs, depth_target_bin, w) * config.depth_weight
+    if outputs.paint_logits is not None and point_labels is not None:
+        parts["paint"] = paint_loss(outputs.paint_logits, point_labels) * config.paint_weight
     total = functools.reduce(operator.add, parts.values())
     return total, {name: float(value.detach()) for name, value in parts.items()}
 

@@ -16,6 +16,7 @@ from avfusion.fusion.fuser import ConvFuser
 from avfusion.fusion.head import CenterHead, HeadOutputs
 from avfusion.fusion.lidar import PillarEncoder
 from avfusion.fusion.map import MapEncoder
+from avfusion.fusion.painter import PaintScorer
 
 
 class ModeTrunk(nn.Module):
@@ -100,6 +101,7 @@ class BEVFusion(nn.Module):
         feature_hw: tuple[int, int],
         lidar_free: ModeTrunk | None = None,
         camera_free: ModeTrunk | None = None,
+        painter: PaintScorer | None = None,
     ) -> None:
         super().__init__()
         if lidar is None and camera is None and map is None:
@@ -112,12 +114,14 @@ class BEVFusion(nn.Module):
         self.fuser, self.backbone, self.head = fuser, backbone, head
         self.lidar_free, self.camera_free = lidar_free, camera_free
         self.depth_bins, self.feature_hw = depth_bins, feature_hw
+        # Early fusion with painted scores: the camera network whose scores the points carry.
+        self.painter = painter
 
     @staticmethod
     def from_config(config: FusionConfig) -> BEVFusion:
         train = config.train
         lidar = (
-            PillarEncoder.from_config(config.lidar, config.grid, painted=config.paints_points)
+            PillarEncoder.from_config(config.lidar, config.grid, paint_channels=config.paint_channels)
             if train.use_lidar
             else None
         )
@@ -143,6 +147,7 @@ class BEVFusion(nn.Module):
             feature_hw=config.camera.feature_hw,
             lidar_free=lidar_free,
             camera_free=camera_free,
+            painter=PaintScorer(config.camera, config.head.num_classes) if config.paints_scores else None,
         )
 
     def trunk_of_each_sample(self, modality: ModalityMask) -> torch.Tensor:
@@ -156,11 +161,19 @@ class BEVFusion(nn.Module):
         return route
 
     def forward(self, batch: FusionBatch) -> HeadOutputs:
+        features, paint_logits = batch.pillar_features, None
+        if self.painter is not None:
+            features, paint_logits = self.painter(features, batch.pillar_coords_bij, batch.images)
+        outputs = self._forward(batch, features)
+        return outputs if paint_logits is None else dataclasses.replace(outputs, paint_logits=paint_logits)
+
+    def _forward(self, batch: FusionBatch, pillar_features: torch.Tensor) -> HeadOutputs:
         modality = batch.modality
         lidar_bev = None
         if self.lidar is not None:
+            features = pillar_features
             lidar_bev = self.lidar(
-                batch.pillar_features, batch.pillar_num_points, batch.pillar_coords_bij, batch.batch_size
+                features, batch.pillar_num_points, batch.pillar_coords_bij, batch.batch_size
             )  # (B, C_l, H, W)
         camera_bev = coverage = None
         depth_logits = batch.images.new_zeros((0, self.depth_bins, *self.feature_hw))

@@ -314,7 +314,9 @@ def train(
         with torch.autocast(device_type=device_t.type, dtype=torch.bfloat16, enabled=amp and device_t.type == "cuda"):
             outputs = network(batch)
         weights = sample_weights(batch.modality.lidar, config.loss, config.train.use_lidar)
-        loss, losses = total_loss(outputs, batch.targets, batch.depth_target_bin, config.loss, weights)
+        loss, losses = total_loss(
+            outputs, batch.targets, batch.depth_target_bin, config.loss, weights, batch.pillar_point_labels
+        )
         if not math.isfinite(float(loss.detach())):
             kept = (
                 f"the last checkpoint {checkpoint_path} is kept"

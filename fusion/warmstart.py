@@ -12,6 +12,9 @@ lidar(+map) model) start at zero. The warm-started model therefore computes exac
 model computed, and the new branch earns its way in through training instead of adding noise to a
 trained trunk on the first step.
 
+An early-fusion model's camera network for painted scores (`fusion.painter`) comes from a source
+that has one, else its image encoder from a source's camera branch.
+
 A model's lidar-free trunk (`TrainConfig.lidar_free_trunk`) comes whole from the first source
 without lidar that has cameras (the camera stage-one model): its fuser, backbone and head have the
 same shapes there, so on samples without lidar the warm-started model computes what that model did.
@@ -46,7 +49,7 @@ _TRUNK_COMPONENTS: tuple[str, ...] = ("grid", "fuser", "backbone", "head")
 _FREE_FIELDS: dict[str, tuple[str, ...]] = {
     "camera": ("lift_at_lidar_depth",),
     "head": ("min_target_lidar_points",),
-    "fuser": ("strategy", "late_model"),
+    "fuser": ("strategy", "late_model", "paint_scores"),
 }
 # The lidar encoder's linear layer: a painted model's has more input columns (the paint, last).
 _LIDAR_LINEAR = "lidar.linear.weight"
@@ -78,6 +81,7 @@ class WarmStart:
     zeroed_fuser_inputs: tuple[str, ...]
     lidar_free_trunk_source: str | None = None
     camera_free_trunk_source: str | None = None
+    painter_source: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -86,6 +90,7 @@ class WarmStart:
             "zeroed_fuser_inputs": list(self.zeroed_fuser_inputs),
             "lidar_free_trunk": self.lidar_free_trunk_source,
             "camera_free_trunk": self.camera_free_trunk_source,
+            "painter": self.painter_source,
         }
 
 
@@ -120,8 +125,9 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
             names = [name for name in target if name.startswith(branch + ".")]
             for name in names:
                 if name == _LIDAR_LINEAR and name in state and _widened(state[name], target[name]):
-                    # Unpainted source: its columns, and zero for the paint, so the painted model
-                    # starts out computing what the source did.
+                    # A source with fewer paint columns (unpainted, or painted without scores): its
+                    # columns, and zero for the new paint, so the model starts out computing what
+                    # the source did.
                     weight = torch.zeros_like(target[name])
                     weight[:, : state[name].shape[1]] = state[name].to(weight.dtype)
                     new_state[name] = weight
@@ -159,8 +165,31 @@ def warm_start(model: BEVFusion, config: FusionConfig, sources: Sequence[str | o
         else:
             zeroed.append(branch)
     new_state[fuser_weight] = weight
+    painter_source = _copy_painter(target, new_state, loaded) if model.painter is not None else None
     model.load_state_dict(new_state)
-    return WarmStart(trunk_path, branch_sources, tuple(zeroed), lidar_free_source, camera_free_source)
+    return WarmStart(trunk_path, branch_sources, tuple(zeroed), lidar_free_source, camera_free_source, painter_source)
+
+
+def _copy_painter(target: dict, new_state: dict, loaded: list) -> str | None:
+    """Fill `new_state`'s `painter.*` (early fusion's camera network, `fusion.painter`) from the
+    first source that has one, or else its image encoder from the first source with a camera
+    branch of the same encoder (its classifier then keeps its initialisation) -> that source's
+    path (None: none, the painter keeps its initialisation)."""
+    names = [name for name in target if name.startswith("painter.")]
+    for path, _, payload in loaded:
+        state = payload["model"]
+        if all(name in state and state[name].shape == target[name].shape for name in names):
+            for name in names:
+                new_state[name] = state[name].to(target[name].dtype)
+            return path
+    encoder = {name: "camera." + name.removeprefix("painter.") for name in names if name.startswith("painter.encoder.")}
+    for path, _, payload in loaded:
+        state = payload["model"]
+        if all(theirs in state and state[theirs].shape == target[ours].shape for ours, theirs in encoder.items()):
+            for ours, theirs in encoder.items():
+                new_state[ours] = state[theirs].to(target[ours].dtype)
+            return path
+    return None
 
 
 def _widened(source: torch.Tensor, target: torch.Tensor) -> bool:

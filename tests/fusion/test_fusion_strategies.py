@@ -77,13 +77,15 @@ def test_early_fusion_has_no_camera_branch_and_starts_as_its_lidar_model(tmp_pat
     assert early_config.paints_points and not early_config.builds_camera_branch
     early = BEVFusion.from_config(early_config)
     assert early.camera is None and early.lidar_free is None and early.camera_free is None
-    assert early.lidar.linear.in_features == 10 + 4
+    # Colour and seen flag (4) and the painted per-class scores (10).
+    assert early.lidar.linear.in_features == 10 + 4 + 10 and early.painter is not None
     warm_start(early, early_config, [tmp_path / "lidar.pt"])
     assert float(early.lidar.linear.weight.detach()[:, 10:].abs().sum()) == 0.0
 
     frames = [frame_factory(0), frame_factory(1)]
     painted = collate(frames, early_config)
-    assert painted.pillar_features.shape[2] == 9 and float(painted.pillar_features[..., 8].max()) == 1.0
+    # The cloud (5), the paint (4) and where to read the scores: camera, u, v.
+    assert painted.pillar_features.shape[2] == 12 and float(painted.pillar_features[..., 8].max()) == 1.0
     with torch.no_grad():
         expected = lidar_model(collate(frames, lidar_config))
         found = early.eval()(painted)
@@ -92,7 +94,9 @@ def test_early_fusion_has_no_camera_branch_and_starts_as_its_lidar_model(tmp_pat
 
     # Without cameras every point is unpainted and still encoded.
     dark = collate(frames, early_config, drop={"camera"})
-    assert float(dark.pillar_features[..., 5:].abs().max()) == 0.0
+    assert float(dark.pillar_features[..., 5:9].abs().max()) == 0.0
+    valid = torch.arange(dark.pillar_features.shape[1])[None, :] < dark.pillar_num_points[:, None]
+    assert bool((dark.pillar_features[..., 9][valid] == -1.0).all())
 
 
 def test_gated_fuser_starts_open_and_a_closed_gate_removes_its_branch(frame_factory) -> None:
