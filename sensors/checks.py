@@ -12,10 +12,10 @@ found:
 - **Calibration** (Levinson and Thrun, "Automatic online calibration of cameras and lasers", RSS
   2013). Depth discontinuities along each lidar ring should project onto image edges. Per camera
   and frame the agreement `J(R) = sum_p X_p D(project(R p))` (X_p an edge point's weight: its
-  depth jump to a neighbour along its ring or in the next ring to the power `jump_power`, D the
-  image's edge map spread by an inverse distance transform) is evaluated for small rotations R of the stored extrinsic on a 3-D grid of
-  rotation vectors (pitch about camera x, yaw about y, roll about z; +-3 degrees in 1-degree
-  steps). The scores are summed over the scene's frames; their maximum, refined per axis by a
+  depth jump to a neighbour along its ring or in the next ring to the power `jump_power`; D the
+  image's binary edge map spread by an inverse distance transform) is evaluated for small
+  rotations R of the stored extrinsic on a 3-D grid of rotation vectors (pitch about camera x,
+  yaw about y, roll about z; +-3 degrees in 1-degree steps). The scores are summed over the scene's frames; their maximum, refined per axis by a
   parabola, is the running estimate of the extrinsic's error, `offset_deg`. A camera is
   `suspect` when that estimate is at least `suspect_offset_deg`, the agreement there beats the
   stored extrinsic's by `min_gain` and at least `min_frames` frames are summed;
@@ -115,12 +115,13 @@ class CalibrationCheckConfig:
         edge_contrast, edge_noise_factor: an image pixel is an edge (1, else 0) where its grey
             level differs from a neighbour's by at least `edge_contrast` (0-1) and by at least
             `edge_noise_factor` times the median such difference over the image (noise and fine
-            texture: 1-2 grey levels on the synthetic images, 10-28 on the real keyframe's). Levinson and Thrun use the difference itself; then
-            strong edges without a depth step (kerbs, lane paint, rows of windows) outvote faint
-            true ones (a tree canopy against a dark facade, a hedge against a wall), and on the
-            tuning logs a row of hedges or a canopy near a correctly calibrated camera pulled its
-            estimate to a corner of the grid. With binary edges and equal weights (`jump_power`
-            0) clean frames flagged 26% -> 2% and 7.6% -> 3% on the two tuning logs.
+            texture: 1-2 grey levels on the synthetic images, 10-28 on the real keyframe's).
+            Levinson and Thrun use the difference itself; then strong edges without a depth step
+            (kerbs, lane paint, rows of windows) outvote faint true ones (a tree canopy against a
+            dark facade, a hedge against a wall): on the tuning logs a canopy or a row of hedges
+            near a correctly calibrated camera pulled its estimate to a corner of the grid. With
+            binary edges and equal weights (`jump_power` 0) clean frames were flagged 21% -> 3.9%
+            and 7.6% -> 2.8% of the time on the two tuning logs (docs/results.md).
         edge_spread_px, edge_decay: the inverse distance transform (Levinson and Thrun's gamma
             0.98 per pixel at 1600 px), scaled to the image's width.
         suspect_offset_deg, min_gain: the decision (see the module docstring).
@@ -264,8 +265,8 @@ def lidar_edges(sweep: LidarSweep, config: CalibrationCheckConfig) -> tuple[np.n
 
 def edge_map(image: np.ndarray, config: CalibrationCheckConfig) -> np.ndarray | None:
     """`(H, W)` float32 image edges (1 where the largest grey difference to the 8 neighbours is at
-    least `edge_contrast` and `edge_noise_factor` times its median over the image, else 0) spread by Levinson and Thrun's inverse distance transform; None
-    for a blank image."""
+    least `edge_contrast` and `edge_noise_factor` times its median over the image, else 0),
+    spread by Levinson and Thrun's inverse distance transform; None for a blank image."""
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     if float(grey.std()) < config.min_image_contrast:
         return None
