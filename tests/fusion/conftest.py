@@ -7,18 +7,22 @@ random images, a drivable-area raster (a 20 m wide road along the ego x axis) an
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.calibration.camera import CameraIntrinsics
+from avfusion.calibration.camera import CameraIntrinsics, CameraRig
 from avfusion.calibration.geodesy import geodetic_from_map, heading_deg_from_yaw
 from avfusion.calibration.se3 import SE3
-from avfusion.fusion.config import CAMERA_NAMES
+from avfusion.fusion.batch import camera_input
+from avfusion.fusion.config import CAMERA_NAMES, FusionConfig, configure
 from avfusion.sensors.map_raster import MapRaster
 from avfusion.sensors.types import CameraFrame, GnssFix, LidarSweep, SyncedFrame
+from avfusion.tools.bench.realdata import real_keyframe
 
 LOCATION = "singapore-onenorth"
 CAMERA_YAW_DEG = {
@@ -119,3 +123,42 @@ def make_frame(seed: int = 0, *, num_boxes: int = 6, image_hw: tuple[int, int] =
 @pytest.fixture
 def frame_factory() -> Callable[..., SyncedFrame]:
     return make_frame
+
+
+class PaintedKeyframe(NamedTuple):
+    """The real keyframe as painting sees it (tiny early-fusion config): the present cameras'
+    names, `camera_input` results and network-input images, their rig, and the lidar points
+    (ego frame)."""
+
+    config: FusionConfig
+    names: list[str]
+    inputs: list[tuple]
+    images: np.ndarray
+    rig: CameraRig
+    points_ego: np.ndarray
+
+    def front_camera_pixels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Worked independently of the rig: (u, v, inside) of every point in CAM_FRONT's network
+        input, `pixel = image_aug @ K @ camera_from_ego @ point`, inside the image and in front."""
+        k = self.names.index("CAM_FRONT")
+        camera_from_ego = np.linalg.inv(self.inputs[k][2])
+        points = np.c_[self.points_ego, np.ones(len(self.points_ego))].T
+        homogeneous = (self.inputs[k][3] @ self.inputs[k][1] @ camera_from_ego[:3]) @ points
+        depth = homogeneous[2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u, v = homogeneous[0] / depth, homogeneous[1] / depth
+        height, width = self.config.camera.input_hw
+        inside = (depth > 0.1) & (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
+        return u, v, inside
+
+
+@pytest.fixture
+def painted_keyframe(realdata_root) -> PaintedKeyframe:
+    frame = real_keyframe(realdata_root.parents[1])
+    config = configure("tiny", fusion="early")
+    names = [name for name in CAMERA_NAMES if name in frame.cameras]
+    inputs = [camera_input(frame, name, config, 1.0) for name in names]
+    rig = frame.camera_rig(tuple(names))
+    rig = dataclasses.replace(rig, image_aug=np.stack([i[3] for i in inputs]), image_size_hw=config.camera.input_hw)
+    images = np.stack([i[0] for i in inputs])
+    return PaintedKeyframe(config, names, inputs, images, rig, frame.lidar.points_ego[:, :3].astype(np.float64))

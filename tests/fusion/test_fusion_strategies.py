@@ -11,16 +11,15 @@ import torch
 
 from avfusion.calibration.boxes import Boxes3D
 from avfusion.errors import InputError
-from avfusion.fusion.batch import camera_input, collate
+from avfusion.fusion.batch import collate
 from avfusion.fusion.checkpoint import save_checkpoint, weights_for_strategy
-from avfusion.fusion.config import CAMERA_NAMES, FusionConfig, configure, tiny_for_tests, with_strategy
+from avfusion.fusion.config import FusionConfig, configure, tiny_for_tests, with_strategy
 from avfusion.fusion.fuser import ConvFuser, GatedFuser
 from avfusion.fusion.inference import Detector, late_model_values
 from avfusion.fusion.late import FEATURE_NAMES, LateScoreModel, merge
 from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.paint import paint_points
 from avfusion.fusion.warmstart import warm_start
-from avfusion.tools.bench.realdata import real_keyframe
 
 
 def _modalities(config: FusionConfig, *, lidar: bool, camera: bool) -> FusionConfig:
@@ -38,34 +37,21 @@ def _randomised(config: FusionConfig, seed: int) -> BEVFusion:
     return model.eval()
 
 
-def test_a_painted_point_carries_the_pixel_it_projects_to_on_the_real_keyframe(realdata_root) -> None:
-    frame = real_keyframe(realdata_root.parents[1])
-    config = configure("tiny", fusion="early")
-    names = [name for name in CAMERA_NAMES if name in frame.cameras]
-    inputs = [camera_input(frame, name, config, 1.0) for name in names]
-    images = np.stack([i[0] for i in inputs])
-    rig = frame.camera_rig(tuple(names))
-    rig = dataclasses.replace(rig, image_aug=np.stack([i[3] for i in inputs]), image_size_hw=config.camera.input_hw)
-    points_ego = frame.lidar.points_ego[:, :3].astype(np.float64)
-    paint = paint_points(points_ego, rig, images)
-    assert paint.shape == (len(points_ego), 4) and paint.dtype == np.float32
+def test_a_painted_point_carries_the_pixel_it_projects_to_on_the_real_keyframe(painted_keyframe) -> None:
+    k = painted_keyframe
+    paint = paint_points(k.points_ego, k.rig, k.images)
+    assert paint.shape == (len(k.points_ego), 4) and paint.dtype == np.float32
     seen = paint[:, 3] == 1.0
     assert 0.5 < seen.mean() <= 1.0 and np.all(paint[~seen] == 0.0)
 
-    # Worked independently of the rig: pixel = image_aug @ K @ camera_from_ego @ point, for the
-    # front camera's points (the first camera in order, so nothing else painted them).
-    height, width = config.camera.input_hw
-    k = names.index("CAM_FRONT")
-    camera_from_ego = np.linalg.inv(inputs[k][2])
-    homogeneous = (inputs[k][3] @ inputs[k][1] @ camera_from_ego[:3]) @ np.c_[points_ego, np.ones(len(points_ego))].T
-    depth = homogeneous[2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = homogeneous[0] / depth, homogeneous[1] / depth
-    inside = (depth > 0.1) & (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
+    # The front camera's points (the first camera in order, so nothing else painted them).
+    u, v, inside = k.front_camera_pixels()
     assert inside.sum() > 1000
+    height, width = k.config.camera.input_hw
     rows = np.clip(np.rint(v[inside]).astype(int), 0, height - 1)
     columns = np.clip(np.rint(u[inside]).astype(int), 0, width - 1)
-    np.testing.assert_array_equal(paint[inside, :3], images[k][:, rows, columns].T)
+    front = k.images[k.names.index("CAM_FRONT")]
+    np.testing.assert_array_equal(paint[inside, :3], front[:, rows, columns].T)
     assert np.all(paint[inside, 3] == 1.0)
 
 

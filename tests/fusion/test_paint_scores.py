@@ -3,47 +3,30 @@ that training reaches the camera network through them."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 from torch import nn
 
 from avfusion.calibration.boxes import Boxes3D
-from avfusion.fusion.batch import camera_input, collate
-from avfusion.fusion.config import CAMERA_NAMES, PAINT_CHANNELS, configure, tiny_for_tests, with_strategy
+from avfusion.fusion.batch import collate
+from avfusion.fusion.config import CAMERA_NAMES, PAINT_CHANNELS, tiny_for_tests, with_strategy
 from avfusion.fusion.losses import total_loss
 from avfusion.fusion.model import BEVFusion
 from avfusion.fusion.paint import paint_points, point_labels
 from avfusion.fusion.painter import PaintScorer
-from avfusion.tools.bench.realdata import real_keyframe
 
 
-def test_the_lookup_names_the_painting_camera_and_its_pixel_on_the_real_keyframe(realdata_root) -> None:
-    frame = real_keyframe(realdata_root.parents[1])
-    config = configure("tiny", fusion="early")
-    names = [name for name in CAMERA_NAMES if name in frame.cameras]
-    inputs = [camera_input(frame, name, config, 1.0) for name in names]
-    images = np.stack([i[0] for i in inputs])
-    rig = frame.camera_rig(tuple(names))
-    rig = dataclasses.replace(rig, image_aug=np.stack([i[3] for i in inputs]), image_size_hw=config.camera.input_hw)
-    points_ego = frame.lidar.points_ego[:, :3].astype(np.float64)
-    slots = np.array([CAMERA_NAMES.index(name) for name in names])
-    painted = paint_points(points_ego, rig, images, slots)
-    assert painted.shape == (len(points_ego), PAINT_CHANNELS + 3)
-    np.testing.assert_array_equal(painted[:, :PAINT_CHANNELS], paint_points(points_ego, rig, images))
+def test_the_lookup_names_the_painting_camera_and_its_pixel_on_the_real_keyframe(painted_keyframe) -> None:
+    k = painted_keyframe
+    slots = np.array([CAMERA_NAMES.index(name) for name in k.names])
+    painted = paint_points(k.points_ego, k.rig, k.images, slots)
+    assert painted.shape == (len(k.points_ego), PAINT_CHANNELS + 3)
+    np.testing.assert_array_equal(painted[:, :PAINT_CHANNELS], paint_points(k.points_ego, k.rig, k.images))
     seen = painted[:, 3] == 1.0
     assert np.all(painted[~seen, 4] == -1.0) and np.all(painted[seen, 4] >= 0)
 
     # The front camera's points (first in order): its slot and the pixel worked out by hand.
-    k = names.index("CAM_FRONT")
-    camera_from_ego = np.linalg.inv(inputs[k][2])
-    homogeneous = (inputs[k][3] @ inputs[k][1] @ camera_from_ego[:3]) @ np.c_[points_ego, np.ones(len(points_ego))].T
-    depth = homogeneous[2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = homogeneous[0] / depth, homogeneous[1] / depth
-    height, width = config.camera.input_hw
-    inside = (depth > 0.1) & (u >= -0.5) & (u < width - 0.5) & (v >= -0.5) & (v < height - 0.5)
+    u, v, inside = k.front_camera_pixels()
     assert inside.sum() > 1000
     assert np.all(painted[inside, 4] == CAMERA_NAMES.index("CAM_FRONT"))
     np.testing.assert_allclose(painted[inside, 5], u[inside], atol=1e-3)
