@@ -607,8 +607,6 @@ def _velocities(
         seconds = table.split_seconds[table.position[np.where(inside, at, 0)]]
         outside_rows = neighbour_rows[~inside].tolist()
         if outside_rows:
-            if table.sample_tokens is None:  # cannot be: `row_of_token` holds only the split's rows
-                raise _OutsideTheSplit
             centres = records_at(table.texts, outside_rows, AnnotationCentre)
             if centres is None:
                 return None

@@ -163,7 +163,9 @@ class BEVFusion(nn.Module):
     def forward(self, batch: FusionBatch) -> HeadOutputs:
         features, paint_logits = batch.pillar_features, None
         if self.painter is not None:
-            features, paint_logits = self.painter(features, batch.pillar_coords_bij, batch.images)
+            features, paint_logits = self.painter(
+                features, batch.pillar_coords_bij, batch.images, batch.modality.camera
+            )
         outputs = self._forward(batch, features)
         return outputs if paint_logits is None else dataclasses.replace(outputs, paint_logits=paint_logits)
 
@@ -171,9 +173,8 @@ class BEVFusion(nn.Module):
         modality = batch.modality
         lidar_bev = None
         if self.lidar is not None:
-            features = pillar_features
             lidar_bev = self.lidar(
-                features, batch.pillar_num_points, batch.pillar_coords_bij, batch.batch_size
+                pillar_features, batch.pillar_num_points, batch.pillar_coords_bij, batch.batch_size
             )  # (B, C_l, H, W)
         camera_bev = coverage = None
         depth_logits = batch.images.new_zeros((0, self.depth_bins, *self.feature_hw))

@@ -30,7 +30,7 @@ class PaintScorer(nn.Module):
         self.num_classes = num_classes
 
     def forward(
-        self, features: torch.Tensor, coords_bij: torch.Tensor, images: torch.Tensor
+        self, features: torch.Tensor, coords_bij: torch.Tensor, images: torch.Tensor, present: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Point features with the lookup columns replaced by the scores, and the logits there.
 
@@ -38,18 +38,27 @@ class PaintScorer(nn.Module):
             features: `(V, P, 5 + PAINT_CHANNELS + PAINT_LOOKUP_CHANNELS)` pillar points.
             coords_bij: `(V, 3)` each pillar's sample (and grid cell).
             images: `(B, K, 3, h, w)` network-input images.
+            present: `(B, K)` bool: only present cameras are encoded (no point names another).
 
         Returns:
             `(V, P, 5 + PAINT_CHANNELS + num_classes)` features and `(V, P, num_classes + 1)`
             logits (meaningful where the point was seen).
         """
         cameras = images.shape[1]
-        logits_map = self.classifier(self.encoder(images.flatten(0, 1)))  # (B * K, C + 1, h', w')
-        _, channels, height, width = logits_map.shape
-        table = logits_map.permute(0, 2, 3, 1).reshape(-1, channels)
         camera, u, v = features[..., _PAINTED], features[..., _PAINTED + 1], features[..., _PAINTED + 2]
         seen = camera >= 0
-        image = coords_bij[:, :1] * cameras + camera.clamp(min=0).long()  # (V, P)
+        chosen = torch.nonzero(present.reshape(-1), as_tuple=False).view(-1)  # (N,) flat b * K + k
+        if chosen.numel() == 0:
+            scores = features.new_zeros((*features.shape[:2], self.num_classes))
+            logits = features.new_zeros((*features.shape[:2], self.num_classes + 1))
+            return torch.cat([features[..., :_PAINTED], scores], dim=-1), logits
+        logits_map = self.classifier(self.encoder(images.flatten(0, 1)[chosen]))  # (N, C + 1, h', w')
+        _, channels, height, width = logits_map.shape
+        table = logits_map.permute(0, 2, 3, 1).reshape(-1, channels)
+        # Each flat camera's row in `logits_map` (0 for cameras not encoded: no point reads them).
+        encoded = torch.zeros(present.numel(), dtype=torch.int64, device=features.device)
+        encoded[chosen] = torch.arange(chosen.numel(), device=features.device)
+        image = encoded[coords_bij[:, :1] * cameras + camera.clamp(min=0).long()]  # (V, P)
         # Pixel centres: network-input pixel i is at i, feature pixel j at (j + 0.5) * stride - 0.5.
         x = ((u + 0.5) / self.stride - 0.5).clamp(0, width - 1)
         y = ((v + 0.5) / self.stride - 0.5).clamp(0, height - 1)

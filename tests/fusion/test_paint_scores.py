@@ -34,12 +34,14 @@ def test_the_lookup_names_the_painting_camera_and_its_pixel_on_the_real_keyframe
 
 
 class _GivenMap(nn.Module):
+    """An encoder that answers each image (filled with its flat index b * K + k) with its logits."""
+
     def __init__(self, logits: torch.Tensor) -> None:
         super().__init__()
         self.logits = logits
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits
+        return self.logits[images[:, 0, 0, 0].long()]
 
 
 def test_the_scorer_reads_the_logits_bilinearly_at_the_point_and_zeroes_unseen_points() -> None:
@@ -49,7 +51,7 @@ def test_the_scorer_reads_the_logits_bilinearly_at_the_point_and_zeroes_unseen_p
     # Two samples x six cameras, 3 logits on a 2 x 3 feature grid, every value distinct.
     logits = torch.arange(2 * 6 * 3 * 2 * 3, dtype=torch.float32).reshape(12, 3, 2, 3) / 10.0
     scorer.encoder, scorer.classifier = _GivenMap(logits), nn.Identity()
-    images = torch.zeros(2, 6, 3, 2 * stride, 3 * stride)
+    images = torch.arange(12, dtype=torch.float32).view(2, 6, 1, 1, 1).expand(2, 6, 3, 2 * stride, 3 * stride)
 
     def point(camera_slot: float, u: float, v: float) -> list[float]:
         return [0.0] * (5 + PAINT_CHANNELS) + [camera_slot, u, v]
@@ -62,13 +64,22 @@ def test_the_scorer_reads_the_logits_bilinearly_at_the_point_and_zeroes_unseen_p
         ]
     )
     coords = torch.tensor([[1, 0, 0], [0, 3, 3]])
-    out, read = scorer(features, coords, images)
+    out, read = scorer(features, coords, images, torch.ones(2, 6, dtype=torch.bool))
     torch.testing.assert_close(read[0, 0], logits[1 * 6 + 4, :, 1, 2])
     torch.testing.assert_close(read[1, 0], (logits[0, :, 0, 0] + logits[0, :, 0, 1]) / 2)
     torch.testing.assert_close(read[1, 1], logits[5, :, 1, 0])
     assert out.shape == (2, 2, 5 + PAINT_CHANNELS + 2)
     torch.testing.assert_close(out[0, 0, -2:], torch.softmax(logits[10, :, 1, 2], dim=0)[:2])
     assert float(out[0, 1, -2:].abs().sum()) == 0.0
+    # Cameras no point names need not be there: only the present ones are encoded.
+    present = torch.zeros(2, 6, dtype=torch.bool)
+    present[0, 0] = present[0, 5] = present[1, 4] = True
+    fewer, read_fewer = scorer(features, coords, images, present)
+    torch.testing.assert_close(read_fewer[features[..., 9] >= 0], read[features[..., 9] >= 0])
+    torch.testing.assert_close(fewer, out)
+    # No camera at all: no scores.
+    dark, _ = scorer(features, coords, images, torch.zeros(2, 6, dtype=torch.bool))
+    assert float(dark[..., -2:].abs().sum()) == 0.0
 
 
 def test_a_point_is_labelled_with_the_class_of_its_box_background_or_nothing() -> None:
