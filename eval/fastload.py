@@ -607,6 +607,8 @@ def _velocities(
         seconds = table.split_seconds[table.position[np.where(inside, at, 0)]]
         outside_rows = neighbour_rows[~inside].tolist()
         if outside_rows:
+            # Only a table of every record's tokens (with their samples) finds rows outside the split.
+            assert table.sample_tokens is not None
             centres = records_at(table.texts, outside_rows, AnnotationCentre)
             if centres is None:
                 return None
