@@ -22,7 +22,7 @@ FORMAT = "avfusion-bevfusion-1"
 
 # The shipped default weights (float16, the CPU preset's network) and their resolved config
 # (`default.json` beside them). They were trained on a synthetic log whose seed no evaluation log
-# uses; README.md ("Default weights") has the exact commands that reproduce them.
+# uses; docs/training.md has the exact commands that reproduce them.
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
